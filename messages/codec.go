@@ -1,0 +1,729 @@
+package messages
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Frame layout: frame 0 = [Version, Type, msgpack header...]; TaskBatch and
+// ResultBatch may add one last frame holding every item's payload back to
+// back, in item order, with each item's length in the header.
+
+type writer struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+	err error
+}
+
+var writers = sync.Pool{New: func() any {
+	w := &writer{}
+	w.enc = msgpack.NewEncoder(&w.buf)
+	return w
+}}
+
+func getWriter(t Type, sizeHint int) *writer {
+	w := writers.Get().(*writer)
+	w.buf.Reset()
+	w.buf.Grow(sizeHint + 2)
+	w.buf.WriteByte(Version)
+	w.buf.WriteByte(byte(t))
+	w.err = nil
+	return w
+}
+
+// finish copies the frame out so the pooled buffer can be reused.
+func (w *writer) finish() ([]byte, error) {
+	err := w.err
+	var out []byte
+	if err == nil {
+		if w.buf.Len()-2 > MaxHeaderBytes {
+			err = derr(ErrOversized, "header of %d bytes", w.buf.Len()-2)
+		} else {
+			out = make([]byte, w.buf.Len())
+			copy(out, w.buf.Bytes())
+		}
+	}
+	if w.buf.Cap() <= 1<<20 {
+		writers.Put(w)
+	}
+	return out, err
+}
+
+func (w *writer) set(err error) {
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+}
+func (w *writer) arr(n int)     { w.set(w.enc.EncodeArrayLen(n)) }
+func (w *writer) u(v uint64)    { w.set(w.enc.EncodeUint(v)) }
+func (w *writer) i(v int64)     { w.set(w.enc.EncodeInt(v)) }
+func (w *writer) s(v string)    { w.set(w.enc.EncodeString(v)) }
+func (w *writer) b(v bool)      { w.set(w.enc.EncodeBool(v)) }
+func (w *writer) bin(v []byte)  { w.set(w.enc.EncodeBytes(v)) }
+func (w *writer) id(v *TaskID)  { w.set(w.enc.EncodeBytes(v[:])) }
+func (w *writer) ids(v []TaskID) {
+	w.arr(len(v))
+	for k := range v {
+		w.id(&v[k])
+	}
+}
+
+type reader struct {
+	rd  bytes.Reader
+	dec *msgpack.Decoder
+	err error
+}
+
+var readers = sync.Pool{New: func() any {
+	r := &reader{}
+	r.dec = msgpack.NewDecoder(&r.rd)
+	return r
+}}
+
+func (r *reader) fail(err error) {
+	if err == nil || r.err != nil {
+		return
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		r.err = derr(ErrTruncated, "header ends early")
+		return
+	}
+	var de *DecodeError
+	if errors.As(err, &de) {
+		r.err = err
+		return
+	}
+	r.err = derr(ErrMalformed, "%v", err)
+}
+
+// arr reads an array length and checks it against the bytes left, so a
+// forged length cannot make us allocate.
+func (r *reader) arr(minItemBytes int) int {
+	if r.err != nil {
+		return 0
+	}
+	n, err := r.dec.DecodeArrayLen()
+	if err != nil {
+		r.fail(err)
+		return 0
+	}
+	if n < 0 {
+		return 0
+	}
+	if n > MaxItems {
+		r.err = derr(ErrOversized, "%d items (limit %d)", n, MaxItems)
+		return 0
+	}
+	if n*minItemBytes > r.rd.Len() {
+		r.err = derr(ErrTruncated, "%d items announced, %d bytes left", n, r.rd.Len())
+		return 0
+	}
+	return n
+}
+
+// fields reads a struct's array header; a newer peer may append fields,
+// which are skipped, but fewer than want is malformed.
+func (r *reader) fields(want int) int {
+	n := r.arr(1)
+	if r.err == nil && n < want {
+		r.err = derr(ErrMalformed, "%d fields, need %d", n, want)
+	}
+	return n
+}
+
+func (r *reader) skip(n, want int) {
+	for ; n > want && r.err == nil; n-- {
+		r.fail(r.dec.Skip())
+	}
+}
+
+func (r *reader) u64() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, err := r.dec.DecodeUint64()
+	r.fail(err)
+	return v
+}
+
+func (r *reader) u32() uint32 {
+	v := r.u64()
+	if v > 1<<32-1 {
+		r.fail(derr(ErrMalformed, "value %d over 32 bits", v))
+		return 0
+	}
+	return uint32(v)
+}
+
+func (r *reader) u8() uint8 {
+	v := r.u64()
+	if v > 255 {
+		r.fail(derr(ErrMalformed, "value %d over 8 bits", v))
+		return 0
+	}
+	return uint8(v)
+}
+
+func (r *reader) i64() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, err := r.dec.DecodeInt64()
+	r.fail(err)
+	return v
+}
+
+func (r *reader) b() bool {
+	if r.err != nil {
+		return false
+	}
+	v, err := r.dec.DecodeBool()
+	r.fail(err)
+	return v
+}
+
+func (r *reader) s() string {
+	if r.err != nil {
+		return ""
+	}
+	v, err := r.dec.DecodeString()
+	r.fail(err)
+	if len(v) > MaxStringBytes {
+		r.fail(derr(ErrOversized, "string of %d bytes", len(v)))
+		return ""
+	}
+	return v
+}
+
+func (r *reader) bin() []byte {
+	if r.err != nil {
+		return nil
+	}
+	v, err := r.dec.DecodeBytes()
+	r.fail(err)
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+func (r *reader) id(dst *TaskID) {
+	if r.err != nil {
+		return
+	}
+	n, err := r.dec.DecodeBytesLen()
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	if n != len(dst) {
+		r.err = derr(ErrMalformed, "task id of %d bytes, want 16", n)
+		return
+	}
+	r.fail(r.dec.ReadFull(dst[:]))
+}
+
+func (r *reader) ids() []TaskID {
+	n := r.arr(17)
+	if n == 0 {
+		return nil
+	}
+	out := make([]TaskID, n)
+	for k := range out {
+		r.id(&out[k])
+	}
+	return out
+}
+
+// payloadSplitter hands out consecutive slices of the payload frame.
+type payloadSplitter struct {
+	frame []byte
+	off   int
+}
+
+func (p *payloadSplitter) take(n uint32) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	end := p.off + int(n)
+	if end > len(p.frame) || end < p.off {
+		return nil, derr(ErrPayload, "payloads need more than the %d-byte payload frame", len(p.frame))
+	}
+	b := p.frame[p.off:end:end]
+	p.off = end
+	return b, nil
+}
+
+
+// Unpack reads one message from its frames (routing frames already removed).
+func Unpack(frames [][]byte) (Message, error) {
+	if len(frames) == 0 || len(frames[0]) == 0 {
+		return nil, derr(ErrEmpty, "no frames")
+	}
+	f := frames[0]
+	if f[0] != Version {
+		return nil, derr(ErrVersion, "peer speaks version %d, this side speaks %d", f[0], Version)
+	}
+	if len(f) < 2 {
+		return nil, derr(ErrTruncated, "no type byte")
+	}
+	t := Type(f[1])
+	if t == TypeInvalid || t >= typeCount {
+		return nil, derr(ErrUnknownType, "type byte %d", f[1])
+	}
+	if len(f)-2 > MaxHeaderBytes {
+		return nil, derr(ErrOversized, "header of %d bytes (limit %d)", len(f)-2, MaxHeaderBytes)
+	}
+	var payload []byte
+	switch {
+	case len(frames) == 1:
+	case len(frames) == 2 && (t == TypeTaskBatch || t == TypeResultBatch):
+		payload = frames[1]
+		if len(payload) == 0 {
+			return nil, derr(ErrExtraFrames, "empty payload frame")
+		}
+	default:
+		return nil, derr(ErrExtraFrames, "%s with %d frames", t, len(frames))
+	}
+
+	r := readers.Get().(*reader)
+	r.rd.Reset(f[2:])
+	r.dec.Reset(&r.rd)
+	r.err = nil
+	m := decodeBody(t, r, payload)
+	err := r.err
+	if err == nil && r.rd.Len() != 0 {
+		err = derr(ErrMalformed, "%d trailing header bytes", r.rd.Len())
+	}
+	r.rd.Reset(nil)
+	readers.Put(r)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func decodeBody(t Type, r *reader, payload []byte) Message {
+	switch t {
+	case TypeRegistration:
+		m := &Registration{}
+		m.decode(r)
+		return m
+	case TypeHeartbeat:
+		n := r.fields(0)
+		r.skip(n, 0)
+		return &Heartbeat{}
+	case TypeHeartbeatReq:
+		n := r.fields(1)
+		m := &HeartbeatReq{Nonce: r.u64()}
+		r.skip(n, 1)
+		return m
+	case TypeHeartbeatResp:
+		n := r.fields(1)
+		m := &HeartbeatResp{Nonce: r.u64()}
+		r.skip(n, 1)
+		return m
+	case TypeTaskBatch:
+		m := &TaskBatch{}
+		m.decode(r, payload)
+		return m
+	case TypeResultBatch:
+		m := &ResultBatch{}
+		m.decode(r, payload)
+		return m
+	case TypeManagerStatusReport:
+		m := &ManagerStatusReport{}
+		m.decode(r)
+		return m
+	case TypeEPStatusReport:
+		m := &EPStatusReport{}
+		m.decode(r)
+		return m
+	case TypeCommand:
+		m := &Command{}
+		m.decode(r)
+		return m
+	case TypeCommandReply:
+		n := r.fields(4)
+		m := &CommandReply{ID: r.u64(), OK: r.b(), Message: r.s(), Body: r.bin()}
+		r.skip(n, 4)
+		return m
+	case TypeAck:
+		n := r.fields(1)
+		m := &Ack{IDs: r.ids()}
+		r.skip(n, 1)
+		return m
+	case TypeReregister:
+		n := r.fields(1)
+		m := &Reregister{Reason: r.s()}
+		r.skip(n, 1)
+		return m
+	case TypeErrorReply:
+		n := r.fields(2)
+		m := &ErrorReply{Code: ErrorCode(r.u64()), Reason: r.s()}
+		r.skip(n, 2)
+		return m
+	}
+	r.err = derr(ErrUnknownType, "type %s", t)
+	return nil
+}
+
+// --- Registration
+
+func (m *Registration) Pack() ([][]byte, error) {
+	w := getWriter(TypeRegistration, 64+len(m.ID)+len(m.Hostname)+len(m.SoftwareVersion)+len(m.BlockID))
+	w.arr(8)
+	w.u(uint64(m.Role))
+	w.s(m.ID)
+	w.s(m.Hostname)
+	w.u(uint64(m.Workers))
+	w.u(uint64(m.Prefetch))
+	w.u(uint64(m.ProtocolVersion))
+	w.s(m.SoftwareVersion)
+	w.s(m.BlockID)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *Registration) decode(r *reader) {
+	n := r.fields(8)
+	m.Role = Role(r.u8())
+	m.ID = r.s()
+	m.Hostname = r.s()
+	m.Workers = r.u32()
+	m.Prefetch = r.u32()
+	m.ProtocolVersion = r.u8()
+	m.SoftwareVersion = r.s()
+	m.BlockID = r.s()
+	if r.err == nil && m.Role != RoleManager && m.Role != RoleInterchange {
+		r.err = derr(ErrMalformed, "unknown role %d", m.Role)
+	}
+	r.skip(n, 8)
+}
+
+// --- small messages
+
+func (m *Heartbeat) Pack() ([][]byte, error) {
+	w := getWriter(TypeHeartbeat, 1)
+	w.arr(0)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *HeartbeatReq) Pack() ([][]byte, error) {
+	w := getWriter(TypeHeartbeatReq, 10)
+	w.arr(1)
+	w.u(m.Nonce)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *HeartbeatResp) Pack() ([][]byte, error) {
+	w := getWriter(TypeHeartbeatResp, 10)
+	w.arr(1)
+	w.u(m.Nonce)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *CommandReply) Pack() ([][]byte, error) {
+	w := getWriter(TypeCommandReply, 16+len(m.Message)+len(m.Body))
+	w.arr(4)
+	w.u(m.ID)
+	w.b(m.OK)
+	w.s(m.Message)
+	w.bin(m.Body)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *Ack) Pack() ([][]byte, error) {
+	w := getWriter(TypeAck, 8+18*len(m.IDs))
+	w.arr(1)
+	w.ids(m.IDs)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *Reregister) Pack() ([][]byte, error) {
+	w := getWriter(TypeReregister, 4+len(m.Reason))
+	w.arr(1)
+	w.s(m.Reason)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *ErrorReply) Pack() ([][]byte, error) {
+	w := getWriter(TypeErrorReply, 8+len(m.Reason))
+	w.arr(2)
+	w.u(uint64(m.Code))
+	w.s(m.Reason)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+// --- Command
+
+func (m *Command) Pack() ([][]byte, error) {
+	w := getWriter(TypeCommand, 48+len(m.State)+len(m.Manager)+18*len(m.TaskIDs))
+	w.arr(7)
+	w.u(m.ID)
+	w.u(uint64(m.Op))
+	w.s(m.State)
+	w.i(m.Timeout)
+	w.b(m.Force)
+	w.s(m.Manager)
+	w.ids(m.TaskIDs)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *Command) decode(r *reader) {
+	n := r.fields(7)
+	m.ID = r.u64()
+	m.Op = CommandOp(r.u8())
+	m.State = r.s()
+	m.Timeout = r.i64()
+	m.Force = r.b()
+	m.Manager = r.s()
+	m.TaskIDs = r.ids()
+	r.skip(n, 7)
+}
+
+// --- TaskBatch
+
+func (m *TaskBatch) Pack() ([][]byte, error) {
+	total := 0
+	for k := range m.Tasks {
+		total += len(m.Tasks[k].Payload)
+	}
+	w := getWriter(TypeTaskBatch, 5+30*len(m.Tasks))
+	w.arr(len(m.Tasks))
+	for k := range m.Tasks {
+		t := &m.Tasks[k]
+		w.arr(3)
+		w.id(&t.ID)
+		w.u(uint64(t.Attempt))
+		w.u(uint64(len(t.Payload)))
+	}
+	f, err := w.finish()
+	if err != nil {
+		return nil, err
+	}
+	if total == 0 {
+		return [][]byte{f}, nil
+	}
+	body := make([]byte, 0, total)
+	for k := range m.Tasks {
+		body = append(body, m.Tasks[k].Payload...)
+	}
+	return [][]byte{f, body}, nil
+}
+
+func (m *TaskBatch) decode(r *reader, payload []byte) {
+	n := r.arr(20)
+	if n == 0 {
+		checkPayloadUsed(r, payload, 0)
+		return
+	}
+	m.Tasks = make([]Task, n)
+	ps := payloadSplitter{frame: payload}
+	for k := range m.Tasks {
+		t := &m.Tasks[k]
+		nf := r.fields(3)
+		r.id(&t.ID)
+		t.Attempt = r.u32()
+		plen := r.u32()
+		r.skip(nf, 3)
+		if r.err != nil {
+			return
+		}
+		var err error
+		if t.Payload, err = ps.take(plen); err != nil {
+			r.err = err
+			return
+		}
+	}
+	checkPayloadUsed(r, payload, ps.off)
+}
+
+func checkPayloadUsed(r *reader, payload []byte, used int) {
+	if r.err == nil && used != len(payload) {
+		r.err = derr(ErrPayload, "header accounts for %d of %d payload bytes", used, len(payload))
+	}
+}
+
+// --- ResultBatch
+
+func (m *ResultBatch) Pack() ([][]byte, error) {
+	total := 0
+	for k := range m.Results {
+		total += len(m.Results[k].Payload)
+	}
+	w := getWriter(TypeResultBatch, 5+48*len(m.Results))
+	w.arr(len(m.Results))
+	for k := range m.Results {
+		x := &m.Results[k]
+		w.arr(7)
+		w.id(&x.ID)
+		w.u(uint64(x.Attempt))
+		w.u(uint64(x.Code))
+		w.s(x.Error)
+		w.i(x.Started)
+		w.i(x.Finished)
+		w.u(uint64(len(x.Payload)))
+	}
+	f, err := w.finish()
+	if err != nil {
+		return nil, err
+	}
+	if total == 0 {
+		return [][]byte{f}, nil
+	}
+	body := make([]byte, 0, total)
+	for k := range m.Results {
+		body = append(body, m.Results[k].Payload...)
+	}
+	return [][]byte{f, body}, nil
+}
+
+func (m *ResultBatch) decode(r *reader, payload []byte) {
+	n := r.arr(24)
+	if n == 0 {
+		checkPayloadUsed(r, payload, 0)
+		return
+	}
+	m.Results = make([]Result, n)
+	ps := payloadSplitter{frame: payload}
+	for k := range m.Results {
+		x := &m.Results[k]
+		nf := r.fields(7)
+		r.id(&x.ID)
+		x.Attempt = r.u32()
+		x.Code = TaskStatusCode(r.u8())
+		x.Error = r.s()
+		x.Started = r.i64()
+		x.Finished = r.i64()
+		plen := r.u32()
+		r.skip(nf, 7)
+		if r.err != nil {
+			return
+		}
+		if !x.Code.Terminal() {
+			r.err = derr(ErrMalformed, "result with non-terminal code %d", x.Code)
+			return
+		}
+		var err error
+		if x.Payload, err = ps.take(plen); err != nil {
+			r.err = err
+			return
+		}
+	}
+	checkPayloadUsed(r, payload, ps.off)
+}
+
+// --- status reports
+
+func writeDeltas(w *writer, ds []Delta) {
+	w.arr(len(ds))
+	for k := range ds {
+		d := &ds[k]
+		w.arr(4)
+		w.id(&d.ID)
+		w.u(uint64(d.Code))
+		w.u(uint64(d.Attempt))
+		w.i(d.At)
+	}
+}
+
+func readDeltas(r *reader) []Delta {
+	n := r.arr(22)
+	if n == 0 {
+		return nil
+	}
+	out := make([]Delta, n)
+	for k := range out {
+		d := &out[k]
+		nf := r.fields(4)
+		r.id(&d.ID)
+		d.Code = TaskStatusCode(r.u8())
+		d.Attempt = r.u32()
+		d.At = r.i64()
+		r.skip(nf, 4)
+		if r.err != nil {
+			return nil
+		}
+		if !d.Code.Valid() {
+			r.err = derr(ErrMalformed, "delta with unknown code %d", d.Code)
+			return nil
+		}
+	}
+	return out
+}
+
+func (r *reader) serving() ServingState {
+	s := ServingState(r.u8())
+	if r.err == nil && !s.Valid() {
+		r.err = derr(ErrMalformed, "unknown serving state %d", s)
+	}
+	return s
+}
+
+func (m *ManagerStatusReport) Pack() ([][]byte, error) {
+	w := getWriter(TypeManagerStatusReport, 32+36*len(m.Deltas))
+	w.arr(6)
+	writeDeltas(w, m.Deltas)
+	w.u(uint64(m.Workers))
+	w.u(uint64(m.IdleWorkers))
+	w.u(uint64(m.Capacity))
+	w.u(uint64(m.Outstanding))
+	w.u(uint64(m.ServingState))
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *ManagerStatusReport) decode(r *reader) {
+	n := r.fields(6)
+	m.Deltas = readDeltas(r)
+	m.Workers = r.u32()
+	m.IdleWorkers = r.u32()
+	m.Capacity = r.u32()
+	m.Outstanding = r.u32()
+	m.ServingState = r.serving()
+	r.skip(n, 6)
+}
+
+func (m *EPStatusReport) Pack() ([][]byte, error) {
+	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas))
+	w.arr(7)
+	writeDeltas(w, m.Deltas)
+	w.u(uint64(m.Managers))
+	w.u(uint64(m.Workers))
+	w.u(uint64(m.IdleWorkers))
+	w.u(uint64(m.Queued))
+	w.u(uint64(m.Outstanding))
+	w.u(uint64(m.ServingState))
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *EPStatusReport) decode(r *reader) {
+	n := r.fields(7)
+	m.Deltas = readDeltas(r)
+	m.Managers = r.u32()
+	m.Workers = r.u32()
+	m.IdleWorkers = r.u32()
+	m.Queued = r.u32()
+	m.Outstanding = r.u32()
+	m.ServingState = r.serving()
+	r.skip(n, 7)
+}
+
+// ReplyFor builds the refusal sent to a peer whose message failed to decode.
+func ReplyFor(err error) *ErrorReply {
+	return &ErrorReply{Code: CodeFor(err), Reason: err.Error()}
+}

@@ -1,0 +1,127 @@
+package messages
+
+// Message is any value that Unpack returns.
+type Message interface {
+	Type() Type
+	Pack() ([][]byte, error)
+}
+
+// Registration introduces a manager to an interchange, or an interchange
+// to a forwarder (its ID is then the endpoint id).
+type Registration struct {
+	Role            Role
+	ID              string
+	Hostname        string
+	Workers         uint32
+	Prefetch        uint32
+	ProtocolVersion uint8
+	SoftwareVersion string
+	BlockID         string
+}
+
+// Heartbeat is one-way and never answered; any traffic counts as one.
+type Heartbeat struct{}
+
+// HeartbeatReq is the one synchronous probe; the peer echoes Nonce.
+type HeartbeatReq struct{ Nonce uint64 }
+
+// HeartbeatResp answers a HeartbeatReq.
+type HeartbeatResp struct{ Nonce uint64 }
+
+// Task is one unit of work. Payload is opaque to brokers.
+type Task struct {
+	ID      TaskID
+	Attempt uint32
+	Payload []byte
+}
+
+// TaskBatch carries tasks downward. Payloads travel in the last frame.
+type TaskBatch struct{ Tasks []Task }
+
+// Result is a task's outcome. Payload is opaque to brokers.
+type Result struct {
+	ID       TaskID
+	Attempt  uint32
+	Code     TaskStatusCode
+	Error    string
+	Started  int64 // unix nanoseconds
+	Finished int64
+	Payload  []byte
+}
+
+// ResultBatch carries results upward.
+type ResultBatch struct{ Results []Result }
+
+// Delta is one observed change of a task's state.
+type Delta struct {
+	ID      TaskID
+	Code    TaskStatusCode
+	Attempt uint32
+	At      int64 // unix nanoseconds
+}
+
+// ManagerStatusReport is sent by a manager every heartbeat interval.
+type ManagerStatusReport struct {
+	Deltas       []Delta
+	Workers      uint32
+	IdleWorkers  uint32
+	Capacity     uint32 // tasks it will accept now
+	Outstanding  uint32 // tasks it holds (queued + running)
+	ServingState ServingState
+}
+
+// EPStatusReport is sent by an interchange every heartbeat interval.
+type EPStatusReport struct {
+	Deltas       []Delta
+	Managers     uint32
+	Workers      uint32
+	IdleWorkers  uint32
+	Queued       uint32
+	Outstanding  uint32
+	ServingState ServingState
+}
+
+// Command asks a peer to act; the answer is a CommandReply with the same ID.
+type Command struct {
+	ID      uint64
+	Op      CommandOp
+	State   string // serving state name; empty clears an override
+	Timeout int64  // nanoseconds; 0 means until cleared
+	Force   bool
+	Manager string // target manager; empty means the interchange itself
+	TaskIDs []TaskID
+}
+
+// CommandReply answers a Command.
+type CommandReply struct {
+	ID      uint64
+	OK      bool
+	Message string
+	Body    []byte // JSON detail for the caller, opaque to brokers
+}
+
+// Ack tells the sender which ids the receiver has taken responsibility for.
+type Ack struct{ IDs []TaskID }
+
+// Reregister tells a peer the receiver no longer knows it.
+type Reregister struct{ Reason string }
+
+// ErrorReply refuses a message with a reason.
+type ErrorReply struct {
+	Code   ErrorCode
+	Reason string
+}
+
+func (*Registration) Type() Type        { return TypeRegistration }
+func (*Heartbeat) Type() Type           { return TypeHeartbeat }
+func (*HeartbeatReq) Type() Type        { return TypeHeartbeatReq }
+func (*HeartbeatResp) Type() Type       { return TypeHeartbeatResp }
+func (*TaskBatch) Type() Type           { return TypeTaskBatch }
+func (*ResultBatch) Type() Type         { return TypeResultBatch }
+func (*ManagerStatusReport) Type() Type { return TypeManagerStatusReport }
+func (*EPStatusReport) Type() Type      { return TypeEPStatusReport }
+func (*Command) Type() Type             { return TypeCommand }
+func (*CommandReply) Type() Type        { return TypeCommandReply }
+func (*Ack) Type() Type                 { return TypeAck }
+func (*Reregister) Type() Type          { return TypeReregister }
+func (*ErrorReply) Type() Type          { return TypeErrorReply }
