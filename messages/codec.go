@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // Frame layout: frame 0 = [Version, Type, msgpack header...]; TaskBatch and
@@ -58,13 +59,13 @@ func (w *writer) set(err error) {
 		w.err = err
 	}
 }
-func (w *writer) arr(n int)     { w.set(w.enc.EncodeArrayLen(n)) }
-func (w *writer) u(v uint64)    { w.set(w.enc.EncodeUint(v)) }
-func (w *writer) i(v int64)     { w.set(w.enc.EncodeInt(v)) }
-func (w *writer) s(v string)    { w.set(w.enc.EncodeString(v)) }
-func (w *writer) b(v bool)      { w.set(w.enc.EncodeBool(v)) }
-func (w *writer) bin(v []byte)  { w.set(w.enc.EncodeBytes(v)) }
-func (w *writer) id(v *TaskID)  { w.set(w.enc.EncodeBytes(v[:])) }
+func (w *writer) arr(n int)    { w.set(w.enc.EncodeArrayLen(n)) }
+func (w *writer) u(v uint64)   { w.set(w.enc.EncodeUint(v)) }
+func (w *writer) i(v int64)    { w.set(w.enc.EncodeInt(v)) }
+func (w *writer) s(v string)   { w.set(w.enc.EncodeString(v)) }
+func (w *writer) b(v bool)     { w.set(w.enc.EncodeBool(v)) }
+func (w *writer) bin(v []byte) { w.set(w.enc.EncodeBytes(v)) }
+func (w *writer) id(v *TaskID) { w.set(w.enc.EncodeBytes(v[:])) }
 func (w *writer) ids(v []TaskID) {
 	w.arr(len(v))
 	for k := range v {
@@ -76,6 +77,7 @@ type reader struct {
 	rd  bytes.Reader
 	dec *msgpack.Decoder
 	err error
+	tmp []byte // scratch for strings, at most MaxStringBytes
 }
 
 var readers = sync.Pool{New: func() any {
@@ -136,8 +138,63 @@ func (r *reader) fields(want int) int {
 }
 
 func (r *reader) skip(n, want int) {
-	for ; n > want && r.err == nil; n-- {
-		r.fail(r.dec.Skip())
+	if n > want {
+		r.skipValues(n - want)
+	}
+}
+
+// skipValues skips n values without recursion: msgpack's own Skip recurses
+// once per nesting level, so a deeply nested header would overflow the stack.
+func (r *reader) skipValues(n int) {
+	for pending := n; pending > 0 && r.err == nil; pending-- {
+		c, err := r.dec.PeekCode()
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		var n, per, blob int
+		switch {
+		case msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32:
+			n, err = r.dec.DecodeArrayLen()
+			per = 1
+		case msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32:
+			n, err = r.dec.DecodeMapLen()
+			per = 2
+		case msgpcode.IsString(c) || msgpcode.IsBin(c):
+			blob, err = r.dec.DecodeBytesLen()
+		case msgpcode.IsExt(c):
+			_, blob, err = r.dec.DecodeExtHeader()
+		default:
+			err = r.dec.Skip() // a fixed-size scalar
+		}
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		if blob > 0 {
+			// skip in place: msgpack's Skip would read the bytes into a buffer
+			if blob > r.rd.Len() {
+				r.err = derr(ErrTruncated, "%d bytes to skip, %d bytes left", blob, r.rd.Len())
+				return
+			}
+			if _, err := r.rd.Seek(int64(blob), io.SeekCurrent); err != nil {
+				r.fail(err)
+				return
+			}
+			continue
+		}
+		if n > MaxItems {
+			r.err = derr(ErrOversized, "%d items (limit %d)", n, MaxItems)
+			return
+		}
+		if n > 0 {
+			// every value still to skip takes at least one byte
+			if pending-1+n*per > r.rd.Len() {
+				r.err = derr(ErrTruncated, "%d values to skip, %d bytes left", pending-1+n*per, r.rd.Len())
+				return
+			}
+			pending += n * per
+		}
 	}
 }
 
@@ -157,6 +214,15 @@ func (r *reader) u32() uint32 {
 		return 0
 	}
 	return uint32(v)
+}
+
+func (r *reader) u16() uint16 {
+	v := r.u64()
+	if v > 1<<16-1 {
+		r.fail(derr(ErrMalformed, "value %d over 16 bits", v))
+		return 0
+	}
+	return uint16(v)
 }
 
 func (r *reader) u8() uint8 {
@@ -186,28 +252,51 @@ func (r *reader) b() bool {
 	return v
 }
 
-func (r *reader) s() string {
+// blobLen reads a str or bin length and checks it before anything is
+// allocated: msgpack's DecodeBytes allocates whatever length it is told.
+func (r *reader) blobLen(limit int) int {
 	if r.err != nil {
+		return 0
+	}
+	n, err := r.dec.DecodeBytesLen()
+	if err != nil {
+		r.fail(err)
+		return 0
+	}
+	if n > limit {
+		r.err = derr(ErrOversized, "string of %d bytes (limit %d)", n, limit)
+		return 0
+	}
+	if n > r.rd.Len() {
+		r.err = derr(ErrTruncated, "string of %d bytes, %d bytes left", n, r.rd.Len())
+		return 0
+	}
+	return n
+}
+
+func (r *reader) s() string {
+	n := r.blobLen(MaxStringBytes)
+	if n <= 0 {
 		return ""
 	}
-	v, err := r.dec.DecodeString()
-	r.fail(err)
-	if len(v) > MaxStringBytes {
-		r.fail(derr(ErrOversized, "string of %d bytes", len(v)))
+	if cap(r.tmp) < n {
+		r.tmp = make([]byte, n)
+	}
+	b := r.tmp[:n]
+	if err := r.dec.ReadFull(b); err != nil {
+		r.fail(err)
 		return ""
 	}
-	return v
+	return string(b)
 }
 
 func (r *reader) bin() []byte {
-	if r.err != nil {
+	n := r.blobLen(MaxHeaderBytes)
+	if n <= 0 {
 		return nil
 	}
-	v, err := r.dec.DecodeBytes()
-	r.fail(err)
-	if len(v) == 0 {
-		return nil
-	}
+	v := make([]byte, n)
+	r.fail(r.dec.ReadFull(v))
 	return v
 }
 
@@ -257,7 +346,6 @@ func (p *payloadSplitter) take(n uint32) ([]byte, error) {
 	p.off = end
 	return b, nil
 }
-
 
 // Unpack reads one message from its frames (routing frames already removed).
 func Unpack(frames [][]byte) (Message, error) {
@@ -364,7 +452,7 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 		return m
 	case TypeErrorReply:
 		n := r.fields(2)
-		m := &ErrorReply{Code: ErrorCode(r.u64()), Reason: r.s()}
+		m := &ErrorReply{Code: ErrorCode(r.u16()), Reason: r.s()}
 		r.skip(n, 2)
 		return m
 	}

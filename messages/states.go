@@ -151,8 +151,13 @@ const (
 	Same            // no change
 )
 
+var verdictNames = [...]string{"applied", "stale", "regress", "same"}
+
 func (v Verdict) String() string {
-	return [...]string{"applied", "stale", "regress", "same"}[v]
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
 
 // Apply decides an update (to, attempt) against a task held at (from, cur).

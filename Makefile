@@ -1,0 +1,39 @@
+# Switchyard. `make run` starts a local endpoint with a demo workload;
+# `make test` installs what it needs and runs vet and the race tests.
+GO      ?= go
+BIN     := bin/switchyard
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+DEMO    ?= 5000
+
+.PHONY: all build run test deps vet fuzz bench contract clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/switchyard
+
+run: build
+	$(BIN) endpoint up --demo $(DEMO)
+
+vet: deps
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+test: vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz: deps
+	$(GO) test -run '^$$' -fuzz FuzzUnpack -fuzztime 60s ./messages
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./messages
+
+contract: build
+	python3 ../shared/contract_check.py e2e
+
+clean:
+	rm -rf bin var

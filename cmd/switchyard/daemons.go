@@ -1,0 +1,180 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/logx"
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+	"github.com/switchyard-hpc/switchyard/manager"
+)
+
+// daemonFlags are shared by the three daemons; their names are part of
+// the public contract.
+type daemonFlags struct {
+	listenHTTP string
+	stateDir   string
+	interval   time.Duration
+	threshold  time.Duration
+	logFormat  string
+	logLevel   string
+}
+
+func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
+	fs.StringVar(&d.listenHTTP, "listen-http", httpDefault, "address for the HTTP API (host:port; port 0 picks a free one)")
+	fs.StringVar(&d.stateDir, "state-dir", stateDefault, "directory for this daemon's state and lock file")
+	fs.DurationVar(&d.interval, "heartbeat-interval", 10*time.Second, "send a heartbeat when nothing else was sent for this long")
+	fs.DurationVar(&d.threshold, "heartbeat-threshold", 0, "declare a peer lost after this long without a message (default 3 intervals)")
+	fs.StringVar(&d.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&d.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func (d *daemonFlags) logger() (*logrus.Entry, error) {
+	l, err := logx.New(d.logFormat, d.logLevel, nil)
+	if err != nil {
+		return nil, err
+	}
+	return logrus.NewEntry(l), nil
+}
+
+func (d *daemonFlags) thresholdOrDefault() time.Duration {
+	if d.threshold == 0 {
+		return 3 * d.interval
+	}
+	return d.threshold
+}
+
+type pressureFlags struct{ th servingstate.Thresholds }
+
+func (p *pressureFlags) add(fs *pflag.FlagSet) {
+	fs.IntVar(&p.th.PauseQueued, "pause-queued-tasks", servingstate.DefaultPauseQueued, "pause pushes when this many tasks are queued")
+	fs.IntVar(&p.th.ResumeQueued, "resume-queued-tasks", 0, "resume pushes when the queue falls below this (default 80% of the pause value)")
+	fs.Float64Var(&p.th.PauseMemoryPercent, "pause-memory-percent", servingstate.DefaultPauseMemoryPercent, "pause pushes when memory in use reaches this percent of the limit")
+	fs.Float64Var(&p.th.ResumeMemoryPercent, "resume-memory-percent", 0, "resume pushes when memory falls below this percent (default pause minus 10)")
+}
+
+func newForwarderCmd() *cobra.Command {
+	var df daemonFlags
+	var listenZMQ string
+	cmd := &cobra.Command{
+		Use:   "forwarder",
+		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
+		Long: `Run the forwarder. Users submit tasks over its HTTP API; interchanges connect
+to its ZMQ ROUTER (their routing id is their endpoint id). One forwarder
+serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := df.logger()
+			if err != nil {
+				return err
+			}
+			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
+				HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Log: log})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			return f.Run(ctx)
+		},
+	}
+	df.add(cmd.Flags(), forwarder.DefaultListenHTTP, "var/forwarder")
+	cmd.Flags().StringVar(&listenZMQ, "listen-zmq", forwarder.DefaultListenZMQ, "ZMQ ROUTER address interchanges connect to")
+	return cmd
+}
+
+func newInterchangeCmd() *cobra.Command {
+	var df daemonFlags
+	var pf pressureFlags
+	var endpointID, fwd, listenManagers string
+	var maxRetries int
+	cmd := &cobra.Command{
+		Use:   "interchange --endpoint-id ID",
+		Short: "Run an endpoint's broker: connects out to the forwarder, serves managers",
+		Long: `Run the interchange of one endpoint, usually on a login node. It connects out
+to the forwarder (sites allow outbound connections), binds a ROUTER for the
+managers of this endpoint, queues tasks and hands them to managers with free
+capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := df.logger()
+			if err != nil {
+				return err
+			}
+			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
+				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, HeartbeatInterval: df.interval,
+				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th, Log: log, Version: version})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			return ix.Run(ctx)
+		},
+	}
+	df.add(cmd.Flags(), interchange.DefaultListenHTTP, "")
+	pf.add(cmd.Flags())
+	cmd.Flags().StringVar(&endpointID, "endpoint-id", "", "endpoint id users submit tasks to (required)")
+	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
+	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
+	cmd.Flags().IntVar(&maxRetries, "max-retries", interchange.DefaultMaxRetries, "re-queue a task this many times after its manager is lost, then fail it")
+	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if df.stateDir == "" {
+			df.stateDir = "var/interchange-" + endpointID
+		}
+		return nil
+	}
+	return cmd
+}
+
+func newManagerCmd() *cobra.Command {
+	var df daemonFlags
+	var pf pressureFlags
+	var ixAddr, id, block string
+	var workers, prefetch int
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run a compute node's manager and its workers",
+		Long: `Run a manager on a compute node (often inside a batch job, one per node). It
+connects to the interchange, registers its capacity (--workers plus
+--prefetch), runs tasks on its worker pool and reports results. If the
+interchange goes away it keeps running tasks, keeps their results, and
+reconnects with backoff.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := df.logger()
+			if err != nil {
+				return err
+			}
+			mg, err := manager.New(manager.Options{Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
+				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
+				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Log: log, Version: version})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			return mg.Run(ctx)
+		},
+	}
+	df.add(cmd.Flags(), "", "")
+	pf.add(cmd.Flags())
+	cmd.Flags().StringVar(&ixAddr, "interchange", manager.DefaultInterchange, "interchange ZMQ address to connect to")
+	cmd.Flags().StringVar(&id, "manager-id", "", "manager id, unique per endpoint (default host-pid-random)")
+	cmd.Flags().StringVar(&block, "block-id", "", "batch job or block this manager belongs to (shown in status)")
+	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
+	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait (default: same as --workers)")
+	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if workers < 0 {
+			return fmt.Errorf("--workers %d must be at least 1", workers)
+		}
+		return nil
+	}
+	return cmd
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newEndpointCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "endpoint", Short: "Run a whole endpoint on this machine"}
+	cmd.AddCommand(newEndpointUpCmd())
+	return cmd
+}
+
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func newEndpointUpCmd() *cobra.Command {
+	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat string
+	var workers, managers, demo int
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start forwarder, interchange and managers here; Ctrl-C stops all",
+		Long: `Start a forwarder, an interchange and --managers managers as child processes
+of this command, with state under --state-dir (./var). Their logs are
+forwarded with a prefix. Ctrl-C (or SIGTERM) stops all of them; if one dies,
+the others are stopped too.
+
+With --demo N, once the endpoint is connected a demo workload of N mixed
+tasks (noop, echo, failing exec, short sleep) is submitted and followed to the
+end; the endpoint keeps serving afterwards until Ctrl-C.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("cannot find own binary: %w", err)
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			common := []string{"--heartbeat-interval", interval, "--log-format", logFormat}
+			specs := [][]string{
+				append([]string{"forwarder", "--listen-http", httpAddr, "--listen-zmq", zmqAddr,
+					"--state-dir", filepath.Join(stateDir, "forwarder")}, common...),
+				append([]string{"interchange", "--endpoint-id", endpointID, "--forwarder", zmqAddr,
+					"--listen-managers", mgrAddr, "--listen-http", ixHTTP,
+					"--state-dir", filepath.Join(stateDir, "interchange")}, common...),
+			}
+			names := []string{"forwarder", "interchange"}
+			for i := 1; i <= managers; i++ {
+				id := fmt.Sprintf("%s-manager-%d", endpointID, i)
+				specs = append(specs, append([]string{"manager", "--interchange", mgrAddr, "--workers", strconv.Itoa(workers),
+					"--manager-id", id, "--state-dir", filepath.Join(stateDir, id)}, common...))
+				names = append(names, fmt.Sprintf("manager-%d", i))
+			}
+			var mu sync.Mutex
+			var children []*child
+			for i, argv := range specs {
+				c, err := startChild(self, names[i], argv, &mu)
+				if err != nil {
+					stopChildren(children)
+					return err
+				}
+				children = append(children, c)
+			}
+			api := "http://" + httpAddr
+			fmt.Fprintf(os.Stderr, "switchyard: endpoint %q up\n  API:         %s   (export SWITCHYARD_API=%s)\n  interchange: http://%s/status\n  try:         switchyard submit -e %s -- echo hello | switchyard wait -\n  Ctrl-C stops all %d processes\n",
+				endpointID, api, api, ixHTTP, endpointID, len(children))
+			died := make(chan string, len(children))
+			for _, c := range children {
+				go func(c *child) {
+					err := <-c.done
+					c.done <- err
+					died <- fmt.Sprintf("%s exited: %v", c.name, err)
+				}(c)
+			}
+			if demo > 0 {
+				go func() {
+					if err := runDemo(ctx, &client{base: api, hc: &http.Client{Timeout: time.Minute}}, endpointID, demo, os.Stdout); err != nil {
+						fmt.Fprintln(os.Stderr, "switchyard: demo:", err)
+					}
+					fmt.Fprintln(os.Stderr, "switchyard: demo done; the endpoint keeps serving until Ctrl-C")
+				}()
+			}
+			var reason string
+			select {
+			case <-ctx.Done():
+				reason = "interrupted"
+			case reason = <-died:
+			}
+			fmt.Fprintf(os.Stderr, "switchyard: stopping endpoint (%s)\n", reason)
+			stopChildren(children)
+			if reason != "interrupted" {
+				return fmt.Errorf("%s", reason)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&endpointID, "endpoint-id", "local", "endpoint id")
+	f.StringVar(&httpAddr, "listen-http", "127.0.0.1:8080", "forwarder HTTP API address")
+	f.StringVar(&zmqAddr, "listen-zmq", "tcp://127.0.0.1:55001", "forwarder ZMQ address")
+	f.StringVar(&mgrAddr, "listen-managers", "tcp://127.0.0.1:55002", "interchange address for managers")
+	f.StringVar(&ixHTTP, "interchange-http", "127.0.0.1:8081", "interchange admin HTTP address")
+	f.StringVar(&stateDir, "state-dir", "var", "state directory for all three")
+	f.StringVar(&interval, "heartbeat-interval", "2s", "heartbeat interval for all links")
+	f.StringVar(&logFormat, "log-format", "text", "log format of the children: text or json")
+	f.IntVar(&workers, "workers", 4, "workers per manager")
+	f.IntVar(&managers, "managers", 1, "managers to start")
+	f.IntVar(&demo, "demo", 0, "submit a demo workload of this many tasks once up")
+	return cmd
+}
+
+func startChild(self, name string, argv []string, mu *sync.Mutex) (*child, error) {
+	cmd := exec.Command(self, argv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan error, 1)}
+	go prefixLines(out, fmt.Sprintf("%-12s| ", name), mu)
+	go func() { c.done <- cmd.Wait() }()
+	return c, nil
+}
+
+func prefixLines(r io.Reader, prefix string, mu *sync.Mutex) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		mu.Lock()
+		fmt.Fprintln(os.Stderr, prefix+sc.Text())
+		mu.Unlock()
+	}
+}
+
+// stopChildren sends SIGTERM in reverse start order, then SIGKILL.
+func stopChildren(cs []*child) {
+	for i := len(cs) - 1; i >= 0; i-- {
+		if cs[i].cmd.Process != nil {
+			_ = cs[i].cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	for _, c := range cs {
+		select {
+		case <-c.done:
+		case <-deadline:
+			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+			<-c.done
+		}
+	}
+}
+
+// waitConnected polls until the endpoint reports a manager.
+func waitConnected(ctx context.Context, c *client, ep string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var v struct {
+			Connected bool `json:"connected"`
+			Managers  int  `json:"managers"`
+		}
+		err := c.do("GET", "/v1/endpoints/"+ep, nil, &v)
+		if err == nil && v.Connected && v.Managers > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("endpoint %s not connected after %s: %v", ep, timeout, err)
+			}
+			return fmt.Errorf("endpoint %s not connected after %s", ep, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

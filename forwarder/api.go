@@ -1,0 +1,343 @@
+package forwarder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"github.com/switchyard-hpc/switchyard/internal/taskspec"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+func init() { uuid.EnableRandPool() }
+
+// Limits of the HTTP API.
+const (
+	MaxTasksPerRequest = 100000
+	MaxIDsPerRequest   = 100000
+	MaxWait            = 5 * time.Minute
+)
+
+var endpointIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidEndpointID reports whether id may name an endpoint.
+func ValidEndpointID(id string) error {
+	if !endpointIDPattern.MatchString(id) {
+		return fmt.Errorf("invalid endpoint id %q: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", id)
+	}
+	return nil
+}
+
+func (f *Forwarder) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/endpoints/{ep}/tasks", f.methods(map[string]http.HandlerFunc{"POST": f.handleSubmit}))
+	mux.HandleFunc("/v1/endpoints/{ep}/servingState", f.methods(map[string]http.HandlerFunc{
+		"GET": f.handleServingState, "POST": f.handleServingState}))
+	mux.HandleFunc("/v1/endpoints/{ep}", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoint}))
+	mux.HandleFunc("/v1/endpoints", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoints}))
+	mux.HandleFunc("/v1/tasks/status", f.methods(map[string]http.HandlerFunc{"POST": f.handleStatus}))
+	mux.HandleFunc("/v1/tasks/cancel", f.methods(map[string]http.HandlerFunc{"POST": f.handleCancelBatch}))
+	mux.HandleFunc("/v1/tasks/{id}", f.methods(map[string]http.HandlerFunc{"GET": f.handleGet, "DELETE": f.handleCancel}))
+	mux.Handle("/metrics", promhttp.HandlerFor(f.opts.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "tasks": f.tasks.len()})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		f.fail(w, http.StatusNotFound, "no such path %s; see GET /v1/endpoints, POST /v1/endpoints/{ep}/tasks, GET /v1/tasks/{id}", r.URL.Path)
+	})
+	return mux
+}
+
+func (f *Forwarder) methods(h map[string]http.HandlerFunc) http.HandlerFunc {
+	allowed := make([]string, 0, len(h))
+	for m := range h {
+		allowed = append(allowed, m)
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if fn, ok := h[r.Method]; ok {
+			fn(w, r)
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		f.fail(w, http.StatusMethodNotAllowed, "method %s not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))
+	}
+}
+
+func (f *Forwarder) fail(w http.ResponseWriter, status int, format string, args ...any) {
+	f.m.httpErrors.WithLabelValues(strconv.Itoa(status)).Inc()
+	httpx.Fail(w, status, format, args...)
+}
+
+// readJSON decodes a body into v, answering the client itself on failure.
+func (f *Forwarder) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	body := http.MaxBytesReader(w, r.Body, f.opts.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			f.fail(w, http.StatusRequestEntityTooLarge, "body over the limit of %d bytes; split the request", f.opts.MaxBodyBytes)
+		case errors.Is(err, io.EOF):
+			f.fail(w, http.StatusBadRequest, "empty body; send a JSON object")
+		default:
+			f.fail(w, http.StatusBadRequest, "malformed JSON: %v", err)
+		}
+		return false
+	}
+	if dec.More() {
+		f.fail(w, http.StatusBadRequest, "malformed JSON: more than one value in the body")
+		return false
+	}
+	return true
+}
+
+type submitRequest struct {
+	Tasks *[]json.RawMessage `json:"tasks"`
+}
+
+func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
+	epID := r.PathValue("ep")
+	if err := ValidEndpointID(epID); err != nil {
+		f.fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	var req submitRequest
+	if !f.readJSON(w, r, &req) {
+		return
+	}
+	if req.Tasks == nil {
+		f.fail(w, http.StatusBadRequest, `body needs a "tasks" list, like {"tasks":[{"kind":"noop"}]}`)
+		return
+	}
+	raw := *req.Tasks
+	if len(raw) == 0 {
+		f.fail(w, http.StatusBadRequest, `"tasks" is empty; send at least one task`)
+		return
+	}
+	if len(raw) > MaxTasksPerRequest {
+		f.fail(w, http.StatusRequestEntityTooLarge, "%d tasks in one request; the limit is %d", len(raw), MaxTasksPerRequest)
+		return
+	}
+	specs := make([]taskspec.Spec, len(raw))
+	for i, rt := range raw {
+		s, err := taskspec.Parse(rt)
+		if err != nil {
+			f.fail(w, http.StatusBadRequest, "tasks[%d]: %v", i, err)
+			return
+		}
+		specs[i] = s
+	}
+	state := messages.StateReceived
+	if v, ok := f.Endpoint(epID); !ok || !v.Connected || v.ServingState != messages.NonePaused.String() {
+		state = messages.StateWaitingForEndpoint
+	}
+	now := time.Now()
+	ts := make([]*Task, len(specs))
+	ids := make([]messages.TaskID, len(specs))
+	out := make([]string, len(specs))
+	for i, s := range specs {
+		u, err := uuid.NewRandom()
+		if err != nil {
+			f.fail(w, http.StatusServiceUnavailable, "cannot make task ids: %v", err)
+			return
+		}
+		id := messages.TaskID(u)
+		ts[i] = &Task{ID: id, Endpoint: epID, Kind: s.Kind, Spec: s.Encode(), State: state, Attempts: 1, CreatedAt: now}
+		ids[i] = id
+		out[i] = id.String()
+	}
+	f.tasks.add(ts)
+	f.m.submitted.Add(float64(len(ts)))
+	f.mbox.Post(event{kind: evSubmitted, ep: epID, ids: ids})
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"task_ids": out})
+}
+
+func (f *Forwarder) parseID(w http.ResponseWriter, s string) (messages.TaskID, bool) {
+	id, err := messages.ParseTaskID(s)
+	if err != nil {
+		f.fail(w, http.StatusBadRequest, "invalid task id %q: %v", s, err)
+		return id, false
+	}
+	return id, true
+}
+
+func (f *Forwarder) handleGet(w http.ResponseWriter, r *http.Request) {
+	id, ok := f.parseID(w, r.PathValue("id"))
+	if !ok {
+		return
+	}
+	var t Task
+	if ws := r.URL.Query().Get("wait"); ws != "" {
+		d, err := time.ParseDuration(ws)
+		if err != nil || d < 0 {
+			f.fail(w, http.StatusBadRequest, "invalid wait %q: use a Go duration like 10s (at most %s)", ws, MaxWait)
+			return
+		}
+		d = min(d, MaxWait)
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		t, ok = f.tasks.wait(ctx, id)
+		cancel()
+	} else {
+		t, ok = f.tasks.get(id)
+	}
+	if !ok {
+		f.fail(w, http.StatusNotFound, "unknown task id %s", id)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, t.View())
+}
+
+type idsRequest struct {
+	TaskIDs *[]string `json:"task_ids"`
+}
+
+func (f *Forwarder) readIDs(w http.ResponseWriter, r *http.Request) ([]messages.TaskID, bool) {
+	var req idsRequest
+	if !f.readJSON(w, r, &req) {
+		return nil, false
+	}
+	if req.TaskIDs == nil {
+		f.fail(w, http.StatusBadRequest, `body needs a "task_ids" list`)
+		return nil, false
+	}
+	if len(*req.TaskIDs) > MaxIDsPerRequest {
+		f.fail(w, http.StatusRequestEntityTooLarge, "%d ids in one request; the limit is %d", len(*req.TaskIDs), MaxIDsPerRequest)
+		return nil, false
+	}
+	ids := make([]messages.TaskID, len(*req.TaskIDs))
+	for i, s := range *req.TaskIDs {
+		id, err := messages.ParseTaskID(s)
+		if err != nil {
+			f.fail(w, http.StatusBadRequest, "task_ids[%d] %q: %v", i, s, err)
+			return nil, false
+		}
+		ids[i] = id
+	}
+	return ids, true
+}
+
+func (f *Forwarder) handleStatus(w http.ResponseWriter, r *http.Request) {
+	ids, ok := f.readIDs(w, r)
+	if !ok {
+		return
+	}
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		if t, ok := f.tasks.get(id); ok {
+			out[i] = t.View()
+		} else {
+			out[i] = map[string]string{"task_id": id.String(), "state": "unknown", "error": "unknown task id"}
+		}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"tasks": out})
+}
+
+// CancelView is the answer to a cancel.
+type CancelView struct {
+	TaskID    string             `json:"task_id"`
+	State     messages.TaskState `json:"state"`
+	Cancelled bool               `json:"cancelled"`
+	Message   string             `json:"message"`
+}
+
+// Cancel ends the tasks that have not ended and tells their endpoints.
+func (f *Forwarder) Cancel(ids []messages.TaskID) []CancelView {
+	out := make([]CancelView, len(ids))
+	byEP := map[string][]messages.TaskID{}
+	for i, id := range ids {
+		t, known, changed := f.tasks.cancel(id)
+		switch {
+		case !known:
+			out[i] = CancelView{TaskID: id.String(), State: "unknown", Message: "unknown task id"}
+		case changed:
+			f.m.cancels.Inc()
+			byEP[t.Endpoint] = append(byEP[t.Endpoint], id)
+			out[i] = CancelView{TaskID: id.String(), State: t.State, Cancelled: true, Message: "cancelled"}
+		default:
+			out[i] = CancelView{TaskID: id.String(), State: t.State,
+				Message: fmt.Sprintf("task already ended as %s; left as it is", t.State)}
+		}
+	}
+	for ep, ids := range byEP {
+		f.mbox.Post(event{kind: evCancel, ep: ep, ids: ids})
+	}
+	return out
+}
+
+func (f *Forwarder) handleCancel(w http.ResponseWriter, r *http.Request) {
+	id, ok := f.parseID(w, r.PathValue("id"))
+	if !ok {
+		return
+	}
+	res := f.Cancel([]messages.TaskID{id})[0]
+	if res.State == "unknown" {
+		f.fail(w, http.StatusNotFound, "unknown task id %s", id)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, res)
+}
+
+func (f *Forwarder) handleCancelBatch(w http.ResponseWriter, r *http.Request) {
+	ids, ok := f.readIDs(w, r)
+	if !ok {
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"tasks": f.Cancel(ids)})
+}
+
+func (f *Forwarder) handleEndpoints(w http.ResponseWriter, r *http.Request) {
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"endpoints": f.Endpoints()})
+}
+
+func (f *Forwarder) handleEndpoint(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("ep")
+	v, ok := f.Endpoint(id)
+	if !ok {
+		f.fail(w, http.StatusNotFound, "unknown endpoint %q: it has never connected and has no tasks", id)
+		return
+	}
+	if p := r.URL.Query().Get("probe"); p != "" && p != "0" && p != "false" {
+		start := time.Now()
+		res := f.roundTrip(r.Context(), event{kind: evProbe, ep: id}, 5*time.Second)
+		probe := map[string]any{"ok": res.err == nil}
+		if res.err != nil {
+			probe["error"] = res.err.Error()
+		} else {
+			probe["rtt_ms"] = float64(time.Since(start).Microseconds()) / 1000
+		}
+		v, _ = f.Endpoint(id)
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"endpoint_id": v.EndpointID, "connected": v.Connected,
+			"last_heartbeat": v.LastHeartbeat, "managers": v.Managers, "workers": v.Workers,
+			"idle_workers": v.IdleWorkers, "queued": v.Queued, "outstanding": v.Outstanding,
+			"serving_state": v.ServingState, "held_by_forwarder": v.Held, "probe": probe})
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, v)
+}
+
+// roundTrip hands an event to the loop and waits for its answer.
+func (f *Forwarder) roundTrip(ctx context.Context, ev event, timeout time.Duration) commandResult {
+	ev.reply = make(chan commandResult, 1)
+	f.mbox.Post(ev)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case res := <-ev.reply:
+		return res
+	case <-t.C:
+		return commandResult{err: fmt.Errorf("no answer from the endpoint within %s", timeout)}
+	case <-ctx.Done():
+		return commandResult{err: ctx.Err()}
+	}
+}

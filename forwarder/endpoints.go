@@ -1,0 +1,68 @@
+package forwarder
+
+import (
+	"sort"
+	"time"
+)
+
+// EndpointView is what GET /v1/endpoints/{ep} returns.
+type EndpointView struct {
+	EndpointID    string     `json:"endpoint_id"`
+	Connected     bool       `json:"connected"`
+	LastHeartbeat *time.Time `json:"last_heartbeat"`
+	Managers      uint32     `json:"managers"`
+	Workers       uint32     `json:"workers"`
+	IdleWorkers   uint32     `json:"idle_workers"`
+	Queued        uint32     `json:"queued"`
+	Outstanding   uint32     `json:"outstanding"`
+	ServingState  string     `json:"serving_state"`
+	// Held is the number of tasks the forwarder holds for this endpoint.
+	Held            int    `json:"held_by_forwarder"`
+	Hostname        string `json:"hostname,omitempty"`
+	SoftwareVersion string `json:"software_version,omitempty"`
+	LostReason      string `json:"lost_reason,omitempty"`
+}
+
+func (f *Forwarder) publish(ep *endpoint) {
+	v := EndpointView{
+		EndpointID:      ep.id,
+		Connected:       ep.connected,
+		Managers:        ep.report.Managers,
+		Workers:         ep.report.Workers,
+		IdleWorkers:     ep.report.IdleWorkers,
+		Queued:          ep.report.Queued,
+		Outstanding:     ep.report.Outstanding,
+		ServingState:    ep.report.ServingState.String(),
+		Held:            len(ep.pending),
+		Hostname:        ep.reg.Hostname,
+		SoftwareVersion: ep.reg.SoftwareVersion,
+		LostReason:      ep.lostReason,
+	}
+	if !ep.lastSeen.IsZero() {
+		t := ep.lastSeen.UTC()
+		v.LastHeartbeat = &t
+	}
+	f.viewMu.Lock()
+	f.views[ep.id] = v
+	f.viewMu.Unlock()
+}
+
+// Endpoint returns the view of one endpoint.
+func (f *Forwarder) Endpoint(id string) (EndpointView, bool) {
+	f.viewMu.RLock()
+	defer f.viewMu.RUnlock()
+	v, ok := f.views[id]
+	return v, ok
+}
+
+// Endpoints returns every endpoint the forwarder knows, by id.
+func (f *Forwarder) Endpoints() []EndpointView {
+	f.viewMu.RLock()
+	out := make([]EndpointView, 0, len(f.views))
+	for _, v := range f.views {
+		out = append(out, v)
+	}
+	f.viewMu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].EndpointID < out[j].EndpointID })
+	return out
+}

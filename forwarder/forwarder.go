@@ -1,0 +1,537 @@
+// Package forwarder is the service side: an HTTP API for users, a task
+// table, and a ZMQ ROUTER that endpoints' interchanges connect to.
+package forwarder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"github.com/switchyard-hpc/switchyard/internal/statedir"
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// Forwarder is one service-side process.
+type Forwarder struct {
+	opts    Options
+	log     *logrus.Entry
+	zctx    *zmq.Context
+	router  *zmq.Socket
+	zmqAddr string
+	http    *httpx.Server
+	mbox    *zsock.Mailbox[event]
+	tasks   *taskTable
+	m       *metrics
+	dir     *statedir.Dir
+
+	// views is what the loop publishes about endpoints for HTTP readers.
+	viewMu sync.RWMutex
+	views  map[string]EndpointView
+
+	cmdSeq uint64
+}
+
+type evKind uint8
+
+const (
+	evSubmitted evKind = iota + 1
+	evCancel
+	evCommand
+	evProbe
+)
+
+// event is what other goroutines hand the loop.
+type event struct {
+	kind  evKind
+	ep    string
+	ids   []messages.TaskID
+	cmd   *messages.Command
+	reply chan commandResult
+}
+
+type commandResult struct {
+	reply *messages.CommandReply
+	err   error
+}
+
+// New validates options, takes the state dir and binds both listeners.
+func New(opts Options) (*Forwarder, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	f := &Forwarder{opts: opts, log: opts.Log, tasks: newTaskTable(), views: make(map[string]EndpointView)}
+	var err error
+	if opts.StateDir != "" {
+		if f.dir, err = statedir.Open(opts.StateDir, "forwarder"); err != nil {
+			return nil, err
+		}
+	}
+	if f.zctx, err = zmq.NewContext(); err != nil {
+		f.dir.Close()
+		return nil, fmt.Errorf("zmq context: %w", err)
+	}
+	if f.router, f.zmqAddr, err = zsock.NewRouter(f.zctx, opts.ListenZMQ); err != nil {
+		f.closeAll()
+		return nil, fmt.Errorf("forwarder: %w", err)
+	}
+	if f.mbox, err = zsock.NewMailbox[event](f.zctx); err != nil {
+		f.closeAll()
+		return nil, err
+	}
+	f.m = newMetrics(opts.Registry, f)
+	if f.http, err = httpx.Listen(opts.ListenHTTP, f.routes()); err != nil {
+		f.closeAll()
+		return nil, fmt.Errorf("forwarder: %w", err)
+	}
+	return f, nil
+}
+
+// HTTPAddr is the bound HTTP address.
+func (f *Forwarder) HTTPAddr() string { return f.http.Addr() }
+
+// ZMQAddr is the bound ROUTER endpoint.
+func (f *Forwarder) ZMQAddr() string { return f.zmqAddr }
+
+func (f *Forwarder) closeAll() {
+	if f.mbox != nil {
+		f.mbox.Close()
+	}
+	zsock.Close(f.router)
+	if f.zctx != nil {
+		_ = f.zctx.Term()
+	}
+	if f.dir != nil {
+		f.dir.Close()
+	}
+}
+
+// Run serves until ctx ends.
+func (f *Forwarder) Run(ctx context.Context) error {
+	f.log.WithFields(logrus.Fields{"http": f.HTTPAddr(), "zmq": f.zmqAddr}).Info("forwarder listening")
+	hctx, hcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var httpErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		httpErr = f.http.Serve(hctx, f.log)
+	}()
+	loopErr := f.loop(ctx)
+	hcancel()
+	wg.Wait()
+	f.closeAll()
+	f.log.Info("forwarder stopped")
+	if loopErr != nil {
+		return loopErr
+	}
+	return httpErr
+}
+
+type endpoint struct {
+	id         string
+	identity   []byte
+	connected  bool
+	registered bool
+	reg        messages.Registration
+	lastSeen   time.Time
+	lastSent   time.Time
+	lostReason string
+	lostAt     time.Time
+	report     messages.EPStatusReport
+	pending    []messages.TaskID
+	inflight   map[messages.TaskID]struct{}
+	probes     map[uint64]chan commandResult
+}
+
+type loopState struct {
+	eps      map[string]*endpoint
+	commands map[uint64]pendingCmd
+	retryAt  time.Time
+	sendBuf  []messages.Task
+}
+
+type pendingCmd struct {
+	ep       string
+	reply    chan commandResult
+	deadline time.Time
+}
+
+func (f *Forwarder) endpointFor(ls *loopState, id string) *endpoint {
+	ep, ok := ls.eps[id]
+	if !ok {
+		ep = &endpoint{id: id, identity: []byte(id), inflight: make(map[messages.TaskID]struct{}),
+			probes: make(map[uint64]chan commandResult), lostReason: "never connected"}
+		ls.eps[id] = ep
+	}
+	return ep
+}
+
+func (f *Forwarder) loop(ctx context.Context) error {
+	ls := &loopState{eps: make(map[string]*endpoint), commands: make(map[uint64]pendingCmd)}
+	poller := zmq.NewPoller()
+	poller.Add(f.router, zmq.POLLIN)
+	poller.Add(f.mbox.Socket(), zmq.POLLIN)
+	tick := housekeepingTick(f.opts.HeartbeatInterval)
+	nextHK := time.Now().Add(tick)
+	var evs []event
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		timeout := time.Until(nextHK)
+		if !ls.retryAt.IsZero() {
+			if d := time.Until(ls.retryAt); d < timeout {
+				timeout = d
+			}
+		}
+		if timeout < 0 {
+			timeout = 0
+		}
+		if timeout > 100*time.Millisecond {
+			timeout = 100 * time.Millisecond
+		}
+		polled, err := poller.Poll(timeout)
+		if err != nil {
+			if zmq.AsErrno(err) == zmq.Errno(4) { // EINTR
+				continue
+			}
+			return fmt.Errorf("poll: %w", err)
+		}
+		for _, p := range polled {
+			switch p.Socket {
+			case f.router:
+				for i := 0; i < 1000; i++ {
+					frames, ok, err := zsock.Recv(f.router)
+					if err != nil {
+						return fmt.Errorf("recv: %w", err)
+					}
+					if !ok {
+						break
+					}
+					f.handleZMQ(ls, frames)
+				}
+			case f.mbox.Socket():
+				evs = f.mbox.Take(evs)
+				for i := range evs {
+					f.handleEvent(ls, &evs[i])
+					evs[i] = event{}
+				}
+			}
+		}
+		now := time.Now()
+		if !ls.retryAt.IsZero() && !now.Before(ls.retryAt) {
+			ls.retryAt = time.Time{}
+		}
+		for _, ep := range ls.eps {
+			if len(ep.pending) > 0 && ls.retryAt.IsZero() {
+				f.flush(ls, ep)
+			}
+		}
+		if !now.Before(nextHK) {
+			f.housekeeping(ls, now)
+			nextHK = now.Add(tick)
+		}
+	}
+}
+
+func housekeepingTick(interval time.Duration) time.Duration {
+	t := interval / 10
+	if t < 5*time.Millisecond {
+		t = 5 * time.Millisecond
+	}
+	if t > 100*time.Millisecond {
+		t = 100 * time.Millisecond
+	}
+	return t
+}
+
+func (f *Forwarder) send(ls *loopState, ep *endpoint, m messages.Message) error {
+	frames, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	if err := zsock.Send(f.router, ep.identity, frames); err != nil {
+		return err
+	}
+	ep.lastSent = time.Now()
+	return nil
+}
+
+func (f *Forwarder) handleZMQ(ls *loopState, frames [][]byte) {
+	if len(frames) < 2 {
+		f.m.malformed.Inc()
+		return
+	}
+	ident := frames[0]
+	id := string(ident)
+	msg, err := messages.Unpack(frames[1:])
+	if err != nil {
+		f.m.malformed.Inc()
+		f.log.WithError(err).WithField("endpoint", id).Warn("dropped undecodable message")
+		if fr, perr := messages.ReplyFor(err).Pack(); perr == nil {
+			_ = zsock.Send(f.router, ident, fr)
+		}
+		return
+	}
+	ep, known := ls.eps[id]
+	if reg, ok := msg.(*messages.Registration); ok {
+		f.register(ls, id, reg)
+		return
+	}
+	if !known || !ep.connected {
+		// A peer we do not know (or expired) must register again.
+		if fr, perr := (&messages.Reregister{Reason: "unknown or expired endpoint; send Registration"}).Pack(); perr == nil {
+			_ = zsock.Send(f.router, ident, fr)
+		}
+		f.log.WithFields(logrus.Fields{"endpoint": id, "type": msg.Type().String()}).Info("message from unregistered endpoint; asked it to re-register")
+		return
+	}
+	ep.lastSeen = time.Now()
+	switch m := msg.(type) {
+	case *messages.Heartbeat:
+		f.m.heartbeatsRecv.Inc()
+	case *messages.HeartbeatReq:
+		_ = f.send(ls, ep, &messages.HeartbeatResp{Nonce: m.Nonce})
+	case *messages.HeartbeatResp:
+		if ch, ok := ep.probes[m.Nonce]; ok {
+			ch <- commandResult{reply: &messages.CommandReply{ID: m.Nonce, OK: true, Message: "endpoint answered"}}
+			delete(ep.probes, m.Nonce)
+		}
+	case *messages.EPStatusReport:
+		f.applyReport(ls, ep, m)
+	case *messages.ResultBatch:
+		f.applyResults(ls, ep, m)
+	case *messages.Ack:
+		// The interchange took these tasks; nothing to do until deltas arrive.
+	case *messages.CommandReply:
+		if pc, ok := ls.commands[m.ID]; ok && pc.ep == id {
+			pc.reply <- commandResult{reply: m}
+			delete(ls.commands, m.ID)
+		}
+	case *messages.ErrorReply:
+		f.log.WithFields(logrus.Fields{"endpoint": id, "code": m.Code.String()}).Warn("endpoint refused a message: " + m.Reason)
+	default:
+		f.log.WithFields(logrus.Fields{"endpoint": id, "type": msg.Type().String()}).Warn("unexpected message type from endpoint")
+	}
+}
+
+func (f *Forwarder) register(ls *loopState, id string, reg *messages.Registration) {
+	ep := f.endpointFor(ls, id)
+	if reg.Role != messages.RoleInterchange {
+		f.log.WithField("peer", id).Warn("registration from a non-interchange refused")
+		if fr, err := (&messages.ErrorReply{Code: messages.CodeRefused, Reason: "only interchanges connect to a forwarder"}).Pack(); err == nil {
+			_ = zsock.Send(f.router, []byte(id), fr)
+		}
+		return
+	}
+	now := time.Now()
+	wasConnected := ep.connected
+	ep.reg = *reg
+	ep.connected = true
+	ep.registered = true
+	ep.lastSeen = now
+	ep.lostReason = ""
+	// Whatever the endpoint held may be gone; re-send it. The interchange
+	// drops ids it already has.
+	if n := len(ep.inflight); n > 0 {
+		resend := make([]messages.TaskID, 0, n)
+		for id := range ep.inflight {
+			resend = append(resend, id)
+		}
+		clear(ep.inflight)
+		ep.pending = append(resend, ep.pending...)
+	}
+	f.log.WithFields(logrus.Fields{"endpoint": id, "host": reg.Hostname, "version": reg.SoftwareVersion,
+		"reconnect": wasConnected, "pending": len(ep.pending)}).Info("endpoint registered")
+	_ = f.send(ls, ep, &messages.Heartbeat{})
+	f.publish(ep)
+}
+
+func (f *Forwarder) applyReport(ls *loopState, ep *endpoint, r *messages.EPStatusReport) {
+	for i := range r.Deltas {
+		v := f.tasks.applyDelta(ep.id, &r.Deltas[i])
+		if v == messages.Stale || v == messages.Regress {
+			f.m.staleUpdates.Inc()
+		}
+	}
+	wasPaused := !ep.report.ServingState.PushAllowed()
+	r.Deltas = nil
+	ep.report = *r
+	if wasPaused != !r.ServingState.PushAllowed() {
+		f.log.WithFields(logrus.Fields{"endpoint": ep.id, "serving_state": r.ServingState.String()}).Info("endpoint serving state changed")
+	}
+	f.publish(ep)
+}
+
+func (f *Forwarder) applyResults(ls *loopState, ep *endpoint, b *messages.ResultBatch) {
+	ack := make([]messages.TaskID, 0, len(b.Results))
+	now := time.Now()
+	for i := range b.Results {
+		r := &b.Results[i]
+		ack = append(ack, r.ID)
+		switch f.tasks.complete(ep.id, r) {
+		case messages.Applied:
+			delete(ep.inflight, r.ID)
+			f.m.results.WithLabelValues(string(r.Code.State())).Inc()
+			if t, ok := f.tasks.get(r.ID); ok {
+				f.m.latency.Observe(now.Sub(t.CreatedAt).Seconds())
+			}
+		case messages.Same, messages.Regress:
+			delete(ep.inflight, r.ID)
+			f.m.duplicates.Inc()
+		default:
+			f.m.staleUpdates.Inc()
+		}
+	}
+	if err := f.send(ls, ep, &messages.Ack{IDs: ack}); err != nil {
+		f.log.WithError(err).WithField("endpoint", ep.id).Debug("ack not sent; results will be re-sent")
+	}
+}
+
+func (f *Forwarder) handleEvent(ls *loopState, ev *event) {
+	switch ev.kind {
+	case evSubmitted:
+		ep := f.endpointFor(ls, ev.ep)
+		ep.pending = append(ep.pending, ev.ids...)
+		f.publish(ep)
+	case evCancel:
+		ep, ok := ls.eps[ev.ep]
+		if !ok || !ep.connected {
+			return
+		}
+		var down []messages.TaskID
+		for _, id := range ev.ids {
+			if _, ok := ep.inflight[id]; ok {
+				delete(ep.inflight, id)
+				down = append(down, id)
+			}
+		}
+		if len(down) > 0 {
+			f.cmdSeq++
+			_ = f.send(ls, ep, &messages.Command{ID: f.cmdSeq, Op: messages.OpCancel, TaskIDs: down})
+		}
+	case evCommand:
+		ep, ok := ls.eps[ev.ep]
+		if !ok || !ep.connected {
+			ev.reply <- commandResult{err: errEndpointNotConnected}
+			return
+		}
+		f.cmdSeq++
+		ev.cmd.ID = f.cmdSeq
+		if err := f.send(ls, ep, ev.cmd); err != nil {
+			ev.reply <- commandResult{err: err}
+			return
+		}
+		ls.commands[ev.cmd.ID] = pendingCmd{ep: ev.ep, reply: ev.reply, deadline: time.Now().Add(30 * time.Second)}
+	case evProbe:
+		ep, ok := ls.eps[ev.ep]
+		if !ok || !ep.connected {
+			ev.reply <- commandResult{err: errEndpointNotConnected}
+			return
+		}
+		f.cmdSeq++
+		if err := f.send(ls, ep, &messages.HeartbeatReq{Nonce: f.cmdSeq}); err != nil {
+			ev.reply <- commandResult{err: err}
+			return
+		}
+		ep.probes[f.cmdSeq] = ev.reply
+	}
+}
+
+var errEndpointNotConnected = errors.New("endpoint is not connected")
+
+// flush sends an endpoint's pending tasks while it accepts them.
+func (f *Forwarder) flush(ls *loopState, ep *endpoint) {
+	if !ep.connected || !ep.report.ServingState.PushAllowed() {
+		return
+	}
+	for len(ep.pending) > 0 {
+		n := min(len(ep.pending), f.opts.BatchSize)
+		chunk := ep.pending[:n]
+		ls.sendBuf = f.tasks.forSend(chunk, ls.sendBuf[:0])
+		if len(ls.sendBuf) > 0 {
+			err := f.send(ls, ep, &messages.TaskBatch{Tasks: ls.sendBuf})
+			if err != nil {
+				// Back-pressure: keep them pending and retry shortly.
+				ls.retryAt = time.Now().Add(5 * time.Millisecond)
+				if !errors.Is(err, zsock.ErrWouldBlock) {
+					f.log.WithError(err).WithField("endpoint", ep.id).Debug("task batch not sent")
+				}
+				return
+			}
+			f.m.sentBatches.Inc()
+			f.m.sentTasks.Add(float64(len(ls.sendBuf)))
+			for i := range ls.sendBuf {
+				ep.inflight[ls.sendBuf[i].ID] = struct{}{}
+				ls.sendBuf[i] = messages.Task{}
+			}
+		}
+		ep.pending = ep.pending[n:]
+	}
+	ep.pending = nil
+	f.publish(ep)
+}
+
+func (f *Forwarder) housekeeping(ls *loopState, now time.Time) {
+	for _, ep := range ls.eps {
+		if !ep.connected {
+			continue
+		}
+		if now.Sub(ep.lastSeen) > f.opts.HeartbeatThreshold {
+			f.endpointLost(ep, "heartbeat timeout", now)
+			continue
+		}
+		if now.Sub(ep.lastSent) >= f.opts.HeartbeatInterval {
+			if err := f.send(ls, ep, &messages.Heartbeat{}); err == nil {
+				f.m.heartbeatsSent.Inc()
+			}
+		}
+	}
+	for id, pc := range ls.commands {
+		if now.After(pc.deadline) {
+			pc.reply <- commandResult{err: errors.New("endpoint did not answer the command in time")}
+			delete(ls.commands, id)
+		}
+	}
+}
+
+func (f *Forwarder) endpointLost(ep *endpoint, reason string, now time.Time) {
+	ep.connected = false
+	ep.lostReason = reason
+	ep.lostAt = now
+	ids := make([]messages.TaskID, 0, len(ep.inflight))
+	for id := range ep.inflight {
+		ids = append(ids, id)
+	}
+	clear(ep.inflight)
+	back := f.tasks.endpointLost(ids)
+	ep.pending = append(back, ep.pending...)
+	for n, ch := range ep.probes {
+		ch <- commandResult{err: errEndpointNotConnected}
+		delete(ep.probes, n)
+	}
+	ep.report = messages.EPStatusReport{ServingState: ep.report.ServingState}
+	f.m.endpointsLost.WithLabelValues(reason).Inc()
+	f.log.WithFields(logrus.Fields{"endpoint": ep.id, "reason": reason, "requeued": len(back),
+		"silent_for": now.Sub(ep.lastSeen).Round(time.Millisecond).String()}).Warn("endpoint lost")
+	f.publish(ep)
+}
+
+func (f *Forwarder) connectedCount() int {
+	f.viewMu.RLock()
+	defer f.viewMu.RUnlock()
+	n := 0
+	for _, v := range f.views {
+		if v.Connected {
+			n++
+		}
+	}
+	return n
+}

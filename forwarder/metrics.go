@@ -1,0 +1,70 @@
+package forwarder
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	submitted      prometheus.Counter
+	results        *prometheus.CounterVec
+	duplicates     prometheus.Counter
+	staleUpdates   prometheus.Counter
+	malformed      prometheus.Counter
+	sentBatches    prometheus.Counter
+	sentTasks      prometheus.Counter
+	heartbeatsSent prometheus.Counter
+	heartbeatsRecv prometheus.Counter
+	endpointsLost  *prometheus.CounterVec
+	httpErrors     *prometheus.CounterVec
+	cancels        prometheus.Counter
+	latency        prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
+	m := &metrics{
+		submitted: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_tasks_submitted_total",
+			Help: "Tasks accepted over the HTTP API."}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_forwarder_tasks_completed_total",
+			Help: "Tasks that reached a terminal state, by state."}, []string{"state"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_duplicate_results_total",
+			Help: "Results ignored because the task had already ended."}),
+		staleUpdates: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_stale_updates_total",
+			Help: "Deltas or results ignored as stale or regressing."}),
+		malformed: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_malformed_messages_total",
+			Help: "ZMQ messages dropped because they did not decode."}),
+		sentBatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_task_batches_sent_total",
+			Help: "TaskBatch messages sent to interchanges."}),
+		sentTasks: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_tasks_sent_total",
+			Help: "Tasks sent to interchanges (re-sends included)."}),
+		heartbeatsSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_heartbeats_sent_total",
+			Help: "Heartbeats sent to interchanges."}),
+		heartbeatsRecv: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_heartbeats_received_total",
+			Help: "Heartbeats received from interchanges."}),
+		endpointsLost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_forwarder_endpoints_lost_total",
+			Help: "Endpoints declared lost, by reason."}, []string{"reason"}),
+		httpErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_forwarder_http_refusals_total",
+			Help: "HTTP requests refused, by status code."}, []string{"code"}),
+		cancels: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_cancels_total",
+			Help: "Tasks cancelled by request."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_forwarder_task_latency_seconds",
+			Help:    "Time from submission to result, per task.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 20)}),
+	}
+	reg.MustRegister(m.submitted, m.results, m.duplicates, m.staleUpdates, m.malformed, m.sentBatches,
+		m.sentTasks, m.heartbeatsSent, m.heartbeatsRecv, m.endpointsLost, m.httpErrors, m.cancels, m.latency,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "switchyard_forwarder_state_writes_total",
+			Help: "Task state writes."}, func() float64 { return float64(f.tasks.writes.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_forwarder_tasks",
+			Help: "Tasks held by the forwarder."}, func() float64 { return float64(f.tasks.len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_forwarder_endpoints_connected",
+			Help: "Endpoints currently connected."}, func() float64 { return float64(f.connectedCount()) }),
+	)
+	registerRuntime(reg)
+	return m
+}
+
+func registerRuntime(reg prometheus.Registerer) {
+	_ = reg.Register(collectors.NewGoCollector())
+	_ = reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}

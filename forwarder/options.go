@@ -1,0 +1,68 @@
+package forwarder
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+)
+
+// Options configure a Forwarder.
+type Options struct {
+	ListenHTTP         string
+	ListenZMQ          string
+	StateDir           string
+	HeartbeatInterval  time.Duration
+	HeartbeatThreshold time.Duration
+	// BatchSize caps the tasks in one TaskBatch.
+	BatchSize int
+	// MaxBodyBytes caps a submission body.
+	MaxBodyBytes int64
+	Log          *logrus.Entry
+	Registry     *prometheus.Registry
+}
+
+// Defaults as documented in design.md.
+const (
+	DefaultListenHTTP         = "127.0.0.1:8080"
+	DefaultListenZMQ          = "tcp://127.0.0.1:55001"
+	DefaultHeartbeatInterval  = 10 * time.Second
+	DefaultHeartbeatThreshold = 30 * time.Second
+)
+
+func (o *Options) setDefaults() error {
+	if o.ListenHTTP == "" {
+		o.ListenHTTP = DefaultListenHTTP
+	}
+	if o.ListenZMQ == "" {
+		o.ListenZMQ = DefaultListenZMQ
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if o.HeartbeatThreshold == 0 {
+		o.HeartbeatThreshold = 3 * o.HeartbeatInterval
+	}
+	if o.HeartbeatInterval < time.Millisecond {
+		return fmt.Errorf("--heartbeat-interval %s is too short (minimum 1ms)", o.HeartbeatInterval)
+	}
+	if o.HeartbeatThreshold <= o.HeartbeatInterval {
+		return fmt.Errorf("--heartbeat-threshold %s must be longer than --heartbeat-interval %s", o.HeartbeatThreshold, o.HeartbeatInterval)
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 1000
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 20
+	}
+	if o.Log == nil {
+		l := logrus.New()
+		o.Log = logrus.NewEntry(l)
+	}
+	o.Log = o.Log.WithField("component", "forwarder")
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+package forwarder
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// handleServingState relays a serving-state GET or POST to the endpoint's
+// interchange (or one of its managers) as a Command and returns its reply.
+func (f *Forwarder) handleServingState(w http.ResponseWriter, r *http.Request) {
+	ep := r.PathValue("ep")
+	cmd := &messages.Command{Op: messages.OpGetServingState, Manager: r.URL.Query().Get("manager")}
+	if r.Method == http.MethodPost {
+		req, err := servingstate.ReadRequest(r)
+		if err != nil {
+			f.servingFail(w, r, http.StatusBadRequest, err.Error())
+			return
+		}
+		st, d, force, err := servingstate.ParseRequest(req.State, req.Timeout, req.ForceString())
+		if err != nil {
+			f.servingFail(w, r, http.StatusBadRequest, err.Error())
+			return
+		}
+		cmd.Op = messages.OpSetServingState
+		if st != nil {
+			cmd.State = st.String()
+		}
+		cmd.Timeout = int64(d)
+		cmd.Force = force
+		if req.Manager != "" {
+			cmd.Manager = req.Manager
+		}
+	}
+	res := f.roundTrip(r.Context(), event{kind: evCommand, ep: ep, cmd: cmd}, 15*time.Second)
+	if res.err != nil {
+		f.servingFail(w, r, http.StatusServiceUnavailable, "endpoint "+ep+": "+res.err.Error())
+		return
+	}
+	rep := res.reply
+	if !rep.OK {
+		code := http.StatusBadRequest
+		if strings.Contains(rep.Message, "would hide real pressure") {
+			code = http.StatusConflict
+		}
+		f.servingFail(w, r, code, rep.Message)
+		return
+	}
+	if servingstate.WantsJSON(r) {
+		w.Header().Set("Content-Type", "application/json")
+		var body any = json.RawMessage(rep.Body)
+		if len(rep.Body) == 0 {
+			body = map[string]string{"message": rep.Message}
+		} else if cmd.Op == messages.OpSetServingState {
+			body = map[string]any{"message": rep.Message, "serving_state": json.RawMessage(rep.Body)}
+		}
+		_ = json.NewEncoder(w).Encode(body)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	msg := rep.Message
+	if !strings.HasSuffix(msg, "\n") {
+		msg += "\n"
+	}
+	_, _ = w.Write([]byte(msg))
+}
+
+func (f *Forwarder) servingFail(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	if servingstate.WantsJSON(r) {
+		f.fail(w, code, "%s", msg)
+		return
+	}
+	f.m.httpErrors.WithLabelValues(strconv.Itoa(code)).Inc()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(msg + "\n"))
+}

@@ -1,0 +1,205 @@
+// Package interchange is the endpoint's broker: it connects out to the
+// forwarder, accepts managers on a ROUTER, queues tasks and hands them to
+// managers with free capacity.
+package interchange
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+	"github.com/switchyard-hpc/switchyard/internal/statedir"
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// Interchange is one endpoint broker.
+type Interchange struct {
+	opts     Options
+	log      *logrus.Entry
+	zctx     *zmq.Context
+	down     *zmq.Socket
+	downAddr string
+	mbox     *zsock.Mailbox[event]
+	http     *httpx.Server
+	dir      *statedir.Dir
+	serving  *servingstate.Controller
+	status   *statusBuffer
+	m        *metrics
+	hostname string
+
+	viewMu sync.RWMutex
+	view   StatusView
+}
+
+type evKind uint8
+
+const (
+	evReport evKind = iota + 1
+	evCommand
+)
+
+type event struct {
+	kind   evKind
+	report *messages.EPStatusReport
+	cmd    *messages.Command
+	reply  chan *messages.CommandReply
+}
+
+// New validates options, takes the state dir and binds the manager
+// ROUTER and the admin HTTP listener.
+func New(opts Options) (*Interchange, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	ix := &Interchange{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure), status: newStatusBuffer()}
+	ix.hostname, _ = os.Hostname()
+	var err error
+	if opts.StateDir != "" {
+		if ix.dir, err = statedir.Open(opts.StateDir, "interchange"); err != nil {
+			return nil, err
+		}
+	}
+	if ix.zctx, err = zmq.NewContext(); err != nil {
+		ix.closeAll()
+		return nil, fmt.Errorf("zmq context: %w", err)
+	}
+	if ix.down, ix.downAddr, err = zsock.NewRouter(ix.zctx, opts.ListenManagers); err != nil {
+		ix.closeAll()
+		return nil, fmt.Errorf("interchange: managers: %w", err)
+	}
+	if ix.mbox, err = zsock.NewMailbox[event](ix.zctx); err != nil {
+		ix.closeAll()
+		return nil, err
+	}
+	ix.m = newMetrics(opts.Registry, ix)
+	if ix.http, err = httpx.Listen(opts.ListenHTTP, ix.routes()); err != nil {
+		ix.closeAll()
+		return nil, fmt.Errorf("interchange: %w", err)
+	}
+	return ix, nil
+}
+
+// ManagersAddr is the bound ROUTER endpoint for managers.
+func (ix *Interchange) ManagersAddr() string { return ix.downAddr }
+
+// HTTPAddr is the bound admin HTTP address.
+func (ix *Interchange) HTTPAddr() string { return ix.http.Addr() }
+
+func (ix *Interchange) closeAll() {
+	if ix.mbox != nil {
+		ix.mbox.Close()
+	}
+	zsock.Close(ix.down)
+	if ix.zctx != nil {
+		_ = ix.zctx.Term()
+	}
+	if ix.dir != nil {
+		ix.dir.Close()
+	}
+}
+
+// Run serves until ctx ends.
+func (ix *Interchange) Run(ctx context.Context) error {
+	ix.log.WithFields(logrus.Fields{"managers": ix.downAddr, "http": ix.HTTPAddr(), "forwarder": ix.opts.Forwarder}).Info("interchange starting")
+	hctx, hcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var httpErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		httpErr = ix.http.Serve(hctx, ix.log)
+	}()
+	go func() {
+		defer wg.Done()
+		ix.reportLoop(hctx)
+	}()
+	l := newLoop(ix)
+	loopErr := l.run(ctx)
+	hcancel()
+	wg.Wait()
+	l.close()
+	ix.closeAll()
+	ix.log.Info("interchange stopped")
+	if loopErr != nil {
+		return loopErr
+	}
+	return httpErr
+}
+
+// reportLoop builds an EPStatusReport every interval and hands it to the
+// loop; it never touches a socket.
+func (ix *Interchange) reportLoop(ctx context.Context) {
+	t := time.NewTicker(ix.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			ix.serving.Measure(servingstate.Sample{Queued: int(ix.status.queued.Load()),
+				MemoryPercent: servingstate.MemoryPercent()}, now)
+			r := ix.status.build(ix.serving.Effective(now))
+			ix.mbox.Post(event{kind: evReport, report: r})
+		}
+	}
+}
+
+// statusBuffer collects deltas from the loop for the report goroutine.
+type statusBuffer struct {
+	mu     sync.Mutex
+	deltas map[messages.TaskID]messages.Delta
+	totals messages.EPStatusReport
+	queued atomic.Uint32
+}
+
+func newStatusBuffer() *statusBuffer {
+	return &statusBuffer{deltas: make(map[messages.TaskID]messages.Delta)}
+}
+
+func (s *statusBuffer) add(ds ...messages.Delta) {
+	s.mu.Lock()
+	for _, d := range ds {
+		s.deltas[d.ID] = d
+	}
+	s.mu.Unlock()
+}
+
+// drop forgets deltas of tasks whose result is on its way.
+func (s *statusBuffer) drop(ids []messages.TaskID) {
+	s.mu.Lock()
+	for _, id := range ids {
+		delete(s.deltas, id)
+	}
+	s.mu.Unlock()
+}
+
+func (s *statusBuffer) setTotals(t messages.EPStatusReport) {
+	s.mu.Lock()
+	s.totals = t
+	s.mu.Unlock()
+	s.queued.Store(t.Queued)
+}
+
+func (s *statusBuffer) build(state messages.ServingState) *messages.EPStatusReport {
+	s.mu.Lock()
+	r := s.totals
+	if len(s.deltas) > 0 {
+		r.Deltas = make([]messages.Delta, 0, len(s.deltas))
+		for _, d := range s.deltas {
+			r.Deltas = append(r.Deltas, d)
+		}
+		clear(s.deltas)
+	}
+	s.mu.Unlock()
+	r.ServingState = state
+	return &r
+}

@@ -1,0 +1,316 @@
+package interchange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// itask is a task the interchange holds.
+type itask struct {
+	id      messages.TaskID
+	attempt uint32
+	payload []byte
+	code    messages.TaskStatusCode
+	mgr     *manager // nil while queued
+	queued  bool
+}
+
+// loop owns the sockets and every table below; nothing here is locked.
+type loop struct {
+	ix   *Interchange
+	log  *logrus.Entry
+	up   *upstream
+	mgrs map[string]*manager
+	// order is the round-robin order of managers for dispatch.
+	order  []*manager
+	rr     int
+	tasks  map[messages.TaskID]*itask
+	queue  []*itask
+	qhead  int
+	queued int
+	// held are results not yet acknowledged by the forwarder.
+	held   map[messages.TaskID]*messages.Result
+	outbox []messages.Result
+	// commands sent to managers, waiting for their reply.
+	mgrCmds  map[uint64]mgrCmd
+	cmdSeq   uint64
+	serving  messages.ServingState
+	pollerOK bool
+	poller   *zmq.Poller
+	evs      []event
+	retryAt  time.Time
+}
+
+type mgrCmd struct {
+	upID     uint64
+	reply    chan *messages.CommandReply
+	deadline time.Time
+}
+
+func newLoop(ix *Interchange) *loop {
+	return &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
+		held: make(map[messages.TaskID]*messages.Result), mgrCmds: make(map[uint64]mgrCmd)}
+}
+
+func (l *loop) close() {
+	if l.up != nil {
+		l.up.close()
+	}
+}
+
+func (l *loop) run(ctx context.Context) error {
+	var err error
+	if l.up, err = newUpstream(l.ix); err != nil {
+		return err
+	}
+	l.up.connect(time.Now())
+	tick := housekeepingTick(l.ix.opts.HeartbeatInterval)
+	nextHK := time.Now().Add(tick)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !l.pollerOK {
+			l.poller = zmq.NewPoller()
+			l.poller.Add(l.ix.down, zmq.POLLIN)
+			l.poller.Add(l.ix.mbox.Socket(), zmq.POLLIN)
+			if l.up.sock != nil {
+				l.poller.Add(l.up.sock, zmq.POLLIN)
+			}
+			l.pollerOK = true
+		}
+		timeout := min(time.Until(nextHK), 100*time.Millisecond)
+		if !l.retryAt.IsZero() {
+			timeout = min(timeout, time.Until(l.retryAt))
+		}
+		polled, err := l.poller.Poll(max(timeout, 0))
+		if err != nil {
+			if zmq.AsErrno(err) == zmq.Errno(4) {
+				continue
+			}
+			return fmt.Errorf("poll: %w", err)
+		}
+		for _, p := range polled {
+			switch p.Socket {
+			case l.ix.down:
+				if err := l.drainManagers(); err != nil {
+					return err
+				}
+			case l.ix.mbox.Socket():
+				l.evs = l.ix.mbox.Take(l.evs)
+				for i := range l.evs {
+					l.handleEvent(&l.evs[i])
+					l.evs[i] = event{}
+				}
+			default:
+				if l.up.sock != nil && p.Socket == l.up.sock {
+					l.drainUpstream()
+				}
+			}
+		}
+		now := time.Now()
+		if !l.retryAt.IsZero() && !now.Before(l.retryAt) {
+			l.retryAt = time.Time{}
+		}
+		l.dispatch()
+		l.flushResults()
+		if !now.Before(nextHK) {
+			l.housekeeping(now)
+			nextHK = now.Add(tick)
+		}
+	}
+}
+
+func housekeepingTick(interval time.Duration) time.Duration {
+	return min(max(interval/10, 5*time.Millisecond), 100*time.Millisecond)
+}
+
+func (l *loop) drainManagers() error {
+	for i := 0; i < 1000; i++ {
+		frames, ok, err := zsock.Recv(l.ix.down)
+		if err != nil {
+			return fmt.Errorf("recv from managers: %w", err)
+		}
+		if !ok {
+			return nil
+		}
+		l.handleManager(frames)
+	}
+	return nil
+}
+
+func (l *loop) drainUpstream() {
+	for i := 0; i < 1000; i++ {
+		frames, ok, err := zsock.Recv(l.up.sock)
+		if err != nil {
+			l.log.WithError(err).Warn("receive from forwarder failed")
+			return
+		}
+		if !ok {
+			return
+		}
+		l.handleUpstream(frames)
+	}
+}
+
+func (l *loop) handleEvent(ev *event) {
+	switch ev.kind {
+	case evReport:
+		l.serving = ev.report.ServingState
+		l.up.send(ev.report)
+	case evCommand:
+		// A local admin request: run it like a forwarder command.
+		if rep := l.command(ev.cmd, ev.reply); rep != nil {
+			ev.reply <- rep
+		}
+	}
+}
+
+// --- queue
+
+func (l *loop) enqueueBack(t *itask) {
+	t.queued = true
+	t.mgr = nil
+	t.code = messages.WaitingForNodes
+	l.queue = append(l.queue, t)
+	l.queued++
+}
+
+func (l *loop) enqueueFront(t *itask) {
+	t.queued = true
+	t.mgr = nil
+	t.code = messages.WaitingForNodes
+	if l.qhead > 0 {
+		l.qhead--
+		l.queue[l.qhead] = t
+	} else {
+		l.queue = append([]*itask{t}, l.queue...)
+	}
+	l.queued++
+}
+
+// pop returns the next queued task, skipping those removed meanwhile.
+func (l *loop) pop() *itask {
+	for l.qhead < len(l.queue) {
+		t := l.queue[l.qhead]
+		l.queue[l.qhead] = nil
+		l.qhead++
+		if t.queued {
+			t.queued = false
+			l.queued--
+			return t
+		}
+	}
+	l.queue = l.queue[:0]
+	l.qhead = 0
+	return nil
+}
+
+func (l *loop) unqueue(t *itask) {
+	if t.queued {
+		t.queued = false
+		l.queued--
+	}
+}
+
+// --- results
+
+// finish takes a task's result: it is held until the forwarder acks it.
+func (l *loop) finish(r messages.Result) {
+	if t, ok := l.tasks[r.ID]; ok {
+		l.unqueue(t)
+		if t.mgr != nil {
+			delete(t.mgr.outstanding, r.ID)
+		}
+		delete(l.tasks, r.ID)
+	}
+	if _, dup := l.held[r.ID]; dup {
+		return
+	}
+	rr := r
+	l.held[r.ID] = &rr
+	l.outbox = append(l.outbox, r)
+}
+
+func (l *loop) flushResults() {
+	if len(l.outbox) == 0 || !l.up.registered {
+		return
+	}
+	const batch = 1000
+	for len(l.outbox) > 0 {
+		n := min(len(l.outbox), batch)
+		chunk := l.outbox[:n]
+		ids := make([]messages.TaskID, n)
+		for i := range chunk {
+			ids[i] = chunk[i].ID
+		}
+		if err := l.up.sendErr(&messages.ResultBatch{Results: chunk}); err != nil {
+			if errors.Is(err, zsock.ErrWouldBlock) {
+				l.retryAt = time.Now().Add(5 * time.Millisecond)
+			}
+			return
+		}
+		l.ix.status.drop(ids)
+		l.ix.m.resultsUp.Add(float64(n))
+		l.outbox = l.outbox[n:]
+	}
+	l.outbox = nil
+}
+
+// resendHeld queues every unacknowledged result again, after the
+// forwarder link was re-established.
+func (l *loop) resendHeld() {
+	l.outbox = l.outbox[:0]
+	for _, r := range l.held {
+		l.outbox = append(l.outbox, *r)
+	}
+}
+
+// --- totals
+
+func (l *loop) publishTotals() {
+	var t messages.EPStatusReport
+	t.Managers = uint32(len(l.mgrs))
+	for _, m := range l.mgrs {
+		t.Workers += m.reg.Workers
+		t.IdleWorkers += m.idle
+	}
+	t.Queued = uint32(l.queued)
+	t.Outstanding = uint32(len(l.tasks))
+	l.ix.status.setTotals(t)
+}
+
+func (l *loop) housekeeping(now time.Time) {
+	l.up.housekeeping(l, now)
+	for _, m := range l.order {
+		if now.Sub(m.lastSeen) > l.ix.opts.HeartbeatThreshold {
+			l.managerLost(m, "heartbeat timeout", now)
+		}
+	}
+	for _, m := range l.order {
+		if now.Sub(m.lastSent) >= l.ix.opts.HeartbeatInterval {
+			l.sendManager(m, &messages.Heartbeat{})
+			l.ix.m.heartbeatsSent.WithLabelValues("manager").Inc()
+		}
+	}
+	for id, c := range l.mgrCmds {
+		if now.After(c.deadline) {
+			delete(l.mgrCmds, id)
+			if c.reply != nil {
+				c.reply <- &messages.CommandReply{ID: c.upID, Message: "manager did not answer in time"}
+			} else {
+				l.up.send(&messages.CommandReply{ID: c.upID, Message: "manager did not answer in time"})
+			}
+		}
+	}
+	l.publishTotals()
+	l.publishView(now)
+}

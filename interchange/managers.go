@@ -1,0 +1,330 @@
+package interchange
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// manager is one registered manager as the loop sees it.
+type manager struct {
+	id          string
+	identity    []byte
+	reg         messages.Registration
+	outstanding map[messages.TaskID]*itask
+	idle        uint32
+	capacity    uint32 // what it last reported it would accept
+	serving     messages.ServingState
+	lastSeen    time.Time
+	lastSent    time.Time
+	registered  time.Time
+	blocked     bool // its pipe was full this round
+	sendBuf     []messages.Task
+}
+
+// free is how many more tasks the manager may hold.
+func (m *manager) free() int {
+	if !m.serving.PushAllowed() {
+		return 0
+	}
+	limit := int(m.reg.Workers + m.reg.Prefetch)
+	return limit - len(m.outstanding)
+}
+
+func (l *loop) sendManager(m *manager, msg messages.Message) error {
+	frames, err := msg.Pack()
+	if err != nil {
+		return err
+	}
+	if err := zsock.Send(l.ix.down, m.identity, frames); err != nil {
+		return err
+	}
+	m.lastSent = time.Now()
+	return nil
+}
+
+func (l *loop) replyRaw(identity []byte, msg messages.Message) {
+	if frames, err := msg.Pack(); err == nil {
+		_ = zsock.Send(l.ix.down, identity, frames)
+	}
+}
+
+func (l *loop) handleManager(frames [][]byte) {
+	if len(frames) < 2 {
+		l.ix.m.malformed.WithLabelValues("manager").Inc()
+		return
+	}
+	ident := frames[0]
+	msg, err := messages.Unpack(frames[1:])
+	if err != nil {
+		l.ix.m.malformed.WithLabelValues("manager").Inc()
+		l.log.WithError(err).WithField("manager", string(ident)).Warn("dropped undecodable message from manager")
+		l.replyRaw(ident, messages.ReplyFor(err))
+		return
+	}
+	now := time.Now()
+	if reg, ok := msg.(*messages.Registration); ok {
+		l.registerManager(ident, reg, now)
+		return
+	}
+	m, ok := l.mgrs[string(ident)]
+	if !ok {
+		l.ix.m.reregisters.Inc()
+		l.log.WithFields(logrus.Fields{"manager": string(ident), "type": msg.Type().String()}).Info("message from unknown or expired manager; asked it to re-register")
+		l.replyRaw(ident, &messages.Reregister{Reason: "unknown or expired manager; send Registration"})
+		return
+	}
+	m.lastSeen = now
+	switch x := msg.(type) {
+	case *messages.Heartbeat:
+		l.ix.m.heartbeatsRecv.WithLabelValues("manager").Inc()
+	case *messages.ManagerStatusReport:
+		l.managerReport(m, x)
+		// Answer at once so the manager knows we are alive.
+		_ = l.sendManager(m, &messages.Heartbeat{})
+	case *messages.ResultBatch:
+		l.managerResults(m, x)
+	case *messages.CommandReply:
+		if c, ok := l.mgrCmds[x.ID]; ok {
+			delete(l.mgrCmds, x.ID)
+			rep := &messages.CommandReply{ID: c.upID, OK: x.OK, Message: x.Message, Body: x.Body}
+			if c.reply != nil {
+				c.reply <- rep
+			} else {
+				l.up.send(rep)
+			}
+		}
+	case *messages.HeartbeatReq:
+		_ = l.sendManager(m, &messages.HeartbeatResp{Nonce: x.Nonce})
+	case *messages.ErrorReply:
+		l.log.WithFields(logrus.Fields{"manager": m.id, "code": x.Code.String()}).Warn("manager refused a message: " + x.Reason)
+	default:
+		l.log.WithFields(logrus.Fields{"manager": m.id, "type": msg.Type().String()}).Warn("unexpected message type from manager")
+	}
+}
+
+func (l *loop) registerManager(ident []byte, reg *messages.Registration, now time.Time) {
+	if reg.Role != messages.RoleManager {
+		l.replyRaw(ident, &messages.ErrorReply{Code: messages.CodeRefused, Reason: "only managers connect here"})
+		return
+	}
+	if reg.ProtocolVersion != messages.Version {
+		l.replyRaw(ident, &messages.ErrorReply{Code: messages.CodeVersion,
+			Reason: fmt.Sprintf("manager speaks protocol %d, interchange speaks %d", reg.ProtocolVersion, messages.Version)})
+		l.log.WithField("manager", string(ident)).Warn("manager with another protocol version refused")
+		return
+	}
+	id := string(ident)
+	m, known := l.mgrs[id]
+	if !known {
+		m = &manager{id: id, identity: append([]byte(nil), ident...), outstanding: make(map[messages.TaskID]*itask)}
+		l.mgrs[id] = m
+		l.order = append(l.order, m)
+	}
+	m.reg = *reg
+	m.idle = reg.Workers
+	m.capacity = reg.Workers + reg.Prefetch
+	m.serving = messages.NonePaused
+	m.lastSeen = now
+	m.registered = now
+	l.ix.m.registrations.Inc()
+	l.log.WithFields(logrus.Fields{"manager": id, "host": reg.Hostname, "workers": reg.Workers,
+		"prefetch": reg.Prefetch, "block": reg.BlockID, "known": known, "held": len(m.outstanding)}).Info("manager registered")
+	_ = l.sendManager(m, &messages.Heartbeat{})
+	l.publishTotals()
+}
+
+func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
+	m.idle = r.IdleWorkers
+	m.capacity = r.Capacity
+	m.serving = r.ServingState
+	var fwd []messages.Delta
+	for i := range r.Deltas {
+		d := &r.Deltas[i]
+		t, ok := l.tasks[d.ID]
+		if !ok || t.mgr != m || d.Attempt != t.attempt {
+			l.ix.m.staleUpdates.Inc()
+			continue
+		}
+		if messages.Apply(t.code.State(), t.attempt, d.Code.State(), d.Attempt) != messages.Applied {
+			continue
+		}
+		t.code = d.Code
+		fwd = append(fwd, *d)
+	}
+	if len(fwd) > 0 {
+		l.ix.status.add(fwd...)
+	}
+}
+
+func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
+	ack := make([]messages.TaskID, 0, len(b.Results))
+	for i := range b.Results {
+		r := b.Results[i]
+		ack = append(ack, r.ID)
+		t, ok := l.tasks[r.ID]
+		switch {
+		case ok && r.Attempt == t.attempt:
+			l.finish(r)
+			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
+		case ok:
+			l.ix.m.staleUpdates.Inc()
+		default:
+			if _, dup := l.held[r.ID]; dup {
+				l.ix.m.duplicates.Inc()
+				continue
+			}
+			// Unknown here (we restarted, or it was cancelled): pass it
+			// up; the forwarder decides by task id and attempt.
+			l.finish(r)
+		}
+	}
+	if err := l.sendManager(m, &messages.Ack{IDs: ack}); err != nil {
+		l.log.WithError(err).WithField("manager", m.id).Debug("ack not sent; manager will re-send")
+	}
+}
+
+// dispatch hands queued tasks to managers with free slots, round robin.
+func (l *loop) dispatch() {
+	if l.queued == 0 || len(l.order) == 0 || !l.retryAt.IsZero() || !l.ix.serving.Effective(time.Now()).DispatchAllowed() {
+		return
+	}
+	n := len(l.order)
+	progress := true
+	for l.queued > 0 && progress {
+		progress = false
+		for k := 0; k < n && l.queued > 0; k++ {
+			m := l.order[(l.rr+k)%n]
+			free := m.free()
+			if free <= 0 || m.blocked {
+				continue
+			}
+			// Spread a big queue: no manager takes more than its share per pass.
+			share := max(1, min(free, (l.queued+n-1)/n))
+			m.sendBuf = m.sendBuf[:0]
+			var sent []*itask
+			for len(m.sendBuf) < share {
+				t := l.pop()
+				if t == nil {
+					break
+				}
+				sent = append(sent, t)
+				m.sendBuf = append(m.sendBuf, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
+			}
+			if len(sent) == 0 {
+				break
+			}
+			if err := l.sendManager(m, &messages.TaskBatch{Tasks: m.sendBuf}); err != nil {
+				for i := len(sent) - 1; i >= 0; i-- {
+					l.enqueueFront(sent[i])
+				}
+				if errors.Is(err, zsock.ErrWouldBlock) {
+					m.blocked = true
+					l.retryAt = time.Now().Add(5 * time.Millisecond)
+				}
+				continue
+			}
+			progress = true
+			deltas := make([]messages.Delta, len(sent))
+			now := time.Now().UnixNano()
+			for i, t := range sent {
+				t.mgr = m
+				t.code = messages.WaitingForLaunch
+				m.outstanding[t.id] = t
+				deltas[i] = messages.Delta{ID: t.id, Code: messages.WaitingForLaunch, Attempt: t.attempt, At: now}
+			}
+			l.ix.status.add(deltas...)
+			l.ix.m.dispatched.Add(float64(len(sent)))
+		}
+		l.rr = (l.rr + 1) % n
+	}
+	for _, m := range l.order {
+		m.blocked = false
+	}
+}
+
+// managerLost re-queues the manager's tasks, or fails them after too many
+// attempts.
+func (l *loop) managerLost(m *manager, reason string, now time.Time) {
+	delete(l.mgrs, m.id)
+	for i, x := range l.order {
+		if x == m {
+			l.order = append(l.order[:i], l.order[i+1:]...)
+			break
+		}
+	}
+	requeued, failed := 0, 0
+	var deltas []messages.Delta
+	for id, t := range m.outstanding {
+		delete(m.outstanding, id)
+		t.attempt++
+		t.mgr = nil
+		if int(t.attempt) > l.ix.opts.MaxRetries+1 {
+			l.finish(messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
+				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.id, reason)})
+			failed++
+			continue
+		}
+		l.enqueueFront(t)
+		deltas = append(deltas, messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: t.attempt, At: now.UnixNano()})
+		requeued++
+	}
+	if len(deltas) > 0 {
+		l.ix.status.add(deltas...)
+	}
+	l.ix.m.managersLost.WithLabelValues(reason).Inc()
+	l.log.WithFields(logrus.Fields{"manager": m.id, "reason": reason, "requeued": requeued, "failed": failed,
+		"silent_for": now.Sub(m.lastSeen).Round(time.Millisecond).String()}).Warn("manager lost")
+	l.publishTotals()
+}
+
+// command runs a Command from the forwarder or the admin API. reply is
+// set for local callers; a manager-bound command answers later.
+func (l *loop) command(c *messages.Command, reply chan *messages.CommandReply) *messages.CommandReply {
+	switch c.Op {
+	case messages.OpCancel:
+		byMgr := map[*manager][]messages.TaskID{}
+		cancelled := 0
+		now := time.Now().UnixNano()
+		for _, id := range c.TaskIDs {
+			t, ok := l.tasks[id]
+			if !ok {
+				continue
+			}
+			if t.mgr == nil {
+				l.finish(messages.Result{ID: id, Attempt: t.attempt, Code: messages.Cancelled, Error: "cancelled by request", Finished: now})
+				cancelled++
+				continue
+			}
+			byMgr[t.mgr] = append(byMgr[t.mgr], id)
+		}
+		for m, ids := range byMgr {
+			l.cmdSeq++
+			_ = l.sendManager(m, &messages.Command{ID: l.cmdSeq, Op: messages.OpCancel, TaskIDs: ids})
+		}
+		return &messages.CommandReply{ID: c.ID, OK: true, Message: fmt.Sprintf("%d removed from the queue, %d sent to managers", cancelled, len(c.TaskIDs)-cancelled)}
+	case messages.OpSetServingState, messages.OpGetServingState:
+		if c.Manager != "" {
+			m, ok := l.mgrs[c.Manager]
+			if !ok {
+				return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("unknown manager %q", c.Manager)}
+			}
+			l.cmdSeq++
+			down := *c
+			down.ID = l.cmdSeq
+			down.Manager = ""
+			if err := l.sendManager(m, &down); err != nil {
+				return &messages.CommandReply{ID: c.ID, Message: "cannot reach manager: " + err.Error()}
+			}
+			l.mgrCmds[down.ID] = mgrCmd{upID: c.ID, reply: reply, deadline: time.Now().Add(10 * time.Second)}
+			return nil
+		}
+		return l.ix.servingCommand(c)
+	}
+	return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("operation %s is not supported by the interchange", c.Op)}
+}

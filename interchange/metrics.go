@@ -1,0 +1,69 @@
+package interchange
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+)
+
+type metrics struct {
+	received       prometheus.Counter
+	dispatched     prometheus.Counter
+	results        *prometheus.CounterVec
+	resultsUp      prometheus.Counter
+	duplicates     prometheus.Counter
+	staleUpdates   prometheus.Counter
+	malformed      *prometheus.CounterVec
+	heartbeatsSent *prometheus.CounterVec
+	heartbeatsRecv *prometheus.CounterVec
+	managersLost   *prometheus.CounterVec
+	forwarderLost  prometheus.Counter
+	registrations  prometheus.Counter
+	reregisters    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_interchange_" + name, Help: help})
+	}
+	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_interchange_" + name, Help: help}, labels)
+	}
+	m := &metrics{
+		received:       c("tasks_received_total", "Tasks received from the forwarder (duplicates included)."),
+		dispatched:     c("tasks_dispatched_total", "Tasks handed to managers."),
+		results:        cv("results_total", "Results received from managers, by state.", "state"),
+		resultsUp:      c("results_forwarded_total", "Results sent to the forwarder (re-sends included)."),
+		duplicates:     c("duplicates_total", "Duplicate tasks or results dropped."),
+		staleUpdates:   c("stale_updates_total", "Deltas or results for an older attempt, ignored."),
+		malformed:      cv("malformed_messages_total", "Messages dropped because they did not decode, by link.", "link"),
+		heartbeatsSent: cv("heartbeats_sent_total", "Heartbeats sent, by link.", "link"),
+		heartbeatsRecv: cv("heartbeats_received_total", "Heartbeats received, by link.", "link"),
+		managersLost:   cv("managers_lost_total", "Managers declared lost, by reason.", "reason"),
+		forwarderLost:  c("forwarder_lost_total", "Times the forwarder was declared lost."),
+		registrations:  c("manager_registrations_total", "Manager registrations accepted."),
+		reregisters:    c("reregister_requests_total", "Messages from unknown managers answered with Reregister."),
+	}
+	g := func(name, help string, fn func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_interchange_" + name, Help: help}, fn)
+	}
+	reg.MustRegister(m.received, m.dispatched, m.results, m.resultsUp, m.duplicates, m.staleUpdates, m.malformed,
+		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters,
+		g("managers", "Registered managers.", func() float64 { return float64(ix.Status().Managers) }),
+		g("workers", "Workers across managers.", func() float64 { return float64(ix.Status().Workers) }),
+		g("idle_workers", "Idle workers across managers.", func() float64 { return float64(ix.Status().IdleWorkers) }),
+		g("queued_tasks", "Tasks waiting for a manager.", func() float64 { return float64(ix.Status().Queued) }),
+		g("outstanding_tasks", "Tasks held (queued or on managers).", func() float64 { return float64(ix.Status().Outstanding) }),
+		g("forwarder_connected", "1 when the forwarder link is up.", func() float64 {
+			if ix.Status().ForwarderConnected {
+				return 1
+			}
+			return 0
+		}),
+	)
+	servingstate.Register(reg, "interchange", ix.serving)
+	_ = reg.Register(collectors.NewGoCollector())
+	_ = reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

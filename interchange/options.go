@@ -1,0 +1,81 @@
+package interchange
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+)
+
+// Options configure an Interchange.
+type Options struct {
+	EndpointID         string
+	Forwarder          string
+	ListenManagers     string
+	ListenHTTP         string
+	StateDir           string
+	HeartbeatInterval  time.Duration
+	HeartbeatThreshold time.Duration
+	// MaxRetries is how many times a task is re-queued after its manager
+	// is lost before it fails.
+	MaxRetries int
+	Pressure   servingstate.Thresholds
+	Log        *logrus.Entry
+	Registry   *prometheus.Registry
+	Version    string
+}
+
+// Defaults as documented in design.md.
+const (
+	DefaultForwarder      = "tcp://127.0.0.1:55001"
+	DefaultListenManagers = "tcp://127.0.0.1:55002"
+	DefaultListenHTTP     = "127.0.0.1:8081"
+	DefaultMaxRetries     = 2
+)
+
+func (o *Options) setDefaults() error {
+	if o.EndpointID == "" {
+		return fmt.Errorf("--endpoint-id is required: the name users submit tasks to")
+	}
+	if o.Forwarder == "" {
+		o.Forwarder = DefaultForwarder
+	}
+	if o.ListenManagers == "" {
+		o.ListenManagers = DefaultListenManagers
+	}
+	if o.ListenHTTP == "" {
+		o.ListenHTTP = DefaultListenHTTP
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 10 * time.Second
+	}
+	if o.HeartbeatThreshold == 0 {
+		o.HeartbeatThreshold = 3 * o.HeartbeatInterval
+	}
+	if o.HeartbeatInterval < time.Millisecond {
+		return fmt.Errorf("--heartbeat-interval %s is too short (minimum 1ms)", o.HeartbeatInterval)
+	}
+	if o.HeartbeatThreshold <= o.HeartbeatInterval {
+		return fmt.Errorf("--heartbeat-threshold %s must be longer than --heartbeat-interval %s", o.HeartbeatThreshold, o.HeartbeatInterval)
+	}
+	if o.MaxRetries < 0 {
+		return fmt.Errorf("--max-retries %d must be 0 or more", o.MaxRetries)
+	}
+	if err := o.Pressure.Validate(); err != nil {
+		return err
+	}
+	if o.Log == nil {
+		o.Log = logrus.NewEntry(logrus.New())
+	}
+	o.Log = o.Log.WithFields(logrus.Fields{"component": "interchange", "endpoint": o.EndpointID})
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package interchange
+
+import (
+	"sort"
+	"time"
+)
+
+// ManagerView is one manager in GET /status.
+type ManagerView struct {
+	ID           string    `json:"manager_id"`
+	Hostname     string    `json:"hostname"`
+	BlockID      string    `json:"block_id,omitempty"`
+	Workers      uint32    `json:"workers"`
+	IdleWorkers  uint32    `json:"idle_workers"`
+	Prefetch     uint32    `json:"prefetch"`
+	Outstanding  int       `json:"outstanding"`
+	ServingState string    `json:"serving_state"`
+	LastSeen     time.Time `json:"last_seen"`
+	Registered   time.Time `json:"registered_at"`
+}
+
+// StatusView is GET /status.
+type StatusView struct {
+	EndpointID          string        `json:"endpoint_id"`
+	ForwarderConnected  bool          `json:"forwarder_connected"`
+	ForwarderLastSeen   *time.Time    `json:"forwarder_last_seen"`
+	Managers            int           `json:"managers"`
+	Workers             uint32        `json:"workers"`
+	IdleWorkers         uint32        `json:"idle_workers"`
+	Queued              int           `json:"queued"`
+	Outstanding         int           `json:"outstanding"`
+	ResultsUndelivered  int           `json:"results_undelivered"`
+	ServingState        string        `json:"serving_state"`
+	ManagerList         []ManagerView `json:"manager_list"`
+	HeartbeatInterval   string        `json:"heartbeat_interval"`
+	HeartbeatThreshold  string        `json:"heartbeat_threshold"`
+	ForwarderReconnects int           `json:"forwarder_connects"`
+}
+
+func (l *loop) publishView(now time.Time) {
+	v := StatusView{EndpointID: l.ix.opts.EndpointID, ForwarderConnected: l.up.registered,
+		Managers: len(l.mgrs), Queued: l.queued, Outstanding: len(l.tasks), ResultsUndelivered: len(l.held),
+		ServingState: l.ix.serving.Effective(now).String(), ManagerList: make([]ManagerView, 0, len(l.mgrs)),
+		HeartbeatInterval: l.ix.opts.HeartbeatInterval.String(), HeartbeatThreshold: l.ix.opts.HeartbeatThreshold.String(),
+		ForwarderReconnects: l.up.connects}
+	if !l.up.lastSeen.IsZero() {
+		t := l.up.lastSeen.UTC()
+		v.ForwarderLastSeen = &t
+	}
+	for _, m := range l.mgrs {
+		v.Workers += m.reg.Workers
+		v.IdleWorkers += m.idle
+		v.ManagerList = append(v.ManagerList, ManagerView{ID: m.id, Hostname: m.reg.Hostname, BlockID: m.reg.BlockID,
+			Workers: m.reg.Workers, IdleWorkers: m.idle, Prefetch: m.reg.Prefetch, Outstanding: len(m.outstanding),
+			ServingState: m.serving.String(), LastSeen: m.lastSeen.UTC(), Registered: m.registered.UTC()})
+	}
+	sort.Slice(v.ManagerList, func(i, j int) bool { return v.ManagerList[i].ID < v.ManagerList[j].ID })
+	l.ix.viewMu.Lock()
+	l.ix.view = v
+	l.ix.viewMu.Unlock()
+}
+
+// Status is the latest snapshot the loop published.
+func (ix *Interchange) Status() StatusView {
+	ix.viewMu.RLock()
+	defer ix.viewMu.RUnlock()
+	return ix.view
+}

@@ -1,0 +1,160 @@
+// Package taskspec defines the task kinds users submit and checks them. The
+// forwarder validates a spec once; the manager runs it. Brokers carry the
+// canonical JSON as an opaque payload.
+package taskspec
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Kinds that a manager can run.
+const (
+	KindNoop  = "noop"
+	KindSleep = "sleep"
+	KindExec  = "exec"
+)
+
+// Kinds lists the legal kinds for error messages.
+var Kinds = []string{KindNoop, KindSleep, KindExec}
+
+// Limits on a spec.
+const (
+	MaxArgs      = 4096
+	MaxArgBytes  = 1 << 20
+	MaxSleep     = 7 * 24 * time.Hour
+	MaxSpecBytes = 4 << 20
+)
+
+// Spec is one task as submitted.
+type Spec struct {
+	Kind    string   `json:"kind"`
+	Args    []string `json:"args,omitempty"`
+	Timeout string   `json:"timeout,omitempty"`
+}
+
+// Parse reads and validates one task object; errors name the field.
+func Parse(raw []byte) (Spec, error) {
+	var s Spec
+	if len(raw) > MaxSpecBytes {
+		return s, fmt.Errorf("task is %d bytes; the limit is %d", len(raw), MaxSpecBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return s, describe(err)
+	}
+	return s, s.Validate()
+}
+
+func describe(err error) error {
+	var te *json.UnmarshalTypeError
+	if ok := asType(err, &te); ok {
+		switch te.Field {
+		case "args", "args.0":
+			return fmt.Errorf("\"args\" must be a list of strings, got %s", te.Value)
+		}
+		if strings.HasPrefix(te.Field, "args") {
+			return fmt.Errorf("\"args\" must be a list of strings, got %s in it", te.Value)
+		}
+		return fmt.Errorf("%q must be a %s, got %s", te.Field, te.Type, te.Value)
+	}
+	msg := err.Error()
+	if strings.HasPrefix(msg, "json: unknown field") {
+		return fmt.Errorf("%s; a task has \"kind\", \"args\" and \"timeout\"", strings.TrimPrefix(msg, "json: "))
+	}
+	return fmt.Errorf("task is not a JSON object: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+func asType(err error, te **json.UnmarshalTypeError) bool {
+	t, ok := err.(*json.UnmarshalTypeError)
+	if ok {
+		*te = t
+	}
+	return ok
+}
+
+// Validate checks a spec's kind and arguments.
+func (s Spec) Validate() error {
+	if len(s.Args) > MaxArgs {
+		return fmt.Errorf("%d args; the limit is %d", len(s.Args), MaxArgs)
+	}
+	if s.Timeout != "" {
+		if _, err := s.TimeoutDuration(); err != nil {
+			return err
+		}
+	}
+	switch s.Kind {
+	case KindNoop:
+		if len(s.Args) != 0 {
+			return fmt.Errorf("kind \"noop\" takes no args, got %d", len(s.Args))
+		}
+	case KindSleep:
+		if len(s.Args) != 1 {
+			return fmt.Errorf("kind \"sleep\" takes one arg, the seconds to sleep, like [\"0.5\"]")
+		}
+		if _, err := s.SleepDuration(); err != nil {
+			return err
+		}
+	case KindExec:
+		if len(s.Args) == 0 || s.Args[0] == "" {
+			return fmt.Errorf("kind \"exec\" needs \"args\": the program and its arguments, like [\"echo\", \"hi\"]")
+		}
+		for i, a := range s.Args {
+			if len(a) > MaxArgBytes {
+				return fmt.Errorf("args[%d] is %d bytes; the limit is %d", i, len(a), MaxArgBytes)
+			}
+			if strings.IndexByte(a, 0) >= 0 {
+				return fmt.Errorf("args[%d] contains a NUL byte", i)
+			}
+		}
+	case "":
+		return fmt.Errorf("task has no \"kind\"; legal kinds: %s", strings.Join(Kinds, ", "))
+	default:
+		return fmt.Errorf("unknown kind %q; legal kinds: %s", s.Kind, strings.Join(Kinds, ", "))
+	}
+	return nil
+}
+
+// SleepDuration is a sleep task's argument.
+func (s Spec) SleepDuration() (time.Duration, error) {
+	f, err := strconv.ParseFloat(s.Args[0], 64)
+	if err != nil || f < 0 || f != f {
+		return 0, fmt.Errorf("sleep arg %q must be a non-negative number of seconds", s.Args[0])
+	}
+	d := time.Duration(f * float64(time.Second))
+	if f*float64(time.Second) > float64(MaxSleep) {
+		return 0, fmt.Errorf("sleep arg %q is over the limit of %s", s.Args[0], MaxSleep)
+	}
+	return d, nil
+}
+
+// TimeoutDuration is the run-time limit; zero means none.
+func (s Spec) TimeoutDuration() (time.Duration, error) {
+	if s.Timeout == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s.Timeout)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("invalid timeout %q: use a positive Go duration like \"30s\" or \"5m\"", s.Timeout)
+	}
+	return d, nil
+}
+
+// Encode is the canonical payload carried on the wire.
+func (s Spec) Encode() []byte {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// ExecResult is the result payload of an exec task.
+type ExecResult struct {
+	ExitCode  int    `json:"exit_code"`
+	Stdout    string `json:"stdout"`
+	Stderr    string `json:"stderr"`
+	Truncated bool   `json:"truncated,omitempty"`
+}

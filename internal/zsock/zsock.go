@@ -1,0 +1,148 @@
+// Package zsock builds ZeroMQ sockets with the options every Switchyard link
+// needs, and hands messages to a socket's owning goroutine.
+package zsock
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Defaults chosen so a burst of batches fits, and a hostile peer cannot make
+// libzmq allocate without bound.
+const (
+	DefaultHWM        = 10000
+	DefaultMaxMsgSize = 256 << 20
+)
+
+// Errors from Send.
+var (
+	ErrWouldBlock = errors.New("peer pipe full (high-water mark)")
+	ErrUnroutable = errors.New("no connected peer with that identity")
+	ErrSocketGone = errors.New("socket closed")
+)
+
+// NewRouter binds a ROUTER that refuses to drop unroutable messages
+// silently and lets a reconnecting peer take over its identity.
+func NewRouter(ctx *zmq.Context, addr string) (*zmq.Socket, string, error) {
+	s, err := ctx.NewSocket(zmq.ROUTER)
+	if err != nil {
+		return nil, "", fmt.Errorf("new ROUTER: %w", err)
+	}
+	if err := setCommon(s); err != nil {
+		s.Close()
+		return nil, "", err
+	}
+	if err := s.SetRouterMandatory(1); err != nil {
+		s.Close()
+		return nil, "", fmt.Errorf("set ROUTER_MANDATORY: %w", err)
+	}
+	if err := s.SetRouterHandover(true); err != nil {
+		s.Close()
+		return nil, "", fmt.Errorf("set ROUTER_HANDOVER: %w", err)
+	}
+	if err := s.Bind(addr); err != nil {
+		s.Close()
+		return nil, "", fmt.Errorf("bind %s: %w", addr, err)
+	}
+	ep, err := s.GetLastEndpoint()
+	if err != nil {
+		s.Close()
+		return nil, "", fmt.Errorf("last endpoint of %s: %w", addr, err)
+	}
+	return s, ep, nil
+}
+
+// NewDealer connects a DEALER with the given identity.
+func NewDealer(ctx *zmq.Context, identity, addr string) (*zmq.Socket, error) {
+	s, err := ctx.NewSocket(zmq.DEALER)
+	if err != nil {
+		return nil, fmt.Errorf("new DEALER: %w", err)
+	}
+	if err := setCommon(s); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.SetIdentity(identity); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("set identity %q: %w", identity, err)
+	}
+	if err := s.Connect(addr); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("connect %s: %w", addr, err)
+	}
+	return s, nil
+}
+
+func setCommon(s *zmq.Socket) error {
+	if err := s.SetLinger(0); err != nil {
+		return fmt.Errorf("set LINGER: %w", err)
+	}
+	if err := s.SetSndhwm(DefaultHWM); err != nil {
+		return fmt.Errorf("set SNDHWM: %w", err)
+	}
+	if err := s.SetRcvhwm(DefaultHWM); err != nil {
+		return fmt.Errorf("set RCVHWM: %w", err)
+	}
+	if err := s.SetMaxmsgsize(DefaultMaxMsgSize); err != nil {
+		return fmt.Errorf("set MAXMSGSIZE: %w", err)
+	}
+	return nil
+}
+
+// Close drops pending messages at once so shutdown never hangs.
+func Close(s *zmq.Socket) {
+	if s == nil {
+		return
+	}
+	_ = s.SetLinger(0)
+	_ = s.Close()
+}
+
+// Send writes one multipart message without blocking. identity, when not
+// nil, is prepended as the ROUTER routing frame.
+func Send(s *zmq.Socket, identity []byte, frames [][]byte) error {
+	n := len(frames)
+	if identity != nil {
+		if _, err := s.SendBytes(identity, zmq.DONTWAIT|zmq.SNDMORE); err != nil {
+			return classify(err)
+		}
+	}
+	for i, f := range frames {
+		flag := zmq.DONTWAIT
+		if i < n-1 {
+			flag |= zmq.SNDMORE
+		}
+		if _, err := s.SendBytes(f, flag); err != nil {
+			return classify(err)
+		}
+	}
+	return nil
+}
+
+func classify(err error) error {
+	switch zmq.AsErrno(err) {
+	case zmq.Errno(syscall.EAGAIN):
+		return ErrWouldBlock
+	case zmq.Errno(syscall.EHOSTUNREACH):
+		return ErrUnroutable
+	case zmq.ETERM, zmq.Errno(syscall.ENOTSOCK):
+		return ErrSocketGone
+	}
+	return err
+}
+
+// Recv reads one multipart message without blocking; ok is false when none
+// is waiting.
+func Recv(s *zmq.Socket) (frames [][]byte, ok bool, err error) {
+	frames, err = s.RecvMessageBytes(zmq.DONTWAIT)
+	if err != nil {
+		if zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) {
+			return nil, false, nil
+		}
+		return nil, false, classify(err)
+	}
+	return frames, true, nil
+}

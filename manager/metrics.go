@@ -1,0 +1,49 @@
+package manager
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+)
+
+type metrics struct {
+	received        prometheus.Counter
+	completed       *prometheus.CounterVec
+	duplicates      prometheus.Counter
+	malformed       prometheus.Counter
+	heartbeatsSent  prometheus.Counter
+	heartbeatsRecv  prometheus.Counter
+	reportsSent     prometheus.Counter
+	interchangeLost prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_manager_" + name, Help: help})
+	}
+	m := &metrics{
+		received:        c("tasks_received_total", "Tasks received from the interchange."),
+		completed:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_manager_tasks_completed_total", Help: "Tasks finished, by state."}, []string{"state"}),
+		duplicates:      c("duplicates_total", "Duplicate tasks dropped."),
+		malformed:       c("malformed_messages_total", "Messages dropped because they did not decode."),
+		heartbeatsSent:  c("heartbeats_sent_total", "Heartbeats sent to the interchange."),
+		heartbeatsRecv:  c("heartbeats_received_total", "Heartbeats received from the interchange."),
+		reportsSent:     c("status_reports_sent_total", "ManagerStatusReports sent."),
+		interchangeLost: c("interchange_lost_total", "Times the interchange was declared lost."),
+	}
+	g := func(name, help string, fn func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_manager_" + name, Help: help}, fn)
+	}
+	reg.MustRegister(m.received, m.completed, m.duplicates, m.malformed, m.heartbeatsSent, m.heartbeatsRecv,
+		m.reportsSent, m.interchangeLost,
+		g("workers", "Workers in the pool.", func() float64 { return float64(mg.opts.Workers) }),
+		g("idle_workers", "Idle workers.", func() float64 { return float64(mg.Status().IdleWorkers) }),
+		g("tasks_held", "Tasks held (pending or running).", func() float64 { return float64(mg.Status().Held) }),
+		g("results_unacked", "Results not yet acknowledged by the interchange.", func() float64 { return float64(mg.Status().HeldResults) }),
+	)
+	servingstate.Register(reg, "manager", mg.serving)
+	_ = reg.Register(collectors.NewGoCollector())
+	_ = reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,87 @@
+package manager
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+)
+
+// Options configure a Manager.
+type Options struct {
+	Interchange        string
+	ManagerID          string
+	Workers            int
+	Prefetch           int
+	ListenHTTP         string
+	StateDir           string
+	BlockID            string
+	HeartbeatInterval  time.Duration
+	HeartbeatThreshold time.Duration
+	// OutputLimit caps each of stdout and stderr kept from an exec task.
+	OutputLimit int
+	Pressure    servingstate.Thresholds
+	Log         *logrus.Entry
+	Registry    *prometheus.Registry
+	Version     string
+}
+
+// DefaultInterchange is where a manager connects unless told otherwise.
+const DefaultInterchange = "tcp://127.0.0.1:55002"
+
+func (o *Options) setDefaults() error {
+	if o.Interchange == "" {
+		o.Interchange = DefaultInterchange
+	}
+	if o.ManagerID == "" {
+		host, _ := os.Hostname()
+		o.ManagerID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	}
+	if len(o.ManagerID) > 200 {
+		return fmt.Errorf("--manager-id is %d bytes; the limit is 200", len(o.ManagerID))
+	}
+	if o.Workers == 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	if o.Workers < 0 || o.Workers > 100000 {
+		return fmt.Errorf("--workers %d must be between 1 and 100000", o.Workers)
+	}
+	if o.Prefetch < 0 {
+		o.Prefetch = o.Workers
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 10 * time.Second
+	}
+	if o.HeartbeatThreshold == 0 {
+		o.HeartbeatThreshold = 3 * o.HeartbeatInterval
+	}
+	if o.HeartbeatInterval < time.Millisecond {
+		return fmt.Errorf("--heartbeat-interval %s is too short (minimum 1ms)", o.HeartbeatInterval)
+	}
+	if o.HeartbeatThreshold <= o.HeartbeatInterval {
+		return fmt.Errorf("--heartbeat-threshold %s must be longer than --heartbeat-interval %s", o.HeartbeatThreshold, o.HeartbeatInterval)
+	}
+	if o.OutputLimit <= 0 {
+		o.OutputLimit = 64 << 10
+	}
+	if err := o.Pressure.Validate(); err != nil {
+		return err
+	}
+	if o.Log == nil {
+		o.Log = logrus.NewEntry(logrus.New())
+	}
+	o.Log = o.Log.WithFields(logrus.Fields{"component": "manager", "manager": o.ManagerID})
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package manager
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/switchyard-hpc/switchyard/internal/taskspec"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// errCancelled marks a task stopped by a cancel command.
+var errCancelled = errors.New("cancelled by request")
+
+// run executes one task; it never touches a socket.
+func run(ctx context.Context, t messages.Task, outputLimit int) messages.Result {
+	r := messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
+	defer func() { r.Finished = time.Now().UnixNano() }()
+	spec, err := taskspec.Parse(t.Payload)
+	if err != nil {
+		r.Code, r.Error = messages.Failed, "bad task: "+err.Error()
+		return r
+	}
+	timeout, _ := spec.TimeoutDuration()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	switch spec.Kind {
+	case taskspec.KindNoop:
+		r.Code = messages.Success
+	case taskspec.KindSleep:
+		d, _ := spec.SleepDuration()
+		tm := time.NewTimer(d)
+		select {
+		case <-tm.C:
+			r.Code = messages.Success
+		case <-ctx.Done():
+			tm.Stop()
+			r.Code, r.Error = stopped(ctx, timeout)
+		}
+	case taskspec.KindExec:
+		runExec(ctx, spec, outputLimit, timeout, &r)
+	default:
+		r.Code, r.Error = messages.Failed, fmt.Sprintf("unknown kind %q", spec.Kind)
+	}
+	return r
+}
+
+func stopped(ctx context.Context, timeout time.Duration) (messages.TaskStatusCode, string) {
+	if errors.Is(context.Cause(ctx), errCancelled) {
+		return messages.Cancelled, errCancelled.Error()
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return messages.Failed, fmt.Sprintf("timed out after %s", timeout)
+	}
+	return messages.Cancelled, "manager shutting down"
+}
+
+// capped keeps the first limit bytes and notes that more were dropped.
+type capped struct {
+	buf       bytes.Buffer
+	limit     int
+	truncated bool
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	room := c.limit - c.buf.Len()
+	if room <= 0 {
+		c.truncated = c.truncated || len(p) > 0
+		return len(p), nil
+	}
+	if len(p) > room {
+		c.buf.Write(p[:room])
+		c.truncated = true
+		return len(p), nil
+	}
+	c.buf.Write(p)
+	return len(p), nil
+}
+
+func runExec(ctx context.Context, spec taskspec.Spec, limit int, timeout time.Duration, r *messages.Result) {
+	cmd := exec.CommandContext(ctx, spec.Args[0], spec.Args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Kill the whole process group: a shell's children die with it.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
+	stdout := &capped{limit: limit}
+	stderr := &capped{limit: limit}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err := cmd.Run()
+	res := taskspec.ExecResult{ExitCode: -1, Stdout: stdout.buf.String(), Stderr: stderr.buf.String(),
+		Truncated: stdout.truncated || stderr.truncated}
+	if cmd.ProcessState != nil {
+		res.ExitCode = cmd.ProcessState.ExitCode()
+	}
+	switch {
+	case ctx.Err() != nil:
+		r.Code, r.Error = stopped(ctx, timeout)
+	case err == nil:
+		r.Code = messages.Success
+	default:
+		r.Code, r.Error = messages.Failed, err.Error()
+	}
+	r.Payload, _ = json.Marshal(res)
+}
