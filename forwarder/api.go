@@ -138,6 +138,10 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		}
 		specs[i] = s
 	}
+	if err := f.tasks.storeErr(); err != nil {
+		f.fail(w, http.StatusServiceUnavailable, "not accepting tasks: the task store is failing (%v); reads still work", err)
+		return
+	}
 	state := messages.StateReceived
 	if v, ok := f.Endpoint(epID); !ok || !v.Connected || v.ServingState != messages.NonePaused.String() {
 		state = messages.StateWaitingForEndpoint
@@ -157,7 +161,10 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		ids[i] = id
 		out[i] = id.String()
 	}
-	f.tasks.add(ts)
+	if err := f.tasks.add(ts); err != nil {
+		f.fail(w, http.StatusServiceUnavailable, "tasks not accepted: the task store could not save them (%v); nothing was queued", err)
+		return
+	}
 	f.m.submitted.Add(float64(len(ts)))
 	f.mbox.Post(event{kind: evSubmitted, ep: epID, ids: ids})
 	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"task_ids": out})
@@ -252,15 +259,19 @@ type CancelView struct {
 }
 
 // Cancel ends the tasks that have not ended and tells their endpoints.
-func (f *Forwarder) Cancel(ids []messages.TaskID) []CancelView {
+func (f *Forwarder) Cancel(ids []messages.TaskID) ([]CancelView, error) {
+	ts, known, changed, err := f.tasks.cancel(ids)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]CancelView, len(ids))
 	byEP := map[string][]messages.TaskID{}
 	for i, id := range ids {
-		t, known, changed := f.tasks.cancel(id)
+		t := ts[i]
 		switch {
-		case !known:
+		case !known[i]:
 			out[i] = CancelView{TaskID: id.String(), State: "unknown", Message: "unknown task id"}
-		case changed:
+		case changed[i]:
 			f.m.cancels.Inc()
 			byEP[t.Endpoint] = append(byEP[t.Endpoint], id)
 			out[i] = CancelView{TaskID: id.String(), State: t.State, Cancelled: true, Message: "cancelled"}
@@ -272,7 +283,7 @@ func (f *Forwarder) Cancel(ids []messages.TaskID) []CancelView {
 	for ep, ids := range byEP {
 		f.mbox.Post(event{kind: evCancel, ep: ep, ids: ids})
 	}
-	return out
+	return out, nil
 }
 
 func (f *Forwarder) handleCancel(w http.ResponseWriter, r *http.Request) {
@@ -280,7 +291,12 @@ func (f *Forwarder) handleCancel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res := f.Cancel([]messages.TaskID{id})[0]
+	all, err := f.Cancel([]messages.TaskID{id})
+	if err != nil {
+		f.fail(w, http.StatusServiceUnavailable, "cancel not saved: %v", err)
+		return
+	}
+	res := all[0]
 	if res.State == "unknown" {
 		f.fail(w, http.StatusNotFound, "unknown task id %s", id)
 		return
@@ -293,7 +309,12 @@ func (f *Forwarder) handleCancelBatch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"tasks": f.Cancel(ids)})
+	res, err := f.Cancel(ids)
+	if err != nil {
+		f.fail(w, http.StatusServiceUnavailable, "cancel not saved: %v", err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"tasks": res})
 }
 
 func (f *Forwarder) handleEndpoints(w http.ResponseWriter, r *http.Request) {

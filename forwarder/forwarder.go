@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
+	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -36,6 +37,10 @@ type Forwarder struct {
 	views  map[string]EndpointView
 
 	cmdSeq uint64
+
+	store      *store.Store
+	recovering bool
+	recovered  map[string][]messages.TaskID
 }
 
 type evKind uint8
@@ -45,6 +50,7 @@ const (
 	evCancel
 	evCommand
 	evProbe
+	evAck
 )
 
 // event is what other goroutines hand the loop.
@@ -66,12 +72,38 @@ func New(opts Options) (*Forwarder, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	f := &Forwarder{opts: opts, log: opts.Log, tasks: newTaskTable(), views: make(map[string]EndpointView)}
+	f := &Forwarder{opts: opts, log: opts.Log, views: make(map[string]EndpointView)}
 	var err error
+	var st *store.Store
 	if opts.StateDir != "" {
 		if f.dir, err = statedir.Open(opts.StateDir, "forwarder"); err != nil {
 			return nil, err
 		}
+		if !opts.NoPersist {
+			var existed bool
+			st, existed, err = store.Open(f.dir.File("forwarder.db"), "switchyard-forwarder-v1", []string{tasksBucket})
+			if err != nil {
+				f.dir.Close()
+				return nil, fmt.Errorf("forwarder: %w", err)
+			}
+			f.recovering = existed
+		}
+	}
+	f.store = st
+	f.tasks = newTaskTable(st)
+	total, unfinished, err := f.tasks.load()
+	if err != nil {
+		f.closeAll()
+		return nil, fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", st.Path(), err)
+	}
+	f.recovered = unfinished
+	if f.recovering {
+		n := 0
+		for _, ids := range unfinished {
+			n += len(ids)
+		}
+		f.log.WithFields(logrus.Fields{"tasks": total, "unfinished": n, "endpoints": len(unfinished), "store": st.Path()}).
+			Infof("recovering: %d tasks unfinished of %d stored", n, total)
 	}
 	if f.zctx, err = zmq.NewContext(); err != nil {
 		f.dir.Close()
@@ -106,6 +138,12 @@ func (f *Forwarder) closeAll() {
 	zsock.Close(f.router)
 	if f.zctx != nil {
 		_ = f.zctx.Term()
+	}
+	if f.store != nil {
+		if err := f.store.Close(); err != nil {
+			f.log.WithError(err).Error("closing the store")
+		}
+		f.store = nil
 	}
 	if f.dir != nil {
 		f.dir.Close()
@@ -155,6 +193,7 @@ type loopState struct {
 	commands map[uint64]pendingCmd
 	retryAt  time.Time
 	sendBuf  []messages.Task
+	verdicts []messages.Verdict
 }
 
 type pendingCmd struct {
@@ -175,6 +214,13 @@ func (f *Forwarder) endpointFor(ls *loopState, id string) *endpoint {
 
 func (f *Forwarder) loop(ctx context.Context) error {
 	ls := &loopState{eps: make(map[string]*endpoint), commands: make(map[uint64]pendingCmd)}
+	for id, ids := range f.recovered {
+		ep := f.endpointFor(ls, id)
+		ep.pending = append(ep.pending, ids...)
+		ep.lostReason = "forwarder restarted; waiting for the endpoint"
+		f.publish(ep)
+	}
+	f.recovered = nil
 	poller := zmq.NewPoller()
 	poller.Add(f.router, zmq.POLLIN)
 	poller.Add(f.mbox.Socket(), zmq.POLLIN)
@@ -355,11 +401,8 @@ func (f *Forwarder) register(ls *loopState, id string, reg *messages.Registratio
 }
 
 func (f *Forwarder) applyReport(ls *loopState, ep *endpoint, r *messages.EPStatusReport) {
-	for i := range r.Deltas {
-		v := f.tasks.applyDelta(ep.id, &r.Deltas[i])
-		if v == messages.Stale || v == messages.Regress {
-			f.m.staleUpdates.Inc()
-		}
+	if n := f.tasks.applyDeltas(ep.id, r.Deltas); n > 0 {
+		f.m.staleUpdates.Add(float64(n))
 	}
 	wasPaused := !ep.report.ServingState.PushAllowed()
 	r.Deltas = nil
@@ -371,17 +414,32 @@ func (f *Forwarder) applyReport(ls *loopState, ep *endpoint, r *messages.EPStatu
 }
 
 func (f *Forwarder) applyResults(ls *loopState, ep *endpoint, b *messages.ResultBatch) {
-	ack := make([]messages.TaskID, 0, len(b.Results))
-	now := time.Now()
+	ack := make([]messages.TaskID, len(b.Results))
 	for i := range b.Results {
+		ack[i] = b.Results[i].ID
+	}
+	epID := ep.id
+	// Ack only once the results are durable; a crash before that makes
+	// the interchange send them again.
+	verdicts := f.tasks.completeBatch(ep.id, b.Results, ls.verdicts[:0], func(err error) {
+		if err != nil {
+			f.log.WithError(err).WithField("endpoint", epID).Warn("results not stored; not acknowledged")
+			return
+		}
+		f.mbox.Post(event{kind: evAck, ep: epID, ids: ack})
+	})
+	ls.verdicts = verdicts
+	now := time.Now()
+	for i, v := range verdicts {
 		r := &b.Results[i]
-		ack = append(ack, r.ID)
-		switch f.tasks.complete(ep.id, r) {
+		switch v {
 		case messages.Applied:
 			delete(ep.inflight, r.ID)
 			f.m.results.WithLabelValues(string(r.Code.State())).Inc()
-			if t, ok := f.tasks.get(r.ID); ok {
-				f.m.latency.Observe(now.Sub(t.CreatedAt).Seconds())
+			if r.Finished > 0 {
+				if t, ok := f.tasks.get(r.ID); ok {
+					f.m.latency.Observe(now.Sub(t.CreatedAt).Seconds())
+				}
 			}
 		case messages.Same, messages.Regress:
 			delete(ep.inflight, r.ID)
@@ -389,9 +447,6 @@ func (f *Forwarder) applyResults(ls *loopState, ep *endpoint, b *messages.Result
 		default:
 			f.m.staleUpdates.Inc()
 		}
-	}
-	if err := f.send(ls, ep, &messages.Ack{IDs: ack}); err != nil {
-		f.log.WithError(err).WithField("endpoint", ep.id).Debug("ack not sent; results will be re-sent")
 	}
 }
 
@@ -430,6 +485,10 @@ func (f *Forwarder) handleEvent(ls *loopState, ev *event) {
 			return
 		}
 		ls.commands[ev.cmd.ID] = pendingCmd{ep: ev.ep, reply: ev.reply, deadline: time.Now().Add(30 * time.Second)}
+	case evAck:
+		if ep, ok := ls.eps[ev.ep]; ok && ep.connected {
+			_ = f.send(ls, ep, &messages.Ack{IDs: ev.ids})
+		}
 	case evProbe:
 		ep, ok := ls.eps[ev.ep]
 		if !ok || !ep.connected {

@@ -10,9 +10,11 @@ import (
 
 // Options configure a Forwarder.
 type Options struct {
-	ListenHTTP         string
-	ListenZMQ          string
-	StateDir           string
+	ListenHTTP string
+	ListenZMQ  string
+	StateDir   string
+	// NoPersist keeps tasks in memory only (for benchmarks and tests).
+	NoPersist          bool
 	HeartbeatInterval  time.Duration
 	HeartbeatThreshold time.Duration
 	// BatchSize caps the tasks in one TaskBatch.

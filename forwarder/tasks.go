@@ -2,17 +2,24 @@ package forwarder
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // Task is the service-side record of one task.
 type Task struct {
 	ID          messages.TaskID
+	Seq         uint64 // order of acceptance; the store's key
 	Endpoint    string
 	Kind        string
 	Spec        []byte
@@ -24,9 +31,6 @@ type Task struct {
 	UpdatedAt   time.Time
 	CompletedAt time.Time
 	Writes      uint32
-	// Sent is true once the task went to the endpoint and no loss has
-	// been declared since.
-	Sent bool
 }
 
 // TaskView is the JSON form the API returns.
@@ -60,28 +64,114 @@ func (t *Task) View() TaskView {
 	return v
 }
 
+const tasksBucket = "tasks"
+
+// record is a task as stored on disk.
+type record struct {
+	_msgpack  struct{} `msgpack:",as_array"`
+	ID        []byte
+	Endpoint  string
+	Kind      string
+	Spec      []byte
+	State     string
+	Attempts  uint32
+	Result    []byte
+	Error     string
+	Created   int64
+	Updated   int64
+	Completed int64
+	Writes    uint32
+}
+
+func encodeTask(t *Task) store.Op {
+	r := record{ID: t.ID[:], Endpoint: t.Endpoint, Kind: t.Kind, Spec: t.Spec, State: string(t.State),
+		Attempts: t.Attempts, Result: t.Result, Error: t.Error, Created: t.CreatedAt.UnixNano(),
+		Updated: t.UpdatedAt.UnixNano(), Writes: t.Writes}
+	if !t.CompletedAt.IsZero() {
+		r.Completed = t.CompletedAt.UnixNano()
+	}
+	v, _ := msgpack.Marshal(&r)
+	return store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq), Value: v}
+}
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
+
+func decodeTask(k, v []byte) (*Task, error) {
+	var r record
+	if err := msgpack.Unmarshal(v, &r); err != nil {
+		return nil, err
+	}
+	if len(k) != 8 || len(r.ID) != 16 {
+		return nil, fmt.Errorf("bad key or id length")
+	}
+	st, err := messages.ParseTaskState(r.State)
+	if err != nil {
+		return nil, err
+	}
+	t := &Task{Seq: binary.BigEndian.Uint64(k), Endpoint: r.Endpoint, Kind: r.Kind, Spec: r.Spec, State: st,
+		Attempts: r.Attempts, Result: r.Result, Error: r.Error, CreatedAt: time.Unix(0, r.Created),
+		UpdatedAt: time.Unix(0, r.Updated), Writes: r.Writes}
+	copy(t.ID[:], r.ID)
+	if r.Completed != 0 {
+		t.CompletedAt = time.Unix(0, r.Completed)
+	}
+	return t, nil
+}
+
 // taskTable holds every task. Each change is a compare-and-set under one
 // lock: the caller states what it expects, terminal states are final, and
-// stale attempts never apply.
+// stale attempts never apply. Changes are persisted by group commit.
 type taskTable struct {
 	mu      sync.RWMutex
 	tasks   map[messages.TaskID]*Task
 	waiters map[messages.TaskID]chan struct{}
 	writes  atomic.Uint64
-	onWrite func(*Task)
+	seq     uint64 // under mu
+	st      *store.Store
 }
 
-func newTaskTable() *taskTable {
-	return &taskTable{tasks: make(map[messages.TaskID]*Task), waiters: make(map[messages.TaskID]chan struct{})}
+func newTaskTable(st *store.Store) *taskTable {
+	return &taskTable{tasks: make(map[messages.TaskID]*Task), waiters: make(map[messages.TaskID]chan struct{}), st: st}
 }
 
-func (tt *taskTable) touch(t *Task, now time.Time) {
+// load reads the store and returns the unfinished tasks per endpoint in
+// acceptance order.
+func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID, err error) {
+	unfinished = map[string][]messages.TaskID{}
+	if tt.st == nil {
+		return 0, unfinished, nil
+	}
+	var open []*Task
+	err = tt.st.ForEach(tasksBucket, func(k, v []byte) error {
+		t, err := decodeTask(k, v)
+		if err != nil {
+			return fmt.Errorf("task record %x: %w", k, err)
+		}
+		tt.tasks[t.ID] = t
+		tt.seq = max(tt.seq, t.Seq)
+		if !t.State.Terminal() {
+			open = append(open, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	sort.Slice(open, func(i, j int) bool { return open[i].Seq < open[j].Seq })
+	for _, t := range open {
+		unfinished[t.Endpoint] = append(unfinished[t.Endpoint], t.ID)
+	}
+	return len(tt.tasks), unfinished, nil
+}
+
+func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
 	t.UpdatedAt = now
 	t.Writes++
 	tt.writes.Add(1)
-	if tt.onWrite != nil {
-		tt.onWrite(t)
-	}
 	if t.State.Terminal() {
 		if t.CompletedAt.IsZero() {
 			t.CompletedAt = now
@@ -91,16 +181,58 @@ func (tt *taskTable) touch(t *Task, now time.Time) {
 			delete(tt.waiters, t.ID)
 		}
 	}
+	if tt.st != nil {
+		*ops = append(*ops, encodeTask(t))
+	}
 }
 
-func (tt *taskTable) add(ts []*Task) {
+func (tt *taskTable) persist(ops []store.Op, cb func(error)) {
+	if tt.st == nil || len(ops) == 0 {
+		if cb != nil {
+			cb(nil)
+		}
+		return
+	}
+	tt.st.Write(ops, cb)
+}
+
+// storeErr is why new work is refused, or nil.
+func (tt *taskTable) storeErr() error {
+	if tt.st == nil {
+		return nil
+	}
+	return tt.st.Err()
+}
+
+// add stores new tasks and returns once they are durable; on failure
+// they are removed again.
+func (tt *taskTable) add(ts []*Task) error {
 	now := time.Now()
+	var ops []store.Op
 	tt.mu.Lock()
 	for _, t := range ts {
+		tt.seq++
+		t.Seq = tt.seq
 		tt.tasks[t.ID] = t
-		tt.touch(t, now)
+		tt.touch(t, now, &ops)
 	}
 	tt.mu.Unlock()
+	if tt.st == nil {
+		return nil
+	}
+	err := tt.st.WriteSync(ops)
+	if err == nil {
+		return nil
+	}
+	var undo []store.Op
+	tt.mu.Lock()
+	for _, t := range ts {
+		delete(tt.tasks, t.ID)
+		undo = append(undo, store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq)})
+	}
+	tt.mu.Unlock()
+	tt.st.Write(undo, nil)
+	return err
 }
 
 func (tt *taskTable) get(id messages.TaskID) (Task, bool) {
@@ -120,86 +252,120 @@ func (tt *taskTable) len() int {
 	return len(tt.tasks)
 }
 
-// forSend returns the tasks of ids that still need sending, marking them
-// sent; cancelled or finished ones are skipped.
+// forSend returns the tasks of ids that still need sending; cancelled or
+// finished ones are skipped.
 func (tt *taskTable) forSend(ids []messages.TaskID, out []messages.Task) []messages.Task {
-	tt.mu.Lock()
+	tt.mu.RLock()
 	for _, id := range ids {
 		t, ok := tt.tasks[id]
 		if !ok || t.State.Terminal() {
 			continue
 		}
-		t.Sent = true
 		out = append(out, messages.Task{ID: id, Attempt: t.Attempts, Payload: t.Spec})
 	}
-	tt.mu.Unlock()
+	tt.mu.RUnlock()
 	return out
 }
 
-// applyDelta moves a task forward as the endpoint reports it.
-func (tt *taskTable) applyDelta(endpoint string, d *messages.Delta) messages.Verdict {
-	to := d.Code.State()
+// applyDeltas moves tasks forward as the endpoint reports them and
+// returns how many were stale or regressing.
+func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored int) {
+	now := time.Now()
+	var ops []store.Op
 	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	t, ok := tt.tasks[d.ID]
-	if !ok || t.Endpoint != endpoint {
-		return messages.Stale
+	for i := range ds {
+		d := &ds[i]
+		to := d.Code.State()
+		t, ok := tt.tasks[d.ID]
+		if !ok || t.Endpoint != endpoint {
+			ignored++
+			continue
+		}
+		// A terminal code without a result is only a hint; the result
+		// itself ends the task.
+		if to.Terminal() {
+			continue
+		}
+		switch messages.Apply(t.State, t.Attempts, to, d.Attempt) {
+		case messages.Applied:
+			t.State = to
+			t.Attempts = d.Attempt
+			tt.touch(t, now, &ops)
+		case messages.Same:
+		default:
+			ignored++
+		}
 	}
-	v := messages.Apply(t.State, t.Attempts, to, d.Attempt)
-	if v != messages.Applied {
-		return v
-	}
-	t.State = to
-	t.Attempts = d.Attempt
-	if to.Terminal() {
-		t.Error = "reported " + string(to) + " without a result"
-	}
-	tt.touch(t, time.Now())
-	return v
+	tt.mu.Unlock()
+	tt.persist(ops, nil)
+	return ignored
 }
 
-// complete stores a result; the first terminal state wins.
-func (tt *taskTable) complete(endpoint string, r *messages.Result) messages.Verdict {
-	to := r.Code.State()
+// completeBatch stores results (the first terminal state wins) and calls
+// done once they are durable.
+func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdicts []messages.Verdict, done func(error)) []messages.Verdict {
+	now := time.Now()
+	var ops []store.Op
 	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	t, ok := tt.tasks[r.ID]
-	if !ok || t.Endpoint != endpoint {
-		return messages.Stale
+	for i := range rs {
+		r := &rs[i]
+		to := r.Code.State()
+		t, ok := tt.tasks[r.ID]
+		if !ok || t.Endpoint != endpoint {
+			verdicts = append(verdicts, messages.Stale)
+			continue
+		}
+		v := messages.Apply(t.State, t.Attempts, to, r.Attempt)
+		verdicts = append(verdicts, v)
+		if v != messages.Applied {
+			continue
+		}
+		t.State = to
+		t.Attempts = r.Attempt
+		t.Error = r.Error
+		if len(r.Payload) > 0 {
+			t.Result = r.Payload
+		}
+		if r.Finished > 0 {
+			t.CompletedAt = time.Unix(0, r.Finished)
+		}
+		tt.touch(t, now, &ops)
 	}
-	v := messages.Apply(t.State, t.Attempts, to, r.Attempt)
-	if v != messages.Applied {
-		return v
-	}
-	t.State = to
-	t.Attempts = r.Attempt
-	t.Error = r.Error
-	if len(r.Payload) > 0 {
-		t.Result = r.Payload
-	}
-	if r.Finished > 0 {
-		t.CompletedAt = time.Unix(0, r.Finished)
-	}
-	tt.touch(t, time.Now())
-	return v
+	tt.mu.Unlock()
+	tt.persist(ops, done)
+	return verdicts
 }
 
-// cancel ends a task unless it already ended; it reports the state the task
-// is in afterwards and whether this call ended it.
-func (tt *taskTable) cancel(id messages.TaskID) (Task, bool, bool) {
+// cancel ends tasks that have not ended. For each id it reports the state
+// afterwards, whether the id is known, and whether this call ended it. It
+// returns once the change is durable.
+func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, error) {
+	now := time.Now()
+	var ops []store.Op
+	out := make([]Task, len(ids))
+	known := make([]bool, len(ids))
+	changed := make([]bool, len(ids))
 	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	t, ok := tt.tasks[id]
-	if !ok {
-		return Task{}, false, false
+	for i, id := range ids {
+		t, ok := tt.tasks[id]
+		if !ok {
+			continue
+		}
+		known[i] = true
+		if !t.State.Terminal() {
+			t.State = messages.StateCancelled
+			t.Error = "cancelled by request"
+			tt.touch(t, now, &ops)
+			changed[i] = true
+		}
+		out[i] = *t
 	}
-	if t.State.Terminal() {
-		return *t, true, false
+	tt.mu.Unlock()
+	var err error
+	if tt.st != nil && len(ops) > 0 {
+		err = tt.st.WriteSync(ops)
 	}
-	t.State = messages.StateCancelled
-	t.Error = "cancelled by request"
-	tt.touch(t, time.Now())
-	return *t, true, true
+	return out, known, changed, err
 }
 
 // endpointLost moves the endpoint's unfinished tasks back to
@@ -207,20 +373,21 @@ func (tt *taskTable) cancel(id messages.TaskID) (Task, bool, bool) {
 func (tt *taskTable) endpointLost(ids []messages.TaskID) []messages.TaskID {
 	now := time.Now()
 	out := ids[:0]
+	var ops []store.Op
 	tt.mu.Lock()
 	for _, id := range ids {
 		t, ok := tt.tasks[id]
 		if !ok || t.State.Terminal() {
 			continue
 		}
-		t.Sent = false
 		if messages.Transition(t.State, messages.StateWaitingForEndpoint, messages.EventLost) {
 			t.State = messages.StateWaitingForEndpoint
-			tt.touch(t, now)
+			tt.touch(t, now, &ops)
 		}
 		out = append(out, id)
 	}
 	tt.mu.Unlock()
+	tt.persist(ops, nil)
 	return out
 }
 

@@ -59,10 +59,16 @@ func (w *writer) set(err error) {
 		w.err = err
 	}
 }
-func (w *writer) arr(n int)    { w.set(w.enc.EncodeArrayLen(n)) }
-func (w *writer) u(v uint64)   { w.set(w.enc.EncodeUint(v)) }
-func (w *writer) i(v int64)    { w.set(w.enc.EncodeInt(v)) }
-func (w *writer) s(v string)   { w.set(w.enc.EncodeString(v)) }
+func (w *writer) arr(n int)  { w.set(w.enc.EncodeArrayLen(n)) }
+func (w *writer) u(v uint64) { w.set(w.enc.EncodeUint(v)) }
+func (w *writer) i(v int64)  { w.set(w.enc.EncodeInt(v)) }
+func (w *writer) s(v string) {
+	if len(v) > MaxStringBytes { // the peer would refuse the whole message
+		w.set(derr(ErrOversized, "string of %d bytes (limit %d)", len(v), MaxStringBytes))
+		return
+	}
+	w.set(w.enc.EncodeString(v))
+}
 func (w *writer) b(v bool)     { w.set(w.enc.EncodeBool(v)) }
 func (w *writer) bin(v []byte) { w.set(w.enc.EncodeBytes(v)) }
 func (w *writer) id(v *TaskID) { w.set(w.enc.EncodeBytes(v[:])) }

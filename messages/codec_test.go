@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"runtime"
 	"strings"
@@ -414,6 +415,9 @@ func TestPackOversized(t *testing.T) {
 	}{
 		{"command reply body", &CommandReply{Body: make([]byte, MaxHeaderBytes)}},
 		{"ack ids", &Ack{IDs: make([]TaskID, MaxHeaderBytes/18+1)}},
+		// Pack refuses what every decoder would refuse.
+		{"reregister reason", &Reregister{Reason: strings.Repeat("x", MaxStringBytes+1)}},
+		{"result error", &ResultBatch{Results: []Result{{Code: Failed, Error: strings.Repeat("x", MaxStringBytes+1)}}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -649,5 +653,51 @@ func TestEnumNames(t *testing.T) {
 		if v.String() != name {
 			t.Errorf("%#v = %q, want %q", v, v, name)
 		}
+	}
+}
+
+// The examples in docs/protocol.md are these bytes.
+func TestProtocolExamples(t *testing.T) {
+	id, err := ParseTaskID("5f0c1e2a-0b1c-4d2e-8f90-123456789abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		msg    Message
+		frames []string
+	}{
+		{"heartbeat", &Heartbeat{}, []string{"01 02 90"}},
+		{"one-task batch", &TaskBatch{Tasks: []Task{{ID: id, Attempt: 1, Payload: []byte(`{"kind":"noop"}`)}}}, []string{
+			"01 05 91 93 c4 10 5f 0c 1e 2a 0b 1c 4d 2e 8f 90 12 34 56 78 9a bc 01 0f",
+			"7b 22 6b 69 6e 64 22 3a 22 6e 6f 6f 70 22 7d",
+		}},
+		{"registration", &Registration{Role: RoleManager, ID: "mgr-1", Hostname: "node042", Workers: 8,
+			ProtocolVersion: 1, SoftwareVersion: "0.1.0"}, []string{
+			"01 01 98 01 a5 6d 67 72 2d 31 a7 6e 6f 64 65 30 34 32 08 00 01 a5 30 2e 31 2e 30 a0",
+		}},
+		{"ack", &Ack{IDs: []TaskID{id}}, []string{"01 0b 91 91 c4 10 5f 0c 1e 2a 0b 1c 4d 2e 8f 90 12 34 56 78 9a bc"}},
+		{"version refusal", ReplyFor(derr(ErrVersion, "x")), []string{"01 0d 92 01"}},
+	}
+	doc, err := os.ReadFile("../docs/protocol.md")
+	if err != nil {
+		t.Fatalf("read the protocol document: %v", err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			frames := mustPack(t, tc.msg)
+			if len(frames) != len(tc.frames) {
+				t.Fatalf("%d frames, want %d", len(frames), len(tc.frames))
+			}
+			for k, want := range tc.frames {
+				got := strings.TrimSpace(fmt.Sprintf("% x", frames[k]))
+				if !strings.HasPrefix(got, want) {
+					t.Fatalf("frame %d\n got %s\nwant %s", k, got, want)
+				}
+				if !bytes.Contains(doc, []byte(want)) {
+					t.Errorf("docs/protocol.md does not show %q", want)
+				}
+			}
+		})
 	}
 }

@@ -138,7 +138,9 @@ func Transition(from, to TaskState, ev Event) bool {
 	if ev != EventLost {
 		return false
 	}
-	return to == StateWaitingForEndpoint || to == StateWaitingForNodes
+	// Any waiting state: merged deltas may show a re-queued task already
+	// handed to its next node.
+	return to == StateWaitingForEndpoint || to == StateWaitingForNodes || to == StateWaitingForLaunch
 }
 
 // Verdict is the outcome of applying a status update to a task.

@@ -62,6 +62,7 @@ func (p *pressureFlags) add(fs *pflag.FlagSet) {
 func newForwarderCmd() *cobra.Command {
 	var df daemonFlags
 	var listenZMQ string
+	var noPersist bool
 	cmd := &cobra.Command{
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
@@ -75,7 +76,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 				return err
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
-				HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Log: log})
+				NoPersist: noPersist, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Log: log})
 			if err != nil {
 				return err
 			}
@@ -86,6 +87,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	}
 	df.add(cmd.Flags(), forwarder.DefaultListenHTTP, "var/forwarder")
 	cmd.Flags().StringVar(&listenZMQ, "listen-zmq", forwarder.DefaultListenZMQ, "ZMQ ROUTER address interchanges connect to")
+	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks in memory only (benchmarks); a restart loses them")
 	return cmd
 }
 

@@ -1,0 +1,249 @@
+// Package store is the embedded durable store (bbolt) with group commit:
+// writers hand in batches of operations, one goroutine commits whatever
+// has accumulated in one transaction, then calls each batch's callback.
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Op is one put, or a delete when Value is nil.
+type Op struct {
+	Bucket string
+	Key    []byte
+	Value  []byte
+}
+
+// ErrForeign means the file is not a store of this kind.
+var ErrForeign = errors.New("not a switchyard state file of this kind")
+
+// Store is one bbolt file with a group-commit writer.
+type Store struct {
+	db      *bolt.DB
+	path    string
+	buckets []string
+
+	mu       sync.Mutex
+	pending  map[string]Op // bucket+key -> last op
+	order    []string
+	cbs      []func(error)
+	wake     chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
+	err      error // sticky while commits fail
+	commits  uint64
+	ops      uint64
+	onCommit func(ops int, d time.Duration, err error)
+}
+
+const metaBucket = "meta"
+
+// Open opens or creates path for the given format name and buckets. A file
+// written by something else is refused with ErrForeign.
+func Open(path, format string, buckets []string) (*Store, bool, error) {
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
+	if err != nil {
+		if existed {
+			return nil, false, fmt.Errorf("open %s: %w (the file may be corrupt or not a switchyard state file; move it aside to start empty)", path, err)
+		}
+		return nil, false, fmt.Errorf("open %s: %w", path, err)
+	}
+	fresh := false
+	err = db.Update(func(tx *bolt.Tx) error {
+		mb := tx.Bucket([]byte(metaBucket))
+		if mb == nil {
+			if existed && hasBuckets(tx) {
+				return fmt.Errorf("%w: %s has no switchyard metadata", ErrForeign, path)
+			}
+			fresh = true
+			var err error
+			if mb, err = tx.CreateBucket([]byte(metaBucket)); err != nil {
+				return err
+			}
+			if err := mb.Put([]byte("format"), []byte(format)); err != nil {
+				return err
+			}
+		}
+		if got := mb.Get([]byte("format")); !bytes.Equal(got, []byte(format)) {
+			return fmt.Errorf("%w: %s holds %q, want %q", ErrForeign, path, got, format)
+		}
+		for _, b := range buckets {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, false, err
+	}
+	s := &Store{db: db, path: path, buckets: buckets, pending: make(map[string]Op),
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	go s.writer()
+	return s, !fresh, nil
+}
+
+func hasBuckets(tx *bolt.Tx) bool {
+	found := false
+	_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		found = true
+		return nil
+	})
+	return found
+}
+
+// Path is the file's path.
+func (s *Store) Path() string { return s.path }
+
+// OnCommit sets a hook for metrics; set it before the first write.
+func (s *Store) OnCommit(fn func(ops int, d time.Duration, err error)) { s.onCommit = fn }
+
+// Err is the last commit failure, or nil once commits succeed again.
+func (s *Store) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Write queues ops; cb (may be nil) runs on the writer goroutine once they
+// are durable, or with the error if the commit failed. Failed ops stay
+// queued and are retried.
+func (s *Store) Write(ops []Op, cb func(error)) {
+	s.mu.Lock()
+	for _, op := range ops {
+		k := op.Bucket + "\x00" + string(op.Key)
+		if _, ok := s.pending[k]; !ok {
+			s.order = append(s.order, k)
+		}
+		s.pending[k] = op
+	}
+	if cb != nil {
+		s.cbs = append(s.cbs, cb)
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// WriteSync queues ops and waits until they are durable.
+func (s *Store) WriteSync(ops []Op) error {
+	ch := make(chan error, 1)
+	s.Write(ops, func(err error) { ch <- err })
+	return <-ch
+}
+
+func (s *Store) writer() {
+	defer close(s.done)
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	for {
+		select {
+		case <-s.quit:
+			s.commit()
+			return
+		case <-s.wake:
+		case <-retry.C:
+		}
+		if err := s.commit(); err != nil {
+			retry.Reset(time.Second)
+		}
+	}
+}
+
+func (s *Store) commit() error {
+	s.mu.Lock()
+	if len(s.order) == 0 && len(s.cbs) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	pending, order, cbs := s.pending, s.order, s.cbs
+	s.pending, s.order, s.cbs = make(map[string]Op, len(pending)), nil, nil
+	s.mu.Unlock()
+
+	start := time.Now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, k := range order {
+			op := pending[k]
+			b := tx.Bucket([]byte(op.Bucket))
+			if b == nil {
+				return fmt.Errorf("no bucket %q", op.Bucket)
+			}
+			var err error
+			if op.Value == nil {
+				err = b.Delete(op.Key)
+			} else {
+				err = b.Put(op.Key, op.Value)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if s.onCommit != nil {
+		s.onCommit(len(order), time.Since(start), err)
+	}
+	s.mu.Lock()
+	if err != nil {
+		err = fmt.Errorf("store %s: %w", s.path, err)
+		s.err = err
+		// Keep the ops, under anything written since.
+		for _, k := range order {
+			if _, newer := s.pending[k]; !newer {
+				s.pending[k] = pending[k]
+				s.order = append(s.order, k)
+			}
+		}
+	} else {
+		s.err = nil
+		s.commits++
+		s.ops += uint64(len(order))
+	}
+	s.mu.Unlock()
+	for _, cb := range cbs {
+		cb(err)
+	}
+	return err
+}
+
+// Stats returns commits and ops written so far.
+func (s *Store) Stats() (commits, ops uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commits, s.ops
+}
+
+// ForEach reads every key of a bucket in key order.
+func (s *Store) ForEach(bucket string, fn func(k, v []byte) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return fmt.Errorf("no bucket %q", bucket)
+		}
+		return b.ForEach(fn)
+	})
+}
+
+// Close commits what is queued and closes the file.
+func (s *Store) Close() error {
+	select {
+	case <-s.quit:
+		return nil
+	default:
+	}
+	close(s.quit)
+	<-s.done
+	return s.db.Close()
+}
