@@ -194,6 +194,8 @@ type loopState struct {
 	retryAt  time.Time
 	sendBuf  []messages.Task
 	verdicts []messages.Verdict
+	// reregAsked limits Reregister replies to one per interval per peer.
+	reregAsked map[string]time.Time
 }
 
 type pendingCmd struct {
@@ -213,7 +215,7 @@ func (f *Forwarder) endpointFor(ls *loopState, id string) *endpoint {
 }
 
 func (f *Forwarder) loop(ctx context.Context) error {
-	ls := &loopState{eps: make(map[string]*endpoint), commands: make(map[uint64]pendingCmd)}
+	ls := &loopState{eps: make(map[string]*endpoint), commands: make(map[uint64]pendingCmd), reregAsked: make(map[string]time.Time)}
 	for id, ids := range f.recovered {
 		ep := f.endpointFor(ls, id)
 		ep.pending = append(ep.pending, ids...)
@@ -332,11 +334,16 @@ func (f *Forwarder) handleZMQ(ls *loopState, frames [][]byte) {
 		return
 	}
 	if !known || !ep.connected {
-		// A peer we do not know (or expired) must register again.
-		if fr, perr := (&messages.Reregister{Reason: "unknown or expired endpoint; send Registration"}).Pack(); perr == nil {
-			_ = zsock.Send(f.router, ident, fr)
+		// A peer we do not know (or expired) must register again; ask
+		// once per interval, not once per message.
+		now := time.Now()
+		if last := ls.reregAsked[id]; now.Sub(last) >= f.opts.HeartbeatInterval {
+			ls.reregAsked[id] = now
+			if fr, perr := (&messages.Reregister{Reason: "unknown or expired endpoint; send Registration"}).Pack(); perr == nil {
+				_ = zsock.Send(f.router, ident, fr)
+			}
+			f.log.WithFields(logrus.Fields{"endpoint": id, "type": msg.Type().String()}).Info("message from unregistered endpoint; asked it to re-register")
 		}
-		f.log.WithFields(logrus.Fields{"endpoint": id, "type": msg.Type().String()}).Info("message from unregistered endpoint; asked it to re-register")
 		return
 	}
 	ep.lastSeen = time.Now()
@@ -378,6 +385,7 @@ func (f *Forwarder) register(ls *loopState, id string, reg *messages.Registratio
 		return
 	}
 	now := time.Now()
+	delete(ls.reregAsked, id)
 	wasConnected := ep.connected
 	ep.reg = *reg
 	ep.connected = true

@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
+	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -35,6 +36,8 @@ type Interchange struct {
 	status   *statusBuffer
 	m        *metrics
 	hostname string
+	store    *store.Store
+	recovery *recovered
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -45,6 +48,7 @@ type evKind uint8
 const (
 	evReport evKind = iota + 1
 	evCommand
+	evDurable
 )
 
 type event struct {
@@ -52,6 +56,7 @@ type event struct {
 	report *messages.EPStatusReport
 	cmd    *messages.Command
 	reply  chan *messages.CommandReply
+	then   func(*loop)
 }
 
 // New validates options, takes the state dir and binds the manager
@@ -66,6 +71,20 @@ func New(opts Options) (*Interchange, error) {
 	if opts.StateDir != "" {
 		if ix.dir, err = statedir.Open(opts.StateDir, "interchange"); err != nil {
 			return nil, err
+		}
+		if !opts.NoPersist {
+			st, existed, err := store.Open(ix.dir.File("interchange.db"), "switchyard-interchange-v1", []string{tasksBucket, resultsBucket})
+			if err != nil {
+				ix.closeAll()
+				return nil, fmt.Errorf("interchange: %w", err)
+			}
+			ix.store = st
+			if existed {
+				if ix.recovery, err = loadState(st); err != nil {
+					ix.closeAll()
+					return nil, fmt.Errorf("interchange: read %s: %w (move the file aside to start empty)", st.Path(), err)
+				}
+			}
 		}
 	}
 	if ix.zctx, err = zmq.NewContext(); err != nil {
@@ -101,6 +120,12 @@ func (ix *Interchange) closeAll() {
 	zsock.Close(ix.down)
 	if ix.zctx != nil {
 		_ = ix.zctx.Term()
+	}
+	if ix.store != nil {
+		if err := ix.store.Close(); err != nil {
+			ix.log.WithError(err).Error("closing the store")
+		}
+		ix.store = nil
 	}
 	if ix.dir != nil {
 		ix.dir.Close()

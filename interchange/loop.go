@@ -9,6 +9,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -47,6 +48,13 @@ type loop struct {
 	poller   *zmq.Poller
 	evs      []event
 	retryAt  time.Time
+	// ops are store writes not yet handed to the store.
+	ops []store.Op
+	// holdUntil delays dispatch after a recovery so managers can re-sync
+	// the tasks they already hold.
+	holdUntil time.Time
+	// reregAsked limits Reregister replies to one per interval per peer.
+	reregAsked map[string]time.Time
 }
 
 type mgrCmd struct {
@@ -57,7 +65,7 @@ type mgrCmd struct {
 
 func newLoop(ix *Interchange) *loop {
 	return &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
-		held: make(map[messages.TaskID]*messages.Result), mgrCmds: make(map[uint64]mgrCmd)}
+		held: make(map[messages.TaskID]*messages.Result), mgrCmds: make(map[uint64]mgrCmd), reregAsked: make(map[string]time.Time)}
 }
 
 func (l *loop) close() {
@@ -71,6 +79,7 @@ func (l *loop) run(ctx context.Context) error {
 	if l.up, err = newUpstream(l.ix); err != nil {
 		return err
 	}
+	l.recover()
 	l.up.connect(time.Now())
 	tick := housekeepingTick(l.ix.opts.HeartbeatInterval)
 	nextHK := time.Now().Add(tick)
@@ -122,6 +131,9 @@ func (l *loop) run(ctx context.Context) error {
 		}
 		l.dispatch()
 		l.flushResults()
+		if len(l.ops) > 0 {
+			l.persist(l.takeOps(), nil)
+		}
 		if !now.Before(nextHK) {
 			l.housekeeping(now)
 			nextHK = now.Add(tick)
@@ -166,6 +178,8 @@ func (l *loop) handleEvent(ev *event) {
 	case evReport:
 		l.serving = ev.report.ServingState
 		l.up.send(ev.report)
+	case evDurable:
+		ev.then(l)
 	case evCommand:
 		// A local admin request: run it like a forwarder command.
 		if rep := l.command(ev.cmd, ev.reply); rep != nil {
@@ -238,6 +252,37 @@ func (l *loop) finish(r messages.Result) {
 	rr := r
 	l.held[r.ID] = &rr
 	l.outbox = append(l.outbox, r)
+	if l.ix.store != nil {
+		l.ops = append(l.ops, taskDeleteOp(r.ID), resultOp(&rr))
+	}
+}
+
+func (l *loop) takeOps() []store.Op {
+	ops := l.ops
+	l.ops = nil
+	return ops
+}
+
+// recover reloads what a previous run stored.
+func (l *loop) recover() {
+	rec := l.ix.recovery
+	l.ix.recovery = nil
+	if rec == nil {
+		return
+	}
+	for _, t := range rec.tasks {
+		l.tasks[t.id] = t
+		l.enqueueBack(t)
+	}
+	for i := range rec.results {
+		r := rec.results[i]
+		l.held[r.ID] = &r
+		l.outbox = append(l.outbox, r)
+	}
+	l.holdUntil = time.Now().Add(2 * l.ix.opts.HeartbeatInterval)
+	l.log.WithFields(logrus.Fields{"unfinished": len(rec.tasks), "undelivered": len(rec.results)}).
+		Infof("recovering: %d tasks unfinished, %d results undelivered", len(rec.tasks), len(rec.results))
+	l.publishTotals()
 }
 
 func (l *loop) flushResults() {

@@ -74,9 +74,13 @@ func (l *loop) handleManager(frames [][]byte) {
 	}
 	m, ok := l.mgrs[string(ident)]
 	if !ok {
-		l.ix.m.reregisters.Inc()
-		l.log.WithFields(logrus.Fields{"manager": string(ident), "type": msg.Type().String()}).Info("message from unknown or expired manager; asked it to re-register")
-		l.replyRaw(ident, &messages.Reregister{Reason: "unknown or expired manager; send Registration"})
+		// Ask once per interval, not once per message.
+		if last := l.reregAsked[string(ident)]; now.Sub(last) >= l.ix.opts.HeartbeatInterval {
+			l.reregAsked[string(ident)] = now
+			l.ix.m.reregisters.Inc()
+			l.log.WithFields(logrus.Fields{"manager": string(ident), "type": msg.Type().String()}).Info("message from unknown or expired manager; asked it to re-register")
+			l.replyRaw(ident, &messages.Reregister{Reason: "unknown or expired manager; send Registration"})
+		}
 		return
 	}
 	m.lastSeen = now
@@ -120,6 +124,7 @@ func (l *loop) registerManager(ident []byte, reg *messages.Registration, now tim
 		return
 	}
 	id := string(ident)
+	delete(l.reregAsked, id)
 	m, known := l.mgrs[id]
 	if !known {
 		m = &manager{id: id, identity: append([]byte(nil), ident...), outstanding: make(map[messages.TaskID]*itask)}
@@ -147,6 +152,12 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 	for i := range r.Deltas {
 		d := &r.Deltas[i]
 		t, ok := l.tasks[d.ID]
+		if ok && t.mgr == nil && t.queued && d.Attempt == t.attempt {
+			// After our restart: the manager still holds this task.
+			l.unqueue(t)
+			t.mgr = m
+			m.outstanding[t.id] = t
+		}
 		if !ok || t.mgr != m || d.Attempt != t.attempt {
 			l.ix.m.staleUpdates.Inc()
 			continue
@@ -184,14 +195,23 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 			l.finish(r)
 		}
 	}
-	if err := l.sendManager(m, &messages.Ack{IDs: ack}); err != nil {
-		l.log.WithError(err).WithField("manager", m.id).Debug("ack not sent; manager will re-send")
-	}
+	// The manager forgets a result once acked, so ack only what is stored.
+	mid := m.id
+	l.persist(l.takeOps(), func(l *loop) {
+		m, ok := l.mgrs[mid]
+		if !ok {
+			return
+		}
+		if err := l.sendManager(m, &messages.Ack{IDs: ack}); err != nil {
+			l.log.WithError(err).WithField("manager", m.id).Debug("ack not sent; manager will re-send")
+		}
+	})
 }
 
 // dispatch hands queued tasks to managers with free slots, round robin.
 func (l *loop) dispatch() {
-	if l.queued == 0 || len(l.order) == 0 || !l.retryAt.IsZero() || !l.ix.serving.Effective(time.Now()).DispatchAllowed() {
+	if l.queued == 0 || len(l.order) == 0 || !l.retryAt.IsZero() || !l.ix.serving.Effective(time.Now()).DispatchAllowed() ||
+		(!l.holdUntil.IsZero() && time.Now().Before(l.holdUntil)) {
 		return
 	}
 	n := len(l.order)
@@ -271,6 +291,9 @@ func (l *loop) managerLost(m *manager, reason string, now time.Time) {
 			continue
 		}
 		l.enqueueFront(t)
+		if l.ix.store != nil {
+			l.ops = append(l.ops, taskOp(t))
+		}
 		deltas = append(deltas, messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: t.attempt, At: now.UnixNano()})
 		requeued++
 	}

@@ -12,11 +12,13 @@ import (
 
 // Options configure an Interchange.
 type Options struct {
-	EndpointID         string
-	Forwarder          string
-	ListenManagers     string
-	ListenHTTP         string
-	StateDir           string
+	EndpointID     string
+	Forwarder      string
+	ListenManagers string
+	ListenHTTP     string
+	StateDir       string
+	// NoPersist keeps state in memory only (for benchmarks and tests).
+	NoPersist          bool
 	HeartbeatInterval  time.Duration
 	HeartbeatThreshold time.Duration
 	// MaxRetries is how many times a task is re-queued after its manager

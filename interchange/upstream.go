@@ -121,7 +121,12 @@ func (l *loop) handleUpstream(frames [][]byte) {
 		l.acceptTasks(m)
 	case *messages.Ack:
 		for _, id := range m.IDs {
-			delete(l.held, id)
+			if _, ok := l.held[id]; ok {
+				delete(l.held, id)
+				if l.ix.store != nil {
+					l.ops = append(l.ops, resultDeleteOp(id))
+				}
+			}
 		}
 	case *messages.Command:
 		if rep := l.command(m, nil); rep != nil {
@@ -130,6 +135,9 @@ func (l *loop) handleUpstream(frames [][]byte) {
 	case *messages.HeartbeatReq:
 		u.send(&messages.HeartbeatResp{Nonce: m.Nonce})
 	case *messages.Reregister:
+		if !u.registered && now.Sub(u.lastTry) < u.ix.opts.HeartbeatInterval {
+			return // our Registration is on its way
+		}
 		l.log.WithField("reason", m.Reason).Info("forwarder asked us to re-register")
 		reg := &messages.Registration{Role: messages.RoleInterchange, ID: l.ix.opts.EndpointID, Hostname: l.ix.hostname,
 			ProtocolVersion: messages.Version, SoftwareVersion: l.ix.opts.Version}
@@ -165,9 +173,13 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 		it := &itask{id: t.ID, attempt: max(t.Attempt, 1), payload: t.Payload}
 		l.tasks[t.ID] = it
 		l.enqueueBack(it)
+		if l.ix.store != nil {
+			l.ops = append(l.ops, taskOp(it))
+		}
 		deltas = append(deltas, messages.Delta{ID: t.ID, Code: messages.WaitingForNodes, Attempt: it.attempt, At: now})
 	}
 	l.ix.m.received.Add(float64(len(b.Tasks)))
 	l.ix.status.add(deltas...)
-	l.up.send(&messages.Ack{IDs: ids})
+	// Acknowledge only what is stored.
+	l.persist(l.takeOps(), func(l *loop) { l.up.send(&messages.Ack{IDs: ids}) })
 }

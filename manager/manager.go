@@ -380,6 +380,9 @@ func (l *loop) handleMessage(frames [][]byte) {
 	case *messages.HeartbeatReq:
 		l.send(&messages.HeartbeatResp{Nonce: m.Nonce})
 	case *messages.Reregister:
+		if !l.registered && now.Sub(l.lastTry) < l.mg.opts.HeartbeatInterval {
+			return // our Registration is on its way
+		}
 		l.log.WithField("reason", m.Reason).Info("interchange asked us to re-register")
 		l.registered = false
 		l.lastTry = now

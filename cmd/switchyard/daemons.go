@@ -96,6 +96,7 @@ func newInterchangeCmd() *cobra.Command {
 	var pf pressureFlags
 	var endpointID, fwd, listenManagers string
 	var maxRetries int
+	var noPersist bool
 	cmd := &cobra.Command{
 		Use:   "interchange --endpoint-id ID",
 		Short: "Run an endpoint's broker: connects out to the forwarder, serves managers",
@@ -110,7 +111,7 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 				return err
 			}
 			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
-				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, HeartbeatInterval: df.interval,
+				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th, Log: log, Version: version})
 			if err != nil {
 				return err
@@ -125,6 +126,7 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 	cmd.Flags().StringVar(&endpointID, "endpoint-id", "", "endpoint id users submit tasks to (required)")
 	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
+	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep state in memory only (benchmarks); a restart loses it")
 	cmd.Flags().IntVar(&maxRetries, "max-retries", interchange.DefaultMaxRetries, "re-queue a task this many times after its manager is lost, then fail it")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if df.stateDir == "" {
