@@ -118,6 +118,9 @@ func New(opts Options) (*Forwarder, error) {
 		return nil, err
 	}
 	f.m = newMetrics(opts.Registry, f)
+	if f.store != nil {
+		f.store.OnCommit(f.m.observeStore)
+	}
 	if f.http, err = httpx.Listen(opts.ListenHTTP, f.routes()); err != nil {
 		f.closeAll()
 		return nil, fmt.Errorf("forwarder: %w", err)

@@ -1,6 +1,8 @@
 package forwarder
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -19,6 +21,9 @@ type metrics struct {
 	httpErrors     *prometheus.CounterVec
 	cancels        prometheus.Counter
 	latency        prometheus.Histogram
+	storeCommit    prometheus.Histogram
+	storeOps       prometheus.Counter
+	storeErrors    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
@@ -50,7 +55,15 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_forwarder_task_latency_seconds",
 			Help:    "Time from submission to result, per task.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 20)}),
+		storeCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_forwarder_store_commit_seconds",
+			Help: "Time to commit one group of store writes.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		storeOps: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_store_writes_total",
+			Help: "Records written to the store (after coalescing)."}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_store_errors_total",
+			Help: "Store commits that failed."}),
 	}
+	reg.MustRegister(m.storeCommit, m.storeOps, m.storeErrors, &stateCollector{f: f,
+		desc: prometheus.NewDesc("switchyard_forwarder_tasks_by_state", "Tasks held by the forwarder, by state.", []string{"state"}, nil)})
 	reg.MustRegister(m.submitted, m.results, m.duplicates, m.staleUpdates, m.malformed, m.sentBatches,
 		m.sentTasks, m.heartbeatsSent, m.heartbeatsRecv, m.endpointsLost, m.httpErrors, m.cancels, m.latency,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "switchyard_forwarder_state_writes_total",
@@ -67,4 +80,30 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 func registerRuntime(reg prometheus.Registerer) {
 	_ = reg.Register(collectors.NewGoCollector())
 	_ = reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+type stateCollector struct {
+	f    *Forwarder
+	desc *prometheus.Desc
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	for s, n := range c.f.tasks.countByState() {
+		if s == "" {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(s))
+	}
+}
+
+// observeStore feeds commit timings into the metrics.
+func (m *metrics) observeStore(ops int, d time.Duration, err error) {
+	m.storeCommit.Observe(d.Seconds())
+	if err != nil {
+		m.storeErrors.Inc()
+		return
+	}
+	m.storeOps.Add(float64(ops))
 }

@@ -132,10 +132,33 @@ type taskTable struct {
 	writes  atomic.Uint64
 	seq     uint64 // under mu
 	st      *store.Store
+	// byState counts tasks per state, for metrics.
+	byState map[messages.TaskState]*atomic.Int64
+}
+
+func (tt *taskTable) move(t *Task, to messages.TaskState) {
+	tt.byState[t.State].Add(-1)
+	tt.byState[to].Add(1)
+	t.State = to
+}
+
+// countByState reads the per-state counts.
+func (tt *taskTable) countByState() map[messages.TaskState]int64 {
+	out := make(map[messages.TaskState]int64, len(tt.byState))
+	for s, c := range tt.byState {
+		out[s] = c.Load()
+	}
+	return out
 }
 
 func newTaskTable(st *store.Store) *taskTable {
-	return &taskTable{tasks: make(map[messages.TaskID]*Task), waiters: make(map[messages.TaskID]chan struct{}), st: st}
+	tt := &taskTable{tasks: make(map[messages.TaskID]*Task), waiters: make(map[messages.TaskID]chan struct{}), st: st,
+		byState: make(map[messages.TaskState]*atomic.Int64)}
+	for _, s := range messages.AllStates {
+		tt.byState[s] = new(atomic.Int64)
+	}
+	tt.byState[messages.StateUnknown] = new(atomic.Int64)
+	return tt
 }
 
 // load reads the store and returns the unfinished tasks per endpoint in
@@ -152,6 +175,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 			return fmt.Errorf("task record %x: %w", k, err)
 		}
 		tt.tasks[t.ID] = t
+		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
 		if !t.State.Terminal() {
 			open = append(open, t)
@@ -214,6 +238,7 @@ func (tt *taskTable) add(ts []*Task) error {
 		tt.seq++
 		t.Seq = tt.seq
 		tt.tasks[t.ID] = t
+		tt.byState[t.State].Add(1)
 		tt.touch(t, now, &ops)
 	}
 	tt.mu.Unlock()
@@ -228,6 +253,7 @@ func (tt *taskTable) add(ts []*Task) error {
 	tt.mu.Lock()
 	for _, t := range ts {
 		delete(tt.tasks, t.ID)
+		tt.byState[t.State].Add(-1)
 		undo = append(undo, store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq)})
 	}
 	tt.mu.Unlock()
@@ -288,7 +314,7 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 		}
 		switch messages.Apply(t.State, t.Attempts, to, d.Attempt) {
 		case messages.Applied:
-			t.State = to
+			tt.move(t, to)
 			t.Attempts = d.Attempt
 			tt.touch(t, now, &ops)
 		case messages.Same:
@@ -320,7 +346,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 		if v != messages.Applied {
 			continue
 		}
-		t.State = to
+		tt.move(t, to)
 		t.Attempts = r.Attempt
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
@@ -353,7 +379,7 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 		}
 		known[i] = true
 		if !t.State.Terminal() {
-			t.State = messages.StateCancelled
+			tt.move(t, messages.StateCancelled)
 			t.Error = "cancelled by request"
 			tt.touch(t, now, &ops)
 			changed[i] = true
@@ -381,7 +407,7 @@ func (tt *taskTable) endpointLost(ids []messages.TaskID) []messages.TaskID {
 			continue
 		}
 		if messages.Transition(t.State, messages.StateWaitingForEndpoint, messages.EventLost) {
-			t.State = messages.StateWaitingForEndpoint
+			tt.move(t, messages.StateWaitingForEndpoint)
 			tt.touch(t, now, &ops)
 		}
 		out = append(out, id)

@@ -100,6 +100,9 @@ func New(opts Options) (*Interchange, error) {
 		return nil, err
 	}
 	ix.m = newMetrics(opts.Registry, ix)
+	if ix.store != nil {
+		ix.store.OnCommit(ix.m.observeStore)
+	}
 	if ix.http, err = httpx.Listen(opts.ListenHTTP, ix.routes()); err != nil {
 		ix.closeAll()
 		return nil, fmt.Errorf("interchange: %w", err)

@@ -22,6 +22,7 @@ type itask struct {
 	code    messages.TaskStatusCode
 	mgr     *manager // nil while queued
 	queued  bool
+	since   time.Time // when it was last queued
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -191,6 +192,7 @@ func (l *loop) handleEvent(ev *event) {
 // --- queue
 
 func (l *loop) enqueueBack(t *itask) {
+	t.since = time.Now()
 	t.queued = true
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
@@ -199,6 +201,9 @@ func (l *loop) enqueueBack(t *itask) {
 }
 
 func (l *loop) enqueueFront(t *itask) {
+	if t.mgr != nil || t.since.IsZero() {
+		t.since = time.Now()
+	}
 	t.queued = true
 	t.mgr = nil
 	t.code = messages.WaitingForNodes

@@ -253,6 +253,7 @@ func (l *loop) dispatch() {
 			deltas := make([]messages.Delta, len(sent))
 			now := time.Now().UnixNano()
 			for i, t := range sent {
+				l.ix.m.dispatchWait.Observe(time.Duration(now - t.since.UnixNano()).Seconds())
 				t.mgr = m
 				t.code = messages.WaitingForLaunch
 				m.outstanding[t.id] = t

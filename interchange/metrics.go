@@ -1,6 +1,8 @@
 package interchange
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -21,6 +23,10 @@ type metrics struct {
 	forwarderLost  prometheus.Counter
 	registrations  prometheus.Counter
 	reregisters    prometheus.Counter
+	dispatchWait   prometheus.Histogram
+	storeCommit    prometheus.Histogram
+	storeOps       prometheus.Counter
+	storeErrors    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
@@ -44,10 +50,17 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		forwarderLost:  c("forwarder_lost_total", "Times the forwarder was declared lost."),
 		registrations:  c("manager_registrations_total", "Manager registrations accepted."),
 		reregisters:    c("reregister_requests_total", "Messages from unknown managers answered with Reregister."),
+		dispatchWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_dispatch_wait_seconds",
+			Help: "Time a task waited in the queue before it was handed to a manager.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}),
+		storeCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_store_commit_seconds",
+			Help: "Time to commit one group of store writes.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		storeOps:    c("store_writes_total", "Records written to the store (after coalescing)."),
+		storeErrors: c("store_errors_total", "Store commits that failed."),
 	}
 	g := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_interchange_" + name, Help: help}, fn)
 	}
+	reg.MustRegister(m.dispatchWait, m.storeCommit, m.storeOps, m.storeErrors)
 	reg.MustRegister(m.received, m.dispatched, m.results, m.resultsUp, m.duplicates, m.staleUpdates, m.malformed,
 		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters,
 		g("managers", "Registered managers.", func() float64 { return float64(ix.Status().Managers) }),
@@ -66,4 +79,13 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 	_ = reg.Register(collectors.NewGoCollector())
 	_ = reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+func (m *metrics) observeStore(ops int, d time.Duration, err error) {
+	m.storeCommit.Observe(d.Seconds())
+	if err != nil {
+		m.storeErrors.Inc()
+		return
+	}
+	m.storeOps.Add(float64(ops))
 }

@@ -324,6 +324,9 @@ func (l *loop) handleEvent(ev *event) {
 		l.unacked[r.ID] = r
 		l.outbox = append(l.outbox, r)
 		l.mg.m.completed.WithLabelValues(string(r.Code.State())).Inc()
+		if r.Started > 0 && r.Finished >= r.Started {
+			l.mg.m.runTime.WithLabelValues(string(r.Code.State())).Observe(time.Duration(r.Finished - r.Started).Seconds())
+		}
 	}
 }
 

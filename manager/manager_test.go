@@ -72,17 +72,31 @@ func (f *fakeInterchange) submit(t *testing.T, specs ...taskspec.Spec) []message
 // result waits for the first result of id.
 func (f *fakeInterchange) result(t *testing.T, id messages.TaskID, timeout time.Duration) messages.Result {
 	t.Helper()
+	r, _ := f.resultAt(t, id, timeout)
+	return r
+}
+
+// resultAt waits for the first result of id and says when it arrived.
+func (f *fakeInterchange) resultAt(t *testing.T, id messages.TaskID, timeout time.Duration) (messages.Result, time.Time) {
+	t.Helper()
 	var got messages.Result
+	var at time.Time
 	testutil.WaitFor(t, timeout, func() error {
-		for _, r := range f.Results(mgrID) {
-			if r.ID == id {
-				got = r
-				return nil
+		for _, rcv := range f.All() {
+			b, ok := rcv.Msg.(*messages.ResultBatch)
+			if !ok || rcv.Identity != mgrID {
+				continue
+			}
+			for _, r := range b.Results {
+				if r.ID == id {
+					got, at = r, rcv.At
+					return nil
+				}
 			}
 		}
 		return fmt.Errorf("no result for %s yet", id)
 	})
-	return got
+	return got, at
 }
 
 func (f *fakeInterchange) resultsFor(id messages.TaskID) int {
@@ -105,49 +119,52 @@ func execResult(t *testing.T, r messages.Result) taskspec.ExecResult {
 }
 
 func TestRunTasks(t *testing.T) {
-	f := start(t, manager.Options{Workers: 4, Prefetch: 2, OutputLimit: 1000}, true)
+	// Enough workers that every task starts at once, so the time from
+	// sending the batch to receiving a result is the task's run time.
+	f := start(t, manager.Options{Workers: 16, OutputLimit: 1000}, true)
+	type res = messages.Result
 	cases := []struct {
 		name  string
 		spec  taskspec.Spec
-		check func(t *testing.T, r messages.Result)
+		check func(t *testing.T, r res, took time.Duration)
 	}{
-		{"noop", spec("noop"), func(t *testing.T, r messages.Result) {
+		{"noop", spec("noop"), func(t *testing.T, r res, took time.Duration) {
 			if r.Code != messages.Success || r.Error != "" || len(r.Payload) != 0 {
 				t.Errorf("noop: %+v", r)
 			}
 		}},
-		{"sleep", spec("sleep", "0.05"), func(t *testing.T, r messages.Result) {
+		{"sleep", spec("sleep", "0.05"), func(t *testing.T, r res, took time.Duration) {
 			if r.Code != messages.Success {
 				t.Errorf("sleep: %s %q", r.Code.State(), r.Error)
 			}
-			if d := time.Duration(r.Finished - r.Started); d < 50*time.Millisecond {
-				t.Errorf("sleep 0.05 took %s", d)
+			if took < 50*time.Millisecond {
+				t.Errorf("sleep 0.05 ended after %s", took)
 			}
 		}},
-		{"exec success", spec("exec", "sh", "-c", "echo out; echo err >&2"), func(t *testing.T, r messages.Result) {
+		{"exec success", spec("exec", "sh", "-c", "echo out; echo err >&2"), func(t *testing.T, r res, took time.Duration) {
 			er := execResult(t, r)
 			if r.Code != messages.Success || r.Error != "" || er.ExitCode != 0 || er.Stdout != "out\n" || er.Stderr != "err\n" || er.Truncated {
 				t.Errorf("exec success: %s %q %+v", r.Code.State(), r.Error, er)
 			}
 		}},
-		{"exec failure", spec("exec", "sh", "-c", "echo boom >&2; exit 3"), func(t *testing.T, r messages.Result) {
+		{"exec failure", spec("exec", "sh", "-c", "echo boom >&2; exit 3"), func(t *testing.T, r res, took time.Duration) {
 			er := execResult(t, r)
 			if r.Code != messages.Failed || r.Error != "exit status 3" || er.ExitCode != 3 || er.Stderr != "boom\n" {
 				t.Errorf("exec failure: %s %q %+v", r.Code.State(), r.Error, er)
 			}
 		}},
-		{"exec not found", spec("exec", "/nonexistent/program"), func(t *testing.T, r messages.Result) {
+		{"exec not found", spec("exec", "/nonexistent/program"), func(t *testing.T, r res, took time.Duration) {
 			if r.Code != messages.Failed || !strings.Contains(r.Error, "/nonexistent/program") {
 				t.Errorf("exec of a missing program: %s %q", r.Code.State(), r.Error)
 			}
 		}},
-		{"exec killed by signal", spec("exec", "sh", "-c", "kill -TERM $$"), func(t *testing.T, r messages.Result) {
+		{"exec killed by signal", spec("exec", "sh", "-c", "kill -TERM $$"), func(t *testing.T, r res, took time.Duration) {
 			er := execResult(t, r)
 			if r.Code != messages.Failed || !strings.Contains(r.Error, "terminated") || er.ExitCode != -1 {
 				t.Errorf("exec killed by a signal: %s %q %+v", r.Code.State(), r.Error, er)
 			}
 		}},
-		{"output capped", spec("exec", "sh", "-c", "yes 0123456789 | head -c 5000; yes e | head -c 3000 >&2"), func(t *testing.T, r messages.Result) {
+		{"output capped", spec("exec", "sh", "-c", "yes 0123456789 | head -c 5000; yes e | head -c 3000 >&2"), func(t *testing.T, r res, took time.Duration) {
 			er := execResult(t, r)
 			if r.Code != messages.Success || len(er.Stdout) != 1000 || len(er.Stderr) != 1000 || !er.Truncated {
 				t.Errorf("capped output: %s %q stdout %d bytes, stderr %d bytes, truncated %v",
@@ -157,37 +174,37 @@ func TestRunTasks(t *testing.T) {
 				t.Errorf("capped output keeps the start: %q", er.Stdout[:30])
 			}
 		}},
-		{"huge output capped", spec("exec", "head", "-c", "20000000", "/dev/zero"), func(t *testing.T, r messages.Result) {
+		{"huge output capped", spec("exec", "head", "-c", "20000000", "/dev/zero"), func(t *testing.T, r res, took time.Duration) {
 			er := execResult(t, r)
 			if r.Code != messages.Success || len(er.Stdout) != 1000 || !er.Truncated {
 				t.Errorf("huge output: %s %q stdout %d bytes", r.Code.State(), r.Error, len(er.Stdout))
 			}
 		}},
-		{"exec timeout", taskspec.Spec{Kind: "exec", Args: []string{"sleep", "30"}, Timeout: "200ms"}, func(t *testing.T, r messages.Result) {
+		{"exec timeout", taskspec.Spec{Kind: "exec", Args: []string{"sleep", "30"}, Timeout: "200ms"}, func(t *testing.T, r res, took time.Duration) {
 			if r.Code != messages.Failed || !strings.Contains(r.Error, "timed out") {
 				t.Errorf("exec timeout: %s %q", r.Code.State(), r.Error)
 			}
-			if d := time.Duration(r.Finished - r.Started); d > 1800*time.Millisecond {
-				t.Errorf("exec with a 200ms timeout ran %s", d)
+			if took > 1800*time.Millisecond {
+				t.Errorf("exec with a 200ms timeout ended after %s", took)
 			}
 		}},
 		{"exec timeout kills the process group", taskspec.Spec{Kind: "exec", Args: []string{"sh", "-c", "sleep 30 & sleep 30"}, Timeout: "200ms"},
-			func(t *testing.T, r messages.Result) {
+			func(t *testing.T, r res, took time.Duration) {
 				if r.Code != messages.Failed || !strings.Contains(r.Error, "timed out") {
 					t.Errorf("exec timeout: %s %q", r.Code.State(), r.Error)
 				}
 				// A surviving grandchild holds stdout open; Wait would then
 				// give up only after WaitDelay (2s).
-				if d := time.Duration(r.Finished - r.Started); d > 1800*time.Millisecond {
-					t.Errorf("shell with a background child ran %s past a 200ms timeout", d)
+				if took > 1800*time.Millisecond {
+					t.Errorf("shell with a background child ended %s after the batch, with a 200ms timeout", took)
 				}
 			}},
-		{"sleep timeout", taskspec.Spec{Kind: "sleep", Args: []string{"30"}, Timeout: "100ms"}, func(t *testing.T, r messages.Result) {
+		{"sleep timeout", taskspec.Spec{Kind: "sleep", Args: []string{"30"}, Timeout: "100ms"}, func(t *testing.T, r res, took time.Duration) {
 			if r.Code != messages.Failed || r.Error != "timed out after 100ms" {
 				t.Errorf("sleep timeout: %s %q", r.Code.State(), r.Error)
 			}
 		}},
-		{"timeout not reached", taskspec.Spec{Kind: "exec", Args: []string{"true"}, Timeout: "30s"}, func(t *testing.T, r messages.Result) {
+		{"timeout not reached", taskspec.Spec{Kind: "exec", Args: []string{"true"}, Timeout: "30s"}, func(t *testing.T, r res, took time.Duration) {
 			if r.Code != messages.Success {
 				t.Errorf("fast exec with a long timeout: %s %q", r.Code.State(), r.Error)
 			}
@@ -197,15 +214,34 @@ func TestRunTasks(t *testing.T) {
 	for i, tc := range cases {
 		specs[i] = tc.spec
 	}
+	sent := time.Now()
 	ids := f.submit(t, specs...)
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := f.result(t, ids[i], 20*time.Second)
-			if r.Attempt != 1 || r.Finished < r.Started || r.Started == 0 {
-				t.Errorf("result bookkeeping: attempt %d started %d finished %d", r.Attempt, r.Started, r.Finished)
+			r, at := f.resultAt(t, ids[i], 20*time.Second)
+			if r.Attempt != 1 || r.ID != ids[i] {
+				t.Errorf("result for %s attempt %d", r.ID, r.Attempt)
 			}
-			tc.check(t, r)
+			tc.check(t, r, at.Sub(sent))
 		})
+	}
+}
+
+// A result says when its task started and finished (unix nanoseconds), so
+// the forwarder can report completed_at from the node's clock.
+func TestResultTimestamps(t *testing.T) {
+	f := start(t, manager.Options{Workers: 2}, true)
+	before := time.Now().UnixNano()
+	ids := f.submit(t, spec("noop"), spec("sleep", "0.05"), spec("exec", "true"))
+	for i, id := range ids {
+		r := f.result(t, id, 10*time.Second)
+		after := time.Now().UnixNano()
+		if r.Started < before || r.Started > after {
+			t.Errorf("task %d: Started %d outside [%d, %d]", i, r.Started, before, after)
+		}
+		if r.Finished < r.Started || r.Finished > after {
+			t.Errorf("task %d (%s): Finished = %d, Started = %d; want Started <= Finished <= now", i, r.Code.State(), r.Finished, r.Started)
+		}
 	}
 }
 

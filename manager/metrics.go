@@ -16,6 +16,7 @@ type metrics struct {
 	heartbeatsRecv  prometheus.Counter
 	reportsSent     prometheus.Counter
 	interchangeLost prometheus.Counter
+	runTime         *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
@@ -31,10 +32,13 @@ func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
 		heartbeatsRecv:  c("heartbeats_received_total", "Heartbeats received from the interchange."),
 		reportsSent:     c("status_reports_sent_total", "ManagerStatusReports sent."),
 		interchangeLost: c("interchange_lost_total", "Times the interchange was declared lost."),
+		runTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchyard_manager_task_run_seconds",
+			Help: "Time a worker spent on a task, by final state.", Buckets: prometheus.ExponentialBuckets(0.00005, 4, 14)}, []string{"state"}),
 	}
 	g := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_manager_" + name, Help: help}, fn)
 	}
+	reg.MustRegister(m.runTime)
 	reg.MustRegister(m.received, m.completed, m.duplicates, m.malformed, m.heartbeatsSent, m.heartbeatsRecv,
 		m.reportsSent, m.interchangeLost,
 		g("workers", "Workers in the pool.", func() float64 { return float64(mg.opts.Workers) }),
