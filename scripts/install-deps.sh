@@ -1,8 +1,18 @@
 #!/bin/sh
-# Installs libzmq and pkg-config when missing (Debian/Ubuntu), so a fresh
-# machine with Go can build and test.
+# Installs what building and testing need when it is missing (Debian/Ubuntu):
+# libzmq and pkg-config, so a fresh machine with Go can build, and Debian's
+# prometheus package, which the dashboard test in observability/ runs
+# (it starts /usr/bin/prometheus on its own port and storage dir, so a
+# service the package may start does not get in its way).
 set -e
-if pkg-config --exists libzmq 2>/dev/null; then
+need=""
+if ! pkg-config --exists libzmq 2>/dev/null; then
+	need="libzmq3-dev pkg-config"
+fi
+if [ ! -x /usr/bin/prometheus ]; then
+	need="$need prometheus"
+fi
+if [ -z "$need" ]; then
 	exit 0
 fi
 SUDO=""
@@ -10,9 +20,9 @@ if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "libzmq not found: install libzmq (>= 4.3) development files and pkg-config" >&2
+	echo "missing:$need; install libzmq (>= 4.3) development files, pkg-config and prometheus (/usr/bin/prometheus)" >&2
 	exit 1
 fi
-echo "installing libzmq3-dev and pkg-config with apt-get" >&2
+echo "installing$need with apt-get" >&2
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libzmq3-dev pkg-config >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
