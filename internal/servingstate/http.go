@@ -17,10 +17,15 @@ import (
 
 // Request is the JSON form of a POST /servingState.
 type Request struct {
-	State   string `json:"state"`
+	State   string `json:"-"`
 	Timeout string `json:"timeout"`
 	Force   any    `json:"force"`
 	Manager string `json:"manager"`
+}
+
+type jsonRequest struct {
+	Request
+	State *string `json:"state"`
 }
 
 // ReadRequest reads form or JSON fields from a POST.
@@ -33,9 +38,15 @@ func ReadRequest(r *http.Request) (Request, error) {
 		if err != nil {
 			return req, fmt.Errorf("cannot read body: %v", err)
 		}
-		if err := json.Unmarshal(b, &req); err != nil {
+		var jr jsonRequest
+		if err := json.Unmarshal(b, &jr); err != nil {
 			return req, fmt.Errorf("malformed JSON: %v", err)
 		}
+		if jr.State == nil {
+			return req, errors.New(`missing field 'state'. Send {"state": "<` + strings.ReplaceAll(messages.LegalServingStates, ", ", "|") + `>"} or {"state": ""} to clear`)
+		}
+		req = jr.Request
+		req.State = *jr.State
 		return req, nil
 	}
 	r.Body = body

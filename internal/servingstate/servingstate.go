@@ -98,6 +98,7 @@ func (c *Controller) Thresholds() Thresholds { return c.th }
 
 // Measure takes a new sample and returns the measured state.
 func (c *Controller) Measure(s Sample, now time.Time) messages.ServingState {
+	c.expire(now)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.lastTick.IsZero() {
@@ -140,20 +141,23 @@ func (c *Controller) Measured() messages.ServingState {
 	return c.measuredLocked()
 }
 
-// activeOverride returns the override in force, clearing an expired one
-// only if it is still the same record.
+// activeOverride returns the override in force. It only reads: an expired
+// override is ignored here and cleared by the next Measure.
 func (c *Controller) activeOverride(now time.Time) *Override {
 	o := c.override.Load()
-	if o == nil {
-		return nil
-	}
-	if !o.Deadline.IsZero() && !now.Before(o.Deadline) {
-		if c.override.CompareAndSwap(o, nil) {
-			c.resetHysteresis()
-		}
+	if o == nil || (!o.Deadline.IsZero() && !now.Before(o.Deadline)) {
 		return nil
 	}
 	return o
+}
+
+// expire clears an expired override, only if it is still the same record,
+// so an expiry never wipes a newer override.
+func (c *Controller) expire(now time.Time) {
+	o := c.override.Load()
+	if o != nil && !o.Deadline.IsZero() && !now.Before(o.Deadline) && c.override.CompareAndSwap(o, nil) {
+		c.resetHysteresis()
+	}
 }
 
 // resetHysteresis restarts the flags from the last measurement.
@@ -209,7 +213,7 @@ func (c *Controller) Set(state *messages.ServingState, timeout time.Duration, fo
 	c.override.Store(o)
 	msg := fmt.Sprintf("Serving state forced to %s", *state)
 	if timeout > 0 {
-		msg += fmt.Sprintf("; the override clears itself after %s.", timeout)
+		msg += fmt.Sprintf("; the override clears itself after %s.", ShortDuration(timeout))
 	} else {
 		msg += "; the override stays until cleared with an empty state."
 	}
@@ -260,7 +264,7 @@ func (c *Controller) Snapshot(now time.Time) View {
 		v.OverrideSetAt = o.SetAt.UTC().Round(time.Second)
 		if !o.Deadline.IsZero() {
 			v.OverrideClearsAt = o.Deadline.UTC().Round(time.Millisecond)
-			v.OverrideClearsIn = o.Deadline.Sub(now).Round(time.Second).String()
+			v.OverrideClearsIn = ShortDuration(o.Deadline.Sub(now).Round(time.Second))
 		}
 	}
 	return v
@@ -319,3 +323,15 @@ func ParseRequest(state, timeout, force string) (*messages.ServingState, time.Du
 }
 
 func parseQuiet(s string) (messages.ServingState, error) { return messages.ParseServingState(s) }
+
+// ShortDuration prints 1m rather than 1m0s.
+func ShortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
