@@ -1,0 +1,182 @@
+package forwarder_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/testutil"
+	"github.com/switchyard-hpc/switchyard/manager"
+)
+
+// A restarted forwarder finds every task it accepted, and re-sends the
+// unfinished ones to the endpoint when it connects.
+func TestForwarderRestartKeepsTasks(t *testing.T) {
+	dir := t.TempDir()
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	c := testutil.NewClient(f.URL)
+	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", "kept"}}, 300)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled := ids[0]
+	c.Must(t, http.StatusOK, http.MethodDelete, "/v1/tasks/"+cancelled, nil, nil)
+	f.Stop()
+
+	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	if !f2.Log.Contains("recovering: 299 tasks unfinished of 300 stored") {
+		t.Fatalf("no recovery line in the log:\n%s", f2.Log.String())
+	}
+	c2 := testutil.NewClient(f2.URL)
+	ts, err := c2.Status(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tv := range ts {
+		if tv.TaskID != ids[i] {
+			t.Fatalf("task %d: id %s, want %s", i, tv.TaskID, ids[i])
+		}
+		want := "waiting-for-endpoint"
+		if ids[i] == cancelled {
+			want = "cancelled"
+		}
+		if tv.State != want {
+			t.Fatalf("task %s after restart: %s, want %s", tv.TaskID, tv.State, want)
+		}
+	}
+	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: f2.ZMQAddr()})
+	testutil.StartManager(t, manager.Options{Interchange: ix.ManagersAddr(), ManagerID: "m1", Workers: 4})
+	final := c2.WaitTerminal(t, ids, 60*time.Second)
+	for _, tv := range final {
+		want := "success"
+		if tv.TaskID == cancelled {
+			want = "cancelled"
+		}
+		if tv.State != want {
+			t.Fatalf("task %s ended %s, want %s", tv.TaskID, tv.State, want)
+		}
+	}
+}
+
+func manyOf(task map[string]any, n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = task
+	}
+	return out
+}
+
+// Two forwarders on one state dir: the second refuses to start and says why.
+func TestForwarderDoubleStart(t *testing.T) {
+	dir := t.TempDir()
+	testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	_, err := forwarder.New(forwarder.Options{StateDir: dir, ListenHTTP: "127.0.0.1:0", ListenZMQ: "tcp://127.0.0.1:*"})
+	if err == nil {
+		t.Fatal("a second forwarder started on the same state dir")
+	}
+	if !strings.Contains(err.Error(), "in use by pid") || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("error %q should name the dir and the pid holding it", err)
+	}
+}
+
+// A state file that is not ours, or is damaged, stops the start with an
+// error that names the file.
+func TestForwarderRefusesForeignStateFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "forwarder.db"), []byte(strings.Repeat("not a database\n", 1000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := forwarder.New(forwarder.Options{StateDir: dir, ListenHTTP: "127.0.0.1:0", ListenZMQ: "tcp://127.0.0.1:*"})
+	if err == nil || !strings.Contains(err.Error(), "forwarder.db") {
+		t.Fatalf("New on a foreign state file: %v", err)
+	}
+	// The lock is released on failure: a clean start on a fresh file works.
+	if err := os.Remove(filepath.Join(dir, "forwarder.db")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+}
+
+// On a full filesystem new submissions get a 503 naming the cause, what
+// was accepted stays readable, and once space returns submissions work.
+func TestForwarderDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs (the test needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	c := testutil.NewClient(f.URL)
+	big := map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("x", 2000)}}
+	var accepted []string
+	var refusal string
+	for i := 0; i < 400 && refusal == ""; i++ {
+		var resp struct {
+			TaskIDs []string `json:"task_ids"`
+			Error   string   `json:"error"`
+		}
+		code, body, err := c.Do(http.MethodPost, "/v1/endpoints/ep1/tasks", map[string]any{"tasks": manyOf(big, 20)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(body, &resp); err != nil {
+			t.Fatalf("HTTP %d body %q: %v", code, body, err)
+		}
+		switch code {
+		case http.StatusAccepted:
+			accepted = append(accepted, resp.TaskIDs...)
+		case http.StatusServiceUnavailable:
+			refusal = resp.Error
+		default:
+			t.Fatalf("submit: HTTP %d %s", code, resp.Error)
+		}
+	}
+	if refusal == "" {
+		t.Fatalf("no 503 after %d tasks on a 512k filesystem", len(accepted))
+	}
+	if !strings.Contains(refusal, "store") || !strings.Contains(refusal, "no space") {
+		t.Fatalf("refusal %q should name the store and the cause", refusal)
+	}
+	t.Logf("accepted %d tasks, then: %s", len(accepted), refusal)
+	ts, err := c.Status(accepted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tv := range ts {
+		if tv.State != "waiting-for-endpoint" {
+			t.Fatalf("accepted task %s reads %q", tv.TaskID, tv.State)
+		}
+	}
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", dir).CombinedOutput(); err != nil {
+		t.Fatalf("grow the tmpfs: %v: %s", err, out)
+	}
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		code, body, err := c.Do(http.MethodPost, "/v1/endpoints/ep1/tasks", map[string]any{"tasks": manyOf(big, 1)}, nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusAccepted {
+			return fmt.Errorf("HTTP %d %s", code, body)
+		}
+		return nil
+	})
+	f.Stop()
+	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	ts, err = testutil.NewClient(f2.URL).Status(accepted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tv := range ts {
+		if tv.State != "waiting-for-endpoint" {
+			t.Fatalf("after restart, accepted task %s reads %q", tv.TaskID, tv.State)
+		}
+	}
+}

@@ -1,0 +1,151 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func open(t *testing.T, path string) (*Store, bool) {
+	t.Helper()
+	s, existed, err := Open(path, "test-v1", []string{"a", "b"})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s, existed
+}
+
+func read(t *testing.T, s *Store, bucket string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if err := s.ForEach(bucket, func(k, v []byte) error {
+		out[string(k)] = string(v)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestEmptyThenExisting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.db")
+	s, existed := open(t, path)
+	if existed {
+		t.Fatal("a new file reported as existing")
+	}
+	if err := s.WriteSync([]Op{{Bucket: "a", Key: []byte("k1"), Value: []byte("v1")},
+		{Bucket: "b", Key: []byte("k2"), Value: []byte("v2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, existed = open(t, path)
+	defer s.Close()
+	if !existed {
+		t.Fatal("reopened file reported as new")
+	}
+	if got := read(t, s, "a"); got["k1"] != "v1" || len(got) != 1 {
+		t.Fatalf("bucket a = %v", got)
+	}
+	if got := read(t, s, "b"); got["k2"] != "v2" || len(got) != 1 {
+		t.Fatalf("bucket b = %v", got)
+	}
+}
+
+func TestLastWriteWinsAndDelete(t *testing.T) {
+	s, _ := open(t, filepath.Join(t.TempDir(), "x.db"))
+	defer s.Close()
+	s.Write([]Op{{Bucket: "a", Key: []byte("k"), Value: []byte("1")}}, nil)
+	s.Write([]Op{{Bucket: "a", Key: []byte("k"), Value: []byte("2")}}, nil)
+	s.Write([]Op{{Bucket: "a", Key: []byte("gone"), Value: []byte("x")}}, nil)
+	if err := s.WriteSync([]Op{{Bucket: "a", Key: []byte("gone")}}); err != nil {
+		t.Fatal(err)
+	}
+	got := read(t, s, "a")
+	if got["k"] != "2" || len(got) != 1 {
+		t.Fatalf("bucket a = %v, want k=2 only", got)
+	}
+}
+
+func TestGroupCommitFromManyWriters(t *testing.T) {
+	s, _ := open(t, filepath.Join(t.TempDir(), "x.db"))
+	defer s.Close()
+	const writers, each = 8, 200
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				k := fmt.Sprintf("%d-%d", w, i)
+				if err := s.WriteSync([]Op{{Bucket: "a", Key: []byte(k), Value: []byte(k)}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if got := read(t, s, "a"); len(got) != writers*each {
+		t.Fatalf("%d records, want %d", len(got), writers*each)
+	}
+	commits, ops := s.Stats()
+	if ops != writers*each {
+		t.Fatalf("%d ops written, want %d", ops, writers*each)
+	}
+	if commits >= ops {
+		t.Fatalf("%d commits for %d ops: writes were not grouped", commits, ops)
+	}
+	t.Logf("%d ops in %d commits (%.1f per commit)", ops, commits, float64(ops)/float64(commits))
+}
+
+func TestForeignAndCorruptFiles(t *testing.T) {
+	dir := t.TempDir()
+	other := filepath.Join(dir, "other.db")
+	s, _, err := Open(other, "someone-else-v1", []string{"a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, _, err := Open(other, "test-v1", []string{"a"}); !errors.Is(err, ErrForeign) {
+		t.Fatalf("opening another format's file: %v, want ErrForeign", err)
+	}
+
+	junk := filepath.Join(dir, "junk.db")
+	if err := os.WriteFile(junk, []byte("this is not a database, it is a text file with some words in it\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Open(junk, "test-v1", []string{"a"})
+	if err == nil {
+		t.Fatal("a text file opened as a store")
+	}
+	if got := err.Error(); !strings.Contains(got, "junk.db") || !strings.Contains(got, "move it aside") {
+		t.Fatalf("error %q should name the file and say what to do", got)
+	}
+
+	// A valid file whose first pages were overwritten.
+	bad := filepath.Join(dir, "bad.db")
+	s, _, err = Open(bad, "test-v1", []string{"a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	raw, err := os.ReadFile(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 8192 && i < len(raw); i++ {
+		raw[i] = 0xAB
+	}
+	if err := os.WriteFile(bad, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Open(bad, "test-v1", []string{"a"}); err == nil {
+		t.Fatal("a corrupted file opened without error")
+	}
+}
