@@ -44,10 +44,11 @@ const (
 )
 
 type event struct {
-	kind   evKind
-	id     messages.TaskID
-	at     int64
-	result messages.Result
+	kind    evKind
+	id      messages.TaskID
+	attempt uint32
+	at      int64
+	result  messages.Result
 }
 
 // mtask is a task this manager holds.
@@ -155,7 +156,7 @@ func (mg *Manager) Run(ctx context.Context) error {
 func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for t := range work {
-		mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: time.Now().UnixNano()})
+		mg.mbox.Post(event{kind: evStarted, id: t.task.ID, attempt: t.task.Attempt, at: time.Now().UnixNano()})
 		r := run(t.ctx, t.task, mg.opts.OutputLimit)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})
@@ -308,7 +309,7 @@ func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
 	case evStarted:
 		t, ok := l.tasks[ev.id]
-		if !ok {
+		if !ok || t.task.Attempt != ev.attempt {
 			return
 		}
 		t.started = true
@@ -317,10 +318,11 @@ func (l *loop) handleEvent(ev *event) {
 	case evFinished:
 		l.idle++
 		r := ev.result
-		if _, ok := l.tasks[r.ID]; ok {
+		// A newer attempt of the same task may have arrived meanwhile.
+		if t, ok := l.tasks[r.ID]; ok && t.task.Attempt == r.Attempt {
 			delete(l.tasks, r.ID)
+			delete(l.deltas, r.ID)
 		}
-		delete(l.deltas, r.ID)
 		l.unacked[r.ID] = r
 		l.outbox = append(l.outbox, r)
 		l.mg.m.completed.WithLabelValues(string(r.Code.State())).Inc()
@@ -339,8 +341,8 @@ func (l *loop) startWork() {
 		t := l.pending[0]
 		l.pending[0] = nil
 		l.pending = l.pending[1:]
-		if _, ok := l.tasks[t.task.ID]; !ok || t.code.Terminal() {
-			continue // cancelled while pending
+		if cur, ok := l.tasks[t.task.ID]; !ok || cur != t || t.code.Terminal() {
+			continue // cancelled or replaced while pending
 		}
 		l.idle--
 		t.ctx, t.cancel = context.WithCancelCause(l.workCtx)
