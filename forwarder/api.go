@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,9 @@ func (f *Forwarder) routes() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "tasks": f.tasks.len()})
 	})
+	if f.opts.Pprof {
+		httpx.MountPprof(mux)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusNotFound, "no such path %s; see GET /v1/endpoints, POST /v1/endpoints/{ep}/tasks, GET /v1/tasks/{id}", r.URL.Path)
 	})
@@ -91,7 +95,7 @@ func (f *Forwarder) readJSON(w http.ResponseWriter, r *http.Request, v any) bool
 		case errors.Is(err, io.EOF):
 			f.fail(w, http.StatusBadRequest, "empty body; send a JSON object")
 		default:
-			f.fail(w, http.StatusBadRequest, "malformed JSON: %v", err)
+			f.fail(w, http.StatusBadRequest, "malformed JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 		}
 		return false
 	}
@@ -102,8 +106,35 @@ func (f *Forwarder) readJSON(w http.ResponseWriter, r *http.Request, v any) bool
 	return true
 }
 
-type submitRequest struct {
-	Tasks *[]json.RawMessage `json:"tasks"`
+// listField reads {"<name>": [ ... ]} and returns the list's raw items,
+// answering the client itself when the body has another shape.
+func (f *Forwarder) listField(w http.ResponseWriter, r *http.Request, name, example string) ([]json.RawMessage, bool) {
+	var raw json.RawMessage
+	if !f.readJSON(w, r, &raw) {
+		return nil, false
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		f.fail(w, http.StatusBadRequest, "the body must be a JSON object like %s", example)
+		return nil, false
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		f.fail(w, http.StatusBadRequest, "the body must be a JSON object like %s", example)
+		return nil, false
+	}
+	v, ok := obj[name]
+	if !ok {
+		f.fail(w, http.StatusBadRequest, "body needs a %q list, like %s", name, example)
+		return nil, false
+	}
+	v = bytes.TrimSpace(v)
+	var items []json.RawMessage
+	if len(v) == 0 || v[0] != '[' || json.Unmarshal(v, &items) != nil {
+		f.fail(w, http.StatusBadRequest, "%q must be a list, like %s", name, example)
+		return nil, false
+	}
+	return items, true
 }
 
 func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
@@ -112,15 +143,10 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	var req submitRequest
-	if !f.readJSON(w, r, &req) {
+	raw, ok := f.listField(w, r, "tasks", `{"tasks":[{"kind":"noop"}]}`)
+	if !ok {
 		return
 	}
-	if req.Tasks == nil {
-		f.fail(w, http.StatusBadRequest, `body needs a "tasks" list, like {"tasks":[{"kind":"noop"}]}`)
-		return
-	}
-	raw := *req.Tasks
 	if len(raw) == 0 {
 		f.fail(w, http.StatusBadRequest, `"tasks" is empty; send at least one task`)
 		return
@@ -205,25 +231,22 @@ func (f *Forwarder) handleGet(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, t.View())
 }
 
-type idsRequest struct {
-	TaskIDs *[]string `json:"task_ids"`
-}
-
 func (f *Forwarder) readIDs(w http.ResponseWriter, r *http.Request) ([]messages.TaskID, bool) {
-	var req idsRequest
-	if !f.readJSON(w, r, &req) {
+	items, ok := f.listField(w, r, "task_ids", `{"task_ids":["5f0c1e2a-0b1c-4d2e-8f90-123456789abc"]}`)
+	if !ok {
 		return nil, false
 	}
-	if req.TaskIDs == nil {
-		f.fail(w, http.StatusBadRequest, `body needs a "task_ids" list`)
+	if len(items) > MaxIDsPerRequest {
+		f.fail(w, http.StatusRequestEntityTooLarge, "%d ids in one request; the limit is %d", len(items), MaxIDsPerRequest)
 		return nil, false
 	}
-	if len(*req.TaskIDs) > MaxIDsPerRequest {
-		f.fail(w, http.StatusRequestEntityTooLarge, "%d ids in one request; the limit is %d", len(*req.TaskIDs), MaxIDsPerRequest)
-		return nil, false
-	}
-	ids := make([]messages.TaskID, len(*req.TaskIDs))
-	for i, s := range *req.TaskIDs {
+	ids := make([]messages.TaskID, len(items))
+	for i, item := range items {
+		var s string
+		if err := json.Unmarshal(item, &s); err != nil {
+			f.fail(w, http.StatusBadRequest, "task_ids[%d] must be a string task id, got %s", i, truncate(item, 40))
+			return nil, false
+		}
 		id, err := messages.ParseTaskID(s)
 		if err != nil {
 			f.fail(w, http.StatusBadRequest, "task_ids[%d] %q: %v", i, s, err)
@@ -361,4 +384,11 @@ func (f *Forwarder) roundTrip(ctx context.Context, ev event, timeout time.Durati
 	case <-ctx.Done():
 		return commandResult{err: ctx.Err()}
 	}
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	return string(b[:n]) + "..."
 }

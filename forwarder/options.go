@@ -21,8 +21,10 @@ type Options struct {
 	BatchSize int
 	// MaxBodyBytes caps a submission body.
 	MaxBodyBytes int64
-	Log          *logrus.Entry
-	Registry     *prometheus.Registry
+	// Pprof serves /debug/pprof/ on the HTTP listener.
+	Pprof    bool
+	Log      *logrus.Entry
+	Registry *prometheus.Registry
 }
 
 // Defaults as documented in design.md.

@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -10,8 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
+	"github.com/switchyard-hpc/switchyard/internal/binrec"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -66,32 +66,29 @@ func (t *Task) View() TaskView {
 
 const tasksBucket = "tasks"
 
-// record is a task as stored on disk.
-type record struct {
-	_msgpack  struct{} `msgpack:",as_array"`
-	ID        []byte
-	Endpoint  string
-	Kind      string
-	Spec      []byte
-	State     string
-	Attempts  uint32
-	Result    []byte
-	Error     string
-	Created   int64
-	Updated   int64
-	Completed int64
-	Writes    uint32
-}
+// recordVersion starts every stored task so the layout can change.
+const recordVersion = 1
 
 func encodeTask(t *Task) store.Op {
-	r := record{ID: t.ID[:], Endpoint: t.Endpoint, Kind: t.Kind, Spec: t.Spec, State: string(t.State),
-		Attempts: t.Attempts, Result: t.Result, Error: t.Error, Created: t.CreatedAt.UnixNano(),
-		Updated: t.UpdatedAt.UnixNano(), Writes: t.Writes}
+	w := binrec.Writer{B: make([]byte, 0, 64+len(t.Endpoint)+len(t.Spec)+len(t.Result)+len(t.Error))}
+	w.Uvarint(recordVersion)
+	w.Bytes(t.ID[:])
+	w.String(t.Endpoint)
+	w.String(t.Kind)
+	w.Bytes(t.Spec)
+	w.String(string(t.State))
+	w.Uvarint(uint64(t.Attempts))
+	w.Bytes(t.Result)
+	w.String(t.Error)
+	w.Varint(t.CreatedAt.UnixNano())
+	w.Varint(t.UpdatedAt.UnixNano())
+	var done int64
 	if !t.CompletedAt.IsZero() {
-		r.Completed = t.CompletedAt.UnixNano()
+		done = t.CompletedAt.UnixNano()
 	}
-	v, _ := msgpack.Marshal(&r)
-	return store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq), Value: v}
+	w.Varint(done)
+	w.Uvarint(uint64(t.Writes))
+	return store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq), Value: w.B}
 }
 
 func seqKey(seq uint64) []byte {
@@ -101,24 +98,37 @@ func seqKey(seq uint64) []byte {
 }
 
 func decodeTask(k, v []byte) (*Task, error) {
-	var r record
-	if err := msgpack.Unmarshal(v, &r); err != nil {
-		return nil, err
+	if len(k) != 8 {
+		return nil, fmt.Errorf("key of %d bytes", len(k))
 	}
-	if len(k) != 8 || len(r.ID) != 16 {
-		return nil, fmt.Errorf("bad key or id length")
+	r := binrec.Reader{B: v}
+	if ver := r.Uvarint(); r.Err == nil && ver != recordVersion {
+		return nil, fmt.Errorf("record version %d, this build reads %d", ver, recordVersion)
 	}
-	st, err := messages.ParseTaskState(r.State)
+	id := r.Bytes()
+	t := &Task{Seq: binary.BigEndian.Uint64(k), Endpoint: r.String(), Kind: r.String(), Spec: r.Bytes()}
+	state := r.String()
+	t.Attempts = uint32(r.Uvarint())
+	t.Result = r.Bytes()
+	t.Error = r.String()
+	t.CreatedAt = time.Unix(0, r.Varint())
+	t.UpdatedAt = time.Unix(0, r.Varint())
+	if done := r.Varint(); done != 0 {
+		t.CompletedAt = time.Unix(0, done)
+	}
+	t.Writes = uint32(r.Uvarint())
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	if len(id) != 16 {
+		return nil, fmt.Errorf("task id of %d bytes", len(id))
+	}
+	copy(t.ID[:], id)
+	st, err := messages.ParseTaskState(state)
 	if err != nil {
 		return nil, err
 	}
-	t := &Task{Seq: binary.BigEndian.Uint64(k), Endpoint: r.Endpoint, Kind: r.Kind, Spec: r.Spec, State: st,
-		Attempts: r.Attempts, Result: r.Result, Error: r.Error, CreatedAt: time.Unix(0, r.Created),
-		UpdatedAt: time.Unix(0, r.Updated), Writes: r.Writes}
-	copy(t.ID[:], r.ID)
-	if r.Completed != 0 {
-		t.CompletedAt = time.Unix(0, r.Completed)
-	}
+	t.State = st
 	return t, nil
 }
 
@@ -129,9 +139,11 @@ type taskTable struct {
 	mu      sync.RWMutex
 	tasks   map[messages.TaskID]*Task
 	waiters map[messages.TaskID]chan struct{}
-	writes  atomic.Uint64
-	seq     uint64 // under mu
-	st      *store.Store
+	writes  atomic.Uint64 // stored state changes
+	// transitions counts every state change, stored or not.
+	transitions atomic.Uint64
+	seq         uint64 // under mu
+	st          *store.Store
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
 }
@@ -192,10 +204,17 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 	return len(tt.tasks), unfinished, nil
 }
 
+// touch records a state change. Intermediate states reported by the
+// endpoint are kept in memory only (ops nil): after a crash the endpoint
+// reports them again. Acceptance, cancellation, loss and the end are
+// stored.
 func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
 	t.UpdatedAt = now
-	t.Writes++
-	tt.writes.Add(1)
+	tt.transitions.Add(1)
+	if ops != nil {
+		t.Writes++
+		tt.writes.Add(1)
+	}
 	if t.State.Terminal() {
 		if t.CompletedAt.IsZero() {
 			t.CompletedAt = now
@@ -205,7 +224,7 @@ func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
 			delete(tt.waiters, t.ID)
 		}
 	}
-	if tt.st != nil {
+	if tt.st != nil && ops != nil {
 		*ops = append(*ops, encodeTask(t))
 	}
 }
@@ -316,7 +335,7 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 		case messages.Applied:
 			tt.move(t, to)
 			t.Attempts = d.Attempt
-			tt.touch(t, now, &ops)
+			tt.touch(t, now, nil)
 		case messages.Same:
 		default:
 			ignored++
@@ -350,7 +369,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 		t.Attempts = r.Attempt
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
-			t.Result = r.Payload
+			t.Result = jsonResult(r.Payload)
 		}
 		if r.Finished > 0 {
 			t.CompletedAt = time.Unix(0, r.Finished)
@@ -441,4 +460,14 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 	case <-ctx.Done():
 	}
 	return tt.get(id)
+}
+
+// jsonResult keeps a result that is JSON as it is and wraps anything else,
+// so one odd payload cannot break the API's answers.
+func jsonResult(p []byte) []byte {
+	if json.Valid(p) {
+		return p
+	}
+	b, _ := json.Marshal(map[string]string{"raw_base64": base64.StdEncoding.EncodeToString(p)})
+	return b
 }

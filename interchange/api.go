@@ -23,6 +23,9 @@ func (ix *Interchange) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(ix.opts.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/servingState", servingstate.Handler(ix.serving, ix.log))
+	if ix.opts.Pprof {
+		httpx.MountPprof(mux)
+	}
 	return mux
 }
 

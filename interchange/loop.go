@@ -23,6 +23,7 @@ type itask struct {
 	mgr     *manager // nil while queued
 	queued  bool
 	since   time.Time // when it was last queued
+	seen    time.Time // last delta or result about it from its manager
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -201,9 +202,7 @@ func (l *loop) enqueueBack(t *itask) {
 }
 
 func (l *loop) enqueueFront(t *itask) {
-	if t.mgr != nil || t.since.IsZero() {
-		t.since = time.Now()
-	}
+	t.since = time.Now()
 	t.queued = true
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
@@ -340,10 +339,16 @@ func (l *loop) publishTotals() {
 
 func (l *loop) housekeeping(now time.Time) {
 	l.up.housekeeping(l, now)
+	var lost []*manager
 	for _, m := range l.order {
 		if now.Sub(m.lastSeen) > l.ix.opts.HeartbeatThreshold {
-			l.managerLost(m, "heartbeat timeout", now)
+			lost = append(lost, m)
+		} else if !m.resyncUntil.IsZero() && now.After(m.resyncUntil) {
+			l.resyncDone(m, now)
 		}
+	}
+	for _, m := range lost {
+		l.managerLost(m, "heartbeat timeout", now)
 	}
 	for _, m := range l.order {
 		if now.Sub(m.lastSent) >= l.ix.opts.HeartbeatInterval {

@@ -25,6 +25,9 @@ type manager struct {
 	registered  time.Time
 	blocked     bool // its pipe was full this round
 	sendBuf     []messages.Task
+	// resyncUntil: after a re-registration, tasks it does not report by
+	// then are taken as lost (it may be a new process with the same id).
+	resyncUntil time.Time
 }
 
 // free is how many more tasks the manager may hold.
@@ -131,6 +134,9 @@ func (l *loop) registerManager(ident []byte, reg *messages.Registration, now tim
 		l.mgrs[id] = m
 		l.order = append(l.order, m)
 	}
+	if known && len(m.outstanding) > 0 {
+		m.resyncUntil = now.Add(2 * l.ix.opts.HeartbeatInterval)
+	}
 	m.reg = *reg
 	m.idle = reg.Workers
 	m.capacity = reg.Workers + reg.Prefetch
@@ -162,6 +168,7 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 			l.ix.m.staleUpdates.Inc()
 			continue
 		}
+		t.seen = time.Now()
 		if messages.Apply(t.code.State(), t.attempt, d.Code.State(), d.Attempt) != messages.Applied {
 			continue
 		}
@@ -269,19 +276,54 @@ func (l *loop) dispatch() {
 	}
 }
 
+// resyncDone ends a re-registered manager's grace period: tasks it did
+// not report since are lost with it.
+func (l *loop) resyncDone(m *manager, now time.Time) {
+	m.resyncUntil = time.Time{}
+	var gone []*itask
+	for _, t := range m.outstanding {
+		if t.seen.Before(m.registered) {
+			gone = append(gone, t)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	requeued, failed := l.requeue(m, gone, "re-registered without it", now)
+	l.log.WithFields(logrus.Fields{"manager": m.id, "requeued": requeued, "failed": failed}).
+		Warn("manager re-registered without tasks it held; running them again")
+}
+
 // managerLost re-queues the manager's tasks, or fails them after too many
 // attempts.
 func (l *loop) managerLost(m *manager, reason string, now time.Time) {
+	if _, ok := l.mgrs[m.id]; !ok || l.mgrs[m.id] != m {
+		return
+	}
 	delete(l.mgrs, m.id)
 	for i, x := range l.order {
 		if x == m {
-			l.order = append(l.order[:i], l.order[i+1:]...)
+			l.order = append(l.order[:i:i], l.order[i+1:]...)
 			break
 		}
 	}
-	requeued, failed := 0, 0
+	ts := make([]*itask, 0, len(m.outstanding))
+	for _, t := range m.outstanding {
+		ts = append(ts, t)
+	}
+	requeued, failed := l.requeue(m, ts, reason, now)
+	l.ix.m.managersLost.WithLabelValues(reason).Inc()
+	l.log.WithFields(logrus.Fields{"manager": m.id, "reason": reason, "requeued": requeued, "failed": failed,
+		"silent_for": now.Sub(m.lastSeen).Round(time.Millisecond).String()}).Warn("manager lost")
+	l.publishTotals()
+}
+
+// requeue takes tasks away from m: attempt + 1 and back to the queue, or
+// failed once they have used up their retries.
+func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (requeued, failed int) {
 	var deltas []messages.Delta
-	for id, t := range m.outstanding {
+	for _, t := range ts {
+		id := t.id
 		delete(m.outstanding, id)
 		t.attempt++
 		t.mgr = nil
@@ -301,10 +343,7 @@ func (l *loop) managerLost(m *manager, reason string, now time.Time) {
 	if len(deltas) > 0 {
 		l.ix.status.add(deltas...)
 	}
-	l.ix.m.managersLost.WithLabelValues(reason).Inc()
-	l.log.WithFields(logrus.Fields{"manager": m.id, "reason": reason, "requeued": requeued, "failed": failed,
-		"silent_for": now.Sub(m.lastSeen).Round(time.Millisecond).String()}).Warn("manager lost")
-	l.publishTotals()
+	return requeued, failed
 }
 
 // command runs a Command from the forwarder or the admin API. reply is

@@ -22,12 +22,14 @@ type Options struct {
 	HeartbeatInterval  time.Duration
 	HeartbeatThreshold time.Duration
 	// MaxRetries is how many times a task is re-queued after its manager
-	// is lost before it fails.
+	// is lost before it fails: 0 means the default (2), -1 means never.
 	MaxRetries int
 	Pressure   servingstate.Thresholds
-	Log        *logrus.Entry
-	Registry   *prometheus.Registry
-	Version    string
+	// Pprof serves /debug/pprof/ on the HTTP listener.
+	Pprof    bool
+	Log      *logrus.Entry
+	Registry *prometheus.Registry
+	Version  string
 }
 
 // Defaults as documented in design.md.
@@ -63,7 +65,12 @@ func (o *Options) setDefaults() error {
 	if o.HeartbeatThreshold <= o.HeartbeatInterval {
 		return fmt.Errorf("--heartbeat-threshold %s must be longer than --heartbeat-interval %s", o.HeartbeatThreshold, o.HeartbeatInterval)
 	}
-	if o.MaxRetries < 0 {
+	switch {
+	case o.MaxRetries == 0:
+		o.MaxRetries = DefaultMaxRetries
+	case o.MaxRetries == -1:
+		o.MaxRetries = 0
+	case o.MaxRetries < 0:
 		return fmt.Errorf("--max-retries %d must be 0 or more", o.MaxRetries)
 	}
 	if err := o.Pressure.Validate(); err != nil {

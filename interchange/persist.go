@@ -3,8 +3,7 @@ package interchange
 import (
 	"fmt"
 
-	"github.com/vmihailenco/msgpack/v5"
-
+	"github.com/switchyard-hpc/switchyard/internal/binrec"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -16,25 +15,11 @@ const (
 	resultsBucket = "results"
 )
 
-type taskRecord struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	Attempt  uint32
-	Payload  []byte
-}
-
-type resultRecord struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	Attempt  uint32
-	Code     uint8
-	Error    string
-	Started  int64
-	Finished int64
-	Payload  []byte
-}
-
 func taskOp(t *itask) store.Op {
-	v, _ := msgpack.Marshal(&taskRecord{Attempt: t.attempt, Payload: t.payload})
-	return store.Op{Bucket: tasksBucket, Key: append([]byte(nil), t.id[:]...), Value: v}
+	w := binrec.Writer{B: make([]byte, 0, 8+len(t.payload))}
+	w.Uvarint(uint64(t.attempt))
+	w.Bytes(t.payload)
+	return store.Op{Bucket: tasksBucket, Key: append([]byte(nil), t.id[:]...), Value: w.B}
 }
 
 func taskDeleteOp(id messages.TaskID) store.Op {
@@ -42,9 +27,14 @@ func taskDeleteOp(id messages.TaskID) store.Op {
 }
 
 func resultOp(r *messages.Result) store.Op {
-	v, _ := msgpack.Marshal(&resultRecord{Attempt: r.Attempt, Code: uint8(r.Code), Error: r.Error,
-		Started: r.Started, Finished: r.Finished, Payload: r.Payload})
-	return store.Op{Bucket: resultsBucket, Key: append([]byte(nil), r.ID[:]...), Value: v}
+	w := binrec.Writer{B: make([]byte, 0, 32+len(r.Error)+len(r.Payload))}
+	w.Uvarint(uint64(r.Attempt))
+	w.Uvarint(uint64(r.Code))
+	w.String(r.Error)
+	w.Varint(r.Started)
+	w.Varint(r.Finished)
+	w.Bytes(r.Payload)
+	return store.Op{Bucket: resultsBucket, Key: append([]byte(nil), r.ID[:]...), Value: w.B}
 }
 
 func resultDeleteOp(id messages.TaskID) store.Op {
@@ -60,14 +50,14 @@ type recovered struct {
 func loadState(st *store.Store) (*recovered, error) {
 	rec := &recovered{}
 	err := st.ForEach(tasksBucket, func(k, v []byte) error {
-		var r taskRecord
 		if len(k) != 16 {
 			return fmt.Errorf("task key of %d bytes", len(k))
 		}
-		if err := msgpack.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("task %x: %w", k, err)
+		r := binrec.Reader{B: v}
+		t := &itask{attempt: max(uint32(r.Uvarint()), 1), payload: r.Bytes()}
+		if r.Err != nil {
+			return fmt.Errorf("task %x: %w", k, r.Err)
 		}
-		t := &itask{attempt: max(r.Attempt, 1), payload: r.Payload}
 		copy(t.id[:], k)
 		rec.tasks = append(rec.tasks, t)
 		return nil
@@ -76,18 +66,18 @@ func loadState(st *store.Store) (*recovered, error) {
 		return nil, err
 	}
 	err = st.ForEach(resultsBucket, func(k, v []byte) error {
-		var r resultRecord
 		if len(k) != 16 {
 			return fmt.Errorf("result key of %d bytes", len(k))
 		}
-		if err := msgpack.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("result %x: %w", k, err)
+		r := binrec.Reader{B: v}
+		res := messages.Result{Attempt: uint32(r.Uvarint()), Code: messages.TaskStatusCode(r.Uvarint()), Error: r.String(),
+			Started: r.Varint(), Finished: r.Varint(), Payload: r.Bytes()}
+		if r.Err != nil {
+			return fmt.Errorf("result %x: %w", k, r.Err)
 		}
-		res := messages.Result{Attempt: r.Attempt, Code: messages.TaskStatusCode(r.Code), Error: r.Error,
-			Started: r.Started, Finished: r.Finished, Payload: r.Payload}
 		copy(res.ID[:], k)
 		if !res.Code.Terminal() {
-			return fmt.Errorf("result %x with code %d", k, r.Code)
+			return fmt.Errorf("result %x with code %d", k, res.Code)
 		}
 		rec.results = append(rec.results, res)
 		return nil

@@ -74,8 +74,10 @@ func TestServingStateThroughForwarder(t *testing.T) {
 		Pressure: servingstate.Thresholds{PauseQueued: 20, ResumeQueued: 10}})
 	api := f.URL + "/v1/endpoints/ep1/servingState"
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		if endpointView(t, c)["connected"] != true {
-			return fmt.Errorf("endpoint not connected")
+		var v map[string]any
+		code, body, err := c.Do(http.MethodGet, "/v1/endpoints/ep1", nil, &v)
+		if err != nil || code != http.StatusOK || v["connected"] != true {
+			return fmt.Errorf("endpoint not connected: %v %d %s", err, code, body)
 		}
 		return nil
 	})

@@ -30,7 +30,7 @@ type StatusView struct {
 
 func (l *loop) publishView(now time.Time) {
 	v := StatusView{ManagerID: l.mg.opts.ManagerID, Interchange: l.mg.opts.Interchange, Registered: l.registered,
-		Workers: l.mg.opts.Workers, IdleWorkers: l.idle, Prefetch: l.mg.opts.Prefetch, Held: len(l.tasks),
+		Workers: l.mg.opts.Workers, IdleWorkers: l.mg.idle(), Prefetch: l.mg.opts.Prefetch, Held: len(l.tasks),
 		Pending: len(l.pending), HeldResults: len(l.unacked), ServingState: l.mg.serving.Effective(now).String()}
 	if !l.lastSeen.IsZero() {
 		t := l.lastSeen.UTC()
@@ -61,6 +61,9 @@ func (mg *Manager) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(mg.opts.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/servingState", servingstate.Handler(mg.serving, mg.log))
+	if mg.opts.Pprof {
+		httpx.MountPprof(mux)
+	}
 	return mux
 }
 

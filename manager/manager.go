@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -34,13 +35,16 @@ type Manager struct {
 
 	viewMu sync.RWMutex
 	view   StatusView
+	// busy is the number of workers running a task.
+	busy atomic.Int32
 }
+
+func (mg *Manager) idle() int { return max(0, mg.opts.Workers-int(mg.busy.Load())) }
 
 type evKind uint8
 
 const (
-	evStarted evKind = iota + 1
-	evFinished
+	evFinished evKind = iota + 1
 )
 
 type event struct {
@@ -58,7 +62,13 @@ type mtask struct {
 	// ctx and cancel are set by the loop before a worker sees the task.
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
-	started bool
+	handed  bool // given to a worker
+	started bool // running delta recorded
+	// startedAt is set by the worker when it starts the task.
+	startedAt atomic.Int64
+	// claim decides, once, between a worker starting the task (0->1) and
+	// the loop cancelling it before it started (0->2).
+	claim atomic.Int32
 }
 
 // New validates options and binds the admin HTTP listener.
@@ -130,14 +140,16 @@ func (mg *Manager) Run(ctx context.Context) error {
 		}()
 	}
 	workCtx, stopWork := context.WithCancel(context.Background())
-	work := make(chan *mtask, mg.opts.Workers)
+	// Workers take the next task straight from this buffer, so a finished
+	// worker never waits for the loop; the loop keeps it topped up.
+	work := make(chan *mtask, 2*mg.opts.Workers)
 	var workers sync.WaitGroup
 	for i := 0; i < mg.opts.Workers; i++ {
 		workers.Add(1)
 		go mg.worker(workCtx, work, &workers)
 	}
 	l := &loop{mg: mg, log: mg.log, tasks: make(map[messages.TaskID]*mtask), unacked: make(map[messages.TaskID]messages.Result),
-		deltas: make(map[messages.TaskID]messages.Delta), idle: mg.opts.Workers, work: work, workCtx: workCtx}
+		deltas: make(map[messages.TaskID]messages.Delta), work: work, workCtx: workCtx}
 	loopErr := l.run(ctx)
 	close(work)
 	stopWork()
@@ -156,8 +168,15 @@ func (mg *Manager) Run(ctx context.Context) error {
 func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for t := range work {
-		mg.mbox.Post(event{kind: evStarted, id: t.task.ID, attempt: t.task.Attempt, at: time.Now().UnixNano()})
+		if !t.claim.CompareAndSwap(0, 1) {
+			continue // cancelled before it started; the loop reported it
+		}
+		// The loop reads this at its next report: most tasks end before
+		// then and never need a running delta, so no message is spent here.
+		t.startedAt.Store(time.Now().UnixNano())
+		mg.busy.Add(1)
 		r := run(t.ctx, t.task, mg.opts.OutputLimit)
+		mg.busy.Add(-1)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})
 	}
@@ -179,7 +198,6 @@ type loop struct {
 
 	tasks   map[messages.TaskID]*mtask
 	pending []*mtask
-	idle    int
 	work    chan *mtask
 	workCtx context.Context
 	unacked map[messages.TaskID]messages.Result
@@ -307,16 +325,7 @@ func (l *loop) run(ctx context.Context) error {
 
 func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
-	case evStarted:
-		t, ok := l.tasks[ev.id]
-		if !ok || t.task.Attempt != ev.attempt {
-			return
-		}
-		t.started = true
-		t.code = messages.Running
-		l.deltas[ev.id] = messages.Delta{ID: ev.id, Code: messages.Running, Attempt: t.task.Attempt, At: ev.at}
 	case evFinished:
-		l.idle++
 		r := ev.result
 		// A newer attempt of the same task may have arrived meanwhile.
 		if t, ok := l.tasks[r.ID]; ok && t.task.Attempt == r.Attempt {
@@ -337,14 +346,14 @@ func (l *loop) startWork() {
 	if !l.mg.serving.Effective(time.Now()).DispatchAllowed() {
 		return
 	}
-	for l.idle > 0 && len(l.pending) > 0 {
+	for len(l.work) < cap(l.work) && len(l.pending) > 0 {
 		t := l.pending[0]
 		l.pending[0] = nil
 		l.pending = l.pending[1:]
 		if cur, ok := l.tasks[t.task.ID]; !ok || cur != t || t.code.Terminal() {
 			continue // cancelled or replaced while pending
 		}
-		l.idle--
+		t.handed = true
 		t.ctx, t.cancel = context.WithCancelCause(l.workCtx)
 		l.work <- t
 	}
@@ -442,11 +451,13 @@ func (l *loop) command(c *messages.Command) *messages.CommandReply {
 				continue
 			}
 			n++
-			if t.started {
-				if t.cancel != nil {
-					t.cancel(errCancelled)
-				}
+			if t.handed && !t.claim.CompareAndSwap(0, 2) {
+				// A worker has it: stop the run, the worker reports it.
+				t.cancel(errCancelled)
 				continue
+			}
+			if t.cancel != nil {
+				t.cancel(errCancelled)
 			}
 			delete(l.tasks, id)
 			delete(l.deltas, id)
@@ -474,7 +485,16 @@ func (l *loop) report(now time.Time) {
 	if !eff.PushAllowed() {
 		capacity = 0
 	}
-	r := &messages.ManagerStatusReport{Workers: uint32(l.mg.opts.Workers), IdleWorkers: uint32(l.idle),
+	for id, t := range l.tasks {
+		if t.handed && !t.started {
+			if at := t.startedAt.Load(); at != 0 {
+				t.started = true
+				t.code = messages.Running
+				l.deltas[id] = messages.Delta{ID: id, Code: messages.Running, Attempt: t.task.Attempt, At: at}
+			}
+		}
+	}
+	r := &messages.ManagerStatusReport{Workers: uint32(l.mg.opts.Workers), IdleWorkers: uint32(l.mg.idle()),
 		Capacity: uint32(capacity), Outstanding: uint32(len(l.tasks)), ServingState: eff}
 	if len(l.deltas) > 0 {
 		r.Deltas = make([]messages.Delta, 0, len(l.deltas))

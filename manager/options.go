@@ -27,9 +27,11 @@ type Options struct {
 	// OutputLimit caps each of stdout and stderr kept from an exec task.
 	OutputLimit int
 	Pressure    servingstate.Thresholds
-	Log         *logrus.Entry
-	Registry    *prometheus.Registry
-	Version     string
+	// Pprof serves /debug/pprof/ on the HTTP listener.
+	Pprof    bool
+	Log      *logrus.Entry
+	Registry *prometheus.Registry
+	Version  string
 }
 
 // DefaultInterchange is where a manager connects unless told otherwise.

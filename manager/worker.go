@@ -18,12 +18,17 @@ import (
 var errCancelled = errors.New("cancelled by request")
 
 // run executes one task; it never touches a socket.
-func run(ctx context.Context, t messages.Task, outputLimit int) messages.Result {
-	r := messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
+func run(ctx context.Context, t messages.Task, outputLimit int) (r messages.Result) {
+	r = messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
 	defer func() { r.Finished = time.Now().UnixNano() }()
 	spec, err := taskspec.Parse(t.Payload)
 	if err != nil {
 		r.Code, r.Error = messages.Failed, "bad task: "+err.Error()
+		return r
+	}
+	if ctx.Err() != nil {
+		// Cancelled while it waited for a worker.
+		r.Code, r.Error = stopped(ctx, 0)
 		return r
 	}
 	timeout, _ := spec.TimeoutDuration()

@@ -24,6 +24,7 @@ type daemonFlags struct {
 	threshold  time.Duration
 	logFormat  string
 	logLevel   string
+	pprof      bool
 }
 
 func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
@@ -33,6 +34,7 @@ func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
 	fs.DurationVar(&d.threshold, "heartbeat-threshold", 0, "declare a peer lost after this long without a message (default 3 intervals)")
 	fs.StringVar(&d.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&d.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&d.pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on the HTTP listener")
 }
 
 func (d *daemonFlags) logger() (*logrus.Entry, error) {
@@ -76,7 +78,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 				return err
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
-				NoPersist: noPersist, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Log: log})
+				NoPersist: noPersist, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log})
 			if err != nil {
 				return err
 			}
@@ -110,9 +112,12 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 			if err != nil {
 				return err
 			}
+			if maxRetries == 0 {
+				maxRetries = -1 // Options reads 0 as the default
+			}
 			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, HeartbeatInterval: df.interval,
-				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th, Log: log, Version: version})
+				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
 			if err != nil {
 				return err
 			}
@@ -158,7 +163,7 @@ reconnects with backoff.`,
 			}
 			mg, err := manager.New(manager.Options{Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
-				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Log: log, Version: version})
+				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
 			if err != nil {
 				return err
 			}

@@ -43,10 +43,16 @@ func Parse(raw []byte) (Spec, error) {
 	if len(raw) > MaxSpecBytes {
 		return s, fmt.Errorf("task is %d bytes; the limit is %d", len(raw), MaxSpecBytes)
 	}
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+		return s, fmt.Errorf("task is not a JSON object; send one like {\"kind\":\"noop\"}, got %q", shorten(t))
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
 		return s, describe(err)
+	}
+	if dec.More() {
+		return s, fmt.Errorf("unexpected data after the task object")
 	}
 	return s, s.Validate()
 }
@@ -157,4 +163,11 @@ type ExecResult struct {
 	Stdout    string `json:"stdout"`
 	Stderr    string `json:"stderr"`
 	Truncated bool   `json:"truncated,omitempty"`
+}
+
+func shorten(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
 }
