@@ -321,6 +321,11 @@ func (f *Forwarder) handleZMQ(ls *loopState, frames [][]byte) {
 		return
 	}
 	ident := frames[0]
+	if len(ident) > 0 && ident[0] == 0 {
+		// libzmq's temporary id for a connection replaced by a newer one
+		// with the same identity (ROUTER_HANDOVER): its leftovers are stale.
+		return
+	}
 	id := string(ident)
 	msg, err := messages.Unpack(frames[1:])
 	if err != nil {

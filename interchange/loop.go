@@ -22,6 +22,7 @@ type itask struct {
 	code    messages.TaskStatusCode
 	mgr     *manager // nil while queued
 	queued  bool
+	seq     uint64    // store key
 	since   time.Time // when it was last queued
 	seen    time.Time // last delta or result about it from its manager
 }
@@ -40,7 +41,8 @@ type loop struct {
 	qhead  int
 	queued int
 	// held are results not yet acknowledged by the forwarder.
-	held   map[messages.TaskID]*messages.Result
+	held   map[messages.TaskID]*heldResult
+	seq    uint64 // last store key handed out
 	outbox []messages.Result
 	// commands sent to managers, waiting for their reply.
 	mgrCmds  map[uint64]mgrCmd
@@ -67,7 +69,7 @@ type mgrCmd struct {
 
 func newLoop(ix *Interchange) *loop {
 	return &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
-		held: make(map[messages.TaskID]*messages.Result), mgrCmds: make(map[uint64]mgrCmd), reregAsked: make(map[string]time.Time)}
+		held: make(map[messages.TaskID]*heldResult), mgrCmds: make(map[uint64]mgrCmd), reregAsked: make(map[string]time.Time)}
 }
 
 func (l *loop) close() {
@@ -243,22 +245,35 @@ func (l *loop) unqueue(t *itask) {
 
 // finish takes a task's result: it is held until the forwarder acks it.
 func (l *loop) finish(r messages.Result) {
+	var seq uint64
 	if t, ok := l.tasks[r.ID]; ok {
 		l.unqueue(t)
 		if t.mgr != nil {
 			delete(t.mgr.outstanding, r.ID)
 		}
 		delete(l.tasks, r.ID)
+		seq = t.seq
+		if l.ix.store != nil {
+			l.ops = append(l.ops, taskDeleteOp(seq))
+		}
 	}
 	if _, dup := l.held[r.ID]; dup {
 		return
 	}
-	rr := r
-	l.held[r.ID] = &rr
+	if seq == 0 {
+		seq = l.nextSeq()
+	}
+	h := &heldResult{Result: r, seq: seq}
+	l.held[r.ID] = h
 	l.outbox = append(l.outbox, r)
 	if l.ix.store != nil {
-		l.ops = append(l.ops, taskDeleteOp(r.ID), resultOp(&rr))
+		l.ops = append(l.ops, resultOp(h))
 	}
+}
+
+func (l *loop) nextSeq() uint64 {
+	l.seq++
+	return l.seq
 }
 
 func (l *loop) takeOps() []store.Op {
@@ -278,11 +293,11 @@ func (l *loop) recover() {
 		l.tasks[t.id] = t
 		l.enqueueBack(t)
 	}
-	for i := range rec.results {
-		r := rec.results[i]
-		l.held[r.ID] = &r
-		l.outbox = append(l.outbox, r)
+	for _, h := range rec.results {
+		l.held[h.ID] = h
+		l.outbox = append(l.outbox, h.Result)
 	}
+	l.seq = rec.maxSeq
 	l.holdUntil = time.Now().Add(2 * l.ix.opts.HeartbeatInterval)
 	l.log.WithFields(logrus.Fields{"unfinished": len(rec.tasks), "undelivered": len(rec.results)}).
 		Infof("recovering: %d tasks unfinished, %d results undelivered", len(rec.tasks), len(rec.results))
@@ -318,8 +333,8 @@ func (l *loop) flushResults() {
 // forwarder link was re-established.
 func (l *loop) resendHeld() {
 	l.outbox = l.outbox[:0]
-	for _, r := range l.held {
-		l.outbox = append(l.outbox, *r)
+	for _, h := range l.held {
+		l.outbox = append(l.outbox, h.Result)
 	}
 }
 

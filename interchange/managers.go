@@ -63,6 +63,11 @@ func (l *loop) handleManager(frames [][]byte) {
 		return
 	}
 	ident := frames[0]
+	if len(ident) > 0 && ident[0] == 0 {
+		// libzmq's temporary id for a connection replaced by a newer one
+		// with the same identity (ROUTER_HANDOVER): its leftovers are stale.
+		return
+	}
 	msg, err := messages.Unpack(frames[1:])
 	if err != nil {
 		l.ix.m.malformed.WithLabelValues("manager").Inc()

@@ -1,6 +1,7 @@
 package interchange
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/switchyard-hpc/switchyard/internal/binrec"
@@ -15,71 +16,102 @@ const (
 	resultsBucket = "results"
 )
 
+// Keys are arrival sequence numbers, not task ids: new records append at
+// the end of the B+tree and old ones leave from its front, so a commit
+// touches few pages. The task id is in the value.
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
+
 func taskOp(t *itask) store.Op {
-	w := binrec.Writer{B: make([]byte, 0, 8+len(t.payload))}
+	w := binrec.Writer{B: make([]byte, 0, 32+len(t.payload))}
+	w.Bytes(t.id[:])
 	w.Uvarint(uint64(t.attempt))
 	w.Bytes(t.payload)
-	return store.Op{Bucket: tasksBucket, Key: append([]byte(nil), t.id[:]...), Value: w.B}
+	return store.Op{Bucket: tasksBucket, Key: seqKey(t.seq), Value: w.B}
 }
 
-func taskDeleteOp(id messages.TaskID) store.Op {
-	return store.Op{Bucket: tasksBucket, Key: append([]byte(nil), id[:]...)}
+func taskDeleteOp(seq uint64) store.Op {
+	return store.Op{Bucket: tasksBucket, Key: seqKey(seq)}
 }
 
-func resultOp(r *messages.Result) store.Op {
-	w := binrec.Writer{B: make([]byte, 0, 32+len(r.Error)+len(r.Payload))}
+func resultOp(h *heldResult) store.Op {
+	r := &h.Result
+	w := binrec.Writer{B: make([]byte, 0, 48+len(r.Error)+len(r.Payload))}
+	w.Bytes(r.ID[:])
 	w.Uvarint(uint64(r.Attempt))
 	w.Uvarint(uint64(r.Code))
 	w.String(r.Error)
 	w.Varint(r.Started)
 	w.Varint(r.Finished)
 	w.Bytes(r.Payload)
-	return store.Op{Bucket: resultsBucket, Key: append([]byte(nil), r.ID[:]...), Value: w.B}
+	return store.Op{Bucket: resultsBucket, Key: seqKey(h.seq), Value: w.B}
 }
 
-func resultDeleteOp(id messages.TaskID) store.Op {
-	return store.Op{Bucket: resultsBucket, Key: append([]byte(nil), id[:]...)}
+func resultDeleteOp(seq uint64) store.Op {
+	return store.Op{Bucket: resultsBucket, Key: seqKey(seq)}
+}
+
+// heldResult is a result waiting for the forwarder's ack.
+type heldResult struct {
+	messages.Result
+	seq uint64
 }
 
 // recovered is what a restarted interchange found in its store.
 type recovered struct {
 	tasks   []*itask
-	results []messages.Result
+	results []*heldResult
+	maxSeq  uint64
 }
 
 func loadState(st *store.Store) (*recovered, error) {
 	rec := &recovered{}
 	err := st.ForEach(tasksBucket, func(k, v []byte) error {
-		if len(k) != 16 {
+		if len(k) != 8 {
 			return fmt.Errorf("task key of %d bytes", len(k))
 		}
 		r := binrec.Reader{B: v}
-		t := &itask{attempt: max(uint32(r.Uvarint()), 1), payload: r.Bytes()}
-		if r.Err != nil {
-			return fmt.Errorf("task %x: %w", k, r.Err)
+		id := r.Bytes()
+		t := &itask{seq: binary.BigEndian.Uint64(k), attempt: max(uint32(r.Uvarint()), 1), payload: r.Bytes()}
+		if r.Err == nil && len(id) != 16 {
+			r.Err = fmt.Errorf("task id of %d bytes", len(id))
 		}
-		copy(t.id[:], k)
+		if r.Err != nil {
+			return fmt.Errorf("task record %x: %w", k, r.Err)
+		}
+		copy(t.id[:], id)
 		rec.tasks = append(rec.tasks, t)
+		rec.maxSeq = max(rec.maxSeq, t.seq)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	err = st.ForEach(resultsBucket, func(k, v []byte) error {
-		if len(k) != 16 {
+		if len(k) != 8 {
 			return fmt.Errorf("result key of %d bytes", len(k))
 		}
 		r := binrec.Reader{B: v}
-		res := messages.Result{Attempt: uint32(r.Uvarint()), Code: messages.TaskStatusCode(r.Uvarint()), Error: r.String(),
-			Started: r.Varint(), Finished: r.Varint(), Payload: r.Bytes()}
+		id := r.Bytes()
+		h := &heldResult{seq: binary.BigEndian.Uint64(k)}
+		h.Attempt, h.Code, h.Error = uint32(r.Uvarint()), messages.TaskStatusCode(r.Uvarint()), r.String()
+		h.Started, h.Finished, h.Payload = r.Varint(), r.Varint(), r.Bytes()
+		if r.Err == nil && len(id) != 16 {
+			r.Err = fmt.Errorf("task id of %d bytes", len(id))
+		}
 		if r.Err != nil {
-			return fmt.Errorf("result %x: %w", k, r.Err)
+			return fmt.Errorf("result record %x: %w", k, r.Err)
 		}
-		copy(res.ID[:], k)
-		if !res.Code.Terminal() {
-			return fmt.Errorf("result %x with code %d", k, res.Code)
+		copy(h.ID[:], id)
+		if !h.Code.Terminal() {
+			return fmt.Errorf("result record %x with code %d", k, h.Code)
 		}
-		rec.results = append(rec.results, res)
+		rec.results = append(rec.results, h)
+		rec.maxSeq = max(rec.maxSeq, h.seq)
 		return nil
 	})
 	if err != nil {

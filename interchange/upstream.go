@@ -121,10 +121,10 @@ func (l *loop) handleUpstream(frames [][]byte) {
 		l.acceptTasks(m)
 	case *messages.Ack:
 		for _, id := range m.IDs {
-			if _, ok := l.held[id]; ok {
+			if h, ok := l.held[id]; ok {
 				delete(l.held, id)
 				if l.ix.store != nil {
-					l.ops = append(l.ops, resultDeleteOp(id))
+					l.ops = append(l.ops, resultDeleteOp(h.seq))
 				}
 			}
 		}
@@ -165,12 +165,12 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 			deltas = append(deltas, messages.Delta{ID: t.ID, Code: have.code, Attempt: have.attempt, At: now})
 			continue
 		}
-		if r, ok := l.held[t.ID]; ok {
+		if h, ok := l.held[t.ID]; ok {
 			l.ix.m.duplicates.Inc()
-			l.outbox = append(l.outbox, *r)
+			l.outbox = append(l.outbox, h.Result)
 			continue
 		}
-		it := &itask{id: t.ID, attempt: max(t.Attempt, 1), payload: t.Payload}
+		it := &itask{id: t.ID, seq: l.nextSeq(), attempt: max(t.Attempt, 1), payload: t.Payload}
 		l.tasks[t.ID] = it
 		l.enqueueBack(it)
 		if l.ix.store != nil {

@@ -1,0 +1,892 @@
+// Package e2e tests Switchyard end to end: it builds ./cmd/switchyard once,
+// starts the forwarder, interchange and managers as real processes on free
+// loopback ports with the flags of design.md, and talks to them only over
+// their public interfaces (HTTP, the CLI, signals).
+//
+// Set SWITCHYARD_E2E_RACE=1 to build the daemons with -race as well; their
+// logs are then checked for "DATA RACE". Set SWITCHYARD_E2E_LOGS=1 to print
+// every daemon's log even when a test passes.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binPath is the switchyard binary built by TestMain.
+var binPath string
+
+// raceBinary is true when the daemons were built with -race.
+var raceBinary bool
+
+func TestMain(m *testing.M) {
+	code, err := buildAndRun(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(2)
+	}
+	os.Exit(code)
+}
+
+func buildAndRun(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "switchyard-e2e-bin-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	binPath = filepath.Join(dir, "switchyard")
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return 0, err
+	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "switchyard")); err != nil {
+		return 0, fmt.Errorf("module root %s has no cmd/switchyard: %w", root, err)
+	}
+	args := []string{"build", "-o", binPath}
+	if v := os.Getenv("SWITCHYARD_E2E_RACE"); v != "" && v != "0" {
+		raceBinary = true
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/switchyard")
+	cmd := exec.Command(goTool(), args...)
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
+	}
+	return m.Run(), nil
+}
+
+// goTool finds the go command: PATH first, then the toolchain running us.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	if r := os.Getenv("GOROOT"); r != "" {
+		return filepath.Join(r, "bin", "go")
+	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return "/usr/local/go/bin/go"
+}
+
+// ---------------------------------------------------------------- polling
+
+// waitFor polls cond until it returns nil or timeout passes; the last error
+// says what was still missing.
+func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	if err := poll(timeout, 10*time.Millisecond, cond); err != nil {
+		t.Fatalf("timed out after %s: %v", timeout, err)
+	}
+}
+
+// poll is waitFor without the test: it returns the last error on timeout.
+func poll(timeout, step time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(step)
+	}
+}
+
+// ---------------------------------------------------------------- ports
+
+var (
+	portMu sync.Mutex
+	given  = map[int]bool{}
+)
+
+// freePort picks a loopback port nobody listens on, never the same twice
+// in one test binary.
+func freePort(t testing.TB) int {
+	t.Helper()
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("pick a free port: %v", err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !given[p] {
+			given[p] = true
+			return p
+		}
+	}
+	t.Fatal("no fresh free port after 100 tries")
+	return 0
+}
+
+// ---------------------------------------------------------------- processes
+
+// proc is one daemon process started from binPath. It can be signalled,
+// killed and started again with exactly the same command line.
+type proc struct {
+	t       testing.TB
+	name    string
+	args    []string
+	logPath string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // from Wait, once done is closed
+	runs int
+}
+
+// startProc starts binPath with args; its output goes to a log file in the
+// test's temp dir that is printed if the test fails. It is stopped when the
+// test ends.
+func startProc(t testing.TB, logDir, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, args: args, logPath: filepath.Join(logDir, name+".log")}
+	p.start()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() || os.Getenv("SWITCHYARD_E2E_LOGS") != "" {
+			p.dumpLog()
+		}
+		if raceBinary {
+			if b, _ := os.ReadFile(p.logPath); bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+				t.Errorf("%s: data race reported by the daemon (log above)", name)
+				p.dumpLog()
+			}
+		}
+	})
+	return p
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.t.Fatalf("%s: open log: %v", p.name, err)
+	}
+	p.runs++
+	fmt.Fprintf(f, "=== e2e: start #%d: switchyard %s\n", p.runs, strings.Join(p.args, " "))
+	cmd := exec.Command(binPath, p.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Dir = filepath.Dir(p.logPath)
+	// Own process group (a terminal's Ctrl-C does not reach it), and die
+	// with the test binary if that is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		p.t.Fatalf("%s: start: %v", p.name, err)
+	}
+	done := make(chan struct{})
+	p.cmd, p.done = cmd, done
+	go func() {
+		err := cmd.Wait()
+		f.Close()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(done)
+	}()
+}
+
+// restart starts the process again with its exact original command; it
+// must have exited.
+func (p *proc) restart() {
+	p.t.Helper()
+	if !p.exited() {
+		p.t.Fatalf("%s: restart while still running", p.name)
+	}
+	p.start()
+}
+
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
+}
+
+func (p *proc) exited() bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if p.exited() {
+		p.t.Fatalf("%s: cannot send %v: process already exited", p.name, sig)
+	}
+	if err := syscall.Kill(p.pid(), sig); err != nil {
+		p.t.Fatalf("%s: kill -%d: %v", p.name, sig, err)
+	}
+}
+
+// kill9 sends SIGKILL and waits for the process to be gone; it returns
+// when the signal was sent.
+func (p *proc) kill9() time.Time {
+	p.t.Helper()
+	sent := time.Now()
+	p.signal(syscall.SIGKILL)
+	if !p.waitExit(10 * time.Second) {
+		p.t.Fatalf("%s: still running 10s after SIGKILL", p.name)
+	}
+	return sent
+}
+
+func (p *proc) waitExit(d time.Duration) bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// stop wakes a stopped process, asks it to end with SIGTERM and kills it if
+// it does not end in time. A process that needed SIGKILL fails the test:
+// design.md promises a prompt exit on SIGTERM.
+func (p *proc) stop() {
+	if p.exited() {
+		return
+	}
+	pid := p.pid()
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	if p.waitExit(10 * time.Second) {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	p.waitExit(5 * time.Second)
+	p.t.Errorf("%s (pid %d) did not exit within 10s of SIGTERM; killed", p.name, pid)
+}
+
+func (p *proc) log() string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(b)
+}
+
+// dumpLog prints the log, the tail only when it is long.
+func (p *proc) dumpLog() {
+	s := p.log()
+	const max = 60000
+	if len(s) > max {
+		s = "...(" + strconv.Itoa(len(s)-max) + " bytes cut)...\n" + s[len(s)-max:]
+	}
+	p.t.Logf("--- %s log (%s) ---\n%s--- end of %s log ---", p.name, p.logPath, s, p.name)
+}
+
+// grepLog returns the log lines containing every one of words.
+func (p *proc) grepLog(words ...string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(p.log()))
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+lines:
+	for sc.Scan() {
+		for _, w := range words {
+			if !strings.Contains(sc.Text(), w) {
+				continue lines
+			}
+		}
+		out = append(out, sc.Text())
+	}
+	return out
+}
+
+// ---------------------------------------------------------------- cluster
+
+const (
+	defaultInterval  = 100 * time.Millisecond
+	defaultThreshold = 500 * time.Millisecond
+)
+
+// cluster is one endpoint: a forwarder, an interchange and managers, each a
+// real process with its own ports and state dir.
+type cluster struct {
+	t         testing.TB
+	dir       string
+	ep        string
+	interval  time.Duration
+	threshold time.Duration
+
+	fwdHTTP, fwdZMQ   int
+	ixHTTP, ixManager int
+
+	fwd  *proc
+	ix   *proc
+	mgrs map[string]*manager
+	http *http.Client
+}
+
+type manager struct {
+	*proc
+	id   string
+	port int
+}
+
+func (m *manager) base() string { return fmt.Sprintf("http://127.0.0.1:%d", m.port) }
+
+type clusterOpts struct {
+	endpoint  string
+	interval  time.Duration
+	threshold time.Duration
+	// ixArgs are extra interchange flags.
+	ixArgs []string
+}
+
+// newCluster starts a forwarder and an interchange and waits until the
+// forwarder sees the endpoint connected.
+func newCluster(t testing.TB, o clusterOpts) *cluster {
+	t.Helper()
+	if o.endpoint == "" {
+		o.endpoint = "e2e"
+	}
+	if o.interval == 0 {
+		o.interval = defaultInterval
+	}
+	if o.threshold == 0 {
+		o.threshold = defaultThreshold
+	}
+	c := &cluster{t: t, dir: t.TempDir(), ep: o.endpoint, interval: o.interval, threshold: o.threshold,
+		mgrs: map[string]*manager{}, http: &http.Client{Timeout: 60 * time.Second}}
+	c.fwdHTTP, c.fwdZMQ = freePort(t), freePort(t)
+	c.ixHTTP, c.ixManager = freePort(t), freePort(t)
+	c.fwd = startProc(t, c.dir, "forwarder", "forwarder",
+		"--listen-http", c.addr(c.fwdHTTP), "--listen-zmq", c.zmq(c.fwdZMQ),
+		"--state-dir", filepath.Join(c.dir, "state-forwarder"),
+		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String())
+	ixArgs := []string{"interchange", "--endpoint-id", c.ep,
+		"--forwarder", c.zmq(c.fwdZMQ), "--listen-managers", c.zmq(c.ixManager),
+		"--listen-http", c.addr(c.ixHTTP), "--state-dir", filepath.Join(c.dir, "state-interchange"),
+		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
+	c.ix = startProc(t, c.dir, "interchange", append(ixArgs, o.ixArgs...)...)
+	c.waitEndpoint(30*time.Second, func(v endpointView) error {
+		if !v.Connected {
+			return errors.New("endpoint not connected yet")
+		}
+		return nil
+	})
+	return c
+}
+
+// with is the cluster seen from a subtest: helpers that fail, fail t.
+// (FailNow must run on the goroutine of the test it stops.)
+func (c *cluster) with(t testing.TB) *cluster {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
+func (c *cluster) addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+func (c *cluster) zmq(port int) string  { return fmt.Sprintf("tcp://127.0.0.1:%d", port) }
+func (c *cluster) api() string          { return fmt.Sprintf("http://127.0.0.1:%d", c.fwdHTTP) }
+func (c *cluster) ixAPI() string        { return fmt.Sprintf("http://127.0.0.1:%d", c.ixHTTP) }
+
+// addManager starts a manager with its own admin HTTP port and state dir
+// and waits until the interchange lists it. prefetch < 0 keeps the
+// manager's default.
+func (c *cluster) addManager(id string, workers, prefetch int, extra ...string) *manager {
+	c.t.Helper()
+	m := c.startManager(id, workers, prefetch, extra...)
+	c.waitManagerListed(id, 30*time.Second)
+	return m
+}
+
+// startManager starts a manager without waiting for it.
+func (c *cluster) startManager(id string, workers, prefetch int, extra ...string) *manager {
+	c.t.Helper()
+	port := freePort(c.t)
+	args := []string{"manager", "--interchange", c.zmq(c.ixManager), "--manager-id", id,
+		"--workers", strconv.Itoa(workers), "--listen-http", c.addr(port),
+		"--state-dir", filepath.Join(c.dir, "state-"+id),
+		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
+	if prefetch >= 0 {
+		args = append(args, "--prefetch", strconv.Itoa(prefetch))
+	}
+	args = append(args, extra...)
+	m := &manager{proc: startProc(c.t, c.dir, id, args...), id: id, port: port}
+	c.mgrs[id] = m
+	return m
+}
+
+func (c *cluster) waitManagerListed(id string, timeout time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, timeout, func() error {
+		st, err := c.ixStatus()
+		if err != nil {
+			return err
+		}
+		if !st.lists(id) {
+			return fmt.Errorf("interchange does not list manager %s yet (managers: %v)", id, st.ids())
+		}
+		return nil
+	})
+}
+
+// ---------------------------------------------------------------- HTTP
+
+// httpResult is an HTTP answer of any status.
+type httpResult struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r httpResult) String() string {
+	b := r.body
+	if len(b) > 500 {
+		b = append(b[:500:500], "..."...)
+	}
+	return fmt.Sprintf("HTTP %d %s", r.status, bytes.TrimSpace(b))
+}
+
+// do sends a request; body is JSON-encoded unless it is []byte or an
+// io.Reader.
+func (c *cluster) do(method, url string, body any) (httpResult, error) {
+	var rd io.Reader
+	ctype := ""
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd, ctype = bytes.NewReader(b), "application/json"
+	case io.Reader:
+		rd, ctype = b, "application/json"
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return httpResult{}, err
+		}
+		rd, ctype = bytes.NewReader(raw), "application/json"
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return httpResult{}, err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return httpResult{}, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return httpResult{}, fmt.Errorf("%s %s: read body: %w", method, url, err)
+	}
+	return httpResult{status: resp.StatusCode, header: resp.Header, body: raw}, nil
+}
+
+// mustDo is do that fails the test on a transport error.
+func (c *cluster) mustDo(method, url string, body any) httpResult {
+	c.t.Helper()
+	r, err := c.do(method, url, body)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return r
+}
+
+// getJSON decodes a 200 answer into out.
+func (c *cluster) getJSON(url string, out any) error {
+	r, err := c.do("GET", url, nil)
+	if err != nil {
+		return err
+	}
+	if r.status != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, r)
+	}
+	if err := json.Unmarshal(r.body, out); err != nil {
+		return fmt.Errorf("GET %s: decode %q: %w", url, r.body, err)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- forwarder API
+
+// taskView is the forwarder's task object.
+type taskView struct {
+	TaskID      string          `json:"task_id"`
+	EndpointID  string          `json:"endpoint_id"`
+	Kind        string          `json:"kind"`
+	State       string          `json:"state"`
+	Attempts    int             `json:"attempts"`
+	Result      json.RawMessage `json:"result"`
+	Error       string          `json:"error"`
+	CreatedAt   *time.Time      `json:"created_at"`
+	CompletedAt *time.Time      `json:"completed_at"`
+}
+
+// execResult is the result of an exec task.
+type execResult struct {
+	ExitCode *int   `json:"exit_code"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+}
+
+func (v taskView) exec() (execResult, error) {
+	var r execResult
+	if len(v.Result) == 0 || string(v.Result) == "null" {
+		return r, fmt.Errorf("task %s has no result", v.TaskID)
+	}
+	err := json.Unmarshal(v.Result, &r)
+	return r, err
+}
+
+func terminal(state string) bool {
+	return state == "success" || state == "failed" || state == "cancelled"
+}
+
+type task map[string]any
+
+func noop() task                   { return task{"kind": "noop"} }
+func sleepTask(secs string) task   { return task{"kind": "sleep", "args": []string{secs}} }
+func execTask(args ...string) task { return task{"kind": "exec", "args": args} }
+
+// submit posts tasks in batches and returns their ids in order.
+func (c *cluster) submit(tasks []task, batch int) []string {
+	c.t.Helper()
+	if batch <= 0 {
+		batch = len(tasks)
+	}
+	var ids []string
+	for i := 0; i < len(tasks); i += batch {
+		chunk := tasks[i:min(i+batch, len(tasks))]
+		r := c.mustDo("POST", c.api()+"/v1/endpoints/"+c.ep+"/tasks", map[string]any{"tasks": chunk})
+		if r.status != http.StatusAccepted {
+			c.t.Fatalf("submit %d tasks: want 202, got %s", len(chunk), r)
+		}
+		var resp struct {
+			TaskIDs []string `json:"task_ids"`
+		}
+		if err := json.Unmarshal(r.body, &resp); err != nil {
+			c.t.Fatalf("submit: decode %s: %v", r, err)
+		}
+		if len(resp.TaskIDs) != len(chunk) {
+			c.t.Fatalf("submit %d tasks: got %d ids", len(chunk), len(resp.TaskIDs))
+		}
+		ids = append(ids, resp.TaskIDs...)
+	}
+	return ids
+}
+
+// statuses reads tasks through POST /v1/tasks/status, keyed by id.
+func (c *cluster) statuses(ids []string) (map[string]taskView, error) {
+	out := make(map[string]taskView, len(ids))
+	for i := 0; i < len(ids); i += 5000 {
+		chunk := ids[i:min(i+5000, len(ids))]
+		r, err := c.do("POST", c.api()+"/v1/tasks/status", map[string]any{"task_ids": chunk})
+		if err != nil {
+			return nil, err
+		}
+		if r.status != http.StatusOK {
+			return nil, fmt.Errorf("POST /v1/tasks/status: %s", r)
+		}
+		var resp struct {
+			Tasks []taskView `json:"tasks"`
+		}
+		if err := json.Unmarshal(r.body, &resp); err != nil {
+			return nil, fmt.Errorf("POST /v1/tasks/status: decode: %w", err)
+		}
+		if len(resp.Tasks) != len(chunk) {
+			return nil, fmt.Errorf("POST /v1/tasks/status: asked for %d tasks, got %d", len(chunk), len(resp.Tasks))
+		}
+		for j, tv := range resp.Tasks {
+			if tv.TaskID != chunk[j] {
+				return nil, fmt.Errorf("POST /v1/tasks/status: answer %d is task %s, want %s (order must follow the request)", j, tv.TaskID, chunk[j])
+			}
+			out[tv.TaskID] = tv
+		}
+	}
+	return out, nil
+}
+
+func (c *cluster) mustStatuses(ids []string) map[string]taskView {
+	c.t.Helper()
+	s, err := c.statuses(ids)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return s
+}
+
+func (c *cluster) getTask(id string) (taskView, error) {
+	var v taskView
+	err := c.getJSON(c.api()+"/v1/tasks/"+id, &v)
+	return v, err
+}
+
+// countStates summarises tasks by state.
+func countStates(s map[string]taskView) map[string]int {
+	out := map[string]int{}
+	for _, v := range s {
+		out[v.State]++
+	}
+	return out
+}
+
+// waitTerminal waits until every task is terminal and returns them.
+func (c *cluster) waitTerminal(ids []string, timeout time.Duration) map[string]taskView {
+	c.t.Helper()
+	var last map[string]taskView
+	err := poll(timeout, 50*time.Millisecond, func() error {
+		s, err := c.statuses(ids)
+		if err != nil {
+			return err
+		}
+		last = s
+		for _, v := range s {
+			if !terminal(v.State) {
+				return fmt.Errorf("not all %d tasks terminal: %v", len(ids), countStates(s))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Fatalf("after %s: %v", timeout, err)
+	}
+	return last
+}
+
+// endpointView is GET /v1/endpoints/{ep}.
+type endpointView struct {
+	EndpointID    string     `json:"endpoint_id"`
+	Connected     bool       `json:"connected"`
+	LastHeartbeat *time.Time `json:"last_heartbeat"`
+	Managers      int        `json:"managers"`
+	Workers       int        `json:"workers"`
+	IdleWorkers   int        `json:"idle_workers"`
+	Queued        int        `json:"queued"`
+	Outstanding   int        `json:"outstanding"`
+	ServingState  string     `json:"serving_state"`
+}
+
+func (c *cluster) endpoint() (endpointView, error) {
+	var v endpointView
+	err := c.getJSON(c.api()+"/v1/endpoints/"+c.ep, &v)
+	return v, err
+}
+
+func (c *cluster) waitEndpoint(timeout time.Duration, cond func(endpointView) error) endpointView {
+	c.t.Helper()
+	var v endpointView
+	waitFor(c.t, timeout, func() error {
+		var err error
+		if v, err = c.endpoint(); err != nil {
+			return err
+		}
+		return cond(v)
+	})
+	return v
+}
+
+// waitCapacity waits until the forwarder reports the endpoint connected
+// with these totals.
+func (c *cluster) waitCapacity(managers, workers int) {
+	c.t.Helper()
+	c.waitEndpoint(30*time.Second, func(v endpointView) error {
+		if !v.Connected || v.Managers != managers || v.Workers != workers {
+			return fmt.Errorf("endpoint connected=%v managers=%d workers=%d; want connected, %d managers, %d workers",
+				v.Connected, v.Managers, v.Workers, managers, workers)
+		}
+		return nil
+	})
+}
+
+// ---------------------------------------------------------------- interchange API
+
+type ixManagerView struct {
+	ID          string    `json:"manager_id"`
+	Workers     int       `json:"workers"`
+	IdleWorkers int       `json:"idle_workers"`
+	Outstanding int       `json:"outstanding"`
+	LastSeen    time.Time `json:"last_seen"`
+	Registered  time.Time `json:"registered_at"`
+}
+
+type ixStatus struct {
+	EndpointID         string          `json:"endpoint_id"`
+	ForwarderConnected bool            `json:"forwarder_connected"`
+	Managers           int             `json:"managers"`
+	Workers            int             `json:"workers"`
+	Queued             int             `json:"queued"`
+	Outstanding        int             `json:"outstanding"`
+	ResultsUndelivered int             `json:"results_undelivered"`
+	ManagerList        []ixManagerView `json:"manager_list"`
+}
+
+func (s ixStatus) lists(id string) bool {
+	for _, m := range s.ManagerList {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (s ixStatus) manager(id string) (ixManagerView, bool) {
+	for _, m := range s.ManagerList {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return ixManagerView{}, false
+}
+
+func (s ixStatus) ids() []string {
+	out := make([]string, 0, len(s.ManagerList))
+	for _, m := range s.ManagerList {
+		out = append(out, m.ID)
+	}
+	return out
+}
+
+func (c *cluster) ixStatus() (ixStatus, error) {
+	var s ixStatus
+	err := c.getJSON(c.ixAPI()+"/status", &s)
+	return s, err
+}
+
+// mgrStatus is a manager's GET /status.
+type mgrStatus struct {
+	ManagerID   string `json:"manager_id"`
+	Registered  bool   `json:"registered"`
+	Workers     int    `json:"workers"`
+	IdleWorkers int    `json:"idle_workers"`
+	Held        int    `json:"tasks_held"`
+	Pending     int    `json:"tasks_pending"`
+	HeldResults int    `json:"results_unacked"`
+}
+
+func (c *cluster) mgrStatus(m *manager) (mgrStatus, error) {
+	var s mgrStatus
+	err := c.getJSON(m.base()+"/status", &s)
+	return s, err
+}
+
+// ---------------------------------------------------------------- metrics
+
+// metricValue finds one sample in Prometheus text: name with an optional
+// label set such as `{state="cancelled"}`; ok is false when it is absent.
+func metricValue(text, name, labels string) (float64, bool) {
+	prefix := name + labels + " "
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, prefix)), 64)
+			if err == nil {
+				return v, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func (c *cluster) metrics(base string) (string, error) {
+	r, err := c.do("GET", base+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	if r.status != http.StatusOK {
+		return "", fmt.Errorf("GET %s/metrics: %s", base, r)
+	}
+	return string(r.body), nil
+}
+
+// ---------------------------------------------------------------- CLI
+
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r cliResult) String() string {
+	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+}
+
+// cli runs a client subcommand of the binary against the forwarder.
+func (c *cluster) cli(args ...string) cliResult {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	full := append([]string{args[0], "--api", c.api()}, args[1:]...)
+	cmd := exec.CommandContext(ctx, binPath, full...)
+	cmd.Env = append(os.Environ(), "SWITCHYARD_API=http://127.0.0.1:1") // --api must win
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	res := cliResult{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	default:
+		c.t.Fatalf("switchyard %s: %v", strings.Join(full, " "), err)
+	}
+	if ctx.Err() != nil {
+		c.t.Fatalf("switchyard %s: did not finish in 60s", strings.Join(full, " "))
+	}
+	return res
+}
+
+// ---------------------------------------------------------------- numbers
+
+// durationStats gives the median and the p99 (nearest rank) of ds.
+func durationStats(ds []time.Duration) (median, p99, maxd time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	n := len(s)
+	if n%2 == 1 {
+		median = s[n/2]
+	} else {
+		median = (s[n/2-1] + s[n/2]) / 2
+	}
+	rank := int(math.Ceil(0.99*float64(n))) - 1
+	return median, s[max(rank, 0)], s[n-1]
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + "ms"
+}
