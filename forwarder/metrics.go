@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 type metrics struct {
@@ -75,8 +77,48 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_forwarder_endpoints_connected",
 			Help: "Endpoints currently connected."}, func() float64 { return float64(f.connectedCount()) }),
 	)
+	reg.MustRegister(&endpointCollector{f: f,
+		connected: prometheus.NewDesc("switchyard_forwarder_endpoint_connected", "1 when the endpoint's interchange is connected.", []string{"endpoint_id"}, nil),
+		silence:   prometheus.NewDesc("switchyard_forwarder_endpoint_last_message_age_seconds", "Seconds since the endpoint's last message.", []string{"endpoint_id"}, nil),
+		serving:   prometheus.NewDesc("switchyard_forwarder_endpoint_serving_state", "Serving state the endpoint reports (0 NONE_PAUSED, 1 PUSH_PAUSED, 2 PUSH_AND_DISPATCH_PAUSED).", []string{"endpoint_id"}, nil),
+		held:      prometheus.NewDesc("switchyard_forwarder_endpoint_held_tasks", "Tasks the forwarder holds for the endpoint (not yet sent).", []string{"endpoint_id"}, nil),
+	})
+	// Labelled counters start at zero so the first event shows in rate().
+	m.endpointsLost.WithLabelValues("heartbeat timeout")
+	for _, st := range []string{"success", "failed", "cancelled"} {
+		m.results.WithLabelValues(st)
+	}
 	registerRuntime(reg)
 	return m
+}
+
+type endpointCollector struct {
+	f                                 *Forwarder
+	connected, silence, serving, held *prometheus.Desc
+}
+
+func (c *endpointCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.connected
+	ch <- c.silence
+	ch <- c.serving
+	ch <- c.held
+}
+
+func (c *endpointCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, v := range c.f.Endpoints() {
+		conn := 0.0
+		if v.Connected {
+			conn = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, conn, v.EndpointID)
+		if v.LastHeartbeat != nil {
+			ch <- prometheus.MustNewConstMetric(c.silence, prometheus.GaugeValue, now.Sub(*v.LastHeartbeat).Seconds(), v.EndpointID)
+		}
+		st, _ := messages.ParseServingState(v.ServingState)
+		ch <- prometheus.MustNewConstMetric(c.serving, prometheus.GaugeValue, float64(st), v.EndpointID)
+		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(v.Held), v.EndpointID)
+	}
 }
 
 func registerRuntime(reg prometheus.Registerer) {

@@ -75,6 +75,16 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 			return 0
 		}),
 	)
+	// Labelled counters start at zero so the first event shows in rate().
+	m.managersLost.WithLabelValues("heartbeat timeout")
+	for _, link := range []string{"forwarder", "manager"} {
+		m.malformed.WithLabelValues(link)
+		m.heartbeatsSent.WithLabelValues(link)
+		m.heartbeatsRecv.WithLabelValues(link)
+	}
+	for _, st := range []string{"success", "failed", "cancelled"} {
+		m.results.WithLabelValues(st)
+	}
 	servingstate.Register(reg, "interchange", ix.serving)
 	_ = reg.Register(collectors.NewGoCollector())
 	_ = reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

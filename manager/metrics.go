@@ -46,6 +46,9 @@ func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
 		g("tasks_held", "Tasks held (pending or running).", func() float64 { return float64(mg.Status().Held) }),
 		g("results_unacked", "Results not yet acknowledged by the interchange.", func() float64 { return float64(mg.Status().HeldResults) }),
 	)
+	for _, st := range []string{"success", "failed", "cancelled"} {
+		m.completed.WithLabelValues(st)
+	}
 	servingstate.Register(reg, "manager", mg.serving)
 	_ = reg.Register(collectors.NewGoCollector())
 	_ = reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

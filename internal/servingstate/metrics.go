@@ -11,6 +11,7 @@ import (
 type collector struct {
 	c                                           *Controller
 	measured, effective, active, expiry, paused *prometheus.Desc
+	pressure, threshold                         *prometheus.Desc
 }
 
 // Register adds the serving-state metrics of component to reg.
@@ -22,6 +23,8 @@ func Register(reg prometheus.Registerer, component string, c *Controller) {
 		active:    prometheus.NewDesc(p+"override_active", "1 when an operator override is in force.", []string{"state", "forced"}, nil),
 		expiry:    prometheus.NewDesc(p+"override_expiry_timestamp_seconds", "When the override clears itself (0: never or none).", nil, nil),
 		paused:    prometheus.NewDesc(p+"paused_seconds_total", "Time spent paused, by cause.", []string{"cause"}, nil),
+		pressure:  prometheus.NewDesc(p+"pressure", "Last measured pressure: queued tasks, memory percent.", []string{"kind"}, nil),
+		threshold: prometheus.NewDesc(p+"threshold", "Pause and resume thresholds of each pressure.", []string{"kind", "edge"}, nil),
 	})
 }
 
@@ -31,6 +34,8 @@ func (k *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- k.active
 	ch <- k.expiry
 	ch <- k.paused
+	ch <- k.pressure
+	ch <- k.threshold
 }
 
 func (k *collector) Collect(ch chan<- prometheus.Metric) {
@@ -54,6 +59,12 @@ func (k *collector) Collect(ch chan<- prometheus.Metric) {
 		exp = float64(v.OverrideClearsAt.UnixMilli()) / 1000
 	}
 	ch <- prometheus.MustNewConstMetric(k.expiry, prometheus.GaugeValue, exp)
+	ch <- prometheus.MustNewConstMetric(k.pressure, prometheus.GaugeValue, float64(v.Queued), "queued")
+	ch <- prometheus.MustNewConstMetric(k.pressure, prometheus.GaugeValue, v.MemoryPercent, "memory_percent")
+	ch <- prometheus.MustNewConstMetric(k.threshold, prometheus.GaugeValue, float64(v.PauseQueued), "queued", "pause")
+	ch <- prometheus.MustNewConstMetric(k.threshold, prometheus.GaugeValue, float64(v.ResumeQueued), "queued", "resume")
+	ch <- prometheus.MustNewConstMetric(k.threshold, prometheus.GaugeValue, v.PauseMemory, "memory_percent", "pause")
+	ch <- prometheus.MustNewConstMetric(k.threshold, prometheus.GaugeValue, v.ResumeMemory, "memory_percent", "resume")
 	for _, cause := range []string{"queue", "memory", "override"} {
 		ch <- prometheus.MustNewConstMetric(k.paused, prometheus.CounterValue, v.PausedSeconds[cause], cause)
 	}
