@@ -81,7 +81,7 @@ func New(opts Options) (*Forwarder, error) {
 		}
 		if !opts.NoPersist {
 			var existed bool
-			st, existed, err = store.Open(f.dir.File("forwarder.db"), "switchyard-forwarder-v1", []string{tasksBucket})
+			st, existed, err = store.Open(f.dir.File("forwarder.db"), "switchyard-forwarder-v1", []string{tasksBucket}, opts.durability())
 			if err != nil {
 				f.dir.Close()
 				return nil, fmt.Errorf("forwarder: %w", err)

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/store"
 )
 
 // Options configure a Forwarder.
@@ -13,6 +15,9 @@ type Options struct {
 	ListenHTTP string
 	ListenZMQ  string
 	StateDir   string
+	// Fsync makes every store commit survive a host crash, not only a
+	// process crash (each group commit then waits for the disk).
+	Fsync bool
 	// NoPersist keeps tasks in memory only (for benchmarks and tests).
 	NoPersist          bool
 	HeartbeatInterval  time.Duration
@@ -69,4 +74,11 @@ func (o *Options) setDefaults() error {
 		o.Registry = prometheus.NewRegistry()
 	}
 	return nil
+}
+
+func (o *Options) durability() store.Durability {
+	if o.Fsync {
+		return store.SurviveHostCrash
+	}
+	return store.SurviveProcessCrash
 }

@@ -73,7 +73,7 @@ func New(opts Options) (*Interchange, error) {
 			return nil, err
 		}
 		if !opts.NoPersist {
-			st, existed, err := store.Open(ix.dir.File("interchange.db"), "switchyard-interchange-v1", []string{tasksBucket, resultsBucket})
+			st, existed, err := store.Open(ix.dir.File("interchange.db"), "switchyard-interchange-v1", []string{tasksBucket, resultsBucket}, opts.durability())
 			if err != nil {
 				ix.closeAll()
 				return nil, fmt.Errorf("interchange: %w", err)

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/store"
+
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 )
 
@@ -17,6 +19,9 @@ type Options struct {
 	ListenManagers string
 	ListenHTTP     string
 	StateDir       string
+	// Fsync makes every store commit survive a host crash, not only a
+	// process crash (each group commit then waits for the disk).
+	Fsync bool
 	// NoPersist keeps state in memory only (for benchmarks and tests).
 	NoPersist          bool
 	HeartbeatInterval  time.Duration
@@ -87,4 +92,11 @@ func (o *Options) setDefaults() error {
 		o.Version = "dev"
 	}
 	return nil
+}
+
+func (o *Options) durability() store.Durability {
+	if o.Fsync {
+		return store.SurviveHostCrash
+	}
+	return store.SurviveProcessCrash
 }

@@ -64,7 +64,7 @@ func (p *pressureFlags) add(fs *pflag.FlagSet) {
 func newForwarderCmd() *cobra.Command {
 	var df daemonFlags
 	var listenZMQ string
-	var noPersist bool
+	var noPersist, fsync bool
 	cmd := &cobra.Command{
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
@@ -78,7 +78,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 				return err
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
-				NoPersist: noPersist, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log})
+				NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log})
 			if err != nil {
 				return err
 			}
@@ -90,6 +90,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	df.add(cmd.Flags(), forwarder.DefaultListenHTTP, "var/forwarder")
 	cmd.Flags().StringVar(&listenZMQ, "listen-zmq", forwarder.DefaultListenZMQ, "ZMQ ROUTER address interchanges connect to")
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks in memory only (benchmarks); a restart loses them")
+	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	return cmd
 }
 
@@ -98,7 +99,7 @@ func newInterchangeCmd() *cobra.Command {
 	var pf pressureFlags
 	var endpointID, fwd, listenManagers string
 	var maxRetries int
-	var noPersist bool
+	var noPersist, fsync bool
 	cmd := &cobra.Command{
 		Use:   "interchange --endpoint-id ID",
 		Short: "Run an endpoint's broker: connects out to the forwarder, serves managers",
@@ -116,7 +117,7 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 				maxRetries = -1 // Options reads 0 as the default
 			}
 			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
-				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, HeartbeatInterval: df.interval,
+				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
 			if err != nil {
 				return err
@@ -132,6 +133,7 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep state in memory only (benchmarks); a restart loses it")
+	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so state survives a host crash, not only a process crash")
 	cmd.Flags().IntVar(&maxRetries, "max-retries", interchange.DefaultMaxRetries, "re-queue a task this many times after its manager is lost, then fail it")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if df.stateDir == "" {

@@ -45,12 +45,25 @@ type Store struct {
 
 const metaBucket = "meta"
 
+// Durability says what a commit survives.
+type Durability int
+
+const (
+	// SurviveProcessCrash writes each commit to the OS before callbacks
+	// run: a killed process loses nothing; a host crash may lose the last
+	// commits. No fsync, so commits take microseconds.
+	SurviveProcessCrash Durability = iota
+	// SurviveHostCrash also fsyncs each commit (milliseconds on most
+	// disks; group commit shares one fsync among many writes).
+	SurviveHostCrash
+)
+
 // Open opens or creates path for the given format name and buckets. A file
 // written by something else is refused with ErrForeign.
-func Open(path, format string, buckets []string) (*Store, bool, error) {
+func Open(path, format string, buckets []string, d Durability) (*Store, bool, error) {
 	_, statErr := os.Stat(path)
 	existed := statErr == nil
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, NoSync: d != SurviveHostCrash})
 	if err != nil {
 		if existed {
 			return nil, false, fmt.Errorf("open %s: %w (the file may be corrupt or not a switchyard state file; move it aside to start empty)", path, err)

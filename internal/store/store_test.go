@@ -12,7 +12,7 @@ import (
 
 func open(t *testing.T, path string) (*Store, bool) {
 	t.Helper()
-	s, existed, err := Open(path, "test-v1", []string{"a", "b"})
+	s, existed, err := Open(path, "test-v1", []string{"a", "b"}, SurviveHostCrash)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -107,12 +107,12 @@ func TestGroupCommitFromManyWriters(t *testing.T) {
 func TestForeignAndCorruptFiles(t *testing.T) {
 	dir := t.TempDir()
 	other := filepath.Join(dir, "other.db")
-	s, _, err := Open(other, "someone-else-v1", []string{"a"})
+	s, _, err := Open(other, "someone-else-v1", []string{"a"}, SurviveHostCrash)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	if _, _, err := Open(other, "test-v1", []string{"a"}); !errors.Is(err, ErrForeign) {
+	if _, _, err := Open(other, "test-v1", []string{"a"}, SurviveHostCrash); !errors.Is(err, ErrForeign) {
 		t.Fatalf("opening another format's file: %v, want ErrForeign", err)
 	}
 
@@ -120,7 +120,7 @@ func TestForeignAndCorruptFiles(t *testing.T) {
 	if err := os.WriteFile(junk, []byte("this is not a database, it is a text file with some words in it\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = Open(junk, "test-v1", []string{"a"})
+	_, _, err = Open(junk, "test-v1", []string{"a"}, SurviveHostCrash)
 	if err == nil {
 		t.Fatal("a text file opened as a store")
 	}
@@ -130,7 +130,7 @@ func TestForeignAndCorruptFiles(t *testing.T) {
 
 	// A valid file whose first pages were overwritten.
 	bad := filepath.Join(dir, "bad.db")
-	s, _, err = Open(bad, "test-v1", []string{"a"})
+	s, _, err = Open(bad, "test-v1", []string{"a"}, SurviveHostCrash)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestForeignAndCorruptFiles(t *testing.T) {
 	if err := os.WriteFile(bad, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Open(bad, "test-v1", []string{"a"}); err == nil {
+	if _, _, err := Open(bad, "test-v1", []string{"a"}, SurviveHostCrash); err == nil {
 		t.Fatal("a corrupted file opened without error")
 	}
 }
