@@ -37,6 +37,44 @@ type Manager struct {
 	view   StatusView
 	// busy is the number of workers running a task.
 	busy atomic.Int32
+	gate *gate
+}
+
+// gate holds workers while dispatch is paused.
+type gate struct {
+	mu   sync.Mutex
+	open bool
+	ch   chan struct{} // closed while open
+}
+
+func newGate() *gate {
+	g := &gate{open: true, ch: make(chan struct{})}
+	close(g.ch)
+	return g
+}
+
+func (g *gate) set(open bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if open == g.open {
+		return
+	}
+	g.open = open
+	if open {
+		close(g.ch)
+	} else {
+		g.ch = make(chan struct{})
+	}
+}
+
+func (g *gate) wait(ctx context.Context) {
+	g.mu.Lock()
+	ch := g.ch
+	g.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
 }
 
 func (mg *Manager) idle() int { return max(0, mg.opts.Workers-int(mg.busy.Load())) }
@@ -76,7 +114,7 @@ func New(opts Options) (*Manager, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	mg := &Manager{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure)}
+	mg := &Manager{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure), gate: newGate()}
 	mg.hostname, _ = os.Hostname()
 	var err error
 	if opts.StateDir != "" {
@@ -141,8 +179,9 @@ func (mg *Manager) Run(ctx context.Context) error {
 	}
 	workCtx, stopWork := context.WithCancel(context.Background())
 	// Workers take the next task straight from this buffer, so a finished
-	// worker never waits for the loop; the loop keeps it topped up.
-	work := make(chan *mtask, 2*mg.opts.Workers)
+	// worker never waits for the loop. It holds everything the manager
+	// accepts; the gate, not the buffer, holds tasks while dispatch is paused.
+	work := make(chan *mtask, 2*mg.opts.Workers+mg.opts.Prefetch)
 	var workers sync.WaitGroup
 	for i := 0; i < mg.opts.Workers; i++ {
 		workers.Add(1)
@@ -168,6 +207,7 @@ func (mg *Manager) Run(ctx context.Context) error {
 func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for t := range work {
+		mg.gate.wait(ctx)
 		if !t.claim.CompareAndSwap(0, 1) {
 			continue // cancelled before it started; the loop reported it
 		}
@@ -343,7 +383,9 @@ func (l *loop) handleEvent(ev *event) {
 
 // startWork hands pending tasks to idle workers.
 func (l *loop) startWork() {
-	if !l.mg.serving.Effective(time.Now()).DispatchAllowed() {
+	open := l.mg.serving.Effective(time.Now()).DispatchAllowed()
+	l.mg.gate.set(open)
+	if !open {
 		return
 	}
 	for len(l.work) < cap(l.work) && len(l.pending) > 0 {
