@@ -123,6 +123,9 @@ func Send(s *zmq.Socket, identity []byte, frames [][]byte) error {
 }
 
 func classify(err error) error {
+	if errors.Is(err, zmq.ErrorSocketClosed) {
+		return ErrSocketGone
+	}
 	switch zmq.AsErrno(err) {
 	case zmq.Errno(syscall.EAGAIN):
 		return ErrWouldBlock
