@@ -3,7 +3,8 @@
 # libzmq and pkg-config, so a fresh machine with Go can build, and Debian's
 # prometheus package, which the dashboard test in observability/ runs
 # (it starts /usr/bin/prometheus on its own port and storage dir, so a
-# service the package may start does not get in its way).
+# service the package may start does not get in its way), and nftables for
+# the network-partition test in e2e/.
 set -e
 need=""
 if ! pkg-config --exists libzmq 2>/dev/null; then
@@ -11,6 +12,10 @@ if ! pkg-config --exists libzmq 2>/dev/null; then
 fi
 if [ ! -x /usr/bin/prometheus ]; then
 	need="$need prometheus"
+fi
+# nft makes the network partitions of the e2e tests (firewall on loopback).
+if ! command -v nft >/dev/null 2>&1 && [ ! -x /usr/sbin/nft ]; then
+	need="$need nftables"
 fi
 if [ -z "$need" ]; then
 	exit 0
