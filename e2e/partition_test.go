@@ -130,3 +130,62 @@ func manyOf(x task, n int) []task {
 	}
 	return out
 }
+
+// TestPartitionInterchangeManager cuts the interchange-manager link while
+// the manager runs tasks, for 2x and then 10x the threshold. Both sides
+// must notice; the tasks must end success once the link is back.
+func TestPartitionInterchangeManager(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	m := c.addManager("m1", 2, 2)
+	for _, factor := range []int{2, 10} {
+		ixLost := len(c.ix.grepLog("manager lost"))
+		mLost := len(m.grepLog("interchange lost"))
+		ids := c.submit(manyOf(sleepTask("0.3"), 8), 8)
+		waitFor(t, 10*time.Second, func() error {
+			s, err := c.statuses(ids)
+			if err != nil {
+				return err
+			}
+			for _, v := range s {
+				if v.State == "running" {
+					return nil
+				}
+			}
+			return fmt.Errorf("nothing running yet: %v", countStates(s))
+		})
+		p := startPartition(t, c.ixManager)
+		cut := time.Now()
+		waitFor(t, 10*time.Second, func() error {
+			if len(c.ix.grepLog("manager lost")) == ixLost {
+				return errors.New("interchange has not declared the manager lost")
+			}
+			return nil
+		})
+		ixDetect := time.Since(cut)
+		waitFor(t, 10*time.Second, func() error {
+			if len(m.grepLog("interchange lost")) == mLost {
+				return errors.New("manager has not declared the interchange lost")
+			}
+			return nil
+		})
+		mDetect := time.Since(cut)
+		waitFor(t, time.Duration(factor)*c.threshold+5*time.Second, func() error {
+			if time.Since(cut) < time.Duration(factor)*c.threshold {
+				return errors.New("partition still on")
+			}
+			return nil
+		})
+		p.heal()
+		healed := time.Now()
+		c.waitManagerListed("m1", 30*time.Second)
+		recovery := time.Since(healed)
+		final := c.waitTerminal(ids, 30*time.Second)
+		for _, id := range ids {
+			if final[id].State != "success" {
+				t.Fatalf("task %s ended %s after the partition", id, final[id].State)
+			}
+		}
+		t.Logf("PARTITION manager link %dx threshold (%s): interchange detected in %s, manager in %s, re-registered %s after healing",
+			factor, time.Duration(factor)*c.threshold, ixDetect.Round(time.Millisecond), mDetect.Round(time.Millisecond), recovery.Round(time.Millisecond))
+	}
+}
