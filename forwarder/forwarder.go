@@ -12,6 +12,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
 	"github.com/switchyard-hpc/switchyard/internal/store"
@@ -229,7 +230,7 @@ func (f *Forwarder) loop(ctx context.Context) error {
 	poller := zmq.NewPoller()
 	poller.Add(f.router, zmq.POLLIN)
 	poller.Add(f.mbox.Socket(), zmq.POLLIN)
-	tick := housekeepingTick(f.opts.HeartbeatInterval)
+	tick := heartbeat.Tick(f.opts.HeartbeatInterval)
 	nextHK := time.Now().Add(tick)
 	var evs []event
 	for {
@@ -290,17 +291,6 @@ func (f *Forwarder) loop(ctx context.Context) error {
 			nextHK = now.Add(tick)
 		}
 	}
-}
-
-func housekeepingTick(interval time.Duration) time.Duration {
-	t := interval / 10
-	if t < 5*time.Millisecond {
-		t = 5 * time.Millisecond
-	}
-	if t > 100*time.Millisecond {
-		t = 100 * time.Millisecond
-	}
-	return t
 }
 
 func (f *Forwarder) send(ls *loopState, ep *endpoint, m messages.Message) error {

@@ -1,11 +1,12 @@
 package forwarder
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 
 	"github.com/switchyard-hpc/switchyard/internal/store"
 )
@@ -34,10 +35,8 @@ type Options struct {
 
 // Defaults as documented in design.md.
 const (
-	DefaultListenHTTP         = "127.0.0.1:8080"
-	DefaultListenZMQ          = "tcp://127.0.0.1:55001"
-	DefaultHeartbeatInterval  = 10 * time.Second
-	DefaultHeartbeatThreshold = 30 * time.Second
+	DefaultListenHTTP = "127.0.0.1:8080"
+	DefaultListenZMQ  = "tcp://127.0.0.1:55001"
 )
 
 func (o *Options) setDefaults() error {
@@ -47,17 +46,8 @@ func (o *Options) setDefaults() error {
 	if o.ListenZMQ == "" {
 		o.ListenZMQ = DefaultListenZMQ
 	}
-	if o.HeartbeatInterval == 0 {
-		o.HeartbeatInterval = DefaultHeartbeatInterval
-	}
-	if o.HeartbeatThreshold == 0 {
-		o.HeartbeatThreshold = 3 * o.HeartbeatInterval
-	}
-	if o.HeartbeatInterval < time.Millisecond {
-		return fmt.Errorf("--heartbeat-interval %s is too short (minimum 1ms)", o.HeartbeatInterval)
-	}
-	if o.HeartbeatThreshold <= o.HeartbeatInterval {
-		return fmt.Errorf("--heartbeat-threshold %s must be longer than --heartbeat-interval %s", o.HeartbeatThreshold, o.HeartbeatInterval)
+	if err := heartbeat.Defaults(&o.HeartbeatInterval, &o.HeartbeatThreshold); err != nil {
+		return err
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000

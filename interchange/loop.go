@@ -9,6 +9,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -85,7 +86,7 @@ func (l *loop) run(ctx context.Context) error {
 	}
 	l.recover()
 	l.up.connect(time.Now())
-	tick := housekeepingTick(l.ix.opts.HeartbeatInterval)
+	tick := heartbeat.Tick(l.ix.opts.HeartbeatInterval)
 	nextHK := time.Now().Add(tick)
 	for {
 		if ctx.Err() != nil {
@@ -143,10 +144,6 @@ func (l *loop) run(ctx context.Context) error {
 			nextHK = now.Add(tick)
 		}
 	}
-}
-
-func housekeepingTick(interval time.Duration) time.Duration {
-	return min(max(interval/10, 5*time.Millisecond), 100*time.Millisecond)
 }
 
 func (l *loop) drainManagers() error {

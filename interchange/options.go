@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
+
 	"github.com/switchyard-hpc/switchyard/internal/store"
 
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
@@ -58,17 +60,8 @@ func (o *Options) setDefaults() error {
 	if o.ListenHTTP == "" {
 		o.ListenHTTP = DefaultListenHTTP
 	}
-	if o.HeartbeatInterval == 0 {
-		o.HeartbeatInterval = 10 * time.Second
-	}
-	if o.HeartbeatThreshold == 0 {
-		o.HeartbeatThreshold = 3 * o.HeartbeatInterval
-	}
-	if o.HeartbeatInterval < time.Millisecond {
-		return fmt.Errorf("--heartbeat-interval %s is too short (minimum 1ms)", o.HeartbeatInterval)
-	}
-	if o.HeartbeatThreshold <= o.HeartbeatInterval {
-		return fmt.Errorf("--heartbeat-threshold %s must be longer than --heartbeat-interval %s", o.HeartbeatThreshold, o.HeartbeatInterval)
+	if err := heartbeat.Defaults(&o.HeartbeatInterval, &o.HeartbeatThreshold); err != nil {
+		return err
 	}
 	switch {
 	case o.MaxRetries == 0:

@@ -6,6 +6,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -31,10 +32,6 @@ func newUpstream(ix *Interchange) (*upstream, error) {
 func (u *upstream) close() {
 	zsock.Close(u.sock)
 	u.sock = nil
-}
-
-func (u *upstream) maxBackoff() time.Duration {
-	return min(32*time.Second, max(4*u.ix.opts.HeartbeatThreshold, time.Second))
 }
 
 // connect makes a new socket and registers.
@@ -85,7 +82,7 @@ func (u *upstream) housekeeping(l *loop, now time.Time) {
 		u.connect(now)
 		l.pollerOK = false
 	case !u.registered && now.Sub(u.lastTry) > u.backoff+u.ix.opts.HeartbeatThreshold:
-		u.backoff = min(max(2*u.backoff, u.ix.opts.HeartbeatInterval), u.maxBackoff())
+		u.backoff = heartbeat.NextBackoff(u.backoff, u.ix.opts.HeartbeatInterval, u.ix.opts.HeartbeatThreshold)
 		u.log.WithField("next_try_in", u.backoff.String()).Info("no answer from forwarder; reconnecting")
 		u.connect(now)
 		l.pollerOK = false

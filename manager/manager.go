@@ -14,6 +14,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
@@ -252,10 +253,6 @@ func (l *loop) close() {
 	l.sock = nil
 }
 
-func (l *loop) maxBackoff() time.Duration {
-	return min(32*time.Second, max(4*l.mg.opts.HeartbeatThreshold, time.Second))
-}
-
 func (l *loop) connect(now time.Time) {
 	l.close()
 	l.pollerOK = false
@@ -300,7 +297,7 @@ func (l *loop) send(m messages.Message) {
 
 func (l *loop) run(ctx context.Context) error {
 	l.connect(time.Now())
-	tick := min(max(l.mg.opts.HeartbeatInterval/10, 5*time.Millisecond), 100*time.Millisecond)
+	tick := heartbeat.Tick(l.mg.opts.HeartbeatInterval)
 	nextHK := time.Now().Add(tick)
 	for {
 		if ctx.Err() != nil {
@@ -577,7 +574,7 @@ func (l *loop) housekeeping(now time.Time) {
 		l.backoff = l.mg.opts.HeartbeatInterval
 		l.connect(now)
 	case !l.registered && now.Sub(l.lastTry) > l.backoff+th:
-		l.backoff = min(max(2*l.backoff, l.mg.opts.HeartbeatInterval), l.maxBackoff())
+		l.backoff = heartbeat.NextBackoff(l.backoff, l.mg.opts.HeartbeatInterval, l.mg.opts.HeartbeatThreshold)
 		l.log.WithField("next_try_in", l.backoff.String()).Info("no answer from interchange; reconnecting")
 		l.connect(now)
 	case l.registered && now.Sub(l.lastSent) >= l.mg.opts.HeartbeatInterval:

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
+
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 )
 
@@ -57,17 +59,8 @@ func (o *Options) setDefaults() error {
 	if o.Prefetch < 0 {
 		o.Prefetch = o.Workers
 	}
-	if o.HeartbeatInterval == 0 {
-		o.HeartbeatInterval = 10 * time.Second
-	}
-	if o.HeartbeatThreshold == 0 {
-		o.HeartbeatThreshold = 3 * o.HeartbeatInterval
-	}
-	if o.HeartbeatInterval < time.Millisecond {
-		return fmt.Errorf("--heartbeat-interval %s is too short (minimum 1ms)", o.HeartbeatInterval)
-	}
-	if o.HeartbeatThreshold <= o.HeartbeatInterval {
-		return fmt.Errorf("--heartbeat-threshold %s must be longer than --heartbeat-interval %s", o.HeartbeatThreshold, o.HeartbeatInterval)
+	if err := heartbeat.Defaults(&o.HeartbeatInterval, &o.HeartbeatThreshold); err != nil {
+		return err
 	}
 	if o.OutputLimit <= 0 {
 		o.OutputLimit = 64 << 10

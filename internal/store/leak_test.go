@@ -3,15 +3,8 @@ package store_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/switchyard-hpc/switchyard/internal/testutil"
 )
 
 // Every test must leave no goroutine behind: daemons stop completely.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Idle keep-alive connections of test HTTP clients.
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
-}
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
