@@ -237,24 +237,9 @@ func (f *Forwarder) loop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		timeout := time.Until(nextHK)
-		if !ls.retryAt.IsZero() {
-			if d := time.Until(ls.retryAt); d < timeout {
-				timeout = d
-			}
-		}
-		if timeout < 0 {
-			timeout = 0
-		}
-		if timeout > 100*time.Millisecond {
-			timeout = 100 * time.Millisecond
-		}
-		polled, err := poller.Poll(timeout)
+		polled, err := zsock.Wait(poller, nextHK, ls.retryAt)
 		if err != nil {
-			if zmq.AsErrno(err) == zmq.Errno(4) { // EINTR
-				continue
-			}
-			return fmt.Errorf("poll: %w", err)
+			return err
 		}
 		for _, p := range polled {
 			switch p.Socket {

@@ -101,16 +101,9 @@ func (l *loop) run(ctx context.Context) error {
 			}
 			l.pollerOK = true
 		}
-		timeout := min(time.Until(nextHK), 100*time.Millisecond)
-		if !l.retryAt.IsZero() {
-			timeout = min(timeout, time.Until(l.retryAt))
-		}
-		polled, err := l.poller.Poll(max(timeout, 0))
+		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt)
 		if err != nil {
-			if zmq.AsErrno(err) == zmq.Errno(4) {
-				continue
-			}
-			return fmt.Errorf("poll: %w", err)
+			return err
 		}
 		for _, p := range polled {
 			switch p.Socket {

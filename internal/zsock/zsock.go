@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 )
@@ -148,4 +149,24 @@ func Recv(s *zmq.Socket) (frames [][]byte, ok bool, err error) {
 		return nil, false, classify(err)
 	}
 	return frames, true, nil
+}
+
+// Wait polls until a socket is readable or the earliest non-zero deadline
+// passes, and never longer than 100ms so a loop notices shutdown. An
+// interrupted poll (EINTR) returns nothing and no error.
+func Wait(p *zmq.Poller, deadlines ...time.Time) ([]zmq.Polled, error) {
+	timeout := 100 * time.Millisecond
+	for _, d := range deadlines {
+		if !d.IsZero() {
+			timeout = min(timeout, time.Until(d))
+		}
+	}
+	polled, err := p.Poll(max(timeout, 0))
+	if err != nil {
+		if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("poll: %w", err)
+	}
+	return polled, nil
 }
