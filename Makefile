@@ -29,7 +29,11 @@ test: vet
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzUnpack -fuzztime 60s ./messages
 
+# Modest defaults; e.g. `make bench BENCHFLAGS=--no-persist` to compare.
+BENCHFLAGS ?= --tasks 20000 --rtt 200
+
 bench: build
+	$(BIN) bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./messages
 
 contract: build

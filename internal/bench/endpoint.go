@@ -1,0 +1,232 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Endpoint is the system under test: the forwarder's API plus, when the
+// bench started it, the three kinds of process as its children.
+type Endpoint struct {
+	API             string // forwarder HTTP base URL
+	ID              string // endpoint id
+	InterchangeHTTP string // interchange admin base URL, or ""
+	ManagersAddr    string // interchange ROUTER for managers, or ""
+	Procs           []*Proc
+	Dir             string // state and logs of a spawned endpoint
+	spawned         bool
+}
+
+// Proc is one child process.
+type Proc struct {
+	Name string
+	PID  int
+	Log  string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// SpawnOptions say how to start an endpoint.
+type SpawnOptions struct {
+	// Exe is the switchyard binary (usually os.Executable()).
+	Exe string
+	// Dir holds state dirs and logs; a temp dir is made when empty.
+	Dir       string
+	NoPersist bool
+	Interval  time.Duration
+	// Managers real manager processes, each with Workers and Prefetch.
+	Managers, Workers, Prefetch int
+	// PauseQueued is the interchange's --pause-queued-tasks (0: default).
+	PauseQueued int
+}
+
+// freePort asks the kernel for a free loopback port. The port is released
+// before the child binds it; another process could take it meanwhile,
+// which shows as a start-up error.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Spawn starts a forwarder, an interchange and opts.Managers managers on
+// free loopback ports and waits until the endpoint is connected with all
+// its managers registered.
+func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
+	if opts.Exe == "" {
+		return nil, errors.New("bench: no switchyard binary to start")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	dir := opts.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "switchyard-bench-"); err != nil {
+			return nil, err
+		}
+	}
+	var ports [4]int
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		ports[i] = p
+	}
+	e := &Endpoint{ID: "bench", Dir: dir, spawned: true,
+		API:             fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		InterchangeHTTP: fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
+		ManagersAddr:    fmt.Sprintf("tcp://127.0.0.1:%d", ports[3])}
+	fwdZMQ := fmt.Sprintf("tcp://127.0.0.1:%d", ports[1])
+	iv := opts.Interval.String()
+	common := []string{"--heartbeat-interval", iv, "--log-format", "json", "--log-level", "warn"}
+	fwd := append([]string{"forwarder", "--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--listen-zmq", fwdZMQ,
+		"--state-dir", filepath.Join(dir, "forwarder")}, common...)
+	ix := append([]string{"interchange", "--endpoint-id", e.ID, "--forwarder", fwdZMQ, "--listen-managers", e.ManagersAddr,
+		"--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--state-dir", filepath.Join(dir, "interchange")}, common...)
+	if opts.NoPersist {
+		fwd = append(fwd, "--no-persist")
+		ix = append(ix, "--no-persist")
+	}
+	if opts.PauseQueued > 0 {
+		ix = append(ix, "--pause-queued-tasks", strconv.Itoa(opts.PauseQueued))
+	}
+	specs := []struct {
+		name string
+		argv []string
+	}{{"forwarder", fwd}, {"interchange", ix}}
+	for i := 1; i <= opts.Managers; i++ {
+		id := fmt.Sprintf("bench-manager-%d", i)
+		specs = append(specs, struct {
+			name string
+			argv []string
+		}{fmt.Sprintf("manager-%d", i), append([]string{"manager", "--interchange", e.ManagersAddr, "--manager-id", id,
+			"--workers", strconv.Itoa(opts.Workers), "--prefetch", strconv.Itoa(opts.Prefetch),
+			"--state-dir", filepath.Join(dir, id)}, common...)})
+	}
+	for _, s := range specs {
+		p, err := startProc(opts.Exe, dir, s.name, s.argv)
+		if err != nil {
+			e.Stop()
+			return nil, err
+		}
+		e.Procs = append(e.Procs, p)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	a := newAPI(e.API, hc)
+	err := pollUntil(ctx, 30*time.Second+3*opts.Interval, 20*time.Millisecond, func() error {
+		for _, p := range e.Procs {
+			select {
+			case err := <-p.done:
+				p.done <- err
+				return &fatalError{fmt.Errorf("%s exited during start-up (%v); see %s", p.Name, err, p.Log)}
+			default:
+			}
+		}
+		v, err := a.endpoint(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		st, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+		if err != nil {
+			return err
+		}
+		if !v.Connected || st.Managers < opts.Managers || v.Managers < opts.Managers {
+			return fmt.Errorf("endpoint connected=%v, interchange has %d managers, forwarder sees %d; want %d",
+				v.Connected, st.Managers, v.Managers, opts.Managers)
+		}
+		return nil
+	})
+	if err != nil {
+		e.Stop()
+		return nil, fmt.Errorf("endpoint did not come up: %w (logs in %s)", err, dir)
+	}
+	return e, nil
+}
+
+type fatalError struct{ error }
+
+func startProc(exe, dir, name string, argv []string) (*Proc, error) {
+	logPath := filepath.Join(dir, name+".log")
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, argv...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	// Children die with the bench even if it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Proc{Name: name, PID: cmd.Process.Pid, Log: logPath, cmd: cmd, done: make(chan error, 1)}
+	go func() {
+		err := cmd.Wait()
+		lf.Close()
+		p.done <- err
+	}()
+	return p, nil
+}
+
+// Proc finds a child by name.
+func (e *Endpoint) Proc(name string) *Proc {
+	for _, p := range e.Procs {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Alive returns an error naming a child that has exited.
+func (e *Endpoint) Alive() error {
+	for _, p := range e.Procs {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return fmt.Errorf("%s exited (%v); see %s", p.Name, err, p.Log)
+		default:
+		}
+	}
+	return nil
+}
+
+// Stop ends the children (SIGTERM, then SIGKILL after 10s), managers
+// first.
+func (e *Endpoint) Stop() {
+	for i := len(e.Procs) - 1; i >= 0; i-- {
+		_ = e.Procs[i].cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range e.Procs {
+		select {
+		case err := <-p.done:
+			p.done <- err
+		case <-time.After(time.Until(deadline)):
+			_ = p.cmd.Process.Kill()
+			err := <-p.done
+			p.done <- err
+		}
+	}
+}
+
+// Remove deletes the state dir of a spawned endpoint.
+func (e *Endpoint) Remove() {
+	if e.spawned && e.Dir != "" {
+		_ = os.RemoveAll(e.Dir)
+	}
+}
