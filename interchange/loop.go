@@ -23,9 +23,9 @@ type itask struct {
 	code    messages.TaskStatusCode
 	mgr     *manager // nil while queued
 	queued  bool
-	seq     uint64    // store key
-	since   time.Time // when it was last queued
-	seen    time.Time // last delta or result about it from its manager
+	seq     uint64 // store key
+	since   int64  // unix ns when it was last queued
+	seen    int64  // unix ns of the last delta about it from its manager
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -185,7 +185,7 @@ func (l *loop) handleEvent(ev *event) {
 // --- queue
 
 func (l *loop) enqueueBack(t *itask) {
-	t.since = time.Now()
+	t.since = time.Now().UnixNano()
 	t.queued = true
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
@@ -194,7 +194,7 @@ func (l *loop) enqueueBack(t *itask) {
 }
 
 func (l *loop) enqueueFront(t *itask) {
-	t.since = time.Now()
+	t.since = time.Now().UnixNano()
 	t.queued = true
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
@@ -355,10 +355,13 @@ func (l *loop) housekeeping(now time.Time) {
 	for _, m := range lost {
 		l.managerLost(m, "heartbeat timeout", now)
 	}
+	// Managers report every interval and each report is answered at once,
+	// so this is only the fallback; half an interval of slack keeps it from
+	// racing the answer and doubling the traffic.
+	idle := l.ix.opts.HeartbeatInterval + l.ix.opts.HeartbeatInterval/2
 	for _, m := range l.order {
-		if now.Sub(m.lastSent) >= l.ix.opts.HeartbeatInterval {
+		if now.Sub(m.lastSent) >= idle {
 			l.sendManager(m, &messages.Heartbeat{})
-			l.ix.m.heartbeatsSent.WithLabelValues("manager").Inc()
 		}
 	}
 	for id, c := range l.mgrCmds {

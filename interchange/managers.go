@@ -48,6 +48,9 @@ func (l *loop) sendManager(m *manager, msg messages.Message) error {
 		return err
 	}
 	m.lastSent = time.Now()
+	if msg.Type() == messages.TypeHeartbeat {
+		l.ix.m.heartbeatsSent.WithLabelValues("manager").Inc()
+	}
 	return nil
 }
 
@@ -96,6 +99,7 @@ func (l *loop) handleManager(frames [][]byte) {
 	case *messages.Heartbeat:
 		l.ix.m.heartbeatsRecv.WithLabelValues("manager").Inc()
 	case *messages.ManagerStatusReport:
+		l.ix.m.reportsRecv.Inc()
 		l.managerReport(m, x)
 		// Answer at once so the manager knows we are alive.
 		_ = l.sendManager(m, &messages.Heartbeat{})
@@ -173,7 +177,7 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 			l.ix.m.staleUpdates.Inc()
 			continue
 		}
-		t.seen = time.Now()
+		t.seen = time.Now().UnixNano()
 		if messages.Apply(t.code.State(), t.attempt, d.Code.State(), d.Attempt) != messages.Applied {
 			continue
 		}
@@ -265,7 +269,7 @@ func (l *loop) dispatch() {
 			deltas := make([]messages.Delta, len(sent))
 			now := time.Now().UnixNano()
 			for i, t := range sent {
-				l.ix.m.dispatchWait.Observe(time.Duration(now - t.since.UnixNano()).Seconds())
+				l.ix.m.dispatchWait.Observe(time.Duration(now - t.since).Seconds())
 				t.mgr = m
 				t.code = messages.WaitingForLaunch
 				m.outstanding[t.id] = t
@@ -287,7 +291,7 @@ func (l *loop) resyncDone(m *manager, now time.Time) {
 	m.resyncUntil = time.Time{}
 	var gone []*itask
 	for _, t := range m.outstanding {
-		if t.seen.Before(m.registered) {
+		if t.seen < m.registered.UnixNano() {
 			gone = append(gone, t)
 		}
 	}

@@ -21,7 +21,7 @@ var errCancelled = errors.New("cancelled by request")
 func run(ctx context.Context, t messages.Task, outputLimit int) (r messages.Result) {
 	r = messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
 	defer func() { r.Finished = time.Now().UnixNano() }()
-	spec, err := taskspec.Parse(t.Payload)
+	spec, err := taskspec.Decode(t.Payload)
 	if err != nil {
 		r.Code, r.Error = messages.Failed, "bad task: "+err.Error()
 		return r

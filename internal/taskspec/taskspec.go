@@ -84,6 +84,17 @@ func asType(err error, te **json.UnmarshalTypeError) bool {
 	return ok
 }
 
+// Decode reads a spec that was validated when it was accepted (the
+// payload a manager receives): no strict field check, so it is cheaper
+// than Parse, but the kind and arguments are still checked.
+func Decode(raw []byte) (Spec, error) {
+	var s Spec
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return s, describe(err)
+	}
+	return s, s.Validate()
+}
+
 // Validate checks a spec's kind and arguments.
 func (s Spec) Validate() error {
 	if len(s.Args) > MaxArgs {
