@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -116,9 +117,11 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 			if maxRetries == 0 {
 				maxRetries = -1 // Options reads 0 as the default
 			}
+
 			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
-				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
+				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
+				AdaptiveGC: os.Getenv("GOGC") == "", Pprof: df.pprof, Log: log, Version: version})
 			if err != nil {
 				return err
 			}
