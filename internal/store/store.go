@@ -30,6 +30,9 @@ type Store struct {
 	path    string
 	buckets []string
 
+	// commitMu is held by whoever commits: the writer goroutine or a
+	// WriteSync caller that found no commit running.
+	commitMu sync.Mutex
 	mu       sync.Mutex
 	pending  map[string]Op // bucket+key -> last op
 	order    []string
@@ -150,11 +153,32 @@ func (s *Store) Write(ops []Op, cb func(error)) {
 	}
 }
 
-// WriteSync queues ops and waits until they are durable.
+// WriteSync queues ops and waits until they are durable. When no commit
+// is running the caller commits itself, with whatever else is queued, and
+// saves two goroutine hand-offs; otherwise the running commit's successor
+// takes its ops along.
 func (s *Store) WriteSync(ops []Op) error {
 	ch := make(chan error, 1)
 	s.Write(ops, func(err error) { ch <- err })
+	if s.commitMu.TryLock() {
+		_ = s.commit()
+		s.commitMu.Unlock()
+		s.kickIfPending()
+	}
 	return <-ch
+}
+
+// kickIfPending wakes the writer for ops queued during a commit.
+func (s *Store) kickIfPending() {
+	s.mu.Lock()
+	pending := len(s.order) > 0 || len(s.cbs) > 0
+	s.mu.Unlock()
+	if pending {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (s *Store) writer() {
@@ -164,12 +188,17 @@ func (s *Store) writer() {
 	for {
 		select {
 		case <-s.quit:
+			s.commitMu.Lock()
 			s.commit()
+			s.commitMu.Unlock()
 			return
 		case <-s.wake:
 		case <-retry.C:
 		}
-		if err := s.commit(); err != nil {
+		s.commitMu.Lock()
+		err := s.commit()
+		s.commitMu.Unlock()
+		if err != nil {
 			retry.Reset(time.Second)
 		}
 	}
