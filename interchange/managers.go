@@ -256,9 +256,7 @@ func (l *loop) dispatch() {
 				break
 			}
 			if err := l.sendManager(m, &messages.TaskBatch{Tasks: m.sendBuf}); err != nil {
-				for i := len(sent) - 1; i >= 0; i-- {
-					l.enqueueFront(sent[i])
-				}
+				l.enqueueFront(sent...)
 				if errors.Is(err, zsock.ErrWouldBlock) {
 					m.blocked = true
 					l.retryAt = time.Now().Add(5 * time.Millisecond)
@@ -270,6 +268,8 @@ func (l *loop) dispatch() {
 			now := time.Now().UnixNano()
 			for i, t := range sent {
 				l.ix.m.dispatchWait.Observe(time.Duration(now - t.since).Seconds())
+				// Counts as heard of for a re-registration's re-sync.
+				t.seen = now
 				t.mgr = m
 				t.code = messages.WaitingForLaunch
 				m.outstanding[t.id] = t
@@ -331,6 +331,7 @@ func (l *loop) managerLost(m *manager, reason string, now time.Time) {
 // failed once they have used up their retries.
 func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (requeued, failed int) {
 	var deltas []messages.Delta
+	var back []*itask
 	for _, t := range ts {
 		id := t.id
 		delete(m.outstanding, id)
@@ -342,15 +343,18 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 			failed++
 			continue
 		}
-		l.enqueueFront(t)
+		back = append(back, t)
 		if l.ix.store != nil {
 			l.ops = append(l.ops, taskOp(t))
 		}
 		deltas = append(deltas, messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: t.attempt, At: now.UnixNano()})
 		requeued++
 	}
+	l.enqueueFront(back...)
 	if len(deltas) > 0 {
-		l.ix.status.add(deltas...)
+		// Tell the forwarder of the new attempts only once they are stored:
+		// a restart must not fall back to an attempt it has already seen.
+		l.persist(l.takeOps(), func(l *loop) { l.ix.status.add(deltas...) })
 	}
 	return requeued, failed
 }
