@@ -183,7 +183,12 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id := messages.TaskID(u)
-		ts[i] = &Task{ID: id, Endpoint: epID, Kind: s.Kind, Spec: s.Encode(), State: state, Attempts: 1, CreatedAt: now}
+		spec := s.Encode()
+		if len(spec) > taskspec.MaxSpecBytes {
+			f.fail(w, http.StatusRequestEntityTooLarge, "tasks[%d] is %d bytes encoded; the limit is %d", i, len(spec), taskspec.MaxSpecBytes)
+			return
+		}
+		ts[i] = &Task{ID: id, Endpoint: epID, Kind: s.Kind, Spec: spec, State: state, Attempts: 1, CreatedAt: now}
 		ids[i] = id
 		out[i] = id.String()
 	}

@@ -503,9 +503,8 @@ func (f *Forwarder) flush(ls *loopState, ep *endpoint) {
 		return
 	}
 	for len(ep.pending) > 0 {
-		n := min(len(ep.pending), f.opts.BatchSize)
-		chunk := ep.pending[:n]
-		ls.sendBuf = f.tasks.forSend(chunk, ls.sendBuf[:0])
+		var n int
+		ls.sendBuf, n = f.tasks.forSend(ep.pending[:min(len(ep.pending), f.opts.BatchSize)], ls.sendBuf[:0])
 		if len(ls.sendBuf) > 0 {
 			err := f.send(ls, ep, &messages.TaskBatch{Tasks: ls.sendBuf})
 			if err != nil {

@@ -297,19 +297,25 @@ func (tt *taskTable) len() int {
 	return len(tt.tasks)
 }
 
-// forSend returns the tasks of ids that still need sending; cancelled or
-// finished ones are skipped.
-func (tt *taskTable) forSend(ids []messages.TaskID, out []messages.Task) []messages.Task {
+// forSend returns the tasks of ids that still need sending, skipping
+// cancelled or finished ones, up to one batch's worth of payload bytes; it
+// also says how many ids it used.
+func (tt *taskTable) forSend(ids []messages.TaskID, out []messages.Task) ([]messages.Task, int) {
+	size := 0
 	tt.mu.RLock()
-	for _, id := range ids {
+	defer tt.mu.RUnlock()
+	for i, id := range ids {
 		t, ok := tt.tasks[id]
 		if !ok || t.State.Terminal() {
 			continue
 		}
+		size += len(t.Spec) + 32
+		if len(out) > 0 && size > messages.MaxBatchBytes {
+			return out, i
+		}
 		out = append(out, messages.Task{ID: id, Attempt: t.Attempts, Payload: t.Spec})
 	}
-	tt.mu.RUnlock()
-	return out
+	return out, len(ids)
 }
 
 // applyDeltas moves tasks forward as the endpoint reports them and

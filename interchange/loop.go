@@ -323,9 +323,8 @@ func (l *loop) flushResults() {
 	if len(l.outbox) == 0 || !l.up.registered {
 		return
 	}
-	const batch = 1000
 	for len(l.outbox) > 0 {
-		n := min(len(l.outbox), batch)
+		n := messages.ChunkResults(l.outbox, 1000)
 		chunk := l.outbox[:n]
 		ids := make([]messages.TaskID, n)
 		for i := range chunk {

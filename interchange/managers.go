@@ -244,11 +244,13 @@ func (l *loop) dispatch() {
 			share := max(1, min(free, (l.queued+n-1)/n))
 			m.sendBuf = m.sendBuf[:0]
 			var sent []*itask
-			for len(m.sendBuf) < share {
+			size := 0
+			for len(m.sendBuf) < share && size < messages.MaxBatchBytes {
 				t := l.pop()
 				if t == nil {
 					break
 				}
+				size += len(t.payload) + 32
 				sent = append(sent, t)
 				m.sendBuf = append(m.sendBuf, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
 			}

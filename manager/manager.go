@@ -545,7 +545,7 @@ func (l *loop) flushResults() {
 		return
 	}
 	for len(l.outbox) > 0 {
-		n := min(len(l.outbox), 1000)
+		n := messages.ChunkResults(l.outbox, 1000)
 		if err := l.sendErr(&messages.ResultBatch{Results: l.outbox[:n]}); err != nil {
 			if errors.Is(err, zsock.ErrWouldBlock) {
 				l.retryAt = time.Now().Add(5 * time.Millisecond)

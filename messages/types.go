@@ -141,3 +141,33 @@ func (o CommandOp) String() string {
 	}
 	return fmt.Sprintf("op(%d)", byte(o))
 }
+
+// MaxBatchBytes bounds the payload bytes senders put in one TaskBatch or
+// ResultBatch, far below the sockets' message limit, so no batch is ever
+// too big to deliver.
+const MaxBatchBytes = 16 << 20
+
+// ChunkTasks is how many leading tasks go in one batch: at least one, at
+// most maxItems, payloads within MaxBatchBytes.
+func ChunkTasks(ts []Task, maxItems int) int {
+	size := 0
+	for i := range ts {
+		size += len(ts[i].Payload) + 32
+		if i > 0 && (i >= maxItems || size > MaxBatchBytes) {
+			return i
+		}
+	}
+	return len(ts)
+}
+
+// ChunkResults is ChunkTasks for results.
+func ChunkResults(rs []Result, maxItems int) int {
+	size := 0
+	for i := range rs {
+		size += len(rs[i].Payload) + len(rs[i].Error) + 48
+		if i > 0 && (i >= maxItems || size > MaxBatchBytes) {
+			return i
+		}
+	}
+	return len(rs)
+}
