@@ -27,7 +27,7 @@ type fakeEndpoint struct {
 func connect(t *testing.T, opts forwarder.Options) *fakeEndpoint {
 	t.Helper()
 	f, c := startForwarder(t, opts)
-	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{})
+	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{AckTasks: true})
 	e := &fakeEndpoint{Peer: ix, f: f, c: c}
 	e.register(t)
 	return e
@@ -568,4 +568,45 @@ func TestRandomFramesFromEndpoints(t *testing.T) {
 	}
 	e.received(t, more)
 	t.Logf("%d random messages (%d undecodable) handled; forwarder still serving", len(msgs), bad)
+}
+
+// A TaskBatch lost without any reconnect being noticed (no ack comes) is
+// sent again after the threshold; an acknowledged one is not.
+func TestUnacknowledgedTasksSentAgain(t *testing.T) {
+	f, c := startForwarder(t, forwarder.Options{})
+	ix := testutil.NewDealer(t, "silent interchange", ep, f.ZMQAddr(), testutil.PeerOptions{})
+	e := &fakeEndpoint{Peer: ix, f: f, c: c}
+	e.register(t)
+	ids, err := c.Submit(ep, map[string]any{"kind": "noop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		n := 0
+		for _, x := range e.Tasks("") {
+			if x.ID.String() == ids[0] {
+				n++
+			}
+		}
+		if n < 2 {
+			return fmt.Errorf("task sent %d times; want it again after the threshold without an ack", n)
+		}
+		return nil
+	})
+	if v := e.metric(t, "tasks_resent_total"); v < 1 {
+		t.Fatalf("tasks_resent_total = %v", v)
+	}
+	e.Send(t, "", &messages.Ack{IDs: []messages.TaskID{tid(t, ids[0])}})
+	e.Sync(t, "")
+	sent := len(e.Tasks(""))
+	hb := e.Count(func(r testutil.Received) bool { return r.Type() == messages.TypeHeartbeat })
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n := e.Count(func(r testutil.Received) bool { return r.Type() == messages.TypeHeartbeat }); n < hb+20 {
+			return fmt.Errorf("%d heartbeats since the ack", n-hb)
+		}
+		return nil
+	})
+	if n := len(e.Tasks("")); n != sent {
+		t.Fatalf("an acknowledged task was sent again (%d -> %d sends)", sent, n)
+	}
 }

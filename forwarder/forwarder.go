@@ -189,6 +189,10 @@ type endpoint struct {
 	report     messages.EPStatusReport
 	pending    []messages.TaskID
 	inflight   map[messages.TaskID]struct{}
+	// unacked are sent tasks the interchange has not acknowledged, with
+	// when they were sent; they go again if the ack does not come.
+	unacked    map[messages.TaskID]time.Time
+	lastResend time.Time
 	probes     map[uint64]chan commandResult
 }
 
@@ -212,7 +216,8 @@ func (f *Forwarder) endpointFor(ls *loopState, id string) *endpoint {
 	ep, ok := ls.eps[id]
 	if !ok {
 		ep = &endpoint{id: id, identity: []byte(id), inflight: make(map[messages.TaskID]struct{}),
-			probes: make(map[uint64]chan commandResult), lostReason: "never connected"}
+			unacked: make(map[messages.TaskID]time.Time),
+			probes:  make(map[uint64]chan commandResult), lostReason: "never connected"}
 		ls.eps[id] = ep
 	}
 	return ep
@@ -345,7 +350,10 @@ func (f *Forwarder) handleZMQ(ls *loopState, frames [][]byte) {
 	case *messages.ResultBatch:
 		f.applyResults(ls, ep, m)
 	case *messages.Ack:
-		// The interchange took these tasks; nothing to do until deltas arrive.
+		// The interchange has stored these tasks.
+		for _, id := range m.IDs {
+			delete(ep.unacked, id)
+		}
 	case *messages.CommandReply:
 		if pc, ok := ls.commands[m.ID]; ok && pc.ep == id {
 			pc.reply <- commandResult{reply: m}
@@ -383,6 +391,7 @@ func (f *Forwarder) register(ls *loopState, id string, reg *messages.Registratio
 			resend = append(resend, id)
 		}
 		clear(ep.inflight)
+		clear(ep.unacked)
 		ep.pending = append(resend, ep.pending...)
 	}
 	f.log.WithFields(logrus.Fields{"endpoint": id, "host": reg.Hostname, "version": reg.SoftwareVersion,
@@ -426,6 +435,7 @@ func (f *Forwarder) applyResults(ls *loopState, ep *endpoint, b *messages.Result
 		switch v {
 		case messages.Applied:
 			delete(ep.inflight, r.ID)
+			delete(ep.unacked, r.ID)
 			f.m.results.WithLabelValues(string(r.Code.State())).Inc()
 			if r.Finished > 0 {
 				if t, ok := f.tasks.get(r.ID); ok {
@@ -434,6 +444,7 @@ func (f *Forwarder) applyResults(ls *loopState, ep *endpoint, b *messages.Result
 			}
 		case messages.Same, messages.Regress:
 			delete(ep.inflight, r.ID)
+			delete(ep.unacked, r.ID)
 			f.m.duplicates.Inc()
 		default:
 			f.m.staleUpdates.Inc()
@@ -502,6 +513,7 @@ func (f *Forwarder) flush(ls *loopState, ep *endpoint) {
 	if !ep.connected || !ep.report.ServingState.PushAllowed() {
 		return
 	}
+	now := time.Now()
 	for len(ep.pending) > 0 {
 		var n int
 		ls.sendBuf, n = f.tasks.forSend(ep.pending[:min(len(ep.pending), f.opts.BatchSize)], ls.sendBuf[:0])
@@ -519,6 +531,7 @@ func (f *Forwarder) flush(ls *loopState, ep *endpoint) {
 			f.m.sentTasks.Add(float64(len(ls.sendBuf)))
 			for i := range ls.sendBuf {
 				ep.inflight[ls.sendBuf[i].ID] = struct{}{}
+				ep.unacked[ls.sendBuf[i].ID] = now
 				ls.sendBuf[i] = messages.Task{}
 			}
 		}
@@ -542,6 +555,7 @@ func (f *Forwarder) housekeeping(ls *loopState, now time.Time) {
 				f.m.heartbeatsSent.Inc()
 			}
 		}
+		f.resendUnacked(ep, now)
 	}
 	for id, pc := range ls.commands {
 		if now.After(pc.deadline) {
@@ -560,6 +574,7 @@ func (f *Forwarder) endpointLost(ep *endpoint, reason string, now time.Time) {
 		ids = append(ids, id)
 	}
 	clear(ep.inflight)
+	clear(ep.unacked)
 	back := f.tasks.endpointLost(ids)
 	ep.pending = append(back, ep.pending...)
 	for n, ch := range ep.probes {
@@ -583,4 +598,27 @@ func (f *Forwarder) connectedCount() int {
 		}
 	}
 	return n
+}
+
+// resendUnacked sends again, once per threshold, the tasks the interchange
+// did not acknowledge in time (a message lost in a reconnect that nobody
+// noticed); the interchange drops ids it already has.
+func (f *Forwarder) resendUnacked(ep *endpoint, now time.Time) {
+	th := f.opts.HeartbeatThreshold
+	if len(ep.unacked) == 0 || now.Sub(ep.lastResend) < th {
+		return
+	}
+	ep.lastResend = now
+	var again []messages.TaskID
+	for id, at := range ep.unacked {
+		if now.Sub(at) > th {
+			again = append(again, id)
+			delete(ep.unacked, id)
+		}
+	}
+	if len(again) > 0 {
+		f.m.resent.Add(float64(len(again)))
+		f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(again)}).Warn("endpoint did not acknowledge tasks; sending them again")
+		ep.pending = append(again, ep.pending...)
+	}
 }

@@ -58,6 +58,8 @@ type loop struct {
 	// holdUntil delays dispatch after a recovery so managers can re-sync
 	// the tasks they already hold.
 	holdUntil time.Time
+	// lastResend is when unacknowledged results were last looked at.
+	lastResend time.Time
 	// reregAsked limits Reregister replies to one per interval per peer.
 	reregAsked map[string]time.Time
 }
@@ -337,10 +339,39 @@ func (l *loop) flushResults() {
 			return
 		}
 		l.ix.status.drop(ids)
+		now := time.Now().UnixNano()
+		for _, id := range ids {
+			if h, ok := l.held[id]; ok {
+				h.sentAt = now
+			}
+		}
 		l.ix.m.resultsUp.Add(float64(n))
 		l.outbox = l.outbox[n:]
 	}
 	l.outbox = nil
+}
+
+// resendUnacked queues again, once per threshold, results the forwarder
+// has not acknowledged in time (an ack or a batch lost in a reconnect that
+// nobody noticed); the forwarder applies a result at most once.
+func (l *loop) resendUnacked(now time.Time) {
+	th := l.ix.opts.HeartbeatThreshold
+	if len(l.held) == 0 || !l.up.registered || now.Sub(l.lastResend) < th {
+		return
+	}
+	l.lastResend = now
+	n := 0
+	for _, h := range l.held {
+		if h.sentAt != 0 && now.UnixNano()-h.sentAt > int64(th) {
+			h.sentAt = 0
+			l.outbox = append(l.outbox, h.Result)
+			n++
+		}
+	}
+	if n > 0 {
+		l.ix.m.resultsResent.Add(float64(n))
+		l.log.WithField("results", n).Warn("forwarder did not acknowledge results; sending them again")
+	}
 }
 
 // resendHeld queues every unacknowledged result again, after the
@@ -368,6 +399,7 @@ func (l *loop) publishTotals() {
 
 func (l *loop) housekeeping(now time.Time) {
 	l.up.housekeeping(l, now)
+	l.resendUnacked(now)
 	var lost []*manager
 	for _, m := range l.order {
 		if now.Sub(m.lastSeen) > l.ix.opts.HeartbeatThreshold {

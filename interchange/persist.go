@@ -58,7 +58,8 @@ func resultDeleteOp(seq uint64) store.Op {
 // heldResult is a result waiting for the forwarder's ack.
 type heldResult struct {
 	messages.Result
-	seq uint64
+	seq    uint64
+	sentAt int64 // unix ns of the last send; 0 while waiting to go
 }
 
 // recovered is what a restarted interchange found in its store.

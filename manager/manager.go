@@ -189,7 +189,8 @@ func (mg *Manager) Run(ctx context.Context) error {
 		go mg.worker(workCtx, work, &workers)
 	}
 	l := &loop{mg: mg, log: mg.log, tasks: make(map[messages.TaskID]*mtask), unacked: make(map[messages.TaskID]messages.Result),
-		deltas: make(map[messages.TaskID]messages.Delta), work: work, workCtx: workCtx}
+		deltas: make(map[messages.TaskID]messages.Delta), work: work, workCtx: workCtx,
+		sentAt: make(map[messages.TaskID]int64)}
 	loopErr := l.run(ctx)
 	close(work)
 	stopWork()
@@ -242,10 +243,13 @@ type loop struct {
 	work    chan *mtask
 	workCtx context.Context
 	unacked map[messages.TaskID]messages.Result
-	outbox  []messages.Result
-	deltas  map[messages.TaskID]messages.Delta
-	evs     []event
-	retryAt time.Time
+	// sentAt is when each unacknowledged result was last sent.
+	sentAt     map[messages.TaskID]int64
+	lastResend time.Time
+	outbox     []messages.Result
+	deltas     map[messages.TaskID]messages.Delta
+	evs        []event
+	retryAt    time.Time
 }
 
 func (l *loop) close() {
@@ -420,6 +424,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 	case *messages.Ack:
 		for _, id := range m.IDs {
 			delete(l.unacked, id)
+			delete(l.sentAt, id)
 		}
 	case *messages.Command:
 		l.send(l.command(m))
@@ -552,9 +557,38 @@ func (l *loop) flushResults() {
 			}
 			return
 		}
+		now := time.Now().UnixNano()
+		for i := range l.outbox[:n] {
+			if _, ok := l.unacked[l.outbox[i].ID]; ok {
+				l.sentAt[l.outbox[i].ID] = now
+			}
+		}
 		l.outbox = l.outbox[n:]
 	}
 	l.outbox = nil
+}
+
+// resendUnacked queues again, once per threshold, results the interchange
+// has not acknowledged in time; it applies a result at most once.
+func (l *loop) resendUnacked(now time.Time) {
+	th := l.mg.opts.HeartbeatThreshold
+	if len(l.sentAt) == 0 || !l.registered || now.Sub(l.lastResend) < th {
+		return
+	}
+	l.lastResend = now
+	n := 0
+	for id, at := range l.sentAt {
+		if now.UnixNano()-at > int64(th) {
+			delete(l.sentAt, id)
+			if r, ok := l.unacked[id]; ok {
+				l.outbox = append(l.outbox, r)
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		l.log.WithField("results", n).Warn("interchange did not acknowledge results; sending them again")
+	}
 }
 
 func (l *loop) housekeeping(now time.Time) {
@@ -574,5 +608,6 @@ func (l *loop) housekeeping(now time.Time) {
 		l.send(&messages.Heartbeat{})
 		l.mg.m.heartbeatsSent.Inc()
 	}
+	l.resendUnacked(now)
 	l.publishView(now)
 }

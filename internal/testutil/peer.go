@@ -71,6 +71,7 @@ type Peer struct {
 	arrived chan struct{} // closed and replaced at each arrival
 	hb      time.Duration
 	autoAck bool
+	ackTask bool
 	peers   map[string]bool // identities seen (ROUTER)
 	sentN   map[messages.Type]int
 }
@@ -82,6 +83,9 @@ type PeerOptions struct {
 	Heartbeat time.Duration
 	// AutoAck answers every ResultBatch with an Ack of its ids.
 	AutoAck bool
+	// AckTasks answers every TaskBatch with an Ack of its ids, as an
+	// interchange does once it has stored them.
+	AckTasks bool
 }
 
 // NewDealer connects a DEALER with routing id identity to addr.
@@ -103,7 +107,7 @@ func NewRouter(t testing.TB, name, addr string, o PeerOptions) *Peer {
 func newPeer(t testing.TB, name string, kind zmq.Type, identity, addr string, o PeerOptions) *Peer {
 	t.Helper()
 	p := &Peer{name: name, router: kind == zmq.ROUTER, out: make(chan outgoing, 64), quit: make(chan struct{}),
-		done: make(chan struct{}), arrived: make(chan struct{}), hb: o.Heartbeat, autoAck: o.AutoAck,
+		done: make(chan struct{}), arrived: make(chan struct{}), hb: o.Heartbeat, autoAck: o.AutoAck, ackTask: o.AckTasks,
 		peers: map[string]bool{}, sentN: map[messages.Type]int{}}
 	zctx, err := zmq.NewContext()
 	if err != nil {
@@ -252,13 +256,26 @@ func (p *Peer) receive(sock *zmq.Socket, frames [][]byte) {
 	p.taken = append(p.taken, false)
 	close(p.arrived)
 	p.arrived = make(chan struct{})
-	autoAck := p.autoAck
+	autoAck, ackTask := p.autoAck, p.ackTask
 	p.mu.Unlock()
-	if b, ok := r.Msg.(*messages.ResultBatch); ok && autoAck {
-		ack := &messages.Ack{}
-		for _, x := range b.Results {
-			ack.IDs = append(ack.IDs, x.ID)
+	var ack *messages.Ack
+	switch b := r.Msg.(type) {
+	case *messages.ResultBatch:
+		if autoAck {
+			ack = &messages.Ack{}
+			for _, x := range b.Results {
+				ack.IDs = append(ack.IDs, x.ID)
+			}
 		}
+	case *messages.TaskBatch:
+		if ackTask {
+			ack = &messages.Ack{}
+			for _, x := range b.Tasks {
+				ack.IDs = append(ack.IDs, x.ID)
+			}
+		}
+	}
+	if ack != nil {
 		if f, err := ack.Pack(); err == nil {
 			var id []byte
 			if p.router {
