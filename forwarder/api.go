@@ -230,7 +230,7 @@ func (f *Forwarder) handleGet(w http.ResponseWriter, r *http.Request) {
 		t, ok = f.tasks.get(id)
 	}
 	if !ok {
-		f.fail(w, http.StatusNotFound, "unknown task id %s", id)
+		f.fail(w, http.StatusNotFound, "unknown task id %s (finished tasks are kept for %s)", id, f.opts.Retention)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, t.View())

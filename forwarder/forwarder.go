@@ -160,10 +160,14 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	hctx, hcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var httpErr error
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		httpErr = f.http.Serve(hctx, f.log)
+	}()
+	go func() {
+		defer wg.Done()
+		f.janitor(hctx)
 	}()
 	loopErr := f.loop(ctx)
 	hcancel()
@@ -367,16 +371,20 @@ func (f *Forwarder) handleZMQ(ls *loopState, frames [][]byte) {
 }
 
 func (f *Forwarder) register(ls *loopState, id string, reg *messages.Registration) {
-	ep := f.endpointFor(ls, id)
-	if reg.Role != messages.RoleInterchange {
+	if reg.Role != messages.RoleInterchange || ValidEndpointID(id) != nil {
 		f.log.WithField("peer", id).Warn("registration from a non-interchange refused")
 		if fr, err := (&messages.ErrorReply{Code: messages.CodeRefused, Reason: "only interchanges connect to a forwarder"}).Pack(); err == nil {
 			_ = zsock.Send(f.router, []byte(id), fr)
 		}
 		return
 	}
+	ep := f.endpointFor(ls, id)
 	now := time.Now()
 	delete(ls.reregAsked, id)
+	for n, ch := range ep.probes {
+		ch <- commandResult{err: errors.New("endpoint re-registered")}
+		delete(ep.probes, n)
+	}
 	wasConnected := ep.connected
 	ep.reg = *reg
 	ep.connected = true
@@ -557,6 +565,11 @@ func (f *Forwarder) housekeeping(ls *loopState, now time.Time) {
 		}
 		f.resendUnacked(ep, now)
 	}
+	for id, at := range ls.reregAsked {
+		if now.Sub(at) > f.opts.HeartbeatThreshold {
+			delete(ls.reregAsked, id)
+		}
+	}
 	for id, pc := range ls.commands {
 		if now.After(pc.deadline) {
 			pc.reply <- commandResult{err: errors.New("endpoint did not answer the command in time")}
@@ -620,5 +633,26 @@ func (f *Forwarder) resendUnacked(ep *endpoint, now time.Time) {
 		f.m.resent.Add(float64(len(again)))
 		f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(again)}).Warn("endpoint did not acknowledge tasks; sending them again")
 		ep.pending = append(again, ep.pending...)
+	}
+}
+
+// janitor forgets finished tasks older than the retention period, so a
+// long-running forwarder does not grow without bound.
+func (f *Forwarder) janitor(ctx context.Context) {
+	if f.opts.Retention < 0 {
+		return
+	}
+	t := time.NewTicker(min(max(f.opts.Retention/10, time.Second), time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if n := f.tasks.prune(now.Add(-f.opts.Retention)); n > 0 {
+				f.m.pruned.Add(float64(n))
+				f.log.WithFields(logrus.Fields{"tasks": n, "retention": f.opts.Retention.String()}).Info("forgot finished tasks past retention")
+			}
+		}
 	}
 }

@@ -19,6 +19,9 @@ type Options struct {
 	// Fsync makes every store commit survive a host crash, not only a
 	// process crash (each group commit then waits for the disk).
 	Fsync bool
+	// Retention is how long finished tasks and their results are kept:
+	// 0 means the default (24h), negative means forever.
+	Retention time.Duration
 	// NoPersist keeps tasks in memory only (for benchmarks and tests).
 	NoPersist          bool
 	HeartbeatInterval  time.Duration
@@ -37,6 +40,7 @@ type Options struct {
 const (
 	DefaultListenHTTP = "127.0.0.1:8080"
 	DefaultListenZMQ  = "tcp://127.0.0.1:55001"
+	DefaultRetention  = 24 * time.Hour
 )
 
 func (o *Options) setDefaults() error {
@@ -48,6 +52,9 @@ func (o *Options) setDefaults() error {
 	}
 	if err := heartbeat.Defaults(&o.HeartbeatInterval, &o.HeartbeatThreshold); err != nil {
 		return err
+	}
+	if o.Retention == 0 {
+		o.Retention = DefaultRetention
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000

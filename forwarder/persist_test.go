@@ -180,3 +180,43 @@ func TestForwarderDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// Finished tasks are forgotten after the retention period, in memory and
+// in the store; unfinished ones are kept however old.
+func TestRetentionForgetsFinishedTasks(t *testing.T) {
+	dir := t.TempDir()
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: 300 * time.Millisecond})
+	c := testutil.NewClient(f.URL)
+	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "noop"}, 20)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := c.Submit("ep2", map[string]any{"kind": "noop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: f.ZMQAddr()})
+	testutil.StartManager(t, manager.Options{Interchange: ix.ManagersAddr(), ManagerID: "m1"})
+	c.WaitTerminal(t, ids, 20*time.Second)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		code, body, err := c.Do(http.MethodGet, "/v1/tasks/"+ids[0], nil, nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusNotFound || !strings.Contains(string(body), "kept for 300ms") {
+			return fmt.Errorf("finished task still there: %d %s", code, body)
+		}
+		return nil
+	})
+	if v := testutil.Metric(t, f.Reg, "switchyard_forwarder_tasks_pruned_total"); v != 20 {
+		t.Fatalf("tasks_pruned_total = %v, want 20", v)
+	}
+	if v, err := c.Get(waiting[0]); err != nil || v.State != "waiting-for-endpoint" {
+		t.Fatalf("an unfinished task was forgotten: %+v %v", v, err)
+	}
+	f.Stop()
+	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: -1})
+	if !f2.Log.Contains("recovering: 1 tasks unfinished of 1 stored") {
+		t.Fatalf("pruned tasks came back from the store:\n%s", f2.Log.String())
+	}
+}

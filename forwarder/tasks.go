@@ -477,3 +477,24 @@ func jsonResult(p []byte) []byte {
 	b, _ := json.Marshal(map[string]string{"raw_base64": base64.StdEncoding.EncodeToString(p)})
 	return b
 }
+
+// prune forgets finished tasks completed before cutoff, in memory and in
+// the store, and returns how many.
+func (tt *taskTable) prune(cutoff time.Time) int {
+	var ops []store.Op
+	n := 0
+	tt.mu.Lock()
+	for id, t := range tt.tasks {
+		if t.State.Terminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(cutoff) {
+			delete(tt.tasks, id)
+			tt.byState[t.State].Add(-1)
+			n++
+			if tt.st != nil {
+				ops = append(ops, store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq)})
+			}
+		}
+	}
+	tt.mu.Unlock()
+	tt.persist(ops, nil)
+	return n
+}

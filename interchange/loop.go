@@ -400,6 +400,11 @@ func (l *loop) publishTotals() {
 func (l *loop) housekeeping(now time.Time) {
 	l.up.housekeeping(l, now)
 	l.resendUnacked(now)
+	for id, at := range l.reregAsked {
+		if now.Sub(at) > l.ix.opts.HeartbeatThreshold {
+			delete(l.reregAsked, id)
+		}
+	}
 	var lost []*manager
 	for _, m := range l.order {
 		if now.Sub(m.lastSeen) > l.ix.opts.HeartbeatThreshold {

@@ -66,6 +66,7 @@ func newForwarderCmd() *cobra.Command {
 	var df daemonFlags
 	var listenZMQ string
 	var noPersist, fsync bool
+	var retention time.Duration
 	cmd := &cobra.Command{
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
@@ -79,7 +80,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 				return err
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
-				NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log})
+				NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log})
 			if err != nil {
 				return err
 			}
@@ -92,6 +93,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().StringVar(&listenZMQ, "listen-zmq", forwarder.DefaultListenZMQ, "ZMQ ROUTER address interchanges connect to")
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks in memory only (benchmarks); a restart loses them")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
+	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
 	return cmd
 }
 
