@@ -45,7 +45,7 @@ func start(t *testing.T, opts interchange.Options, autoAck bool) *env {
 // manager registers a fake manager that then heartbeats every 50ms.
 func (e *env) manager(t *testing.T, id string, workers, prefetch uint32) *testutil.Peer {
 	t.Helper()
-	p := testutil.NewDealer(t, "fake manager "+id, id, e.ix.ManagersAddr(), testutil.PeerOptions{})
+	p := testutil.NewDealer(t, "fake manager "+id, id, e.ix.ManagersAddr(), testutil.PeerOptions{AckTasks: true})
 	p.Send(t, "", &messages.Registration{Role: messages.RoleManager, ID: id, Workers: workers, Prefetch: prefetch,
 		ProtocolVersion: messages.Version, SoftwareVersion: "test"})
 	p.ExpectType(t, 5*time.Second, "", messages.TypeHeartbeat)
@@ -847,4 +847,28 @@ func TestRandomFrames(t *testing.T) {
 	})
 	on.Send(t, "", result(id, 1, messages.Success, ""))
 	e.waitUpResult(t, id, 1)
+}
+
+// A TaskBatch the manager never acknowledges (lost without a reconnect
+// anyone noticed) is sent to it again after the threshold.
+func TestUnacknowledgedTasksSentAgainToManager(t *testing.T) {
+	e := start(t, interchange.Options{}, true)
+	p := testutil.NewDealer(t, "forgetful manager", "m1", e.ix.ManagersAddr(), testutil.PeerOptions{})
+	p.Send(t, "", &messages.Registration{Role: messages.RoleManager, ID: "m1", Workers: 1,
+		ProtocolVersion: messages.Version, SoftwareVersion: "test"})
+	p.ExpectType(t, 5*time.Second, "", messages.TypeHeartbeat)
+	p.SetHeartbeat(testutil.Interval)
+	id := e.push(t, 1, 1)[0]
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		n := 0
+		for _, x := range p.Tasks("") {
+			if x.ID == id {
+				n++
+			}
+		}
+		if n < 2 {
+			return fmt.Errorf("task sent %d times; want it again without an ack", n)
+		}
+		return nil
+	})
 }

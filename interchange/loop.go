@@ -26,6 +26,7 @@ type itask struct {
 	seq     uint64 // store key
 	since   int64  // unix ns when it was last queued
 	seen    int64  // unix ns of the last delta about it from its manager
+	sentAt  int64  // unix ns it was sent to its manager; 0 once acknowledged
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -411,6 +412,8 @@ func (l *loop) housekeeping(now time.Time) {
 			lost = append(lost, m)
 		} else if !m.resyncUntil.IsZero() && now.After(m.resyncUntil) {
 			l.resyncDone(m, now)
+		} else {
+			l.resendTasks(m, now)
 		}
 	}
 	for _, m := range lost {

@@ -28,6 +28,7 @@ type manager struct {
 	// resyncUntil: after a re-registration, tasks it does not report by
 	// then are taken as lost (it may be a new process with the same id).
 	resyncUntil time.Time
+	lastResend  time.Time
 }
 
 // free is how many more tasks the manager may hold.
@@ -113,6 +114,13 @@ func (l *loop) handleManager(frames [][]byte) {
 				c.reply <- rep
 			} else {
 				l.up.send(rep)
+			}
+		}
+	case *messages.Ack:
+		// The manager holds these tasks.
+		for _, id := range x.IDs {
+			if t, ok := m.outstanding[id]; ok {
+				t.sentAt = 0
 			}
 		}
 	case *messages.HeartbeatReq:
@@ -272,6 +280,7 @@ func (l *loop) dispatch() {
 				l.ix.m.dispatchWait.Observe(time.Duration(now - t.since).Seconds())
 				// Counts as heard of for a re-registration's re-sync.
 				t.seen = now
+				t.sentAt = now
 				t.mgr = m
 				t.code = messages.WaitingForLaunch
 				m.outstanding[t.id] = t
@@ -405,4 +414,30 @@ func (l *loop) command(c *messages.Command, reply chan *messages.CommandReply) *
 		return l.ix.servingCommand(c)
 	}
 	return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("operation %s is not supported by the interchange", c.Op)}
+}
+
+// resendTasks sends a manager again, once per threshold, the tasks it has
+// not acknowledged in time (a batch lost in a reconnect nobody noticed);
+// the manager drops ids it already holds.
+func (l *loop) resendTasks(m *manager, now time.Time) {
+	th := int64(l.ix.opts.HeartbeatThreshold)
+	if len(m.outstanding) == 0 || now.Sub(m.lastResend) < l.ix.opts.HeartbeatThreshold {
+		return
+	}
+	m.lastResend = now
+	var again []messages.Task
+	for _, t := range m.outstanding {
+		if t.sentAt != 0 && now.UnixNano()-t.sentAt > th {
+			t.sentAt = now.UnixNano()
+			again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
+		}
+	}
+	for len(again) > 0 {
+		n := messages.ChunkTasks(again, 1000)
+		if err := l.sendManager(m, &messages.TaskBatch{Tasks: again[:n]}); err != nil {
+			return
+		}
+		l.ix.m.tasksResent.Add(float64(n))
+		again = again[n:]
+	}
 }

@@ -21,6 +21,7 @@ type metrics struct {
 	heartbeatsRecv *prometheus.CounterVec
 	reportsRecv    prometheus.Counter
 	resultsResent  prometheus.Counter
+	tasksResent    prometheus.Counter
 	managersLost   *prometheus.CounterVec
 	forwarderLost  prometheus.Counter
 	registrations  prometheus.Counter
@@ -50,6 +51,7 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		heartbeatsRecv: cv("heartbeats_received_total", "Heartbeats received, by link.", "link"),
 		reportsRecv:    c("manager_status_reports_total", "ManagerStatusReports received."),
 		resultsResent:  c("results_resent_total", "Results sent again because the forwarder did not acknowledge them in time."),
+		tasksResent:    c("tasks_resent_total", "Tasks sent to a manager again because it did not acknowledge them in time."),
 		managersLost:   cv("managers_lost_total", "Managers declared lost, by reason.", "reason"),
 		forwarderLost:  c("forwarder_lost_total", "Times the forwarder was declared lost."),
 		registrations:  c("manager_registrations_total", "Manager registrations accepted."),
@@ -64,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 	g := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_interchange_" + name, Help: help}, fn)
 	}
-	reg.MustRegister(m.reportsRecv, m.resultsResent, m.dispatchWait, m.storeCommit, m.storeOps, m.storeErrors)
+	reg.MustRegister(m.reportsRecv, m.resultsResent, m.tasksResent, m.dispatchWait, m.storeCommit, m.storeOps, m.storeErrors)
 	reg.MustRegister(m.received, m.dispatched, m.results, m.resultsUp, m.duplicates, m.staleUpdates, m.malformed,
 		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters,
 		g("managers", "Registered managers.", func() float64 { return float64(ix.Status().Managers) }),

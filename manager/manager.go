@@ -475,6 +475,12 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 		l.pending = append(l.pending, mt)
 	}
 	l.mg.m.received.Add(float64(len(b.Tasks)))
+	// Tell the interchange we hold them, so it need not send them again.
+	ids := make([]messages.TaskID, len(b.Tasks))
+	for i := range b.Tasks {
+		ids[i] = b.Tasks[i].ID
+	}
+	l.send(&messages.Ack{IDs: ids})
 }
 
 func (l *loop) command(c *messages.Command) *messages.CommandReply {
