@@ -3,9 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -91,23 +89,7 @@ func TestManagerKillLoop(t *testing.T) {
 	if got := countStates(final)["success"]; got != n {
 		t.Fatalf("%d of %d tasks succeeded: %v", got, n, countStates(final))
 	}
-	raw, err := os.ReadFile(runs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	execs := map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
-		execs[line]++
-	}
-	lost, dups := 0, 0
-	for i := 0; i < n; i++ {
-		k := fmt.Sprintf("tok-%d", i)
-		if execs[k] == 0 {
-			lost++
-		} else {
-			dups += execs[k] - 1
-		}
-	}
+	lost, dups := countExecutions(t, runs, n)
 	if lost > 0 {
 		t.Fatalf("%d tasks never ran", lost)
 	}

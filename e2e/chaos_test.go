@@ -110,24 +110,7 @@ func TestChaosKill9(t *testing.T) {
 		}
 	}
 
-	raw, err := os.ReadFile(runs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	execs := map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
-		execs[line]++
-	}
-	lost, dups := 0, 0
-	for i := 0; i < n; i++ {
-		k := fmt.Sprintf("tok-%d", i)
-		switch execs[k] {
-		case 0:
-			lost++
-		default:
-			dups += execs[k] - 1
-		}
-	}
+	lost, dups := countExecutions(t, runs, n)
 	if lost > 0 {
 		t.Errorf("%d tasks never ran", lost)
 	}
@@ -147,4 +130,27 @@ func TestChaosKill9(t *testing.T) {
 	})
 	t.Logf("CHAOS tasks=%d not_success=%d lost=%d duplicate_executions=%d recovery forwarder=%s interchange=%s manager=%s",
 		n, bad, lost, dups, fwdRecovery.Round(time.Millisecond), ixRecovery.Round(time.Millisecond), mgrRecovery.Round(time.Millisecond))
+}
+
+// countExecutions reads the tokens tasks tok-0..tok-(n-1) appended to path
+// and returns how many never ran and how many extra runs there were.
+func countExecutions(t *testing.T, path string, n int) (lost, dups int) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	execs := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		execs[line]++
+	}
+	for i := 0; i < n; i++ {
+		switch k := fmt.Sprintf("tok-%d", i); execs[k] {
+		case 0:
+			lost++
+		default:
+			dups += execs[k] - 1
+		}
+	}
+	return lost, dups
 }
