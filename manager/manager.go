@@ -461,9 +461,17 @@ func (l *loop) resync(now time.Time) {
 func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	for i := range b.Tasks {
 		t := b.Tasks[i]
-		if have, ok := l.tasks[t.ID]; ok && have.task.Attempt >= t.Attempt {
+		have, ok := l.tasks[t.ID]
+		if ok && have.task.Attempt >= t.Attempt {
 			l.mg.m.duplicates.Inc()
 			continue
+		}
+		if ok && have.handed {
+			// A newer attempt replaces one handed to a worker here (we were
+			// taken for lost): keep it from starting, or stop its run; any
+			// result of it is stale.
+			have.claim.CompareAndSwap(0, 2)
+			have.cancel(errCancelled)
 		}
 		if r, ok := l.unacked[t.ID]; ok && r.Attempt >= t.Attempt {
 			l.mg.m.duplicates.Inc()
