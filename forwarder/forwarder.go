@@ -12,6 +12,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
@@ -157,21 +158,11 @@ func (f *Forwarder) closeAll() {
 // Run serves until ctx ends.
 func (f *Forwarder) Run(ctx context.Context) error {
 	f.log.WithFields(logrus.Fields{"http": f.HTTPAddr(), "zmq": f.zmqAddr}).Info("forwarder listening")
-	hctx, hcancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var httpErr error
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		httpErr = f.http.Serve(hctx, f.log)
-	}()
-	go func() {
-		defer wg.Done()
-		f.janitor(hctx)
-	}()
+	bg := daemon.Start(ctx,
+		func(c context.Context) error { return f.http.Serve(c, f.log) },
+		func(c context.Context) error { f.janitor(c); return nil })
 	loopErr := f.loop(ctx)
-	hcancel()
-	wg.Wait()
+	httpErr := bg.Stop()
 	f.closeAll()
 	f.log.Info("forwarder stopped")
 	if loopErr != nil {

@@ -15,6 +15,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
@@ -140,22 +141,12 @@ func (ix *Interchange) closeAll() {
 // Run serves until ctx ends.
 func (ix *Interchange) Run(ctx context.Context) error {
 	ix.log.WithFields(logrus.Fields{"managers": ix.downAddr, "http": ix.HTTPAddr(), "forwarder": ix.opts.Forwarder}).Info("interchange starting")
-	hctx, hcancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var httpErr error
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		httpErr = ix.http.Serve(hctx, ix.log)
-	}()
-	go func() {
-		defer wg.Done()
-		ix.reportLoop(hctx)
-	}()
+	bg := daemon.Start(ctx,
+		func(c context.Context) error { return ix.http.Serve(c, ix.log) },
+		func(c context.Context) error { ix.reportLoop(c); return nil })
 	l := newLoop(ix)
 	loopErr := l.run(ctx)
-	hcancel()
-	wg.Wait()
+	httpErr := bg.Stop()
 	l.close()
 	ix.closeAll()
 	ix.log.Info("interchange stopped")

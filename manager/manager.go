@@ -14,6 +14,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
@@ -168,16 +169,11 @@ func (mg *Manager) closeAll() {
 func (mg *Manager) Run(ctx context.Context) error {
 	mg.log.WithFields(logrus.Fields{"interchange": mg.opts.Interchange, "workers": mg.opts.Workers,
 		"prefetch": mg.opts.Prefetch, "http": mg.HTTPAddr()}).Info("manager starting")
-	hctx, hcancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var httpErr error
+	var fns []func(context.Context) error
 	if mg.http != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			httpErr = mg.http.Serve(hctx, mg.log)
-		}()
+		fns = append(fns, func(c context.Context) error { return mg.http.Serve(c, mg.log) })
 	}
+	bg := daemon.Start(ctx, fns...)
 	workCtx, stopWork := context.WithCancel(context.Background())
 	// Workers take the next task straight from this buffer, so a finished
 	// worker never waits for the loop. It holds everything the manager
@@ -195,8 +191,7 @@ func (mg *Manager) Run(ctx context.Context) error {
 	close(work)
 	stopWork()
 	workers.Wait()
-	hcancel()
-	wg.Wait()
+	httpErr := bg.Stop()
 	l.close()
 	mg.closeAll()
 	mg.log.Info("manager stopped")
