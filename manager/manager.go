@@ -356,10 +356,18 @@ func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
 	case evFinished:
 		r := ev.result
-		// A newer attempt of the same task may have arrived meanwhile.
-		if t, ok := l.tasks[r.ID]; ok && t.task.Attempt == r.Attempt {
+		if t, ok := l.tasks[r.ID]; ok {
+			if t.task.Attempt > r.Attempt {
+				// A newer attempt replaced this run: its result is stale
+				// and must not take the newer one's place.
+				l.mg.m.duplicates.Inc()
+				return
+			}
 			delete(l.tasks, r.ID)
 			delete(l.deltas, r.ID)
+		}
+		if old, ok := l.unacked[r.ID]; ok && old.Attempt > r.Attempt {
+			return
 		}
 		l.unacked[r.ID] = r
 		l.outbox = append(l.outbox, r)
