@@ -19,14 +19,15 @@ import (
 type itask struct {
 	id      messages.TaskID
 	attempt uint32
-	payload []byte
 	code    messages.TaskStatusCode
-	mgr     *manager // nil while queued
 	queued  bool
-	seq     uint64 // store key
-	since   int64  // unix ns when it was last queued
-	seen    int64  // unix ns of the last delta about it from its manager
-	sentAt  int64  // unix ns it was sent to its manager; 0 once acknowledged
+	payload []byte
+	mgr     *manager // nil while queued
+	seq     uint64   // store key
+	// at is, while queued, when it was queued; once sent to a manager,
+	// when it was sent, and 0 once the manager acknowledged it.
+	at   int64
+	seen int64 // unix ns of the last delta about it from its manager
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -188,7 +189,7 @@ func (l *loop) handleEvent(ev *event) {
 // --- queue
 
 func (l *loop) enqueueBack(t *itask) {
-	t.since = time.Now().UnixNano()
+	t.at = time.Now().UnixNano()
 	t.queued = true
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
@@ -201,7 +202,7 @@ func (l *loop) enqueueBack(t *itask) {
 func (l *loop) enqueueFront(ts ...*itask) {
 	now := time.Now().UnixNano()
 	for _, t := range ts {
-		t.since = now
+		t.at = now
 		t.queued = true
 		t.mgr = nil
 		t.code = messages.WaitingForNodes

@@ -120,7 +120,7 @@ func (l *loop) handleManager(frames [][]byte) {
 		// The manager holds these tasks.
 		for _, id := range x.IDs {
 			if t, ok := m.outstanding[id]; ok {
-				t.sentAt = 0
+				t.at = 0
 			}
 		}
 	case *messages.HeartbeatReq:
@@ -277,10 +277,10 @@ func (l *loop) dispatch() {
 			deltas := make([]messages.Delta, len(sent))
 			now := time.Now().UnixNano()
 			for i, t := range sent {
-				l.ix.m.dispatchWait.Observe(time.Duration(now - t.since).Seconds())
+				l.ix.m.dispatchWait.Observe(time.Duration(now - t.at).Seconds())
 				// Counts as heard of for a re-registration's re-sync.
 				t.seen = now
-				t.sentAt = now
+				t.at = now
 				t.mgr = m
 				t.code = messages.WaitingForLaunch
 				m.outstanding[t.id] = t
@@ -427,8 +427,8 @@ func (l *loop) resendTasks(m *manager, now time.Time) {
 	m.lastResend = now
 	var again []messages.Task
 	for _, t := range m.outstanding {
-		if t.sentAt != 0 && now.UnixNano()-t.sentAt > th {
-			t.sentAt = now.UnixNano()
+		if t.at != 0 && now.UnixNano()-t.at > th {
+			t.at = now.UnixNano()
 			again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
 		}
 	}
