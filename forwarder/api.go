@@ -321,7 +321,7 @@ func (f *Forwarder) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 	all, err := f.Cancel([]messages.TaskID{id})
 	if err != nil {
-		f.fail(w, http.StatusServiceUnavailable, "cancel not saved: %v", err)
+		f.fail(w, http.StatusServiceUnavailable, "cancel recorded but not yet stored (the task store is failing: %v); it is retried every second and the task reads cancelled meanwhile", err)
 		return
 	}
 	res := all[0]
@@ -339,7 +339,7 @@ func (f *Forwarder) handleCancelBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := f.Cancel(ids)
 	if err != nil {
-		f.fail(w, http.StatusServiceUnavailable, "cancel not saved: %v", err)
+		f.fail(w, http.StatusServiceUnavailable, "cancel recorded but not yet stored (the task store is failing: %v); it is retried every second and the task reads cancelled meanwhile", err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"tasks": res})
