@@ -1,6 +1,6 @@
 # Switchyard. `make run` starts a local endpoint with a demo workload;
 # `make test` installs what it needs and runs vet and the race tests.
-GO      ?= go
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := bin/switchyard
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
