@@ -41,6 +41,7 @@ type Forwarder struct {
 	cmdSeq uint64
 
 	store      *store.Store
+	res        daemon.Resources
 	recovering bool
 	recovered  map[string][]messages.TaskID
 }
@@ -75,28 +76,22 @@ func New(opts Options) (*Forwarder, error) {
 		return nil, err
 	}
 	f := &Forwarder{opts: opts, log: opts.Log, views: make(map[string]EndpointView)}
+	fail := func(err error) (*Forwarder, error) {
+		f.res.Close()
+		return nil, err
+	}
 	var err error
 	var st *store.Store
-	if opts.StateDir != "" {
-		if f.dir, err = statedir.Open(opts.StateDir, "forwarder"); err != nil {
-			return nil, err
-		}
-		if !opts.NoPersist {
-			var existed bool
-			st, existed, err = store.Open(f.dir.File("forwarder.db"), "switchyard-forwarder-v1", []string{tasksBucket}, opts.durability())
-			if err != nil {
-				f.dir.Close()
-				return nil, fmt.Errorf("forwarder: %w", err)
-			}
-			f.recovering = existed
-		}
+	f.dir, st, f.recovering, err = f.res.State(opts.StateDir, "forwarder", opts.NoPersist, "forwarder.db",
+		"switchyard-forwarder-v1", []string{tasksBucket}, opts.durability(), f.log)
+	if err != nil {
+		return fail(err)
 	}
 	f.store = st
 	f.tasks = newTaskTable(st)
 	total, unfinished, err := f.tasks.load()
 	if err != nil {
-		f.closeAll()
-		return nil, fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", st.Path(), err)
+		return fail(fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", st.Path(), err))
 	}
 	f.recovered = unfinished
 	if f.recovering {
@@ -107,25 +102,23 @@ func New(opts Options) (*Forwarder, error) {
 		f.log.WithFields(logrus.Fields{"tasks": total, "unfinished": n, "endpoints": len(unfinished), "store": st.Path()}).
 			Infof("recovering: %d tasks unfinished of %d stored", n, total)
 	}
-	if f.zctx, err = zmq.NewContext(); err != nil {
-		f.dir.Close()
-		return nil, fmt.Errorf("zmq context: %w", err)
+	if f.zctx, err = f.res.ZMQ(); err != nil {
+		return fail(err)
 	}
 	if f.router, f.zmqAddr, err = zsock.NewRouter(f.zctx, opts.ListenZMQ); err != nil {
-		f.closeAll()
-		return nil, fmt.Errorf("forwarder: %w", err)
+		return fail(fmt.Errorf("forwarder: %w", err))
 	}
+	f.res.Add(func() { zsock.Close(f.router) })
 	if f.mbox, err = zsock.NewMailbox[event](f.zctx); err != nil {
-		f.closeAll()
-		return nil, err
+		return fail(err)
 	}
+	f.res.Add(f.mbox.Close)
 	f.m = newMetrics(opts.Registry, f)
 	if f.store != nil {
 		f.store.OnCommit(f.m.observeStore)
 	}
 	if f.http, err = httpx.Listen(opts.ListenHTTP, f.routes()); err != nil {
-		f.closeAll()
-		return nil, fmt.Errorf("forwarder: %w", err)
+		return fail(fmt.Errorf("forwarder: %w", err))
 	}
 	return f, nil
 }
@@ -136,25 +129,6 @@ func (f *Forwarder) HTTPAddr() string { return f.http.Addr() }
 // ZMQAddr is the bound ROUTER endpoint.
 func (f *Forwarder) ZMQAddr() string { return f.zmqAddr }
 
-func (f *Forwarder) closeAll() {
-	if f.mbox != nil {
-		f.mbox.Close()
-	}
-	zsock.Close(f.router)
-	if f.zctx != nil {
-		_ = f.zctx.Term()
-	}
-	if f.store != nil {
-		if err := f.store.Close(); err != nil {
-			f.log.WithError(err).Error("closing the store")
-		}
-		f.store = nil
-	}
-	if f.dir != nil {
-		f.dir.Close()
-	}
-}
-
 // Run serves until ctx ends.
 func (f *Forwarder) Run(ctx context.Context) error {
 	f.log.WithFields(logrus.Fields{"http": f.HTTPAddr(), "zmq": f.zmqAddr}).Info("forwarder listening")
@@ -163,7 +137,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		func(c context.Context) error { f.janitor(c); return nil })
 	loopErr := f.loop(ctx)
 	httpErr := bg.Stop()
-	f.closeAll()
+	f.res.Close()
 	f.log.Info("forwarder stopped")
 	if loopErr != nil {
 		return loopErr

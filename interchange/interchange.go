@@ -39,6 +39,7 @@ type Interchange struct {
 	m        *metrics
 	hostname string
 	store    *store.Store
+	res      daemon.Resources
 	recovery *recovered
 	gcLong   bool // reportLoop only
 
@@ -70,45 +71,39 @@ func New(opts Options) (*Interchange, error) {
 	}
 	ix := &Interchange{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure), status: newStatusBuffer()}
 	ix.hostname, _ = os.Hostname()
-	var err error
-	if opts.StateDir != "" {
-		if ix.dir, err = statedir.Open(opts.StateDir, "interchange"); err != nil {
-			return nil, err
-		}
-		if !opts.NoPersist {
-			st, existed, err := store.Open(ix.dir.File("interchange.db"), "switchyard-interchange-v1", []string{tasksBucket, resultsBucket}, opts.durability())
-			if err != nil {
-				ix.closeAll()
-				return nil, fmt.Errorf("interchange: %w", err)
-			}
-			ix.store = st
-			if existed {
-				if ix.recovery, err = loadState(st); err != nil {
-					ix.closeAll()
-					return nil, fmt.Errorf("interchange: read %s: %w (move the file aside to start empty)", st.Path(), err)
-				}
-			}
-		}
-	}
-	if ix.zctx, err = zmq.NewContext(); err != nil {
-		ix.closeAll()
-		return nil, fmt.Errorf("zmq context: %w", err)
-	}
-	if ix.down, ix.downAddr, err = zsock.NewRouter(ix.zctx, opts.ListenManagers); err != nil {
-		ix.closeAll()
-		return nil, fmt.Errorf("interchange: managers: %w", err)
-	}
-	if ix.mbox, err = zsock.NewMailbox[event](ix.zctx); err != nil {
-		ix.closeAll()
+	fail := func(err error) (*Interchange, error) {
+		ix.res.Close()
 		return nil, err
 	}
+	var err error
+	var existed bool
+	ix.dir, ix.store, existed, err = ix.res.State(opts.StateDir, "interchange", opts.NoPersist, "interchange.db",
+		"switchyard-interchange-v1", []string{tasksBucket, resultsBucket}, opts.durability(), ix.log)
+	if err != nil {
+		return fail(err)
+	}
+	if existed {
+		if ix.recovery, err = loadState(ix.store); err != nil {
+			return fail(fmt.Errorf("interchange: read %s: %w (move the file aside to start empty)", ix.store.Path(), err))
+		}
+	}
+	if ix.zctx, err = ix.res.ZMQ(); err != nil {
+		return fail(err)
+	}
+	if ix.down, ix.downAddr, err = zsock.NewRouter(ix.zctx, opts.ListenManagers); err != nil {
+		return fail(fmt.Errorf("interchange: managers: %w", err))
+	}
+	ix.res.Add(func() { zsock.Close(ix.down) })
+	if ix.mbox, err = zsock.NewMailbox[event](ix.zctx); err != nil {
+		return fail(err)
+	}
+	ix.res.Add(ix.mbox.Close)
 	ix.m = newMetrics(opts.Registry, ix)
 	if ix.store != nil {
 		ix.store.OnCommit(ix.m.observeStore)
 	}
 	if ix.http, err = httpx.Listen(opts.ListenHTTP, ix.routes()); err != nil {
-		ix.closeAll()
-		return nil, fmt.Errorf("interchange: %w", err)
+		return fail(fmt.Errorf("interchange: %w", err))
 	}
 	return ix, nil
 }
@@ -118,25 +113,6 @@ func (ix *Interchange) ManagersAddr() string { return ix.downAddr }
 
 // HTTPAddr is the bound admin HTTP address.
 func (ix *Interchange) HTTPAddr() string { return ix.http.Addr() }
-
-func (ix *Interchange) closeAll() {
-	if ix.mbox != nil {
-		ix.mbox.Close()
-	}
-	zsock.Close(ix.down)
-	if ix.zctx != nil {
-		_ = ix.zctx.Term()
-	}
-	if ix.store != nil {
-		if err := ix.store.Close(); err != nil {
-			ix.log.WithError(err).Error("closing the store")
-		}
-		ix.store = nil
-	}
-	if ix.dir != nil {
-		ix.dir.Close()
-	}
-}
 
 // Run serves until ctx ends.
 func (ix *Interchange) Run(ctx context.Context) error {
@@ -148,7 +124,7 @@ func (ix *Interchange) Run(ctx context.Context) error {
 	loopErr := l.run(ctx)
 	httpErr := bg.Stop()
 	l.close()
-	ix.closeAll()
+	ix.res.Close()
 	ix.log.Info("interchange stopped")
 	if loopErr != nil {
 		return loopErr

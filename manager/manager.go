@@ -34,6 +34,7 @@ type Manager struct {
 	serving  *servingstate.Controller
 	m        *metrics
 	hostname string
+	res      daemon.Resources
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -118,25 +119,25 @@ func New(opts Options) (*Manager, error) {
 	}
 	mg := &Manager{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure), gate: newGate()}
 	mg.hostname, _ = os.Hostname()
-	var err error
-	if opts.StateDir != "" {
-		if mg.dir, err = statedir.Open(opts.StateDir, "manager"); err != nil {
-			return nil, err
-		}
-	}
-	if mg.zctx, err = zmq.NewContext(); err != nil {
-		mg.closeAll()
-		return nil, fmt.Errorf("zmq context: %w", err)
-	}
-	if mg.mbox, err = zsock.NewMailbox[event](mg.zctx); err != nil {
-		mg.closeAll()
+	fail := func(err error) (*Manager, error) {
+		mg.res.Close()
 		return nil, err
 	}
+	var err error
+	if mg.dir, _, _, err = mg.res.State(opts.StateDir, "manager", true, "", "", nil, 0, mg.log); err != nil {
+		return fail(err)
+	}
+	if mg.zctx, err = mg.res.ZMQ(); err != nil {
+		return fail(err)
+	}
+	if mg.mbox, err = zsock.NewMailbox[event](mg.zctx); err != nil {
+		return fail(err)
+	}
+	mg.res.Add(mg.mbox.Close)
 	mg.m = newMetrics(opts.Registry, mg)
 	if opts.ListenHTTP != "" {
 		if mg.http, err = httpx.Listen(opts.ListenHTTP, mg.routes()); err != nil {
-			mg.closeAll()
-			return nil, fmt.Errorf("manager: %w", err)
+			return fail(fmt.Errorf("manager: %w", err))
 		}
 	}
 	return mg, nil
@@ -152,18 +153,6 @@ func (mg *Manager) HTTPAddr() string {
 
 // ID is the manager id (its routing identity).
 func (mg *Manager) ID() string { return mg.opts.ManagerID }
-
-func (mg *Manager) closeAll() {
-	if mg.mbox != nil {
-		mg.mbox.Close()
-	}
-	if mg.zctx != nil {
-		_ = mg.zctx.Term()
-	}
-	if mg.dir != nil {
-		mg.dir.Close()
-	}
-}
 
 // Run works until ctx ends. Running tasks are stopped on the way out.
 func (mg *Manager) Run(ctx context.Context) error {
@@ -193,7 +182,7 @@ func (mg *Manager) Run(ctx context.Context) error {
 	workers.Wait()
 	httpErr := bg.Stop()
 	l.close()
-	mg.closeAll()
+	mg.res.Close()
 	mg.log.Info("manager stopped")
 	if loopErr != nil {
 		return loopErr
