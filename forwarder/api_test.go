@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
-	"github.com/switchyard-hpc/switchyard/internal/testutil"
 )
 
 func startForwarder(t *testing.T, opts forwarder.Options) (*testutil.Forwarder, *testutil.Client) {

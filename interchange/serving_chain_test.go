@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
-	"github.com/switchyard-hpc/switchyard/internal/testutil"
 	"github.com/switchyard-hpc/switchyard/manager"
 )
 

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
-	"github.com/switchyard-hpc/switchyard/internal/testutil"
 	"github.com/switchyard-hpc/switchyard/manager"
 	"github.com/switchyard-hpc/switchyard/messages"
 )

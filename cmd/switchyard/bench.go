@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/switchyard-hpc/switchyard/internal/bench"
+	"github.com/switchyard-hpc/switchyard/bench"
 )
 
 func newBenchCmd() *cobra.Command {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
-	"github.com/switchyard-hpc/switchyard/internal/testutil"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 

@@ -3,7 +3,7 @@ package servingstate_test
 import (
 	"testing"
 
-	"github.com/switchyard-hpc/switchyard/internal/testutil"
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 )
 
 // Every test must leave no goroutine behind: daemons stop completely.

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-hpc/switchyard/internal/testutil"
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 )
 
 // Tasks whose specs add up to far more than one message may carry must

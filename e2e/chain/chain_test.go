@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
-	"github.com/switchyard-hpc/switchyard/internal/testutil"
 )
 
 // Chain tests run under heavy load (-race, 2 cores, thousands of tasks):

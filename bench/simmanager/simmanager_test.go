@@ -14,9 +14,9 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/bench/simmanager"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
-	"github.com/switchyard-hpc/switchyard/internal/simmanager"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )

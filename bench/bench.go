@@ -1,7 +1,7 @@
 // Package bench measures a Switchyard endpoint with no-op tasks over the
 // real HTTP API: throughput of batched submissions, round-trip latency of
 // single tasks, CPU and memory of each process, a raw ZeroMQ relay as the
-// transport baseline, idle simulated managers (internal/simmanager) on one
+// transport baseline, idle simulated managers (bench/simmanager) on one
 // interchange, and memory per queued task. It starts the endpoint itself
 // (the switchyard binary as child processes on free loopback ports) or
 // targets a running one.

@@ -21,8 +21,8 @@ import (
 // The benchmarks here run the daemons inside the test process so the Go
 // profiler sees them:
 //
-//	go test -run '^$' -bench NoopPipeline -cpuprofile cpu.out ./internal/bench
-//	go tool pprof -top -focus 'switchyard/interchange' internal/bench.test cpu.out
+//	go test -run '^$' -bench NoopPipeline -cpuprofile cpu.out ./bench
+//	go tool pprof -top -focus 'switchyard/interchange' bench.test cpu.out
 //
 // and so the live heap per queued task can be read exactly after a
 // forced GC, without the GC slack that RSS includes.

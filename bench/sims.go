@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/switchyard-hpc/switchyard/internal/simmanager"
+	"github.com/switchyard-hpc/switchyard/bench/simmanager"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
