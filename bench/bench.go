@@ -30,8 +30,13 @@ type Config struct {
 	EndpointID          string
 	InterchangeHTTP     string
 	InterchangeManagers string
+	// ManagerCredentials is the targeted interchange's manager.credentials
+	// file, for simulated managers (none when it runs --insecure).
+	ManagerCredentials string
 	// NoPersist starts the forwarder and interchange with --no-persist.
 	NoPersist bool
+	// Insecure starts every daemon with --insecure (no CurveZMQ).
+	Insecure bool
 	// Throughput: Tasks submitted in Batch-sized POSTs by Submitters.
 	Tasks, Batch, Submitters int
 	// RTT sequential single-task round trips.
@@ -236,9 +241,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 func endpointFor(ctx context.Context, cfg Config, so SpawnOptions, progress func(string, ...any)) (*Endpoint, error) {
 	if cfg.API != "" {
 		return &Endpoint{API: cfg.API, ID: cfg.EndpointID, InterchangeHTTP: httpBase(cfg.InterchangeHTTP),
-			ManagersAddr: cfg.InterchangeManagers}, nil
+			ManagersAddr: cfg.InterchangeManagers, ManagerCredentials: cfg.ManagerCredentials}, nil
 	}
-	so.Exe, so.NoPersist, so.Dir = cfg.Exe, cfg.NoPersist, cfg.Dir
+	so.Exe, so.NoPersist, so.Dir, so.Insecure = cfg.Exe, cfg.NoPersist, cfg.Dir, cfg.Insecure
 	switch {
 	case so.Managers < 0:
 		so.Managers = 0

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
 func TestParseMetrics(t *testing.T) {
@@ -182,8 +184,12 @@ func TestTargetedSimulatedManagers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	creds, err := fw.CreateEndpoint("tgt", false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ix, err := interchange.New(interchange.Options{EndpointID: "tgt", Forwarder: fw.ZMQAddr(), ListenManagers: "tcp://127.0.0.1:*",
-		ListenHTTP: "127.0.0.1:0", NoPersist: true, HeartbeatInterval: iv, HeartbeatThreshold: 10 * iv, Log: quiet()})
+		ListenHTTP: "127.0.0.1:0", NoPersist: true, HeartbeatInterval: iv, HeartbeatThreshold: 10 * iv, Log: quiet(), Credentials: creds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +214,7 @@ func TestTargetedSimulatedManagers(t *testing.T) {
 		t.Fatalf("interchange not connected: %v", err)
 	}
 	rep, err := Run(ctx, Config{API: "http://" + fw.HTTPAddr(), EndpointID: "tgt", InterchangeHTTP: ix.HTTPAddr(),
-		InterchangeManagers: ix.ManagersAddr(), SimManagers: 20, SimInterval: iv, Duration: 600 * time.Millisecond})
+		InterchangeManagers: ix.ManagersAddr(), ManagerCredentials: writeCreds(t, ix.ManagerCredentials()), SimManagers: 20, SimInterval: iv, Duration: 600 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,4 +234,13 @@ func TestTargetedSimulatedManagers(t *testing.T) {
 	if s.ManagersLost != 0 || s.InterchangeRSS == 0 {
 		t.Errorf("lost %g, rss %d", s.ManagersLost, s.InterchangeRSS)
 	}
+}
+
+func writeCreds(t *testing.T, c *curve.Credentials) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "manager.credentials")
+	if err := curve.WriteCredentials(path, c); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/manager"
 )
@@ -47,7 +48,7 @@ func runChild(kind string, args []string) error {
 	flags := map[string]string{}
 	for i := 0; i < len(args); i++ {
 		switch args[i] {
-		case "--no-persist":
+		case "--no-persist", "--insecure":
 			flags[args[i]] = "true"
 		default:
 			if i+1 >= len(args) {
@@ -70,7 +71,7 @@ func runChild(kind string, args []string) error {
 	switch kind {
 	case "forwarder":
 		f, err := forwarder.New(forwarder.Options{ListenHTTP: flags["--listen-http"], ListenZMQ: flags["--listen-zmq"],
-			StateDir: flags["--state-dir"], NoPersist: noPersist, HeartbeatInterval: iv, Log: log})
+			StateDir: flags["--state-dir"], NoPersist: noPersist, HeartbeatInterval: iv, Log: log, Insecure: flags["--insecure"] == "true"})
 		if err != nil {
 			return err
 		}
@@ -82,7 +83,13 @@ func runChild(kind string, args []string) error {
 				return err
 			}
 		}
-		ix, err := interchange.New(interchange.Options{EndpointID: flags["--endpoint-id"], Forwarder: flags["--forwarder"],
+		var creds *curve.Credentials
+		if flags["--credentials"] != "" {
+			if creds, err = curve.ReadCredentials(flags["--credentials"], curve.KindEndpoint); err != nil {
+				return err
+			}
+		}
+		ix, err := interchange.New(interchange.Options{Credentials: creds, Insecure: flags["--insecure"] == "true", EndpointID: flags["--endpoint-id"], Forwarder: flags["--forwarder"],
 			ListenManagers: flags["--listen-managers"], ListenHTTP: flags["--listen-http"], StateDir: flags["--state-dir"],
 			NoPersist: noPersist, HeartbeatInterval: iv, Pressure: th, Log: log})
 		if err != nil {
@@ -92,7 +99,13 @@ func runChild(kind string, args []string) error {
 	case "manager":
 		w, _ := strconv.Atoi(flags["--workers"])
 		p, _ := strconv.Atoi(flags["--prefetch"])
-		mg, err := manager.New(manager.Options{Interchange: flags["--interchange"], ManagerID: flags["--manager-id"],
+		var creds *curve.Credentials
+		if flags["--credentials"] != "" {
+			if creds, err = curve.ReadCredentials(flags["--credentials"], curve.KindManager); err != nil {
+				return err
+			}
+		}
+		mg, err := manager.New(manager.Options{Credentials: creds, Insecure: flags["--insecure"] == "true", Interchange: flags["--interchange"], ManagerID: flags["--manager-id"],
 			Workers: w, Prefetch: p, StateDir: flags["--state-dir"], HeartbeatInterval: iv, Log: log})
 		if err != nil {
 			return err

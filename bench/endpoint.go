@@ -10,8 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
 // Endpoint is the system under test: the forwarder's API plus, when the
@@ -21,9 +25,12 @@ type Endpoint struct {
 	ID              string // endpoint id
 	InterchangeHTTP string // interchange admin base URL, or ""
 	ManagersAddr    string // interchange ROUTER for managers, or ""
-	Procs           []*Proc
-	Dir             string // state and logs of a spawned endpoint
-	spawned         bool
+	// ManagerCredentials is the path of the managers' credential ("" when
+	// insecure or unknown).
+	ManagerCredentials string
+	Procs              []*Proc
+	Dir                string // state and logs of a spawned endpoint
+	spawned            bool
 }
 
 // Proc is one child process.
@@ -42,7 +49,9 @@ type SpawnOptions struct {
 	// Dir holds state dirs and logs; a temp dir is made when empty.
 	Dir       string
 	NoPersist bool
-	Interval  time.Duration
+	// Insecure runs every link without CurveZMQ, for comparison.
+	Insecure bool
+	Interval time.Duration
 	// Managers real manager processes, each with Workers and Prefetch.
 	Managers, Workers, Prefetch int
 	// PauseQueued is the interchange's --pause-queued-tasks (0: default).
@@ -104,6 +113,23 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 	if opts.PauseQueued > 0 {
 		ix = append(ix, "--pause-queued-tasks", strconv.Itoa(opts.PauseQueued))
 	}
+	mgrCreds := filepath.Join(dir, "interchange", "manager.credentials")
+	if opts.Insecure {
+		fwd, ix = append(fwd, "--insecure"), append(ix, "--insecure")
+	} else {
+		// Enrolled in the forwarder's state dir before it starts, as
+		// `endpoint up` does.
+		creds, err := forwarder.EnrollOffline(filepath.Join(dir, "forwarder"), e.ID, fwdZMQ)
+		if err != nil {
+			return nil, err
+		}
+		path := filepath.Join(dir, "endpoint.credentials")
+		if err := curve.WriteCredentials(path, creds); err != nil {
+			return nil, err
+		}
+		ix = append(ix, "--credentials", path)
+		e.ManagerCredentials = mgrCreds
+	}
 	specs := []struct {
 		name string
 		argv []string
@@ -116,8 +142,26 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 		}{fmt.Sprintf("manager-%d", i), append([]string{"manager", "--interchange", e.ManagersAddr, "--manager-id", id,
 			"--workers", strconv.Itoa(opts.Workers), "--prefetch", strconv.Itoa(opts.Prefetch),
 			"--state-dir", filepath.Join(dir, id)}, common...)})
+		if opts.Insecure {
+			specs[len(specs)-1].argv = append(specs[len(specs)-1].argv, "--insecure")
+		} else {
+			specs[len(specs)-1].argv = append(specs[len(specs)-1].argv, "--credentials", mgrCreds)
+		}
 	}
 	for _, s := range specs {
+		if strings.HasPrefix(s.name, "manager") && !opts.Insecure {
+			// Managers need the credential the interchange writes at start.
+			err := pollUntil(ctx, 30*time.Second, 20*time.Millisecond, func() error {
+				if st, err := os.Stat(mgrCreds); err != nil || st.Size() == 0 {
+					return fmt.Errorf("interchange wrote no %s yet", mgrCreds)
+				}
+				return nil
+			})
+			if err != nil {
+				e.Stop()
+				return nil, err
+			}
+		}
 		p, err := startProc(opts.Exe, dir, s.name, s.argv)
 		if err != nil {
 			e.Stop()

@@ -69,6 +69,10 @@ func startInProcess(tb testing.TB, persist bool, managers int) *daemons {
 	}
 	d.run(d.fw.Run, ctx)
 	iopts.Forwarder = d.fw.ZMQAddr()
+	if iopts.Credentials, err = d.fw.CreateEndpoint("inproc", false); err != nil {
+		d.stop(tb)
+		tb.Fatal(err)
+	}
 	if d.ix, err = interchange.New(iopts); err != nil {
 		d.stop(tb)
 		tb.Fatal(err)
@@ -76,7 +80,7 @@ func startInProcess(tb testing.TB, persist bool, managers int) *daemons {
 	d.run(d.ix.Run, ctx)
 	for i := 0; i < managers; i++ {
 		mg, err := manager.New(manager.Options{Interchange: d.ix.ManagersAddr(), ManagerID: fmt.Sprintf("m%d", i), Workers: 8,
-			Prefetch: 2000, HeartbeatInterval: iv, Log: quiet()})
+			Prefetch: 2000, HeartbeatInterval: iv, Log: quiet(), Credentials: d.ix.ManagerCredentials()})
 		if err != nil {
 			d.stop(tb)
 			tb.Fatal(err)
@@ -160,7 +164,7 @@ func interchangeHeapPerTask(b *testing.B, persist bool) float64 {
 	defer zsock.Close(fwd)
 	iopts := interchange.Options{EndpointID: "heap", Forwarder: addr, ListenManagers: "tcp://127.0.0.1:*", ListenHTTP: "127.0.0.1:0",
 		NoPersist: !persist, HeartbeatInterval: time.Second, HeartbeatThreshold: time.Minute, Log: quiet(),
-		Pressure: servingstate.Thresholds{PauseQueued: 10 * heapTasks}}
+		Pressure: servingstate.Thresholds{PauseQueued: 10 * heapTasks}, Insecure: true}
 	if persist {
 		iopts.StateDir = b.TempDir()
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/bench/simmanager"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -120,7 +121,13 @@ func runSims(ctx context.Context, e *Endpoint, k int, interval, d time.Duration,
 	if err != nil {
 		return res, err
 	}
-	fleet, err := simmanager.New(simmanager.Options{Interchange: e.ManagersAddr, Count: k, HeartbeatInterval: interval,
+	var creds *curve.Credentials
+	if e.ManagerCredentials != "" {
+		if creds, err = curve.ReadCredentials(e.ManagerCredentials, curve.KindManager); err != nil {
+			return res, err
+		}
+	}
+	fleet, err := simmanager.New(simmanager.Options{Interchange: e.ManagersAddr, Count: k, HeartbeatInterval: interval, Credentials: creds,
 		PerLoop: 250, IDPrefix: fmt.Sprintf("sim-%d-", time.Now().UnixNano()%100000)})
 	if err != nil {
 		return res, err

@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 )
 
 // binPath is the switchyard binary built by TestMain.
@@ -390,6 +392,9 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 		mgrs: map[string]*manager{}, http: &http.Client{Timeout: 60 * time.Second}}
 	c.fwdHTTP, c.fwdZMQ = freePort(t), freePort(t)
 	c.ixHTTP, c.ixManager = freePort(t), freePort(t)
+	// Enrolled in the forwarder's state dir before it starts, as `endpoint
+	// up` does; the interchange and managers connect with CurveZMQ.
+	creds := testutil.EnrollOffline(t, filepath.Join(c.dir, "state-forwarder"), c.ep, c.zmq(c.fwdZMQ))
 	c.fwd = startProc(t, c.dir, "forwarder", "forwarder",
 		"--listen-http", c.addr(c.fwdHTTP), "--listen-zmq", c.zmq(c.fwdZMQ),
 		"--state-dir", filepath.Join(c.dir, "state-forwarder"),
@@ -397,7 +402,8 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	ixArgs := []string{"interchange", "--endpoint-id", c.ep,
 		"--forwarder", c.zmq(c.fwdZMQ), "--listen-managers", c.zmq(c.ixManager),
 		"--listen-http", c.addr(c.ixHTTP), "--state-dir", filepath.Join(c.dir, "state-interchange"),
-		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
+		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String(),
+		"--credentials", creds}
 	c.ix = startProc(t, c.dir, "interchange", append(ixArgs, o.ixArgs...)...)
 	c.waitEndpoint(30*time.Second, func(v endpointView) error {
 		if !v.Connected {
@@ -435,7 +441,14 @@ func (c *cluster) addManager(id string, workers, prefetch int, extra ...string) 
 func (c *cluster) startManager(id string, workers, prefetch int, extra ...string) *manager {
 	c.t.Helper()
 	port := freePort(c.t)
-	args := []string{"manager", "--interchange", c.zmq(c.ixManager), "--manager-id", id,
+	creds := filepath.Join(c.dir, "state-interchange", "manager.credentials")
+	testutil.WaitFor(c.t, 30*time.Second, func() error {
+		if st, err := os.Stat(creds); err != nil || st.Size() == 0 {
+			return fmt.Errorf("the interchange wrote no %s yet", creds)
+		}
+		return nil
+	})
+	args := []string{"manager", "--interchange", c.zmq(c.ixManager), "--manager-id", id, "--credentials", creds,
 		"--workers", strconv.Itoa(workers), "--listen-http", c.addr(port),
 		"--state-dir", filepath.Join(c.dir, "state-"+id),
 		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}

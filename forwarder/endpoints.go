@@ -38,8 +38,8 @@ func (f *Forwarder) publish(ep *endpoint) {
 		SoftwareVersion: ep.reg.SoftwareVersion,
 		LostReason:      ep.lostReason,
 	}
-	if !ep.lastSeen.IsZero() {
-		t := ep.lastSeen.UTC()
+	if !ep.LastSeen.IsZero() {
+		t := ep.LastSeen.UTC()
 		v.LastHeartbeat = &t
 	}
 	f.viewMu.Lock()

@@ -10,24 +10,27 @@ import (
 )
 
 type metrics struct {
-	submitted      prometheus.Counter
-	results        *prometheus.CounterVec
-	duplicates     prometheus.Counter
-	staleUpdates   prometheus.Counter
-	malformed      prometheus.Counter
-	sentBatches    prometheus.Counter
-	sentTasks      prometheus.Counter
-	heartbeatsSent prometheus.Counter
-	heartbeatsRecv prometheus.Counter
-	endpointsLost  *prometheus.CounterVec
-	httpErrors     *prometheus.CounterVec
-	cancels        prometheus.Counter
-	resent         prometheus.Counter
-	pruned         prometheus.Counter
-	latency        prometheus.Histogram
-	storeCommit    prometheus.Histogram
-	storeOps       prometheus.Counter
-	storeErrors    prometheus.Counter
+	submitted    prometheus.Counter
+	results      *prometheus.CounterVec
+	duplicates   prometheus.Counter
+	staleUpdates prometheus.Counter
+	malformed    prometheus.Counter
+	// refusedRegistrations counts registrations refused (wrong key, role,
+	// version); one counter, so refused ids add no series.
+	refusedRegistrations prometheus.Counter
+	sentBatches          prometheus.Counter
+	sentTasks            prometheus.Counter
+	heartbeatsSent       prometheus.Counter
+	heartbeatsRecv       prometheus.Counter
+	endpointsLost        *prometheus.CounterVec
+	httpErrors           *prometheus.CounterVec
+	cancels              prometheus.Counter
+	resent               prometheus.Counter
+	pruned               prometheus.Counter
+	latency              prometheus.Histogram
+	storeCommit          prometheus.Histogram
+	storeOps             prometheus.Counter
+	storeErrors          prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
@@ -42,6 +45,8 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 			Help: "Deltas or results ignored as stale or regressing."}),
 		malformed: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_malformed_messages_total",
 			Help: "ZMQ messages dropped because they did not decode."}),
+		refusedRegistrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_registrations_refused_total",
+			Help: "Interchange registrations refused (key not enrolled for that endpoint, wrong role or protocol version)."}),
 		sentBatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_task_batches_sent_total",
 			Help: "TaskBatch messages sent to interchanges."}),
 		sentTasks: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_tasks_sent_total",
@@ -72,7 +77,7 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 	}
 	reg.MustRegister(m.pruned, m.resent, m.storeCommit, m.storeOps, m.storeErrors, &stateCollector{f: f,
 		desc: prometheus.NewDesc("switchyard_forwarder_tasks_by_state", "Tasks held by the forwarder, by state.", []string{"state"}, nil)})
-	reg.MustRegister(m.submitted, m.results, m.duplicates, m.staleUpdates, m.malformed, m.sentBatches,
+	reg.MustRegister(m.submitted, m.results, m.duplicates, m.staleUpdates, m.malformed, m.refusedRegistrations, m.sentBatches,
 		m.sentTasks, m.heartbeatsSent, m.heartbeatsRecv, m.endpointsLost, m.httpErrors, m.cancels, m.latency,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "switchyard_forwarder_state_writes_total",
 			Help: "Task state changes written to the store (acceptance, end, cancel, loss)."}, func() float64 { return float64(f.tasks.writes.Load()) }),

@@ -34,6 +34,9 @@ type Options struct {
 	Pprof    bool
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
+	// Insecure turns CurveZMQ off: any interchange may register as any
+	// endpoint.
+	Insecure bool
 }
 
 // Defaults as documented in design.md.

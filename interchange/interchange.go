@@ -15,8 +15,10 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
 	"github.com/switchyard-hpc/switchyard/internal/store"
@@ -29,7 +31,7 @@ type Interchange struct {
 	opts     Options
 	log      *logrus.Entry
 	zctx     *zmq.Context
-	down     *zmq.Socket
+	down     *link.Router
 	downAddr string
 	mbox     *zsock.Mailbox[event]
 	http     *httpx.Server
@@ -42,6 +44,8 @@ type Interchange struct {
 	res      daemon.Resources
 	recovery *recovered
 	gcLong   bool // reportLoop only
+	// mgrCreds is what managers of this endpoint need (nil when insecure).
+	mgrCreds *curve.Credentials
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -90,10 +94,11 @@ func New(opts Options) (*Interchange, error) {
 	if ix.zctx, err = ix.res.ZMQ(); err != nil {
 		return fail(err)
 	}
-	if ix.down, ix.downAddr, err = zsock.NewRouter(ix.zctx, opts.ListenManagers); err != nil {
-		return fail(fmt.Errorf("interchange: managers: %w", err))
+	sock, err := ix.bindManagers()
+	if err != nil {
+		return fail(err)
 	}
-	ix.res.Add(func() { zsock.Close(ix.down) })
+	ix.down = link.NewRouter(sock, ix.timing(), !opts.Insecure)
 	if ix.mbox, err = zsock.NewMailbox[event](ix.zctx); err != nil {
 		return fail(err)
 	}
@@ -106,6 +111,94 @@ func New(opts Options) (*Interchange, error) {
 		return fail(fmt.Errorf("interchange: %w", err))
 	}
 	return ix, nil
+}
+
+// managerUser is the ZAP name of this endpoint's manager key.
+const managerUser = "manager"
+
+// bindManagers binds the ROUTER for managers; unless insecure it is a
+// CURVE server that admits only the manager key, which is made on first
+// start and kept in STATE_DIR/manager.credentials.
+func (ix *Interchange) bindManagers() (*zmq.Socket, error) {
+	opts := []zsock.Option{zsock.MaxMsgSize(ix.opts.maxMsgSize())}
+	if !ix.opts.Insecure {
+		server, creds, err := ix.managerKeys()
+		if err != nil {
+			return nil, fmt.Errorf("interchange: manager keys: %w", err)
+		}
+		ix.mgrCreds = creds
+		allowed := creds.Client.Public
+		zap, err := zsock.StartZAP(ix.zctx, func(domain, _, key string) (string, bool) {
+			return managerUser, domain == "managers" && key == allowed
+		})
+		if err != nil {
+			return nil, err
+		}
+		ix.res.Add(zap.Stop)
+		opts = append(opts, zsock.CurveServer(server.Secret, "managers"))
+	} else {
+		ix.log.Warn("--insecure: the manager link is neither authenticated nor encrypted; any process that reaches " + ix.opts.ListenManagers + " can take tasks")
+	}
+	sock, addr, err := zsock.NewRouter(ix.zctx, ix.opts.ListenManagers, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("interchange: managers: %w", err)
+	}
+	ix.res.Add(func() { zsock.Close(sock) })
+	ix.downAddr = addr
+	if ix.mgrCreds != nil {
+		ix.mgrCreds.Address = addr
+		if ix.dir != nil {
+			if err := curve.WriteCredentials(ix.dir.File("manager.credentials"), ix.mgrCreds); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return sock, nil
+}
+
+// managerKeys loads or makes the server key pair and the managers' key
+// pair; without a state dir they live in memory only.
+func (ix *Interchange) managerKeys() (server curve.KeyPair, creds *curve.Credentials, err error) {
+	if ix.dir == nil {
+		if server, err = curve.NewKeyPair(); err != nil {
+			return server, nil, err
+		}
+		client, err := curve.NewKeyPair()
+		if err != nil {
+			return server, nil, err
+		}
+		return server, &curve.Credentials{Kind: curve.KindManager, ServerKey: server.Public, Client: client}, nil
+	}
+	if server, _, err = curve.LoadOrCreate(ix.dir.File("curve.key")); err != nil {
+		return server, nil, err
+	}
+	path := ix.dir.File("manager.credentials")
+	creds, err = curve.ReadCredentials(path, curve.KindManager)
+	if err == nil && creds.ServerKey == server.Public {
+		return server, creds, nil
+	}
+	client, err := curve.NewKeyPair()
+	if err != nil {
+		return server, nil, err
+	}
+	ix.log.WithField("path", path).Info("made the manager credentials; give this file to managers with --credentials")
+	return server, &curve.Credentials{Kind: curve.KindManager, ServerKey: server.Public, Client: client}, nil
+}
+
+// ManagerCredentials is what this endpoint's managers need to connect (nil
+// when insecure).
+func (ix *Interchange) ManagerCredentials() *curve.Credentials { return ix.mgrCreds }
+
+func (ix *Interchange) timing() link.Timing {
+	return link.Timing{Interval: ix.opts.HeartbeatInterval, Threshold: ix.opts.HeartbeatThreshold}
+}
+
+func (ix *Interchange) upKeys() *link.ClientKeys {
+	if ix.opts.Insecure {
+		return nil
+	}
+	c := ix.opts.Credentials
+	return &link.ClientKeys{ServerKey: c.ServerKey, Public: c.Client.Public, Secret: c.Client.Secret}
 }
 
 // ManagersAddr is the bound ROUTER endpoint for managers.
@@ -178,6 +271,15 @@ func (s *statusBuffer) drop(ids []messages.TaskID) {
 	s.mu.Lock()
 	for _, id := range ids {
 		delete(s.deltas, id)
+	}
+	s.mu.Unlock()
+}
+
+// dropResults forgets deltas of tasks whose result is on its way.
+func (s *statusBuffer) dropResults(rs []messages.Result) {
+	s.mu.Lock()
+	for i := range rs {
+		delete(s.deltas, rs[i].ID)
 	}
 	s.mu.Unlock()
 }

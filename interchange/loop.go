@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -32,10 +33,12 @@ type itask struct {
 
 // loop owns the sockets and every table below; nothing here is locked.
 type loop struct {
-	ix   *Interchange
-	log  *logrus.Entry
-	up   *upstream
-	mgrs map[string]*manager
+	ix    *Interchange
+	log   *logrus.Entry
+	up    *link.Uplink
+	down  *link.Router
+	quiet *link.Quiet
+	mgrs  map[string]*manager
 	// order is the round-robin order of managers for dispatch.
 	order  []*manager
 	rr     int
@@ -44,26 +47,21 @@ type loop struct {
 	qhead  int
 	queued int
 	// held are results not yet acknowledged by the forwarder.
-	held   map[messages.TaskID]*heldResult
-	seq    uint64 // last store key handed out
-	outbox []messages.Result
+	held    *link.Outbox[heldResult]
+	seq     uint64 // last store key handed out
+	sendBuf []messages.Result
 	// commands sent to managers, waiting for their reply.
-	mgrCmds  map[uint64]mgrCmd
-	cmdSeq   uint64
-	serving  messages.ServingState
-	pollerOK bool
-	poller   *zmq.Poller
-	evs      []event
-	retryAt  time.Time
+	mgrCmds map[uint64]mgrCmd
+	cmdSeq  uint64
+	serving messages.ServingState
+	poller  *zmq.Poller
+	evs     []event
+	retryAt time.Time
 	// ops are store writes not yet handed to the store.
 	ops []store.Op
 	// holdUntil delays dispatch after a recovery so managers can re-sync
 	// the tasks they already hold.
 	holdUntil time.Time
-	// lastResend is when unacknowledged results were last looked at.
-	lastResend time.Time
-	// reregAsked limits Reregister replies to one per interval per peer.
-	reregAsked map[string]time.Time
 }
 
 type mgrCmd struct {
@@ -73,37 +71,33 @@ type mgrCmd struct {
 }
 
 func newLoop(ix *Interchange) *loop {
-	return &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
-		held: make(map[messages.TaskID]*heldResult), mgrCmds: make(map[uint64]mgrCmd), reregAsked: make(map[string]time.Time)}
+	l := &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
+		held: link.NewOutbox(heldID), mgrCmds: make(map[uint64]mgrCmd), down: ix.down,
+		quiet: link.NewQuiet(10 * time.Second)}
+	l.up = link.NewUplink(link.UplinkConfig{Ctx: ix.zctx, Addr: ix.opts.Forwarder, ID: ix.opts.EndpointID,
+		Timing: ix.timing(), Keys: ix.upKeys(), Register: l.registration, Peer: "forwarder", Log: ix.log,
+		MaxMsgSize: ix.opts.maxMsgSize()})
+	return l
 }
 
-func (l *loop) close() {
-	if l.up != nil {
-		l.up.close()
-	}
-}
+func (l *loop) close() { l.up.Close() }
 
 func (l *loop) run(ctx context.Context) error {
-	var err error
-	if l.up, err = newUpstream(l.ix); err != nil {
-		return err
-	}
 	l.recover()
-	l.up.connect(time.Now())
+	l.up.Connect(time.Now())
 	tick := heartbeat.Tick(l.ix.opts.HeartbeatInterval)
 	nextHK := time.Now().Add(tick)
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !l.pollerOK {
+		if l.up.SocketChanged() || l.poller == nil {
 			l.poller = zmq.NewPoller()
-			l.poller.Add(l.ix.down, zmq.POLLIN)
+			l.poller.Add(l.down.Socket(), zmq.POLLIN)
 			l.poller.Add(l.ix.mbox.Socket(), zmq.POLLIN)
-			if l.up.sock != nil {
-				l.poller.Add(l.up.sock, zmq.POLLIN)
+			if s := l.up.Socket(); s != nil {
+				l.poller.Add(s, zmq.POLLIN)
 			}
-			l.pollerOK = true
 		}
 		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt)
 		if err != nil {
@@ -111,7 +105,7 @@ func (l *loop) run(ctx context.Context) error {
 		}
 		for _, p := range polled {
 			switch p.Socket {
-			case l.ix.down:
+			case l.down.Socket():
 				if err := l.drainManagers(); err != nil {
 					return err
 				}
@@ -121,10 +115,8 @@ func (l *loop) run(ctx context.Context) error {
 					l.handleEvent(&l.evs[i])
 					l.evs[i] = event{}
 				}
-			default:
-				if l.up.sock != nil && p.Socket == l.up.sock {
-					l.drainUpstream()
-				}
+			case l.up.Socket():
+				l.drainUpstream()
 			}
 		}
 		now := time.Now()
@@ -145,21 +137,21 @@ func (l *loop) run(ctx context.Context) error {
 
 func (l *loop) drainManagers() error {
 	for i := 0; i < 1000; i++ {
-		frames, ok, err := zsock.Recv(l.ix.down)
+		env, ok, err := l.down.Recv()
 		if err != nil {
 			return fmt.Errorf("recv from managers: %w", err)
 		}
 		if !ok {
 			return nil
 		}
-		l.handleManager(frames)
+		l.handleManager(env)
 	}
 	return nil
 }
 
 func (l *loop) drainUpstream() {
 	for i := 0; i < 1000; i++ {
-		frames, ok, err := zsock.Recv(l.up.sock)
+		frames, ok, err := l.up.Recv()
 		if err != nil {
 			l.log.WithError(err).Warn("receive from forwarder failed")
 			return
@@ -175,7 +167,7 @@ func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
 	case evReport:
 		l.serving = ev.report.ServingState
-		l.up.send(ev.report)
+		l.up.TrySend(ev.report)
 	case evDurable:
 		ev.then(l)
 	case evCommand:
@@ -276,17 +268,16 @@ func (l *loop) finish(r messages.Result) {
 			l.ops = append(l.ops, taskDeleteOp(seq))
 		}
 	}
-	if _, dup := l.held[r.ID]; dup {
+	if _, dup := l.held.Get(r.ID); dup {
 		return
 	}
 	if seq == 0 {
 		seq = l.nextSeq()
 	}
-	h := &heldResult{Result: r, seq: seq}
-	l.held[r.ID] = h
-	l.outbox = append(l.outbox, r)
+	h := heldResult{Result: r, seq: seq}
+	l.held.Put(h)
 	if l.ix.store != nil {
-		l.ops = append(l.ops, resultOp(h))
+		l.ops = append(l.ops, resultOp(&h))
 	}
 }
 
@@ -313,8 +304,7 @@ func (l *loop) recover() {
 		l.enqueueBack(t)
 	}
 	for _, h := range rec.results {
-		l.held[h.ID] = h
-		l.outbox = append(l.outbox, h.Result)
+		l.held.Put(*h)
 	}
 	l.seq = rec.maxSeq
 	l.holdUntil = time.Now().Add(2 * l.ix.opts.HeartbeatInterval)
@@ -324,65 +314,30 @@ func (l *loop) recover() {
 }
 
 func (l *loop) flushResults() {
-	if len(l.outbox) == 0 || !l.up.registered {
+	q := l.held.Queued()
+	if len(q) == 0 || !l.up.Registered() {
 		return
 	}
-	for len(l.outbox) > 0 {
-		n := messages.ChunkResults(l.outbox, 1000)
-		chunk := l.outbox[:n]
-		ids := make([]messages.TaskID, n)
-		for i := range chunk {
-			ids[i] = chunk[i].ID
+	for len(q) > 0 {
+		n := min(len(q), 1000)
+		l.sendBuf = l.sendBuf[:0]
+		for i := range q[:n] {
+			l.sendBuf = append(l.sendBuf, q[i].Result)
 		}
-		if err := l.up.sendErr(&messages.ResultBatch{Results: chunk}); err != nil {
+		n = messages.ChunkResults(l.sendBuf, 1000)
+		chunk := l.sendBuf[:n]
+		if err := l.up.Send(&messages.ResultBatch{Results: chunk}); err != nil {
 			if errors.Is(err, zsock.ErrWouldBlock) {
 				l.retryAt = time.Now().Add(5 * time.Millisecond)
 			}
 			return
 		}
-		l.ix.status.drop(ids)
-		now := time.Now().UnixNano()
-		for _, id := range ids {
-			if h, ok := l.held[id]; ok {
-				h.sentAt = now
-			}
-		}
+		l.ix.status.dropResults(chunk)
+		l.held.Sent(n, time.Now().UnixNano())
 		l.ix.m.resultsUp.Add(float64(n))
-		l.outbox = l.outbox[n:]
+		q = l.held.Queued()
 	}
-	l.outbox = nil
-}
-
-// resendUnacked queues again, once per threshold, results the forwarder
-// has not acknowledged in time (an ack or a batch lost in a reconnect that
-// nobody noticed); the forwarder applies a result at most once.
-func (l *loop) resendUnacked(now time.Time) {
-	th := l.ix.opts.HeartbeatThreshold
-	if len(l.held) == 0 || !l.up.registered || now.Sub(l.lastResend) < th {
-		return
-	}
-	l.lastResend = now
-	n := 0
-	for _, h := range l.held {
-		if h.sentAt != 0 && now.UnixNano()-h.sentAt > int64(th) {
-			h.sentAt = 0
-			l.outbox = append(l.outbox, h.Result)
-			n++
-		}
-	}
-	if n > 0 {
-		l.ix.m.resultsResent.Add(float64(n))
-		l.log.WithField("results", n).Warn("forwarder did not acknowledge results; sending them again")
-	}
-}
-
-// resendHeld queues every unacknowledged result again, after the
-// forwarder link was re-established.
-func (l *loop) resendHeld() {
-	l.outbox = l.outbox[:0]
-	for _, h := range l.held {
-		l.outbox = append(l.outbox, h.Result)
-	}
+	clear(l.sendBuf)
 }
 
 // --- totals
@@ -400,16 +355,22 @@ func (l *loop) publishTotals() {
 }
 
 func (l *loop) housekeeping(now time.Time) {
-	l.up.housekeeping(l, now)
-	l.resendUnacked(now)
-	for id, at := range l.reregAsked {
-		if now.Sub(at) > l.ix.opts.HeartbeatThreshold {
-			delete(l.reregAsked, id)
+	switch l.up.Timers(now) {
+	case link.TickLost:
+		l.ix.m.forwarderLost.Inc()
+	case link.TickHeartbeat:
+		l.ix.m.heartbeatsSent.WithLabelValues("forwarder").Inc()
+	}
+	if l.up.Registered() {
+		if n := l.held.ResendDue(now, l.ix.opts.HeartbeatThreshold); n > 0 {
+			l.ix.m.resultsResent.Add(float64(n))
+			l.log.WithField("results", n).Warn("forwarder did not acknowledge results; sending them again")
 		}
 	}
+	l.down.Prune(now)
 	var lost []*manager
 	for _, m := range l.order {
-		if now.Sub(m.lastSeen) > l.ix.opts.HeartbeatThreshold {
+		if m.Silent(now, l.ix.timing()) {
 			lost = append(lost, m)
 		} else if !m.resyncUntil.IsZero() && now.After(m.resyncUntil) {
 			l.resyncDone(m, now)
@@ -418,15 +379,15 @@ func (l *loop) housekeeping(now time.Time) {
 		}
 	}
 	for _, m := range lost {
-		l.managerLost(m, "heartbeat timeout", now)
+		l.managerLost(m, link.ReasonSilent, now)
 	}
 	// Managers report every interval and each report is answered at once,
 	// so this is only the fallback; half an interval of slack keeps it from
 	// racing the answer and doubling the traffic.
 	idle := l.ix.opts.HeartbeatInterval + l.ix.opts.HeartbeatInterval/2
 	for _, m := range l.order {
-		if now.Sub(m.lastSent) >= idle {
-			l.sendManager(m, &messages.Heartbeat{})
+		if l.down.HeartbeatDue(&m.Peer, now, idle) {
+			_ = l.sendManager(m, &messages.Heartbeat{})
 		}
 	}
 	for id, c := range l.mgrCmds {
@@ -435,7 +396,7 @@ func (l *loop) housekeeping(now time.Time) {
 			if c.reply != nil {
 				c.reply <- &messages.CommandReply{ID: c.upID, Message: "manager did not answer in time"}
 			} else {
-				l.up.send(&messages.CommandReply{ID: c.upID, Message: "manager did not answer in time"})
+				l.up.TrySend(&messages.CommandReply{ID: c.upID, Message: "manager did not answer in time"})
 			}
 		}
 	}

@@ -7,28 +7,34 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // manager is one registered manager as the loop sees it.
 type manager struct {
-	id          string
-	identity    []byte
+	link.Peer
 	reg         messages.Registration
 	outstanding map[messages.TaskID]*itask
 	idle        uint32
 	capacity    uint32 // what it last reported it would accept
 	serving     messages.ServingState
-	lastSeen    time.Time
-	lastSent    time.Time
-	registered  time.Time
 	blocked     bool // its pipe was full this round
 	sendBuf     []messages.Task
 	// resyncUntil: after a re-registration, tasks it does not report by
 	// then are taken as lost (it may be a new process with the same id).
 	resyncUntil time.Time
-	lastResend  time.Time
+	// unacked are tasks sent to it that it has not acknowledged yet.
+	unacked *link.Unacked
+}
+
+// validManagerID bounds what a registration may call itself.
+func validManagerID(id string) error {
+	if id == "" || len(id) > 200 {
+		return fmt.Errorf("manager id must be 1 to 200 bytes, got %d", len(id))
+	}
+	return nil
 }
 
 // free is how many more tasks the manager may hold.
@@ -41,61 +47,45 @@ func (m *manager) free() int {
 }
 
 func (l *loop) sendManager(m *manager, msg messages.Message) error {
-	frames, err := msg.Pack()
-	if err != nil {
+	if err := l.down.Send(&m.Peer, msg); err != nil {
 		return err
 	}
-	if err := zsock.Send(l.ix.down, m.identity, frames); err != nil {
-		return err
-	}
-	m.lastSent = time.Now()
 	if msg.Type() == messages.TypeHeartbeat {
 		l.ix.m.heartbeatsSent.WithLabelValues("manager").Inc()
 	}
 	return nil
 }
 
-func (l *loop) replyRaw(identity []byte, msg messages.Message) {
-	if frames, err := msg.Pack(); err == nil {
-		_ = zsock.Send(l.ix.down, identity, frames)
-	}
-}
-
-func (l *loop) handleManager(frames [][]byte) {
-	if len(frames) < 2 {
+func (l *loop) handleManager(env link.Envelope) {
+	if env.Frames == nil {
 		l.ix.m.malformed.WithLabelValues("manager").Inc()
 		return
 	}
-	ident := frames[0]
-	if len(ident) > 0 && ident[0] == 0 {
-		// libzmq's temporary id for a connection replaced by a newer one
-		// with the same identity (ROUTER_HANDOVER): its leftovers are stale.
-		return
-	}
-	msg, err := messages.Unpack(frames[1:])
+	msg, err := messages.Unpack(env.Frames)
 	if err != nil {
 		l.ix.m.malformed.WithLabelValues("manager").Inc()
-		l.log.WithError(err).WithField("manager", string(ident)).Warn("dropped undecodable message from manager")
-		l.replyRaw(ident, messages.ReplyFor(err))
+		l.quiet.Warn("undecodable:"+err.Error(), l.log.WithError(err).WithField("connection", string(env.Route)), "dropped undecodable message from manager")
+		l.down.Reply(env.Route, messages.ReplyFor(err))
 		return
 	}
 	now := time.Now()
 	if reg, ok := msg.(*messages.Registration); ok {
-		l.registerManager(ident, reg, now)
+		l.registerManager(env, reg, now)
 		return
 	}
-	m, ok := l.mgrs[string(ident)]
-	if !ok {
-		// Ask once per interval, not once per message.
-		if last := l.reregAsked[string(ident)]; now.Sub(last) >= l.ix.opts.HeartbeatInterval {
-			l.reregAsked[string(ident)] = now
+	var m *manager
+	if id, ok := l.down.PeerID(env.Route); ok {
+		m = l.mgrs[id]
+	}
+	if m == nil {
+		if l.down.AskReregister(env.Route, "unknown or expired manager; send Registration", now) {
 			l.ix.m.reregisters.Inc()
-			l.log.WithFields(logrus.Fields{"manager": string(ident), "type": msg.Type().String()}).Info("message from unknown or expired manager; asked it to re-register")
-			l.replyRaw(ident, &messages.Reregister{Reason: "unknown or expired manager; send Registration"})
+			l.quiet.Info("rereg:"+msg.Type().String(), l.log.WithFields(logrus.Fields{"connection": string(env.Route), "type": msg.Type().String()}),
+				"message from unknown or expired manager; asked it to re-register")
 		}
 		return
 	}
-	m.lastSeen = now
+	m.LastSeen = now
 	switch x := msg.(type) {
 	case *messages.Heartbeat:
 		l.ix.m.heartbeatsRecv.WithLabelValues("manager").Inc()
@@ -113,53 +103,57 @@ func (l *loop) handleManager(frames [][]byte) {
 			if c.reply != nil {
 				c.reply <- rep
 			} else {
-				l.up.send(rep)
+				l.up.TrySend(rep)
 			}
 		}
 	case *messages.Ack:
 		// The manager holds these tasks.
 		for _, id := range x.IDs {
-			if t, ok := m.outstanding[id]; ok {
-				t.at = 0
-			}
+			m.unacked.Ack(id)
 		}
 	case *messages.HeartbeatReq:
 		_ = l.sendManager(m, &messages.HeartbeatResp{Nonce: x.Nonce})
 	case *messages.ErrorReply:
-		l.log.WithFields(logrus.Fields{"manager": m.id, "code": x.Code.String()}).Warn("manager refused a message: " + x.Reason)
+		l.log.WithFields(logrus.Fields{"manager": m.ID, "code": x.Code.String()}).Warn("manager refused a message: " + x.Reason)
 	default:
-		l.log.WithFields(logrus.Fields{"manager": m.id, "type": msg.Type().String()}).Warn("unexpected message type from manager")
+		l.log.WithFields(logrus.Fields{"manager": m.ID, "type": msg.Type().String()}).Warn("unexpected message type from manager")
 	}
 }
 
-func (l *loop) registerManager(ident []byte, reg *messages.Registration, now time.Time) {
+func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, now time.Time) {
 	if reg.Role != messages.RoleManager {
-		l.replyRaw(ident, &messages.ErrorReply{Code: messages.CodeRefused, Reason: "only managers connect here"})
+		l.down.Refuse(env.Route, messages.CodeRefused, "only managers connect here")
 		return
 	}
 	if reg.ProtocolVersion != messages.Version {
-		l.replyRaw(ident, &messages.ErrorReply{Code: messages.CodeVersion,
-			Reason: fmt.Sprintf("manager speaks protocol %d, interchange speaks %d", reg.ProtocolVersion, messages.Version)})
-		l.log.WithField("manager", string(ident)).Warn("manager with another protocol version refused")
+		l.down.Refuse(env.Route, messages.CodeVersion,
+			fmt.Sprintf("manager speaks protocol %d, interchange speaks %d", reg.ProtocolVersion, messages.Version))
+		l.log.WithField("manager", reg.ID).Warn("manager with another protocol version refused")
 		return
 	}
-	id := string(ident)
-	delete(l.reregAsked, id)
+	if l.down.Secure() && env.User != managerUser {
+		l.down.Refuse(env.Route, messages.CodeRefused, "this key is not enrolled as a manager of this endpoint")
+		return
+	}
+	if err := validManagerID(reg.ID); err != nil {
+		l.down.Refuse(env.Route, messages.CodeRefused, err.Error())
+		return
+	}
+	id := reg.ID
 	m, known := l.mgrs[id]
 	if !known {
-		m = &manager{id: id, identity: append([]byte(nil), ident...), outstanding: make(map[messages.TaskID]*itask)}
+		m = &manager{Peer: link.Peer{ID: id}, outstanding: make(map[messages.TaskID]*itask), unacked: link.NewUnacked()}
 		l.mgrs[id] = m
 		l.order = append(l.order, m)
 	}
 	if known && len(m.outstanding) > 0 {
 		m.resyncUntil = now.Add(2 * l.ix.opts.HeartbeatInterval)
 	}
+	l.down.Bind(&m.Peer, env.Route, env.User, now)
 	m.reg = *reg
 	m.idle = reg.Workers
 	m.capacity = reg.Workers + reg.Prefetch
 	m.serving = messages.NonePaused
-	m.lastSeen = now
-	m.registered = now
 	l.ix.m.registrations.Inc()
 	l.log.WithFields(logrus.Fields{"manager": id, "host": reg.Hostname, "workers": reg.Workers,
 		"prefetch": reg.Prefetch, "block": reg.BlockID, "known": known, "held": len(m.outstanding)}).Info("manager registered")
@@ -204,13 +198,25 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		ack = append(ack, r.ID)
 		t, ok := l.tasks[r.ID]
 		switch {
-		case ok && r.Attempt == t.attempt:
+		case len(r.Payload)+len(r.Error) > l.ix.opts.MaxResultBytes:
+			// Refused and not acknowledged: nothing changes.
+			ack = ack[:len(ack)-1]
+			l.ix.m.refused.WithLabelValues("oversized-result").Inc()
+			l.down.Refuse(m.Route, messages.CodeOversized, fmt.Sprintf("result for task %s is %d bytes; the limit is %d (--max-result-bytes)",
+				r.ID, len(r.Payload)+len(r.Error), l.ix.opts.MaxResultBytes))
+		case ok && r.Attempt == t.attempt && (t.mgr == m || t.mgr == nil):
+			// From the manager it was handed to, or one that held it across
+			// our restart (nobody holds it now).
 			l.finish(r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
+		case ok && r.Attempt == t.attempt:
+			l.ix.m.refused.WithLabelValues("not-your-task").Inc()
+			l.quiet.Warn("notyours:"+m.ID, l.log.WithFields(logrus.Fields{"manager": m.ID, "task_id": r.ID.String()}),
+				"result for a task handed to another manager refused")
 		case ok:
 			l.ix.m.staleUpdates.Inc()
 		default:
-			if _, dup := l.held[r.ID]; dup {
+			if _, dup := l.held.Get(r.ID); dup {
 				l.ix.m.duplicates.Inc()
 				continue
 			}
@@ -220,14 +226,14 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		}
 	}
 	// The manager forgets a result once acked, so ack only what is stored.
-	mid := m.id
+	mid := m.ID
 	l.persist(l.takeOps(), func(l *loop) {
 		m, ok := l.mgrs[mid]
 		if !ok {
 			return
 		}
 		if err := l.sendManager(m, &messages.Ack{IDs: ack}); err != nil {
-			l.log.WithError(err).WithField("manager", m.id).Debug("ack not sent; manager will re-send")
+			l.log.WithError(err).WithField("manager", m.ID).Debug("ack not sent; manager will re-send")
 		}
 	})
 }
@@ -281,6 +287,7 @@ func (l *loop) dispatch() {
 				// Counts as heard of for a re-registration's re-sync.
 				t.seen = now
 				t.at = now
+				m.unacked.Sent(t.id, now)
 				t.mgr = m
 				t.code = messages.WaitingForLaunch
 				m.outstanding[t.id] = t
@@ -302,7 +309,7 @@ func (l *loop) resyncDone(m *manager, now time.Time) {
 	m.resyncUntil = time.Time{}
 	var gone []*itask
 	for _, t := range m.outstanding {
-		if t.seen < m.registered.UnixNano() {
+		if t.seen < m.Registered.UnixNano() {
 			gone = append(gone, t)
 		}
 	}
@@ -310,17 +317,19 @@ func (l *loop) resyncDone(m *manager, now time.Time) {
 		return
 	}
 	requeued, failed := l.requeue(m, gone, "re-registered without it", now)
-	l.log.WithFields(logrus.Fields{"manager": m.id, "requeued": requeued, "failed": failed}).
+	l.log.WithFields(logrus.Fields{"manager": m.ID, "requeued": requeued, "failed": failed}).
 		Warn("manager re-registered without tasks it held; running them again")
 }
 
 // managerLost re-queues the manager's tasks, or fails them after too many
 // attempts.
-func (l *loop) managerLost(m *manager, reason string, now time.Time) {
-	if _, ok := l.mgrs[m.id]; !ok || l.mgrs[m.id] != m {
+func (l *loop) managerLost(m *manager, why link.Reason, now time.Time) {
+	if _, ok := l.mgrs[m.ID]; !ok || l.mgrs[m.ID] != m {
 		return
 	}
-	delete(l.mgrs, m.id)
+	reason := why.String()
+	delete(l.mgrs, m.ID)
+	l.down.Unbind(&m.Peer)
 	for i, x := range l.order {
 		if x == m {
 			l.order = append(l.order[:i:i], l.order[i+1:]...)
@@ -333,8 +342,8 @@ func (l *loop) managerLost(m *manager, reason string, now time.Time) {
 	}
 	requeued, failed := l.requeue(m, ts, reason, now)
 	l.ix.m.managersLost.WithLabelValues(reason).Inc()
-	l.log.WithFields(logrus.Fields{"manager": m.id, "reason": reason, "requeued": requeued, "failed": failed,
-		"silent_for": now.Sub(m.lastSeen).Round(time.Millisecond).String()}).Warn("manager lost")
+	l.log.WithFields(logrus.Fields{"manager": m.ID, "reason": reason, "requeued": requeued, "failed": failed,
+		"silent_for": now.Sub(m.LastSeen).Round(time.Millisecond).String()}).Warn("manager lost")
 	l.publishTotals()
 }
 
@@ -350,7 +359,7 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 		t.mgr = nil
 		if int(t.attempt) > l.ix.opts.MaxRetries+1 {
 			l.finish(messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
-				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.id, reason)})
+				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.ID, reason)})
 			failed++
 			continue
 		}
@@ -420,15 +429,11 @@ func (l *loop) command(c *messages.Command, reply chan *messages.CommandReply) *
 // not acknowledged in time (a batch lost in a reconnect nobody noticed);
 // the manager drops ids it already holds.
 func (l *loop) resendTasks(m *manager, now time.Time) {
-	th := int64(l.ix.opts.HeartbeatThreshold)
-	if len(m.outstanding) == 0 || now.Sub(m.lastResend) < l.ix.opts.HeartbeatThreshold {
-		return
-	}
-	m.lastResend = now
+	due := m.unacked.Due(now, l.ix.opts.HeartbeatThreshold, nil)
 	var again []messages.Task
-	for _, t := range m.outstanding {
-		if t.at != 0 && now.UnixNano()-t.at > th {
-			t.at = now.UnixNano()
+	for _, id := range due {
+		if t, ok := m.outstanding[id]; ok {
+			m.unacked.Sent(id, now.UnixNano())
 			again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
 		}
 	}

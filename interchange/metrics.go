@@ -26,6 +26,7 @@ type metrics struct {
 	forwarderLost  prometheus.Counter
 	registrations  prometheus.Counter
 	reregisters    prometheus.Counter
+	refused        *prometheus.CounterVec
 	dispatchWait   prometheus.Histogram
 	storeCommit    prometheus.Histogram
 	storeOps       prometheus.Counter
@@ -56,6 +57,7 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		forwarderLost:  c("forwarder_lost_total", "Times the forwarder was declared lost."),
 		registrations:  c("manager_registrations_total", "Manager registrations accepted."),
 		reregisters:    c("reregister_requests_total", "Messages from unknown managers answered with Reregister."),
+		refused:        cv("refused_total", "Messages from managers refused, by reason.", "reason"),
 		dispatchWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_dispatch_wait_seconds",
 			Help: "Time a task waited in the queue before it was handed to a manager.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}),
 		storeCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_store_commit_seconds",
@@ -68,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 	}
 	reg.MustRegister(m.reportsRecv, m.resultsResent, m.tasksResent, m.dispatchWait, m.storeCommit, m.storeOps, m.storeErrors)
 	reg.MustRegister(m.received, m.dispatched, m.results, m.resultsUp, m.duplicates, m.staleUpdates, m.malformed,
-		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters,
+		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters, m.refused,
 		g("managers", "Registered managers.", func() float64 { return float64(ix.Status().Managers) }),
 		g("workers", "Workers across managers.", func() float64 { return float64(ix.Status().Workers) }),
 		g("idle_workers", "Idle workers across managers.", func() float64 { return float64(ix.Status().IdleWorkers) }),
@@ -83,6 +85,9 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 	)
 	// Labelled counters start at zero so the first event shows in rate().
 	m.managersLost.WithLabelValues("heartbeat timeout")
+	for _, r := range []string{"oversized-result", "not-your-task"} {
+		m.refused.WithLabelValues(r)
+	}
 	for _, link := range []string{"forwarder", "manager"} {
 		m.malformed.WithLabelValues(link)
 		m.heartbeatsSent.WithLabelValues(link)

@@ -7,7 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
+	"github.com/switchyard-hpc/switchyard/messages"
 
 	"github.com/switchyard-hpc/switchyard/internal/store"
 
@@ -41,6 +43,22 @@ type Options struct {
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
 	Version  string
+	// Credentials enroll this endpoint with the forwarder (written by
+	// `switchyard endpoint create`). Required unless Insecure.
+	Credentials *curve.Credentials
+	// Insecure turns CurveZMQ off on both links.
+	Insecure bool
+	// MaxResultBytes refuses larger results from managers.
+	MaxResultBytes int
+}
+
+// DefaultMaxResultBytes is --max-result-bytes' default.
+const DefaultMaxResultBytes = 10 << 20
+
+// maxMsgSize is the largest message either link takes: a full batch, or
+// one result at the cap with room for its header.
+func (o *Options) maxMsgSize() int64 {
+	return int64(max(messages.MaxBatchBytes, o.MaxResultBytes)) + 1<<20
 }
 
 // Defaults as documented in design.md.
@@ -52,8 +70,31 @@ const (
 )
 
 func (o *Options) setDefaults() error {
+	if !o.Insecure {
+		if o.Credentials == nil {
+			return fmt.Errorf("the interchange needs --credentials FILE (written by `switchyard endpoint create ID --out FILE`), or --insecure to run without CurveZMQ")
+		}
+		if err := o.Credentials.Check(curve.KindEndpoint); err != nil {
+			return fmt.Errorf("--credentials: %w", err)
+		}
+		if o.EndpointID == "" {
+			o.EndpointID = o.Credentials.ID
+		}
+		if o.EndpointID != o.Credentials.ID {
+			return fmt.Errorf("--endpoint-id %q does not match the credentials, which enroll endpoint %q", o.EndpointID, o.Credentials.ID)
+		}
+		if o.Forwarder == "" && o.Credentials.Address != "" {
+			o.Forwarder = o.Credentials.Address
+		}
+	}
 	if o.EndpointID == "" {
 		return fmt.Errorf("--endpoint-id is required: the name users submit tasks to")
+	}
+	switch {
+	case o.MaxResultBytes == 0:
+		o.MaxResultBytes = DefaultMaxResultBytes
+	case o.MaxResultBytes < 1024:
+		return fmt.Errorf("--max-result-bytes %d is too small (minimum 1024)", o.MaxResultBytes)
 	}
 	if o.Forwarder == "" {
 		o.Forwarder = DefaultForwarder

@@ -58,9 +58,10 @@ func resultDeleteOp(seq uint64) store.Op {
 // heldResult is a result waiting for the forwarder's ack.
 type heldResult struct {
 	messages.Result
-	seq    uint64
-	sentAt int64 // unix ns of the last send; 0 while waiting to go
+	seq uint64
 }
+
+func heldID(h *heldResult) messages.TaskID { return h.ID }
 
 // recovered is what a restarted interchange found in its store.
 type recovered struct {

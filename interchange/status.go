@@ -38,21 +38,21 @@ type StatusView struct {
 }
 
 func (l *loop) publishView(now time.Time) {
-	v := StatusView{EndpointID: l.ix.opts.EndpointID, ForwarderConnected: l.up.registered,
-		Managers: len(l.mgrs), Queued: l.queued, Outstanding: len(l.tasks), ResultsUndelivered: len(l.held),
+	v := StatusView{EndpointID: l.ix.opts.EndpointID, ForwarderConnected: l.up.Registered(),
+		Managers: len(l.mgrs), Queued: l.queued, Outstanding: len(l.tasks), ResultsUndelivered: l.held.Len(),
 		ServingState: l.ix.serving.Effective(now).String(), ManagerList: make([]ManagerView, 0, len(l.mgrs)),
 		HeartbeatInterval: l.ix.opts.HeartbeatInterval.String(), HeartbeatThreshold: l.ix.opts.HeartbeatThreshold.String(),
-		ForwarderReconnects: l.up.connects}
-	if !l.up.lastSeen.IsZero() {
-		t := l.up.lastSeen.UTC()
+		ForwarderReconnects: l.up.Connects()}
+	if seen := l.up.LastSeen(); !seen.IsZero() {
+		t := seen.UTC()
 		v.ForwarderLastSeen = &t
 	}
 	for _, m := range l.mgrs {
 		v.Workers += m.reg.Workers
 		v.IdleWorkers += m.idle
-		v.ManagerList = append(v.ManagerList, ManagerView{ID: m.id, Hostname: m.reg.Hostname, BlockID: m.reg.BlockID,
+		v.ManagerList = append(v.ManagerList, ManagerView{ID: m.ID, Hostname: m.reg.Hostname, BlockID: m.reg.BlockID,
 			Workers: m.reg.Workers, IdleWorkers: m.idle, Prefetch: m.reg.Prefetch, Outstanding: len(m.outstanding),
-			ServingState: m.serving.String(), LastSeen: m.lastSeen.UTC(), Registered: m.registered.UTC()})
+			ServingState: m.serving.String(), LastSeen: m.LastSeen.UTC(), Registered: m.Registered.UTC()})
 	}
 	sort.Slice(v.ManagerList, func(i, j int) bool { return v.ManagerList[i].ID < v.ManagerList[j].ID })
 	l.ix.viewMu.Lock()

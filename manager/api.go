@@ -29,15 +29,15 @@ type StatusView struct {
 }
 
 func (l *loop) publishView(now time.Time) {
-	v := StatusView{ManagerID: l.mg.opts.ManagerID, Interchange: l.mg.opts.Interchange, Registered: l.registered,
+	v := StatusView{ManagerID: l.mg.opts.ManagerID, Interchange: l.mg.opts.Interchange, Registered: l.up.Registered(),
 		Workers: l.mg.opts.Workers, IdleWorkers: l.mg.idle(), Prefetch: l.mg.opts.Prefetch, Held: len(l.tasks),
-		Pending: len(l.pending), HeldResults: len(l.unacked), ServingState: l.mg.serving.Effective(now).String()}
-	if !l.lastSeen.IsZero() {
-		t := l.lastSeen.UTC()
+		Pending: len(l.pending), HeldResults: l.results.Len(), ServingState: l.mg.serving.Effective(now).String()}
+	if seen := l.up.LastSeen(); !seen.IsZero() {
+		t := seen.UTC()
 		v.LastSeen = &t
 	}
-	if !l.registered && l.backoff > 0 {
-		v.ReconnectWait = l.backoff.String()
+	if !l.up.Registered() && l.up.Backoff() > 0 {
+		v.ReconnectWait = l.up.Backoff().String()
 	}
 	l.mg.viewMu.Lock()
 	l.mg.view = v

@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
@@ -173,9 +174,11 @@ func (mg *Manager) Run(ctx context.Context) error {
 		workers.Add(1)
 		go mg.worker(workCtx, work, &workers)
 	}
-	l := &loop{mg: mg, log: mg.log, tasks: make(map[messages.TaskID]*mtask), unacked: make(map[messages.TaskID]messages.Result),
-		deltas: make(map[messages.TaskID]messages.Delta), work: work, workCtx: workCtx,
-		sentAt: make(map[messages.TaskID]int64)}
+	l := &loop{mg: mg, log: mg.log, tasks: make(map[messages.TaskID]*mtask), results: link.NewOutbox(resultID),
+		deltas: make(map[messages.TaskID]messages.Delta), work: work, workCtx: workCtx}
+	l.up = link.NewUplink(link.UplinkConfig{Ctx: mg.zctx, Addr: mg.opts.Interchange, ID: mg.opts.ManagerID,
+		Timing: link.Timing{Interval: mg.opts.HeartbeatInterval, Threshold: mg.opts.HeartbeatThreshold},
+		Keys:   mg.opts.keys(), Register: l.registration, Peer: "interchange", Log: mg.log})
 	loopErr := l.run(ctx)
 	close(work)
 	stopWork()
@@ -209,82 +212,36 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 }
 
 type loop struct {
-	mg   *Manager
-	log  *logrus.Entry
-	sock *zmq.Socket
-	// registered is true once the interchange answered our Registration.
-	registered bool
-	lastSeen   time.Time
-	lastSent   time.Time
-	lastTry    time.Time
+	mg         *Manager
+	log        *logrus.Entry
+	up         *link.Uplink
 	lastReport time.Time
-	backoff    time.Duration
-	pollerOK   bool
 	poller     *zmq.Poller
 
 	tasks   map[messages.TaskID]*mtask
 	pending []*mtask
 	work    chan *mtask
 	workCtx context.Context
-	unacked map[messages.TaskID]messages.Result
-	// sentAt is when each unacknowledged result was last sent.
-	sentAt     map[messages.TaskID]int64
-	lastResend time.Time
-	outbox     []messages.Result
-	deltas     map[messages.TaskID]messages.Delta
-	evs        []event
-	retryAt    time.Time
+	// results are kept until the interchange acknowledges them.
+	results *link.Outbox[messages.Result]
+	deltas  map[messages.TaskID]messages.Delta
+	evs     []event
+	retryAt time.Time
 }
 
-func (l *loop) close() {
-	zsock.Close(l.sock)
-	l.sock = nil
-}
+func resultID(r *messages.Result) messages.TaskID { return r.ID }
 
-func (l *loop) connect(now time.Time) {
-	l.close()
-	l.pollerOK = false
-	l.lastTry = now
-	l.registered = false
-	s, err := zsock.NewDealer(l.mg.zctx, l.mg.opts.ManagerID, l.mg.opts.Interchange)
-	if err != nil {
-		l.log.WithError(err).Error("cannot connect to interchange")
-		return
-	}
-	l.sock = s
-	l.sendRegistration()
-}
+func (l *loop) close() { l.up.Close() }
 
-func (l *loop) sendRegistration() {
+func (l *loop) registration() messages.Message {
 	o := l.mg.opts
-	l.send(&messages.Registration{Role: messages.RoleManager, ID: o.ManagerID, Hostname: l.mg.hostname,
+	return &messages.Registration{Role: messages.RoleManager, ID: o.ManagerID, Hostname: l.mg.hostname,
 		Workers: uint32(o.Workers), Prefetch: uint32(o.Prefetch), ProtocolVersion: messages.Version,
-		SoftwareVersion: o.Version, BlockID: o.BlockID})
-}
-
-func (l *loop) sendErr(m messages.Message) error {
-	if l.sock == nil {
-		return zsock.ErrSocketGone
-	}
-	frames, err := m.Pack()
-	if err != nil {
-		return err
-	}
-	if err := zsock.Send(l.sock, nil, frames); err != nil {
-		return err
-	}
-	l.lastSent = time.Now()
-	return nil
-}
-
-func (l *loop) send(m messages.Message) {
-	if err := l.sendErr(m); err != nil {
-		l.log.WithError(err).WithField("type", m.Type().String()).Debug("message to interchange not sent")
-	}
+		SoftwareVersion: o.Version, BlockID: o.BlockID}
 }
 
 func (l *loop) run(ctx context.Context) error {
-	l.connect(time.Now())
+	l.up.Connect(time.Now())
 	tick := heartbeat.Tick(l.mg.opts.HeartbeatInterval)
 	nextHK := time.Now().Add(tick)
 	for {
@@ -296,13 +253,12 @@ func (l *loop) run(ctx context.Context) error {
 			}
 			return nil
 		}
-		if !l.pollerOK {
+		if l.up.SocketChanged() || l.poller == nil {
 			l.poller = zmq.NewPoller()
 			l.poller.Add(l.mg.mbox.Socket(), zmq.POLLIN)
-			if l.sock != nil {
-				l.poller.Add(l.sock, zmq.POLLIN)
+			if s := l.up.Socket(); s != nil {
+				l.poller.Add(s, zmq.POLLIN)
 			}
-			l.pollerOK = true
 		}
 		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt)
 		if err != nil {
@@ -315,9 +271,9 @@ func (l *loop) run(ctx context.Context) error {
 					l.handleEvent(&l.evs[i])
 					l.evs[i] = event{}
 				}
-			} else if l.sock != nil && p.Socket == l.sock {
+			} else if p.Socket == l.up.Socket() {
 				for i := 0; i < 1000; i++ {
-					frames, ok, err := zsock.Recv(l.sock)
+					frames, ok, err := l.up.Recv()
 					if err != nil || !ok {
 						break
 					}
@@ -355,11 +311,10 @@ func (l *loop) handleEvent(ev *event) {
 			delete(l.tasks, r.ID)
 			delete(l.deltas, r.ID)
 		}
-		if old, ok := l.unacked[r.ID]; ok && old.Attempt > r.Attempt {
+		if old, ok := l.results.Get(r.ID); ok && old.Attempt > r.Attempt {
 			return
 		}
-		l.unacked[r.ID] = r
-		l.outbox = append(l.outbox, r)
+		l.results.Put(r)
 		l.mg.m.completed.WithLabelValues(string(r.Code.State())).Inc()
 		if r.Started > 0 && r.Finished >= r.Started {
 			l.mg.m.runTime.WithLabelValues(string(r.Code.State())).Observe(time.Duration(r.Finished - r.Started).Seconds())
@@ -395,18 +350,17 @@ func (l *loop) handleMessage(frames [][]byte) {
 	if err != nil {
 		l.mg.m.malformed.Inc()
 		l.log.WithError(err).Warn("dropped undecodable message from interchange")
-		l.send(messages.ReplyFor(err))
+		l.up.TrySend(messages.ReplyFor(err))
 		return
 	}
 	now := time.Now()
-	l.lastSeen = now
-	if !l.registered {
-		if _, again := msg.(*messages.Reregister); !again {
-			l.registered = true
-			l.backoff = 0
-			l.log.WithFields(logrus.Fields{"held_results": len(l.unacked), "tasks": len(l.tasks)}).Info("registered with interchange")
-			l.resync(now)
-		}
+	registered, handled := l.up.Heard(msg, now)
+	if registered {
+		l.log.WithFields(logrus.Fields{"held_results": l.results.Len(), "tasks": len(l.tasks)}).Info("registered with interchange")
+		l.resync(now)
+	}
+	if handled {
+		return
 	}
 	switch m := msg.(type) {
 	case *messages.Heartbeat:
@@ -415,21 +369,10 @@ func (l *loop) handleMessage(frames [][]byte) {
 		l.acceptTasks(m)
 	case *messages.Ack:
 		for _, id := range m.IDs {
-			delete(l.unacked, id)
-			delete(l.sentAt, id)
+			l.results.Ack(id)
 		}
 	case *messages.Command:
-		l.send(l.command(m))
-	case *messages.HeartbeatReq:
-		l.send(&messages.HeartbeatResp{Nonce: m.Nonce})
-	case *messages.Reregister:
-		if !l.registered && now.Sub(l.lastTry) < l.mg.opts.HeartbeatInterval {
-			return // our Registration is on its way
-		}
-		l.log.WithField("reason", m.Reason).Info("interchange asked us to re-register")
-		l.registered = false
-		l.lastTry = now
-		l.sendRegistration()
+		l.up.TrySend(l.command(m))
 	case *messages.ErrorReply:
 		l.log.WithField("code", m.Code.String()).Warn("interchange refused a message: " + m.Reason)
 	default:
@@ -440,10 +383,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 // resync re-sends held results and reports every task held, after a
 // (re-)registration.
 func (l *loop) resync(now time.Time) {
-	l.outbox = l.outbox[:0]
-	for _, r := range l.unacked {
-		l.outbox = append(l.outbox, r)
-	}
+	l.results.ResendAll()
 	for id, t := range l.tasks {
 		l.deltas[id] = messages.Delta{ID: id, Code: t.code, Attempt: t.task.Attempt, At: now.UnixNano()}
 	}
@@ -465,9 +405,9 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 			have.claim.CompareAndSwap(0, 2)
 			have.cancel(errCancelled)
 		}
-		if r, ok := l.unacked[t.ID]; ok && r.Attempt >= t.Attempt {
+		if r, ok := l.results.Get(t.ID); ok && r.Attempt >= t.Attempt {
 			l.mg.m.duplicates.Inc()
-			l.outbox = append(l.outbox, r)
+			l.results.Requeue(t.ID)
 			continue
 		}
 		mt := &mtask{task: t, code: messages.WaitingForLaunch}
@@ -480,7 +420,7 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	for i := range b.Tasks {
 		ids[i] = b.Tasks[i].ID
 	}
-	l.send(&messages.Ack{IDs: ids})
+	l.up.TrySend(&messages.Ack{IDs: ids})
 }
 
 func (l *loop) command(c *messages.Command) *messages.CommandReply {
@@ -505,9 +445,7 @@ func (l *loop) command(c *messages.Command) *messages.CommandReply {
 			delete(l.tasks, id)
 			delete(l.deltas, id)
 			t.code = messages.Cancelled
-			r := messages.Result{ID: id, Attempt: t.task.Attempt, Code: messages.Cancelled, Error: errCancelled.Error(), Finished: now}
-			l.unacked[id] = r
-			l.outbox = append(l.outbox, r)
+			l.results.Put(messages.Result{ID: id, Attempt: t.task.Attempt, Code: messages.Cancelled, Error: errCancelled.Error(), Finished: now})
 		}
 		return &messages.CommandReply{ID: c.ID, OK: true, Message: fmt.Sprintf("cancelling %d of %d tasks", n, len(c.TaskIDs))}
 	case messages.OpSetServingState, messages.OpGetServingState:
@@ -519,7 +457,7 @@ func (l *loop) command(c *messages.Command) *messages.CommandReply {
 // report sends the status report; it goes before any results.
 func (l *loop) report(now time.Time) {
 	l.lastReport = now
-	if !l.registered {
+	if !l.up.Registered() {
 		return
 	}
 	l.mg.serving.Measure(servingstate.Sample{Queued: len(l.pending), MemoryPercent: servingstate.MemoryPercent()}, now)
@@ -545,75 +483,42 @@ func (l *loop) report(now time.Time) {
 			r.Deltas = append(r.Deltas, d)
 		}
 	}
-	if err := l.sendErr(r); err == nil {
+	if err := l.up.Send(r); err == nil {
 		clear(l.deltas)
 		l.mg.m.reportsSent.Inc()
 	}
 }
 
 func (l *loop) flushResults() {
-	if len(l.outbox) == 0 || !l.registered {
+	q := l.results.Queued()
+	if len(q) == 0 || !l.up.Registered() {
 		return
 	}
-	for len(l.outbox) > 0 {
-		n := messages.ChunkResults(l.outbox, 1000)
-		if err := l.sendErr(&messages.ResultBatch{Results: l.outbox[:n]}); err != nil {
+	for len(q) > 0 {
+		n := messages.ChunkResults(q, 1000)
+		if err := l.up.Send(&messages.ResultBatch{Results: q[:n]}); err != nil {
 			if errors.Is(err, zsock.ErrWouldBlock) {
 				l.retryAt = time.Now().Add(5 * time.Millisecond)
 			}
 			return
 		}
-		now := time.Now().UnixNano()
-		for i := range l.outbox[:n] {
-			if _, ok := l.unacked[l.outbox[i].ID]; ok {
-				l.sentAt[l.outbox[i].ID] = now
-			}
-		}
-		l.outbox = l.outbox[n:]
-	}
-	l.outbox = nil
-}
-
-// resendUnacked queues again, once per threshold, results the interchange
-// has not acknowledged in time; it applies a result at most once.
-func (l *loop) resendUnacked(now time.Time) {
-	th := l.mg.opts.HeartbeatThreshold
-	if len(l.sentAt) == 0 || !l.registered || now.Sub(l.lastResend) < th {
-		return
-	}
-	l.lastResend = now
-	n := 0
-	for id, at := range l.sentAt {
-		if now.UnixNano()-at > int64(th) {
-			delete(l.sentAt, id)
-			if r, ok := l.unacked[id]; ok {
-				l.outbox = append(l.outbox, r)
-				n++
-			}
-		}
-	}
-	if n > 0 {
-		l.log.WithField("results", n).Warn("interchange did not acknowledge results; sending them again")
+		l.results.Sent(n, time.Now().UnixNano())
+		q = l.results.Queued()
 	}
 }
 
 func (l *loop) housekeeping(now time.Time) {
-	th := l.mg.opts.HeartbeatThreshold
-	switch {
-	case l.registered && now.Sub(l.lastSeen) > th:
+	switch l.up.Timers(now) {
+	case link.TickLost:
 		l.mg.m.interchangeLost.Inc()
-		l.log.WithFields(logrus.Fields{"silent_for": now.Sub(l.lastSeen).Round(time.Millisecond).String(),
-			"running": len(l.tasks), "held_results": len(l.unacked)}).Warn("interchange lost; reconnecting")
-		l.backoff = l.mg.opts.HeartbeatInterval
-		l.connect(now)
-	case !l.registered && now.Sub(l.lastTry) > l.backoff+th:
-		l.backoff = heartbeat.NextBackoff(l.backoff, l.mg.opts.HeartbeatInterval, l.mg.opts.HeartbeatThreshold)
-		l.log.WithField("next_try_in", l.backoff.String()).Info("no answer from interchange; reconnecting")
-		l.connect(now)
-	case l.registered && now.Sub(l.lastSent) >= l.mg.opts.HeartbeatInterval:
-		l.send(&messages.Heartbeat{})
+		l.log.WithFields(logrus.Fields{"running": len(l.tasks), "held_results": l.results.Len()}).Warn("interchange lost; keeping tasks and results until it is back")
+	case link.TickHeartbeat:
 		l.mg.m.heartbeatsSent.Inc()
 	}
-	l.resendUnacked(now)
+	if l.up.Registered() {
+		if n := l.results.ResendDue(now, l.mg.opts.HeartbeatThreshold); n > 0 {
+			l.log.WithField("results", n).Warn("interchange did not acknowledge results; sending them again")
+		}
+	}
 	l.publishView(now)
 }

@@ -10,8 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
-
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 )
 
@@ -34,6 +35,20 @@ type Options struct {
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
 	Version  string
+	// Credentials hold the interchange's public key and this endpoint's
+	// manager key pair (the interchange writes them to
+	// STATE_DIR/manager.credentials). Required unless Insecure.
+	Credentials *curve.Credentials
+	// Insecure turns CurveZMQ off on the link to the interchange.
+	Insecure bool
+}
+
+func (o *Options) keys() *link.ClientKeys {
+	if o.Insecure || o.Credentials == nil {
+		return nil
+	}
+	c := o.Credentials
+	return &link.ClientKeys{ServerKey: c.ServerKey, Public: c.Client.Public, Secret: c.Client.Secret}
 }
 
 // DefaultInterchange is where a manager connects unless told otherwise.
@@ -67,6 +82,14 @@ func (o *Options) setDefaults() error {
 	}
 	if err := o.Pressure.Validate(); err != nil {
 		return err
+	}
+	if !o.Insecure {
+		if o.Credentials == nil {
+			return fmt.Errorf("the manager needs --credentials FILE (the interchange writes it to its STATE_DIR/manager.credentials), or --insecure to run without CurveZMQ")
+		}
+		if err := o.Credentials.Check(curve.KindManager); err != nil {
+			return fmt.Errorf("--credentials: %w", err)
+		}
 	}
 	if o.Log == nil {
 		o.Log = logrus.NewEntry(logrus.New())

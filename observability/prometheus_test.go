@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 )
 
 const (
@@ -153,18 +155,26 @@ func startEndpoint(t *testing.T) *endpointRun {
 	state := func(name string) []string { return []string{"--state-dir", filepath.Join(r.dir, "state-"+name)} }
 	zmq := func(p int) string { return "tcp://" + hostPort(p) }
 
+	creds := testutil.EnrollOffline(t, filepath.Join(r.dir, "state-forwarder"), testEndpoint, zmq(fwdZMQ))
+	mgrCreds := filepath.Join(r.dir, "state-interchange", "manager.credentials")
 	r.fwd = startProc(t, r.dir, "forwarder", bin, append(append([]string{"forwarder",
 		"--listen-http", hostPort(fwdHTTP), "--listen-zmq", zmq(fwdZMQ)}, state("forwarder")...), hb...)...)
 	// --max-retries 0: tasks of a lost manager fail at the interchange
 	// instead of running again (see the manager-loss step).
 	r.ix = startProc(t, r.dir, "interchange", bin, append(append([]string{"interchange",
 		"--endpoint-id", testEndpoint, "--forwarder", zmq(fwdZMQ), "--listen-managers", zmq(ixMgr),
-		"--listen-http", hostPort(ixHTTP), "--max-retries", "0"}, state("interchange")...), hb...)...)
+		"--listen-http", hostPort(ixHTTP), "--max-retries", "0", "--credentials", creds}, state("interchange")...), hb...)...)
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		if st, err := os.Stat(mgrCreds); err != nil || st.Size() == 0 {
+			return fmt.Errorf("the interchange wrote no %s yet", mgrCreds)
+		}
+		return nil
+	})
 	r.m1 = startProc(t, r.dir, "manager-m1", bin, append(append([]string{"manager",
-		"--interchange", zmq(ixMgr), "--manager-id", "m1", "--workers", "4", "--listen-http", hostPort(m1HTTP)},
+		"--interchange", zmq(ixMgr), "--credentials", mgrCreds, "--manager-id", "m1", "--workers", "4", "--listen-http", hostPort(m1HTTP)},
 		state("m1")...), hb...)...)
 	r.m2 = startProc(t, r.dir, "manager-m2", bin, append(append([]string{"manager",
-		"--interchange", zmq(ixMgr), "--manager-id", "m2", "--workers", "2", "--listen-http", hostPort(m2HTTP)},
+		"--interchange", zmq(ixMgr), "--credentials", mgrCreds, "--manager-id", "m2", "--workers", "2", "--listen-http", hostPort(m2HTTP)},
 		state("m2")...), hb...)...)
 	r.waitEndpoint("endpoint connected with 2 managers", 30*time.Second, func(v endpointView) error {
 		if !v.Connected || v.Managers != 2 {

@@ -9,6 +9,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -16,17 +17,15 @@ import (
 // sim is one simulated manager; only its loop touches it.
 type sim struct {
 	id         string
-	sock       *zmq.Socket
-	registered bool
-	lastSeen   time.Time
-	lastSent   time.Time
-	lastReg    time.Time
+	up         *link.Uplink
+	registered bool // as last counted in the fleet's gauge
 	nextReport time.Time
-	// unacked results are kept until the interchange acks them and are
-	// re-sent after every registration; outbox waits for a full pipe.
-	unacked map[messages.TaskID]messages.Result
-	outbox  []messages.Result
+	// results are kept until the interchange acks them and are re-sent
+	// after every registration.
+	results *link.Outbox[messages.Result]
 }
+
+func resultID(r *messages.Result) messages.TaskID { return r.ID }
 
 // loop owns a share of the fleet's sockets.
 type loop struct {
@@ -37,24 +36,28 @@ type loop struct {
 // maxRecvPerSocket bounds how long one busy socket can hold the loop.
 const maxRecvPerSocket = 100
 
+func (l *loop) registration(s *sim) func() messages.Message {
+	o := l.f.opts
+	return func() messages.Message {
+		l.f.c.sent[messages.TypeRegistration].Add(1)
+		return &messages.Registration{Role: messages.RoleManager, ID: s.id, Hostname: "simulated",
+			Workers: o.Workers, Prefetch: o.Prefetch, ProtocolVersion: messages.Version, SoftwareVersion: "simmanager"}
+	}
+}
+
 func (l *loop) run(ctx context.Context) error {
 	defer func() {
 		for _, s := range l.sims {
-			if s.registered {
-				l.f.c.registered.Add(-1)
-			}
-			zsock.Close(s.sock)
-			s.sock = nil
+			l.setRegistered(s, false)
+			s.up.Close()
 		}
 	}()
-	poller := zmq.NewPoller()
-	bySock := make(map[*zmq.Socket]*sim, len(l.sims))
 	now := time.Now()
 	for _, s := range l.sims {
-		poller.Add(s.sock, zmq.POLLIN)
-		bySock[s.sock] = s
-		l.register(s, now)
+		s.up.Connect(now)
 	}
+	var poller *zmq.Poller
+	bySock := make(map[*zmq.Socket]*sim, len(l.sims))
 	o := l.f.opts
 	// Timers are checked on a tick, not per socket: a tenth of an
 	// interval is precise enough for reports and keeps idle loops idle.
@@ -64,18 +67,33 @@ func (l *loop) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		timeout := min(max(time.Until(next), 0), 100*time.Millisecond)
-		polled, err := poller.Poll(timeout)
-		if err != nil {
-			if zmq.AsErrno(err) == zmq.Errno(4) { // EINTR
-				continue
+		changed := poller == nil
+		for _, s := range l.sims {
+			if s.up.SocketChanged() {
+				changed = true
 			}
-			return fmt.Errorf("simmanager: poll: %w", err)
+		}
+		if changed {
+			poller = zmq.NewPoller()
+			clear(bySock)
+			for _, s := range l.sims {
+				if sock := s.up.Socket(); sock != nil {
+					poller.Add(sock, zmq.POLLIN)
+					bySock[sock] = s
+				}
+			}
+		}
+		polled, err := zsock.Wait(poller, next)
+		if err != nil {
+			return fmt.Errorf("simmanager: %w", err)
 		}
 		for _, p := range polled {
 			s := bySock[p.Socket]
+			if s == nil {
+				continue
+			}
 			for i := 0; i < maxRecvPerSocket; i++ {
-				frames, ok, err := zsock.Recv(s.sock)
+				frames, ok, err := s.up.Recv()
 				if err != nil {
 					return fmt.Errorf("simmanager: manager %s: recv: %w", s.id, err)
 				}
@@ -97,25 +115,12 @@ func (l *loop) run(ctx context.Context) error {
 
 // send packs and sends m; it reports whether the socket took it.
 func (l *loop) send(s *sim, m messages.Message) bool {
-	frames, err := m.Pack()
-	if err != nil {
-		l.f.log.WithError(err).WithField("manager", s.id).Warn("cannot pack message")
-		return false
-	}
-	if err := zsock.Send(s.sock, nil, frames); err != nil {
+	if err := s.up.Send(m); err != nil {
 		l.f.c.sendFailures.Add(1)
 		return false
 	}
-	s.lastSent = time.Now()
 	l.f.c.sent[m.Type()].Add(1)
 	return true
-}
-
-func (l *loop) register(s *sim, now time.Time) {
-	s.lastReg = now
-	o := l.f.opts
-	l.send(s, &messages.Registration{Role: messages.RoleManager, ID: s.id, Hostname: "simulated",
-		Workers: o.Workers, Prefetch: o.Prefetch, ProtocolVersion: messages.Version, SoftwareVersion: "simmanager"})
 }
 
 func (l *loop) setRegistered(s *sim, v bool) {
@@ -130,20 +135,18 @@ func (l *loop) setRegistered(s *sim, v bool) {
 	}
 }
 
-// timers sends the status report, the soft heartbeat, and registers again
-// when the interchange has gone silent.
+// timers sends the status report, and lets the link send the soft
+// heartbeat and reconnect when the interchange has gone silent.
 func (l *loop) timers(s *sim, now time.Time) {
 	o := l.f.opts
-	switch {
-	case s.registered && now.Sub(s.lastSeen) > o.HeartbeatThreshold:
-		l.setRegistered(s, false)
+	switch s.up.Timers(now) {
+	case link.TickLost:
 		l.f.c.reconns.Add(1)
-		l.f.log.WithField("manager", s.id).Info("interchange silent; registering again")
-		l.register(s, now)
-	case !s.registered && now.Sub(s.lastReg) > o.HeartbeatThreshold:
-		l.register(s, now)
+	case link.TickHeartbeat:
+		l.f.c.sent[messages.TypeHeartbeat].Add(1)
 	}
-	if !s.registered {
+	l.setRegistered(s, s.up.Registered())
+	if !s.up.Registered() {
 		return
 	}
 	if !now.Before(s.nextReport) {
@@ -155,9 +158,7 @@ func (l *loop) timers(s *sim, now time.Time) {
 			s.nextReport = now.Add(o.HeartbeatInterval)
 		}
 	}
-	if now.Sub(s.lastSent) >= o.HeartbeatInterval {
-		l.send(s, &messages.Heartbeat{})
-	}
+	s.results.ResendDue(now, o.HeartbeatThreshold)
 	l.flush(s)
 }
 
@@ -171,32 +172,24 @@ func (l *loop) handle(s *sim, frames [][]byte) {
 	}
 	l.f.c.received[msg.Type()].Add(1)
 	now := time.Now()
-	s.lastSeen = now
-	if _, again := msg.(*messages.Reregister); !again && !s.registered {
-		// Any answer to a Registration means it was accepted.
-		l.setRegistered(s, true)
-		l.resend(s)
+	registered, handled := s.up.Heard(msg, now)
+	l.setRegistered(s, s.up.Registered())
+	if registered {
+		s.results.ResendAll()
+		l.flush(s)
+	}
+	if handled {
+		return
 	}
 	switch m := msg.(type) {
-	case *messages.Heartbeat:
 	case *messages.TaskBatch:
 		l.complete(s, m, now)
 	case *messages.Ack:
 		for _, id := range m.IDs {
-			if _, ok := s.unacked[id]; ok {
-				delete(s.unacked, id)
+			if _, ok := s.results.Ack(id); ok {
 				l.f.c.acked.Add(1)
 			}
 		}
-	case *messages.Reregister:
-		if !s.registered && now.Sub(s.lastReg) < l.f.opts.HeartbeatInterval {
-			return // our Registration is on its way
-		}
-		l.setRegistered(s, false)
-		l.f.log.WithFields(logrus.Fields{"manager": s.id, "reason": m.Reason}).Info("asked to re-register")
-		l.register(s, now)
-	case *messages.HeartbeatReq:
-		l.send(s, &messages.HeartbeatResp{Nonce: m.Nonce})
 	case *messages.Command:
 		l.send(s, command(m))
 	case *messages.ErrorReply:
@@ -209,13 +202,11 @@ func (l *loop) complete(s *sim, b *messages.TaskBatch, now time.Time) {
 	at := now.UnixNano()
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
-		if r, ok := s.unacked[t.ID]; ok && r.Attempt >= t.Attempt {
-			s.outbox = append(s.outbox, r) // a duplicate: answer again
+		if r, ok := s.results.Get(t.ID); ok && r.Attempt >= t.Attempt {
+			s.results.Requeue(t.ID) // a duplicate: answer again
 			continue
 		}
-		r := messages.Result{ID: t.ID, Attempt: t.Attempt, Code: messages.Success, Started: at, Finished: at}
-		s.unacked[t.ID] = r
-		s.outbox = append(s.outbox, r)
+		s.results.Put(messages.Result{ID: t.ID, Attempt: t.Attempt, Code: messages.Success, Started: at, Finished: at})
 		l.f.c.completed.Add(1)
 	}
 	l.flush(s)
@@ -224,30 +215,17 @@ func (l *loop) complete(s *sim, b *messages.TaskBatch, now time.Time) {
 // flush sends waiting results in batches; a full pipe leaves the rest for
 // the next tick.
 func (l *loop) flush(s *sim) {
-	if !s.registered {
+	if !s.up.Registered() {
 		return
 	}
 	const batch = 1000
-	for len(s.outbox) > 0 {
-		n := min(len(s.outbox), batch)
-		if !l.send(s, &messages.ResultBatch{Results: s.outbox[:n]}) {
+	for q := s.results.Queued(); len(q) > 0; q = s.results.Queued() {
+		n := min(len(q), batch)
+		if !l.send(s, &messages.ResultBatch{Results: q[:n]}) {
 			return
 		}
-		s.outbox = s.outbox[n:]
+		s.results.Sent(n, time.Now().UnixNano())
 	}
-	s.outbox = nil
-}
-
-// resend queues every unacked result again after a registration.
-func (l *loop) resend(s *sim) {
-	if len(s.unacked) == 0 {
-		return
-	}
-	s.outbox = s.outbox[:0]
-	for _, r := range s.unacked {
-		s.outbox = append(s.outbox, r)
-	}
-	l.flush(s)
 }
 
 var errNotSupported = errors.New("not supported by a simulated manager")

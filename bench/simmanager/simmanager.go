@@ -27,7 +27,8 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard-hpc/switchyard/internal/zsock"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -55,6 +56,9 @@ type Options struct {
 	// IOThreads of the fleet's ZMQ context (default 1).
 	IOThreads int
 	Log       *logrus.Entry
+	// Credentials are the interchange's manager credentials; nil talks to
+	// an interchange started with --insecure.
+	Credentials *curve.Credentials
 }
 
 func (o *Options) setDefaults() error {
@@ -199,16 +203,18 @@ func New(opts Options) (*Fleet, error) {
 			f.loops = append(f.loops, cur)
 		}
 		id := fmt.Sprintf("%s%0*d", opts.IDPrefix, width, i)
-		s, err := zsock.NewDealer(f.zctx, id, opts.Interchange)
-		if err != nil {
-			f.closeSockets()
-			f.term()
-			return nil, fmt.Errorf("simmanager: manager %s: %w", id, err)
-		}
 		// Spread the status reports over one interval so a thousand
 		// managers do not all report in the same millisecond.
 		first := start.Add(time.Duration(int64(opts.HeartbeatInterval) * int64(i) / int64(opts.Count)))
-		cur.sims = append(cur.sims, &sim{id: id, sock: s, nextReport: first, unacked: make(map[messages.TaskID]messages.Result)})
+		sm := &sim{id: id, nextReport: first, results: link.NewOutbox(resultID)}
+		var keys *link.ClientKeys
+		if c := opts.Credentials; c != nil {
+			keys = &link.ClientKeys{ServerKey: c.ServerKey, Public: c.Client.Public, Secret: c.Client.Secret}
+		}
+		sm.up = link.NewUplink(link.UplinkConfig{Ctx: f.zctx, Addr: opts.Interchange, ID: id, Keys: keys,
+			Timing:   link.Timing{Interval: opts.HeartbeatInterval, Threshold: opts.HeartbeatThreshold},
+			Register: cur.registration(sm), Peer: "interchange", Log: f.log.WithField("manager", id)})
+		cur.sims = append(cur.sims, sm)
 	}
 	return f, nil
 }
@@ -285,8 +291,7 @@ func (f *Fleet) Close() {
 func (f *Fleet) closeSockets() {
 	for _, l := range f.loops {
 		for _, s := range l.sims {
-			zsock.Close(s.sock)
-			s.sock = nil
+			s.up.Close()
 		}
 	}
 }

@@ -72,8 +72,13 @@ func startEndpoint(t *testing.T) (*forwarder.Forwarder, *interchange.Interchange
 		t.Fatalf("forwarder: %v", err)
 	}
 	run(t, "forwarder", fw.Run)
+	creds, err := fw.CreateEndpoint("sim", false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ix, err := interchange.New(interchange.Options{EndpointID: "sim", Forwarder: fw.ZMQAddr(), ListenManagers: "tcp://127.0.0.1:*",
-		ListenHTTP: "127.0.0.1:0", NoPersist: true, HeartbeatInterval: interval, HeartbeatThreshold: 10 * interval, Log: quietLog()})
+		ListenHTTP: "127.0.0.1:0", NoPersist: true, HeartbeatInterval: interval, HeartbeatThreshold: 10 * interval, Log: quietLog(),
+		Credentials: creds})
 	if err != nil {
 		t.Fatalf("interchange: %v", err)
 	}
@@ -85,7 +90,7 @@ func TestFleetRegistersAndCompletesTasks(t *testing.T) {
 	fw, ix := startEndpoint(t)
 	const k = 20
 	fleet, err := simmanager.New(simmanager.Options{Interchange: ix.ManagersAddr(), Count: k, IDPrefix: "t-", Workers: 2,
-		Prefetch: 8, HeartbeatInterval: interval, HeartbeatThreshold: 10 * interval, PerLoop: 7})
+		Credentials: ix.ManagerCredentials(), Prefetch: 8, HeartbeatInterval: interval, HeartbeatThreshold: 10 * interval, PerLoop: 7})
 	if err != nil {
 		t.Fatalf("simmanager.New: %v", err)
 	}
@@ -264,7 +269,7 @@ func TestFleetReregistersAndResendsUnacked(t *testing.T) {
 
 	who, m := fi.expect(messages.TypeRegistration, 5*time.Second)
 	reg := m.(*messages.Registration)
-	if who != "solo-0" || reg.ID != who || reg.Role != messages.RoleManager || reg.Workers != 4 || reg.ProtocolVersion != messages.Version {
+	if !strings.HasPrefix(who, "solo-0/") || reg.ID != "solo-0" || reg.Role != messages.RoleManager || reg.Workers != 4 || reg.ProtocolVersion != messages.Version {
 		t.Fatalf("registration from %q: %+v", who, reg)
 	}
 	fi.send(who, &messages.Heartbeat{})

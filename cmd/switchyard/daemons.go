@@ -11,6 +11,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/manager"
@@ -26,6 +27,7 @@ type daemonFlags struct {
 	logFormat  string
 	logLevel   string
 	pprof      bool
+	insecure   bool
 }
 
 func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
@@ -36,6 +38,18 @@ func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
 	fs.StringVar(&d.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&d.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&d.pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on the HTTP listener")
+	fs.BoolVar(&d.insecure, "insecure", false, "turn off CurveZMQ authentication and encryption on the ZMQ links (benchmarks, debugging); logs a warning")
+}
+
+// credentials reads --credentials of the given kind, unless --insecure.
+func (d *daemonFlags) credentials(path, kind string) (*curve.Credentials, error) {
+	if d.insecure {
+		return nil, nil
+	}
+	if path == "" {
+		return nil, nil // the daemon's Options say what is missing
+	}
+	return curve.ReadCredentials(path, kind)
 }
 
 func (d *daemonFlags) logger() (*logrus.Entry, error) {
@@ -71,7 +85,8 @@ func newForwarderCmd() *cobra.Command {
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
 		Long: `Run the forwarder. Users submit tasks over its HTTP API; interchanges connect
-to its ZMQ ROUTER (their routing id is their endpoint id). One forwarder
+to its ZMQ ROUTER over CurveZMQ; only endpoints created with
+` + "`switchyard endpoint create`" + ` may connect, each only as itself. One forwarder
 serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -80,7 +95,8 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 				return err
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
-				NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log})
+				NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
+				Insecure: df.insecure})
 			if err != nil {
 				return err
 			}
@@ -100,8 +116,8 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 func newInterchangeCmd() *cobra.Command {
 	var df daemonFlags
 	var pf pressureFlags
-	var endpointID, fwd, listenManagers string
-	var maxRetries int
+	var endpointID, fwd, listenManagers, credPath string
+	var maxRetries, maxResult int
 	var noPersist, fsync bool
 	cmd := &cobra.Command{
 		Use:   "interchange --endpoint-id ID",
@@ -119,11 +135,18 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 			if maxRetries == 0 {
 				maxRetries = -1 // Options reads 0 as the default
 			}
-
+			creds, err := df.credentials(credPath, curve.KindEndpoint)
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("forwarder") && creds != nil && creds.Address != "" {
+				fwd = "" // the address the credential names
+			}
 			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
-				AdaptiveGC: os.Getenv("GOGC") == "", Pprof: df.pprof, Log: log, Version: version})
+				AdaptiveGC: os.Getenv("GOGC") == "", Pprof: df.pprof, Log: log, Version: version,
+				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult})
 			if err != nil {
 				return err
 			}
@@ -134,7 +157,9 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 	}
 	df.add(cmd.Flags(), interchange.DefaultListenHTTP, "")
 	pf.add(cmd.Flags())
-	cmd.Flags().StringVar(&endpointID, "endpoint-id", "", "endpoint id users submit tasks to (required)")
+	cmd.Flags().StringVar(&endpointID, "endpoint-id", "", "endpoint id users submit tasks to (default: the id in --credentials)")
+	cmd.Flags().StringVar(&credPath, "credentials", "", "enrollment credential written by `switchyard endpoint create ID --out FILE` (required unless --insecure)")
+	cmd.Flags().IntVar(&maxResult, "max-result-bytes", interchange.DefaultMaxResultBytes, "refuse results larger than this from managers")
 	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep state in memory only (benchmarks); a restart loses it")
@@ -142,7 +167,16 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 	cmd.Flags().IntVar(&maxRetries, "max-retries", interchange.DefaultMaxRetries, "re-queue a task this many times after its manager is lost, then fail it")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if df.stateDir == "" {
-			df.stateDir = "var/interchange-" + endpointID
+			id := endpointID
+			if id == "" && credPath != "" {
+				if c, err := curve.ReadCredentials(credPath, curve.KindEndpoint); err == nil {
+					id = c.ID
+				}
+			}
+			if id == "" {
+				return fmt.Errorf("--endpoint-id or --credentials is required: the endpoint users submit tasks to")
+			}
+			df.stateDir = "var/interchange-" + id
 		}
 		return nil
 	}
@@ -152,7 +186,7 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 func newManagerCmd() *cobra.Command {
 	var df daemonFlags
 	var pf pressureFlags
-	var ixAddr, id, block string
+	var ixAddr, id, block, credPath string
 	var workers, prefetch int
 	cmd := &cobra.Command{
 		Use:   "manager",
@@ -168,7 +202,14 @@ reconnects with backoff.`,
 			if err != nil {
 				return err
 			}
-			mg, err := manager.New(manager.Options{Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
+			creds, err := df.credentials(credPath, curve.KindManager)
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("interchange") && creds != nil && creds.Address != "" {
+				ixAddr = creds.Address
+			}
+			mg, err := manager.New(manager.Options{Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
 			if err != nil {
@@ -181,7 +222,8 @@ reconnects with backoff.`,
 	}
 	df.add(cmd.Flags(), "", "")
 	pf.add(cmd.Flags())
-	cmd.Flags().StringVar(&ixAddr, "interchange", manager.DefaultInterchange, "interchange ZMQ address to connect to")
+	cmd.Flags().StringVar(&ixAddr, "interchange", manager.DefaultInterchange, "interchange ZMQ address to connect to (default: the address in --credentials, else this)")
+	cmd.Flags().StringVar(&credPath, "credentials", "", "the interchange's STATE_DIR/manager.credentials (required unless --insecure)")
 	cmd.Flags().StringVar(&id, "manager-id", "", "manager id, unique per endpoint (default host-pid-random)")
 	cmd.Flags().StringVar(&block, "block-id", "", "batch job or block this manager belongs to (shown in status)")
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
 func newEndpointCmd() *cobra.Command {
@@ -32,6 +35,7 @@ type child struct {
 func newEndpointUpCmd() *cobra.Command {
 	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat string
 	var workers, managers, demo int
+	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start forwarder, interchange and managers here; Ctrl-C stops all",
@@ -52,23 +56,55 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			ctx, stop := signalContext()
 			defer stop()
 			common := []string{"--heartbeat-interval", interval, "--log-format", logFormat}
+			if insecure {
+				common = append(common, "--insecure")
+			}
+			ixState := filepath.Join(stateDir, "interchange")
+			ixSecurity := []string{}
+			if !insecure {
+				// Enroll our own endpoint before the forwarder starts, in its
+				// state dir, so nothing else needs doing by hand.
+				if err := os.MkdirAll(stateDir, 0o700); err != nil {
+					return err
+				}
+				creds, err := forwarder.EnrollOffline(filepath.Join(stateDir, "forwarder"), endpointID, zmqAddr)
+				if err != nil {
+					return fmt.Errorf("enroll endpoint %s: %w", endpointID, err)
+				}
+				credPath := filepath.Join(stateDir, "endpoint.credentials")
+				if err := curve.WriteCredentials(credPath, creds); err != nil {
+					return err
+				}
+				ixSecurity = []string{"--credentials", credPath}
+			}
 			specs := [][]string{
 				append([]string{"forwarder", "--listen-http", httpAddr, "--listen-zmq", zmqAddr,
 					"--state-dir", filepath.Join(stateDir, "forwarder")}, common...),
-				append([]string{"interchange", "--endpoint-id", endpointID, "--forwarder", zmqAddr,
+				append(append([]string{"interchange", "--endpoint-id", endpointID, "--forwarder", zmqAddr,
 					"--listen-managers", mgrAddr, "--listen-http", ixHTTP,
-					"--state-dir", filepath.Join(stateDir, "interchange")}, common...),
+					"--state-dir", ixState}, ixSecurity...), common...),
 			}
 			names := []string{"forwarder", "interchange"}
 			for i := 1; i <= managers; i++ {
 				id := fmt.Sprintf("%s-manager-%d", endpointID, i)
-				specs = append(specs, append([]string{"manager", "--interchange", mgrAddr, "--workers", strconv.Itoa(workers),
-					"--manager-id", id, "--state-dir", filepath.Join(stateDir, id)}, common...))
+				argv := []string{"manager", "--interchange", mgrAddr, "--workers", strconv.Itoa(workers),
+					"--manager-id", id, "--state-dir", filepath.Join(stateDir, id)}
+				if !insecure {
+					argv = append(argv, "--credentials", filepath.Join(ixState, "manager.credentials"))
+				}
+				specs = append(specs, append(argv, common...))
 				names = append(names, fmt.Sprintf("manager-%d", i))
 			}
 			var mu sync.Mutex
 			var children []*child
 			for i, argv := range specs {
+				if names[i] == "manager-1" && !insecure {
+					// Managers need the credential the interchange writes on start.
+					if err := waitFile(ctx, filepath.Join(ixState, "manager.credentials"), children[1], 30*time.Second); err != nil {
+						stopChildren(children)
+						return err
+					}
+				}
 				c, err := startChild(self, names[i], argv, &mu)
 				if err != nil {
 					stopChildren(children)
@@ -121,6 +157,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.IntVar(&workers, "workers", 4, "workers per manager")
 	f.IntVar(&managers, "managers", 1, "managers to start")
 	f.IntVar(&demo, "demo", 0, "submit a demo workload of this many tasks once up")
+	f.BoolVar(&insecure, "insecure", false, "run all links without CurveZMQ (benchmarks); every daemon logs a warning")
 	return cmd
 }
 
@@ -165,6 +202,27 @@ func stopChildren(cs []*child) {
 		case <-deadline:
 			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 			<-c.done
+		}
+	}
+}
+
+// waitFile waits until path exists, the child dies, or the timeout passes.
+func waitFile(ctx context.Context, path string, c *child, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if st, err := os.Stat(path); err == nil && st.Size() > 0 {
+			return nil
+		}
+		select {
+		case err := <-c.done:
+			c.done <- err
+			return fmt.Errorf("%s exited before writing %s: %v", c.name, path, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not write %s within %s", c.name, path, timeout)
 		}
 	}
 }

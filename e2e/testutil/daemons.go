@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/manager"
 )
 
@@ -89,7 +90,20 @@ func StartForwarder(t testing.TB, opts forwarder.Options) *Forwarder {
 		t.Fatalf("forwarder.New: %v", err)
 	}
 	stop := runDaemon(t, "forwarder", f.Run)
-	return &Forwarder{Forwarder: f, Reg: opts.Registry, Log: logs, URL: "http://" + f.HTTPAddr(), Stop: stop}
+	tf := &Forwarder{Forwarder: f, Reg: opts.Registry, Log: logs, URL: "http://" + f.HTTPAddr(), Stop: stop}
+	remember(forwarders, f.ZMQAddr(), tf, t)
+	return tf
+}
+
+// Enroll creates endpoint id and returns its credential, as
+// `switchyard endpoint create` does.
+func (f *Forwarder) Enroll(t testing.TB, id string) *curve.Credentials {
+	t.Helper()
+	c, err := f.CreateEndpoint(id, false)
+	if err != nil {
+		t.Fatalf("create endpoint %s: %v", id, err)
+	}
+	return c
 }
 
 // Interchange is an interchange running inside the test.
@@ -127,12 +141,17 @@ func StartInterchange(t testing.TB, opts interchange.Options) *Interchange {
 	if opts.Log == nil {
 		opts.Log, logs = Logger(t, "interchange "+opts.EndpointID)
 	}
+	if opts.Credentials == nil && !opts.Insecure {
+		opts.Credentials = credentialsFor(t, opts.Forwarder, curve.KindEndpoint, opts.EndpointID)
+	}
 	ix, err := interchange.New(opts)
 	if err != nil {
 		t.Fatalf("interchange.New: %v", err)
 	}
 	stop := runDaemon(t, "interchange", ix.Run)
-	return &Interchange{Interchange: ix, Reg: opts.Registry, Log: logs, URL: "http://" + ix.HTTPAddr(), Stop: stop}
+	ti := &Interchange{Interchange: ix, Reg: opts.Registry, Log: logs, URL: "http://" + ix.HTTPAddr(), Stop: stop}
+	remember(interchanges, ix.ManagersAddr(), ti, t)
+	return ti
 }
 
 // Manager is a manager running inside the test.
@@ -166,6 +185,9 @@ func StartManager(t testing.TB, opts manager.Options) *Manager {
 	var logs *LogBuffer
 	if opts.Log == nil {
 		opts.Log, logs = Logger(t, "manager "+opts.ManagerID)
+	}
+	if opts.Credentials == nil && !opts.Insecure {
+		opts.Credentials = credentialsFor(t, opts.Interchange, curve.KindManager, "")
 	}
 	mg, err := manager.New(opts)
 	if err != nil {
@@ -232,10 +254,12 @@ func StartChain(t testing.TB, o ChainOptions) *Chain {
 		MaxBodyBytes: o.MaxBodyBytes, StateDir: fdir})
 	c.Client = NewClient(c.Forwarder.URL)
 	c.Interchange = StartInterchange(t, interchange.Options{EndpointID: o.Endpoint, Forwarder: c.Forwarder.ZMQAddr(),
-		HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold, MaxRetries: o.MaxRetries, StateDir: idir})
+		HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold, MaxRetries: o.MaxRetries, StateDir: idir,
+		Credentials: c.Forwarder.Enroll(t, o.Endpoint)})
 	for i := 0; i < o.Managers; i++ {
 		c.Managers = append(c.Managers, StartManager(t, manager.Options{Interchange: c.Interchange.ManagersAddr(),
-			ManagerID: fmt.Sprintf("m%d", i+1), Workers: o.Workers, Prefetch: o.Prefetch,
+			Credentials: c.Interchange.ManagerCredentials(),
+			ManagerID:   fmt.Sprintf("m%d", i+1), Workers: o.Workers, Prefetch: o.Prefetch,
 			HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold, OutputLimit: o.OutputLimit}))
 	}
 	WaitFor(t, 20*time.Second, func() error {

@@ -11,12 +11,16 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // Received is one message a Peer got.
 type Received struct {
-	Identity string   // routing id of the sender (ROUTER peers only)
+	// Identity is the sender's id (ROUTER peers only): its routing id
+	// without the per-connection suffix the link layer adds.
+	Identity string
 	Frames   [][]byte // frames after the routing id
 	Msg      messages.Message
 	Err      error // decode error; Msg is nil then
@@ -73,7 +77,10 @@ type Peer struct {
 	autoAck bool
 	ackTask bool
 	peers   map[string]bool // identities seen (ROUTER)
-	sentN   map[messages.Type]int
+	// routes maps an id to the routing id of its latest connection.
+	routes    map[string]string
+	sentN     map[messages.Type]int
+	serverKey string
 }
 
 // PeerOptions configure a Peer.
@@ -86,11 +93,23 @@ type PeerOptions struct {
 	// AckTasks answers every TaskBatch with an Ack of its ids, as an
 	// interchange does once it has stored them.
 	AckTasks bool
+	// Insecure makes a ROUTER peer a plain socket; otherwise it is a CURVE
+	// server with a fresh key and admits any client (no ZAP handler).
+	Insecure bool
+	// Credentials make a DEALER peer a CURVE client; nil is plain.
+	Credentials *curve.Credentials
 }
 
 // NewDealer connects a DEALER with routing id identity to addr.
 func NewDealer(t testing.TB, name, identity, addr string, o PeerOptions) *Peer {
 	t.Helper()
+	if o.Credentials == nil && !o.Insecure {
+		kind := curve.KindManager
+		if _, ok := lookup(forwarders, addr); ok {
+			kind = curve.KindEndpoint
+		}
+		o.Credentials = credentialsFor(t, addr, kind, identity)
+	}
 	return newPeer(t, name, zmq.DEALER, identity, addr, o)
 }
 
@@ -108,7 +127,7 @@ func newPeer(t testing.TB, name string, kind zmq.Type, identity, addr string, o 
 	t.Helper()
 	p := &Peer{name: name, router: kind == zmq.ROUTER, out: make(chan outgoing, 64), quit: make(chan struct{}),
 		done: make(chan struct{}), arrived: make(chan struct{}), hb: o.Heartbeat, autoAck: o.AutoAck, ackTask: o.AckTasks,
-		peers: map[string]bool{}, sentN: map[messages.Type]int{}}
+		peers: map[string]bool{}, routes: map[string]string{}, sentN: map[messages.Type]int{}}
 	zctx, err := zmq.NewContext()
 	if err != nil {
 		t.Fatalf("%s: zmq context: %v", name, err)
@@ -124,6 +143,22 @@ func newPeer(t testing.TB, name string, kind zmq.Type, identity, addr string, o 
 	}
 	if err := sock.SetLinger(0); err != nil {
 		fail("linger", err)
+	}
+	if p.router && !o.Insecure {
+		kp, err := curve.NewKeyPair()
+		if err != nil {
+			fail("key pair", err)
+		}
+		if err := zsock.CurveServer(kp.Secret, "test")(sock); err != nil {
+			fail("curve server", err)
+		}
+		p.serverKey = kp.Public
+	}
+	if !p.router && o.Credentials != nil {
+		c := o.Credentials
+		if err := zsock.CurveClient(c.ServerKey, c.Client.Public, c.Client.Secret)(sock); err != nil {
+			fail("curve client", err)
+		}
 	}
 	if p.router {
 		if err := sock.SetRouterMandatory(1); err != nil {
@@ -149,7 +184,24 @@ func newPeer(t testing.TB, name string, kind zmq.Type, identity, addr string, o 
 	}
 	go p.run(zctx, sock)
 	t.Cleanup(p.Close)
+	if p.router {
+		remember(fakeServers, p.addr, p, t)
+	}
 	return p
+}
+
+// ServerKey is a ROUTER peer's CURVE public key ("" when insecure).
+func (p *Peer) ServerKey() string { return p.serverKey }
+
+// Credentials are client credentials for a daemon that connects to this
+// ROUTER peer: a fresh key pair (the peer admits any) and its server key.
+func (p *Peer) Credentials(t testing.TB, kind, id string) *curve.Credentials {
+	t.Helper()
+	kp, err := curve.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &curve.Credentials{Kind: kind, ID: id, ServerKey: p.serverKey, Client: kp, Address: p.addr}
 }
 
 // Addr is the bound (ROUTER) or connected (DEALER) endpoint.
@@ -228,7 +280,7 @@ func (p *Peer) run(zctx *zmq.Context, sock *zmq.Socket) {
 			frames, _ := (&messages.Heartbeat{}).Pack()
 			if p.router {
 				for _, id := range targets {
-					_ = p.sendNow(sock, []byte(id), frames)
+					_ = p.sendNow(sock, p.route(id), frames)
 				}
 			} else {
 				_ = p.sendNow(sock, nil, frames)
@@ -237,13 +289,42 @@ func (p *Peer) run(zctx *zmq.Context, sock *zmq.Socket) {
 	}
 }
 
+// peerID strips the per-connection suffix ("/" and 12 hex digits) that
+// link.Uplink adds to an id.
+func peerID(route string) string {
+	i := strings.LastIndexByte(route, '/')
+	if i < 0 || len(route)-i != 13 {
+		return route
+	}
+	for _, c := range route[i+1:] {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return route
+		}
+	}
+	return route[:i]
+}
+
+// route is the routing id to reach id: its latest connection, or id itself.
+func (p *Peer) route(id string) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r, ok := p.routes[id]; ok {
+		return []byte(r)
+	}
+	return []byte(id)
+}
+
 func (p *Peer) receive(sock *zmq.Socket, frames [][]byte) {
 	r := Received{At: time.Now()}
+	var rawRoute []byte
+	if p.router && len(frames) > 0 {
+		rawRoute = frames[0]
+	}
 	if p.router {
 		if len(frames) == 0 {
 			return
 		}
-		r.Identity = string(frames[0])
+		r.Identity = peerID(string(frames[0]))
 		frames = frames[1:]
 	}
 	r.Frames = frames
@@ -251,6 +332,9 @@ func (p *Peer) receive(sock *zmq.Socket, frames [][]byte) {
 	p.mu.Lock()
 	if p.router {
 		p.peers[r.Identity] = true
+		if _, ok := r.Msg.(*messages.Registration); ok || p.routes[r.Identity] == "" {
+			p.routes[r.Identity] = string(rawRoute)
+		}
 	}
 	p.inbox = append(p.inbox, r)
 	p.taken = append(p.taken, false)
@@ -279,7 +363,7 @@ func (p *Peer) receive(sock *zmq.Socket, frames [][]byte) {
 		if f, err := ack.Pack(); err == nil {
 			var id []byte
 			if p.router {
-				id = []byte(r.Identity)
+				id = rawRoute
 			}
 			_ = p.sendNow(sock, id, f)
 		}
@@ -308,7 +392,7 @@ func (p *Peer) sendNow(sock *zmq.Socket, identity []byte, frames [][]byte) error
 func (p *Peer) SendRaw(identity string, frames [][]byte) error {
 	o := outgoing{frames: frames, errc: make(chan error, 1)}
 	if p.router {
-		o.identity = []byte(identity)
+		o.identity = p.route(identity)
 	}
 	select {
 	case p.out <- o:

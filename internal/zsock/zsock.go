@@ -25,14 +25,78 @@ var (
 	ErrSocketGone = errors.New("socket closed")
 )
 
+// Option sets up a socket before it binds or connects.
+type Option func(*zmq.Socket) error
+
+// CurveServer makes the socket a CurveZMQ server with the given secret key;
+// clients are admitted by the context's ZAP handler (see StartZAP) under
+// domain.
+func CurveServer(secretKey, domain string) Option {
+	return func(s *zmq.Socket) error {
+		if err := s.SetZapDomain(domain); err != nil {
+			return fmt.Errorf("set ZAP domain: %w", err)
+		}
+		if err := s.SetCurveServer(1); err != nil {
+			return fmt.Errorf("set CURVE server: %w", err)
+		}
+		if err := s.SetCurveSecretkey(secretKey); err != nil {
+			return fmt.Errorf("set CURVE secret key: %w", err)
+		}
+		return nil
+	}
+}
+
+// CurveClient makes the socket a CurveZMQ client that accepts only a
+// server holding serverKey.
+func CurveClient(serverKey, publicKey, secretKey string) Option {
+	return func(s *zmq.Socket) error {
+		if err := s.SetCurveServerkey(serverKey); err != nil {
+			return fmt.Errorf("set CURVE server key: %w", err)
+		}
+		if err := s.SetCurvePublickey(publicKey); err != nil {
+			return fmt.Errorf("set CURVE public key: %w", err)
+		}
+		if err := s.SetCurveSecretkey(secretKey); err != nil {
+			return fmt.Errorf("set CURVE secret key: %w", err)
+		}
+		return nil
+	}
+}
+
+// MaxMsgSize lowers the largest message the socket accepts; a peer that
+// sends more is disconnected by libzmq before anything is allocated.
+func MaxMsgSize(n int64) Option {
+	return func(s *zmq.Socket) error {
+		if err := s.SetMaxmsgsize(n); err != nil {
+			return fmt.Errorf("set MAXMSGSIZE: %w", err)
+		}
+		return nil
+	}
+}
+
+func apply(s *zmq.Socket, opts []Option) error {
+	if err := setCommon(s); err != nil {
+		return err
+	}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // NewRouter binds a ROUTER that refuses to drop unroutable messages
 // silently and lets a reconnecting peer take over its identity.
-func NewRouter(ctx *zmq.Context, addr string) (*zmq.Socket, string, error) {
+func NewRouter(ctx *zmq.Context, addr string, opts ...Option) (*zmq.Socket, string, error) {
 	s, err := ctx.NewSocket(zmq.ROUTER)
 	if err != nil {
 		return nil, "", fmt.Errorf("new ROUTER: %w", err)
 	}
-	if err := setCommon(s); err != nil {
+	if err := apply(s, opts); err != nil {
 		s.Close()
 		return nil, "", err
 	}
@@ -57,12 +121,12 @@ func NewRouter(ctx *zmq.Context, addr string) (*zmq.Socket, string, error) {
 }
 
 // NewDealer connects a DEALER with the given identity.
-func NewDealer(ctx *zmq.Context, identity, addr string) (*zmq.Socket, error) {
+func NewDealer(ctx *zmq.Context, identity, addr string, opts ...Option) (*zmq.Socket, error) {
 	s, err := ctx.NewSocket(zmq.DEALER)
 	if err != nil {
 		return nil, fmt.Errorf("new DEALER: %w", err)
 	}
-	if err := setCommon(s); err != nil {
+	if err := apply(s, opts); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -149,6 +213,41 @@ func Recv(s *zmq.Socket) (frames [][]byte, ok bool, err error) {
 		return nil, false, classify(err)
 	}
 	return frames, true, nil
+}
+
+// RecvAuth is Recv on a ROUTER that also returns the User-Id the ZAP
+// handler gave the sending connection. The routing frame is made by the
+// ROUTER itself and carries no metadata, so it is read from the next one.
+func RecvAuth(s *zmq.Socket) (frames [][]byte, userID string, ok bool, err error) {
+	route, err := s.RecvBytes(zmq.DONTWAIT)
+	if err != nil {
+		if zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) {
+			return nil, "", false, nil
+		}
+		return nil, "", false, classify(err)
+	}
+	frames = [][]byte{route}
+	more, err := s.GetRcvmore()
+	if err != nil || !more {
+		return frames, "", true, nil
+	}
+	first, meta, err := s.RecvBytesWithMetadata(0, "User-Id")
+	if err != nil {
+		return nil, "", false, classify(err)
+	}
+	frames = append(frames, first)
+	for {
+		more, err := s.GetRcvmore()
+		if err != nil || !more {
+			break
+		}
+		b, err := s.RecvBytes(0)
+		if err != nil {
+			return nil, "", false, classify(err)
+		}
+		frames = append(frames, b)
+	}
+	return frames, meta["User-Id"], true, nil
 }
 
 // Wait polls until a socket is readable or the earliest non-zero deadline
