@@ -157,7 +157,7 @@ func (l *loop) register(env link.Envelope, reg *messages.Registration, now time.
 	id := reg.ID
 	refuse := func(code messages.ErrorCode, why string) {
 		l.f.m.refusedRegistrations.Inc()
-		l.quiet.Warn("refused:"+why, l.f.log.WithFields(logrus.Fields{"endpoint": id, "connection": string(env.Route)}),
+		l.quiet.Warn("refused:"+string(env.Route), l.f.log.WithFields(logrus.Fields{"endpoint": id, "connection": string(env.Route)}),
 			"registration refused: "+why)
 		l.router.Refuse(env.Route, code, why)
 	}
