@@ -525,7 +525,7 @@ func TestRandomFramesFromEndpoints(t *testing.T) {
 		&messages.Heartbeat{}, &messages.HeartbeatResp{Nonce: 1}, &messages.Ack{IDs: []messages.TaskID{other}},
 		&messages.EPStatusReport{Managers: 1, Deltas: []messages.Delta{{ID: other, Code: messages.Running, Attempt: 1, At: 1}}},
 		&messages.ResultBatch{Results: []messages.Result{{ID: other, Attempt: 1, Code: messages.Failed, Error: "x", Payload: []byte(`{}`)}}},
-		&messages.CommandReply{ID: 99, OK: true, Message: "m"},
+		&messages.CommandReply{ID: 99, Message: "m"},
 	}
 	stranger := testutil.NewDealer(t, "stranger", "stranger", e.f.ZMQAddr(), testutil.PeerOptions{})
 	msgs := testutil.RandomMessages(rng, 2000, seeds)

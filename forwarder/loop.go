@@ -129,7 +129,7 @@ func (l *loop) handleZMQ(env link.Envelope) {
 		_ = l.send(ep, &messages.HeartbeatResp{Nonce: m.Nonce})
 	case *messages.HeartbeatResp:
 		if ch, ok := ep.probes[m.Nonce]; ok {
-			ch <- commandResult{reply: &messages.CommandReply{ID: m.Nonce, OK: true, Message: "endpoint answered"}}
+			ch <- commandResult{reply: &messages.CommandReply{ID: m.Nonce, Message: "endpoint answered"}}
 			delete(ep.probes, m.Nonce)
 		}
 	case *messages.EPStatusReport:

@@ -29,7 +29,9 @@ func (f *Forwarder) handleServingState(w http.ResponseWriter, r *http.Request) {
 		}
 		cmd.Op = messages.OpSetServingState
 		if st != nil {
-			cmd.State = st.String()
+			cmd.State = *st
+		} else {
+			cmd.Clear = true
 		}
 		cmd.Timeout = int64(d)
 		cmd.Force = force
@@ -43,12 +45,8 @@ func (f *Forwarder) handleServingState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep := res.reply
-	if !rep.OK {
-		code := http.StatusBadRequest
-		if strings.Contains(rep.Message, "would hide real pressure") {
-			code = http.StatusConflict
-		}
-		f.servingFail(w, r, code, rep.Message)
+	if !rep.OK() {
+		f.servingFail(w, r, replyStatus(rep.Code), rep.Message)
 		return
 	}
 	if servingstate.WantsJSON(r) {
@@ -79,4 +77,21 @@ func (f *Forwarder) servingFail(w http.ResponseWriter, r *http.Request, code int
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+// replyStatus maps a command's reply code to an HTTP status.
+func replyStatus(c messages.ReplyCode) int {
+	switch c {
+	case messages.ReplyOK:
+		return http.StatusOK
+	case messages.ReplyConflict:
+		return http.StatusConflict
+	case messages.ReplyNotFound:
+		return http.StatusNotFound
+	case messages.ReplyUnavailable:
+		return http.StatusServiceUnavailable
+	case messages.ReplyUnsupported:
+		return http.StatusNotImplemented
+	}
+	return http.StatusBadRequest
 }

@@ -1,9 +1,7 @@
 package interchange
 
 import (
-	"encoding/json"
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -31,28 +29,5 @@ func (ix *Interchange) routes() http.Handler {
 
 // servingCommand applies a serving-state Command from the forwarder.
 func (ix *Interchange) servingCommand(c *messages.Command) *messages.CommandReply {
-	now := time.Now()
-	if c.Op == messages.OpSetServingState {
-		st, _, force, err := servingstate.ParseRequest(c.State, "", boolStr(c.Force))
-		if err != nil {
-			return &messages.CommandReply{ID: c.ID, Message: err.Error()}
-		}
-		msg, err := ix.serving.Set(st, time.Duration(c.Timeout), force, "forwarder", now)
-		if err != nil {
-			return &messages.CommandReply{ID: c.ID, Message: err.Error()}
-		}
-		ix.log.WithField("state", c.State).WithField("force", force).Info("serving state override from forwarder: " + msg)
-		body, _ := json.Marshal(ix.serving.Snapshot(now))
-		return &messages.CommandReply{ID: c.ID, OK: true, Message: msg, Body: body}
-	}
-	v := ix.serving.Snapshot(now)
-	body, _ := json.Marshal(v)
-	return &messages.CommandReply{ID: c.ID, OK: true, Message: v.Text(), Body: body}
-}
-
-func boolStr(b bool) string {
-	if b {
-		return "true"
-	}
-	return "false"
+	return servingstate.Command(ix.serving, c, "forwarder", ix.log)
 }

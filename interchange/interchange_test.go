@@ -174,7 +174,7 @@ func TestUnregisteredManagerToldToReregister(t *testing.T) {
 		&messages.Heartbeat{},
 		&messages.ManagerStatusReport{Workers: 1, Deltas: []messages.Delta{{ID: bogus, Code: messages.Running, Attempt: 1}}},
 		result(bogus, 1, messages.Success, ""),
-		&messages.CommandReply{ID: 1, OK: true},
+		&messages.CommandReply{ID: 1},
 		&messages.HeartbeatReq{Nonce: 9},
 	}
 	for i, m := range msgs {
@@ -673,7 +673,7 @@ func TestCancelFromForwarder(t *testing.T) {
 		x, ok := r.Msg.(*messages.CommandReply)
 		return ok && x.ID == 5
 	}).Msg.(*messages.CommandReply)
-	if !rep.OK || !strings.Contains(rep.Message, "1 removed from the queue, 1 sent to managers") {
+	if !rep.OK() || !strings.Contains(rep.Message, "1 removed from the queue, 1 sent to managers") {
 		t.Errorf("cancel reply %+v", rep)
 	}
 	r := e.waitUpResult(t, queued, 1)[0]
@@ -810,7 +810,7 @@ func TestRandomFrames(t *testing.T) {
 		&messages.Heartbeat{}, &messages.HeartbeatReq{Nonce: 7},
 		&messages.ManagerStatusReport{Workers: 2, Deltas: []messages.Delta{{ID: testutil.NewTaskID(), Code: messages.Running, Attempt: 1, At: 5}}},
 		result(testutil.NewTaskID(), 1, messages.Success, "payload"),
-		&messages.CommandReply{ID: 3, OK: true, Message: "ok", Body: []byte("{}")},
+		&messages.CommandReply{ID: 3, Message: "ok", Body: []byte("{}")},
 		&messages.TaskBatch{Tasks: []messages.Task{{ID: testutil.NewTaskID(), Attempt: 1, Payload: []byte(`{"kind":"noop"}`)}}},
 	}
 	const n = 3000

@@ -394,9 +394,9 @@ func (l *loop) housekeeping(now time.Time) {
 		if now.After(c.deadline) {
 			delete(l.mgrCmds, id)
 			if c.reply != nil {
-				c.reply <- &messages.CommandReply{ID: c.upID, Message: "manager did not answer in time"}
+				c.reply <- &messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"}
 			} else {
-				l.up.TrySend(&messages.CommandReply{ID: c.upID, Message: "manager did not answer in time"})
+				l.up.TrySend(&messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"})
 			}
 		}
 	}

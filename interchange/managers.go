@@ -99,7 +99,7 @@ func (l *loop) handleManager(env link.Envelope) {
 	case *messages.CommandReply:
 		if c, ok := l.mgrCmds[x.ID]; ok {
 			delete(l.mgrCmds, x.ID)
-			rep := &messages.CommandReply{ID: c.upID, OK: x.OK, Message: x.Message, Body: x.Body}
+			rep := &messages.CommandReply{ID: c.upID, Code: x.Code, Message: x.Message, Body: x.Body}
 			if c.reply != nil {
 				c.reply <- rep
 			} else {
@@ -403,26 +403,26 @@ func (l *loop) command(c *messages.Command, reply chan *messages.CommandReply) *
 			l.cmdSeq++
 			_ = l.sendManager(m, &messages.Command{ID: l.cmdSeq, Op: messages.OpCancel, TaskIDs: ids})
 		}
-		return &messages.CommandReply{ID: c.ID, OK: true, Message: fmt.Sprintf("%d removed from the queue, %d sent to managers", cancelled, len(c.TaskIDs)-cancelled)}
+		return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("%d removed from the queue, %d sent to managers", cancelled, len(c.TaskIDs)-cancelled)}
 	case messages.OpSetServingState, messages.OpGetServingState:
 		if c.Manager != "" {
 			m, ok := l.mgrs[c.Manager]
 			if !ok {
-				return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("unknown manager %q", c.Manager)}
+				return &messages.CommandReply{ID: c.ID, Code: messages.ReplyNotFound, Message: fmt.Sprintf("unknown manager %q", c.Manager)}
 			}
 			l.cmdSeq++
 			down := *c
 			down.ID = l.cmdSeq
 			down.Manager = ""
 			if err := l.sendManager(m, &down); err != nil {
-				return &messages.CommandReply{ID: c.ID, Message: "cannot reach manager: " + err.Error()}
+				return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnavailable, Message: "cannot reach manager: " + err.Error()}
 			}
 			l.mgrCmds[down.ID] = mgrCmd{upID: c.ID, reply: reply, deadline: time.Now().Add(10 * time.Second)}
 			return nil
 		}
 		return l.ix.servingCommand(c)
 	}
-	return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("operation %s is not supported by the interchange", c.Op)}
+	return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnsupported, Message: fmt.Sprintf("operation %s is not supported by the interchange", c.Op)}
 }
 
 // resendTasks sends a manager again, once per threshold, the tasks it has

@@ -1,7 +1,6 @@
 package manager
 
 import (
-	"encoding/json"
 	"net/http"
 	"time"
 
@@ -68,25 +67,5 @@ func (mg *Manager) routes() http.Handler {
 }
 
 func servingCommand(mg *Manager, c *messages.Command) *messages.CommandReply {
-	now := time.Now()
-	if c.Op == messages.OpSetServingState {
-		force := "false"
-		if c.Force {
-			force = "true"
-		}
-		st, _, f, err := servingstate.ParseRequest(c.State, "", force)
-		if err != nil {
-			return &messages.CommandReply{ID: c.ID, Message: err.Error()}
-		}
-		msg, err := mg.serving.Set(st, time.Duration(c.Timeout), f, "interchange", now)
-		if err != nil {
-			return &messages.CommandReply{ID: c.ID, Message: err.Error()}
-		}
-		mg.log.WithField("state", c.State).Info("serving state override from interchange: " + msg)
-		body, _ := json.Marshal(mg.serving.Snapshot(now))
-		return &messages.CommandReply{ID: c.ID, OK: true, Message: msg, Body: body}
-	}
-	v := mg.serving.Snapshot(now)
-	body, _ := json.Marshal(v)
-	return &messages.CommandReply{ID: c.ID, OK: true, Message: v.Text(), Body: body}
+	return servingstate.Command(mg.serving, c, "interchange", mg.log)
 }

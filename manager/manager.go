@@ -447,11 +447,11 @@ func (l *loop) command(c *messages.Command) *messages.CommandReply {
 			t.code = messages.Cancelled
 			l.results.Put(messages.Result{ID: id, Attempt: t.task.Attempt, Code: messages.Cancelled, Error: errCancelled.Error(), Finished: now})
 		}
-		return &messages.CommandReply{ID: c.ID, OK: true, Message: fmt.Sprintf("cancelling %d of %d tasks", n, len(c.TaskIDs))}
+		return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("cancelling %d of %d tasks", n, len(c.TaskIDs))}
 	case messages.OpSetServingState, messages.OpGetServingState:
 		return servingCommand(l.mg, c)
 	}
-	return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("operation %s is not supported by the manager", c.Op)}
+	return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnsupported, Message: fmt.Sprintf("operation %s is not supported by the manager", c.Op)}
 }
 
 // report sends the status report; it goes before any results.

@@ -324,7 +324,7 @@ func TestCancelRunningExecKillsProcessGroup(t *testing.T) {
 		x, ok := r.Msg.(*messages.CommandReply)
 		return ok && x.ID == 7
 	}).Msg.(*messages.CommandReply)
-	if !rep.OK || !strings.Contains(rep.Message, "cancelling 1 of 1") {
+	if !rep.OK() || !strings.Contains(rep.Message, "cancelling 1 of 1") {
 		t.Errorf("cancel reply %+v", rep)
 	}
 	r := f.result(t, id, 10*time.Second)

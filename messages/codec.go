@@ -443,7 +443,7 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 		return m
 	case TypeCommandReply:
 		n := r.fields(4)
-		m := &CommandReply{ID: r.u64(), OK: r.b(), Message: r.s(), Body: r.bin()}
+		m := &CommandReply{ID: r.u64(), Code: ReplyCode(r.u8()), Message: r.s(), Body: r.bin()}
 		r.skip(n, 4)
 		return m
 	case TypeAck:
@@ -528,7 +528,7 @@ func (m *CommandReply) Pack() ([][]byte, error) {
 	w := getWriter(TypeCommandReply, 16+len(m.Message)+len(m.Body))
 	w.arr(4)
 	w.u(m.ID)
-	w.b(m.OK)
+	w.u(uint64(m.Code))
 	w.s(m.Message)
 	w.bin(m.Body)
 	f, err := w.finish()
@@ -563,29 +563,34 @@ func (m *ErrorReply) Pack() ([][]byte, error) {
 // --- Command
 
 func (m *Command) Pack() ([][]byte, error) {
-	w := getWriter(TypeCommand, 48+len(m.State)+len(m.Manager)+18*len(m.TaskIDs))
-	w.arr(7)
+	w := getWriter(TypeCommand, 48+len(m.Manager)+18*len(m.TaskIDs))
+	w.arr(8)
 	w.u(m.ID)
 	w.u(uint64(m.Op))
-	w.s(m.State)
+	w.u(uint64(m.State))
 	w.i(m.Timeout)
 	w.b(m.Force)
 	w.s(m.Manager)
 	w.ids(m.TaskIDs)
+	w.b(m.Clear)
 	f, err := w.finish()
 	return [][]byte{f}, err
 }
 
 func (m *Command) decode(r *reader) {
-	n := r.fields(7)
+	n := r.fields(8)
 	m.ID = r.u64()
 	m.Op = CommandOp(r.u8())
-	m.State = r.s()
+	m.State = ServingState(r.u8())
 	m.Timeout = r.i64()
 	m.Force = r.b()
 	m.Manager = r.s()
 	m.TaskIDs = r.ids()
-	r.skip(n, 7)
+	m.Clear = r.b()
+	if r.err == nil && !m.State.Valid() {
+		r.err = derr(ErrMalformed, "serving state %d", m.State)
+	}
+	r.skip(n, 8)
 }
 
 // --- TaskBatch

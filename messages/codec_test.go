@@ -104,14 +104,14 @@ func roundTripCases() []struct {
 			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42},
 			{ID: tid(10), Code: Success, Attempt: math.MaxUint32, At: math.MaxInt64},
 		}, Managers: 2, Workers: 8, IdleWorkers: 3, Queued: 100000, Outstanding: 5, ServingState: NonePaused}, 1},
-		{"command set serving state", &Command{ID: 1, Op: OpSetServingState, State: "PUSH_PAUSED",
+		{"command set serving state", &Command{ID: 1, Op: OpSetServingState, State: PushPaused,
 			Timeout: 60e9, Force: true, Manager: "mgr-1"}, 1},
-		{"command clear override", &Command{ID: 2, Op: OpSetServingState}, 1},
+		{"command clear override", &Command{ID: 2, Op: OpSetServingState, Clear: true}, 1},
 		{"command cancel", &Command{ID: math.MaxUint64, Op: OpCancel, TaskIDs: []TaskID{tid(1), tid(2), tid(3)}}, 1},
 		{"command drain", &Command{ID: 4, Op: OpDrain, Timeout: -1}, 1},
 		{"command shutdown", &Command{ID: 5, Op: OpShutdown}, 1},
 		{"command get serving state", &Command{ID: 6, Op: OpGetServingState, Manager: "m"}, 1},
-		{"command reply", &CommandReply{ID: 1, OK: true, Message: "Serving state forced to PUSH_PAUSED",
+		{"command reply", &CommandReply{ID: 1, Message: "Serving state forced to PUSH_PAUSED",
 			Body: []byte(`{"state":"PUSH_PAUSED"}`)}, 1},
 		{"command reply empty", &CommandReply{}, 1},
 		{"ack empty", &Ack{}, 1},
@@ -247,7 +247,7 @@ func TestUnpackErrors(t *testing.T) {
 		{"string cut", [][]byte{raw(TypeReregister, 0x91, 0xa5, 'a', 'b')}, ErrTruncated},
 		{"task id cut", [][]byte{raw(TypeAck, 0x91, 0x91, 0xc4, 16, 1, 2, 3)}, ErrTruncated},
 		{"items announced beyond header", [][]byte{raw(TypeAck, 0x91, 0xdc, 0x01, 0x00)}, ErrTruncated},
-		{"bin16 announced beyond header", [][]byte{raw(TypeCommandReply, 0x94, 0x00, 0xc2, 0xa0, 0xc5, 0x01, 0x00, 'x')}, ErrTruncated},
+		{"bin16 announced beyond header", [][]byte{raw(TypeCommandReply, 0x94, 0x00, 0x00, 0xa0, 0xc5, 0x01, 0x00, 'x')}, ErrTruncated},
 		{"str32 of 1MiB announced", [][]byte{raw(TypeReregister, 0x91, 0xdb, 0x00, 0x10, 0x00, 0x00, 'x')}, ErrTruncated},
 		{"skipped array beyond header", [][]byte{raw(TypeHeartbeat, 0x91, 0xdd, 0x00, 0x01, 0x00, 0x00)}, ErrTruncated},
 		{"skipped map beyond header", [][]byte{raw(TypeHeartbeat, 0x91, 0xdf, 0x00, 0x01, 0x00, 0x00)}, ErrTruncated},
@@ -270,7 +270,7 @@ func TestUnpackErrors(t *testing.T) {
 		{"fields over MaxItems", [][]byte{raw(TypeHeartbeat, 0xdd, 0x00, 0x10, 0x00, 0x01)}, ErrOversized},
 		{"skipped array over MaxItems", [][]byte{raw(TypeHeartbeat, 0x91, 0xdd, 0x00, 0x10, 0x00, 0x01)}, ErrOversized},
 		{"string over MaxStringBytes", [][]byte{raw(TypeReregister, 0x91, 0xdb, 0x00, 0x10, 0x00, 0x01)}, ErrOversized},
-		{"bin32 of 2GiB announced", [][]byte{raw(TypeCommandReply, 0x94, 0x00, 0xc2, 0xa0, 0xc6, 0x7f, 0xff, 0xff, 0xff)}, ErrOversized},
+		{"bin32 of 2GiB announced", [][]byte{raw(TypeCommandReply, 0x94, 0x00, 0x00, 0xa0, 0xc6, 0x7f, 0xff, 0xff, 0xff)}, ErrOversized},
 
 		// ErrMalformed
 		{"trailing bytes", [][]byte{append(append([]byte{}, hb...), 0x00)}, ErrMalformed},
@@ -281,7 +281,8 @@ func TestUnpackErrors(t *testing.T) {
 		{"too few fields in registration", [][]byte{hdr(t, TypeRegistration, []any{1, "m", "h", 1, 1, 1, "v"})}, ErrMalformed},
 		{"nil where fields are needed", [][]byte{raw(TypeHeartbeatReq, 0xc0)}, ErrMalformed},
 		{"string where uint wanted", [][]byte{hdr(t, TypeHeartbeatReq, []any{"7"})}, ErrMalformed},
-		{"uint where bool wanted", [][]byte{hdr(t, TypeCommandReply, []any{1, 1, "", nil})}, ErrMalformed},
+		{"bool where uint wanted", [][]byte{hdr(t, TypeCommandReply, []any{1, true, "", nil})}, ErrMalformed},
+		{"serving state out of range", [][]byte{hdr(t, TypeCommand, []any{1, 1, 7, 0, false, "", nil, false})}, ErrMalformed},
 		{"id of 15 bytes", [][]byte{hdr(t, TypeAck, []any{[]any{make([]byte, 15)}})}, ErrMalformed},
 		{"id of 17 bytes", [][]byte{hdr(t, TypeAck, []any{[]any{make([]byte, 17)}})}, ErrMalformed},
 		// an extra field pads the header so the item-count check passes
@@ -302,7 +303,7 @@ func TestUnpackErrors(t *testing.T) {
 		{"workers over 32 bits", [][]byte{hdr(t, TypeRegistration, []any{1, "m", "h", uint64(1) << 32, 1, 1, "v", ""})}, ErrMalformed},
 		{"negative workers", [][]byte{hdr(t, TypeRegistration, []any{1, "m", "h", -1, 1, 1, "v", ""})}, ErrMalformed},
 		{"error code over 16 bits", [][]byte{hdr(t, TypeErrorReply, []any{1 << 16, "x"})}, ErrMalformed},
-		{"command op over 8 bits", [][]byte{hdr(t, TypeCommand, []any{1, 256, "", 0, false, "", nil})}, ErrMalformed},
+		{"command op over 8 bits", [][]byte{hdr(t, TypeCommand, []any{1, 256, 0, 0, false, "", nil, false})}, ErrMalformed},
 
 		// ErrPayload
 		{"payload longer than header says", [][]byte{tb[0], []byte("abcd")}, ErrPayload},
@@ -386,7 +387,7 @@ func TestForgedLengthDoesNotAllocate(t *testing.T) {
 		name  string
 		frame []byte
 	}{
-		{"bin32 body", raw(TypeCommandReply, 0x94, 0x00, 0xc2, 0xa0, 0xc6, 0xff, 0xff, 0xff, 0xff)},
+		{"bin32 body", raw(TypeCommandReply, 0x94, 0x00, 0x00, 0xa0, 0xc6, 0xff, 0xff, 0xff, 0xff)},
 		{"str32 reason", raw(TypeReregister, 0x91, 0xdb, 0x00, 0x0f, 0xff, 0xff)},
 		{"bin32 task id", raw(TypeAck, 0x91, 0x91, 0xc6, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)},
 		{"skipped bin32", raw(TypeHeartbeat, 0x91, 0xc6, 0xff, 0xff, 0xff, 0xff)},

@@ -1,5 +1,7 @@
 package messages
 
+import "fmt"
+
 // Message is any value that Unpack returns.
 type Message interface {
 	Type() Type
@@ -85,20 +87,48 @@ type EPStatusReport struct {
 type Command struct {
 	ID      uint64
 	Op      CommandOp
-	State   string // serving state name; empty clears an override
-	Timeout int64  // nanoseconds; 0 means until cleared
+	State   ServingState // the override to set, unless Clear
+	Clear   bool         // clear the override instead
+	Timeout int64        // nanoseconds; 0 means until cleared
 	Force   bool
 	Manager string // target manager; empty means the interchange itself
 	TaskIDs []TaskID
 }
 
+// ReplyCode says how a Command went; callers act on it, never on the
+// message text (the forwarder maps it to an HTTP status).
+type ReplyCode uint8
+
+// Reply codes.
+const (
+	ReplyOK          ReplyCode = iota
+	ReplyInvalid               // a bad argument
+	ReplyConflict              // refused: it would hide real pressure without force
+	ReplyNotFound              // no such manager
+	ReplyUnavailable           // the target could not be reached or did not answer
+	ReplyUnsupported           // this peer does not do that operation
+	replyLimit
+)
+
+var replyNames = [...]string{"ok", "invalid", "conflict", "not-found", "unavailable", "unsupported"}
+
+func (c ReplyCode) String() string {
+	if c < replyLimit {
+		return replyNames[c]
+	}
+	return fmt.Sprintf("ReplyCode(%d)", uint8(c))
+}
+
 // CommandReply answers a Command.
 type CommandReply struct {
 	ID      uint64
-	OK      bool
+	Code    ReplyCode
 	Message string
 	Body    []byte // JSON detail for the caller, opaque to brokers
 }
+
+// OK reports whether the command was carried out.
+func (r *CommandReply) OK() bool { return r.Code == ReplyOK }
 
 // Ack tells the sender which ids the receiver has taken responsibility for.
 type Ack struct{ IDs []TaskID }

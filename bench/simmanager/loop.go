@@ -233,9 +233,9 @@ var errNotSupported = errors.New("not supported by a simulated manager")
 func command(c *messages.Command) *messages.CommandReply {
 	switch c.Op {
 	case messages.OpCancel:
-		return &messages.CommandReply{ID: c.ID, OK: true, Message: fmt.Sprintf("cancelling 0 of %d tasks: simulated tasks finish at once", len(c.TaskIDs))}
+		return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("cancelling 0 of %d tasks: simulated tasks finish at once", len(c.TaskIDs))}
 	case messages.OpGetServingState:
-		return &messages.CommandReply{ID: c.ID, OK: true, Message: "Current state: " + messages.NonePaused.String()}
+		return &messages.CommandReply{ID: c.ID, Message: "Current state: " + messages.NonePaused.String()}
 	}
-	return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("operation %s is %v", c.Op, errNotSupported)}
+	return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnsupported, Message: fmt.Sprintf("operation %s is %v", c.Op, errNotSupported)}
 }

@@ -303,7 +303,7 @@ func TestFleetReregistersAndResendsUnacked(t *testing.T) {
 	}
 	fi.send(who, &messages.Command{ID: 9, Op: messages.OpDrain})
 	_, m = fi.expect(messages.TypeCommandReply, 5*time.Second)
-	if rep := m.(*messages.CommandReply); rep.ID != 9 || rep.OK {
+	if rep := m.(*messages.CommandReply); rep.ID != 9 || rep.OK() {
 		t.Fatalf("reply to an unsupported command: %+v", rep)
 	}
 	if st := fleet.Stats(); st.TasksCompleted != 2 || st.ResultsAcked != 1 {

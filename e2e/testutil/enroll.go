@@ -18,6 +18,9 @@ var (
 	forwarders   = map[string]*Forwarder{}
 	interchanges = map[string]*Interchange{}
 	fakeServers  = map[string]*Peer{}
+	// enrolled keeps one credential per forwarder and endpoint, so a second
+	// interchange (a restart) uses the same key, as a user's would.
+	enrolled = map[string]*curve.Credentials{}
 )
 
 func remember[T any](m map[string]T, addr string, v T, t testing.TB) {
@@ -49,10 +52,15 @@ func credentialsFor(t testing.TB, addr, kind, id string) *curve.Credentials {
 	switch kind {
 	case curve.KindEndpoint:
 		if f, ok := lookup(forwarders, addr); ok {
+			key := addr + " " + id
+			if c, ok := lookup(enrolled, key); ok && f.EndpointEnrolled(id) {
+				return c
+			}
 			c, err := f.CreateEndpoint(id, true)
 			if err != nil {
 				t.Fatalf("create endpoint %s: %v", id, err)
 			}
+			remember(enrolled, key, c, t)
 			return c
 		}
 	case curve.KindManager:
