@@ -192,17 +192,18 @@ func (f *Forwarder) ZMQAddr() string { return f.zmqAddr }
 // Run serves until ctx ends.
 func (f *Forwarder) Run(ctx context.Context) error {
 	f.log.WithFields(logrus.Fields{"http": f.HTTPAddr(), "zmq": f.zmqAddr}).Info("forwarder listening")
-	bg := daemon.Start(ctx,
-		func(c context.Context) error { return f.http.Serve(c, f.log) },
-		func(c context.Context) error { f.janitor(c); return nil })
-	loopErr := newLoop(f).run(ctx)
-	httpErr := bg.Stop()
+	var g daemon.Group
+	g.Add("loop", newLoop(f).run)
+	g.Add("http", func(c context.Context) error { return f.http.Serve(c, f.log) })
+	g.Add("janitor", func(c context.Context) error { f.janitor(c); return nil })
+	err := g.Run(ctx)
 	f.res.Close()
-	f.log.Info("forwarder stopped")
-	if loopErr != nil {
-		return loopErr
+	if err != nil {
+		f.log.WithError(err).Error("forwarder stopped")
+		return err
 	}
-	return httpErr
+	f.log.Info("forwarder stopped")
+	return nil
 }
 
 type endpoint struct {
@@ -258,6 +259,7 @@ func (f *Forwarder) connectedCount() int {
 // long-running forwarder does not grow without bound.
 func (f *Forwarder) janitor(ctx context.Context) {
 	if f.opts.Retention < 0 {
+		<-ctx.Done()
 		return
 	}
 	t := time.NewTicker(min(max(f.opts.Retention/10, time.Second), time.Minute))

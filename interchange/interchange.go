@@ -210,19 +210,20 @@ func (ix *Interchange) HTTPAddr() string { return ix.http.Addr() }
 // Run serves until ctx ends.
 func (ix *Interchange) Run(ctx context.Context) error {
 	ix.log.WithFields(logrus.Fields{"managers": ix.downAddr, "http": ix.HTTPAddr(), "forwarder": ix.opts.Forwarder}).Info("interchange starting")
-	bg := daemon.Start(ctx,
-		func(c context.Context) error { return ix.http.Serve(c, ix.log) },
-		func(c context.Context) error { ix.reportLoop(c); return nil })
 	l := newLoop(ix)
-	loopErr := l.run(ctx)
-	httpErr := bg.Stop()
+	var g daemon.Group
+	g.Add("loop", l.run)
+	g.Add("http", func(c context.Context) error { return ix.http.Serve(c, ix.log) })
+	g.Add("status reports", func(c context.Context) error { ix.reportLoop(c); return nil })
+	err := g.Run(ctx)
 	l.close()
 	ix.res.Close()
-	ix.log.Info("interchange stopped")
-	if loopErr != nil {
-		return loopErr
+	if err != nil {
+		ix.log.WithError(err).Error("interchange stopped")
+		return err
 	}
-	return httpErr
+	ix.log.Info("interchange stopped")
+	return nil
 }
 
 // reportLoop builds an EPStatusReport every interval and hands it to the

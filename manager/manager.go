@@ -159,11 +159,6 @@ func (mg *Manager) ID() string { return mg.opts.ManagerID }
 func (mg *Manager) Run(ctx context.Context) error {
 	mg.log.WithFields(logrus.Fields{"interchange": mg.opts.Interchange, "workers": mg.opts.Workers,
 		"prefetch": mg.opts.Prefetch, "http": mg.HTTPAddr()}).Info("manager starting")
-	var fns []func(context.Context) error
-	if mg.http != nil {
-		fns = append(fns, func(c context.Context) error { return mg.http.Serve(c, mg.log) })
-	}
-	bg := daemon.Start(ctx, fns...)
 	workCtx, stopWork := context.WithCancel(context.Background())
 	// Workers take the next task straight from this buffer, so a finished
 	// worker never waits for the loop. It holds everything the manager
@@ -179,18 +174,23 @@ func (mg *Manager) Run(ctx context.Context) error {
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: mg.zctx, Addr: mg.opts.Interchange, ID: mg.opts.ManagerID,
 		Timing: link.Timing{Interval: mg.opts.HeartbeatInterval, Threshold: mg.opts.HeartbeatThreshold},
 		Keys:   mg.opts.keys(), Register: l.registration, Peer: "interchange", Log: mg.log})
-	loopErr := l.run(ctx)
+	var g daemon.Group
+	g.Add("loop", l.run)
+	if mg.http != nil {
+		g.Add("http", func(c context.Context) error { return mg.http.Serve(c, mg.log) })
+	}
+	err := g.Run(ctx)
 	close(work)
 	stopWork()
 	workers.Wait()
-	httpErr := bg.Stop()
 	l.close()
 	mg.res.Close()
-	mg.log.Info("manager stopped")
-	if loopErr != nil {
-		return loopErr
+	if err != nil {
+		mg.log.WithError(err).Error("manager stopped")
+		return err
 	}
-	return httpErr
+	mg.log.Info("manager stopped")
+	return nil
 }
 
 func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.WaitGroup) {

@@ -4,7 +4,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
@@ -13,43 +12,51 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/store"
 )
 
-// Background runs helper goroutines (HTTP server, tickers) beside a
-// daemon's event loop.
-type Background struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	err    error
+// Group runs the parts of a daemon (its event loop, its HTTP server,
+// helper goroutines). The first part to return, with an error or not,
+// stops the others, and Run returns its error: a daemon whose HTTP server
+// died must not go on silently (github.com/oklog/run's rule).
+type Group struct {
+	parts []part
 }
 
-// Start runs each fn in its own goroutine with a context that ends when
-// ctx does or Stop is called.
-func Start(ctx context.Context, fns ...func(context.Context) error) *Background {
+type part struct {
+	name string
+	run  func(context.Context) error
+}
+
+// Add registers a part; run must return once its context ends.
+func (g *Group) Add(name string, run func(context.Context) error) {
+	g.parts = append(g.parts, part{name: name, run: run})
+}
+
+// Run starts every part and waits for all of them. It returns the first
+// part's error; a part that ends by itself before ctx does is an error
+// too, and one that ends because another stopped is not.
+func (g *Group) Run(ctx context.Context) error {
 	c, cancel := context.WithCancel(ctx)
-	b := &Background{cancel: cancel}
-	for _, fn := range fns {
-		b.wg.Add(1)
-		go func(fn func(context.Context) error) {
-			defer b.wg.Done()
-			if err := fn(c); err != nil {
-				b.mu.Lock()
-				if b.err == nil {
-					b.err = err
-				}
-				b.mu.Unlock()
-			}
-		}(fn)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
 	}
-	return b
-}
-
-// Stop ends the goroutines, waits for them and returns the first error.
-func (b *Background) Stop() error {
-	b.cancel()
-	b.wg.Wait()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.err
+	done := make(chan result, len(g.parts))
+	for _, p := range g.parts {
+		go func(p part) { done <- result{p.name, p.run(c)} }(p)
+	}
+	first := <-done
+	stoppedFirst := c.Err() == nil
+	cancel()
+	for range g.parts[1:] {
+		<-done
+	}
+	switch {
+	case first.err != nil:
+		return fmt.Errorf("%s: %w", first.name, first.err)
+	case stoppedFirst && ctx.Err() == nil:
+		return fmt.Errorf("%s stopped unexpectedly", first.name)
+	}
+	return nil
 }
 
 // Resources closes what a daemon opened, newest first, so a failed New
