@@ -1,4 +1,4 @@
-package blocks
+package blocks_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
+	"github.com/switchyard-hpc/switchyard/internal/blocks"
 )
 
 // The test binary doubles as a fake manager: with BLOCKS_FAKE_MANAGER set
@@ -34,6 +35,8 @@ func fakeManager(mode string) int {
 	_ = os.WriteFile("args-"+id, []byte(strings.Join(os.Args[1:], "\n")), 0o600)
 	fmt.Println("fake manager", id, "up")
 	switch mode {
+	case "exit0":
+		return 0
 	case "fail":
 		fmt.Fprintln(os.Stderr, "cannot reach the interchange")
 		return 3
@@ -50,14 +53,14 @@ func fakeManager(mode string) int {
 	return 0
 }
 
-func fakeSpec(t *testing.T, id string, nodes int) Spec {
-	return Spec{BlockID: id, Dir: filepath.Join(t.TempDir(), "blocks", id), Nodes: nodes, WorkersPerNode: 3,
-		Manager: ManagerCommand{Binary: os.Args[0], Interchange: "tcp://127.0.0.1:1", Credentials: "/x/manager.credentials",
+func fakeSpec(t *testing.T, id string, nodes int) blocks.Spec {
+	return blocks.Spec{BlockID: id, Dir: filepath.Join(t.TempDir(), "blocks", id), Nodes: nodes, WorkersPerNode: 3,
+		Manager: blocks.ManagerCommand{Binary: os.Args[0], Interchange: "tcp://127.0.0.1:1", Credentials: "/x/manager.credentials",
 			AllowRoot: true, Args: []string{"--prefetch=0"}}}
 }
 
-func localWith(t *testing.T, mode string, grace time.Duration) *Local {
-	l := NewLocal(grace)
+func localWith(t *testing.T, mode string, grace time.Duration) *blocks.Local {
+	l := blocks.NewLocal(grace)
 	// A -race binary sleeps 1s at exit unless told not to.
 	l.Env = append(os.Environ(), "BLOCKS_FAKE_MANAGER="+mode, "GORACE=atexit_sleep_ms=0")
 	t.Cleanup(func() {
@@ -70,9 +73,9 @@ func localWith(t *testing.T, mode string, grace time.Duration) *Local {
 	return l
 }
 
-func waitJob(t *testing.T, p Provider, id string, want JobState, timeout time.Duration) JobStatus {
+func waitJob(t *testing.T, p blocks.Provider, id string, want blocks.JobState, timeout time.Duration) blocks.JobStatus {
 	t.Helper()
-	var st JobStatus
+	var st blocks.JobStatus
 	testutil.WaitFor(t, timeout, func() error {
 		m, err := p.Status(context.Background(), []string{id})
 		if err != nil {
@@ -103,7 +106,7 @@ func TestLocalSubmitStatusCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitJob(t, l, id, JobRunning, 5*time.Second)
+	waitJob(t, l, id, blocks.JobRunning, 5*time.Second)
 	for i := range 2 {
 		waitFile(t, filepath.Join(spec.Dir, fmt.Sprintf("up-b1-%d", i)))
 	}
@@ -120,7 +123,7 @@ func TestLocalSubmitStatusCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancelled := time.Now()
-	waitJob(t, l, id, JobDone, 5*time.Second)
+	waitJob(t, l, id, blocks.JobDone, 5*time.Second)
 	for i := range 2 {
 		if _, err := os.Stat(filepath.Join(spec.Dir, fmt.Sprintf("term-b1-%d", i))); err != nil {
 			t.Fatalf("manager %d ended without SIGTERM: %v", i, err)
@@ -148,7 +151,7 @@ func TestLocalGraceThenKill(t *testing.T) {
 	if err := l.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	st := waitJob(t, l, id, JobFailed, 5*time.Second)
+	st := waitJob(t, l, id, blocks.JobFailed, 5*time.Second)
 	if !strings.Contains(st.Reason, "killed") {
 		t.Fatalf("reason %q, want the kill", st.Reason)
 	}
@@ -163,7 +166,7 @@ func TestLocalWalltime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitJob(t, l, id, JobDone, 10*time.Second)
+	waitJob(t, l, id, blocks.JobDone, 10*time.Second)
 	if _, err := os.Stat(filepath.Join(spec.Dir, "term-b3-0")); err != nil {
 		t.Fatalf("walltime ended the manager without SIGTERM: %v", err)
 	}
@@ -176,7 +179,7 @@ func TestLocalFailedManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := waitJob(t, l, id, JobFailed, 10*time.Second)
+	st := waitJob(t, l, id, blocks.JobFailed, 10*time.Second)
 	if !strings.Contains(st.Reason, "exit status 3") || !strings.Contains(st.Reason, "cannot reach the interchange") {
 		t.Fatalf("reason %q, want the exit status and the log's last line", st.Reason)
 	}
@@ -195,7 +198,7 @@ func TestLocalWorkerInit(t *testing.T) {
 	if err := l.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	waitJob(t, l, id, JobDone, 5*time.Second)
+	waitJob(t, l, id, blocks.JobDone, 5*time.Second)
 }
 
 func TestLocalMissingBinary(t *testing.T) {
