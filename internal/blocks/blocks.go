@@ -298,7 +298,10 @@ func (b *Blocks) markRunning(bl *block, now time.Time, why string) {
 }
 
 func (b *Blocks) apply(now time.Time, d Decision) {
-	b.m.decisions.WithLabelValues(d.Kind.String()).Inc()
+	// A back-off holds for many ticks; it counts once per failure.
+	if d.Kind != Backoff || b.lastBackoff != b.failures {
+		b.m.decisions.WithLabelValues(d.Kind.String()).Inc()
+	}
 	log := b.log.WithFields(logrus.Fields{"decision": d.Kind.String(), "reason": d.Reason})
 	switch d.Kind {
 	case Submit:

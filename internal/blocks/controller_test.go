@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard-hpc/switchyard/e2e/slurmtest"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
@@ -105,6 +106,9 @@ func (h *harness) tick() {
 		load.Managers = append(load.Managers, blocks.Manager{BlockID: m.BlockID, Capacity: int(m.Workers + m.Prefetch), Held: m.Outstanding})
 	}
 	for _, d := range h.b.Tick(time.Now(), load) {
+		if _, seen := h.events[d.Kind.String()]; seen && d.Kind == blocks.Backoff {
+			continue
+		}
 		h.mark(d.Kind.String())
 		h.t.Logf("%s decision %s %d %s: %s", time.Since(h.start).Round(time.Millisecond), d.Kind, d.Count, d.Block, d.Reason)
 	}
@@ -205,7 +209,6 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 	return 0
 }
 
-
 // TestLocalBlocksScaleOutAndIn: from 0 blocks, queued tasks start blocks
 // of real `switchyard manager` processes within one strategy period, all
 // tasks succeed, and idle blocks go away after max-idle, down to min.
@@ -257,4 +260,114 @@ func TestLocalBlocksScaleOutAndIn(t *testing.T) {
 		}
 	}
 	t.Logf("timeline: %s", h.timeline())
+}
+
+// TestSlurmBlocks runs the controller with the slurm provider on a real
+// one-node cluster and real `switchyard manager` processes started by srun.
+func TestSlurmBlocks(t *testing.T) {
+	bin := buildSwitchyard(t)
+	c := slurmtest.Start(t, slurmtest.Options{KillWait: 5 * time.Second})
+
+	t.Run("scale out, tasks succeed, scale in", func(t *testing.T) {
+		cfg := &blocks.Config{Provider: "slurm", MinBlocks: 0, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 2,
+			Walltime: 10 * time.Minute, MaxIdle: time.Second, Period: 200 * time.Millisecond}
+		p := blocks.NewSlurm(cfg)
+		p.Env = c.Env()
+		h := newHarness(t, cfg, p, bin)
+		h.tick()
+		ids := h.submitSleeps(100, "0.05")
+		h.mark("100 tasks submitted")
+		ok, failed := h.waitTasks(ids, 90*time.Second)
+		h.mark("last task ended")
+		if ok != len(ids) {
+			t.Fatalf("%d of %d tasks succeeded, %d failed", ok, len(ids), failed)
+		}
+		h.waitFor(60*time.Second, func() error {
+			if n := h.count("done"); n != 1 {
+				return fmt.Errorf("%d blocks done: %+v", n, h.b.View())
+			}
+			return nil
+		})
+		h.mark("scaled in to 0")
+		v := h.b.View()[0]
+		st, err := c.JobState(v.JobID)
+		if err != nil || st != "CANCELLED" && st != "COMPLETED" {
+			t.Fatalf("job %s of the drained block is %q (%v)", v.JobID, st, err)
+		}
+		t.Logf("timeline: %s", h.timeline())
+	})
+
+	t.Run("scancel of a running block: a new one replaces it", func(t *testing.T) {
+		cfg := &blocks.Config{Provider: "slurm", MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 2,
+			Walltime: 10 * time.Minute, MaxIdle: time.Minute, Period: 200 * time.Millisecond}
+		p := blocks.NewSlurm(cfg)
+		p.Env = c.Env()
+		h := newHarness(t, cfg, p, bin)
+		var first blocks.View
+		h.waitFor(60*time.Second, func() error {
+			vs := h.b.View()
+			if len(vs) != 1 || vs[0].State != "running" || vs[0].Managers != 1 {
+				return fmt.Errorf("blocks: %+v", vs)
+			}
+			first = vs[0]
+			return nil
+		})
+		if _, err := c.Output("scancel", first.JobID); err != nil {
+			t.Fatal(err)
+		}
+		h.mark("scancel")
+		h.waitFor(60*time.Second, func() error {
+			vs := h.b.View()
+			if len(vs) != 2 || vs[0].State != "done" || vs[1].State != "running" || vs[1].Managers != 1 {
+				return fmt.Errorf("blocks: %+v", vs)
+			}
+			return nil
+		})
+		h.mark("replacement running with its manager")
+		t.Logf("timeline: %s", h.timeline())
+	})
+
+	t.Run("rejected sbatch is a failure, backed off", func(t *testing.T) {
+		cfg := &blocks.Config{Provider: "slurm", MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, Walltime: 10 * time.Minute,
+			Partition: "nosuchpartition", Period: 50 * time.Millisecond, BackoffBase: time.Second, BackoffMax: 4 * time.Second}
+		p := blocks.NewSlurm(cfg)
+		p.Env = c.Env()
+		h := newHarness(t, cfg, p, bin)
+		h.waitFor(30*time.Second, func() error {
+			if n := metric(t, h.reg, "switchyard_interchange_block_failures_total"); n != 1 {
+				return fmt.Errorf("%v failures", n)
+			}
+			return nil
+		})
+		failedAt := time.Now()
+		vs := h.b.View()
+		if len(vs) != 1 || vs[0].State != "failed" || !strings.Contains(vs[0].Reason, "invalid partition") {
+			t.Fatalf("blocks: %+v, want one failed with sbatch's reason", vs)
+		}
+		// Ticking every few ms for 600ms: still one submission, backoff decisions.
+		testutil.WaitFor(t, 5*time.Second, func() error {
+			h.tick()
+			if time.Since(failedAt) < 600*time.Millisecond {
+				return fmt.Errorf("ticking")
+			}
+			return nil
+		})
+		if n := metric(t, h.reg, "switchyard_interchange_block_submits_total"); n != 1 {
+			t.Fatalf("%v submissions within the back-off, want 1", n)
+		}
+		if n := metric(t, h.reg, "switchyard_interchange_scale_decisions_total", "decision", "backoff"); n != 1 {
+			t.Fatalf("%v backoff decisions counted, want 1 (once per failure, not per tick)", n)
+		}
+		// After the back-off (1s) it tries again, and fails again: 2s next.
+		h.waitFor(10*time.Second, func() error {
+			if n := metric(t, h.reg, "switchyard_interchange_block_failures_total"); n != 2 {
+				return fmt.Errorf("%v failures", n)
+			}
+			return nil
+		})
+		t.Logf("second try %s after the first failure (back-off 1s)", time.Since(failedAt).Round(10*time.Millisecond))
+		if d := time.Since(failedAt); d < time.Second {
+			t.Fatalf("retried after %s, inside the 1s back-off", d)
+		}
+	})
 }
