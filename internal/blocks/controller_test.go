@@ -2,6 +2,7 @@ package blocks_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -370,4 +371,116 @@ func TestSlurmBlocks(t *testing.T) {
 			t.Fatalf("retried after %s, inside the 1s back-off", d)
 		}
 	})
+}
+
+// TestLocalBlocksWalltimeReplaced: a block near its walltime is replaced
+// before the provider's limit ends it.
+func TestLocalBlocksWalltimeReplaced(t *testing.T) {
+	bin := buildSwitchyard(t)
+	cfg := &blocks.Config{Provider: "local", MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 1,
+		Walltime: 4 * time.Second, WalltimeMargin: 2 * time.Second, MaxIdle: time.Minute, Period: 100 * time.Millisecond}
+	h := newHarness(t, cfg, blocks.NewLocal(5*time.Second), bin)
+	var first blocks.View
+	h.waitFor(20*time.Second, func() error {
+		vs := h.b.View()
+		if len(vs) != 1 || vs[0].State != "running" || vs[0].Managers != 1 {
+			return fmt.Errorf("blocks: %+v", vs)
+		}
+		first = vs[0]
+		return nil
+	})
+	h.waitFor(20*time.Second, func() error {
+		vs := h.b.View()
+		if len(vs) != 2 || vs[0].State != "done" || vs[1].State != "running" || vs[1].Managers != 1 {
+			return fmt.Errorf("blocks: %+v", vs)
+		}
+		return nil
+	})
+	replaced := h.events["replace"]
+	limit := first.StartedAt.Sub(h.start) + cfg.Walltime
+	t.Logf("timeline: %s (first block's walltime ends at %s)", h.timeline(), limit.Round(10*time.Millisecond))
+	if replaced == 0 || replaced >= limit {
+		t.Fatalf("replaced at %s, want before the walltime ends at %s", replaced, limit)
+	}
+	if n := metric(t, h.reg, "switchyard_interchange_block_failures_total"); n != 0 {
+		t.Fatalf("%v failures", n)
+	}
+}
+
+// TestDrainCallback: scale-in asks the interchange to drain the block's
+// managers (the callback), and cancels the job only once they are gone.
+func TestDrainCallback(t *testing.T) {
+	cfg := &blocks.Config{Provider: "local", MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 2,
+		MaxIdle: 0, Period: 20 * time.Millisecond, DrainTimeout: time.Minute}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := localWith(t, "drain", 5*time.Second)
+	var drained []string
+	reg := prometheus.NewRegistry()
+	b, err := blocks.New(blocks.Options{Config: cfg, Provider: p, StateDir: t.TempDir(), Registry: reg,
+		Manager: blocks.ManagerCommand{Binary: os.Args[0], Interchange: "tcp://127.0.0.1:1"},
+		Drain:   func(id string) { drained = append(drained, id) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+
+	// The test plays the interchange's loop: one queued task, then a
+	// manager of the block that takes it and finishes it.
+	load := blocks.Load{Queued: 1}
+	tick := func() []blocks.Decision { return b.Tick(time.Now(), load) }
+	var id string
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		tick()
+		vs := b.View()
+		if len(vs) != 1 || vs[0].JobID == "" {
+			return fmt.Errorf("blocks %+v", vs)
+		}
+		id = vs[0].BlockID
+		return nil
+	})
+	load = blocks.Load{Managers: []blocks.Manager{{BlockID: id, Capacity: 4, Held: 1}}}
+	if tick(); b.View()[0].State != "running" || b.View()[0].Managers != 1 {
+		t.Fatalf("a block with a registered manager: %+v", b.View())
+	}
+	if len(drained) != 0 {
+		t.Fatalf("busy block drained: %v", drained)
+	}
+	load.Managers[0].Held = 0
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		tick()
+		if len(drained) != 1 || drained[0] != id {
+			return fmt.Errorf("drained %v", drained)
+		}
+		return nil
+	})
+	if st := b.View()[0].State; st != "draining" {
+		t.Fatalf("state %s after the drain, want draining", st)
+	}
+	// Still a manager: no cancel yet. Then it leaves, and the job is cancelled.
+	tick()
+	if n := metric(t, reg, "switchyard_interchange_scale_decisions_total", "decision", "cancel"); n != 0 {
+		t.Fatalf("cancelled while its manager drains")
+	}
+	load.Managers = nil
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		tick()
+		if st := b.View()[0].State; st != "done" {
+			return fmt.Errorf("state %s", st)
+		}
+		return nil
+	})
+	if n := metric(t, reg, "switchyard_interchange_blocks", "state", "done"); n != 1 {
+		t.Fatalf("blocks{state=done} = %v", n)
+	}
+	raw, err := json.Marshal(b.View()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{`"block_id":"` + id + `"`, `"job_id":"local-`, `"state":"done"`, `"managers":0`, `"submitted_at":"`} {
+		if !strings.Contains(string(raw), k) {
+			t.Errorf("view JSON %s lacks %s", raw, k)
+		}
+	}
 }

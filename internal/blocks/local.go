@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -35,6 +36,9 @@ type localJob struct {
 	started time.Time
 	stop    chan struct{} // closed by Cancel
 	once    sync.Once
+	// ending: SIGTERM was sent (cancel or walltime), so a manager that
+	// dies of it ended as asked.
+	ending atomic.Bool
 }
 
 type localProc struct {
@@ -145,6 +149,7 @@ func (l *Local) watch(job *localJob, walltime time.Duration) {
 	case <-job.stop:
 	case <-limit:
 	}
+	job.ending.Store(true)
 	job.signal(syscall.SIGTERM)
 	t := time.NewTimer(l.Grace)
 	defer t.Stop()
@@ -174,7 +179,8 @@ func (l *Local) kill(job *localJob) {
 }
 
 // Status: running while a manager runs; done when all exited with status
-// 0 (a drained or signalled manager exits 0); failed otherwise.
+// 0 (a drained manager exits 0) or died of the SIGTERM that ended the job;
+// failed otherwise (a SIGKILL after the grace included).
 func (l *Local) Status(ctx context.Context, ids []string) (map[string]JobStatus, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -188,7 +194,7 @@ func (l *Local) Status(ctx context.Context, ids []string) (map[string]JobStatus,
 		for i, p := range job.procs {
 			select {
 			case <-p.done:
-				if p.err != nil && st.State != JobRunning {
+				if p.err != nil && st.State != JobRunning && !(job.ending.Load() && diedOf(p.err, syscall.SIGTERM)) {
 					st = JobStatus{State: JobFailed, Since: job.started,
 						Reason: fmt.Sprintf("manager %d: %v%s", i, p.err, logTail(p.log))}
 				}
@@ -239,6 +245,16 @@ func (l *Local) Close(ctx context.Context) error {
 		<-done
 		return errors.New("local managers outlived the shutdown; killed")
 	}
+}
+
+// diedOf reports whether err is the exit of a process killed by sig.
+func diedOf(err error, sig syscall.Signal) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
 // logTail is the last line of a manager's log, for failure reasons.
