@@ -77,6 +77,14 @@ type block struct {
 // Blocks keeps an endpoint's blocks. The interchange's loop owns it and
 // calls its methods; slow provider calls run on the controller's own
 // goroutine, one at a time, and their results come back through Tick.
+//
+// Wiring in the interchange: cfg := AddFlags(fs) and cfg.Validate() in
+// cmd/switchyard; New with the provider (NewLocal or NewSlurm), the state
+// dir, the managers' address and credentials, Drain (send the drain
+// command to the managers whose block id matches) and Wake (post to the
+// loop's mailbox); the loop calls Tick every Period and on Wake with the
+// queue length and its managers (block id, workers+prefetch, tasks held),
+// serves View under "blocks", and calls Close on shutdown.
 type Blocks struct {
 	cfg  *Config
 	opts Options
@@ -147,9 +155,7 @@ func New(opts Options) (*Blocks, error) {
 		}
 		opts.Manager.Binary = bin
 	}
-	if len(opts.Manager.Args) == 0 {
-		opts.Manager.Args = opts.Config.ManagerArgs
-	}
+	opts.Manager.Args = append(append([]string(nil), opts.Manager.Args...), opts.Config.ManagerArgs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Blocks{cfg: opts.Config, opts: opts, log: opts.Log.WithField("provider", opts.Provider.Name()),
 		m: newMetrics(opts.Registry), blocks: map[string]*block{}, work: make(chan op, 1024),
