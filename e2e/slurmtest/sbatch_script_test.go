@@ -16,6 +16,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
 func buildSwitchyard(t *testing.T) string {
@@ -56,6 +57,10 @@ func TestManagersSbatchScript(t *testing.T) {
 	fwd := testutil.StartForwarder(t, forwarder.Options{})
 	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: fwd.ZMQAddr()})
 	client := testutil.NewClient(fwd.URL)
+	creds := filepath.Join(t.TempDir(), "manager.credentials")
+	if err := curve.WriteCredentials(creds, ix.ManagerCredentials()); err != nil {
+		t.Fatal(err)
+	}
 
 	tmpBefore, _ := filepath.Glob("/tmp/switchyard-manager-*")
 	submitDir := t.TempDir()
@@ -74,7 +79,7 @@ func TestManagersSbatchScript(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	id := sbatch("SWITCHYARD_BIN="+bin, fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", port), "SWITCHYARD_WORKERS=2",
+	id := sbatch("SWITCHYARD_BIN="+bin, fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", port), "SWITCHYARD_WORKERS=2", "SWITCHYARD_CREDENTIALS="+creds,
 		"SWITCHYARD_MANAGER_ARGS=--heartbeat-interval=50ms --heartbeat-threshold=500ms")
 	testutil.WaitFor(t, 60*time.Second, func() error {
 		for _, m := range ix.Status().ManagerList {

@@ -19,6 +19,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/blocks"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
 // buildSwitchyard builds bin/switchyard into a temporary directory.
@@ -65,8 +66,13 @@ func newHarness(t *testing.T, cfg *blocks.Config, p blocks.Provider, bin string)
 	h.ix = testutil.StartInterchange(t, interchange.Options{EndpointID: h.ep, Forwarder: h.fwd.ZMQAddr()})
 	h.c = testutil.NewClient(h.fwd.URL)
 	log, _ := testutil.Logger(t, "blocks")
+	// As the interchange will: its manager credential file goes to the managers.
+	creds := filepath.Join(t.TempDir(), "manager.credentials")
+	if err := curve.WriteCredentials(creds, h.ix.ManagerCredentials()); err != nil {
+		t.Fatal(err)
+	}
 	b, err := blocks.New(blocks.Options{Config: cfg, Provider: p, StateDir: t.TempDir(), Registry: h.reg, Log: log,
-		Manager: blocks.ManagerCommand{Binary: bin, Interchange: h.ix.ManagersAddr(),
+		Manager: blocks.ManagerCommand{Binary: bin, Interchange: h.ix.ManagersAddr(), Credentials: creds,
 			Args: []string{"--heartbeat-interval=50ms", "--heartbeat-threshold=500ms"}}})
 	if err != nil {
 		t.Fatal(err)
