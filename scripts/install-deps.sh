@@ -4,7 +4,8 @@
 # prometheus package, which the dashboard test in observability/ runs
 # (it starts /usr/bin/prometheus on its own port and storage dir, so a
 # service the package may start does not get in its way), and nftables for
-# the network-partition test in e2e/.
+# the network-partition test in e2e/, and slurm-wlm and munge, which
+# e2e/slurmtest starts as a one-node cluster for the Slurm tests.
 set -e
 need=""
 if ! pkg-config --exists libzmq 2>/dev/null; then
@@ -17,6 +18,13 @@ fi
 if ! command -v nft >/dev/null 2>&1 && [ ! -x /usr/sbin/nft ]; then
 	need="$need nftables"
 fi
+# Slurm for the batch tests: the fixture runs munged, slurmctld and slurmd.
+if [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/sbin/slurmd ] || ! command -v sbatch >/dev/null 2>&1; then
+	need="$need slurm-wlm"
+fi
+if [ ! -x /usr/sbin/munged ]; then
+	need="$need munge"
+fi
 if [ -z "$need" ]; then
 	exit 0
 fi
@@ -25,7 +33,7 @@ if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "missing:$need; install libzmq (>= 4.3) development files, pkg-config and prometheus (/usr/bin/prometheus)" >&2
+	echo "missing:$need; install libzmq (>= 4.3) development files, pkg-config, prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch) and munge" >&2
 	exit 1
 fi
 echo "installing$need with apt-get" >&2

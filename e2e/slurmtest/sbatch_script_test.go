@@ -1,0 +1,148 @@
+package slurmtest_test
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-hpc/switchyard/e2e/slurmtest"
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
+	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
+)
+
+func buildSwitchyard(t *testing.T) string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		if goBin, err = exec.LookPath("go"); err != nil {
+			t.Fatal("no go command to build cmd/switchyard with")
+		}
+	}
+	out := filepath.Join(t.TempDir(), "switchyard")
+	if b, err := exec.Command(goBin, "build", "-o", out, "github.com/switchyard-hpc/switchyard/cmd/switchyard").CombinedOutput(); err != nil {
+		t.Fatalf("go build cmd/switchyard: %v\n%s", err, b)
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestManagersSbatchScript runs scripts/slurm-managers.sbatch as its header
+// says, on a one-node partition: the manager registers with the block id
+// of its job, serves /metrics, runs a task, and the job writes nothing in
+// the submit directory or in /tmp besides its output file; scancel ends it.
+func TestManagersSbatchScript(t *testing.T) {
+	bin := buildSwitchyard(t)
+	script, err := filepath.Abs("../../scripts/slurm-managers.sbatch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := slurmtest.Start(t, slurmtest.Options{KillWait: 5 * time.Second})
+	fwd := testutil.StartForwarder(t, forwarder.Options{})
+	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: fwd.ZMQAddr()})
+	client := testutil.NewClient(fwd.URL)
+	creds := filepath.Join(t.TempDir(), "manager.credentials")
+	if err := curve.WriteCredentials(creds, ix.ManagerCredentials()); err != nil {
+		t.Fatal(err)
+	}
+
+	tmpBefore, _ := filepath.Glob("/tmp/switchyard-manager-*")
+	submitDir := t.TempDir()
+	port := freePort(t)
+	sbatch := func(env ...string) string {
+		cmd := c.Command(t.Context(), "sbatch", "--parsable", script, ix.ManagersAddr())
+		cmd.Dir = submitDir
+		cmd.Env = append(cmd.Env, env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("sbatch: %v: %s", err, out)
+		}
+		id := strings.TrimSpace(string(out))
+		t.Cleanup(func() { os.Remove("/tmp/switchyard-managers-root-" + id + ".out") })
+		return id
+	}
+
+	t0 := time.Now()
+	id := sbatch("SWITCHYARD_BIN="+bin, fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", port), "SWITCHYARD_WORKERS=2", "SWITCHYARD_CREDENTIALS="+creds,
+		"SWITCHYARD_MANAGER_ARGS=--heartbeat-interval=50ms --heartbeat-threshold=500ms")
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		for _, m := range ix.Status().ManagerList {
+			if m.BlockID == "slurm-"+id && m.ID == c.Node+"-"+id && m.Workers == 2 {
+				return nil
+			}
+		}
+		st, _ := c.JobState(id)
+		return fmt.Errorf("no manager of job %s (%s) registered: %+v", id, st, ix.Status().ManagerList)
+	})
+	registered := time.Since(t0)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatalf("manager metrics port: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: HTTP %d", resp.StatusCode)
+	}
+	ids, err := client.Submit("ep1", map[string]any{"kind": "exec", "args": []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := client.WaitTerminal(t, ids, 30*time.Second); v[0].State != "success" {
+		t.Fatalf("task on the job's manager: %+v", v[0])
+	}
+	t1 := time.Now()
+	if _, err := c.Output("scancel", id); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		if st, err := c.JobState(id); err != nil || st != "CANCELLED" {
+			return fmt.Errorf("job %s is %q (%v)", id, st, err)
+		}
+		return nil
+	})
+	t.Logf("sbatch → manager registered %s; scancel → job CANCELLED %s", registered.Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
+
+	if entries, _ := os.ReadDir(submitDir); len(entries) != 0 {
+		t.Errorf("the job wrote into the submit directory: %v", entries)
+	}
+	if tmpAfter, _ := filepath.Glob("/tmp/switchyard-manager-*"); len(tmpAfter) != len(tmpBefore) {
+		t.Errorf("the job left state in /tmp: before %v, after %v", tmpBefore, tmpAfter)
+	}
+	out, err := os.ReadFile("/tmp/switchyard-managers-root-" + id + ".out")
+	if err != nil {
+		t.Fatalf("job output not at /tmp/switchyard-managers-USER-JOBID.out: %v", err)
+	}
+	if !strings.Contains(string(out), `"component":"manager"`) {
+		t.Errorf("job output lacks the manager's JSON log:\n%s", out)
+	}
+
+	// Without SWITCHYARD_BIN and with no switchyard on PATH, the job says
+	// what to do and fails at once.
+	bad := sbatch("SWITCHYARD_BIN=", "PATH=/usr/bin:/bin")
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		if st, err := c.JobState(bad); err != nil || st != "FAILED" {
+			return fmt.Errorf("job %s is %q (%v)", bad, st, err)
+		}
+		return nil
+	})
+	out, _ = os.ReadFile("/tmp/switchyard-managers-root-" + bad + ".out")
+	if !strings.Contains(string(out), "set SWITCHYARD_BIN to the binary's absolute path") {
+		t.Errorf("job without a binary says:\n%s", out)
+	}
+}
