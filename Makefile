@@ -5,6 +5,8 @@ BIN     := bin/switchyard
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 DEMO    ?= 5000
+# staticcheck is pinned; `go run` fetches it through the module proxy.
+STATICCHECK := v0.8.2
 
 .PHONY: all build run test deps vet fuzz bench contract clean
 
@@ -22,6 +24,7 @@ run: build
 vet: deps
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 test: vet
 	$(GO) test -race -count=1 -timeout 15m ./...

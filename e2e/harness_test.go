@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,28 +68,13 @@ func buildAndRun(m *testing.M) (int, error) {
 		args = append(args, "-race")
 	}
 	args = append(args, "./cmd/switchyard")
-	cmd := exec.Command(goTool(), args...)
+	cmd := exec.Command(testutil.GoTool(), args...)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
 	}
 	return m.Run(), nil
-}
-
-// goTool finds the go command: PATH first, then the toolchain running us.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	if r := os.Getenv("GOROOT"); r != "" {
-		return filepath.Join(r, "bin", "go")
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	return "/usr/local/go/bin/go"
 }
 
 // ---------------------------------------------------------------- polling

@@ -267,14 +267,6 @@ func (s *statusBuffer) add(ds ...messages.Delta) {
 	s.mu.Unlock()
 }
 
-// drop forgets deltas of tasks whose result is on its way.
-func (s *statusBuffer) drop(ids []messages.TaskID) {
-	s.mu.Lock()
-	for _, id := range ids {
-		delete(s.deltas, id)
-	}
-	s.mu.Unlock()
-}
 
 // dropResults forgets deltas of tasks whose result is on its way.
 func (s *statusBuffer) dropResults(rs []messages.Result) {

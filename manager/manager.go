@@ -90,11 +90,9 @@ const (
 )
 
 type event struct {
-	kind    evKind
-	id      messages.TaskID
-	attempt uint32
-	at      int64
-	result  messages.Result
+	kind   evKind
+	id     messages.TaskID
+	result messages.Result
 }
 
 // mtask is a task this manager holds.

@@ -1,6 +1,8 @@
 package observability
 
 import (
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,7 +69,7 @@ func switchyardBinary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "switchyard")
-		cmd := exec.Command(goTool(), "build", "-o", binPath, "./cmd/switchyard")
+		cmd := exec.Command(testutil.GoTool(), "build", "-o", binPath, "./cmd/switchyard")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/switchyard: %v\n%s", err, out)
@@ -86,18 +87,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(filepath.Dir(binPath))
 	}
 	os.Exit(code)
-}
-
-// goTool finds the go command: PATH first, then the toolchain running us.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	return "/usr/local/go/bin/go"
 }
 
 // ---------------------------------------------------------------- polling

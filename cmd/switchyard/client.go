@@ -21,9 +21,8 @@ type client struct {
 }
 
 type clientFlags struct {
-	api     string
-	asJSON  bool
-	timeout time.Duration
+	api    string
+	asJSON bool
 }
 
 func (c *clientFlags) add(fs *pflag.FlagSet) {

@@ -5,9 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,21 +16,6 @@ import (
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
-
-func buildSwitchyard(t *testing.T) string {
-	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			t.Fatal("no go command to build cmd/switchyard with")
-		}
-	}
-	out := filepath.Join(t.TempDir(), "switchyard")
-	if b, err := exec.Command(goBin, "build", "-o", out, "github.com/switchyard-hpc/switchyard/cmd/switchyard").CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/switchyard: %v\n%s", err, b)
-	}
-	return out
-}
 
 func freePort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -48,7 +31,7 @@ func freePort(t *testing.T) int {
 // of its job, serves /metrics, runs a task, and the job writes nothing in
 // the submit directory or in /tmp besides its output file; scancel ends it.
 func TestManagersSbatchScript(t *testing.T) {
-	bin := buildSwitchyard(t)
+	bin := testutil.BuildSwitchyard(t)
 	script, err := filepath.Abs("../../scripts/slurm-managers.sbatch")
 	if err != nil {
 		t.Fatal(err)

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -23,21 +21,6 @@ import (
 )
 
 // buildSwitchyard builds bin/switchyard into a temporary directory.
-func buildSwitchyard(t *testing.T) string {
-	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			t.Fatal("no go command to build cmd/switchyard with")
-		}
-	}
-	out := filepath.Join(t.TempDir(), "switchyard")
-	cmd := exec.Command(goBin, "build", "-o", out, "github.com/switchyard-hpc/switchyard/cmd/switchyard")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/switchyard: %v\n%s", err, b)
-	}
-	return out
-}
 
 // harness drives a Blocks controller against an in-process forwarder and
 // interchange the way the interchange's loop will: Tick with the queue and
@@ -220,7 +203,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 // of real `switchyard manager` processes within one strategy period, all
 // tasks succeed, and idle blocks go away after max-idle, down to min.
 func TestLocalBlocksScaleOutAndIn(t *testing.T) {
-	bin := buildSwitchyard(t)
+	bin := testutil.BuildSwitchyard(t)
 	cfg := &blocks.Config{Provider: "local", MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 4,
 		Walltime: 0, MaxIdle: time.Second, Period: 100 * time.Millisecond, CancelGrace: 5 * time.Second}
 	p := blocks.NewLocal(5 * time.Second)
@@ -272,7 +255,7 @@ func TestLocalBlocksScaleOutAndIn(t *testing.T) {
 // TestSlurmBlocks runs the controller with the slurm provider on a real
 // one-node cluster and real `switchyard manager` processes started by srun.
 func TestSlurmBlocks(t *testing.T) {
-	bin := buildSwitchyard(t)
+	bin := testutil.BuildSwitchyard(t)
 	c := slurmtest.Start(t, slurmtest.Options{KillWait: 5 * time.Second})
 
 	t.Run("scale out, tasks succeed, scale in", func(t *testing.T) {
@@ -382,7 +365,7 @@ func TestSlurmBlocks(t *testing.T) {
 // TestLocalBlocksWalltimeReplaced: a block near its walltime is replaced
 // before the provider's limit ends it.
 func TestLocalBlocksWalltimeReplaced(t *testing.T) {
-	bin := buildSwitchyard(t)
+	bin := testutil.BuildSwitchyard(t)
 	cfg := &blocks.Config{Provider: "local", MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 1,
 		Walltime: 4 * time.Second, WalltimeMargin: 2 * time.Second, MaxIdle: time.Minute, Period: 100 * time.Millisecond}
 	h := newHarness(t, cfg, blocks.NewLocal(5*time.Second), bin)
