@@ -267,7 +267,6 @@ func (s *statusBuffer) add(ds ...messages.Delta) {
 	s.mu.Unlock()
 }
 
-
 // dropResults forgets deltas of tasks whose result is on its way.
 func (s *statusBuffer) dropResults(rs []messages.Result) {
 	s.mu.Lock()
