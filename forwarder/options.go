@@ -7,7 +7,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
-
 	"github.com/switchyard-hpc/switchyard/internal/store"
 )
 

@@ -9,8 +9,6 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
@@ -224,78 +222,6 @@ func (ix *Interchange) Run(ctx context.Context) error {
 	}
 	ix.log.Info("interchange stopped")
 	return nil
-}
-
-// reportLoop builds an EPStatusReport every interval and hands it to the
-// loop; it never touches a socket.
-func (ix *Interchange) reportLoop(ctx context.Context) {
-	t := time.NewTicker(ix.opts.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if ix.opts.AdaptiveGC {
-				ix.tuneGC(int(ix.status.queued.Load()))
-			}
-			ix.serving.Measure(servingstate.Sample{Queued: int(ix.status.queued.Load()),
-				MemoryPercent: servingstate.MemoryPercent()}, now)
-			r := ix.status.build(ix.serving.Effective(now))
-			ix.mbox.Post(event{kind: evReport, report: r})
-		}
-	}
-}
-
-// statusBuffer collects deltas from the loop for the report goroutine.
-type statusBuffer struct {
-	mu     sync.Mutex
-	deltas map[messages.TaskID]messages.Delta
-	totals messages.EPStatusReport
-	queued atomic.Uint32
-}
-
-func newStatusBuffer() *statusBuffer {
-	return &statusBuffer{deltas: make(map[messages.TaskID]messages.Delta)}
-}
-
-func (s *statusBuffer) add(ds ...messages.Delta) {
-	s.mu.Lock()
-	for _, d := range ds {
-		s.deltas[d.ID] = d
-	}
-	s.mu.Unlock()
-}
-
-// dropResults forgets deltas of tasks whose result is on its way.
-func (s *statusBuffer) dropResults(rs []messages.Result) {
-	s.mu.Lock()
-	for i := range rs {
-		delete(s.deltas, rs[i].ID)
-	}
-	s.mu.Unlock()
-}
-
-func (s *statusBuffer) setTotals(t messages.EPStatusReport) {
-	s.mu.Lock()
-	s.totals = t
-	s.mu.Unlock()
-	s.queued.Store(t.Queued)
-}
-
-func (s *statusBuffer) build(state messages.ServingState) *messages.EPStatusReport {
-	s.mu.Lock()
-	r := s.totals
-	if len(s.deltas) > 0 {
-		r.Deltas = make([]messages.Delta, 0, len(s.deltas))
-		for _, d := range s.deltas {
-			r.Deltas = append(r.Deltas, d)
-		}
-		clear(s.deltas)
-	}
-	s.mu.Unlock()
-	r.ServingState = state
-	return &r
 }
 
 // GC targets: the default while the queue is short; with a long queue the

@@ -9,11 +9,9 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
-	"github.com/switchyard-hpc/switchyard/messages"
-
-	"github.com/switchyard-hpc/switchyard/internal/store"
-
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // Options configure an Interchange.

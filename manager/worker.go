@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -114,4 +115,59 @@ func runExec(ctx context.Context, spec taskspec.Spec, limit int, timeout time.Du
 		r.Code, r.Error = messages.Failed, err.Error()
 	}
 	r.Payload, _ = json.Marshal(res)
+}
+
+func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for t := range work {
+		mg.gate.wait(ctx)
+		if !t.claim.CompareAndSwap(0, 1) {
+			continue // cancelled before it started; the loop reported it
+		}
+		// The loop reads this at its next report: most tasks end before
+		// then and never need a running delta, so no message is spent here.
+		t.startedAt.Store(time.Now().UnixNano())
+		mg.busy.Add(1)
+		r := run(t.ctx, t.task, mg.opts.OutputLimit)
+		mg.busy.Add(-1)
+		t.cancel(nil)
+		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})
+	}
+}
+
+// gate holds workers while dispatch is paused.
+type gate struct {
+	mu   sync.Mutex
+	open bool
+	ch   chan struct{} // closed while open
+}
+
+func newGate() *gate {
+	g := &gate{open: true, ch: make(chan struct{})}
+	close(g.ch)
+	return g
+}
+
+func (g *gate) set(open bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if open == g.open {
+		return
+	}
+	g.open = open
+	if open {
+		close(g.ch)
+	} else {
+		g.ch = make(chan struct{})
+	}
+}
+
+func (g *gate) wait(ctx context.Context) {
+	g.mu.Lock()
+	ch := g.ch
+	g.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
 }

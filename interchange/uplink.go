@@ -1,8 +1,10 @@
 package interchange
 
 import (
+	"errors"
 	"time"
 
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -79,4 +81,45 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	l.ix.status.add(deltas...)
 	// Acknowledge only what is stored.
 	l.persist(l.takeOps(), func(l *loop) { l.up.TrySend(&messages.Ack{IDs: ids}) })
+}
+
+func (l *loop) drainUpstream() {
+	for i := 0; i < 1000; i++ {
+		frames, ok, err := l.up.Recv()
+		if err != nil {
+			l.log.WithError(err).Warn("receive from forwarder failed")
+			return
+		}
+		if !ok {
+			return
+		}
+		l.handleUpstream(frames)
+	}
+}
+
+func (l *loop) flushResults() {
+	q := l.held.Queued()
+	if len(q) == 0 || !l.up.Registered() {
+		return
+	}
+	for len(q) > 0 {
+		n := min(len(q), 1000)
+		l.sendBuf = l.sendBuf[:0]
+		for i := range q[:n] {
+			l.sendBuf = append(l.sendBuf, q[i].Result)
+		}
+		n = messages.ChunkResults(l.sendBuf, 1000)
+		chunk := l.sendBuf[:n]
+		if err := l.up.Send(&messages.ResultBatch{Results: chunk}); err != nil {
+			if errors.Is(err, zsock.ErrWouldBlock) {
+				l.retryAt = time.Now().Add(5 * time.Millisecond)
+			}
+			return
+		}
+		l.ix.status.dropResults(chunk)
+		l.held.Sent(n, time.Now().UnixNano())
+		l.ix.m.resultsUp.Add(float64(n))
+		q = l.held.Queued()
+	}
+	clear(l.sendBuf)
 }

@@ -3,6 +3,9 @@ package interchange
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/binrec"
 	"github.com/switchyard-hpc/switchyard/internal/store"
@@ -140,4 +143,63 @@ func (l *loop) persist(ops []store.Op, then func(*loop)) {
 			l.ix.mbox.Post(event{kind: evDurable, then: then})
 		}
 	})
+}
+
+// recover reloads what a previous run stored.
+func (l *loop) recover() {
+	rec := l.ix.recovery
+	l.ix.recovery = nil
+	if rec == nil {
+		return
+	}
+	for _, t := range rec.tasks {
+		l.tasks[t.id] = t
+		l.enqueueBack(t)
+	}
+	for _, h := range rec.results {
+		l.held.Put(*h)
+	}
+	l.seq = rec.maxSeq
+	l.holdUntil = time.Now().Add(2 * l.ix.opts.HeartbeatInterval)
+	l.log.WithFields(logrus.Fields{"unfinished": len(rec.tasks), "undelivered": len(rec.results)}).
+		Infof("recovering: %d tasks unfinished, %d results undelivered", len(rec.tasks), len(rec.results))
+	l.publishTotals()
+}
+
+// finish takes a task's result: it is held until the forwarder acks it.
+func (l *loop) finish(r messages.Result) {
+	var seq uint64
+	if t, ok := l.tasks[r.ID]; ok {
+		l.unqueue(t)
+		if t.mgr != nil {
+			delete(t.mgr.outstanding, r.ID)
+		}
+		delete(l.tasks, r.ID)
+		seq = t.seq
+		if l.ix.store != nil {
+			l.ops = append(l.ops, taskDeleteOp(seq))
+		}
+	}
+	if _, dup := l.held.Get(r.ID); dup {
+		return
+	}
+	if seq == 0 {
+		seq = l.nextSeq()
+	}
+	h := heldResult{Result: r, seq: seq}
+	l.held.Put(h)
+	if l.ix.store != nil {
+		l.ops = append(l.ops, resultOp(&h))
+	}
+}
+
+func (l *loop) nextSeq() uint64 {
+	l.seq++
+	return l.seq
+}
+
+func (l *loop) takeOps() []store.Op {
+	ops := l.ops
+	l.ops = nil
+	return ops
 }

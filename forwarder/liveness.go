@@ -1,0 +1,132 @@
+package forwarder
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/link"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+func (l *loop) register(env link.Envelope, reg *messages.Registration, now time.Time) {
+	id := reg.ID
+	refuse := func(code messages.ErrorCode, why string) {
+		l.f.m.refusedRegistrations.Inc()
+		l.quiet.Warn("refused:"+string(env.Route), l.f.log.WithFields(logrus.Fields{"endpoint": id, "connection": string(env.Route)}),
+			"registration refused: "+why)
+		l.router.Refuse(env.Route, code, why)
+	}
+	if reg.Role != messages.RoleInterchange || ValidEndpointID(id) != nil {
+		refuse(messages.CodeRefused, "only interchanges with a valid endpoint id connect to a forwarder")
+		return
+	}
+	if reg.ProtocolVersion != messages.Version {
+		refuse(messages.CodeVersion, fmt.Sprintf("interchange speaks protocol %d, forwarder speaks %d", reg.ProtocolVersion, messages.Version))
+		return
+	}
+	if l.router.Secure() {
+		// The ZAP handler named the connection after the endpoint its key
+		// was enrolled for: it may register as that endpoint only.
+		user, key, _ := strings.Cut(env.User, "|")
+		if user != id {
+			refuse(messages.CodeRefused, fmt.Sprintf("this key is enrolled for endpoint %q, not %q", user, id))
+			return
+		}
+		if k, ok := l.f.enrolled.keyOf(id); !ok || k != key {
+			refuse(messages.CodeRefused, fmt.Sprintf("endpoint %q was deleted or given a new key", id))
+			return
+		}
+	}
+	ep := l.endpointFor(id)
+	for n, ch := range ep.probes {
+		ch <- commandResult{err: errors.New("endpoint re-registered")}
+		delete(ep.probes, n)
+	}
+	wasConnected := ep.connected
+	l.router.Bind(&ep.Peer, env.Route, env.User, now)
+	ep.reg = *reg
+	ep.connected = true
+	ep.lostReason = ""
+	// Whatever the endpoint held may be gone; re-send it. The interchange
+	// drops ids it already has.
+	if n := len(ep.inflight); n > 0 {
+		resend := make([]messages.TaskID, 0, n)
+		for id := range ep.inflight {
+			resend = append(resend, id)
+		}
+		clear(ep.inflight)
+		ep.unacked.Clear()
+		ep.pending = append(resend, ep.pending...)
+	}
+	l.f.log.WithFields(logrus.Fields{"endpoint": id, "host": reg.Hostname, "version": reg.SoftwareVersion,
+		"reconnect": wasConnected, "pending": len(ep.pending)}).Info("endpoint registered")
+	_ = l.send(ep, &messages.Heartbeat{})
+	l.f.publish(ep)
+}
+
+func (l *loop) housekeeping(now time.Time) {
+	for _, ep := range l.eps {
+		if !ep.connected {
+			continue
+		}
+		if ep.Silent(now, l.f.timing()) {
+			l.endpointLost(ep, link.ReasonSilent, now)
+			continue
+		}
+		if l.router.HeartbeatDue(&ep.Peer, now, l.f.opts.HeartbeatInterval) {
+			if err := l.send(ep, &messages.Heartbeat{}); err == nil {
+				l.f.m.heartbeatsSent.Inc()
+			}
+		}
+		l.resendUnacked(ep, now)
+	}
+	l.router.Prune(now)
+	for id, pc := range l.commands {
+		if now.After(pc.deadline) {
+			pc.reply <- commandResult{err: errors.New("endpoint did not answer the command in time")}
+			delete(l.commands, id)
+		}
+	}
+}
+
+func (l *loop) endpointLost(ep *endpoint, why link.Reason, now time.Time) {
+	reason := why.String()
+	l.router.Unbind(&ep.Peer)
+	ep.connected = false
+	ep.lostReason = reason
+	ep.lostAt = now
+	ids := make([]messages.TaskID, 0, len(ep.inflight))
+	for id := range ep.inflight {
+		ids = append(ids, id)
+	}
+	clear(ep.inflight)
+	ep.unacked.Clear()
+	back := l.f.tasks.endpointLost(ids)
+	ep.pending = append(back, ep.pending...)
+	for n, ch := range ep.probes {
+		ch <- commandResult{err: errEndpointNotConnected}
+		delete(ep.probes, n)
+	}
+	ep.report = messages.EPStatusReport{ServingState: ep.report.ServingState}
+	l.f.m.endpointsLost.WithLabelValues(reason).Inc()
+	l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "reason": reason, "requeued": len(back),
+		"silent_for": now.Sub(ep.LastSeen).Round(time.Millisecond).String()}).Warn("endpoint lost")
+	l.f.publish(ep)
+}
+
+// resendUnacked sends again, once per threshold, the tasks the interchange
+// did not acknowledge in time (a message lost in a reconnect that nobody
+// noticed); the interchange drops ids it already has.
+func (l *loop) resendUnacked(ep *endpoint, now time.Time) {
+	again := ep.unacked.Due(now, l.f.opts.HeartbeatThreshold, l.dueBuf[:0])
+	if len(again) > 0 {
+		l.f.m.resent.Add(float64(len(again)))
+		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(again)}).Warn("endpoint did not acknowledge tasks; sending them again")
+		ep.pending = append(append([]messages.TaskID(nil), again...), ep.pending...)
+	}
+	l.dueBuf = again[:0]
+}

@@ -1,0 +1,61 @@
+package forwarder
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+func (l *loop) applyReport(ep *endpoint, r *messages.EPStatusReport) {
+	if n := l.f.tasks.applyDeltas(ep.id, r.Deltas); n > 0 {
+		l.f.m.staleUpdates.Add(float64(n))
+	}
+	wasPaused := !ep.report.ServingState.PushAllowed()
+	r.Deltas = nil
+	ep.report = *r
+	if wasPaused != !r.ServingState.PushAllowed() {
+		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "serving_state": r.ServingState.String()}).Info("endpoint serving state changed")
+	}
+	l.f.publish(ep)
+}
+
+func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
+	ack := make([]messages.TaskID, len(b.Results))
+	for i := range b.Results {
+		ack[i] = b.Results[i].ID
+	}
+	epID := ep.id
+	// Ack only once the results are durable; a crash before that makes
+	// the interchange send them again.
+	verdicts := l.f.tasks.completeBatch(ep.id, b.Results, l.verdicts[:0], func(err error) {
+		if err != nil {
+			l.f.log.WithError(err).WithField("endpoint", epID).Warn("results not stored; not acknowledged")
+			return
+		}
+		l.f.mbox.Post(event{kind: evAck, ep: epID, ids: ack})
+	})
+	l.verdicts = verdicts
+	now := time.Now()
+	for i, v := range verdicts {
+		r := &b.Results[i]
+		switch v {
+		case messages.Applied:
+			delete(ep.inflight, r.ID)
+			ep.unacked.Ack(r.ID)
+			l.f.m.results.WithLabelValues(string(r.Code.State())).Inc()
+			if r.Finished > 0 {
+				if t, ok := l.f.tasks.get(r.ID); ok {
+					l.f.m.latency.Observe(now.Sub(t.CreatedAt).Seconds())
+				}
+			}
+		case messages.Same, messages.Regress:
+			delete(ep.inflight, r.ID)
+			ep.unacked.Ack(r.ID)
+			l.f.m.duplicates.Inc()
+		default:
+			l.f.m.staleUpdates.Inc()
+		}
+	}
+}

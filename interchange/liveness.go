@@ -1,0 +1,186 @@
+package interchange
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/link"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// validManagerID bounds what a registration may call itself.
+func validManagerID(id string) error {
+	if id == "" || len(id) > 200 {
+		return fmt.Errorf("manager id must be 1 to 200 bytes, got %d", len(id))
+	}
+	return nil
+}
+
+func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, now time.Time) {
+	if reg.Role != messages.RoleManager {
+		l.down.Refuse(env.Route, messages.CodeRefused, "only managers connect here")
+		return
+	}
+	if reg.ProtocolVersion != messages.Version {
+		l.down.Refuse(env.Route, messages.CodeVersion,
+			fmt.Sprintf("manager speaks protocol %d, interchange speaks %d", reg.ProtocolVersion, messages.Version))
+		l.log.WithField("manager", reg.ID).Warn("manager with another protocol version refused")
+		return
+	}
+	if l.down.Secure() && env.User != managerUser {
+		l.down.Refuse(env.Route, messages.CodeRefused, "this key is not enrolled as a manager of this endpoint")
+		return
+	}
+	if err := validManagerID(reg.ID); err != nil {
+		l.down.Refuse(env.Route, messages.CodeRefused, err.Error())
+		return
+	}
+	id := reg.ID
+	m, known := l.mgrs[id]
+	if !known {
+		m = &manager{Peer: link.Peer{ID: id}, outstanding: make(map[messages.TaskID]*itask), unacked: link.NewUnacked()}
+		l.mgrs[id] = m
+		l.order = append(l.order, m)
+	}
+	if known && len(m.outstanding) > 0 {
+		m.resyncUntil = now.Add(2 * l.ix.opts.HeartbeatInterval)
+	}
+	l.down.Bind(&m.Peer, env.Route, env.User, now)
+	m.reg = *reg
+	m.idle = reg.Workers
+	m.capacity = reg.Workers + reg.Prefetch
+	m.serving = messages.NonePaused
+	l.ix.m.registrations.Inc()
+	l.log.WithFields(logrus.Fields{"manager": id, "host": reg.Hostname, "workers": reg.Workers,
+		"prefetch": reg.Prefetch, "block": reg.BlockID, "known": known, "held": len(m.outstanding)}).Info("manager registered")
+	_ = l.sendManager(m, &messages.Heartbeat{})
+	l.publishTotals()
+}
+
+// resyncDone ends a re-registered manager's grace period: tasks it did
+// not report since are lost with it.
+func (l *loop) resyncDone(m *manager, now time.Time) {
+	m.resyncUntil = time.Time{}
+	var gone []*itask
+	for _, t := range m.outstanding {
+		if t.seen < m.Registered.UnixNano() {
+			gone = append(gone, t)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	requeued, failed := l.requeue(m, gone, "re-registered without it", now)
+	l.log.WithFields(logrus.Fields{"manager": m.ID, "requeued": requeued, "failed": failed}).
+		Warn("manager re-registered without tasks it held; running them again")
+}
+
+// managerLost re-queues the manager's tasks, or fails them after too many
+// attempts.
+func (l *loop) managerLost(m *manager, why link.Reason, now time.Time) {
+	if _, ok := l.mgrs[m.ID]; !ok || l.mgrs[m.ID] != m {
+		return
+	}
+	reason := why.String()
+	delete(l.mgrs, m.ID)
+	l.down.Unbind(&m.Peer)
+	for i, x := range l.order {
+		if x == m {
+			l.order = append(l.order[:i:i], l.order[i+1:]...)
+			break
+		}
+	}
+	ts := make([]*itask, 0, len(m.outstanding))
+	for _, t := range m.outstanding {
+		ts = append(ts, t)
+	}
+	requeued, failed := l.requeue(m, ts, reason, now)
+	l.ix.m.managersLost.WithLabelValues(reason).Inc()
+	l.log.WithFields(logrus.Fields{"manager": m.ID, "reason": reason, "requeued": requeued, "failed": failed,
+		"silent_for": now.Sub(m.LastSeen).Round(time.Millisecond).String()}).Warn("manager lost")
+	l.publishTotals()
+}
+
+// requeue takes tasks away from m: attempt + 1 and back to the queue, or
+// failed once they have used up their retries.
+func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (requeued, failed int) {
+	var deltas []messages.Delta
+	var back []*itask
+	for _, t := range ts {
+		id := t.id
+		delete(m.outstanding, id)
+		t.attempt++
+		t.mgr = nil
+		if int(t.attempt) > l.ix.opts.MaxRetries+1 {
+			l.finish(messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
+				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.ID, reason)})
+			failed++
+			continue
+		}
+		back = append(back, t)
+		if l.ix.store != nil {
+			l.ops = append(l.ops, taskOp(t))
+		}
+		deltas = append(deltas, messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: t.attempt, At: now.UnixNano()})
+		requeued++
+	}
+	l.enqueueFront(back...)
+	if len(deltas) > 0 {
+		// Tell the forwarder of the new attempts only once they are stored:
+		// a restart must not fall back to an attempt it has already seen.
+		l.persist(l.takeOps(), func(l *loop) { l.ix.status.add(deltas...) })
+	}
+	return requeued, failed
+}
+
+func (l *loop) housekeeping(now time.Time) {
+	switch l.up.Timers(now) {
+	case link.TickLost:
+		l.ix.m.forwarderLost.Inc()
+	case link.TickHeartbeat:
+		l.ix.m.heartbeatsSent.WithLabelValues("forwarder").Inc()
+	}
+	if l.up.Registered() {
+		if n := l.held.ResendDue(now, l.ix.opts.HeartbeatThreshold); n > 0 {
+			l.ix.m.resultsResent.Add(float64(n))
+			l.log.WithField("results", n).Warn("forwarder did not acknowledge results; sending them again")
+		}
+	}
+	l.down.Prune(now)
+	var lost []*manager
+	for _, m := range l.order {
+		if m.Silent(now, l.ix.timing()) {
+			lost = append(lost, m)
+		} else if !m.resyncUntil.IsZero() && now.After(m.resyncUntil) {
+			l.resyncDone(m, now)
+		} else {
+			l.resendTasks(m, now)
+		}
+	}
+	for _, m := range lost {
+		l.managerLost(m, link.ReasonSilent, now)
+	}
+	// Managers report every interval and each report is answered at once,
+	// so this is only the fallback; half an interval of slack keeps it from
+	// racing the answer and doubling the traffic.
+	idle := l.ix.opts.HeartbeatInterval + l.ix.opts.HeartbeatInterval/2
+	for _, m := range l.order {
+		if l.down.HeartbeatDue(&m.Peer, now, idle) {
+			_ = l.sendManager(m, &messages.Heartbeat{})
+		}
+	}
+	for id, c := range l.mgrCmds {
+		if now.After(c.deadline) {
+			delete(l.mgrCmds, id)
+			if c.reply != nil {
+				c.reply <- &messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"}
+			} else {
+				l.up.TrySend(&messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"})
+			}
+		}
+	}
+	l.publishTotals()
+	l.publishView(now)
+}

@@ -1,0 +1,125 @@
+package interchange
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
+	m.idle = r.IdleWorkers
+	m.capacity = r.Capacity
+	m.serving = r.ServingState
+	var fwd []messages.Delta
+	for i := range r.Deltas {
+		d := &r.Deltas[i]
+		t, ok := l.tasks[d.ID]
+		if ok && t.mgr == nil && t.queued && d.Attempt == t.attempt {
+			// After our restart: the manager still holds this task.
+			l.unqueue(t)
+			t.mgr = m
+			m.outstanding[t.id] = t
+		}
+		if !ok || t.mgr != m || d.Attempt != t.attempt {
+			l.ix.m.staleUpdates.Inc()
+			continue
+		}
+		t.seen = time.Now().UnixNano()
+		if messages.Apply(t.code.State(), t.attempt, d.Code.State(), d.Attempt) != messages.Applied {
+			continue
+		}
+		t.code = d.Code
+		fwd = append(fwd, *d)
+	}
+	if len(fwd) > 0 {
+		l.ix.status.add(fwd...)
+	}
+}
+
+// reportLoop builds an EPStatusReport every interval and hands it to the
+// loop; it never touches a socket.
+func (ix *Interchange) reportLoop(ctx context.Context) {
+	t := time.NewTicker(ix.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if ix.opts.AdaptiveGC {
+				ix.tuneGC(int(ix.status.queued.Load()))
+			}
+			ix.serving.Measure(servingstate.Sample{Queued: int(ix.status.queued.Load()),
+				MemoryPercent: servingstate.MemoryPercent()}, now)
+			r := ix.status.build(ix.serving.Effective(now))
+			ix.mbox.Post(event{kind: evReport, report: r})
+		}
+	}
+}
+
+// statusBuffer collects deltas from the loop for the report goroutine.
+type statusBuffer struct {
+	mu     sync.Mutex
+	deltas map[messages.TaskID]messages.Delta
+	totals messages.EPStatusReport
+	queued atomic.Uint32
+}
+
+func newStatusBuffer() *statusBuffer {
+	return &statusBuffer{deltas: make(map[messages.TaskID]messages.Delta)}
+}
+
+func (s *statusBuffer) add(ds ...messages.Delta) {
+	s.mu.Lock()
+	for _, d := range ds {
+		s.deltas[d.ID] = d
+	}
+	s.mu.Unlock()
+}
+
+// dropResults forgets deltas of tasks whose result is on its way.
+func (s *statusBuffer) dropResults(rs []messages.Result) {
+	s.mu.Lock()
+	for i := range rs {
+		delete(s.deltas, rs[i].ID)
+	}
+	s.mu.Unlock()
+}
+
+func (s *statusBuffer) setTotals(t messages.EPStatusReport) {
+	s.mu.Lock()
+	s.totals = t
+	s.mu.Unlock()
+	s.queued.Store(t.Queued)
+}
+
+func (s *statusBuffer) build(state messages.ServingState) *messages.EPStatusReport {
+	s.mu.Lock()
+	r := s.totals
+	if len(s.deltas) > 0 {
+		r.Deltas = make([]messages.Delta, 0, len(s.deltas))
+		for _, d := range s.deltas {
+			r.Deltas = append(r.Deltas, d)
+		}
+		clear(s.deltas)
+	}
+	s.mu.Unlock()
+	r.ServingState = state
+	return &r
+}
+
+func (l *loop) publishTotals() {
+	var t messages.EPStatusReport
+	t.Managers = uint32(len(l.mgrs))
+	for _, m := range l.mgrs {
+		t.Workers += m.reg.Workers
+		t.IdleWorkers += m.idle
+	}
+	t.Queued = uint32(l.queued)
+	t.Outstanding = uint32(len(l.tasks))
+	l.ix.status.setTotals(t)
+}

@@ -1,0 +1,261 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
+	"github.com/switchyard-hpc/switchyard/internal/link"
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+type loop struct {
+	mg         *Manager
+	log        *logrus.Entry
+	up         *link.Uplink
+	lastReport time.Time
+	poller     *zmq.Poller
+
+	tasks   map[messages.TaskID]*mtask
+	pending []*mtask
+	work    chan *mtask
+	workCtx context.Context
+	// results are kept until the interchange acknowledges them.
+	results *link.Outbox[messages.Result]
+	deltas  map[messages.TaskID]messages.Delta
+	evs     []event
+	retryAt time.Time
+}
+
+func resultID(r *messages.Result) messages.TaskID { return r.ID }
+
+func (l *loop) close() { l.up.Close() }
+
+func (l *loop) registration() messages.Message {
+	o := l.mg.opts
+	return &messages.Registration{Role: messages.RoleManager, ID: o.ManagerID, Hostname: l.mg.hostname,
+		Workers: uint32(o.Workers), Prefetch: uint32(o.Prefetch), ProtocolVersion: messages.Version,
+		SoftwareVersion: o.Version, BlockID: o.BlockID}
+}
+
+func (l *loop) run(ctx context.Context) error {
+	l.up.Connect(time.Now())
+	tick := heartbeat.Tick(l.mg.opts.HeartbeatInterval)
+	nextHK := time.Now().Add(tick)
+	for {
+		if ctx.Err() != nil {
+			for _, t := range l.tasks {
+				if t.cancel != nil {
+					t.cancel(errors.New("manager shutting down"))
+				}
+			}
+			return nil
+		}
+		if l.up.SocketChanged() || l.poller == nil {
+			l.poller = zmq.NewPoller()
+			l.poller.Add(l.mg.mbox.Socket(), zmq.POLLIN)
+			if s := l.up.Socket(); s != nil {
+				l.poller.Add(s, zmq.POLLIN)
+			}
+		}
+		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt)
+		if err != nil {
+			return err
+		}
+		for _, p := range polled {
+			if p.Socket == l.mg.mbox.Socket() {
+				l.evs = l.mg.mbox.Take(l.evs)
+				for i := range l.evs {
+					l.handleEvent(&l.evs[i])
+					l.evs[i] = event{}
+				}
+			} else if p.Socket == l.up.Socket() {
+				for i := 0; i < 1000; i++ {
+					frames, ok, err := l.up.Recv()
+					if err != nil || !ok {
+						break
+					}
+					l.handleMessage(frames)
+				}
+			}
+		}
+		now := time.Now()
+		if !l.retryAt.IsZero() && !now.Before(l.retryAt) {
+			l.retryAt = time.Time{}
+		}
+		l.startWork()
+		if now.Sub(l.lastReport) >= l.mg.opts.HeartbeatInterval {
+			l.report(now)
+		}
+		l.flushResults()
+		if !now.Before(nextHK) {
+			l.housekeeping(now)
+			nextHK = now.Add(tick)
+		}
+	}
+}
+
+func (l *loop) handleEvent(ev *event) {
+	switch ev.kind {
+	case evFinished:
+		r := ev.result
+		if t, ok := l.tasks[r.ID]; ok {
+			if t.task.Attempt > r.Attempt {
+				// A newer attempt replaced this run: its result is stale
+				// and must not take the newer one's place.
+				l.mg.m.duplicates.Inc()
+				return
+			}
+			delete(l.tasks, r.ID)
+			delete(l.deltas, r.ID)
+		}
+		if old, ok := l.results.Get(r.ID); ok && old.Attempt > r.Attempt {
+			return
+		}
+		l.results.Put(r)
+		l.mg.m.completed.WithLabelValues(string(r.Code.State())).Inc()
+		if r.Started > 0 && r.Finished >= r.Started {
+			l.mg.m.runTime.WithLabelValues(string(r.Code.State())).Observe(time.Duration(r.Finished - r.Started).Seconds())
+		}
+	}
+}
+
+// startWork hands pending tasks to idle workers.
+func (l *loop) startWork() {
+	open := l.mg.serving.Effective(time.Now()).DispatchAllowed()
+	l.mg.gate.set(open)
+	if !open {
+		return
+	}
+	for len(l.work) < cap(l.work) && len(l.pending) > 0 {
+		t := l.pending[0]
+		l.pending[0] = nil
+		l.pending = l.pending[1:]
+		if cur, ok := l.tasks[t.task.ID]; !ok || cur != t || t.code.Terminal() {
+			continue // cancelled or replaced while pending
+		}
+		t.handed = true
+		t.ctx, t.cancel = context.WithCancelCause(l.workCtx)
+		l.work <- t
+	}
+	if len(l.pending) == 0 {
+		l.pending = nil
+	}
+}
+
+func (l *loop) handleMessage(frames [][]byte) {
+	msg, err := messages.Unpack(frames)
+	if err != nil {
+		l.mg.m.malformed.Inc()
+		l.log.WithError(err).Warn("dropped undecodable message from interchange")
+		l.up.TrySend(messages.ReplyFor(err))
+		return
+	}
+	now := time.Now()
+	registered, handled := l.up.Heard(msg, now)
+	if registered {
+		l.log.WithFields(logrus.Fields{"held_results": l.results.Len(), "tasks": len(l.tasks)}).Info("registered with interchange")
+		l.resync(now)
+	}
+	if handled {
+		return
+	}
+	switch m := msg.(type) {
+	case *messages.Heartbeat:
+		l.mg.m.heartbeatsRecv.Inc()
+	case *messages.TaskBatch:
+		l.acceptTasks(m)
+	case *messages.Ack:
+		for _, id := range m.IDs {
+			l.results.Ack(id)
+		}
+	case *messages.Command:
+		l.up.TrySend(l.command(m))
+	case *messages.ErrorReply:
+		l.log.WithField("code", m.Code.String()).Warn("interchange refused a message: " + m.Reason)
+	default:
+		l.log.WithField("type", msg.Type().String()).Warn("unexpected message type from interchange")
+	}
+}
+
+// resync re-sends held results and reports every task held, after a
+// (re-)registration.
+func (l *loop) resync(now time.Time) {
+	l.results.ResendAll()
+	for id, t := range l.tasks {
+		l.deltas[id] = messages.Delta{ID: id, Code: t.code, Attempt: t.task.Attempt, At: now.UnixNano()}
+	}
+	l.report(now)
+}
+
+func (l *loop) acceptTasks(b *messages.TaskBatch) {
+	for i := range b.Tasks {
+		t := b.Tasks[i]
+		have, ok := l.tasks[t.ID]
+		if ok && have.task.Attempt >= t.Attempt {
+			l.mg.m.duplicates.Inc()
+			continue
+		}
+		if ok && have.handed {
+			// A newer attempt replaces one handed to a worker here (we were
+			// taken for lost): keep it from starting, or stop its run; any
+			// result of it is stale.
+			have.claim.CompareAndSwap(0, 2)
+			have.cancel(errCancelled)
+		}
+		if r, ok := l.results.Get(t.ID); ok && r.Attempt >= t.Attempt {
+			l.mg.m.duplicates.Inc()
+			l.results.Requeue(t.ID)
+			continue
+		}
+		mt := &mtask{task: t, code: messages.WaitingForLaunch}
+		l.tasks[t.ID] = mt
+		l.pending = append(l.pending, mt)
+	}
+	l.mg.m.received.Add(float64(len(b.Tasks)))
+	// Tell the interchange we hold them, so it need not send them again.
+	ids := make([]messages.TaskID, len(b.Tasks))
+	for i := range b.Tasks {
+		ids[i] = b.Tasks[i].ID
+	}
+	l.up.TrySend(&messages.Ack{IDs: ids})
+}
+
+func (l *loop) flushResults() {
+	q := l.results.Queued()
+	if len(q) == 0 || !l.up.Registered() {
+		return
+	}
+	for len(q) > 0 {
+		n := messages.ChunkResults(q, 1000)
+		if err := l.up.Send(&messages.ResultBatch{Results: q[:n]}); err != nil {
+			if errors.Is(err, zsock.ErrWouldBlock) {
+				l.retryAt = time.Now().Add(5 * time.Millisecond)
+			}
+			return
+		}
+		l.results.Sent(n, time.Now().UnixNano())
+		q = l.results.Queued()
+	}
+}
+
+func (l *loop) housekeeping(now time.Time) {
+	switch l.up.Timers(now) {
+	case link.TickLost:
+		l.mg.m.interchangeLost.Inc()
+		l.log.WithFields(logrus.Fields{"running": len(l.tasks), "held_results": l.results.Len()}).Warn("interchange lost; keeping tasks and results until it is back")
+	case link.TickHeartbeat:
+		l.mg.m.heartbeatsSent.Inc()
+	}
+	if l.up.Registered() {
+		if n := l.results.ResendDue(now, l.mg.opts.HeartbeatThreshold); n > 0 {
+			l.log.WithField("results", n).Warn("interchange did not acknowledge results; sending them again")
+		}
+	}
+	l.publishView(now)
+}

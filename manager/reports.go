@@ -1,0 +1,43 @@
+package manager
+
+import (
+	"time"
+
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// report sends the status report; it goes before any results.
+func (l *loop) report(now time.Time) {
+	l.lastReport = now
+	if !l.up.Registered() {
+		return
+	}
+	l.mg.serving.Measure(servingstate.Sample{Queued: len(l.pending), MemoryPercent: servingstate.MemoryPercent()}, now)
+	eff := l.mg.serving.Effective(now)
+	capacity := max(0, l.mg.opts.Workers+l.mg.opts.Prefetch-len(l.tasks))
+	if !eff.PushAllowed() {
+		capacity = 0
+	}
+	for id, t := range l.tasks {
+		if t.handed && !t.started {
+			if at := t.startedAt.Load(); at != 0 {
+				t.started = true
+				t.code = messages.Running
+				l.deltas[id] = messages.Delta{ID: id, Code: messages.Running, Attempt: t.task.Attempt, At: at}
+			}
+		}
+	}
+	r := &messages.ManagerStatusReport{Workers: uint32(l.mg.opts.Workers), IdleWorkers: uint32(l.mg.idle()),
+		Capacity: uint32(capacity), Outstanding: uint32(len(l.tasks)), ServingState: eff}
+	if len(l.deltas) > 0 {
+		r.Deltas = make([]messages.Delta, 0, len(l.deltas))
+		for _, d := range l.deltas {
+			r.Deltas = append(r.Deltas, d)
+		}
+	}
+	if err := l.up.Send(r); err == nil {
+		clear(l.deltas)
+		l.mg.m.reportsSent.Inc()
+	}
+}
