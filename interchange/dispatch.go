@@ -20,7 +20,6 @@ type manager struct {
 	idle        uint32
 	capacity    uint32 // what it last reported it would accept
 	serving     messages.ServingState
-	blocked     bool // its pipe was full this round
 	sendBuf     []messages.Task
 	// resyncUntil: after a re-registration, tasks it does not report by
 	// then are taken as lost (it may be a new process with the same id).
@@ -166,62 +165,66 @@ func (l *loop) dispatch() {
 		return
 	}
 	n := len(l.order)
-	progress := true
-	for l.queued > 0 && progress {
-		progress = false
-		for k := 0; k < n && l.queued > 0; k++ {
-			m := l.order[(l.rr+k)%n]
-			free := m.free()
-			if free <= 0 || m.blocked {
-				continue
-			}
-			// Spread a big queue: no manager takes more than its share per pass.
-			share := max(1, min(free, (l.queued+n-1)/n))
-			m.sendBuf = m.sendBuf[:0]
-			var sent []*itask
-			size := 0
-			for len(m.sendBuf) < share && size < messages.MaxBatchBytes {
-				t := l.pop()
-				if t == nil {
-					break
-				}
-				size += len(t.payload) + 32
-				sent = append(sent, t)
-				m.sendBuf = append(m.sendBuf, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
-			}
-			if len(sent) == 0 {
+	free := l.freeBuf[:0]
+	for _, m := range l.order {
+		free = append(free, max(0, m.free()))
+	}
+	l.freeBuf = free
+	// One fair share each per pass, from the whole queue at once.
+	share := shares(l.queued, free, l.rr)
+	l.rr = (l.rr + 1) % n
+	for i, m := range l.order {
+		for share[i] > 0 {
+			sent := l.sendTasks(m, share[i])
+			if sent == 0 {
 				break
 			}
-			if err := l.sendManager(m, &messages.TaskBatch{Tasks: m.sendBuf}); err != nil {
-				l.enqueueFront(sent...)
-				if errors.Is(err, zsock.ErrWouldBlock) {
-					m.blocked = true
-					l.retryAt = time.Now().Add(5 * time.Millisecond)
-				}
-				continue
-			}
-			progress = true
-			deltas := make([]messages.Delta, len(sent))
-			now := time.Now().UnixNano()
-			for i, t := range sent {
-				l.ix.m.dispatchWait.Observe(time.Duration(now - t.at).Seconds())
-				// Counts as heard of for a re-registration's re-sync.
-				t.seen = now
-				t.at = now
-				m.unacked.Sent(t.id, now)
-				t.mgr = m
-				t.code = messages.WaitingForLaunch
-				m.outstanding[t.id] = t
-				deltas[i] = messages.Delta{ID: t.id, Code: messages.WaitingForLaunch, Attempt: t.attempt, At: now}
-			}
-			l.ix.status.add(deltas...)
-			l.ix.m.dispatched.Add(float64(len(sent)))
+			share[i] -= sent
 		}
-		l.rr = (l.rr + 1) % n
 	}
-	for _, m := range l.order {
-		m.blocked = false
+}
+
+// sendTasks sends m up to want queued tasks in one batch and reports how
+// many went; a full pipe puts them back and retries shortly.
+func (l *loop) sendTasks(m *manager, want int) int {
+	m.sendBuf = m.sendBuf[:0]
+	var sent []*itask
+	size := 0
+	for len(m.sendBuf) < want && size < messages.MaxBatchBytes {
+		t := l.pop()
+		if t == nil {
+			break
+		}
+		size += len(t.payload) + 32
+		sent = append(sent, t)
+		m.sendBuf = append(m.sendBuf, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
 	}
+	if len(sent) == 0 {
+		return 0
+	}
+	if err := l.sendManager(m, &messages.TaskBatch{Tasks: m.sendBuf}); err != nil {
+		l.enqueueFront(sent...)
+		if errors.Is(err, zsock.ErrWouldBlock) {
+			l.retryAt = time.Now().Add(5 * time.Millisecond)
+		}
+		return 0
+	}
+	deltas := make([]messages.Delta, len(sent))
+	now := time.Now().UnixNano()
+	for i, t := range sent {
+		l.ix.m.dispatchWait.Observe(time.Duration(now - t.at).Seconds())
+		// Counts as heard of for a re-registration's re-sync.
+		t.seen = now
+		t.at = now
+		m.unacked.Sent(t.id, now)
+		t.mgr = m
+		t.code = messages.WaitingForLaunch
+		m.outstanding[t.id] = t
+		deltas[i] = messages.Delta{ID: t.id, Code: messages.WaitingForLaunch, Attempt: t.attempt, At: now}
+	}
+	l.ix.status.add(deltas...)
+	l.ix.m.dispatched.Add(float64(len(sent)))
+	return len(sent)
 }
 
 // resendTasks sends a manager again, once per threshold, the tasks it has

@@ -111,9 +111,10 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 	for _, t := range ts {
 		id := t.id
 		delete(m.outstanding, id)
-		t.attempt++
+		var fail bool
+		t.attempt, fail = afterLoss(t.attempt, l.ix.opts.MaxRetries)
 		t.mgr = nil
-		if int(t.attempt) > l.ix.opts.MaxRetries+1 {
+		if fail {
 			l.finish(messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
 				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.ID, reason)})
 			failed++

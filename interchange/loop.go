@@ -39,12 +39,14 @@ type loop struct {
 	quiet *link.Quiet
 	mgrs  map[string]*manager
 	// order is the round-robin order of managers for dispatch.
-	order  []*manager
-	rr     int
-	tasks  map[messages.TaskID]*itask
-	queue  []*itask
-	qhead  int
-	queued int
+	order []*manager
+	rr    int
+	// freeBuf is dispatch's scratch list of free slots per manager.
+	freeBuf []int
+	tasks   map[messages.TaskID]*itask
+	queue   []*itask
+	qhead   int
+	queued  int
 	// held are results not yet acknowledged by the forwarder.
 	held    *link.Outbox[heldResult]
 	seq     uint64 // last store key handed out
