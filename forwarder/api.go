@@ -45,6 +45,7 @@ func (f *Forwarder) routes() http.Handler {
 	mux.HandleFunc("/v1/endpoints/{ep}/tasks", f.methods(map[string]http.HandlerFunc{"POST": f.handleSubmit}))
 	mux.HandleFunc("/v1/endpoints/{ep}/servingState", f.methods(map[string]http.HandlerFunc{
 		"GET": f.handleServingState, "POST": f.handleServingState}))
+	mux.HandleFunc("/v1/endpoints/{ep}/managers/{id}/drain", f.methods(map[string]http.HandlerFunc{"POST": f.handleDrain}))
 	mux.HandleFunc("/v1/endpoints/{ep}", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoint}))
 	mux.HandleFunc("/v1/endpoints", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoints}))
 	mux.HandleFunc("/v1/tasks/status", f.methods(map[string]http.HandlerFunc{"POST": f.handleStatus}))

@@ -1,7 +1,10 @@
 package forwarder
 
 import (
+	"encoding/json"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -41,7 +44,11 @@ func (l *loop) handleEvent(ev *event) {
 			ev.reply <- commandResult{err: err}
 			return
 		}
-		l.commands[ev.cmd.ID] = pendingCmd{ep: ev.ep, reply: ev.reply, deadline: time.Now().Add(30 * time.Second)}
+		l.commands[ev.cmd.ID] = pendingCmd{ep: ev.ep, cmd: ev.cmd, reply: ev.reply, deadline: time.Now().Add(30 * time.Second)}
+		if c := ev.cmd; c.Op == messages.OpSetServingState && c.Manager == "" && !c.Clear && !c.State.PushAllowed() {
+			// A pause holds from now: no batch leaves after the command.
+			ep.holdPush = true
+		}
 	case evAck:
 		if ep, ok := l.eps[ev.ep]; ok && ep.connected {
 			_ = l.send(ep, &messages.Ack{IDs: ev.ids})
@@ -64,4 +71,42 @@ func (l *loop) handleEvent(ev *event) {
 		}
 		ep.probes[l.f.cmdSeq] = ev.reply
 	}
+}
+
+// commandDone applies what a command's reply says about the endpoint: a
+// serving state set on the interchange takes effect here at once, not at
+// the next status report.
+func (l *loop) commandDone(ep *endpoint, pc pendingCmd, rep *messages.CommandReply) {
+	if pc.cmd == nil || pc.cmd.Op != messages.OpSetServingState || pc.cmd.Manager != "" {
+		return
+	}
+	var v struct {
+		Current string `json:"current_state"`
+	}
+	if rep.OK() && json.Unmarshal(rep.Body, &v) == nil {
+		if st, err := messages.ParseServingState(v.Current); err == nil {
+			ep.report.ServingState = st
+			l.f.publish(ep)
+		}
+	}
+	ep.holdPush = false
+}
+
+// nacked puts tasks the endpoint gave back (it is paused) in front of the
+// pending ones; they go again once it accepts pushes.
+func (l *loop) nacked(ep *endpoint, n *messages.Nack) {
+	back := make([]messages.TaskID, 0, len(n.IDs))
+	for _, id := range n.IDs {
+		if _, ok := ep.inflight[id]; ok {
+			delete(ep.inflight, id)
+			ep.unacked.Ack(id)
+			back = append(back, id)
+		}
+	}
+	ep.pending = append(back, ep.pending...)
+	ep.holdPush = true
+	l.f.m.nacked.Add(float64(len(back)))
+	l.quiet.Info("nack:"+ep.id, l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(back), "reason": n.Reason}),
+		"endpoint gave tasks back; holding them until it accepts pushes")
+	l.f.publish(ep)
 }

@@ -220,6 +220,9 @@ type endpoint struct {
 	// again if the ack does not come.
 	unacked *link.Unacked
 	probes  map[uint64]chan commandResult
+	// holdPush stops pushes until the endpoint's next status report: it
+	// gave tasks back, or is being paused right now.
+	holdPush bool
 }
 
 // loop owns the ROUTER and every table below; nothing here is locked.
@@ -237,6 +240,7 @@ type loop struct {
 
 type pendingCmd struct {
 	ep       string
+	cmd      *messages.Command
 	reply    chan commandResult
 	deadline time.Time
 }

@@ -97,6 +97,7 @@ func (l *loop) endpointLost(ep *endpoint, why link.Reason, now time.Time) {
 	reason := why.String()
 	l.router.Unbind(&ep.Peer)
 	ep.connected = false
+	ep.holdPush = false
 	ep.lostReason = reason
 	ep.lostAt = now
 	ids := make([]messages.TaskID, 0, len(ep.inflight))

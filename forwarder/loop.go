@@ -142,9 +142,15 @@ func (l *loop) handleZMQ(env link.Envelope) {
 		}
 	case *messages.CommandReply:
 		if pc, ok := l.commands[m.ID]; ok && pc.ep == ep.id {
+			l.commandDone(ep, pc, m)
 			pc.reply <- commandResult{reply: m}
 			delete(l.commands, m.ID)
 		}
+	case *messages.Nack:
+		l.nacked(ep, m)
+	case *messages.Goodbye:
+		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "reason": m.Reason}).Info("endpoint said goodbye")
+		l.endpointLost(ep, link.ReasonGoodbye, now)
 	case *messages.ErrorReply:
 		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "code": m.Code.String()}).Warn("endpoint refused a message: " + m.Reason)
 	default:
@@ -154,7 +160,7 @@ func (l *loop) handleZMQ(env link.Envelope) {
 
 // flush sends an endpoint's pending tasks while it accepts them.
 func (l *loop) flush(ep *endpoint) {
-	if !ep.connected || !ep.report.ServingState.PushAllowed() {
+	if !ep.connected || ep.holdPush || !ep.report.ServingState.PushAllowed() {
 		return
 	}
 	now := time.Now().UnixNano()

@@ -26,6 +26,7 @@ type metrics struct {
 	httpErrors           *prometheus.CounterVec
 	cancels              prometheus.Counter
 	resent               prometheus.Counter
+	nacked               prometheus.Counter
 	pruned               prometheus.Counter
 	latency              prometheus.Histogram
 	storeCommit          prometheus.Histogram
@@ -63,6 +64,8 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 			Help: "Tasks cancelled by request."}),
 		pruned: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_tasks_pruned_total",
 			Help: "Finished tasks forgotten after the retention period."}),
+		nacked: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_tasks_nacked_total",
+			Help: "Tasks an endpoint gave back because it was paused; they wait here until it accepts pushes."}),
 		resent: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_tasks_resent_total",
 			Help: "Tasks sent again because the interchange did not acknowledge them in time."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_forwarder_task_latency_seconds",
@@ -75,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_store_errors_total",
 			Help: "Store commits that failed."}),
 	}
-	reg.MustRegister(m.pruned, m.resent, m.storeCommit, m.storeOps, m.storeErrors, &stateCollector{f: f,
+	reg.MustRegister(m.pruned, m.resent, m.nacked, m.storeCommit, m.storeOps, m.storeErrors, &stateCollector{f: f,
 		desc: prometheus.NewDesc("switchyard_forwarder_tasks_by_state", "Tasks held by the forwarder, by state.", []string{"state"}, nil)})
 	reg.MustRegister(m.submitted, m.results, m.duplicates, m.staleUpdates, m.malformed, m.refusedRegistrations, m.sentBatches,
 		m.sentTasks, m.heartbeatsSent, m.heartbeatsRecv, m.endpointsLost, m.httpErrors, m.cancels, m.latency,

@@ -12,6 +12,7 @@ func (l *loop) applyReport(ep *endpoint, r *messages.EPStatusReport) {
 	if n := l.f.tasks.applyDeltas(ep.id, r.Deltas); n > 0 {
 		l.f.m.staleUpdates.Add(float64(n))
 	}
+	ep.holdPush = false
 	wasPaused := !ep.report.ServingState.PushAllowed()
 	r.Deltas = nil
 	ep.report = *r

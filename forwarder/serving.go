@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -77,6 +80,32 @@ func (f *Forwarder) servingFail(w http.ResponseWriter, r *http.Request, code int
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+// handleDrain asks one manager of an endpoint to drain: finish what it
+// runs, take nothing new, give back what it has not started, and exit.
+func (f *Forwarder) handleDrain(w http.ResponseWriter, r *http.Request) {
+	ep, id := r.PathValue("ep"), r.PathValue("id")
+	cmd := &messages.Command{Op: messages.OpDrain, Manager: id}
+	if v := r.URL.Query().Get("grace"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			f.fail(w, http.StatusBadRequest, "invalid grace %q: use a Go duration like 30s or 5m (empty: wait for running tasks however long)", v)
+			return
+		}
+		cmd.Timeout = int64(d)
+	}
+	res := f.roundTrip(r.Context(), event{kind: evCommand, ep: ep, cmd: cmd}, 15*time.Second)
+	if res.err != nil {
+		f.fail(w, http.StatusServiceUnavailable, "endpoint %s: %v", ep, res.err)
+		return
+	}
+	if !res.reply.OK() {
+		f.fail(w, replyStatus(res.reply.Code), "%s", res.reply.Message)
+		return
+	}
+	f.log.WithFields(logrus.Fields{"endpoint": ep, "manager": id}).Info("manager drain requested")
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"endpoint_id": ep, "manager_id": id, "message": res.reply.Message})
 }
 
 // replyStatus maps a command's reply code to an HTTP status.

@@ -32,23 +32,34 @@ func (l *loop) command(c *messages.Command, reply chan *messages.CommandReply) *
 			_ = l.sendManager(m, &messages.Command{ID: l.cmdSeq, Op: messages.OpCancel, TaskIDs: ids})
 		}
 		return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("%d removed from the queue, %d sent to managers", cancelled, len(c.TaskIDs)-cancelled)}
+	case messages.OpDrain:
+		if c.Manager == "" {
+			return &messages.CommandReply{ID: c.ID, Code: messages.ReplyInvalid, Message: "drain needs a manager id"}
+		}
+		return l.toManager(c, reply)
 	case messages.OpSetServingState, messages.OpGetServingState:
 		if c.Manager != "" {
-			m, ok := l.mgrs[c.Manager]
-			if !ok {
-				return &messages.CommandReply{ID: c.ID, Code: messages.ReplyNotFound, Message: fmt.Sprintf("unknown manager %q", c.Manager)}
-			}
-			l.cmdSeq++
-			down := *c
-			down.ID = l.cmdSeq
-			down.Manager = ""
-			if err := l.sendManager(m, &down); err != nil {
-				return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnavailable, Message: "cannot reach manager: " + err.Error()}
-			}
-			l.mgrCmds[down.ID] = mgrCmd{upID: c.ID, reply: reply, deadline: time.Now().Add(10 * time.Second)}
-			return nil
+			return l.toManager(c, reply)
 		}
 		return l.ix.servingCommand(c)
 	}
 	return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnsupported, Message: fmt.Sprintf("operation %s is not supported by the interchange", c.Op)}
+}
+
+// toManager passes a command on to the manager it names; the answer comes
+// later, when the manager replies.
+func (l *loop) toManager(c *messages.Command, reply chan *messages.CommandReply) *messages.CommandReply {
+	m, ok := l.mgrs[c.Manager]
+	if !ok {
+		return &messages.CommandReply{ID: c.ID, Code: messages.ReplyNotFound, Message: fmt.Sprintf("unknown manager %q", c.Manager)}
+	}
+	l.cmdSeq++
+	down := *c
+	down.ID = l.cmdSeq
+	down.Manager = ""
+	if err := l.sendManager(m, &down); err != nil {
+		return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnavailable, Message: "cannot reach manager: " + err.Error()}
+	}
+	l.mgrCmds[down.ID] = mgrCmd{upID: c.ID, reply: reply, deadline: time.Now().Add(10 * time.Second)}
+	return nil
 }

@@ -26,11 +26,13 @@ type manager struct {
 	resyncUntil time.Time
 	// unacked are tasks sent to it that it has not acknowledged yet.
 	unacked *link.Unacked
+	// draining: it said goodbye; it gets nothing new.
+	draining bool
 }
 
 // free is how many more tasks the manager may hold.
 func (m *manager) free() int {
-	if !m.serving.PushAllowed() {
+	if !m.serving.PushAllowed() || m.draining {
 		return 0
 	}
 	limit := int(m.reg.Workers + m.reg.Prefetch)
@@ -102,6 +104,8 @@ func (l *loop) handleManager(env link.Envelope) {
 		for _, id := range x.IDs {
 			m.unacked.Ack(id)
 		}
+	case *messages.Goodbye:
+		l.managerGoodbye(m, x, now)
 	case *messages.HeartbeatReq:
 		_ = l.sendManager(m, &messages.HeartbeatResp{Nonce: x.Nonce})
 	case *messages.ErrorReply:

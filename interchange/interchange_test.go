@@ -773,12 +773,22 @@ func TestManagerRestartWithSameIDRerunsItsTasks(t *testing.T) {
 func TestServingStatePausesDispatch(t *testing.T) {
 	e := start(t, interchange.Options{}, true)
 	c := testutil.NewClient(e.ix.URL)
+	// Queued before the pause (no manager yet)...
+	ids := e.push(t, 2, 1)
+	e.fwd.Expect(t, 5*time.Second, "the batch acknowledged", func(r testutil.Received) bool { return r.Type() == messages.TypeAck })
 	resp, err := c.Send(testutil.Request{Method: "POST", Path: "/servingState", Body: testutil.Raw(`{"state":"PUSH_AND_DISPATCH_PAUSED"}`)})
 	if err != nil || resp.Code != 200 {
 		t.Fatalf("POST /servingState: %v %d %s", err, resp.Code, resp.Body)
 	}
+	// ...and a push while paused is given back, not queued.
+	refused := e.push(t, 1, 1)
+	nack := e.fwd.Expect(t, 5*time.Second, "a Nack of the batch pushed while paused", func(r testutil.Received) bool {
+		return r.Type() == messages.TypeNack
+	}).Msg.(*messages.Nack)
+	if len(nack.IDs) != 1 || nack.IDs[0] != refused[0] {
+		t.Fatalf("nack %+v, want the one task pushed while paused", nack)
+	}
 	m := e.manager(t, "m1", 2, 0)
-	ids := e.push(t, 2, 1)
 	e.fwd.Expect(t, 5*time.Second, "a report with PUSH_AND_DISPATCH_PAUSED and 2 queued", func(r testutil.Received) bool {
 		x, ok := r.Msg.(*messages.EPStatusReport)
 		return ok && x.ServingState == messages.PushAndDispatchPaused && x.Queued == 2

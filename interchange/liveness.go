@@ -185,3 +185,33 @@ func (l *loop) housekeeping(now time.Time) {
 	l.publishTotals()
 	l.publishView(now)
 }
+
+// managerGoodbye takes back the tasks a leaving manager returns: they are
+// queued again with the same attempt (no node failed, so no retry is
+// spent). A draining manager gets nothing new; a final goodbye removes it
+// at once, and anything it still held counts as lost with it.
+func (l *loop) managerGoodbye(m *manager, g *messages.Goodbye, now time.Time) {
+	var back []*itask
+	for _, id := range g.Returned {
+		t, ok := m.outstanding[id]
+		if !ok {
+			continue
+		}
+		delete(m.outstanding, id)
+		m.unacked.Ack(id)
+		t.mgr = nil
+		back = append(back, t)
+	}
+	l.enqueueFront(back...)
+	l.ix.m.returned.Add(float64(len(back)))
+	if !m.draining {
+		m.draining = true
+		l.ix.status.soon()
+	}
+	l.log.WithFields(logrus.Fields{"manager": m.ID, "reason": g.Reason, "returned": len(back), "final": g.Final,
+		"still_held": len(m.outstanding)}).Info("manager said goodbye")
+	if g.Final {
+		l.managerLost(m, link.ReasonGoodbye, now)
+	}
+	l.publishTotals()
+}

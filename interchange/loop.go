@@ -90,6 +90,12 @@ func (l *loop) run(ctx context.Context) error {
 	nextHK := time.Now().Add(tick)
 	for {
 		if ctx.Err() != nil {
+			// Tell the forwarder at once, so it shows us gone now rather
+			// than after the heartbeat threshold.
+			if l.up.Registered() {
+				l.up.TrySend(&messages.Goodbye{Reason: "interchange stopping", Final: true})
+				l.up.CloseLinger(500 * time.Millisecond)
+			}
 			return nil
 		}
 		if l.up.SocketChanged() || l.poller == nil {
@@ -124,6 +130,11 @@ func (l *loop) run(ctx context.Context) error {
 		if !l.retryAt.IsZero() && !now.Before(l.retryAt) {
 			l.retryAt = time.Time{}
 		}
+		if eff := l.ix.serving.Effective(now); eff != l.serving {
+			// A changed serving state goes up at once.
+			l.serving = eff
+			l.ix.status.soon()
+		}
 		l.dispatch()
 		l.flushResults()
 		if len(l.ops) > 0 {
@@ -153,7 +164,6 @@ func (l *loop) drainManagers() error {
 func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
 	case evReport:
-		l.serving = ev.report.ServingState
 		l.up.TrySend(ev.report)
 	case evDurable:
 		ev.then(l)

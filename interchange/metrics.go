@@ -27,6 +27,8 @@ type metrics struct {
 	registrations  prometheus.Counter
 	reregisters    prometheus.Counter
 	refused        *prometheus.CounterVec
+	refusedBatches prometheus.Counter
+	returned       prometheus.Counter
 	dispatchWait   prometheus.Histogram
 	storeCommit    prometheus.Histogram
 	storeOps       prometheus.Counter
@@ -58,6 +60,8 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		registrations:  c("manager_registrations_total", "Manager registrations accepted."),
 		reregisters:    c("reregister_requests_total", "Messages from unknown managers answered with Reregister."),
 		refused:        cv("refused_total", "Messages from managers refused, by reason.", "reason"),
+		refusedBatches: c("task_batches_refused_total", "Task batches from the forwarder given back (Nack) because pushes were paused."),
+		returned:       c("tasks_returned_total", "Tasks given back by draining managers and queued again with the same attempt."),
 		dispatchWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_dispatch_wait_seconds",
 			Help: "Time a task waited in the queue before it was handed to a manager.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}),
 		storeCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_store_commit_seconds",
@@ -70,7 +74,7 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 	}
 	reg.MustRegister(m.reportsRecv, m.resultsResent, m.tasksResent, m.dispatchWait, m.storeCommit, m.storeOps, m.storeErrors)
 	reg.MustRegister(m.received, m.dispatched, m.results, m.resultsUp, m.duplicates, m.staleUpdates, m.malformed,
-		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters, m.refused,
+		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters, m.refused, m.refusedBatches, m.returned,
 		g("managers", "Registered managers.", func() float64 { return float64(ix.Status().Managers) }),
 		g("workers", "Workers across managers.", func() float64 { return float64(ix.Status().Workers) }),
 		g("idle_workers", "Idle workers across managers.", func() float64 { return float64(ix.Status().IdleWorkers) }),
@@ -85,6 +89,7 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 	)
 	// Labelled counters start at zero so the first event shows in rate().
 	m.managersLost.WithLabelValues("heartbeat timeout")
+	m.managersLost.WithLabelValues("said goodbye")
 	for _, r := range []string{"oversized-result", "not-your-task"} {
 		m.refused.WithLabelValues(r)
 	}

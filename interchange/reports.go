@@ -40,7 +40,13 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 	}
 }
 
-// reportLoop builds an EPStatusReport every interval and hands it to the
+// reportDelay batches changes: a report leaves this long after the change
+// that called for it, so states and counts are current within a few
+// milliseconds while a busy interchange still sends few reports.
+const reportDelay = 5 * time.Millisecond
+
+// reportLoop builds an EPStatusReport every interval, and soon after a
+// change (deltas, manager counts, serving state), and hands it to the
 // loop; it never touches a socket.
 func (ix *Interchange) reportLoop(ctx context.Context) {
 	t := time.NewTicker(ix.opts.HeartbeatInterval)
@@ -49,6 +55,14 @@ func (ix *Interchange) reportLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-ix.status.kick:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(reportDelay):
+			}
+			now := time.Now()
+			ix.mbox.Post(event{kind: evReport, report: ix.status.build(ix.serving.Effective(now))})
 		case now := <-t.C:
 			if ix.opts.AdaptiveGC {
 				ix.tuneGC(int(ix.status.queued.Load()))
@@ -67,10 +81,20 @@ type statusBuffer struct {
 	deltas map[messages.TaskID]messages.Delta
 	totals messages.EPStatusReport
 	queued atomic.Uint32
+	// kick asks the report goroutine for a report soon.
+	kick chan struct{}
 }
 
 func newStatusBuffer() *statusBuffer {
-	return &statusBuffer{deltas: make(map[messages.TaskID]messages.Delta)}
+	return &statusBuffer{deltas: make(map[messages.TaskID]messages.Delta), kick: make(chan struct{}, 1)}
+}
+
+// soon asks for a report within reportDelay.
+func (s *statusBuffer) soon() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (s *statusBuffer) add(ds ...messages.Delta) {
@@ -79,6 +103,9 @@ func (s *statusBuffer) add(ds ...messages.Delta) {
 		s.deltas[d.ID] = d
 	}
 	s.mu.Unlock()
+	if len(ds) > 0 {
+		s.soon()
+	}
 }
 
 // dropResults forgets deltas of tasks whose result is on its way.
@@ -92,9 +119,13 @@ func (s *statusBuffer) dropResults(rs []messages.Result) {
 
 func (s *statusBuffer) setTotals(t messages.EPStatusReport) {
 	s.mu.Lock()
+	old := s.totals
 	s.totals = t
 	s.mu.Unlock()
 	s.queued.Store(t.Queued)
+	if old.Managers != t.Managers || old.Workers != t.Workers {
+		s.soon()
+	}
 }
 
 func (s *statusBuffer) build(state messages.ServingState) *messages.EPStatusReport {

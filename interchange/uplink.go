@@ -54,6 +54,17 @@ func (l *loop) handleUpstream(frames [][]byte) {
 // acceptTasks queues new tasks; ids already held are dropped, and their
 // current state is reported again so the forwarder can reconcile.
 func (l *loop) acceptTasks(b *messages.TaskBatch) {
+	if eff := l.ix.serving.Effective(time.Now()); !eff.PushAllowed() {
+		// Paused: the tasks stay upstream until pushes are allowed again.
+		ids := make([]messages.TaskID, len(b.Tasks))
+		for i := range b.Tasks {
+			ids[i] = b.Tasks[i].ID
+		}
+		l.ix.m.refusedBatches.Inc()
+		l.up.TrySend(&messages.Nack{IDs: ids, Reason: "interchange is " + eff.String()})
+		l.ix.status.soon()
+		return
+	}
 	ids := make([]messages.TaskID, len(b.Tasks))
 	now := time.Now().UnixNano()
 	var deltas []messages.Delta

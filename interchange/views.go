@@ -17,6 +17,7 @@ type ManagerView struct {
 	ServingState string    `json:"serving_state"`
 	LastSeen     time.Time `json:"last_seen"`
 	Registered   time.Time `json:"registered_at"`
+	Draining     bool      `json:"draining"`
 }
 
 // StatusView is GET /status.
@@ -52,7 +53,7 @@ func (l *loop) publishView(now time.Time) {
 		v.IdleWorkers += m.idle
 		v.ManagerList = append(v.ManagerList, ManagerView{ID: m.ID, Hostname: m.reg.Hostname, BlockID: m.reg.BlockID,
 			Workers: m.reg.Workers, IdleWorkers: m.idle, Prefetch: m.reg.Prefetch, Outstanding: len(m.outstanding),
-			ServingState: m.serving.String(), LastSeen: m.LastSeen.UTC(), Registered: m.Registered.UTC()})
+			ServingState: m.serving.String(), LastSeen: m.LastSeen.UTC(), Registered: m.Registered.UTC(), Draining: m.draining})
 	}
 	sort.Slice(v.ManagerList, func(i, j int) bool { return v.ManagerList[i].ID < v.ManagerList[j].ID })
 	l.ix.viewMu.Lock()

@@ -34,6 +34,14 @@ func (l *loop) command(c *messages.Command) *messages.CommandReply {
 		return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("cancelling %d of %d tasks", n, len(c.TaskIDs))}
 	case messages.OpSetServingState, messages.OpGetServingState:
 		return servingCommand(l.mg, c)
+	case messages.OpDrain:
+		if l.drain != nil {
+			return &messages.CommandReply{ID: c.ID, Message: "already draining"}
+		}
+		running := len(l.tasks)
+		l.startDrain("drain requested", time.Duration(c.Timeout), time.Now())
+		return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("draining: %d tasks returned to the queue, %d running tasks finish first, then the manager exits",
+			running-len(l.tasks), len(l.tasks))}
 	}
 	return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnsupported, Message: fmt.Sprintf("operation %s is not supported by the manager", c.Op)}
 }

@@ -30,6 +30,10 @@ type loop struct {
 	deltas  map[messages.TaskID]messages.Delta
 	evs     []event
 	retryAt time.Time
+	// drain is set once the manager is leaving; returned are the tasks
+	// (and attempts) it gave back, whose late results are dropped.
+	drain    *drain
+	returned map[messages.TaskID]uint32
 }
 
 func resultID(r *messages.Result) messages.TaskID { return r.ID }
@@ -48,11 +52,13 @@ func (l *loop) run(ctx context.Context) error {
 	tick := heartbeat.Tick(l.mg.opts.HeartbeatInterval)
 	nextHK := time.Now().Add(tick)
 	for {
-		if ctx.Err() != nil {
-			for _, t := range l.tasks {
-				if t.cancel != nil {
-					t.cancel(errors.New("manager shutting down"))
-				}
+		if ctx.Err() != nil && l.drain == nil {
+			l.startDrain("manager stopping (signal)", l.mg.opts.DrainGrace, time.Now())
+		}
+		if l.drained(time.Now()) {
+			l.up.CloseLinger(time.Second)
+			if ctx.Err() == nil {
+				return errDrainedByCommand
 			}
 			return nil
 		}
@@ -63,7 +69,11 @@ func (l *loop) run(ctx context.Context) error {
 				l.poller.Add(s, zmq.POLLIN)
 			}
 		}
-		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt)
+		var reportAt time.Time
+		if len(l.deltas) > 0 {
+			reportAt = l.lastReport.Add(deltaDelay)
+		}
+		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt, reportAt)
 		if err != nil {
 			return err
 		}
@@ -89,7 +99,7 @@ func (l *loop) run(ctx context.Context) error {
 			l.retryAt = time.Time{}
 		}
 		l.startWork()
-		if now.Sub(l.lastReport) >= l.mg.opts.HeartbeatInterval {
+		if now.Sub(l.lastReport) >= l.mg.opts.HeartbeatInterval || (len(l.deltas) > 0 && now.Sub(l.lastReport) >= deltaDelay) {
 			l.report(now)
 		}
 		l.flushResults()
@@ -102,8 +112,13 @@ func (l *loop) run(ctx context.Context) error {
 
 func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
+	case evStarted:
+		l.started(ev.id, ev.at)
 	case evFinished:
 		r := ev.result
+		if a, ok := l.returned[r.ID]; ok && a >= r.Attempt {
+			return // given back: another manager runs it now
+		}
 		if t, ok := l.tasks[r.ID]; ok {
 			if t.task.Attempt > r.Attempt {
 				// A newer attempt replaced this run: its result is stale
@@ -127,6 +142,9 @@ func (l *loop) handleEvent(ev *event) {
 
 // startWork hands pending tasks to idle workers.
 func (l *loop) startWork() {
+	if l.drain != nil {
+		return
+	}
 	open := l.mg.serving.Effective(time.Now()).DispatchAllowed()
 	l.mg.gate.set(open)
 	if !open {
@@ -194,6 +212,17 @@ func (l *loop) resync(now time.Time) {
 }
 
 func (l *loop) acceptTasks(b *messages.TaskBatch) {
+	if l.drain != nil {
+		// Sent before the interchange heard we are leaving: give them back.
+		back := make([]messages.TaskID, len(b.Tasks))
+		for i := range b.Tasks {
+			back[i] = b.Tasks[i].ID
+			l.returned[back[i]] = b.Tasks[i].Attempt
+		}
+		l.up.TrySend(&messages.Ack{IDs: back})
+		l.up.TrySend(&messages.Goodbye{Reason: l.drain.reason, Returned: back})
+		return
+	}
 	for i := range b.Tasks {
 		t := b.Tasks[i]
 		have, ok := l.tasks[t.ID]

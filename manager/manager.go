@@ -4,6 +4,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -38,7 +39,9 @@ type Manager struct {
 	view   StatusView
 	// busy is the number of workers running a task.
 	busy atomic.Int32
-	gate *gate
+	// draining is set once the manager takes no new tasks.
+	draining atomic.Bool
+	gate     *gate
 }
 
 func (mg *Manager) idle() int { return max(0, mg.opts.Workers-int(mg.busy.Load())) }
@@ -47,11 +50,13 @@ type evKind uint8
 
 const (
 	evFinished evKind = iota + 1
+	evStarted
 )
 
 type event struct {
 	kind   evKind
 	id     messages.TaskID
+	at     int64 // evStarted: unix ns
 	result messages.Result
 }
 
@@ -128,12 +133,19 @@ func (mg *Manager) Run(ctx context.Context) error {
 		go mg.worker(workCtx, work, &workers)
 	}
 	l := &loop{mg: mg, log: mg.log, tasks: make(map[messages.TaskID]*mtask), results: link.NewOutbox(resultID),
-		deltas: make(map[messages.TaskID]messages.Delta), work: work, workCtx: workCtx}
+		deltas: make(map[messages.TaskID]messages.Delta), work: work, workCtx: workCtx,
+		returned: make(map[messages.TaskID]uint32)}
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: mg.zctx, Addr: mg.opts.Interchange, ID: mg.opts.ManagerID,
 		Timing: link.Timing{Interval: mg.opts.HeartbeatInterval, Threshold: mg.opts.HeartbeatThreshold},
 		Keys:   mg.opts.keys(), Register: l.registration, Peer: "interchange", Log: mg.log})
 	var g daemon.Group
-	g.Add("loop", l.run)
+	g.Add("loop", func(c context.Context) error {
+		err := l.run(c)
+		if errors.Is(err, errDrainedByCommand) {
+			return daemon.ErrDone
+		}
+		return err
+	})
 	if mg.http != nil {
 		g.Add("http", func(c context.Context) error { return mg.http.Serve(c, mg.log) })
 	}

@@ -16,6 +16,7 @@ type metrics struct {
 	heartbeatsRecv  prometheus.Counter
 	reportsSent     prometheus.Counter
 	interchangeLost prometheus.Counter
+	returned        prometheus.Counter
 	runTime         *prometheus.HistogramVec
 }
 
@@ -32,6 +33,7 @@ func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
 		heartbeatsRecv:  c("heartbeats_received_total", "Heartbeats received from the interchange."),
 		reportsSent:     c("status_reports_sent_total", "ManagerStatusReports sent."),
 		interchangeLost: c("interchange_lost_total", "Times the interchange was declared lost."),
+		returned:        c("tasks_returned_total", "Tasks given back to the interchange unfinished while draining (same attempt)."),
 		runTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchyard_manager_task_run_seconds",
 			Help: "Time a worker spent on a task, by final state.", Buckets: prometheus.ExponentialBuckets(0.00005, 4, 14)}, []string{"state"}),
 	}
@@ -40,7 +42,13 @@ func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
 	}
 	reg.MustRegister(m.runTime)
 	reg.MustRegister(m.received, m.completed, m.duplicates, m.malformed, m.heartbeatsSent, m.heartbeatsRecv,
-		m.reportsSent, m.interchangeLost,
+		m.reportsSent, m.interchangeLost, m.returned,
+		g("draining", "1 while the manager drains (takes no new tasks).", func() float64 {
+			if mg.draining.Load() {
+				return 1
+			}
+			return 0
+		}),
 		g("workers", "Workers in the pool.", func() float64 { return float64(mg.opts.Workers) }),
 		g("idle_workers", "Idle workers.", func() float64 { return float64(mg.Status().IdleWorkers) }),
 		g("tasks_held", "Tasks held (pending or running).", func() float64 { return float64(mg.Status().Held) }),

@@ -41,6 +41,9 @@ type Options struct {
 	Credentials *curve.Credentials
 	// Insecure turns CurveZMQ off on the link to the interchange.
 	Insecure bool
+	// DrainGrace is how long running tasks may go on after SIGTERM before
+	// they are stopped and returned to the queue (default 10s).
+	DrainGrace time.Duration
 }
 
 func (o *Options) keys() *link.ClientKeys {
@@ -50,6 +53,9 @@ func (o *Options) keys() *link.ClientKeys {
 	c := o.Credentials
 	return &link.ClientKeys{ServerKey: c.ServerKey, Public: c.Client.Public, Secret: c.Client.Secret}
 }
+
+// DefaultDrainGrace is --drain-grace's default.
+const DefaultDrainGrace = 10 * time.Second
 
 // DefaultInterchange is where a manager connects unless told otherwise.
 const DefaultInterchange = "tcp://127.0.0.1:55002"
@@ -76,6 +82,12 @@ func (o *Options) setDefaults() error {
 	}
 	if err := heartbeat.Defaults(&o.HeartbeatInterval, &o.HeartbeatThreshold); err != nil {
 		return err
+	}
+	if o.DrainGrace == 0 {
+		o.DrainGrace = DefaultDrainGrace
+	}
+	if o.DrainGrace < 0 {
+		return fmt.Errorf("--drain-grace %s must be positive", o.DrainGrace)
 	}
 	if o.OutputLimit <= 0 {
 		o.OutputLimit = 64 << 10

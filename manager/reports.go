@@ -7,6 +7,22 @@ import (
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
+// deltaDelay batches task-state changes: a report leaves this long after
+// the previous one at the soonest, so states are current within a few
+// milliseconds and a busy manager still sends few reports.
+const deltaDelay = 5 * time.Millisecond
+
+// started records that a worker started a task.
+func (l *loop) started(id messages.TaskID, at int64) {
+	t, ok := l.tasks[id]
+	if !ok || t.started {
+		return
+	}
+	t.started = true
+	t.code = messages.Running
+	l.deltas[id] = messages.Delta{ID: id, Code: messages.Running, Attempt: t.task.Attempt, At: at}
+}
+
 // report sends the status report; it goes before any results.
 func (l *loop) report(now time.Time) {
 	l.lastReport = now
@@ -16,17 +32,8 @@ func (l *loop) report(now time.Time) {
 	l.mg.serving.Measure(servingstate.Sample{Queued: len(l.pending), MemoryPercent: servingstate.MemoryPercent()}, now)
 	eff := l.mg.serving.Effective(now)
 	capacity := max(0, l.mg.opts.Workers+l.mg.opts.Prefetch-len(l.tasks))
-	if !eff.PushAllowed() {
+	if !eff.PushAllowed() || l.drain != nil {
 		capacity = 0
-	}
-	for id, t := range l.tasks {
-		if t.handed && !t.started {
-			if at := t.startedAt.Load(); at != 0 {
-				t.started = true
-				t.code = messages.Running
-				l.deltas[id] = messages.Delta{ID: id, Code: messages.Running, Attempt: t.task.Attempt, At: at}
-			}
-		}
 	}
 	r := &messages.ManagerStatusReport{Workers: uint32(l.mg.opts.Workers), IdleWorkers: uint32(l.mg.idle()),
 		Capacity: uint32(capacity), Outstanding: uint32(len(l.tasks)), ServingState: eff}

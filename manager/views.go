@@ -16,12 +16,14 @@ type StatusView struct {
 	HeldResults   int        `json:"results_unacked"`
 	ServingState  string     `json:"serving_state"`
 	ReconnectWait string     `json:"reconnect_backoff,omitempty"`
+	Draining      bool       `json:"draining"`
 }
 
 func (l *loop) publishView(now time.Time) {
 	v := StatusView{ManagerID: l.mg.opts.ManagerID, Interchange: l.mg.opts.Interchange, Registered: l.up.Registered(),
 		Workers: l.mg.opts.Workers, IdleWorkers: l.mg.idle(), Prefetch: l.mg.opts.Prefetch, Held: len(l.tasks),
-		Pending: len(l.pending), HeldResults: l.results.Len(), ServingState: l.mg.serving.Effective(now).String()}
+		Pending: len(l.pending), HeldResults: l.results.Len(), ServingState: l.mg.serving.Effective(now).String(),
+		Draining: l.drain != nil}
 	if seen := l.up.LastSeen(); !seen.IsZero() {
 		t := seen.UTC()
 		v.LastSeen = &t

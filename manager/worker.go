@@ -124,10 +124,12 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		if !t.claim.CompareAndSwap(0, 1) {
 			continue // cancelled before it started; the loop reported it
 		}
-		// The loop reads this at its next report: most tasks end before
-		// then and never need a running delta, so no message is spent here.
-		t.startedAt.Store(time.Now().UnixNano())
+		at := time.Now().UnixNano()
+		t.startedAt.Store(at)
 		mg.busy.Add(1)
+		// The loop reports it running within a few milliseconds; a task
+		// that ends before then shows only in its result.
+		mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at})
 		r := run(t.ctx, t.task, mg.opts.OutputLimit)
 		mg.busy.Add(-1)
 		t.cancel(nil)

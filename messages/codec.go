@@ -461,6 +461,16 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 		m := &ErrorReply{Code: ErrorCode(r.u16()), Reason: r.s()}
 		r.skip(n, 2)
 		return m
+	case TypeGoodbye:
+		n := r.fields(3)
+		m := &Goodbye{Reason: r.s(), Final: r.b(), Returned: r.ids()}
+		r.skip(n, 3)
+		return m
+	case TypeNack:
+		n := r.fields(2)
+		m := &Nack{IDs: r.ids(), Reason: r.s()}
+		r.skip(n, 2)
+		return m
 	}
 	r.err = derr(ErrUnknownType, "type %s", t)
 	return nil
@@ -539,6 +549,25 @@ func (m *Ack) Pack() ([][]byte, error) {
 	w := getWriter(TypeAck, 8+18*len(m.IDs))
 	w.arr(1)
 	w.ids(m.IDs)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *Goodbye) Pack() ([][]byte, error) {
+	w := getWriter(TypeGoodbye, 8+len(m.Reason)+18*len(m.Returned))
+	w.arr(3)
+	w.s(m.Reason)
+	w.b(m.Final)
+	w.ids(m.Returned)
+	f, err := w.finish()
+	return [][]byte{f}, err
+}
+
+func (m *Nack) Pack() ([][]byte, error) {
+	w := getWriter(TypeNack, 8+len(m.Reason)+18*len(m.IDs))
+	w.arr(2)
+	w.ids(m.IDs)
+	w.s(m.Reason)
 	f, err := w.finish()
 	return [][]byte{f}, err
 }

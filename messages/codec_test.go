@@ -118,6 +118,9 @@ func roundTripCases() []struct {
 		{"ack", &Ack{IDs: []TaskID{tid(1), tid(100), {}}}, 1},
 		{"reregister", &Reregister{Reason: "unknown manager mgr-7"}, 1},
 		{"reregister empty", &Reregister{}, 1},
+		{"goodbye draining", &Goodbye{Reason: "SIGTERM", Returned: []TaskID{tid(1), tid(2)}}, 1},
+		{"goodbye final", &Goodbye{Reason: "drained", Final: true}, 1},
+		{"nack", &Nack{IDs: []TaskID{tid(3)}, Reason: "PUSH_PAUSED"}, 1},
 		{"error reply", &ErrorReply{Code: CodeVersion, Reason: "unsupported protocol version: peer speaks 2"}, 1},
 		{"error reply max code", &ErrorReply{Code: math.MaxUint16}, 1},
 	}

@@ -133,6 +133,24 @@ func (r *CommandReply) OK() bool { return r.Code == ReplyOK }
 // Ack tells the sender which ids the receiver has taken responsibility for.
 type Ack struct{ IDs []TaskID }
 
+// Goodbye tells the other side that the sender is leaving. Draining (Final
+// false): take nothing new from it, it finishes what it runs. Final: it is
+// gone now. Returned are tasks it gives back unfinished (never started, or
+// stopped at the end of its drain grace): they go back to the queue with
+// the same attempt, since no node failed.
+type Goodbye struct {
+	Reason   string
+	Final    bool
+	Returned []TaskID
+}
+
+// Nack gives back tasks of a TaskBatch the receiver did not take (it is
+// push-paused); the sender keeps them until it may push again.
+type Nack struct {
+	IDs    []TaskID
+	Reason string
+}
+
 // Reregister tells a peer the receiver no longer knows it.
 type Reregister struct{ Reason string }
 
@@ -155,3 +173,5 @@ func (*CommandReply) Type() Type        { return TypeCommandReply }
 func (*Ack) Type() Type                 { return TypeAck }
 func (*Reregister) Type() Type          { return TypeReregister }
 func (*ErrorReply) Type() Type          { return TypeErrorReply }
+func (*Goodbye) Type() Type             { return TypeGoodbye }
+func (*Nack) Type() Type                { return TypeNack }

@@ -34,12 +34,14 @@ const (
 	TypeAck
 	TypeReregister
 	TypeErrorReply
+	TypeGoodbye
+	TypeNack
 	typeCount
 )
 
 var typeNames = [...]string{"Invalid", "Registration", "Heartbeat", "HeartbeatReq", "HeartbeatResp",
 	"TaskBatch", "ResultBatch", "ManagerStatusReport", "EPStatusReport", "Command", "CommandReply",
-	"Ack", "Reregister", "ErrorReply"}
+	"Ack", "Reregister", "ErrorReply", "Goodbye", "Nack"}
 
 func (t Type) String() string {
 	if t < typeCount {

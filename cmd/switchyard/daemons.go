@@ -188,6 +188,7 @@ func newManagerCmd() *cobra.Command {
 	var pf pressureFlags
 	var ixAddr, id, block, credPath string
 	var workers, prefetch int
+	var drainGrace time.Duration
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run a compute node's manager and its workers",
@@ -195,7 +196,13 @@ func newManagerCmd() *cobra.Command {
 connects to the interchange, registers its capacity (--workers plus
 --prefetch), runs tasks on its worker pool and reports results. If the
 interchange goes away it keeps running tasks, keeps their results, and
-reconnects with backoff.`,
+reconnects with backoff.
+
+SIGTERM or SIGINT (scancel, a batch job's time limit, Ctrl-C) drains it: it
+takes nothing new, tells the interchange at once, gives back the tasks it has
+not started, lets running tasks go on for --drain-grace, then stops them and
+gives them back too. Tasks given back run elsewhere with the same attempt
+number; none fails because its node went away.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()
@@ -209,7 +216,7 @@ reconnects with backoff.`,
 			if !cmd.Flags().Changed("interchange") && creds != nil && creds.Address != "" {
 				ixAddr = creds.Address
 			}
-			mg, err := manager.New(manager.Options{Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
+			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
 			if err != nil {
@@ -227,7 +234,9 @@ reconnects with backoff.`,
 	cmd.Flags().StringVar(&id, "manager-id", "", "manager id, unique per endpoint (default host-pid-random)")
 	cmd.Flags().StringVar(&block, "block-id", "", "batch job or block this manager belongs to (shown in status)")
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
+	cmd.Flags().DurationVar(&drainGrace, "drain-grace", manager.DefaultDrainGrace, "on SIGTERM, let running tasks go on this long before stopping them and giving them back")
 	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait (default: same as --workers)")
+	cmd.AddCommand(newManagerDrainCmd())
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if workers < 0 {
 			return fmt.Errorf("--workers %d must be at least 1", workers)

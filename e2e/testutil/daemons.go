@@ -189,6 +189,10 @@ func StartManager(t testing.TB, opts manager.Options) *Manager {
 	if opts.Credentials == nil && !opts.Insecure {
 		opts.Credentials = credentialsFor(t, opts.Interchange, curve.KindManager, "")
 	}
+	if opts.DrainGrace == 0 {
+		// Tests stop managers with tasks running; keep their drain short.
+		opts.DrainGrace = 500 * time.Millisecond
+	}
 	mg, err := manager.New(opts)
 	if err != nil {
 		t.Fatalf("manager.New: %v", err)
@@ -207,6 +211,8 @@ type ChainOptions struct {
 	Threshold   time.Duration
 	MaxRetries  int
 	OutputLimit int
+	// DrainGrace is the managers' --drain-grace.
+	DrainGrace time.Duration
 	// MaxBodyBytes is passed to the forwarder.
 	MaxBodyBytes int64
 	// Persist gives the forwarder and the interchange state directories
@@ -260,7 +266,7 @@ func StartChain(t testing.TB, o ChainOptions) *Chain {
 		c.Managers = append(c.Managers, StartManager(t, manager.Options{Interchange: c.Interchange.ManagersAddr(),
 			Credentials: c.Interchange.ManagerCredentials(),
 			ManagerID:   fmt.Sprintf("m%d", i+1), Workers: o.Workers, Prefetch: o.Prefetch,
-			HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold, OutputLimit: o.OutputLimit}))
+			HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold, OutputLimit: o.OutputLimit, DrainGrace: o.DrainGrace}))
 	}
 	WaitFor(t, 20*time.Second, func() error {
 		var ep struct {

@@ -3,6 +3,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	zmq "github.com/pebbe/zmq4"
@@ -11,6 +12,10 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 )
+
+// ErrDone is returned by a part whose work is over (a drained manager): the
+// group stops all parts and Run returns nil.
+var ErrDone = errors.New("done")
 
 // Group runs the parts of a daemon (its event loop, its HTTP server,
 // helper goroutines). The first part to return, with an error or not,
@@ -51,6 +56,8 @@ func (g *Group) Run(ctx context.Context) error {
 		<-done
 	}
 	switch {
+	case errors.Is(first.err, ErrDone):
+		return nil
 	case first.err != nil:
 		return fmt.Errorf("%s: %w", first.name, first.err)
 	case stoppedFirst && ctx.Err() == nil:

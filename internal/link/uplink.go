@@ -95,6 +95,17 @@ func (u *Uplink) Close() {
 	}
 }
 
+// CloseLinger closes the socket after giving what is queued up to d to
+// leave (a goodbye must not be dropped by a zero linger).
+func (u *Uplink) CloseLinger(d time.Duration) {
+	if u.sock != nil {
+		_ = u.sock.SetLinger(d)
+		_ = u.sock.Close()
+		u.sock = nil
+		u.socketChanged = true
+	}
+}
+
 // Socket is the current socket, nil between connections.
 func (u *Uplink) Socket() *zmq.Socket { return u.sock }
 

@@ -1,0 +1,98 @@
+package manager
+
+import (
+	"errors"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// errDrainedByCommand ends the loop of a manager drained on request.
+var errDrainedByCommand = errors.New("drained on request")
+
+// errDrainStopped is the cause given to a task stopped at the end of a
+// drain grace: it goes back to the queue, it did not fail.
+var errDrainStopped = errors.New("stopped at the end of the manager's drain grace; returned to the queue")
+
+// drain is a manager on its way out: it takes nothing new, gives back what
+// it has not started, and leaves once what runs has finished or the grace
+// has passed (then it stops those tasks and gives them back too).
+type drain struct {
+	reason   string
+	deadline time.Time // zero: wait for running tasks however long
+	started  time.Time
+}
+
+// startDrain begins a drain; grace 0 waits for running tasks to end.
+func (l *loop) startDrain(reason string, grace time.Duration, now time.Time) {
+	if l.drain != nil {
+		return
+	}
+	l.drain = &drain{reason: reason, started: now}
+	if grace > 0 {
+		l.drain.deadline = now.Add(grace)
+	}
+	l.mg.draining.Store(true)
+	var back []messages.TaskID
+	for id, t := range l.tasks {
+		// Not handed to a worker yet, or handed but not started (the
+		// claim keeps a worker from starting it now).
+		if !t.handed || t.claim.CompareAndSwap(0, 2) {
+			back = append(back, id)
+			l.giveBack(id, t)
+		}
+	}
+	l.pending = nil
+	l.log.WithFields(logrus.Fields{"reason": reason, "returned": len(back), "running": len(l.tasks),
+		"grace": graceText(grace)}).Warn("draining: taking no new tasks, returning those not started")
+	l.up.TrySend(&messages.Goodbye{Reason: reason, Returned: back})
+	l.report(now)
+}
+
+func graceText(d time.Duration) string {
+	if d == 0 {
+		return "until running tasks end"
+	}
+	return d.String()
+}
+
+func (l *loop) giveBack(id messages.TaskID, t *mtask) {
+	delete(l.tasks, id)
+	delete(l.deltas, id)
+	l.returned[id] = t.task.Attempt
+	l.mg.m.returned.Inc()
+}
+
+// drained reports whether the drain is over; when it is, the final
+// Goodbye (with the tasks stopped at the deadline) has been sent after
+// every result, on the same connection, so the interchange sees the
+// results first.
+func (l *loop) drained(now time.Time) bool {
+	d := l.drain
+	if d == nil {
+		return false
+	}
+	if len(l.tasks) == 0 && len(l.results.Queued()) == 0 {
+		l.log.WithField("took", now.Sub(d.started).Round(time.Millisecond).String()).Info("drained: every task finished")
+		l.up.TrySend(&messages.Goodbye{Reason: d.reason, Final: true})
+		return true
+	}
+	if d.deadline.IsZero() || now.Before(d.deadline) {
+		return false
+	}
+	l.flushResults()
+	var back []messages.TaskID
+	for id, t := range l.tasks {
+		if t.cancel != nil {
+			t.cancel(errDrainStopped)
+		}
+		back = append(back, id)
+		l.giveBack(id, t)
+	}
+	l.log.WithFields(logrus.Fields{"returned": len(back), "results_unacked": l.results.Len()}).
+		Warn("drain grace over: stopped running tasks and returned them to the queue")
+	l.up.TrySend(&messages.Goodbye{Reason: d.reason, Final: true, Returned: back})
+	return true
+}
