@@ -322,7 +322,7 @@ func runMain(ctx context.Context, cfg Config, rep *Report, progress func(string,
 	defer finish(e, cfg, rep)
 	hc := newHTTPClient()
 	a := newAPI(e.API, hc)
-	if v, err := a.endpoint(ctx, e.ID); err != nil {
+	if v, err := a.Endpoint(ctx, e.ID, false); err != nil {
 		return err
 	} else if !v.Connected || v.Managers == 0 {
 		return fmt.Errorf("endpoint %s: connected=%v with %d managers; it needs at least one manager", e.ID, v.Connected, v.Managers)

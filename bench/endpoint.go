@@ -136,7 +136,7 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 			default:
 			}
 		}
-		v, err := a.endpoint(ctx, e.ID)
+		v, err := a.Endpoint(ctx, e.ID, false)
 		if err != nil {
 			return err
 		}

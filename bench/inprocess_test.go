@@ -85,7 +85,7 @@ func startInProcess(tb testing.TB, persist bool, managers int) *daemons {
 	}
 	a := newAPI("http://"+d.fw.HTTPAddr(), newHTTPClient())
 	err = pollUntil(ctx, 30*time.Second, 10*time.Millisecond, func() error {
-		v, err := a.endpoint(ctx, "inproc")
+		v, err := a.Endpoint(ctx, "inproc", false)
 		if err != nil {
 			return err
 		}
@@ -278,7 +278,7 @@ func BenchmarkForwarderHeapPerHeldTask(b *testing.B) {
 				before := heapInUse()
 				body := noopBody(5000)
 				for n := 0; n < heapTasks; n += 5000 {
-					if _, err := a.submit(ctx, "heap", body); err != nil {
+					if _, err := a.SubmitBody(ctx, "heap", body); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -129,7 +129,7 @@ func runQueued(ctx context.Context, e *Endpoint, a *api, q, batch, submitters in
 				if i == nb-1 && last != nil {
 					body = last
 				}
-				if _, err := a.submit(ctx, e.ID, body); err != nil {
+				if _, err := a.SubmitBody(ctx, e.ID, body); err != nil {
 					once.Do(func() { subErr = fmt.Errorf("submit batch %d: %w", i, err); cancel() })
 					return
 				}

@@ -19,6 +19,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 // binPath is the switchyard binary built by TestMain.
@@ -479,41 +482,51 @@ func (r httpResult) String() string {
 	return fmt.Sprintf("HTTP %d %s", r.status, bytes.TrimSpace(b))
 }
 
+// clientFor is the API client of the daemon that serves u, and the path
+// and query of u.
+func (c *cluster) clientFor(u string) (*client.Client, string, error) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return nil, "", err
+	}
+	return client.New(pu.Scheme+"://"+pu.Host, client.WithHTTPClient(c.http), client.WithToken(c.tokenFor(pu.Host))), pu.RequestURI(), nil
+}
+
+// tokenFor is the bearer token of the daemon at host:port.
+func (c *cluster) tokenFor(host string) string { return "" }
+
+// send performs r against the daemon that serves u.
+func (c *cluster) send(u string, r client.Request) (httpResult, error) {
+	cl, path, err := c.clientFor(u)
+	if err != nil {
+		return httpResult{}, err
+	}
+	r.Path = path
+	resp, err := cl.Do(context.Background(), r)
+	if err != nil {
+		return httpResult{}, err
+	}
+	return httpResult{status: resp.Status, header: resp.Header, body: resp.Body}, nil
+}
+
 // do sends a request; body is JSON-encoded unless it is []byte or an
 // io.Reader.
 func (c *cluster) do(method, url string, body any) (httpResult, error) {
 	var rd io.Reader
-	ctype := ""
 	switch b := body.(type) {
 	case nil:
 	case []byte:
-		rd, ctype = bytes.NewReader(b), "application/json"
+		rd = bytes.NewReader(b)
 	case io.Reader:
-		rd, ctype = b, "application/json"
+		rd = b
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {
 			return httpResult{}, err
 		}
-		rd, ctype = bytes.NewReader(raw), "application/json"
+		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return httpResult{}, err
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return httpResult{}, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return httpResult{}, fmt.Errorf("%s %s: read body: %w", method, url, err)
-	}
-	return httpResult{status: resp.StatusCode, header: resp.Header, body: raw}, nil
+	return c.send(url, client.Request{Method: method, Body: rd})
 }
 
 // mustDo is do that fails the test on a transport error.
@@ -544,37 +557,20 @@ func (c *cluster) getJSON(url string, out any) error {
 // ---------------------------------------------------------------- forwarder API
 
 // taskView is the forwarder's task object.
-type taskView struct {
-	TaskID      string          `json:"task_id"`
-	EndpointID  string          `json:"endpoint_id"`
-	Kind        string          `json:"kind"`
-	State       string          `json:"state"`
-	Attempts    int             `json:"attempts"`
-	Result      json.RawMessage `json:"result"`
-	Error       string          `json:"error"`
-	CreatedAt   *time.Time      `json:"created_at"`
-	CompletedAt *time.Time      `json:"completed_at"`
-}
+type taskView = client.Task
 
 // execResult is the result of an exec task.
-type execResult struct {
-	ExitCode *int   `json:"exit_code"`
-	Stdout   string `json:"stdout"`
-	Stderr   string `json:"stderr"`
-}
+type execResult = client.ExecResult
 
-func (v taskView) exec() (execResult, error) {
-	var r execResult
+// execOf decodes v's result as an exec result; no result is an error.
+func execOf(v taskView) (execResult, error) {
 	if len(v.Result) == 0 || string(v.Result) == "null" {
-		return r, fmt.Errorf("task %s has no result", v.TaskID)
+		return execResult{}, fmt.Errorf("task %s has no result", v.TaskID)
 	}
-	err := json.Unmarshal(v.Result, &r)
-	return r, err
+	return v.Exec()
 }
 
-func terminal(state string) bool {
-	return state == "success" || state == "failed" || state == "cancelled"
-}
+func terminal(state string) bool { return client.Terminal(state) }
 
 type task map[string]any
 
@@ -688,17 +684,7 @@ func (c *cluster) waitTerminal(ids []string, timeout time.Duration) map[string]t
 }
 
 // endpointView is GET /v1/endpoints/{ep}.
-type endpointView struct {
-	EndpointID    string     `json:"endpoint_id"`
-	Connected     bool       `json:"connected"`
-	LastHeartbeat *time.Time `json:"last_heartbeat"`
-	Managers      int        `json:"managers"`
-	Workers       int        `json:"workers"`
-	IdleWorkers   int        `json:"idle_workers"`
-	Queued        int        `json:"queued"`
-	Outstanding   int        `json:"outstanding"`
-	ServingState  string     `json:"serving_state"`
-}
+type endpointView = client.Endpoint
 
 func (c *cluster) endpoint() (endpointView, error) {
 	var v endpointView

@@ -17,7 +17,7 @@ import (
 func startForwarder(t *testing.T, opts forwarder.Options) (*testutil.Forwarder, *testutil.Client) {
 	t.Helper()
 	f := testutil.StartForwarder(t, opts)
-	return f, testutil.NewClient(f.URL)
+	return f, f.Client()
 }
 
 func TestHTTPRefusals(t *testing.T) {

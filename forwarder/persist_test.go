@@ -22,7 +22,7 @@ import (
 func TestForwarderRestartKeepsTasks(t *testing.T) {
 	dir := t.TempDir()
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
-	c := testutil.NewClient(f.URL)
+	c := f.Client()
 	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", "kept"}}, 300)...)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func TestForwarderRestartKeepsTasks(t *testing.T) {
 	if !f2.Log.Contains("recovering: 299 tasks unfinished of 300 stored") {
 		t.Fatalf("no recovery line in the log:\n%s", f2.Log.String())
 	}
-	c2 := testutil.NewClient(f2.URL)
+	c2 := f2.Client()
 	ts, err := c2.Status(ids)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func TestForwarderDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
-	c := testutil.NewClient(f.URL)
+	c := f.Client()
 	big := map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("x", 2000)}}
 	var accepted []string
 	var refusal string
@@ -170,7 +170,7 @@ func TestForwarderDiskFull(t *testing.T) {
 	})
 	f.Stop()
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
-	ts, err = testutil.NewClient(f2.URL).Status(accepted)
+	ts, err = f2.Client().Status(accepted)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestForwarderDiskFull(t *testing.T) {
 func TestRetentionForgetsFinishedTasks(t *testing.T) {
 	dir := t.TempDir()
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: 300 * time.Millisecond})
-	c := testutil.NewClient(f.URL)
+	c := f.Client()
 	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "noop"}, 20)...)
 	if err != nil {
 		t.Fatal(err)

@@ -772,7 +772,7 @@ func TestManagerRestartWithSameIDRerunsItsTasks(t *testing.T) {
 
 func TestServingStatePausesDispatch(t *testing.T) {
 	e := start(t, interchange.Options{}, true)
-	c := testutil.NewClient(e.ix.URL)
+	c := e.ix.Client()
 	resp, err := c.Send(testutil.Request{Method: "POST", Path: "/servingState", Body: testutil.Raw(`{"state":"PUSH_AND_DISPATCH_PAUSED"}`)})
 	if err != nil || resp.Code != 200 {
 		t.Fatalf("POST /servingState: %v %d %s", err, resp.Code, resp.Body)

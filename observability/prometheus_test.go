@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 const (
@@ -28,19 +30,9 @@ type taskSpec struct {
 	Args []string `json:"args,omitempty"`
 }
 
-type endpointView struct {
-	Connected    bool   `json:"connected"`
-	Managers     int    `json:"managers"`
-	Workers      int    `json:"workers"`
-	Queued       int    `json:"queued"`
-	Outstanding  int    `json:"outstanding"`
-	ServingState string `json:"serving_state"`
-}
+type endpointView = client.Endpoint
 
-type taskView struct {
-	ID    string `json:"task_id"`
-	State string `json:"state"`
-}
+type taskView = client.Task
 
 // endpointRun is one live endpoint: forwarder, interchange, two managers
 // and a Prometheus scraping them, all real processes on loopback ports.
@@ -217,7 +209,7 @@ func (r *endpointRun) startPrometheus() {
 		if r.prom.exited() {
 			t.Fatalf("prometheus exited at startup (log follows)")
 		}
-		resp, err := client.Get(r.promURL + "/-/ready")
+		resp, err := httpc.Get(r.promURL + "/-/ready")
 		if err != nil {
 			return err
 		}

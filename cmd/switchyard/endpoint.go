@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 func newEndpointCmd() *cobra.Command {
@@ -89,7 +91,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			}
 			if demo > 0 {
 				go func() {
-					if err := runDemo(ctx, &client{base: api, hc: &http.Client{Timeout: time.Minute}}, endpointID, demo, os.Stdout); err != nil {
+					if err := runDemo(ctx, client.New(api, client.WithHTTPClient(&http.Client{Timeout: time.Minute})), endpointID, demo, os.Stdout); err != nil {
 						fmt.Fprintln(os.Stderr, "switchyard: demo:", err)
 					}
 					fmt.Fprintln(os.Stderr, "switchyard: demo done; the endpoint keeps serving until Ctrl-C")
@@ -170,14 +172,10 @@ func stopChildren(cs []*child) {
 }
 
 // waitConnected polls until the endpoint reports a manager.
-func waitConnected(ctx context.Context, c *client, ep string, timeout time.Duration) error {
+func waitConnected(ctx context.Context, c *client.Client, ep string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		var v struct {
-			Connected bool `json:"connected"`
-			Managers  int  `json:"managers"`
-		}
-		err := c.do("GET", "/v1/endpoints/"+ep, nil, &v)
+		v, err := c.Endpoint(ctx, ep, false)
 		if err == nil && v.Connected && v.Managers > 0 {
 			return nil
 		}

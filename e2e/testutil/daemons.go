@@ -92,6 +92,9 @@ func StartForwarder(t testing.TB, opts forwarder.Options) *Forwarder {
 	return &Forwarder{Forwarder: f, Reg: opts.Registry, Log: logs, URL: "http://" + f.HTTPAddr(), Stop: stop}
 }
 
+// Client is a client of the forwarder's API.
+func (f *Forwarder) Client() *Client { return NewClient(f.URL, "") }
+
 // Interchange is an interchange running inside the test.
 type Interchange struct {
 	*interchange.Interchange
@@ -135,6 +138,9 @@ func StartInterchange(t testing.TB, opts interchange.Options) *Interchange {
 	return &Interchange{Interchange: ix, Reg: opts.Registry, Log: logs, URL: "http://" + ix.HTTPAddr(), Stop: stop}
 }
 
+// Client is a client of the interchange's admin HTTP.
+func (ix *Interchange) Client() *Client { return NewClient(ix.URL, "") }
+
 // Manager is a manager running inside the test.
 type Manager struct {
 	*manager.Manager
@@ -174,6 +180,9 @@ func StartManager(t testing.TB, opts manager.Options) *Manager {
 	stop := runDaemon(t, "manager "+mg.ID(), mg.Run)
 	return &Manager{Manager: mg, Reg: opts.Registry, Log: logs, URL: "http://" + mg.HTTPAddr(), Stop: stop}
 }
+
+// Client is a client of the manager's admin HTTP.
+func (m *Manager) Client() *Client { return NewClient(m.URL, "") }
 
 // ChainOptions shape a full in-process endpoint.
 type ChainOptions struct {
@@ -230,7 +239,7 @@ func StartChain(t testing.TB, o ChainOptions) *Chain {
 	}
 	c.Forwarder = StartForwarder(t, forwarder.Options{HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold,
 		MaxBodyBytes: o.MaxBodyBytes, StateDir: fdir})
-	c.Client = NewClient(c.Forwarder.URL)
+	c.Client = c.Forwarder.Client()
 	c.Interchange = StartInterchange(t, interchange.Options{EndpointID: o.Endpoint, Forwarder: c.Forwarder.ZMQAddr(),
 		HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold, MaxRetries: o.MaxRetries, StateDir: idir})
 	for i := 0; i < o.Managers; i++ {
