@@ -20,8 +20,8 @@ func newHTTPClient() *http.Client {
 		MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute, DisableCompression: true}}
 }
 
-func newAPI(base string, hc *http.Client) *api {
-	return client.New(base, client.WithHTTPClient(hc))
+func newAPI(base, token string, hc *http.Client) *api {
+	return client.New(base, client.WithToken(token), client.WithHTTPClient(hc))
 }
 
 // noopBody is a submission of n no-op tasks.
@@ -47,9 +47,9 @@ type ixStatus struct {
 	Outstanding        int  `json:"outstanding"`
 }
 
-func ixStatusOf(ctx context.Context, hc *http.Client, base string) (ixStatus, error) {
+func ixStatusOf(ctx context.Context, hc *http.Client, base, token string) (ixStatus, error) {
 	var v ixStatus
-	err := newAPI(base, hc).DaemonStatus(ctx, &v)
+	err := newAPI(base, token, hc).DaemonStatus(ctx, &v)
 	return v, err
 }
 

@@ -54,6 +54,12 @@ type Config struct {
 	// removed afterwards unless Keep).
 	Dir  string
 	Keep bool
+	// Token is sent to a targeted forwarder; InterchangeToken to its
+	// interchange's admin HTTP.
+	Token, InterchangeToken string
+	// CompareInsecure also runs the throughput scenario on a second
+	// started endpoint with --insecure, to measure what tokens cost.
+	CompareInsecure bool
 	// Progress receives one line per step (may be nil).
 	Progress io.Writer
 	Version  string
@@ -156,6 +162,11 @@ type Report struct {
 	Processes  []ProcessReport   `json:"processes,omitempty"`
 	Raw        *RawReport        `json:"raw_zmq,omitempty"`
 	Throughput *ThroughputResult `json:"throughput,omitempty"`
+	// Insecure is the same throughput run against an endpoint started
+	// with --insecure (no tokens), in the same bench run; SecurityCost is
+	// the fraction of its rate that the secure endpoint loses.
+	Insecure     *ThroughputResult `json:"throughput_insecure,omitempty"`
+	SecurityCost *float64          `json:"security_cost,omitempty"`
 	// FractionOfRaw is throughput over the per-task raw relay rate;
 	// FractionOfBatched over the batched one.
 	FractionOfRaw     float64        `json:"fraction_of_raw_per_task,omitempty"`
@@ -216,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return rep, err
 		}
-		r, err := runQueued(ctx, e, newAPI(e.API, newHTTPClient()), cfg.Queued, cfg.Batch, cfg.Submitters, cfg.Interval, progress)
+		r, err := runQueued(ctx, e, e.client(newHTTPClient()), cfg.Queued, cfg.Batch, cfg.Submitters, cfg.Interval, progress)
 		finish(e, cfg, rep)
 		if err != nil {
 			return rep, err
@@ -236,7 +247,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 func endpointFor(ctx context.Context, cfg Config, so SpawnOptions, progress func(string, ...any)) (*Endpoint, error) {
 	if cfg.API != "" {
 		return &Endpoint{API: cfg.API, ID: cfg.EndpointID, InterchangeHTTP: httpBase(cfg.InterchangeHTTP),
-			ManagersAddr: cfg.InterchangeManagers}, nil
+			ManagersAddr: cfg.InterchangeManagers, Token: cfg.Token, InterchangeToken: cfg.InterchangeToken}, nil
 	}
 	so.Exe, so.NoPersist, so.Dir = cfg.Exe, cfg.NoPersist, cfg.Dir
 	switch {
@@ -321,7 +332,7 @@ func runMain(ctx context.Context, cfg Config, rep *Report, progress func(string,
 	}
 	defer finish(e, cfg, rep)
 	hc := newHTTPClient()
-	a := newAPI(e.API, hc)
+	a := e.client(hc)
 	if v, err := a.Endpoint(ctx, e.ID, false); err != nil {
 		return err
 	} else if !v.Connected || v.Managers == 0 {
@@ -376,6 +387,29 @@ func runMain(ctx context.Context, cfg Config, rep *Report, progress func(string,
 			pr.CPUPercent = 100 * cpu.Seconds() / tp.Seconds
 		}
 		rep.Processes = append(rep.Processes, pr)
+	}
+	if cfg.CompareInsecure && cfg.API == "" {
+		finish(e, cfg, rep)
+		progress("same throughput run on an endpoint started with --insecure (no tokens)")
+		ie, err := endpointFor(ctx, cfg, SpawnOptions{Interval: cfg.Interval, Insecure: true}, progress)
+		if err != nil {
+			return err
+		}
+		defer finish(ie, cfg, rep)
+		ia := ie.client(hc)
+		if _, err := runThroughput(ctx, ia, ie.ID, warm, warm, 1); err != nil {
+			return fmt.Errorf("insecure warm-up: %w", err)
+		}
+		itp, err := runThroughput(ctx, ia, ie.ID, cfg.Tasks, cfg.Batch, cfg.Submitters)
+		if err != nil {
+			return fmt.Errorf("insecure throughput: %w", err)
+		}
+		rep.Insecure = &itp
+		if itp.TasksPerSec > 0 {
+			c := 1 - tp.TasksPerSec/itp.TasksPerSec
+			rep.SecurityCost = &c
+		}
+		progress("insecure throughput: %.0f tasks/s", itp.TasksPerSec)
 	}
 	return nil
 }

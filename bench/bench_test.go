@@ -182,6 +182,9 @@ func TestTargetedSimulatedManagers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := fw.CreateEndpoint("tgt", "test"); err != nil {
+		t.Fatal(err)
+	}
 	ix, err := interchange.New(interchange.Options{EndpointID: "tgt", Forwarder: fw.ZMQAddr(), ListenManagers: "tcp://127.0.0.1:*",
 		ListenHTTP: "127.0.0.1:0", NoPersist: true, HeartbeatInterval: iv, HeartbeatThreshold: 10 * iv, Log: quiet()})
 	if err != nil {
@@ -208,7 +211,7 @@ func TestTargetedSimulatedManagers(t *testing.T) {
 		t.Fatalf("interchange not connected: %v", err)
 	}
 	rep, err := Run(ctx, Config{API: "http://" + fw.HTTPAddr(), EndpointID: "tgt", InterchangeHTTP: ix.HTTPAddr(),
-		InterchangeManagers: ix.ManagersAddr(), SimManagers: 20, SimInterval: iv, Duration: 600 * time.Millisecond})
+		InterchangeManagers: ix.ManagersAddr(), Token: fw.AdminToken(), InterchangeToken: ix.AdminToken(), SimManagers: 20, SimInterval: iv, Duration: 600 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

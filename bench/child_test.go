@@ -47,7 +47,7 @@ func runChild(kind string, args []string) error {
 	flags := map[string]string{}
 	for i := 0; i < len(args); i++ {
 		switch args[i] {
-		case "--no-persist":
+		case "--no-persist", "--insecure", "--allow-root":
 			flags[args[i]] = "true"
 		default:
 			if i+1 >= len(args) {
@@ -65,12 +65,13 @@ func runChild(kind string, args []string) error {
 	l.SetLevel(logrus.WarnLevel)
 	log := logrus.NewEntry(l)
 	noPersist := flags["--no-persist"] == "true"
+	insecure := flags["--insecure"] == "true"
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	switch kind {
 	case "forwarder":
 		f, err := forwarder.New(forwarder.Options{ListenHTTP: flags["--listen-http"], ListenZMQ: flags["--listen-zmq"],
-			StateDir: flags["--state-dir"], NoPersist: noPersist, HeartbeatInterval: iv, Log: log})
+			StateDir: flags["--state-dir"], NoPersist: noPersist, HeartbeatInterval: iv, Log: log, Insecure: insecure})
 		if err != nil {
 			return err
 		}
@@ -83,6 +84,7 @@ func runChild(kind string, args []string) error {
 			}
 		}
 		ix, err := interchange.New(interchange.Options{EndpointID: flags["--endpoint-id"], Forwarder: flags["--forwarder"],
+			Credentials: flags["--credentials"], Insecure: insecure,
 			ListenManagers: flags["--listen-managers"], ListenHTTP: flags["--listen-http"], StateDir: flags["--state-dir"],
 			NoPersist: noPersist, HeartbeatInterval: iv, Pressure: th, Log: log})
 		if err != nil {
@@ -93,7 +95,8 @@ func runChild(kind string, args []string) error {
 		w, _ := strconv.Atoi(flags["--workers"])
 		p, _ := strconv.Atoi(flags["--prefetch"])
 		mg, err := manager.New(manager.Options{Interchange: flags["--interchange"], ManagerID: flags["--manager-id"],
-			Workers: w, Prefetch: p, StateDir: flags["--state-dir"], HeartbeatInterval: iv, Log: log})
+			Workers: w, Prefetch: p, StateDir: flags["--state-dir"], HeartbeatInterval: iv, Log: log,
+			Credentials: flags["--credentials"], AllowRoot: flags["--allow-root"] == "true", Insecure: insecure})
 		if err != nil {
 			return err
 		}

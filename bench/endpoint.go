@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,8 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/client"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
 // Endpoint is the system under test: the forwarder's API plus, when the
@@ -23,7 +28,18 @@ type Endpoint struct {
 	ManagersAddr    string // interchange ROUTER for managers, or ""
 	Procs           []*Proc
 	Dir             string // state and logs of a spawned endpoint
-	spawned         bool
+	// Token is sent to the forwarder, InterchangeToken to the
+	// interchange's admin HTTP (both empty with --insecure).
+	Token, InterchangeToken string
+	spawned                 bool
+}
+
+// client is the forwarder's client with the endpoint's token.
+func (e *Endpoint) client(hc *http.Client) *api { return newAPI(e.API, e.Token, hc) }
+
+// ixStatus reads the interchange's GET /status.
+func (e *Endpoint) ixStatus(ctx context.Context, hc *http.Client) (ixStatus, error) {
+	return ixStatusOf(ctx, hc, e.InterchangeHTTP, e.InterchangeToken)
 }
 
 // Proc is one child process.
@@ -47,6 +63,9 @@ type SpawnOptions struct {
 	Managers, Workers, Prefetch int
 	// PauseQueued is the interchange's --pause-queued-tasks (0: default).
 	PauseQueued int
+	// Insecure starts the three with --insecure: no tokens, no
+	// enrollment (to measure what security costs).
+	Insecure bool
 }
 
 // freePort asks the kernel for a free loopback port. The port is released
@@ -93,10 +112,14 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 	fwdZMQ := fmt.Sprintf("tcp://127.0.0.1:%d", ports[1])
 	iv := opts.Interval.String()
 	common := []string{"--heartbeat-interval", iv, "--log-format", "json", "--log-level", "warn"}
+	if opts.Insecure {
+		common = append(common, "--insecure")
+	}
+	fwdDir, ixDir := filepath.Join(dir, "forwarder"), filepath.Join(dir, "interchange")
 	fwd := append([]string{"forwarder", "--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--listen-zmq", fwdZMQ,
-		"--state-dir", filepath.Join(dir, "forwarder")}, common...)
+		"--state-dir", fwdDir}, common...)
 	ix := append([]string{"interchange", "--endpoint-id", e.ID, "--forwarder", fwdZMQ, "--listen-managers", e.ManagersAddr,
-		"--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--state-dir", filepath.Join(dir, "interchange")}, common...)
+		"--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--state-dir", ixDir}, common...)
 	if opts.NoPersist {
 		fwd = append(fwd, "--no-persist")
 		ix = append(ix, "--no-persist")
@@ -104,30 +127,66 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 	if opts.PauseQueued > 0 {
 		ix = append(ix, "--pause-queued-tasks", strconv.Itoa(opts.PauseQueued))
 	}
-	specs := []struct {
-		name string
-		argv []string
-	}{{"forwarder", fwd}, {"interchange", ix}}
-	for i := 1; i <= opts.Managers; i++ {
-		id := fmt.Sprintf("bench-manager-%d", i)
-		specs = append(specs, struct {
-			name string
-			argv []string
-		}{fmt.Sprintf("manager-%d", i), append([]string{"manager", "--interchange", e.ManagersAddr, "--manager-id", id,
-			"--workers", strconv.Itoa(opts.Workers), "--prefetch", strconv.Itoa(opts.Prefetch),
-			"--state-dir", filepath.Join(dir, id)}, common...)})
-	}
-	for _, s := range specs {
-		p, err := startProc(opts.Exe, dir, s.name, s.argv)
+	hc := &http.Client{Timeout: 5 * time.Second}
+	start := func(name string, argv []string) (*Proc, error) {
+		p, err := startProc(opts.Exe, dir, name, argv)
 		if err != nil {
 			e.Stop()
 			return nil, err
 		}
 		e.Procs = append(e.Procs, p)
+		return p, nil
 	}
-	hc := &http.Client{Timeout: 5 * time.Second}
-	a := newAPI(e.API, hc)
-	err := pollUntil(ctx, 30*time.Second+3*opts.Interval, 20*time.Millisecond, func() error {
+	fp, err := start("forwarder", fwd)
+	if err != nil {
+		return nil, err
+	}
+	mgrCreds := ""
+	if !opts.Insecure {
+		// Enroll the endpoint as an admin would.
+		if e.Token, err = waitToken(ctx, filepath.Join(fwdDir, "admin.token"), fp); err != nil {
+			e.Stop()
+			return nil, err
+		}
+		creds := filepath.Join(dir, "endpoint.credentials")
+		if err := enroll(ctx, e.client(hc), e.ID, creds); err != nil {
+			e.Stop()
+			return nil, err
+		}
+		ix = append(ix, "--credentials", creds)
+		mgrCreds = filepath.Join(ixDir, "manager.credentials")
+	}
+	ip, err := start("interchange", ix)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.Insecure {
+		if e.InterchangeToken, err = waitToken(ctx, filepath.Join(ixDir, "admin.token"), ip); err != nil {
+			e.Stop()
+			return nil, err
+		}
+		if _, err := waitToken(ctx, mgrCreds, ip); err != nil {
+			e.Stop()
+			return nil, err
+		}
+	}
+	for i := 1; i <= opts.Managers; i++ {
+		id := fmt.Sprintf("bench-manager-%d", i)
+		argv := append([]string{"manager", "--interchange", e.ManagersAddr, "--manager-id", id,
+			"--workers", strconv.Itoa(opts.Workers), "--prefetch", strconv.Itoa(opts.Prefetch),
+			"--state-dir", filepath.Join(dir, id)}, common...)
+		if mgrCreds != "" {
+			argv = append(argv, "--credentials", mgrCreds)
+		}
+		if os.Geteuid() == 0 {
+			argv = append(argv, "--allow-root")
+		}
+		if _, err := start(fmt.Sprintf("manager-%d", i), argv); err != nil {
+			return nil, err
+		}
+	}
+	a := e.client(hc)
+	err = pollUntil(ctx, 30*time.Second+3*opts.Interval, 20*time.Millisecond, func() error {
 		for _, p := range e.Procs {
 			select {
 			case err := <-p.done:
@@ -140,7 +199,7 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 		if err != nil {
 			return err
 		}
-		st, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+		st, err := e.ixStatus(ctx, hc)
 		if err != nil {
 			return err
 		}
@@ -158,6 +217,48 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 }
 
 type fatalError struct{ error }
+
+// waitToken waits until the file at path is written by proc and returns
+// its content.
+func waitToken(ctx context.Context, path string, p *Proc) (string, error) {
+	var tok string
+	err := pollUntil(ctx, 30*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return &fatalError{fmt.Errorf("%s exited during start-up (%v); see %s", p.Name, err, p.Log)}
+		default:
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) == 0 {
+			return fmt.Errorf("%s not written yet", path)
+		}
+		tok = strings.TrimSpace(string(b))
+		return nil
+	})
+	return tok, err
+}
+
+// enroll creates endpoint id and writes its credential to path.
+func enroll(ctx context.Context, a *api, id, path string) error {
+	var raw json.RawMessage
+	err := pollUntil(ctx, 30*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		raw, err = a.CreateEndpoint(ctx, id)
+		if st := client.StatusOf(err); st != 0 && st != http.StatusServiceUnavailable {
+			return &fatalError{err}
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create endpoint %s: %w", id, err)
+	}
+	var c curve.Credentials
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return fmt.Errorf("create endpoint %s: %w", id, err)
+	}
+	return curve.WriteCredentials(path, &c)
+}
 
 func startProc(exe, dir, name string, argv []string) (*Proc, error) {
 	logPath := filepath.Join(dir, name+".log")

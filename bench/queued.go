@@ -87,7 +87,7 @@ func runQueued(ctx context.Context, e *Endpoint, a *api, q, batch, submitters in
 	if p := e.Proc("forwarder"); p != nil {
 		fwPID = p.PID
 	}
-	st0, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+	st0, err := e.ixStatus(ctx, hc)
 	if err != nil {
 		return res, err
 	}
@@ -147,7 +147,7 @@ func runQueued(ctx context.Context, e *Endpoint, a *api, q, batch, submitters in
 		if err := e.Alive(); err != nil {
 			return &fatalError{err}
 		}
-		st, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+		st, err := e.ixStatus(ctx, hc)
 		if err != nil {
 			return err
 		}

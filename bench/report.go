@@ -39,6 +39,13 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "  accepted:    %.0f tasks/s  (all POSTs answered after %.2fs)\n", tp.AcceptedPerSec, tp.SubmitSeconds)
 		fmt.Fprintf(&b, "  polling:     %d status requests, %d long-polls; bench client used %.2fs CPU\n", tp.StatusRequests, tp.WaitRequests, tp.BenchCPUSeconds)
 	}
+	if it := r.Insecure; it != nil {
+		fmt.Fprintf(&b, "  --insecure:  %.0f tasks/s end to end, same run, no tokens", it.TasksPerSec)
+		if r.SecurityCost != nil {
+			fmt.Fprintf(&b, "; tokens cost %.1f%%", 100**r.SecurityCost)
+		}
+		fmt.Fprintln(&b)
+	}
 	if raw := r.Raw; raw != nil {
 		fmt.Fprintf(&b, "\nRaw ZMQ baseline (DEALER -> ROUTER -> DEALER over loopback TCP, median of 3)\n")
 		fmt.Fprintf(&b, "  one message per task (%d B):   %.0f msgs/s", raw.PerTask.MessageBytes, raw.PerTask.PerSecond)

@@ -82,6 +82,7 @@ func TestClientAgainstChain(t *testing.T) {
 // Errors carry the status and the server's own message, not its JSON.
 func TestClientErrors(t *testing.T) {
 	f := testutil.StartForwarder(t, forwarder.Options{})
+	f.Enroll(t, "ep1")
 	c := f.Client().Client
 	ctx := context.Background()
 	unknown := uuid.NewString()

@@ -12,6 +12,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
@@ -44,6 +45,13 @@ type Forwarder struct {
 	res        daemon.Resources
 	recovering bool
 	recovered  map[string][]messages.TaskID
+
+	// access holds tokens and created endpoints (access.go).
+	access     *access
+	adminToken string
+	curveKey   curve.KeyPair
+	// lastCompact is when the janitor last compacted the store.
+	lastCompact time.Time
 }
 
 type evKind uint8
@@ -54,6 +62,7 @@ const (
 	evCommand
 	evProbe
 	evAck
+	evEndpointDeleted
 )
 
 // event is what other goroutines hand the loop.
@@ -83,7 +92,7 @@ func New(opts Options) (*Forwarder, error) {
 	var err error
 	var st *store.Store
 	f.dir, st, f.recovering, err = f.res.State(opts.StateDir, "forwarder", opts.NoPersist, "forwarder.db",
-		"switchyard-forwarder-v1", []string{tasksBucket}, opts.durability(), f.log)
+		"switchyard-forwarder-v1", []string{tasksBucket, tokensBucket, endpointsBucket}, opts.durability(), f.log)
 	if err != nil {
 		return fail(err)
 	}
@@ -94,6 +103,9 @@ func New(opts Options) (*Forwarder, error) {
 		return fail(fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", st.Path(), err))
 	}
 	f.recovered = unfinished
+	if err := f.setupAccess(); err != nil {
+		return fail(err)
+	}
 	if f.recovering {
 		n := 0
 		for _, ids := range unfinished {
@@ -117,7 +129,7 @@ func New(opts Options) (*Forwarder, error) {
 	if f.store != nil {
 		f.store.OnCommit(f.m.observeStore)
 	}
-	if f.http, err = httpx.Listen(opts.ListenHTTP, f.routes()); err != nil {
+	if f.http, err = httpx.ListenConfig(opts.ListenHTTP, f.routes(), opts.HTTP); err != nil {
 		return fail(fmt.Errorf("forwarder: %w", err))
 	}
 	return f, nil
@@ -343,6 +355,9 @@ func (f *Forwarder) register(ls *loopState, id string, reg *messages.Registratio
 		}
 		return
 	}
+	if !f.admitted(id) {
+		return
+	}
 	ep := f.endpointFor(ls, id)
 	now := time.Now()
 	delete(ls.reregAsked, id)
@@ -460,6 +475,8 @@ func (f *Forwarder) handleEvent(ls *loopState, ev *event) {
 			return
 		}
 		ls.commands[ev.cmd.ID] = pendingCmd{ep: ev.ep, reply: ev.reply, deadline: time.Now().Add(30 * time.Second)}
+	case evEndpointDeleted:
+		f.forgetEndpoint(ls, ev.ep)
 	case evAck:
 		if ep, ok := ls.eps[ev.ep]; ok && ep.connected {
 			_ = f.send(ls, ep, &messages.Ack{IDs: ev.ids})
@@ -617,6 +634,7 @@ func (f *Forwarder) janitor(ctx context.Context) {
 			if n := f.tasks.prune(now.Add(-f.opts.Retention)); n > 0 {
 				f.m.pruned.Add(float64(n))
 				f.log.WithFields(logrus.Fields{"tasks": n, "retention": f.opts.Retention.String()}).Info("forgot finished tasks past retention")
+				f.compactAfterPrune(now)
 			}
 		}
 	}

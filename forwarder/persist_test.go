@@ -1,6 +1,7 @@
 package forwarder_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 func TestForwarderRestartKeepsTasks(t *testing.T) {
 	dir := t.TempDir()
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f.Enroll(t, "ep1")
 	c := f.Client()
 	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", "kept"}}, 300)...)
 	if err != nil {
@@ -32,6 +34,7 @@ func TestForwarderRestartKeepsTasks(t *testing.T) {
 	f.Stop()
 
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f2.Enroll(t, "ep1")
 	if !f2.Log.Contains("recovering: 299 tasks unfinished of 300 stored") {
 		t.Fatalf("no recovery line in the log:\n%s", f2.Log.String())
 	}
@@ -114,6 +117,7 @@ func TestForwarderDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f.Enroll(t, "ep1")
 	c := f.Client()
 	big := map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("x", 2000)}}
 	var accepted []string
@@ -170,6 +174,7 @@ func TestForwarderDiskFull(t *testing.T) {
 	})
 	f.Stop()
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f2.Enroll(t, "ep1")
 	ts, err = f2.Client().Status(accepted)
 	if err != nil {
 		t.Fatal(err)
@@ -185,13 +190,17 @@ func TestForwarderDiskFull(t *testing.T) {
 // in the store; unfinished ones are kept however old.
 func TestRetentionForgetsFinishedTasks(t *testing.T) {
 	dir := t.TempDir()
-	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: 300 * time.Millisecond})
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: 300 * time.Millisecond, CompactInterval: time.Nanosecond})
+	f.Enroll(t, "ep1")
+	f.Enroll(t, "ep2")
 	c := f.Client()
-	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "noop"}, 20)...)
+	const secret = "pruned-argument-7f3a9c"
+	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", secret}}, 20)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waiting, err := c.Submit("ep2", map[string]any{"kind": "noop"})
+	const kept = "kept-argument-51e2b8"
+	waiting, err := c.Submit("ep2", map[string]any{"kind": "exec", "args": []string{"echo", kept}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,8 +223,25 @@ func TestRetentionForgetsFinishedTasks(t *testing.T) {
 	if v, err := c.Get(waiting[0]); err != nil || v.State != "waiting-for-endpoint" {
 		t.Fatalf("an unfinished task was forgotten: %+v %v", v, err)
 	}
+	// Pruned tasks' arguments do not stay readable in the store file's free
+	// pages: the janitor compacts the file after pruning.
+	db := filepath.Join(dir, "forwarder.db")
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		b, err := os.ReadFile(db)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(secret)) {
+			return fmt.Errorf("%s still holds the arguments of pruned tasks", db)
+		}
+		if !bytes.Contains(b, []byte(kept)) {
+			return fmt.Errorf("%s lost the unfinished task's arguments", db)
+		}
+		return nil
+	})
 	f.Stop()
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: -1})
+	f2.Enroll(t, "ep1")
 	if !f2.Log.Contains("recovering: 1 tasks unfinished of 1 stored") {
 		t.Fatalf("pruned tasks came back from the store:\n%s", f2.Log.String())
 	}

@@ -2,11 +2,15 @@ package interchange
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchyard-hpc/switchyard/internal/auth"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -26,8 +30,60 @@ func (ix *Interchange) routes() http.Handler {
 	if ix.opts.Pprof {
 		httpx.MountPprof(mux)
 	}
-	return mux
+	if ix.opts.Insecure {
+		return mux
+	}
+	return auth.Require(auth.Single(ix.adminToken), mux, nil)
 }
+
+// ManagerCredentialsFile is the manager credential in the state dir.
+const ManagerCredentialsFile = "manager.credentials"
+
+// setupAccess reads or makes the admin HTTP token (STATE_DIR/admin.token),
+// the interchange's CURVE key pair (STATE_DIR/curve.key) and, on first
+// start, the credential its managers read with --credentials
+// (STATE_DIR/manager.credentials, mode 0600).
+func (ix *Interchange) setupAccess() error {
+	dir := ""
+	if ix.dir != nil {
+		dir = ix.dir.Path
+	}
+	tok, path, created, err := auth.DaemonToken(dir)
+	if err != nil {
+		return fmt.Errorf("interchange: %w", err)
+	}
+	ix.adminToken = tok
+	if created && path != "" {
+		ix.log.WithField("path", path).Info("admin HTTP token created")
+	}
+	if ix.dir == nil {
+		ix.curveKey, err = curve.NewKeyPair()
+		return err
+	}
+	if ix.curveKey, _, err = curve.LoadOrCreate(ix.dir.File("curve.key")); err != nil {
+		return fmt.Errorf("interchange: %w", err)
+	}
+	mc := ix.dir.File(ManagerCredentialsFile)
+	if _, err := os.Stat(mc); err == nil {
+		if _, err := curve.ReadCredentials(mc, curve.KindManager); err != nil {
+			return fmt.Errorf("interchange: %w (delete it to have a new one made)", err)
+		}
+		return os.Chmod(mc, 0o600)
+	}
+	kp, err := curve.NewKeyPair()
+	if err != nil {
+		return err
+	}
+	c := &curve.Credentials{Kind: curve.KindManager, ServerKey: ix.curveKey.Public, Client: kp, Address: ix.downAddr}
+	if err := curve.WriteCredentials(mc, c); err != nil {
+		return fmt.Errorf("interchange: %w", err)
+	}
+	ix.log.WithField("path", mc).Info("manager credentials created; managers read them with --credentials")
+	return nil
+}
+
+// AdminToken is the token the admin HTTP asks for.
+func (ix *Interchange) AdminToken() string { return ix.adminToken }
 
 // servingCommand applies a serving-state Command from the forwarder.
 func (ix *Interchange) servingCommand(c *messages.Command) *messages.CommandReply {

@@ -15,6 +15,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
@@ -42,6 +43,10 @@ type Interchange struct {
 	res      daemon.Resources
 	recovery *recovered
 	gcLong   bool // reportLoop only
+	// adminToken guards the admin HTTP; curveKey is the key managers
+	// must find here (STATE_DIR/curve.key).
+	adminToken string
+	curveKey   curve.KeyPair
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -101,6 +106,9 @@ func New(opts Options) (*Interchange, error) {
 	ix.m = newMetrics(opts.Registry, ix)
 	if ix.store != nil {
 		ix.store.OnCommit(ix.m.observeStore)
+	}
+	if err := ix.setupAccess(); err != nil {
+		return fail(err)
 	}
 	if ix.http, err = httpx.Listen(opts.ListenHTTP, ix.routes()); err != nil {
 		return fail(fmt.Errorf("interchange: %w", err))

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 
 	"github.com/switchyard-hpc/switchyard/internal/store"
@@ -36,8 +37,16 @@ type Options struct {
 	// a little CPU for memory per queued task. It changes a process-wide
 	// setting, so only a process that runs nothing else should set it.
 	AdaptiveGC bool
-	// Pprof serves /debug/pprof/ on the HTTP listener.
-	Pprof    bool
+	// Pprof serves /debug/pprof/ on the HTTP listener (with the token).
+	Pprof bool
+	// Credentials is the enrollment file of 'switchyard endpoint create'
+	// (endpoint id, its key pair, the forwarder's public key); the
+	// endpoint id is taken from it when EndpointID is empty.
+	Credentials string
+	// Enrollment is what Credentials holds, read by setDefaults.
+	Enrollment *curve.Credentials
+	// Insecure serves the admin HTTP without a token.
+	Insecure bool
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
 	Version  string
@@ -52,6 +61,18 @@ const (
 )
 
 func (o *Options) setDefaults() error {
+	if o.Credentials != "" && o.Enrollment == nil {
+		c, err := curve.ReadCredentials(o.Credentials, curve.KindEndpoint)
+		if err != nil {
+			return fmt.Errorf("interchange: --credentials: %w", err)
+		}
+		if o.EndpointID == "" {
+			o.EndpointID = c.ID
+		} else if o.EndpointID != c.ID {
+			return fmt.Errorf("interchange: --endpoint-id %q but --credentials %s enrolls endpoint %q; drop --endpoint-id or use that endpoint's credentials", o.EndpointID, o.Credentials, c.ID)
+		}
+		o.Enrollment = c
+	}
 	if o.EndpointID == "" {
 		return fmt.Errorf("--endpoint-id is required: the name users submit tasks to")
 	}

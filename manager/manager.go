@@ -35,6 +35,9 @@ type Manager struct {
 	m        *metrics
 	hostname string
 	res      daemon.Resources
+	// env is every task's environment before its own variables.
+	env        []string
+	adminToken string
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -117,7 +120,7 @@ func New(opts Options) (*Manager, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	mg := &Manager{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure), gate: newGate()}
+	mg := &Manager{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure), gate: newGate(), env: baseEnv(opts.TaskEnv)}
 	mg.hostname, _ = os.Hostname()
 	fail := func(err error) (*Manager, error) {
 		mg.res.Close()
@@ -136,6 +139,9 @@ func New(opts Options) (*Manager, error) {
 	mg.res.Add(mg.mbox.Close)
 	mg.m = newMetrics(opts.Registry, mg)
 	if opts.ListenHTTP != "" {
+		if err := mg.setupAdmin(); err != nil {
+			return fail(err)
+		}
 		if mg.http, err = httpx.Listen(opts.ListenHTTP, mg.routes()); err != nil {
 			return fail(fmt.Errorf("manager: %w", err))
 		}
@@ -201,7 +207,7 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		// then and never need a running delta, so no message is spent here.
 		t.startedAt.Store(time.Now().UnixNano())
 		mg.busy.Add(1)
-		r := run(t.ctx, t.task, mg.opts.OutputLimit)
+		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.env)
 		mg.busy.Add(-1)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})

@@ -1,15 +1,18 @@
 package manager
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
@@ -29,8 +32,19 @@ type Options struct {
 	// OutputLimit caps each of stdout and stderr kept from an exec task.
 	OutputLimit int
 	Pressure    servingstate.Thresholds
-	// Pprof serves /debug/pprof/ on the HTTP listener.
-	Pprof    bool
+	// Pprof serves /debug/pprof/ on the HTTP listener (with the token).
+	Pprof bool
+	// AllowRoot lets the manager run as root; without it New refuses,
+	// since every task would run as root.
+	AllowRoot bool
+	// TaskEnv names variables of the manager's environment passed on to
+	// tasks, besides PATH, HOME, USER, LANG and TMPDIR.
+	TaskEnv []string
+	// Credentials is the manager credential file the interchange wrote
+	// (STATE_DIR/manager.credentials of the interchange).
+	Credentials string
+	// Insecure serves the admin HTTP without a token.
+	Insecure bool
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
 	Version  string
@@ -40,6 +54,19 @@ type Options struct {
 const DefaultInterchange = "tcp://127.0.0.1:55002"
 
 func (o *Options) setDefaults() error {
+	if os.Geteuid() == 0 && !o.AllowRoot {
+		return errors.New("manager: refusing to run as root, since every task would run as root too; run it as an unprivileged user, or pass --allow-root")
+	}
+	for _, n := range o.TaskEnv {
+		if n == "" || strings.ContainsAny(n, "=\x00") {
+			return fmt.Errorf("--task-env %q: give a variable name, like --task-env CUDA_VISIBLE_DEVICES", n)
+		}
+	}
+	if o.Credentials != "" {
+		if _, err := curve.ReadCredentials(o.Credentials, curve.KindManager); err != nil {
+			return fmt.Errorf("manager: --credentials: %w", err)
+		}
+	}
 	if o.Interchange == "" {
 		o.Interchange = DefaultInterchange
 	}

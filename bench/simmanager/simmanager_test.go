@@ -70,6 +70,9 @@ func startEndpoint(t *testing.T) (*forwarder.Forwarder, *interchange.Interchange
 		t.Fatalf("forwarder: %v", err)
 	}
 	run(t, "forwarder", fw.Run)
+	if _, err := fw.CreateEndpoint("sim", "test"); err != nil {
+		t.Fatal(err)
+	}
 	ix, err := interchange.New(interchange.Options{EndpointID: "sim", Forwarder: fw.ZMQAddr(), ListenManagers: "tcp://127.0.0.1:*",
 		ListenHTTP: "127.0.0.1:0", NoPersist: true, HeartbeatInterval: interval, HeartbeatThreshold: 10 * interval, Log: quietLog()})
 	if err != nil {
@@ -111,9 +114,9 @@ func TestFleetRegistersAndCompletesTasks(t *testing.T) {
 
 	// Tasks submitted over the real API are run by the simulated managers.
 	const n = 600
-	taskIDs := submit(t, "http://"+fw.HTTPAddr(), "sim", n)
+	taskIDs := submit(t, "http://"+fw.HTTPAddr(), fw.AdminToken(), "sim", n)
 	waitFor(t, 20*time.Second, func() error {
-		states, err := status(t, "http://"+fw.HTTPAddr(), taskIDs)
+		states, err := status(t, "http://"+fw.HTTPAddr(), fw.AdminToken(), taskIDs)
 		if err != nil {
 			return err
 		}
@@ -143,21 +146,21 @@ func TestFleetRegistersAndCompletesTasks(t *testing.T) {
 	}
 }
 
-func submit(t *testing.T, api, ep string, n int) []string {
+func submit(t *testing.T, api, token, ep string, n int) []string {
 	t.Helper()
 	tasks := make([]any, n)
 	for i := range tasks {
 		tasks[i] = map[string]string{"kind": "noop"}
 	}
-	ids, err := client.New(api).Submit(context.Background(), ep, tasks...)
+	ids, err := client.New(api, client.WithToken(token)).Submit(context.Background(), ep, tasks...)
 	if err != nil {
 		t.Fatalf("submit: %v", err)
 	}
 	return ids
 }
 
-func status(t *testing.T, api string, ids []string) ([]string, error) {
-	ts, err := client.New(api).Status(context.Background(), ids)
+func status(t *testing.T, api, token string, ids []string) ([]string, error) {
+	ts, err := client.New(api, client.WithToken(token)).Status(context.Background(), ids)
 	if err != nil {
 		return nil, err
 	}

@@ -9,11 +9,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard-hpc/switchyard/bench"
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 func newBenchCmd() *cobra.Command {
 	var cfg bench.Config
 	var asJSON, quiet bool
+	var af authFlags
+	var ixTokenFile string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure an endpoint with no-op tasks: throughput, round trips, CPU and memory",
@@ -58,6 +61,15 @@ Other scenarios (each on a fresh endpoint):
 				return fmt.Errorf("--endpoint names a running endpoint; give its forwarder with --api too")
 			}
 			cfg.Version = version
+			var err error
+			if cfg.Token, err = af.token(); err != nil {
+				return err
+			}
+			if ixTokenFile != "" {
+				if cfg.InterchangeToken, err = client.ReadTokenFile(ixTokenFile); err != nil {
+					return err
+				}
+			}
 			if !quiet {
 				cfg.Progress = os.Stderr
 			}
@@ -98,5 +110,8 @@ Other scenarios (each on a fresh endpoint):
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir with the started endpoint's state and logs")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
+	f.BoolVar(&cfg.CompareInsecure, "compare-insecure", false, "also run the throughput scenario on an endpoint started with --insecure and report what tokens cost")
+	f.StringVar(&ixTokenFile, "interchange-token-file", "", "admin token of a targeted endpoint's interchange (its STATE_DIR/admin.token)")
+	af.add(f)
 	return cmd
 }

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -15,9 +18,9 @@ import (
 )
 
 type clientFlags struct {
-	api     string
-	asJSON  bool
-	timeout time.Duration
+	api    string
+	asJSON bool
+	auth   authFlags
 }
 
 func (c *clientFlags) add(fs *pflag.FlagSet) {
@@ -27,10 +30,50 @@ func (c *clientFlags) add(fs *pflag.FlagSet) {
 	}
 	fs.StringVar(&c.api, "api", def, "forwarder HTTP API base URL (env SWITCHYARD_API)")
 	fs.BoolVar(&c.asJSON, "json", false, "print JSON instead of text")
+	c.auth.add(fs)
 }
 
-func (c *clientFlags) client() *client.Client {
-	return client.New(c.api)
+func (c *clientFlags) client() (*client.Client, error) {
+	return c.auth.client(c.api, 10*time.Minute)
+}
+
+// authFlags say which token to send and which CA to trust for https.
+type authFlags struct {
+	tokenFile string
+	caFile    string
+}
+
+func (a *authFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&a.tokenFile, "token-file", "", "read the bearer token from this file (default: env SWITCHYARD_TOKEN)")
+	fs.StringVar(&a.caFile, "cacert", os.Getenv("SWITCHYARD_CACERT"), "PEM file of the CA that signed an https server's certificate (env SWITCHYARD_CACERT)")
+}
+
+// token is the --token-file's token, else SWITCHYARD_TOKEN.
+func (a *authFlags) token() (string, error) {
+	if a.tokenFile != "" {
+		return client.ReadTokenFile(a.tokenFile)
+	}
+	return strings.TrimSpace(os.Getenv(client.EnvToken)), nil
+}
+
+func (a *authFlags) client(base string, timeout time.Duration) (*client.Client, error) {
+	tok, err := a.token()
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: timeout}
+	if a.caFile != "" {
+		pem, err := os.ReadFile(a.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cacert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--cacert %s holds no PEM certificate", a.caFile)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	return client.New(base, client.WithToken(tok), client.WithHTTPClient(hc)), nil
 }
 
 func printJSON(v any) error {
@@ -86,7 +129,10 @@ The ids print one per line (or as JSON with --json) in submission order.`,
 					tasks = append(tasks, b)
 				}
 			}
-			c := cf.client()
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
 			var ids []string
 			for i := 0; i < len(tasks); i += 10000 {
 				j := min(i+10000, len(tasks))
@@ -176,7 +222,11 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ts, err := cf.client().Status(cmd.Context(), ids)
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ts, err := c.Status(cmd.Context(), ids)
 			if err != nil {
 				return err
 			}
@@ -207,7 +257,11 @@ stderr to stderr, and switchyard exits with the task's exit code. With --json
 the whole task object is printed. A task that has not ended is an error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := cf.client().Task(cmd.Context(), args[0])
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.Task(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -244,7 +298,11 @@ func newCancelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := cf.client().CancelMany(cmd.Context(), ids)
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.CancelMany(cmd.Context(), ids)
 			if err != nil {
 				return err
 			}
@@ -271,7 +329,10 @@ func newEndpointsCmd() *cobra.Command {
 synchronous HeartbeatReq to the endpoint and reports the round trip.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := cf.client()
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
 			var eps []client.Endpoint
 			if len(args) == 1 {
 				one, err := c.Endpoint(cmd.Context(), args[0], probe)
@@ -280,7 +341,6 @@ synchronous HeartbeatReq to the endpoint and reports the round trip.`,
 				}
 				eps = append(eps, one)
 			} else {
-				var err error
 				if eps, err = c.Endpoints(cmd.Context()); err != nil {
 					return err
 				}

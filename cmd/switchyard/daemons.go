@@ -11,6 +11,8 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/manager"
@@ -26,6 +28,7 @@ type daemonFlags struct {
 	logFormat  string
 	logLevel   string
 	pprof      bool
+	insecure   bool
 }
 
 func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
@@ -35,7 +38,8 @@ func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
 	fs.DurationVar(&d.threshold, "heartbeat-threshold", 0, "declare a peer lost after this long without a message (default 3 intervals)")
 	fs.StringVar(&d.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&d.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.BoolVar(&d.pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on the HTTP listener")
+	fs.BoolVar(&d.pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on the HTTP listener (admin token needed)")
+	fs.BoolVar(&d.insecure, "insecure", false, "serve HTTP without tokens and admit peers without enrollment (benchmark comparisons only; logged at every start)")
 }
 
 func (d *daemonFlags) logger() (*logrus.Entry, error) {
@@ -67,6 +71,8 @@ func newForwarderCmd() *cobra.Command {
 	var listenZMQ string
 	var noPersist, fsync bool
 	var retention time.Duration
+	var hc httpx.Config
+	var maxPerUser int
 	cmd := &cobra.Command{
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
@@ -80,7 +86,8 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 				return err
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
-				NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log})
+				NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
+				HTTP: hc, MaxTasksPerUser: maxPerUser, Insecure: df.insecure})
 			if err != nil {
 				return err
 			}
@@ -94,6 +101,10 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks in memory only (benchmarks); a restart loses them")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
+	cmd.Flags().StringVar(&hc.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
+	cmd.Flags().StringVar(&hc.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	cmd.Flags().IntVar(&hc.MaxConns, "max-connections", httpx.DefaultMaxConns, "cap on open HTTP connections; more wait until one closes")
+	cmd.Flags().IntVar(&maxPerUser, "max-tasks-per-user", forwarder.DefaultMaxTasksPerUser, "refuse (429) a submission that would give one user more tasks than this not yet ended (0: no cap)")
 	return cmd
 }
 
@@ -103,8 +114,9 @@ func newInterchangeCmd() *cobra.Command {
 	var endpointID, fwd, listenManagers string
 	var maxRetries int
 	var noPersist, fsync bool
+	var creds string
 	cmd := &cobra.Command{
-		Use:   "interchange --endpoint-id ID",
+		Use:   "interchange --endpoint-id ID | --credentials FILE",
 		Short: "Run an endpoint's broker: connects out to the forwarder, serves managers",
 		Long: `Run the interchange of one endpoint, usually on a login node. It connects out
 to the forwarder (sites allow outbound connections), binds a ROUTER for the
@@ -123,7 +135,8 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
-				AdaptiveGC: os.Getenv("GOGC") == "", Pprof: df.pprof, Log: log, Version: version})
+				AdaptiveGC: os.Getenv("GOGC") == "", Pprof: df.pprof, Log: log, Version: version,
+				Credentials: creds, Insecure: df.insecure})
 			if err != nil {
 				return err
 			}
@@ -140,7 +153,15 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep state in memory only (benchmarks); a restart loses it")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so state survives a host crash, not only a process crash")
 	cmd.Flags().IntVar(&maxRetries, "max-retries", interchange.DefaultMaxRetries, "re-queue a task this many times after its manager is lost, then fail it")
+	cmd.Flags().StringVar(&creds, "credentials", "", "enrollment file of 'switchyard endpoint create' (gives the endpoint id when --endpoint-id is not set)")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if endpointID == "" && creds != "" {
+			c, err := curve.ReadCredentials(creds, curve.KindEndpoint)
+			if err != nil {
+				return fmt.Errorf("--credentials: %w", err)
+			}
+			endpointID = c.ID
+		}
 		if df.stateDir == "" {
 			df.stateDir = "var/interchange-" + endpointID
 		}
@@ -154,6 +175,9 @@ func newManagerCmd() *cobra.Command {
 	var pf pressureFlags
 	var ixAddr, id, block string
 	var workers, prefetch int
+	var allowRoot bool
+	var taskEnv []string
+	var creds string
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run a compute node's manager and its workers",
@@ -170,7 +194,8 @@ reconnects with backoff.`,
 			}
 			mg, err := manager.New(manager.Options{Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
-				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
+				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
+				AllowRoot: allowRoot, TaskEnv: taskEnv, Credentials: creds, Insecure: df.insecure})
 			if err != nil {
 				return err
 			}
@@ -186,6 +211,9 @@ reconnects with backoff.`,
 	cmd.Flags().StringVar(&block, "block-id", "", "batch job or block this manager belongs to (shown in status)")
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
 	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait (default: same as --workers)")
+	cmd.Flags().BoolVar(&allowRoot, "allow-root", false, "run even as root (every task then runs as root)")
+	cmd.Flags().StringArrayVar(&taskEnv, "task-env", nil, "pass this variable of the manager's environment on to tasks (repeatable); tasks otherwise get only PATH, HOME, USER, LANG, TMPDIR and their own \"env\"")
+	cmd.Flags().StringVar(&creds, "credentials", "", "manager credential file the interchange wrote (its STATE_DIR/manager.credentials)")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if workers < 0 {
 			return fmt.Errorf("--workers %d must be at least 1", workers)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -119,7 +118,10 @@ func newDemoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signalContext()
 			defer stop()
-			c := client.New(cf.api, client.WithHTTPClient(&http.Client{Timeout: time.Minute}))
+			c, err := cf.auth.client(cf.api, time.Minute)
+			if err != nil {
+				return err
+			}
 			return runDemo(ctx, c, ep, n, os.Stdout)
 		},
 	}

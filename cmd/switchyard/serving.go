@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +13,7 @@ import (
 func newServingStateCmd() *cobra.Command {
 	var api, target, endpoint, manager, timeout string
 	var force, asJSON bool
+	var af authFlags
 	cmd := &cobra.Command{
 		Use:   "serving-state get|set STATE|clear",
 		Short: "Read or override the serving state of an interchange or manager",
@@ -22,32 +24,37 @@ func newServingStateCmd() *cobra.Command {
 
 Target one of:
   --endpoint EP [--manager M]   through the forwarder (--api) to the endpoint's
-                                interchange, or to one of its managers
-  --url http://HOST:PORT        an interchange's or manager's admin HTTP directly
+                                interchange, or to one of its managers; setting
+                                a state needs an admin token
+  --url http://HOST:PORT        an interchange's or manager's admin HTTP directly,
+                                with --token-file STATE_DIR/admin.token of that
+                                daemon
 
 An override lasts until cleared, or for --timeout. One less restrictive than
 the measured state (real pressure) needs --force.
 
-  switchyard serving-state get --url http://127.0.0.1:8081
+  switchyard serving-state get --url http://127.0.0.1:8081 --token-file var/interchange/admin.token
   switchyard serving-state set PUSH_PAUSED --endpoint demo --timeout 1m
   switchyard serving-state clear --endpoint demo`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var c *client.Client
-			var ep string
+			var base, ep string
 			switch {
 			case target != "":
-				c = client.New(target)
+				base = target
 				if manager != "" {
 					return fmt.Errorf("--manager goes with --endpoint; with --url, point at the manager's own admin address")
 				}
 			case endpoint != "":
-				c, ep = client.New(api), endpoint
+				base, ep = api, endpoint
 			default:
 				return fmt.Errorf("say which daemon: --endpoint EP (through the forwarder) or --url http://HOST:PORT")
 			}
+			c, err := af.client(base, 30*time.Second)
+			if err != nil {
+				return err
+			}
 			var out []byte
-			var err error
 			switch args[0] {
 			case "get":
 				out, err = c.ServingState(cmd.Context(), ep, manager, asJSON)
@@ -79,5 +86,6 @@ the measured state (real pressure) needs --force.
 	cmd.Flags().StringVar(&timeout, "timeout", "", "clear the override after this long, e.g. 30s, 1m")
 	cmd.Flags().BoolVar(&force, "force", false, "apply even if less restrictive than the measured state")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	af.add(cmd.Flags())
 	return cmd
 }

@@ -164,7 +164,11 @@ timeout.
 			if err != nil {
 				return err
 			}
-			ts, werr := waitAll(cmd.Context(), cf.client(), ids, timeout, !quiet && len(ids) > 1)
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ts, werr := waitAll(cmd.Context(), c, ids, timeout, !quiet && len(ids) > 1)
 			if cf.asJSON {
 				_ = printJSON(map[string]any{"tasks": ts})
 			} else if len(ids) <= 100 {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/manager"
 )
 
@@ -89,11 +92,43 @@ func StartForwarder(t testing.TB, opts forwarder.Options) *Forwarder {
 		t.Fatalf("forwarder.New: %v", err)
 	}
 	stop := runDaemon(t, "forwarder", f.Run)
-	return &Forwarder{Forwarder: f, Reg: opts.Registry, Log: logs, URL: "http://" + f.HTTPAddr(), Stop: stop}
+	tf := &Forwarder{Forwarder: f, Reg: opts.Registry, Log: logs, URL: "http://" + f.HTTPAddr(), Stop: stop}
+	forwarders.Store(f.ZMQAddr(), tf)
+	t.Cleanup(func() { forwarders.CompareAndDelete(f.ZMQAddr(), tf) })
+	return tf
 }
 
-// Client is a client of the forwarder's API.
-func (f *Forwarder) Client() *Client { return NewClient(f.URL, "") }
+// forwarders are the running test forwarders by ZMQ address, so that
+// StartInterchange can enroll its endpoint as an admin would.
+var forwarders sync.Map
+
+// Client is a client of the forwarder's API with the admin token.
+func (f *Forwarder) Client() *Client { return NewClient(f.URL, f.AdminToken()) }
+
+// Enroll creates endpoint id (as 'switchyard endpoint create' does) unless
+// it exists, and returns its credential (nil when it existed).
+func (f *Forwarder) Enroll(t testing.TB, id string) *curve.Credentials {
+	t.Helper()
+	if _, ok := f.EndpointKey(id); ok {
+		return nil
+	}
+	c, err := f.CreateEndpoint(id, "test")
+	if err != nil {
+		t.Fatalf("create endpoint %s: %v", id, err)
+	}
+	return c
+}
+
+// User makes a token for a user (an admin one when admin) and returns a
+// client of the forwarder that sends it.
+func (f *Forwarder) User(t testing.TB, name string, admin bool) *Client {
+	t.Helper()
+	var out struct {
+		Token string `json:"token"`
+	}
+	f.Client().Must(t, http.StatusCreated, http.MethodPost, "/v1/tokens", map[string]any{"user": name, "admin": admin}, &out)
+	return NewClient(f.URL, out.Token)
+}
 
 // Interchange is an interchange running inside the test.
 type Interchange struct {
@@ -130,6 +165,9 @@ func StartInterchange(t testing.TB, opts interchange.Options) *Interchange {
 	if opts.Log == nil {
 		opts.Log, logs = Logger(t, "interchange "+opts.EndpointID)
 	}
+	if f, ok := forwarders.Load(opts.Forwarder); ok {
+		f.(*Forwarder).Enroll(t, opts.EndpointID)
+	}
 	ix, err := interchange.New(opts)
 	if err != nil {
 		t.Fatalf("interchange.New: %v", err)
@@ -138,8 +176,8 @@ func StartInterchange(t testing.TB, opts interchange.Options) *Interchange {
 	return &Interchange{Interchange: ix, Reg: opts.Registry, Log: logs, URL: "http://" + ix.HTTPAddr(), Stop: stop}
 }
 
-// Client is a client of the interchange's admin HTTP.
-func (ix *Interchange) Client() *Client { return NewClient(ix.URL, "") }
+// Client is a client of the interchange's admin HTTP with its token.
+func (ix *Interchange) Client() *Client { return NewClient(ix.URL, ix.AdminToken()) }
 
 // Manager is a manager running inside the test.
 type Manager struct {
@@ -157,6 +195,8 @@ func StartManager(t testing.TB, opts manager.Options) *Manager {
 	if opts.Workers == 0 {
 		opts.Workers = 2
 	}
+	// CI runs the tests as root; a manager there must be allowed to be.
+	opts.AllowRoot = opts.AllowRoot || os.Geteuid() == 0
 	if opts.ListenHTTP == "" {
 		opts.ListenHTTP = "127.0.0.1:0"
 	}
@@ -181,8 +221,8 @@ func StartManager(t testing.TB, opts manager.Options) *Manager {
 	return &Manager{Manager: mg, Reg: opts.Registry, Log: logs, URL: "http://" + mg.HTTPAddr(), Stop: stop}
 }
 
-// Client is a client of the manager's admin HTTP.
-func (m *Manager) Client() *Client { return NewClient(m.URL, "") }
+// Client is a client of the manager's admin HTTP with its token.
+func (m *Manager) Client() *Client { return NewClient(m.URL, m.AdminToken()) }
 
 // ChainOptions shape a full in-process endpoint.
 type ChainOptions struct {
