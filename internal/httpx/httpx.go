@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"sync"
@@ -124,6 +125,10 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve blocks until ctx ends, then shuts down.
 func (s *Server) Serve(ctx context.Context, log *logrus.Entry) error {
+	// Handshake failures and the like: noise a client can make at will.
+	w := log.WriterLevel(logrus.DebugLevel)
+	defer w.Close()
+	s.srv.ErrorLog = stdlog.New(w, "http: ", 0)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
 	select {
