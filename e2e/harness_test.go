@@ -358,6 +358,9 @@ type cluster struct {
 	ix   *proc
 	mgrs map[string]*manager
 	http *http.Client
+	// token is the forwarder's admin token; creds the endpoint's
+	// enrollment file.
+	token, creds string
 }
 
 type manager struct {
@@ -397,11 +400,19 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 		"--listen-http", c.addr(c.fwdHTTP), "--listen-zmq", c.zmq(c.fwdZMQ),
 		"--state-dir", filepath.Join(c.dir, "state-forwarder"),
 		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String())
-	ixArgs := []string{"interchange", "--endpoint-id", c.ep,
+	// Secure by default: take the admin token the forwarder wrote and
+	// enroll the endpoint with the CLI, as an operator would.
+	c.token = waitFileText(t, filepath.Join(c.dir, "state-forwarder", "admin.token"), c.fwd)
+	c.creds = filepath.Join(c.dir, "endpoint.credentials")
+	if r := c.cli("endpoint", "create", c.ep, "--out", c.creds); r.code != 0 {
+		t.Fatalf("switchyard endpoint create: %s", r)
+	}
+	ixArgs := []string{"interchange", "--endpoint-id", c.ep, "--credentials", c.creds,
 		"--forwarder", c.zmq(c.fwdZMQ), "--listen-managers", c.zmq(c.ixManager),
 		"--listen-http", c.addr(c.ixHTTP), "--state-dir", filepath.Join(c.dir, "state-interchange"),
 		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
 	c.ix = startProc(t, c.dir, "interchange", append(ixArgs, o.ixArgs...)...)
+	waitFileText(t, c.managerCreds(), c.ix)
 	c.waitEndpoint(30*time.Second, func(v endpointView) error {
 		if !v.Connected {
 			return errors.New("endpoint not connected yet")
@@ -420,6 +431,46 @@ func (c *cluster) with(t testing.TB) *cluster {
 }
 
 func (c *cluster) addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+
+// managerCreds is the credential the interchange writes for its managers.
+func (c *cluster) managerCreds() string {
+	return filepath.Join(c.dir, "state-interchange", "manager.credentials")
+}
+
+// tokenFile is the admin token file of the daemon at host:port.
+func (c *cluster) tokenFile(host string) string {
+	switch host {
+	case c.addr(c.fwdHTTP):
+		return filepath.Join(c.dir, "state-forwarder", "admin.token")
+	case c.addr(c.ixHTTP):
+		return filepath.Join(c.dir, "state-interchange", "admin.token")
+	}
+	for id, m := range c.mgrs {
+		if c.addr(m.port) == host {
+			return filepath.Join(c.dir, "state-"+id, "admin.token")
+		}
+	}
+	return ""
+}
+
+// waitFileText waits until p has written path and returns its content.
+func waitFileText(t testing.TB, path string, p *proc) string {
+	t.Helper()
+	var text string
+	waitFor(t, 30*time.Second, func() error {
+		if p.exited() {
+			p.dumpLog()
+			t.Fatalf("%s exited before writing %s", p.name, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) == 0 {
+			return fmt.Errorf("%s not written yet", path)
+		}
+		text = strings.TrimSpace(string(b))
+		return nil
+	})
+	return text
+}
 func (c *cluster) zmq(port int) string  { return fmt.Sprintf("tcp://127.0.0.1:%d", port) }
 func (c *cluster) api() string          { return fmt.Sprintf("http://127.0.0.1:%d", c.fwdHTTP) }
 func (c *cluster) ixAPI() string        { return fmt.Sprintf("http://127.0.0.1:%d", c.ixHTTP) }
@@ -440,8 +491,11 @@ func (c *cluster) startManager(id string, workers, prefetch int, extra ...string
 	port := freePort(c.t)
 	args := []string{"manager", "--interchange", c.zmq(c.ixManager), "--manager-id", id,
 		"--workers", strconv.Itoa(workers), "--listen-http", c.addr(port),
-		"--state-dir", filepath.Join(c.dir, "state-"+id),
+		"--state-dir", filepath.Join(c.dir, "state-"+id), "--credentials", c.managerCreds(),
 		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
+	if os.Geteuid() == 0 {
+		args = append(args, "--allow-root") // CI runs as root
+	}
 	if prefetch >= 0 {
 		args = append(args, "--prefetch", strconv.Itoa(prefetch))
 	}
@@ -492,8 +546,19 @@ func (c *cluster) clientFor(u string) (*client.Client, string, error) {
 	return client.New(pu.Scheme+"://"+pu.Host, client.WithHTTPClient(c.http), client.WithToken(c.tokenFor(pu.Host))), pu.RequestURI(), nil
 }
 
-// tokenFor is the bearer token of the daemon at host:port.
-func (c *cluster) tokenFor(host string) string { return "" }
+// tokenFor is the bearer token of the daemon at host:port (each keeps its
+// own in STATE_DIR/admin.token).
+func (c *cluster) tokenFor(host string) string {
+	if host == c.addr(c.fwdHTTP) {
+		return c.token
+	}
+	if f := c.tokenFile(host); f != "" {
+		if b, err := os.ReadFile(f); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return ""
+}
 
 // send performs r against the daemon that serves u.
 func (c *cluster) send(u string, r client.Request) (httpResult, error) {
@@ -835,7 +900,8 @@ func (c *cluster) cli(args ...string) cliResult {
 	defer cancel()
 	full := append([]string{args[0], "--api", c.api()}, args[1:]...)
 	cmd := exec.CommandContext(ctx, binPath, full...)
-	cmd.Env = append(os.Environ(), "SWITCHYARD_API=http://127.0.0.1:1") // --api must win
+	cmd.Env = append(os.Environ(), "SWITCHYARD_API=http://127.0.0.1:1", // --api must win
+		"SWITCHYARD_TOKEN="+c.token)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -73,7 +73,8 @@ func (f *Forwarder) routes() http.Handler {
 	if f.opts.Insecure {
 		return auth.Anonymous(mux)
 	}
-	return auth.Require(f.access.verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() })
+	verify := func(tok string) (auth.Identity, bool) { return f.access.verify(tok) }
+	return auth.Require(verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() })
 }
 
 func (f *Forwarder) methods(h map[string]http.HandlerFunc) http.HandlerFunc {

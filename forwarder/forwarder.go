@@ -103,9 +103,6 @@ func New(opts Options) (*Forwarder, error) {
 		return fail(fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", st.Path(), err))
 	}
 	f.recovered = unfinished
-	if err := f.setupAccess(); err != nil {
-		return fail(err)
-	}
 	if f.recovering {
 		n := 0
 		for _, ids := range unfinished {
@@ -131,6 +128,11 @@ func New(opts Options) (*Forwarder, error) {
 	}
 	if f.http, err = httpx.ListenConfig(opts.ListenHTTP, f.routes(), opts.HTTP); err != nil {
 		return fail(fmt.Errorf("forwarder: %w", err))
+	}
+	// After the bind, so a client that finds admin.token can connect.
+	if err := f.setupAccess(); err != nil {
+		f.http.Close()
+		return fail(err)
 	}
 	return f, nil
 }

@@ -53,6 +53,9 @@ func (ix *Interchange) setupAccess() error {
 		return fmt.Errorf("interchange: %w", err)
 	}
 	ix.adminToken = tok
+	if ix.opts.Insecure {
+		ix.log.Warn("--insecure: the admin HTTP takes requests without a token")
+	}
 	if created && path != "" {
 		ix.log.WithField("path", path).Info("admin HTTP token created")
 	}

@@ -83,6 +83,9 @@ func (mg *Manager) setupAdmin() error {
 		return fmt.Errorf("manager: %w", err)
 	}
 	mg.adminToken = tok
+	if mg.opts.Insecure {
+		mg.log.Warn("--insecure: the admin HTTP takes requests without a token")
+	}
 	switch {
 	case path == "":
 		mg.log.Info("admin HTTP token kept in memory (no --state-dir): only /healthz and /metrics are reachable from outside")

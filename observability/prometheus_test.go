@@ -147,17 +147,38 @@ func startEndpoint(t *testing.T) *endpointRun {
 
 	r.fwd = startProc(t, r.dir, "forwarder", bin, append(append([]string{"forwarder",
 		"--listen-http", hostPort(fwdHTTP), "--listen-zmq", zmq(fwdZMQ)}, state("forwarder")...), hb...)...)
+	// Secure by default: enroll the endpoint with the forwarder's admin
+	// token; each daemon's admin token is sent to it.
+	tok := readToken(t, filepath.Join(r.dir, "state-forwarder", "admin.token"), r.fwd)
+	tokens.Store(hostPort(fwdHTTP), tok)
+	creds := filepath.Join(r.dir, "endpoint.credentials")
+	raw, err := client.New(r.fwdURL, client.WithToken(tok)).CreateEndpoint(t.Context(), testEndpoint)
+	if err != nil {
+		t.Fatalf("create endpoint: %v", err)
+	}
+	if err := os.WriteFile(creds, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// --max-retries 0: tasks of a lost manager fail at the interchange
 	// instead of running again (see the manager-loss step).
 	r.ix = startProc(t, r.dir, "interchange", bin, append(append([]string{"interchange",
-		"--endpoint-id", testEndpoint, "--forwarder", zmq(fwdZMQ), "--listen-managers", zmq(ixMgr),
+		"--endpoint-id", testEndpoint, "--credentials", creds, "--forwarder", zmq(fwdZMQ), "--listen-managers", zmq(ixMgr),
 		"--listen-http", hostPort(ixHTTP), "--max-retries", "0"}, state("interchange")...), hb...)...)
-	r.m1 = startProc(t, r.dir, "manager-m1", bin, append(append([]string{"manager",
+	tokens.Store(hostPort(ixHTTP), readToken(t, filepath.Join(r.dir, "state-interchange", "admin.token"), r.ix))
+	mc := filepath.Join(r.dir, "state-interchange", "manager.credentials")
+	readToken(t, mc, r.ix)
+	mgr := []string{"--credentials", mc}
+	if os.Geteuid() == 0 {
+		mgr = append(mgr, "--allow-root")
+	}
+	r.m1 = startProc(t, r.dir, "manager-m1", bin, append(append(append([]string{"manager",
 		"--interchange", zmq(ixMgr), "--manager-id", "m1", "--workers", "4", "--listen-http", hostPort(m1HTTP)},
-		state("m1")...), hb...)...)
-	r.m2 = startProc(t, r.dir, "manager-m2", bin, append(append([]string{"manager",
+		state("m1")...), hb...), mgr...)...)
+	r.m2 = startProc(t, r.dir, "manager-m2", bin, append(append(append([]string{"manager",
 		"--interchange", zmq(ixMgr), "--manager-id", "m2", "--workers", "2", "--listen-http", hostPort(m2HTTP)},
-		state("m2")...), hb...)...)
+		state("m2")...), hb...), mgr...)...)
+	tokens.Store(hostPort(m1HTTP), readToken(t, filepath.Join(r.dir, "state-m1", "admin.token"), r.m1))
+	tokens.Store(hostPort(m2HTTP), readToken(t, filepath.Join(r.dir, "state-m2", "admin.token"), r.m2))
 	r.waitEndpoint("endpoint connected with 2 managers", 30*time.Second, func(v endpointView) error {
 		if !v.Connected || v.Managers != 2 {
 			return fmt.Errorf("connected %v, %d managers", v.Connected, v.Managers)
@@ -165,6 +186,25 @@ func startEndpoint(t *testing.T) *endpointRun {
 		return nil
 	})
 	return r
+}
+
+// readToken waits until p has written path and returns its content.
+func readToken(t *testing.T, path string, p *proc) string {
+	t.Helper()
+	var text string
+	waitFor(t, 30*time.Second, path+" written", func() error {
+		if p.exited() {
+			p.dumpLog()
+			t.Fatalf("%s exited before writing %s", p.name, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) == 0 {
+			return fmt.Errorf("%s not written yet", path)
+		}
+		text = strings.TrimSpace(string(b))
+		return nil
+	})
+	return text
 }
 
 // startPrometheus runs /usr/bin/prometheus with scripts/prometheus.yml,

@@ -149,8 +149,12 @@ func (s *Server) Serve(ctx context.Context, log *logrus.Entry) error {
 	}
 }
 
-// Close stops the server without waiting.
-func (s *Server) Close() { _ = s.srv.Close() }
+// Close stops the server without waiting, and frees its address even when
+// it never served.
+func (s *Server) Close() {
+	_ = s.srv.Close()
+	_ = s.ln.Close()
+}
 
 // limitListener holds at most n connections open; Accept waits for one to
 // close (golang.org/x/net/netutil.LimitListener, without the dependency).
