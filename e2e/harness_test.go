@@ -432,6 +432,10 @@ func (c *cluster) with(t testing.TB) *cluster {
 
 func (c *cluster) addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 
+func (c *cluster) zmq(port int) string { return fmt.Sprintf("tcp://127.0.0.1:%d", port) }
+func (c *cluster) api() string         { return fmt.Sprintf("http://127.0.0.1:%d", c.fwdHTTP) }
+func (c *cluster) ixAPI() string       { return fmt.Sprintf("http://127.0.0.1:%d", c.ixHTTP) }
+
 // managerCreds is the credential the interchange writes for its managers.
 func (c *cluster) managerCreds() string {
 	return filepath.Join(c.dir, "state-interchange", "manager.credentials")
@@ -471,9 +475,6 @@ func waitFileText(t testing.TB, path string, p *proc) string {
 	})
 	return text
 }
-func (c *cluster) zmq(port int) string { return fmt.Sprintf("tcp://127.0.0.1:%d", port) }
-func (c *cluster) api() string         { return fmt.Sprintf("http://127.0.0.1:%d", c.fwdHTTP) }
-func (c *cluster) ixAPI() string       { return fmt.Sprintf("http://127.0.0.1:%d", c.ixHTTP) }
 
 // addManager starts a manager with its own admin HTTP port and state dir
 // and waits until the interchange lists it. prefetch < 0 keeps the
