@@ -431,10 +431,9 @@ func (c *cluster) with(t testing.TB) *cluster {
 }
 
 func (c *cluster) addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
-
-func (c *cluster) zmq(port int) string { return fmt.Sprintf("tcp://127.0.0.1:%d", port) }
-func (c *cluster) api() string         { return fmt.Sprintf("http://127.0.0.1:%d", c.fwdHTTP) }
-func (c *cluster) ixAPI() string       { return fmt.Sprintf("http://127.0.0.1:%d", c.ixHTTP) }
+func (c *cluster) zmq(port int) string  { return fmt.Sprintf("tcp://127.0.0.1:%d", port) }
+func (c *cluster) api() string          { return fmt.Sprintf("http://127.0.0.1:%d", c.fwdHTTP) }
+func (c *cluster) ixAPI() string        { return fmt.Sprintf("http://127.0.0.1:%d", c.ixHTTP) }
 
 // managerCreds is the credential the interchange writes for its managers.
 func (c *cluster) managerCreds() string {
