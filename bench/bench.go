@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sort"
 	"time"
 )
 
@@ -162,10 +163,12 @@ type Report struct {
 	Processes  []ProcessReport   `json:"processes,omitempty"`
 	Raw        *RawReport        `json:"raw_zmq,omitempty"`
 	Throughput *ThroughputResult `json:"throughput,omitempty"`
-	// Insecure is the same throughput run against an endpoint started
-	// with --insecure (no tokens), in the same bench run; SecurityCost is
-	// the fraction of its rate that the secure endpoint loses.
-	Insecure     *ThroughputResult `json:"throughput_insecure,omitempty"`
+	// Secure and Insecure are the medians of throughput runs alternating
+	// between this endpoint and one started with --insecure (no tokens),
+	// in the same bench run; SecurityCost is the fraction of the insecure
+	// rate that the secure endpoint loses.
+	Secure       *ThroughputResult `json:"throughput_secure_median,omitempty"`
+	Insecure     *ThroughputResult `json:"throughput_insecure_median,omitempty"`
 	SecurityCost *float64          `json:"security_cost,omitempty"`
 	// FractionOfRaw is throughput over the per-task raw relay rate;
 	// FractionOfBatched over the batched one.
@@ -389,27 +392,59 @@ func runMain(ctx context.Context, cfg Config, rep *Report, progress func(string,
 		rep.Processes = append(rep.Processes, pr)
 	}
 	if cfg.CompareInsecure && cfg.API == "" {
-		finish(e, cfg, rep)
-		progress("same throughput run on an endpoint started with --insecure (no tokens)")
-		ie, err := endpointFor(ctx, cfg, SpawnOptions{Interval: cfg.Interval, Insecure: true}, progress)
-		if err != nil {
+		if err := compareInsecure(ctx, cfg, rep, tp, warm, hc, e, a, progress); err != nil {
 			return err
 		}
-		defer finish(ie, cfg, rep)
-		ia := ie.client(hc)
-		if _, err := runThroughput(ctx, ia, ie.ID, warm, warm, 1); err != nil {
-			return fmt.Errorf("insecure warm-up: %w", err)
-		}
+	}
+	return nil
+}
+
+// compareRounds is how many more runs each of the secure and the insecure
+// endpoint get, alternating, so load from outside hits both alike.
+const compareRounds = 3
+
+// compareInsecure starts a second endpoint with --insecure (no tokens)
+// beside the first and alternates throughput runs between the two; the
+// report holds the medians and the fraction tokens cost.
+func compareInsecure(ctx context.Context, cfg Config, rep *Report, first ThroughputResult, warm int, hc *http.Client,
+	e *Endpoint, a *api, progress func(string, ...any)) error {
+	progress("same throughput run, alternating with an endpoint started with --insecure (no tokens), %d rounds", compareRounds)
+	ie, err := endpointFor(ctx, cfg, SpawnOptions{Interval: cfg.Interval, Insecure: true}, progress)
+	if err != nil {
+		return err
+	}
+	defer finish(ie, cfg, rep)
+	ia := ie.client(hc)
+	if _, err := runThroughput(ctx, ia, ie.ID, warm, warm, 1); err != nil {
+		return fmt.Errorf("insecure warm-up: %w", err)
+	}
+	secure := []ThroughputResult{first}
+	var insecure []ThroughputResult
+	for i := 0; i < compareRounds; i++ {
 		itp, err := runThroughput(ctx, ia, ie.ID, cfg.Tasks, cfg.Batch, cfg.Submitters)
 		if err != nil {
 			return fmt.Errorf("insecure throughput: %w", err)
 		}
-		rep.Insecure = &itp
-		if itp.TasksPerSec > 0 {
-			c := 1 - tp.TasksPerSec/itp.TasksPerSec
-			rep.SecurityCost = &c
+		insecure = append(insecure, itp)
+		if i == compareRounds-1 {
+			break
 		}
-		progress("insecure throughput: %.0f tasks/s", itp.TasksPerSec)
+		stp, err := runThroughput(ctx, a, e.ID, cfg.Tasks, cfg.Batch, cfg.Submitters)
+		if err != nil {
+			return fmt.Errorf("throughput: %w", err)
+		}
+		secure = append(secure, stp)
+		progress("round %d: secure %.0f tasks/s, insecure %.0f tasks/s", i+1, stp.TasksPerSec, itp.TasksPerSec)
+	}
+	med := func(rs []ThroughputResult) ThroughputResult {
+		sort.Slice(rs, func(i, j int) bool { return rs[i].TasksPerSec < rs[j].TasksPerSec })
+		return rs[len(rs)/2]
+	}
+	ms, mi := med(secure), med(insecure)
+	rep.Secure, rep.Insecure = &ms, &mi
+	if mi.TasksPerSec > 0 {
+		c := 1 - ms.TasksPerSec/mi.TasksPerSec
+		rep.SecurityCost = &c
 	}
 	return nil
 }

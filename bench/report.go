@@ -39,8 +39,8 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "  accepted:    %.0f tasks/s  (all POSTs answered after %.2fs)\n", tp.AcceptedPerSec, tp.SubmitSeconds)
 		fmt.Fprintf(&b, "  polling:     %d status requests, %d long-polls; bench client used %.2fs CPU\n", tp.StatusRequests, tp.WaitRequests, tp.BenchCPUSeconds)
 	}
-	if it := r.Insecure; it != nil {
-		fmt.Fprintf(&b, "  --insecure:  %.0f tasks/s end to end, same run, no tokens", it.TasksPerSec)
+	if it, st := r.Insecure, r.Secure; it != nil && st != nil {
+		fmt.Fprintf(&b, "  tokens on vs --insecure, alternating runs, medians: %.0f vs %.0f tasks/s", st.TasksPerSec, it.TasksPerSec)
 		if r.SecurityCost != nil {
 			fmt.Fprintf(&b, "; tokens cost %.1f%%", 100**r.SecurityCost)
 		}

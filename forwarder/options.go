@@ -42,8 +42,9 @@ type Options struct {
 	// MaxTasksPerUser caps one user's tasks that have not ended (0: no
 	// cap); a submission past it is refused with 429.
 	MaxTasksPerUser int
-	// Insecure serves the API without tokens (every caller is an admin)
-	// and admits any interchange: for benchmark comparisons only.
+	// Insecure serves the API without tokens (every caller is an admin),
+	// admits any interchange and takes tasks for endpoints never created,
+	// as before security: for benchmark comparisons only.
 	Insecure bool
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
