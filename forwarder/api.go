@@ -223,6 +223,13 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.m.submitted.Add(float64(len(ts)))
+	if _, ok := f.access.endpoint(epID); !ok && !f.opts.Insecure {
+		// Deleted while these were being stored: they fail like the
+		// endpoint's other tasks, and the loop never hears of it again.
+		_, _ = f.tasks.failEndpoint(epID, fmt.Sprintf("endpoint %s was deleted", epID))
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"task_ids": out})
+		return
+	}
 	f.mbox.Post(event{kind: evSubmitted, ep: epID, ids: ids})
 	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"task_ids": out})
 }
