@@ -6,7 +6,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN go build -trimpath -ldflags "-s -w" -o /out/switchyard ./cmd/switchyard
+# The version `switchyard --version` prints and registrations carry:
+# docker build --build-arg VERSION=$(git describe --always --dirty) .
+# (without the argument, git describe of the copied tree, else "dev").
+ARG VERSION=
+RUN v="${VERSION:-$(git describe --always --dirty 2>/dev/null || echo dev)}" \
+	&& go build -trimpath -ldflags "-s -w -X main.version=$v" -o /out/switchyard ./cmd/switchyard \
+	&& /out/switchyard --version
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libzmq5 ca-certificates && rm -rf /var/lib/apt/lists/* \

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sort"
 	"time"
 )
 
@@ -35,7 +36,8 @@ type Config struct {
 	ManagerCredentials string
 	// NoPersist starts the forwarder and interchange with --no-persist.
 	NoPersist bool
-	// Insecure starts every daemon with --insecure (no CurveZMQ).
+	// Insecure starts every daemon with --insecure (no CurveZMQ, no
+	// tokens).
 	Insecure bool
 	// Throughput: Tasks submitted in Batch-sized POSTs by Submitters.
 	Tasks, Batch, Submitters int
@@ -59,6 +61,13 @@ type Config struct {
 	// removed afterwards unless Keep).
 	Dir  string
 	Keep bool
+	// Token is sent to a targeted forwarder; InterchangeToken to its
+	// interchange's admin HTTP.
+	Token, InterchangeToken string
+	// CompareInsecure also runs the throughput scenario on a second
+	// started endpoint with --insecure, to measure what security (tokens,
+	// CurveZMQ) costs.
+	CompareInsecure bool
 	// Progress receives one line per step (may be nil).
 	Progress io.Writer
 	Version  string
@@ -161,6 +170,13 @@ type Report struct {
 	Processes  []ProcessReport   `json:"processes,omitempty"`
 	Raw        *RawReport        `json:"raw_zmq,omitempty"`
 	Throughput *ThroughputResult `json:"throughput,omitempty"`
+	// Secure and Insecure are the medians of throughput runs alternating
+	// between this endpoint and one started with --insecure (no tokens, no CurveZMQ),
+	// in the same bench run; SecurityCost is the fraction of the insecure
+	// rate that the secure endpoint loses.
+	Secure       *ThroughputResult `json:"throughput_secure_median,omitempty"`
+	Insecure     *ThroughputResult `json:"throughput_insecure_median,omitempty"`
+	SecurityCost *float64          `json:"security_cost,omitempty"`
 	// FractionOfRaw is throughput over the per-task raw relay rate;
 	// FractionOfBatched over the batched one.
 	FractionOfRaw     float64        `json:"fraction_of_raw_per_task,omitempty"`
@@ -221,7 +237,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return rep, err
 		}
-		r, err := runQueued(ctx, e, newAPI(e.API, newHTTPClient()), cfg.Queued, cfg.Batch, cfg.Submitters, cfg.Interval, progress)
+		r, err := runQueued(ctx, e, e.client(newHTTPClient()), cfg.Queued, cfg.Batch, cfg.Submitters, cfg.Interval, progress)
 		finish(e, cfg, rep)
 		if err != nil {
 			return rep, err
@@ -241,9 +257,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 func endpointFor(ctx context.Context, cfg Config, so SpawnOptions, progress func(string, ...any)) (*Endpoint, error) {
 	if cfg.API != "" {
 		return &Endpoint{API: cfg.API, ID: cfg.EndpointID, InterchangeHTTP: httpBase(cfg.InterchangeHTTP),
-			ManagersAddr: cfg.InterchangeManagers, ManagerCredentials: cfg.ManagerCredentials}, nil
+			ManagersAddr: cfg.InterchangeManagers, ManagerCredentials: cfg.ManagerCredentials, Token: cfg.Token,
+			InterchangeToken: cfg.InterchangeToken}, nil
 	}
-	so.Exe, so.NoPersist, so.Dir, so.Insecure = cfg.Exe, cfg.NoPersist, cfg.Dir, cfg.Insecure
+	so.Exe, so.NoPersist, so.Dir, so.Insecure = cfg.Exe, cfg.NoPersist, cfg.Dir, so.Insecure || cfg.Insecure
 	switch {
 	case so.Managers < 0:
 		so.Managers = 0
@@ -326,8 +343,8 @@ func runMain(ctx context.Context, cfg Config, rep *Report, progress func(string,
 	}
 	defer finish(e, cfg, rep)
 	hc := newHTTPClient()
-	a := newAPI(e.API, hc)
-	if v, err := a.endpoint(ctx, e.ID); err != nil {
+	a := e.client(hc)
+	if v, err := a.Endpoint(ctx, e.ID, false); err != nil {
 		return err
 	} else if !v.Connected || v.Managers == 0 {
 		return fmt.Errorf("endpoint %s: connected=%v with %d managers; it needs at least one manager", e.ID, v.Connected, v.Managers)
@@ -381,6 +398,61 @@ func runMain(ctx context.Context, cfg Config, rep *Report, progress func(string,
 			pr.CPUPercent = 100 * cpu.Seconds() / tp.Seconds
 		}
 		rep.Processes = append(rep.Processes, pr)
+	}
+	if cfg.CompareInsecure && cfg.API == "" {
+		if err := compareInsecure(ctx, cfg, rep, tp, warm, hc, e, a, progress); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// compareRounds is how many more runs each of the secure and the insecure
+// endpoint get, alternating, so load from outside hits both alike.
+const compareRounds = 3
+
+// compareInsecure starts a second endpoint with --insecure (no tokens, no CurveZMQ)
+// beside the first and alternates throughput runs between the two; the
+// report holds the medians and the fraction tokens cost.
+func compareInsecure(ctx context.Context, cfg Config, rep *Report, first ThroughputResult, warm int, hc *http.Client,
+	e *Endpoint, a *api, progress func(string, ...any)) error {
+	progress("same throughput run, alternating with an endpoint started with --insecure (no tokens, no CurveZMQ), %d rounds", compareRounds)
+	ie, err := endpointFor(ctx, cfg, SpawnOptions{Interval: cfg.Interval, Insecure: true}, progress)
+	if err != nil {
+		return err
+	}
+	defer finish(ie, cfg, rep)
+	ia := ie.client(hc)
+	if _, err := runThroughput(ctx, ia, ie.ID, warm, warm, 1); err != nil {
+		return fmt.Errorf("insecure warm-up: %w", err)
+	}
+	secure := []ThroughputResult{first}
+	var insecure []ThroughputResult
+	for i := 0; i < compareRounds; i++ {
+		itp, err := runThroughput(ctx, ia, ie.ID, cfg.Tasks, cfg.Batch, cfg.Submitters)
+		if err != nil {
+			return fmt.Errorf("insecure throughput: %w", err)
+		}
+		insecure = append(insecure, itp)
+		if i == compareRounds-1 {
+			break
+		}
+		stp, err := runThroughput(ctx, a, e.ID, cfg.Tasks, cfg.Batch, cfg.Submitters)
+		if err != nil {
+			return fmt.Errorf("throughput: %w", err)
+		}
+		secure = append(secure, stp)
+		progress("round %d: secure %.0f tasks/s, insecure %.0f tasks/s", i+1, stp.TasksPerSec, itp.TasksPerSec)
+	}
+	med := func(rs []ThroughputResult) ThroughputResult {
+		sort.Slice(rs, func(i, j int) bool { return rs[i].TasksPerSec < rs[j].TasksPerSec })
+		return rs[len(rs)/2]
+	}
+	ms, mi := med(secure), med(insecure)
+	rep.Secure, rep.Insecure = &ms, &mi
+	if mi.TasksPerSec > 0 {
+		c := 1 - ms.TasksPerSec/mi.TasksPerSec
+		rep.SecurityCost = &c
 	}
 	return nil
 }

@@ -214,7 +214,8 @@ func TestTargetedSimulatedManagers(t *testing.T) {
 		t.Fatalf("interchange not connected: %v", err)
 	}
 	rep, err := Run(ctx, Config{API: "http://" + fw.HTTPAddr(), EndpointID: "tgt", InterchangeHTTP: ix.HTTPAddr(),
-		InterchangeManagers: ix.ManagersAddr(), ManagerCredentials: writeCreds(t, ix.ManagerCredentials()), SimManagers: 20, SimInterval: iv, Duration: 600 * time.Millisecond})
+		InterchangeManagers: ix.ManagersAddr(), ManagerCredentials: writeCreds(t, ix.ManagerCredentials()), Token: fw.AdminToken(),
+		InterchangeToken: ix.AdminToken(), SimManagers: 20, SimInterval: iv, Duration: 600 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func runChild(kind string, args []string) error {
 	flags := map[string]string{}
 	for i := 0; i < len(args); i++ {
 		switch args[i] {
-		case "--no-persist", "--insecure":
+		case "--no-persist", "--insecure", "--allow-root":
 			flags[args[i]] = "true"
 		default:
 			if i+1 >= len(args) {
@@ -66,12 +66,13 @@ func runChild(kind string, args []string) error {
 	l.SetLevel(logrus.WarnLevel)
 	log := logrus.NewEntry(l)
 	noPersist := flags["--no-persist"] == "true"
+	insecure := flags["--insecure"] == "true"
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	switch kind {
 	case "forwarder":
 		f, err := forwarder.New(forwarder.Options{ListenHTTP: flags["--listen-http"], ListenZMQ: flags["--listen-zmq"],
-			StateDir: flags["--state-dir"], NoPersist: noPersist, HeartbeatInterval: iv, Log: log, Insecure: flags["--insecure"] == "true"})
+			StateDir: flags["--state-dir"], NoPersist: noPersist, HeartbeatInterval: iv, Log: log, Insecure: insecure})
 		if err != nil {
 			return err
 		}
@@ -89,7 +90,7 @@ func runChild(kind string, args []string) error {
 				return err
 			}
 		}
-		ix, err := interchange.New(interchange.Options{Credentials: creds, Insecure: flags["--insecure"] == "true", EndpointID: flags["--endpoint-id"], Forwarder: flags["--forwarder"],
+		ix, err := interchange.New(interchange.Options{Credentials: creds, Insecure: insecure, EndpointID: flags["--endpoint-id"], Forwarder: flags["--forwarder"],
 			ListenManagers: flags["--listen-managers"], ListenHTTP: flags["--listen-http"], StateDir: flags["--state-dir"],
 			NoPersist: noPersist, HeartbeatInterval: iv, Pressure: th, Log: log})
 		if err != nil {
@@ -105,8 +106,8 @@ func runChild(kind string, args []string) error {
 				return err
 			}
 		}
-		mg, err := manager.New(manager.Options{Credentials: creds, Insecure: flags["--insecure"] == "true", Interchange: flags["--interchange"], ManagerID: flags["--manager-id"],
-			Workers: w, Prefetch: p, StateDir: flags["--state-dir"], HeartbeatInterval: iv, Log: log})
+		mg, err := manager.New(manager.Options{Credentials: creds, Insecure: insecure, Interchange: flags["--interchange"], ManagerID: flags["--manager-id"],
+			Workers: w, Prefetch: p, StateDir: flags["--state-dir"], HeartbeatInterval: iv, Log: log, AllowRoot: flags["--allow-root"] == "true"})
 		if err != nil {
 			return err
 		}

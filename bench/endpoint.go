@@ -30,7 +30,18 @@ type Endpoint struct {
 	ManagerCredentials string
 	Procs              []*Proc
 	Dir                string // state and logs of a spawned endpoint
-	spawned            bool
+	// Token is sent to the forwarder, InterchangeToken to the
+	// interchange's admin HTTP (both empty with --insecure).
+	Token, InterchangeToken string
+	spawned                 bool
+}
+
+// client is the forwarder's client with the endpoint's token.
+func (e *Endpoint) client(hc *http.Client) *api { return newAPI(e.API, e.Token, hc) }
+
+// ixStatus reads the interchange's GET /status.
+func (e *Endpoint) ixStatus(ctx context.Context, hc *http.Client) (ixStatus, error) {
+	return ixStatusOf(ctx, hc, e.InterchangeHTTP, e.InterchangeToken)
 }
 
 // Proc is one child process.
@@ -49,13 +60,14 @@ type SpawnOptions struct {
 	// Dir holds state dirs and logs; a temp dir is made when empty.
 	Dir       string
 	NoPersist bool
-	// Insecure runs every link without CurveZMQ, for comparison.
-	Insecure bool
-	Interval time.Duration
+	Interval  time.Duration
 	// Managers real manager processes, each with Workers and Prefetch.
 	Managers, Workers, Prefetch int
 	// PauseQueued is the interchange's --pause-queued-tasks (0: default).
 	PauseQueued int
+	// Insecure starts the three with --insecure: no tokens, no CurveZMQ,
+	// no enrollment (to measure what security costs).
+	Insecure bool
 }
 
 // freePort asks the kernel for a free loopback port. The port is released
@@ -102,10 +114,14 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 	fwdZMQ := fmt.Sprintf("tcp://127.0.0.1:%d", ports[1])
 	iv := opts.Interval.String()
 	common := []string{"--heartbeat-interval", iv, "--log-format", "json", "--log-level", "warn"}
+	if opts.Insecure {
+		common = append(common, "--insecure")
+	}
+	fwdDir, ixDir := filepath.Join(dir, "forwarder"), filepath.Join(dir, "interchange")
 	fwd := append([]string{"forwarder", "--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--listen-zmq", fwdZMQ,
-		"--state-dir", filepath.Join(dir, "forwarder")}, common...)
+		"--state-dir", fwdDir}, common...)
 	ix := append([]string{"interchange", "--endpoint-id", e.ID, "--forwarder", fwdZMQ, "--listen-managers", e.ManagersAddr,
-		"--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--state-dir", filepath.Join(dir, "interchange")}, common...)
+		"--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--state-dir", ixDir}, common...)
 	if opts.NoPersist {
 		fwd = append(fwd, "--no-persist")
 		ix = append(ix, "--no-persist")
@@ -113,13 +129,21 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 	if opts.PauseQueued > 0 {
 		ix = append(ix, "--pause-queued-tasks", strconv.Itoa(opts.PauseQueued))
 	}
-	mgrCreds := filepath.Join(dir, "interchange", "manager.credentials")
-	if opts.Insecure {
-		fwd, ix = append(fwd, "--insecure"), append(ix, "--insecure")
-	} else {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	start := func(name string, argv []string) (*Proc, error) {
+		p, err := startProc(opts.Exe, dir, name, argv)
+		if err != nil {
+			e.Stop()
+			return nil, err
+		}
+		e.Procs = append(e.Procs, p)
+		return p, nil
+	}
+	mgrCreds := ""
+	if !opts.Insecure {
 		// Enrolled in the forwarder's state dir before it starts, as
 		// `endpoint up` does.
-		creds, err := forwarder.EnrollOffline(filepath.Join(dir, "forwarder"), e.ID, fwdZMQ)
+		creds, err := forwarder.EnrollOffline(fwdDir, e.ID, fwdZMQ)
 		if err != nil {
 			return nil, err
 		}
@@ -128,50 +152,50 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 			return nil, err
 		}
 		ix = append(ix, "--credentials", path)
+		mgrCreds = filepath.Join(ixDir, "manager.credentials")
 		e.ManagerCredentials = mgrCreds
 	}
-	specs := []struct {
-		name string
-		argv []string
-	}{{"forwarder", fwd}, {"interchange", ix}}
-	for i := 1; i <= opts.Managers; i++ {
-		id := fmt.Sprintf("bench-manager-%d", i)
-		specs = append(specs, struct {
-			name string
-			argv []string
-		}{fmt.Sprintf("manager-%d", i), append([]string{"manager", "--interchange", e.ManagersAddr, "--manager-id", id,
-			"--workers", strconv.Itoa(opts.Workers), "--prefetch", strconv.Itoa(opts.Prefetch),
-			"--state-dir", filepath.Join(dir, id)}, common...)})
-		if opts.Insecure {
-			specs[len(specs)-1].argv = append(specs[len(specs)-1].argv, "--insecure")
-		} else {
-			specs[len(specs)-1].argv = append(specs[len(specs)-1].argv, "--credentials", mgrCreds)
-		}
+	fp, err := start("forwarder", fwd)
+	if err != nil {
+		return nil, err
 	}
-	for _, s := range specs {
-		if strings.HasPrefix(s.name, "manager") && !opts.Insecure {
-			// Managers need the credential the interchange writes at start.
-			err := pollUntil(ctx, 30*time.Second, 20*time.Millisecond, func() error {
-				if st, err := os.Stat(mgrCreds); err != nil || st.Size() == 0 {
-					return fmt.Errorf("interchange wrote no %s yet", mgrCreds)
-				}
-				return nil
-			})
-			if err != nil {
-				e.Stop()
-				return nil, err
-			}
-		}
-		p, err := startProc(opts.Exe, dir, s.name, s.argv)
-		if err != nil {
+	if !opts.Insecure {
+		if e.Token, err = waitToken(ctx, filepath.Join(fwdDir, "admin.token"), fp); err != nil {
 			e.Stop()
 			return nil, err
 		}
-		e.Procs = append(e.Procs, p)
 	}
-	hc := &http.Client{Timeout: 5 * time.Second}
-	a := newAPI(e.API, hc)
-	err := pollUntil(ctx, 30*time.Second+3*opts.Interval, 20*time.Millisecond, func() error {
+	ip, err := start("interchange", ix)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.Insecure {
+		if e.InterchangeToken, err = waitToken(ctx, filepath.Join(ixDir, "admin.token"), ip); err != nil {
+			e.Stop()
+			return nil, err
+		}
+		if _, err := waitToken(ctx, mgrCreds, ip); err != nil {
+			e.Stop()
+			return nil, err
+		}
+	}
+	for i := 1; i <= opts.Managers; i++ {
+		id := fmt.Sprintf("bench-manager-%d", i)
+		argv := append([]string{"manager", "--interchange", e.ManagersAddr, "--manager-id", id,
+			"--workers", strconv.Itoa(opts.Workers), "--prefetch", strconv.Itoa(opts.Prefetch),
+			"--state-dir", filepath.Join(dir, id)}, common...)
+		if mgrCreds != "" {
+			argv = append(argv, "--credentials", mgrCreds)
+		}
+		if os.Geteuid() == 0 {
+			argv = append(argv, "--allow-root")
+		}
+		if _, err := start(fmt.Sprintf("manager-%d", i), argv); err != nil {
+			return nil, err
+		}
+	}
+	a := e.client(hc)
+	err = pollUntil(ctx, 30*time.Second+3*opts.Interval, 20*time.Millisecond, func() error {
 		for _, p := range e.Procs {
 			select {
 			case err := <-p.done:
@@ -180,11 +204,11 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 			default:
 			}
 		}
-		v, err := a.endpoint(ctx, e.ID)
+		v, err := a.Endpoint(ctx, e.ID, false)
 		if err != nil {
 			return err
 		}
-		st, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+		st, err := e.ixStatus(ctx, hc)
 		if err != nil {
 			return err
 		}
@@ -202,6 +226,27 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 }
 
 type fatalError struct{ error }
+
+// waitToken waits until the file at path is written by proc and returns
+// its content.
+func waitToken(ctx context.Context, path string, p *Proc) (string, error) {
+	var tok string
+	err := pollUntil(ctx, 30*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return &fatalError{fmt.Errorf("%s exited during start-up (%v); see %s", p.Name, err, p.Log)}
+		default:
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) == 0 {
+			return fmt.Errorf("%s not written yet", path)
+		}
+		tok = strings.TrimSpace(string(b))
+		return nil
+	})
+	return tok, err
+}
 
 func startProc(exe, dir, name string, argv []string) (*Proc, error) {
 	logPath := filepath.Join(dir, name+".log")

@@ -80,16 +80,16 @@ func startInProcess(tb testing.TB, persist bool, managers int) *daemons {
 	d.run(d.ix.Run, ctx)
 	for i := 0; i < managers; i++ {
 		mg, err := manager.New(manager.Options{Interchange: d.ix.ManagersAddr(), ManagerID: fmt.Sprintf("m%d", i), Workers: 8,
-			Prefetch: 2000, HeartbeatInterval: iv, Log: quiet(), Credentials: d.ix.ManagerCredentials()})
+			Prefetch: 2000, HeartbeatInterval: iv, Log: quiet(), Credentials: d.ix.ManagerCredentials(), AllowRoot: true})
 		if err != nil {
 			d.stop(tb)
 			tb.Fatal(err)
 		}
 		d.run(mg.Run, ctx)
 	}
-	a := newAPI("http://"+d.fw.HTTPAddr(), newHTTPClient())
+	a := newAPI("http://"+d.fw.HTTPAddr(), d.fw.AdminToken(), newHTTPClient())
 	err = pollUntil(ctx, 30*time.Second, 10*time.Millisecond, func() error {
-		v, err := a.endpoint(ctx, "inproc")
+		v, err := a.Endpoint(ctx, "inproc", false)
 		if err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func BenchmarkNoopPipeline(b *testing.B) {
 		b.Run(fmt.Sprintf("persist=%v", persist), func(b *testing.B) {
 			d := startInProcess(b, persist, 1)
 			defer d.stop(b)
-			a := newAPI("http://"+d.fw.HTTPAddr(), newHTTPClient())
+			a := newAPI("http://"+d.fw.HTTPAddr(), d.fw.AdminToken(), newHTTPClient())
 			ctx := context.Background()
 			if _, err := runThroughput(ctx, a, "inproc", 1000, 1000, 1); err != nil {
 				b.Fatal(err)
@@ -241,7 +241,7 @@ func interchangeHeapPerTask(b *testing.B, persist bool) float64 {
 		}
 	}
 	err = pollUntil(ctx, 30*time.Second, 20*time.Millisecond, func() error {
-		st, err := ixStatusOf(ctx, hc, "http://"+ix.HTTPAddr())
+		st, err := ixStatusOf(ctx, hc, "http://"+ix.HTTPAddr(), ix.AdminToken())
 		if err != nil {
 			return err
 		}
@@ -277,12 +277,15 @@ func BenchmarkForwarderHeapPerHeldTask(b *testing.B) {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
 				go func() { done <- fw.Run(ctx) }()
+				if _, err := fw.CreateEndpoint("heap", false); err != nil {
+					b.Fatal(err)
+				}
 				hc := newHTTPClient()
-				a := newAPI("http://"+fw.HTTPAddr(), hc)
+				a := newAPI("http://"+fw.HTTPAddr(), fw.AdminToken(), hc)
 				before := heapInUse()
 				body := noopBody(5000)
 				for n := 0; n < heapTasks; n += 5000 {
-					if _, err := a.submit(ctx, "heap", body); err != nil {
+					if _, err := a.SubmitBody(ctx, "heap", body); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -87,7 +87,7 @@ func runQueued(ctx context.Context, e *Endpoint, a *api, q, batch, submitters in
 	if p := e.Proc("forwarder"); p != nil {
 		fwPID = p.PID
 	}
-	st0, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+	st0, err := e.ixStatus(ctx, hc)
 	if err != nil {
 		return res, err
 	}
@@ -129,7 +129,7 @@ func runQueued(ctx context.Context, e *Endpoint, a *api, q, batch, submitters in
 				if i == nb-1 && last != nil {
 					body = last
 				}
-				if _, err := a.submit(ctx, e.ID, body); err != nil {
+				if _, err := a.SubmitBody(ctx, e.ID, body); err != nil {
 					once.Do(func() { subErr = fmt.Errorf("submit batch %d: %w", i, err); cancel() })
 					return
 				}
@@ -147,7 +147,7 @@ func runQueued(ctx context.Context, e *Endpoint, a *api, q, batch, submitters in
 		if err := e.Alive(); err != nil {
 			return &fatalError{err}
 		}
-		st, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+		st, err := e.ixStatus(ctx, hc)
 		if err != nil {
 			return err
 		}

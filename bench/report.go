@@ -39,6 +39,13 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "  accepted:    %.0f tasks/s  (all POSTs answered after %.2fs)\n", tp.AcceptedPerSec, tp.SubmitSeconds)
 		fmt.Fprintf(&b, "  polling:     %d status requests, %d long-polls; bench client used %.2fs CPU\n", tp.StatusRequests, tp.WaitRequests, tp.BenchCPUSeconds)
 	}
+	if it, st := r.Insecure, r.Secure; it != nil && st != nil {
+		fmt.Fprintf(&b, "  secure (tokens, CurveZMQ) vs --insecure, alternating runs, medians: %.0f vs %.0f tasks/s", st.TasksPerSec, it.TasksPerSec)
+		if r.SecurityCost != nil {
+			fmt.Fprintf(&b, "; security costs %.1f%%", 100**r.SecurityCost)
+		}
+		fmt.Fprintln(&b)
+	}
 	if raw := r.Raw; raw != nil {
 		fmt.Fprintf(&b, "\nRaw ZMQ baseline (DEALER -> ROUTER -> DEALER over loopback TCP, median of 3)\n")
 		fmt.Fprintf(&b, "  one message per task (%d B):   %.0f msgs/s", raw.PerTask.MessageBytes, raw.PerTask.PerSecond)

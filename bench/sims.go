@@ -117,7 +117,7 @@ func runSims(ctx context.Context, e *Endpoint, k int, interval, d time.Duration,
 		fwCPU.pid = p.PID
 	}
 	res.CPUSource = ixCPU.source()
-	before0, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+	before0, err := e.ixStatus(ctx, hc)
 	if err != nil {
 		return res, err
 	}
@@ -144,7 +144,7 @@ func runSims(ctx context.Context, e *Endpoint, k int, interval, d time.Duration,
 		if err := e.Alive(); err != nil {
 			return &fatalError{err}
 		}
-		st, err := ixStatusOf(ctx, hc, e.InterchangeHTTP)
+		st, err := e.ixStatus(ctx, hc)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 // ThroughputResult is N no-op tasks submitted in batches.
@@ -74,7 +76,7 @@ func runThroughput(ctx context.Context, a *api, ep string, n, batch, submitters 
 				if i == nb-1 && last != nil {
 					body = last
 				}
-				ids, err := a.submit(ctx, ep, body)
+				ids, err := a.SubmitBody(ctx, ep, body)
 				if err != nil {
 					fail(fmt.Errorf("submit batch %d: %w", i, err))
 					return
@@ -97,7 +99,7 @@ func runThroughput(ctx context.Context, a *api, ep string, n, batch, submitters 
 				break
 			}
 			// Long-poll the last one, then read the whole batch.
-			if _, err := a.wait(ctx, pending[len(pending)-1], 10*time.Second); err != nil {
+			if _, err := a.Wait(ctx, pending[len(pending)-1], 10*time.Second); err != nil {
 				fail(fmt.Errorf("wait: %w", err))
 				break
 			}
@@ -105,7 +107,7 @@ func runThroughput(ctx context.Context, a *api, ep string, n, batch, submitters 
 			var still []string
 			for off := 0; off < len(pending); off += statusChunk {
 				chunk := pending[off:min(off+statusChunk, len(pending))]
-				sts, err := a.status(ctx, chunk)
+				sts, err := a.Status(ctx, chunk)
 				res.StatusRequests++
 				if err != nil {
 					fail(fmt.Errorf("status: %w", err))
@@ -113,12 +115,12 @@ func runThroughput(ctx context.Context, a *api, ep string, n, batch, submitters 
 				}
 				for i, s := range sts {
 					switch {
-					case !terminal(s.State):
+					case !client.Terminal(s.State):
 						still = append(still, chunk[i])
 					case s.State != "success":
 						res.Failed++
 						if res.FirstFailure == "" {
-							res.FirstFailure = fmt.Sprintf("task %s ended %s: %s", s.ID, s.State, s.Error)
+							res.FirstFailure = fmt.Sprintf("task %s ended %s: %s", s.TaskID, s.State, s.Error)
 						}
 						done++
 					default:
@@ -169,17 +171,17 @@ func runLatency(ctx context.Context, a *api, ep string, m int) (LatencyResult, e
 	sub := make([]time.Duration, 0, m)
 	for i := 0; i < m; i++ {
 		t0 := time.Now()
-		ids, err := a.submit(ctx, ep, body)
+		ids, err := a.SubmitBody(ctx, ep, body)
 		if err != nil {
 			return res, fmt.Errorf("round trip %d: %w", i, err)
 		}
 		t1 := time.Now()
-		var st taskState
+		var st client.Task
 		for {
-			if st, err = a.wait(ctx, ids[0], 10*time.Second); err != nil {
+			if st, err = a.Wait(ctx, ids[0], 10*time.Second); err != nil {
 				return res, fmt.Errorf("round trip %d: %w", i, err)
 			}
-			if terminal(st.State) {
+			if client.Terminal(st.State) {
 				break
 			}
 		}

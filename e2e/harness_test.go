@@ -19,6 +19,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 )
 
@@ -341,6 +343,9 @@ type cluster struct {
 	ix   *proc
 	mgrs map[string]*manager
 	http *http.Client
+	// token is the forwarder's admin token; creds the endpoint's
+	// enrollment file.
+	token, creds string
 }
 
 type manager struct {
@@ -378,17 +383,19 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	c.ixHTTP, c.ixManager = freePort(t), freePort(t)
 	// Enrolled in the forwarder's state dir before it starts, as `endpoint
 	// up` does; the interchange and managers connect with CurveZMQ.
-	creds := testutil.EnrollOffline(t, filepath.Join(c.dir, "state-forwarder"), c.ep, c.zmq(c.fwdZMQ))
+	c.creds = testutil.EnrollOffline(t, filepath.Join(c.dir, "state-forwarder"), c.ep, c.zmq(c.fwdZMQ))
 	c.fwd = startProc(t, c.dir, "forwarder", "forwarder",
 		"--listen-http", c.addr(c.fwdHTTP), "--listen-zmq", c.zmq(c.fwdZMQ),
 		"--state-dir", filepath.Join(c.dir, "state-forwarder"),
 		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String())
-	ixArgs := []string{"interchange", "--endpoint-id", c.ep,
+	// Secure by default: the API takes the admin token the forwarder wrote.
+	c.token = waitFileText(t, filepath.Join(c.dir, "state-forwarder", "admin.token"), c.fwd)
+	ixArgs := []string{"interchange", "--endpoint-id", c.ep, "--credentials", c.creds,
 		"--forwarder", c.zmq(c.fwdZMQ), "--listen-managers", c.zmq(c.ixManager),
 		"--listen-http", c.addr(c.ixHTTP), "--state-dir", filepath.Join(c.dir, "state-interchange"),
-		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String(),
-		"--credentials", creds}
+		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
 	c.ix = startProc(t, c.dir, "interchange", append(ixArgs, o.ixArgs...)...)
+	waitFileText(t, c.managerCreds(), c.ix)
 	c.waitEndpoint(30*time.Second, func(v endpointView) error {
 		if !v.Connected {
 			return errors.New("endpoint not connected yet")
@@ -411,6 +418,46 @@ func (c *cluster) zmq(port int) string  { return fmt.Sprintf("tcp://127.0.0.1:%d
 func (c *cluster) api() string          { return fmt.Sprintf("http://127.0.0.1:%d", c.fwdHTTP) }
 func (c *cluster) ixAPI() string        { return fmt.Sprintf("http://127.0.0.1:%d", c.ixHTTP) }
 
+// managerCreds is the credential the interchange writes for its managers.
+func (c *cluster) managerCreds() string {
+	return filepath.Join(c.dir, "state-interchange", "manager.credentials")
+}
+
+// tokenFile is the admin token file of the daemon at host:port.
+func (c *cluster) tokenFile(host string) string {
+	switch host {
+	case c.addr(c.fwdHTTP):
+		return filepath.Join(c.dir, "state-forwarder", "admin.token")
+	case c.addr(c.ixHTTP):
+		return filepath.Join(c.dir, "state-interchange", "admin.token")
+	}
+	for id, m := range c.mgrs {
+		if c.addr(m.port) == host {
+			return filepath.Join(c.dir, "state-"+id, "admin.token")
+		}
+	}
+	return ""
+}
+
+// waitFileText waits until p has written path and returns its content.
+func waitFileText(t testing.TB, path string, p *proc) string {
+	t.Helper()
+	var text string
+	waitFor(t, 30*time.Second, func() error {
+		if p.exited() {
+			p.dumpLog()
+			t.Fatalf("%s exited before writing %s", p.name, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) == 0 {
+			return fmt.Errorf("%s not written yet", path)
+		}
+		text = strings.TrimSpace(string(b))
+		return nil
+	})
+	return text
+}
+
 // addManager starts a manager with its own admin HTTP port and state dir
 // and waits until the interchange lists it. prefetch < 0 keeps the
 // manager's default.
@@ -425,17 +472,13 @@ func (c *cluster) addManager(id string, workers, prefetch int, extra ...string) 
 func (c *cluster) startManager(id string, workers, prefetch int, extra ...string) *manager {
 	c.t.Helper()
 	port := freePort(c.t)
-	creds := filepath.Join(c.dir, "state-interchange", "manager.credentials")
-	testutil.WaitFor(c.t, 30*time.Second, func() error {
-		if st, err := os.Stat(creds); err != nil || st.Size() == 0 {
-			return fmt.Errorf("the interchange wrote no %s yet", creds)
-		}
-		return nil
-	})
-	args := []string{"manager", "--interchange", c.zmq(c.ixManager), "--manager-id", id, "--credentials", creds,
+	args := []string{"manager", "--interchange", c.zmq(c.ixManager), "--manager-id", id,
 		"--workers", strconv.Itoa(workers), "--listen-http", c.addr(port),
-		"--state-dir", filepath.Join(c.dir, "state-"+id),
+		"--state-dir", filepath.Join(c.dir, "state-"+id), "--credentials", c.managerCreds(),
 		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
+	if os.Geteuid() == 0 {
+		args = append(args, "--allow-root") // CI runs as root
+	}
 	if prefetch >= 0 {
 		args = append(args, "--prefetch", strconv.Itoa(prefetch))
 	}
@@ -476,41 +519,62 @@ func (r httpResult) String() string {
 	return fmt.Sprintf("HTTP %d %s", r.status, bytes.TrimSpace(b))
 }
 
+// clientFor is the API client of the daemon that serves u, and the path
+// and query of u.
+func (c *cluster) clientFor(u string) (*client.Client, string, error) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return nil, "", err
+	}
+	return client.New(pu.Scheme+"://"+pu.Host, client.WithHTTPClient(c.http), client.WithToken(c.tokenFor(pu.Host))), pu.RequestURI(), nil
+}
+
+// tokenFor is the bearer token of the daemon at host:port (each keeps its
+// own in STATE_DIR/admin.token).
+func (c *cluster) tokenFor(host string) string {
+	if host == c.addr(c.fwdHTTP) {
+		return c.token
+	}
+	if f := c.tokenFile(host); f != "" {
+		if b, err := os.ReadFile(f); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return ""
+}
+
+// send performs r against the daemon that serves u.
+func (c *cluster) send(u string, r client.Request) (httpResult, error) {
+	cl, path, err := c.clientFor(u)
+	if err != nil {
+		return httpResult{}, err
+	}
+	r.Path = path
+	resp, err := cl.Do(context.Background(), r)
+	if err != nil {
+		return httpResult{}, err
+	}
+	return httpResult{status: resp.Status, header: resp.Header, body: resp.Body}, nil
+}
+
 // do sends a request; body is JSON-encoded unless it is []byte or an
 // io.Reader.
 func (c *cluster) do(method, url string, body any) (httpResult, error) {
 	var rd io.Reader
-	ctype := ""
 	switch b := body.(type) {
 	case nil:
 	case []byte:
-		rd, ctype = bytes.NewReader(b), "application/json"
+		rd = bytes.NewReader(b)
 	case io.Reader:
-		rd, ctype = b, "application/json"
+		rd = b
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {
 			return httpResult{}, err
 		}
-		rd, ctype = bytes.NewReader(raw), "application/json"
+		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return httpResult{}, err
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return httpResult{}, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return httpResult{}, fmt.Errorf("%s %s: read body: %w", method, url, err)
-	}
-	return httpResult{status: resp.StatusCode, header: resp.Header, body: raw}, nil
+	return c.send(url, client.Request{Method: method, Body: rd})
 }
 
 // mustDo is do that fails the test on a transport error.
@@ -541,37 +605,20 @@ func (c *cluster) getJSON(url string, out any) error {
 // ---------------------------------------------------------------- forwarder API
 
 // taskView is the forwarder's task object.
-type taskView struct {
-	TaskID      string          `json:"task_id"`
-	EndpointID  string          `json:"endpoint_id"`
-	Kind        string          `json:"kind"`
-	State       string          `json:"state"`
-	Attempts    int             `json:"attempts"`
-	Result      json.RawMessage `json:"result"`
-	Error       string          `json:"error"`
-	CreatedAt   *time.Time      `json:"created_at"`
-	CompletedAt *time.Time      `json:"completed_at"`
-}
+type taskView = client.Task
 
 // execResult is the result of an exec task.
-type execResult struct {
-	ExitCode *int   `json:"exit_code"`
-	Stdout   string `json:"stdout"`
-	Stderr   string `json:"stderr"`
-}
+type execResult = client.ExecResult
 
-func (v taskView) exec() (execResult, error) {
-	var r execResult
+// execOf decodes v's result as an exec result; no result is an error.
+func execOf(v taskView) (execResult, error) {
 	if len(v.Result) == 0 || string(v.Result) == "null" {
-		return r, fmt.Errorf("task %s has no result", v.TaskID)
+		return execResult{}, fmt.Errorf("task %s has no result", v.TaskID)
 	}
-	err := json.Unmarshal(v.Result, &r)
-	return r, err
+	return v.Exec()
 }
 
-func terminal(state string) bool {
-	return state == "success" || state == "failed" || state == "cancelled"
-}
+func terminal(state string) bool { return client.Terminal(state) }
 
 type task map[string]any
 
@@ -685,17 +732,7 @@ func (c *cluster) waitTerminal(ids []string, timeout time.Duration) map[string]t
 }
 
 // endpointView is GET /v1/endpoints/{ep}.
-type endpointView struct {
-	EndpointID    string     `json:"endpoint_id"`
-	Connected     bool       `json:"connected"`
-	LastHeartbeat *time.Time `json:"last_heartbeat"`
-	Managers      int        `json:"managers"`
-	Workers       int        `json:"workers"`
-	IdleWorkers   int        `json:"idle_workers"`
-	Queued        int        `json:"queued"`
-	Outstanding   int        `json:"outstanding"`
-	ServingState  string     `json:"serving_state"`
-}
+type endpointView = client.Endpoint
 
 func (c *cluster) endpoint() (endpointView, error) {
 	var v endpointView
@@ -846,7 +883,8 @@ func (c *cluster) cli(args ...string) cliResult {
 	defer cancel()
 	full := append([]string{args[0], "--api", c.api()}, args[1:]...)
 	cmd := exec.CommandContext(ctx, binPath, full...)
-	cmd.Env = append(os.Environ(), "SWITCHYARD_API=http://127.0.0.1:1") // --api must win
+	cmd.Env = append(os.Environ(), "SWITCHYARD_API=http://127.0.0.1:1", // --api must win
+		"SWITCHYARD_TOKEN="+c.token)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

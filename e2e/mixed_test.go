@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 // expectation is what one submitted task must end as.
@@ -79,7 +81,7 @@ func checkTask(ep string, v taskView, e expectation) error {
 	if e.exitCode == nil {
 		return nil
 	}
-	r, err := v.exec()
+	r, err := execOf(v)
 	if err != nil {
 		return err
 	}
@@ -162,7 +164,7 @@ func TestEndToEndMixedTasks(t *testing.T) {
 		if v.State != "success" {
 			t.Fatalf("GET ?wait=10s answered state %q, want success: %+v", v.State, v)
 		}
-		if r, err := v.exec(); err != nil || r.Stdout != "waited\n" {
+		if r, err := execOf(v); err != nil || r.Stdout != "waited\n" {
 			t.Fatalf("result %s (%v), want stdout \"waited\\n\"", v.Result, err)
 		}
 		if took > 5*time.Second {
@@ -534,19 +536,7 @@ func overLimitSubmit(c *cluster, url string, size int64) (httpResult, error) {
 	tail := `]}`
 	pad := size - int64(len(head)+len(tail))
 	body := io.MultiReader(strings.NewReader(head), io.LimitReader(spaces{}, pad), strings.NewReader(tail))
-	req, err := http.NewRequest("POST", url, body)
-	if err != nil {
-		return httpResult{}, err
-	}
-	req.ContentLength = size
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return httpResult{}, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	return httpResult{status: resp.StatusCode, header: resp.Header, body: raw}, err
+	return c.send(url, client.Request{Method: "POST", Body: body, ContentLength: size})
 }
 
 type spaces struct{}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchyard-hpc/switchyard/internal/auth"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -44,10 +47,15 @@ func (f *Forwarder) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/endpoints/{ep}/tasks", f.methods(map[string]http.HandlerFunc{"POST": f.handleSubmit}))
 	mux.HandleFunc("/v1/endpoints/{ep}/servingState", f.methods(map[string]http.HandlerFunc{
-		"GET": f.handleServingState, "POST": f.handleServingState}))
-	mux.HandleFunc("/v1/endpoints/{ep}/managers/{id}/drain", f.methods(map[string]http.HandlerFunc{"POST": f.handleDrain}))
-	mux.HandleFunc("/v1/endpoints/{ep}", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoint}))
-	mux.HandleFunc("/v1/endpoints", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoints}))
+		"GET": f.handleServingState, "POST": f.admin(f.handleServingState)}))
+	mux.HandleFunc("/v1/endpoints/{ep}/managers/{id}/drain", f.methods(map[string]http.HandlerFunc{"POST": f.admin(f.handleDrain)}))
+	mux.HandleFunc("/v1/endpoints/{ep}", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoint,
+		"DELETE": f.admin(f.handleDeleteEndpoint)}))
+	mux.HandleFunc("/v1/endpoints", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoints,
+		"POST": f.admin(f.handleCreateEndpoint)}))
+	mux.HandleFunc("/v1/tokens", f.methods(map[string]http.HandlerFunc{"GET": f.admin(f.handleTokens),
+		"POST": f.admin(f.handleCreateToken)}))
+	mux.HandleFunc("/v1/tokens/{id}", f.methods(map[string]http.HandlerFunc{"DELETE": f.admin(f.handleRevokeToken)}))
 	mux.HandleFunc("/v1/tasks/status", f.methods(map[string]http.HandlerFunc{"POST": f.handleStatus}))
 	mux.HandleFunc("/v1/tasks/cancel", f.methods(map[string]http.HandlerFunc{"POST": f.handleCancelBatch}))
 	mux.HandleFunc("/v1/tasks/{id}", f.methods(map[string]http.HandlerFunc{"GET": f.handleGet, "DELETE": f.handleCancel}))
@@ -56,12 +64,18 @@ func (f *Forwarder) routes() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "tasks": f.tasks.len()})
 	})
 	if f.opts.Pprof {
-		httpx.MountPprof(mux)
+		pp := http.NewServeMux()
+		httpx.MountPprof(pp)
+		mux.Handle("/debug/pprof/", f.admin(pp.ServeHTTP))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusNotFound, "no such path %s; see GET /v1/endpoints, POST /v1/endpoints/{ep}/tasks, GET /v1/tasks/{id}", r.URL.Path)
 	})
-	return mux
+	if f.opts.Insecure {
+		return auth.Anonymous(mux)
+	}
+	verify := func(tok string) (auth.Identity, bool) { return f.access.verify(tok) }
+	return auth.Require(verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() })
 }
 
 func (f *Forwarder) methods(h map[string]http.HandlerFunc) http.HandlerFunc {
@@ -69,6 +83,7 @@ func (f *Forwarder) methods(h map[string]http.HandlerFunc) http.HandlerFunc {
 	for m := range h {
 		allowed = append(allowed, m)
 	}
+	sort.Strings(allowed)
 	return func(w http.ResponseWriter, r *http.Request) {
 		if fn, ok := h[r.Method]; ok {
 			fn(w, r)
@@ -144,6 +159,12 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
+	if !f.endpointKnown(epID) {
+		f.fail(w, http.StatusNotFound, "unknown endpoint %q; known endpoints: %s (an admin creates one with 'switchyard endpoint create ID')",
+			epID, knownList(f.knownEndpoints()))
+		return
+	}
+	who := user(r)
 	raw, ok := f.listField(w, r, "tasks", `{"tasks":[{"kind":"noop"}]}`)
 	if !ok {
 		return
@@ -189,15 +210,27 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			f.fail(w, http.StatusRequestEntityTooLarge, "tasks[%d] is %d bytes encoded; the limit is %d", i, len(spec), taskspec.MaxSpecBytes)
 			return
 		}
-		ts[i] = &Task{ID: id, Endpoint: epID, Kind: s.Kind, Spec: spec, State: state, Attempts: 1, CreatedAt: now}
+		ts[i] = &Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: spec, State: state, Attempts: 1, CreatedAt: now}
 		ids[i] = id
 		out[i] = id.String()
 	}
-	if err := f.tasks.add(ts); err != nil {
+	if err := f.tasks.add(ts, f.opts.MaxTasksPerUser); err != nil {
+		var tooMany *errTooManyTasks
+		if errors.As(err, &tooMany) {
+			f.fail(w, http.StatusTooManyRequests, "user %s: %v", who.User, err)
+			return
+		}
 		f.fail(w, http.StatusServiceUnavailable, "tasks not accepted: the task store could not save them (%v); nothing was queued", err)
 		return
 	}
 	f.m.submitted.Add(float64(len(ts)))
+	if !f.endpointKnown(epID) {
+		// Deleted while these were being stored: they fail like the
+		// endpoint's other tasks, and the loop never hears of it again.
+		_, _ = f.tasks.failEndpoint(epID, fmt.Sprintf("endpoint %s was deleted", epID))
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"task_ids": out})
+		return
+	}
 	f.mbox.Post(event{kind: evSubmitted, ep: epID, ids: ids})
 	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"task_ids": out})
 }
@@ -216,14 +249,22 @@ func (f *Forwarder) handleGet(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var t Task
+	var wait time.Duration
 	if ws := r.URL.Query().Get("wait"); ws != "" {
 		d, err := time.ParseDuration(ws)
 		if err != nil || d < 0 {
 			f.fail(w, http.StatusBadRequest, "invalid wait %q: use a Go duration like 10s (at most %s)", ws, MaxWait)
 			return
 		}
-		d = min(d, MaxWait)
+		wait = max(min(d, MaxWait), time.Nanosecond)
+	}
+	var t Task
+	if t, ok = f.tasks.get(id); !ok || !visible(r, &t) {
+		f.fail(w, http.StatusNotFound, "unknown task id %s (finished tasks are kept for %s)", id, f.opts.Retention)
+		return
+	}
+	if wait > 0 {
+		d := wait
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		t, ok = f.tasks.wait(ctx, id)
 		cancel()
@@ -270,7 +311,7 @@ func (f *Forwarder) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]any, len(ids))
 	for i, id := range ids {
-		if t, ok := f.tasks.get(id); ok {
+		if t, ok := f.tasks.get(id); ok && visible(r, &t) {
 			out[i] = t.View()
 		} else {
 			out[i] = map[string]string{"task_id": id.String(), "state": "unknown", "error": "unknown task id"}
@@ -320,6 +361,10 @@ func (f *Forwarder) handleCancel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if t, ok := f.tasks.get(id); !ok || !visible(r, &t) {
+		f.fail(w, http.StatusNotFound, "unknown task id %s", id)
+		return
+	}
 	all, err := f.Cancel([]messages.TaskID{id})
 	if err != nil {
 		f.fail(w, http.StatusServiceUnavailable, "cancel recorded but not yet stored (the task store is failing: %v); it is retried every second and the task reads cancelled meanwhile", err)
@@ -338,7 +383,20 @@ func (f *Forwarder) handleCancelBatch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := f.Cancel(ids)
+	// Tasks of other users read as unknown and are left alone.
+	mine := ids[:0:0]
+	var hidden []int
+	for i, id := range ids {
+		if t, ok := f.tasks.get(id); ok && !visible(r, &t) {
+			hidden = append(hidden, i)
+			continue
+		}
+		mine = append(mine, id)
+	}
+	res, err := f.Cancel(mine)
+	for _, i := range hidden {
+		res = slices.Insert(res, i, CancelView{TaskID: ids[i].String(), State: "unknown", Message: "unknown task id"})
+	}
 	if err != nil {
 		f.fail(w, http.StatusServiceUnavailable, "cancel recorded but not yet stored (the task store is failing: %v); it is retried every second and the task reads cancelled meanwhile", err)
 		return
@@ -354,7 +412,7 @@ func (f *Forwarder) handleEndpoint(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("ep")
 	v, ok := f.Endpoint(id)
 	if !ok {
-		f.fail(w, http.StatusNotFound, "unknown endpoint %q: it has never connected and has no tasks", id)
+		f.fail(w, http.StatusNotFound, "unknown endpoint %q; known endpoints: %s", id, knownList(f.knownEndpoints()))
 		return
 	}
 	if p := r.URL.Query().Get("probe"); p != "" && p != "0" && p != "false" {

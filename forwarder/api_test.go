@@ -17,7 +17,8 @@ import (
 func startForwarder(t *testing.T, opts forwarder.Options) (*testutil.Forwarder, *testutil.Client) {
 	t.Helper()
 	f := testutil.StartForwarder(t, opts)
-	return f, testutil.NewClient(f.URL)
+	f.Enroll(t, "ep1")
+	return f, f.Client()
 }
 
 func TestHTTPRefusals(t *testing.T) {
@@ -95,8 +96,8 @@ func TestHTTPRefusals(t *testing.T) {
 		{name: "cancel unknown id", method: "DELETE", path: "/v1/tasks/" + unknown, code: 404, wantErr: []string{"unknown task id"}},
 
 		{name: "unknown endpoint", method: "GET", path: "/v1/endpoints/nope", code: 404, wantErr: []string{`unknown endpoint "nope"`}},
-		{name: "endpoints with POST", method: "POST", path: "/v1/endpoints", body: testutil.Raw(`{}`), code: 405, wantErr: []string{"not allowed"}, allow: "GET"},
-		{name: "endpoint with DELETE", method: "DELETE", path: "/v1/endpoints/ep1", code: 405, wantErr: []string{"not allowed"}, allow: "GET"},
+		{name: "endpoints with PUT", method: "PUT", path: "/v1/endpoints", body: testutil.Raw(`{}`), code: 405, wantErr: []string{"not allowed"}, allow: "GET, POST"},
+		{name: "endpoint with PUT", method: "PUT", path: "/v1/endpoints/ep1", code: 405, wantErr: []string{"not allowed"}, allow: "DELETE, GET"},
 		{name: "serving state bad state", method: "POST", path: "/v1/endpoints/ep1/servingState", body: testutil.Raw(`{"state":"INVALID"}`),
 			accept: "application/json", code: 400, wantErr: []string{"Invalid state 'INVALID'. Legal values: PUSH_AND_DISPATCH_PAUSED, PUSH_PAUSED, NONE_PAUSED"}},
 		{name: "serving state bad timeout", method: "POST", path: "/v1/endpoints/ep1/servingState", body: testutil.Raw(`{"state":"PUSH_PAUSED","timeout":"1k"}`),

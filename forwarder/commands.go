@@ -13,6 +13,9 @@ import (
 func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
 	case evSubmitted:
+		if !l.f.EndpointEnrolled(ev.ep) {
+			return // deleted meanwhile; deleteEndpoint failed these tasks
+		}
 		ep := l.endpointFor(ev.ep)
 		ep.pending = append(ep.pending, ev.ids...)
 		l.f.publish(ep)
@@ -53,10 +56,13 @@ func (l *loop) handleEvent(ev *event) {
 		if ep, ok := l.eps[ev.ep]; ok && ep.connected {
 			_ = l.send(ep, &messages.Ack{IDs: ev.ids})
 		}
-	case evRevoke:
+	case evRevoke, evDeleted:
 		if ep, ok := l.eps[ev.ep]; ok && ep.connected {
 			l.router.Refuse(ep.Route, messages.CodeRefused, "endpoint "+ep.id+" was deleted or given a new key")
 			l.endpointLost(ep, link.ReasonRevoked, time.Now())
+		}
+		if ev.kind == evDeleted {
+			l.forget(ev.ep)
 		}
 	case evProbe:
 		ep, ok := l.eps[ev.ep]

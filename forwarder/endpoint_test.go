@@ -27,6 +27,7 @@ type fakeEndpoint struct {
 func connect(t *testing.T, opts forwarder.Options) *fakeEndpoint {
 	t.Helper()
 	f, c := startForwarder(t, opts)
+	f.Enroll(t, ep)
 	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{AckTasks: true})
 	e := &fakeEndpoint{Peer: ix, f: f, c: c}
 	e.register(t)
@@ -147,6 +148,7 @@ func TestUnknownEndpointToldToReregister(t *testing.T) {
 		t.Errorf("Reregister reason %q", rep.Reason)
 	}
 	g.Send(t, "", &messages.EPStatusReport{Deltas: []messages.Delta{{ID: tid(t, ids[0]), Code: messages.Running, Attempt: 1}}})
+	e.f.Enroll(t, "ep2")
 	g.Send(t, "", &messages.Registration{Role: messages.RoleInterchange, ID: "ep2", ProtocolVersion: messages.Version})
 	g.ExpectType(t, 5*time.Second, "", messages.TypeHeartbeat) // everything before was handled
 	if n := g.Count(func(r testutil.Received) bool { return r.Type() == messages.TypeAck }); n != 0 {
@@ -540,6 +542,7 @@ func TestRandomFramesFromEndpoints(t *testing.T) {
 		}
 	}
 	e.Sync(t, "")
+	e.f.Enroll(t, "stranger")
 	stranger.Send(t, "", &messages.Registration{Role: messages.RoleInterchange, ID: "stranger", ProtocolVersion: messages.Version})
 	stranger.ExpectType(t, 30*time.Second, "", messages.TypeHeartbeat)
 	bad := testutil.Undecodable(msgs)
@@ -574,6 +577,7 @@ func TestRandomFramesFromEndpoints(t *testing.T) {
 // sent again after the threshold; an acknowledged one is not.
 func TestUnacknowledgedTasksSentAgain(t *testing.T) {
 	f, c := startForwarder(t, forwarder.Options{})
+	f.Enroll(t, ep)
 	ix := testutil.NewDealer(t, "silent interchange", ep, f.ZMQAddr(), testutil.PeerOptions{})
 	e := &fakeEndpoint{Peer: ix, f: f, c: c}
 	e.register(t)

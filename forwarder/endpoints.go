@@ -3,6 +3,8 @@ package forwarder
 import (
 	"sort"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // EndpointView is what GET /v1/endpoints/{ep} returns.
@@ -47,20 +49,36 @@ func (f *Forwarder) publish(ep *endpoint) {
 	f.viewMu.Unlock()
 }
 
+// neverConnected is the view of a created endpoint the loop has not seen.
+func neverConnected(id string) EndpointView {
+	return EndpointView{EndpointID: id, ServingState: messages.NonePaused.String(), LostReason: "never connected"}
+}
+
 // Endpoint returns the view of one endpoint.
 func (f *Forwarder) Endpoint(id string) (EndpointView, bool) {
 	f.viewMu.RLock()
-	defer f.viewMu.RUnlock()
 	v, ok := f.views[id]
+	f.viewMu.RUnlock()
+	if !ok {
+		if f.enrolled.has(id) {
+			return neverConnected(id), true
+		}
+	}
 	return v, ok
 }
 
-// Endpoints returns every endpoint the forwarder knows, by id.
+// Endpoints returns every endpoint the forwarder knows (created, or with
+// tasks), by id.
 func (f *Forwarder) Endpoints() []EndpointView {
 	f.viewMu.RLock()
 	out := make([]EndpointView, 0, len(f.views))
 	for _, v := range f.views {
 		out = append(out, v)
+	}
+	for _, id := range f.enrolled.ids() {
+		if _, ok := f.views[id]; !ok {
+			out = append(out, neverConnected(id))
+		}
 	}
 	f.viewMu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].EndpointID < out[j].EndpointID })

@@ -173,14 +173,12 @@ func (f *Forwarder) CreateEndpoint(id string, replace bool) (*curve.Credentials,
 	return &curve.Credentials{Kind: curve.KindEndpoint, ID: id, ServerKey: f.serverKey.Public, Client: kp, Address: f.zmqAddr}, nil
 }
 
-// DeleteEndpoint revokes an endpoint at once: its connection is dropped
-// and its key refused from then on.
+// DeleteEndpoint revokes an endpoint at once: its connection is dropped,
+// its key refused from then on, its tasks that have not ended fail and the
+// forwarder forgets it (admin_api.go).
 func (f *Forwarder) DeleteEndpoint(id string) error {
-	if err := f.enrolled.remove(id); err != nil {
-		return err
-	}
-	f.mbox.Post(event{kind: evRevoke, ep: id})
-	return nil
+	_, err := f.deleteEndpoint(id, "")
+	return err
 }
 
 // EndpointEnrolled reports whether an endpoint was created (always true

@@ -48,6 +48,12 @@ type Forwarder struct {
 	res        daemon.Resources
 	recovering bool
 	recovered  map[string][]messages.TaskID
+
+	// access holds the API's tokens (access.go).
+	access     *access
+	adminToken string
+	// lastCompact is when the janitor last compacted the store.
+	lastCompact time.Time
 }
 
 type evKind uint8
@@ -58,7 +64,10 @@ const (
 	evCommand
 	evProbe
 	evAck
+	// evRevoke drops an endpoint's connection (its key was replaced);
+	// evDeleted drops it and forgets the endpoint.
 	evRevoke
+	evDeleted
 )
 
 // event is what other goroutines hand the loop.
@@ -88,7 +97,7 @@ func New(opts Options) (*Forwarder, error) {
 	var err error
 	var st *store.Store
 	f.dir, st, f.recovering, err = f.res.State(opts.StateDir, "forwarder", opts.NoPersist, "forwarder.db",
-		"switchyard-forwarder-v1", []string{tasksBucket}, opts.durability(), f.log)
+		"switchyard-forwarder-v1", []string{tasksBucket, tokensBucket}, opts.durability(), f.log)
 	if err != nil {
 		return fail(err)
 	}
@@ -121,8 +130,13 @@ func New(opts Options) (*Forwarder, error) {
 	if f.store != nil {
 		f.store.OnCommit(f.m.observeStore)
 	}
-	if f.http, err = httpx.Listen(opts.ListenHTTP, f.routes()); err != nil {
+	if f.http, err = httpx.ListenConfig(opts.ListenHTTP, f.routes(), opts.HTTP); err != nil {
 		return fail(fmt.Errorf("forwarder: %w", err))
+	}
+	// After the bind, so a client that finds admin.token can connect.
+	if err := f.setupAccess(); err != nil {
+		f.http.Close()
+		return fail(err)
 	}
 	return f, nil
 }
@@ -276,6 +290,7 @@ func (f *Forwarder) janitor(ctx context.Context) {
 			if n := f.tasks.prune(now.Add(-f.opts.Retention)); n > 0 {
 				f.m.pruned.Add(float64(n))
 				f.log.WithFields(logrus.Fields{"tasks": n, "retention": f.opts.Retention.String()}).Info("forgot finished tasks past retention")
+				f.compactAfterPrune(now)
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 )
 
@@ -21,6 +22,10 @@ type Options struct {
 	// Retention is how long finished tasks and their results are kept:
 	// 0 means the default (24h), negative means forever.
 	Retention time.Duration
+	// CompactInterval is the least time between two compactions of the
+	// store after pruning (default 1h): a compaction rewrites the file, so
+	// pruned tasks' arguments and results no longer sit in its free pages.
+	CompactInterval time.Duration
 	// NoPersist keeps tasks in memory only (for benchmarks and tests).
 	NoPersist          bool
 	HeartbeatInterval  time.Duration
@@ -29,13 +34,21 @@ type Options struct {
 	BatchSize int
 	// MaxBodyBytes caps a submission body.
 	MaxBodyBytes int64
-	// Pprof serves /debug/pprof/ on the HTTP listener.
-	Pprof    bool
+	// Pprof serves /debug/pprof/ on the HTTP listener (admins only).
+	Pprof bool
+	// HTTP sets TLS, timeouts and the connection cap of the API server.
+	HTTP httpx.Config
+	// MaxTasksPerUser caps one user's tasks that have not ended (0: no
+	// cap); a submission past it is refused with 429.
+	MaxTasksPerUser int
+	// Insecure turns security off, for benchmark comparisons and
+	// debugging: the API takes requests without a token (every caller is
+	// an admin) and CurveZMQ is off, so any interchange may register as
+	// any endpoint. Tasks are still refused for an endpoint that has
+	// neither been created nor connected.
+	Insecure bool
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
-	// Insecure turns CurveZMQ off: any interchange may register as any
-	// endpoint.
-	Insecure bool
 }
 
 // Defaults as documented in design.md.
@@ -43,6 +56,9 @@ const (
 	DefaultListenHTTP = "127.0.0.1:8080"
 	DefaultListenZMQ  = "tcp://127.0.0.1:55001"
 	DefaultRetention  = 24 * time.Hour
+	// DefaultMaxTasksPerUser is the CLI's cap on one user's unfinished
+	// tasks.
+	DefaultMaxTasksPerUser = 1000000
 )
 
 func (o *Options) setDefaults() error {
@@ -57,6 +73,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Retention == 0 {
 		o.Retention = DefaultRetention
+	}
+	if o.CompactInterval <= 0 {
+		o.CompactInterval = time.Hour
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000

@@ -1,7 +1,9 @@
 package forwarder_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/manager"
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // A restarted forwarder finds every task it accepted, and re-sends the
@@ -22,7 +25,8 @@ import (
 func TestForwarderRestartKeepsTasks(t *testing.T) {
 	dir := t.TempDir()
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
-	c := testutil.NewClient(f.URL)
+	f.Enroll(t, "ep1")
+	c := f.Client()
 	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", "kept"}}, 300)...)
 	if err != nil {
 		t.Fatal(err)
@@ -32,10 +36,11 @@ func TestForwarderRestartKeepsTasks(t *testing.T) {
 	f.Stop()
 
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f2.Enroll(t, "ep1")
 	if !f2.Log.Contains("recovering: 299 tasks unfinished of 300 stored") {
 		t.Fatalf("no recovery line in the log:\n%s", f2.Log.String())
 	}
-	c2 := testutil.NewClient(f2.URL)
+	c2 := f2.Client()
 	ts, err := c2.Status(ids)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +119,8 @@ func TestForwarderDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
-	c := testutil.NewClient(f.URL)
+	f.Enroll(t, "ep1")
+	c := f.Client()
 	big := map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("x", 2000)}}
 	var accepted []string
 	var refusal string
@@ -170,7 +176,8 @@ func TestForwarderDiskFull(t *testing.T) {
 	})
 	f.Stop()
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
-	ts, err = testutil.NewClient(f2.URL).Status(accepted)
+	f2.Enroll(t, "ep1")
+	ts, err = f2.Client().Status(accepted)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,13 +192,17 @@ func TestForwarderDiskFull(t *testing.T) {
 // in the store; unfinished ones are kept however old.
 func TestRetentionForgetsFinishedTasks(t *testing.T) {
 	dir := t.TempDir()
-	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: 300 * time.Millisecond})
-	c := testutil.NewClient(f.URL)
-	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "noop"}, 20)...)
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: 300 * time.Millisecond, CompactInterval: time.Nanosecond})
+	f.Enroll(t, "ep1")
+	f.Enroll(t, "ep2")
+	c := f.Client()
+	const secret = "pruned-argument-7f3a9c"
+	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", secret}}, 20)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waiting, err := c.Submit("ep2", map[string]any{"kind": "noop"})
+	const kept = "kept-argument-51e2b8"
+	waiting, err := c.Submit("ep2", map[string]any{"kind": "exec", "args": []string{"echo", kept}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,9 +225,117 @@ func TestRetentionForgetsFinishedTasks(t *testing.T) {
 	if v, err := c.Get(waiting[0]); err != nil || v.State != "waiting-for-endpoint" {
 		t.Fatalf("an unfinished task was forgotten: %+v %v", v, err)
 	}
+	// Pruned tasks' arguments do not stay readable in the store file's free
+	// pages: the janitor compacts the file after pruning.
+	db := filepath.Join(dir, "forwarder.db")
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		b, err := os.ReadFile(db)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(secret)) {
+			return fmt.Errorf("%s still holds the arguments of pruned tasks", db)
+		}
+		if !bytes.Contains(b, []byte(kept)) {
+			return fmt.Errorf("%s lost the unfinished task's arguments", db)
+		}
+		return nil
+	})
 	f.Stop()
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Retention: -1})
+	f2.Enroll(t, "ep1")
 	if !f2.Log.Contains("recovering: 1 tasks unfinished of 1 stored") {
 		t.Fatalf("pruned tasks came back from the store:\n%s", f2.Log.String())
+	}
+}
+
+// fill writes zeros into dir/filler until the filesystem is full.
+func fill(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+// The disk-full bug of issue 14: while its store was failing, the
+// forwarder acknowledged re-sent results as duplicates, the interchange
+// forgot them, and after a restart the tasks ran again and their first
+// results were lost. A result, re-sent or not, is acknowledged only once
+// it is durable: every acknowledged result survives a restart.
+func TestResultsAckedOnlyWhenDurable(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs (the test needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f.Enroll(t, ep)
+	e := &fakeEndpoint{Peer: testutil.NewDealer(t, "interchange", ep, f.ZMQAddr(), testutil.PeerOptions{AckTasks: true}), f: f, c: f.Client()}
+	e.register(t)
+	const n = 40
+	ids, err := e.c.Submit(ep, manyOf(map[string]any{"kind": "noop"}, n)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := e.received(t, ids)
+	fill(t, dir)
+	// Results big enough to need new pages, which the full disk refuses.
+	results := make([]messages.Result, 0, n)
+	for _, id := range ids {
+		x := sent[id]
+		results = append(results, messages.Result{ID: x.ID, Attempt: x.Attempt, Code: messages.Success,
+			Payload: []byte(`{"out":"` + strings.Repeat("r", 8000) + `"}`), Finished: time.Now().UnixNano()})
+	}
+	acked := map[messages.TaskID]bool{}
+	countAcks := func() {
+		for _, r := range e.All() {
+			if a, ok := r.Msg.(*messages.Ack); ok {
+				for _, id := range a.IDs {
+					acked[id] = true
+				}
+			}
+		}
+	}
+	// First sending, then the interchange's re-sends after its threshold.
+	for round := 0; round < 3; round++ {
+		e.Send(t, "", &messages.ResultBatch{Results: results})
+		e.Sync(t, "")
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if testutil.Metric(t, f.Reg, "switchyard_forwarder_store_errors_total") < 1 {
+			return errors.New("no store commit has failed yet")
+		}
+		return nil
+	})
+	e.Send(t, "", &messages.ResultBatch{Results: results})
+	e.Sync(t, "")
+	countAcks()
+	t.Logf("%d of %d results acknowledged while the disk was full", len(acked), n)
+	f.Stop()
+	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	ts, err := f2.Client().Status(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := 0
+	for i, tv := range ts {
+		id := sent[ids[i]].ID
+		if acked[id] && tv.State != "success" {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d results were acknowledged but are not in the store after a restart; the interchange has forgotten them", lost)
 	}
 }

@@ -18,9 +18,12 @@ import (
 
 // Task is the service-side record of one task.
 type Task struct {
-	ID          messages.TaskID
-	Seq         uint64 // order of acceptance; the store's key
-	Endpoint    string
+	ID       messages.TaskID
+	Seq      uint64 // order of acceptance; the store's key
+	Endpoint string
+	// Owner is the user who submitted the task; only they (and admins)
+	// see it.
+	Owner       string
 	Kind        string
 	Spec        []byte
 	State       messages.TaskState
@@ -67,7 +70,9 @@ func (t *Task) View() TaskView {
 const tasksBucket = "tasks"
 
 // recordVersion starts every stored task so the layout can change.
-const recordVersion = 1
+// Version 2 adds the owner at the end; version 1 records read as owned by
+// nobody (admins only).
+const recordVersion = 2
 
 func encodeTask(t *Task) store.Op {
 	w := binrec.Writer{B: make([]byte, 0, 64+len(t.Endpoint)+len(t.Spec)+len(t.Result)+len(t.Error))}
@@ -88,6 +93,7 @@ func encodeTask(t *Task) store.Op {
 	}
 	w.Varint(done)
 	w.Uvarint(uint64(t.Writes))
+	w.String(t.Owner)
 	return store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq), Value: w.B}
 }
 
@@ -102,8 +108,9 @@ func decodeTask(k, v []byte) (*Task, error) {
 		return nil, fmt.Errorf("key of %d bytes", len(k))
 	}
 	r := binrec.Reader{B: v}
-	if ver := r.Uvarint(); r.Err == nil && ver != recordVersion {
-		return nil, fmt.Errorf("record version %d, this build reads %d", ver, recordVersion)
+	ver := r.Uvarint()
+	if r.Err == nil && (ver < 1 || ver > recordVersion) {
+		return nil, fmt.Errorf("record version %d, this build reads 1 to %d", ver, recordVersion)
 	}
 	id := r.Bytes()
 	t := &Task{Seq: binary.BigEndian.Uint64(k), Endpoint: r.String(), Kind: r.String(), Spec: r.Bytes()}
@@ -117,6 +124,9 @@ func decodeTask(k, v []byte) (*Task, error) {
 		t.CompletedAt = time.Unix(0, done)
 	}
 	t.Writes = uint32(r.Uvarint())
+	if ver >= 2 {
+		t.Owner = r.String()
+	}
 	if r.Err != nil {
 		return nil, r.Err
 	}
@@ -146,12 +156,32 @@ type taskTable struct {
 	st          *store.Store
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
+	// open counts each owner's tasks that have not ended (under mu).
+	open map[string]int
 }
 
 func (tt *taskTable) move(t *Task, to messages.TaskState) {
 	tt.byState[t.State].Add(-1)
 	tt.byState[to].Add(1)
+	if !t.State.Terminal() && to.Terminal() {
+		tt.closeOwned(t)
+	}
 	t.State = to
+}
+
+func (tt *taskTable) closeOwned(t *Task) {
+	if n := tt.open[t.Owner] - 1; n > 0 {
+		tt.open[t.Owner] = n
+	} else {
+		delete(tt.open, t.Owner)
+	}
+}
+
+// errTooManyTasks refuses a submission past the per-user limit.
+type errTooManyTasks struct{ open, adding, limit int }
+
+func (e *errTooManyTasks) Error() string {
+	return fmt.Sprintf("%d tasks not yet ended plus %d new would pass the limit of %d per user; wait for some to end", e.open, e.adding, e.limit)
 }
 
 // countByState reads the per-state counts.
@@ -165,7 +195,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 
 func newTaskTable(st *store.Store) *taskTable {
 	tt := &taskTable{tasks: make(map[messages.TaskID]*Task), waiters: make(map[messages.TaskID]chan struct{}), st: st,
-		byState: make(map[messages.TaskState]*atomic.Int64)}
+		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
 	}
@@ -191,6 +221,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 		tt.seq = max(tt.seq, t.Seq)
 		if !t.State.Terminal() {
 			open = append(open, t)
+			tt.open[t.Owner]++
 		}
 		return nil
 	})
@@ -230,12 +261,15 @@ func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
 }
 
 func (tt *taskTable) persist(ops []store.Op, cb func(error)) {
-	if tt.st == nil || len(ops) == 0 {
+	if tt.st == nil || (len(ops) == 0 && cb == nil) {
 		if cb != nil {
 			cb(nil)
 		}
 		return
 	}
+	// With no ops of its own, cb still waits for a commit: what it
+	// confirms (a re-sent result, say) may rest on a write still queued
+	// because the store is failing.
 	tt.st.Write(ops, cb)
 }
 
@@ -247,13 +281,21 @@ func (tt *taskTable) storeErr() error {
 	return tt.st.Err()
 }
 
-// add stores new tasks and returns once they are durable; on failure
-// they are removed again.
-func (tt *taskTable) add(ts []*Task) error {
+// add stores new tasks of one owner and returns once they are durable; on
+// failure they are removed again. limit > 0 caps the owner's tasks that
+// have not ended.
+func (tt *taskTable) add(ts []*Task, limit int) error {
 	now := time.Now()
 	var ops []store.Op
 	tt.mu.Lock()
+	if len(ts) > 0 && limit > 0 {
+		if open := tt.open[ts[0].Owner]; open+len(ts) > limit {
+			tt.mu.Unlock()
+			return &errTooManyTasks{open: open, adding: len(ts), limit: limit}
+		}
+	}
 	for _, t := range ts {
+		tt.open[t.Owner]++
 		tt.seq++
 		t.Seq = tt.seq
 		tt.tasks[t.ID] = t
@@ -273,6 +315,9 @@ func (tt *taskTable) add(ts []*Task) error {
 	for _, t := range ts {
 		delete(tt.tasks, t.ID)
 		tt.byState[t.State].Add(-1)
+		if !t.State.Terminal() {
+			tt.closeOwned(t)
+		}
 		undo = append(undo, store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq)})
 	}
 	tt.mu.Unlock()
@@ -417,6 +462,29 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 		err = tt.st.WriteSync(ops)
 	}
 	return out, known, changed, err
+}
+
+// failEndpoint ends the tasks of a deleted endpoint that have not ended,
+// as failed with reason, and returns how many once that is durable.
+func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
+	now := time.Now()
+	var ops []store.Op
+	n := 0
+	tt.mu.Lock()
+	for _, t := range tt.tasks {
+		if t.Endpoint != endpoint || t.State.Terminal() {
+			continue
+		}
+		tt.move(t, messages.StateFailed)
+		t.Error = reason
+		tt.touch(t, now, &ops)
+		n++
+	}
+	tt.mu.Unlock()
+	if tt.st == nil || len(ops) == 0 {
+		return n, nil
+	}
+	return n, tt.st.WriteSync(ops)
 }
 
 // endpointLost moves the endpoint's unfinished tasks back to

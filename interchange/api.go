@@ -1,10 +1,12 @@
 package interchange
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchyard-hpc/switchyard/internal/auth"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -24,8 +26,35 @@ func (ix *Interchange) routes() http.Handler {
 	if ix.opts.Pprof {
 		httpx.MountPprof(mux)
 	}
-	return mux
+	if ix.opts.Insecure {
+		return mux
+	}
+	return auth.Require(auth.Single(ix.adminToken), mux, nil)
 }
+
+// setupAccess reads or makes the admin HTTP token (STATE_DIR/admin.token,
+// mode 0600; in memory only without a state dir).
+func (ix *Interchange) setupAccess() error {
+	dir := ""
+	if ix.dir != nil {
+		dir = ix.dir.Path
+	}
+	tok, path, created, err := auth.DaemonToken(dir)
+	if err != nil {
+		return fmt.Errorf("interchange: %w", err)
+	}
+	ix.adminToken = tok
+	if ix.opts.Insecure {
+		ix.log.Warn("--insecure: the admin HTTP takes requests without a token")
+	}
+	if created && path != "" {
+		ix.log.WithField("path", path).Info("admin HTTP token created")
+	}
+	return nil
+}
+
+// AdminToken is the token the admin HTTP asks for.
+func (ix *Interchange) AdminToken() string { return ix.adminToken }
 
 // servingCommand applies a serving-state Command from the forwarder.
 func (ix *Interchange) servingCommand(c *messages.Command) *messages.CommandReply {

@@ -44,6 +44,8 @@ type Interchange struct {
 	gcLong   bool // reportLoop only
 	// mgrCreds is what managers of this endpoint need (nil when insecure).
 	mgrCreds *curve.Credentials
+	// adminToken guards the admin HTTP (STATE_DIR/admin.token).
+	adminToken string
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -104,6 +106,9 @@ func New(opts Options) (*Interchange, error) {
 	ix.m = newMetrics(opts.Registry, ix)
 	if ix.store != nil {
 		ix.store.OnCommit(ix.m.observeStore)
+	}
+	if err := ix.setupAccess(); err != nil {
+		return fail(err)
 	}
 	if ix.http, err = httpx.Listen(opts.ListenHTTP, ix.routes()); err != nil {
 		return fail(fmt.Errorf("interchange: %w", err))

@@ -772,7 +772,7 @@ func TestManagerRestartWithSameIDRerunsItsTasks(t *testing.T) {
 
 func TestServingStatePausesDispatch(t *testing.T) {
 	e := start(t, interchange.Options{}, true)
-	c := testutil.NewClient(e.ix.URL)
+	c := e.ix.Client()
 	// Queued before the pause (no manager yet)...
 	ids := e.push(t, 2, 1)
 	e.fwd.Expect(t, 5*time.Second, "the batch acknowledged", func(r testutil.Received) bool { return r.Type() == messages.TypeAck })

@@ -36,7 +36,7 @@ type Options struct {
 	// a little CPU for memory per queued task. It changes a process-wide
 	// setting, so only a process that runs nothing else should set it.
 	AdaptiveGC bool
-	// Pprof serves /debug/pprof/ on the HTTP listener.
+	// Pprof serves /debug/pprof/ on the HTTP listener (with the token).
 	Pprof    bool
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
@@ -44,7 +44,8 @@ type Options struct {
 	// Credentials enroll this endpoint with the forwarder (written by
 	// `switchyard endpoint create`). Required unless Insecure.
 	Credentials *curve.Credentials
-	// Insecure turns CurveZMQ off on both links.
+	// Insecure turns CurveZMQ off on both links and serves the admin
+	// HTTP without a token.
 	Insecure bool
 	// MaxResultBytes refuses larger results from managers.
 	MaxResultBytes int

@@ -2,9 +2,7 @@ package interchange_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -15,38 +13,6 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/manager"
 )
-
-func form(t *testing.T, base, path string, kv ...string) (int, string) {
-	t.Helper()
-	v := url.Values{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		v.Set(kv[i], kv[i+1])
-	}
-	resp, err := http.PostForm(base+path, v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, readAll(t, resp)
-}
-
-func get(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return readAll(t, resp)
-}
-
-func readAll(t *testing.T, resp *http.Response) string {
-	t.Helper()
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
 
 func endpointView(t *testing.T, c *testutil.Client) map[string]any {
 	t.Helper()
@@ -60,10 +26,10 @@ func endpointView(t *testing.T, c *testutil.Client) map[string]any {
 // nothing, and an unforced override cannot hide real queue pressure.
 func TestServingStateThroughForwarder(t *testing.T) {
 	f := testutil.StartForwarder(t, forwarder.Options{})
-	c := testutil.NewClient(f.URL)
+	c := f.Client()
 	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: f.ZMQAddr(),
 		Pressure: servingstate.Thresholds{PauseQueued: 20, ResumeQueued: 10}})
-	api := f.URL + "/v1/endpoints/ep1/servingState"
+	api := "/v1/endpoints/ep1/servingState"
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		var v map[string]any
 		code, body, err := c.Do(http.MethodGet, "/v1/endpoints/ep1", nil, &v)
@@ -73,16 +39,16 @@ func TestServingStateThroughForwarder(t *testing.T) {
 		return nil
 	})
 
-	if got := get(t, api); !strings.Contains(got, "Current state: NONE_PAUSED") || !strings.Contains(got, "Override: none") {
+	if got := f.Client().Text(t, api); !strings.Contains(got, "Current state: NONE_PAUSED") || !strings.Contains(got, "Override: none") {
 		t.Fatalf("GET through the forwarder:\n%s", got)
 	}
 
 	// Pause everything through the forwarder.
-	code, body := form(t, f.URL, "/v1/endpoints/ep1/servingState", "state", "PUSH_AND_DISPATCH_PAUSED", "timeout", "1m")
+	code, body := f.Client().Form(t, "/v1/endpoints/ep1/servingState", "state", "PUSH_AND_DISPATCH_PAUSED", "timeout", "1m")
 	if code != http.StatusOK || !strings.Contains(body, "Serving state forced to PUSH_AND_DISPATCH_PAUSED; the override clears itself after 1m.") {
 		t.Fatalf("POST pause: %d %q", code, body)
 	}
-	if got := get(t, ix.URL+"/servingState"); !strings.Contains(got, "Current state: PUSH_AND_DISPATCH_PAUSED") || !strings.Contains(got, "clears in") {
+	if got := ix.Client().Text(t, "/servingState"); !strings.Contains(got, "Current state: PUSH_AND_DISPATCH_PAUSED") || !strings.Contains(got, "clears in") {
 		t.Fatalf("interchange after the override:\n%s", got)
 	}
 	if v := testutil.Metric(t, ix.Reg, "switchyard_interchange_serving_override_active", "state", "PUSH_AND_DISPATCH_PAUSED"); v != 1 {
@@ -91,7 +57,7 @@ func TestServingStateThroughForwarder(t *testing.T) {
 
 	// Bad input: 400 with the legal values, and no change.
 	for _, tc := range [][]string{{"state", "INVALID"}, {"state", "PUSH_PAUSED", "timeout", "1k"}, {"state", "NONE_PAUSED", "force", "maybe"}} {
-		code, body := form(t, f.URL, "/v1/endpoints/ep1/servingState", tc...)
+		code, body := f.Client().Form(t, "/v1/endpoints/ep1/servingState", tc...)
 		if code != http.StatusBadRequest {
 			t.Fatalf("POST %v: %d %q, want 400", tc, code, body)
 		}
@@ -102,7 +68,7 @@ func TestServingStateThroughForwarder(t *testing.T) {
 			t.Fatalf("refusal %q", body)
 		}
 	}
-	if got := get(t, ix.URL+"/servingState"); !strings.Contains(got, "Current state: PUSH_AND_DISPATCH_PAUSED") {
+	if got := ix.Client().Text(t, "/servingState"); !strings.Contains(got, "Current state: PUSH_AND_DISPATCH_PAUSED") {
 		t.Fatalf("bad input changed the state:\n%s", got)
 	}
 
@@ -136,19 +102,19 @@ func TestServingStateThroughForwarder(t *testing.T) {
 	}
 
 	// One manager's own override, through the forwarder.
-	code, body = form(t, f.URL, "/v1/endpoints/ep1/servingState", "state", "PUSH_PAUSED", "manager", "m1")
+	code, body = f.Client().Form(t, "/v1/endpoints/ep1/servingState", "state", "PUSH_PAUSED", "manager", "m1")
 	if code != http.StatusOK || !strings.Contains(body, "forced to PUSH_PAUSED") {
 		t.Fatalf("POST manager override: %d %q", code, body)
 	}
-	if got := get(t, m.URL+"/servingState"); !strings.Contains(got, "Override: PUSH_PAUSED") {
+	if got := m.Client().Text(t, "/servingState"); !strings.Contains(got, "Override: PUSH_PAUSED") {
 		t.Fatalf("manager after its override:\n%s", got)
 	}
-	if code, body = form(t, f.URL, "/v1/endpoints/ep1/servingState", "state", "", "manager", "m1"); code != http.StatusOK {
+	if code, body = f.Client().Form(t, "/v1/endpoints/ep1/servingState", "state", "", "manager", "m1"); code != http.StatusOK {
 		t.Fatalf("clear manager override: %d %q", code, body)
 	}
 
 	// Clearing the endpoint's override lets the tasks run.
-	code, body = form(t, f.URL, "/v1/endpoints/ep1/servingState", "state", "")
+	code, body = f.Client().Form(t, "/v1/endpoints/ep1/servingState", "state", "")
 	if code != http.StatusOK || !strings.Contains(body, "Override cleared. Current state: NONE_PAUSED") {
 		t.Fatalf("clear: %d %q", code, body)
 	}
@@ -160,7 +126,7 @@ func TestServingStateThroughForwarder(t *testing.T) {
 
 	// Real pressure: with the manager paused the queue passes 20, the
 	// interchange measures PUSH_PAUSED and the forwarder holds the rest.
-	if code, body = form(t, m.URL, "/servingState", "state", "PUSH_AND_DISPATCH_PAUSED"); code != http.StatusOK {
+	if code, body = m.Client().Form(t, "/servingState", "state", "PUSH_AND_DISPATCH_PAUSED"); code != http.StatusOK {
 		t.Fatalf("pause manager: %d %q", code, body)
 	}
 	testutil.WaitFor(t, 10*time.Second, func() error {
@@ -181,11 +147,11 @@ func TestServingStateThroughForwarder(t *testing.T) {
 		return nil
 	})
 	// The unforced, less restrictive override is refused and changes nothing.
-	code, body = form(t, f.URL, "/v1/endpoints/ep1/servingState", "state", "NONE_PAUSED")
+	code, body = f.Client().Form(t, "/v1/endpoints/ep1/servingState", "state", "NONE_PAUSED")
 	if code != http.StatusConflict || !strings.Contains(body, "would hide real pressure") {
 		t.Fatalf("unforced NONE_PAUSED under pressure: %d %q, want 409", code, body)
 	}
-	if got := get(t, ix.URL+"/servingState"); !strings.Contains(got, "Current state: PUSH_PAUSED") || !strings.Contains(got, "Override: none") {
+	if got := ix.Client().Text(t, "/servingState"); !strings.Contains(got, "Current state: PUSH_PAUSED") || !strings.Contains(got, "Override: none") {
 		t.Fatalf("refused override changed the state:\n%s", got)
 	}
 	// New tasks wait at the forwarder while the endpoint refuses pushes.
@@ -210,7 +176,7 @@ func TestServingStateThroughForwarder(t *testing.T) {
 		}
 	}
 	// Forced, it applies and the forwarder sends what it held.
-	code, body = form(t, f.URL, "/v1/endpoints/ep1/servingState", "state", "NONE_PAUSED", "force", "true")
+	code, body = f.Client().Form(t, "/v1/endpoints/ep1/servingState", "state", "NONE_PAUSED", "force", "true")
 	if code != http.StatusOK || !strings.Contains(body, "Forced below the measured PUSH_PAUSED") {
 		t.Fatalf("forced NONE_PAUSED: %d %q", code, body)
 	}
@@ -223,7 +189,7 @@ func TestServingStateThroughForwarder(t *testing.T) {
 	if v := testutil.Metric(t, ix.Reg, "switchyard_interchange_serving_override_active", "state", "NONE_PAUSED", "forced", "true"); v != 1 {
 		t.Fatalf("forced override metric = %v", v)
 	}
-	if code, _ = form(t, m.URL, "/servingState", "state", ""); code != http.StatusOK {
+	if code, _ = m.Client().Form(t, "/servingState", "state", ""); code != http.StatusOK {
 		t.Fatalf("clear manager: %d", code)
 	}
 	for _, tv := range c.WaitTerminal(t, more, 30*time.Second) {

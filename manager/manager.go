@@ -34,6 +34,9 @@ type Manager struct {
 	m        *metrics
 	hostname string
 	res      daemon.Resources
+	// env is every task's environment before its own variables.
+	env        []string
+	adminToken string
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -81,7 +84,7 @@ func New(opts Options) (*Manager, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	mg := &Manager{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure), gate: newGate()}
+	mg := &Manager{opts: opts, log: opts.Log, serving: servingstate.New(opts.Pressure), gate: newGate(), env: baseEnv(opts.TaskEnv)}
 	mg.hostname, _ = os.Hostname()
 	fail := func(err error) (*Manager, error) {
 		mg.res.Close()
@@ -100,6 +103,9 @@ func New(opts Options) (*Manager, error) {
 	mg.res.Add(mg.mbox.Close)
 	mg.m = newMetrics(opts.Registry, mg)
 	if opts.ListenHTTP != "" {
+		if err := mg.setupAdmin(); err != nil {
+			return fail(err)
+		}
 		if mg.http, err = httpx.Listen(opts.ListenHTTP, mg.routes()); err != nil {
 			return fail(fmt.Errorf("manager: %w", err))
 		}

@@ -1,9 +1,11 @@
 package manager
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,8 +32,14 @@ type Options struct {
 	// OutputLimit caps each of stdout and stderr kept from an exec task.
 	OutputLimit int
 	Pressure    servingstate.Thresholds
-	// Pprof serves /debug/pprof/ on the HTTP listener.
-	Pprof    bool
+	// Pprof serves /debug/pprof/ on the HTTP listener (with the token).
+	Pprof bool
+	// AllowRoot lets the manager run as root; without it New refuses,
+	// since every task would run as root.
+	AllowRoot bool
+	// TaskEnv names variables of the manager's environment passed on to
+	// tasks, besides PATH, HOME, USER, LANG and TMPDIR.
+	TaskEnv  []string
 	Log      *logrus.Entry
 	Registry *prometheus.Registry
 	Version  string
@@ -39,7 +47,8 @@ type Options struct {
 	// manager key pair (the interchange writes them to
 	// STATE_DIR/manager.credentials). Required unless Insecure.
 	Credentials *curve.Credentials
-	// Insecure turns CurveZMQ off on the link to the interchange.
+	// Insecure turns CurveZMQ off on the link to the interchange and
+	// serves the admin HTTP without a token.
 	Insecure bool
 	// DrainGrace is how long running tasks may go on after SIGTERM before
 	// they are stopped and returned to the queue (default 10s).
@@ -61,6 +70,14 @@ const DefaultDrainGrace = 10 * time.Second
 const DefaultInterchange = "tcp://127.0.0.1:55002"
 
 func (o *Options) setDefaults() error {
+	if os.Geteuid() == 0 && !o.AllowRoot {
+		return errors.New("manager: refusing to run as root, since every task would run as root too; run it as an unprivileged user, or pass --allow-root")
+	}
+	for _, n := range o.TaskEnv {
+		if n == "" || strings.ContainsAny(n, "=\x00") {
+			return fmt.Errorf("--task-env %q: give a variable name, like --task-env CUDA_VISIBLE_DEVICES", n)
+		}
+	}
 	if o.Interchange == "" {
 		o.Interchange = DefaultInterchange
 	}

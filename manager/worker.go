@@ -2,11 +2,15 @@ package manager
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,8 +22,44 @@ import (
 // errCancelled marks a task stopped by a cancel command.
 var errCancelled = errors.New("cancelled by request")
 
-// run executes one task; it never touches a socket.
-func run(ctx context.Context, t messages.Task, outputLimit int) (r messages.Result) {
+// baseEnv is what every task's environment starts from: never the
+// manager's whole environment (it may hold secrets), only PATH, HOME,
+// USER, LANG, TMPDIR and the names passed with --task-env, as the manager
+// has them.
+func baseEnv(passOn []string) []string {
+	env := []string{"PATH=" + cmp.Or(os.Getenv("PATH"), "/usr/local/bin:/usr/bin:/bin")}
+	for _, n := range append([]string{"HOME", "USER", "LANG", "TMPDIR"}, passOn...) {
+		if v, ok := os.LookupEnv(n); ok {
+			env = append(env, n+"="+v)
+		}
+	}
+	return env
+}
+
+// taskEnv is base plus the task's own variables, which win.
+func taskEnv(base []string, own map[string]string) []string {
+	if len(own) == 0 {
+		return base
+	}
+	env := make([]string, 0, len(base)+len(own))
+	for _, kv := range base {
+		if _, ok := own[kv[:strings.IndexByte(kv, '=')]]; !ok {
+			env = append(env, kv)
+		}
+	}
+	names := make([]string, 0, len(own))
+	for k := range own {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		env = append(env, k+"="+own[k])
+	}
+	return env
+}
+
+// run executes one task with environment env; it never touches a socket.
+func run(ctx context.Context, t messages.Task, outputLimit int, env []string) (r messages.Result) {
 	r = messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
 	defer func() { r.Finished = time.Now().UnixNano() }()
 	spec, err := taskspec.Decode(t.Payload)
@@ -52,7 +92,7 @@ func run(ctx context.Context, t messages.Task, outputLimit int) (r messages.Resu
 			r.Code, r.Error = stopped(ctx, timeout)
 		}
 	case taskspec.KindExec:
-		runExec(ctx, spec, outputLimit, timeout, &r)
+		runExec(ctx, spec, outputLimit, timeout, taskEnv(env, spec.Env), &r)
 	default:
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("unknown kind %q", spec.Kind)
 	}
@@ -91,8 +131,9 @@ func (c *capped) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func runExec(ctx context.Context, spec taskspec.Spec, limit int, timeout time.Duration, r *messages.Result) {
+func runExec(ctx context.Context, spec taskspec.Spec, limit int, timeout time.Duration, env []string, r *messages.Result) {
 	cmd := exec.CommandContext(ctx, spec.Args[0], spec.Args[1:]...)
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// Kill the whole process group: a shell's children die with it.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -130,7 +171,7 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		// The loop reports it running within a few milliseconds; a task
 		// that ends before then shows only in its result.
 		mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at})
-		r := run(t.ctx, t.task, mg.opts.OutputLimit)
+		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.env)
 		mg.busy.Add(-1)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})

@@ -4,6 +4,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 // promBin and promtoolBin are Debian's prometheus package; scripts/install-deps.sh
@@ -243,11 +246,32 @@ func (p *proc) dumpLog() {
 
 // ---------------------------------------------------------------- HTTP
 
-var client = &http.Client{Timeout: 30 * time.Second}
+// httpc talks to Prometheus; Switchyard's own APIs go through package client.
+var httpc = &http.Client{Timeout: 30 * time.Second}
+
+// tokens holds the bearer token of each daemon by host:port, filled as
+// daemons start.
+var tokens sync.Map
+
+// apiClient is the Switchyard client of the daemon that serves u, and the
+// path and query of u.
+func apiClient(u string) (*client.Client, string, error) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return nil, "", err
+	}
+	tok, _ := tokens.Load(pu.Host)
+	t, _ := tok.(string)
+	return client.New(pu.Scheme+"://"+pu.Host, client.WithToken(t), client.WithHTTPClient(httpc)), pu.RequestURI(), nil
+}
 
 // doJSON sends body (JSON when not nil) and decodes a JSON answer into out
 // when out is not nil. It returns the status code and the raw body.
 func doJSON(method, u string, body, out any) (int, []byte, error) {
+	c, path, err := apiClient(u)
+	if err != nil {
+		return 0, nil, err
+	}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -256,39 +280,29 @@ func doJSON(method, u string, body, out any) (int, []byte, error) {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, u, rd)
+	resp, err := c.Do(context.Background(), client.Request{Method: method, Path: path, Body: rd})
 	if err != nil {
 		return 0, nil, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, nil, err
-	}
-	if out != nil && resp.StatusCode/100 == 2 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, raw, fmt.Errorf("decode %s %s: %v: %s", method, u, err, raw)
+	if out != nil && resp.Status/100 == 2 {
+		if err := json.Unmarshal(resp.Body, out); err != nil {
+			return resp.Status, resp.Body, fmt.Errorf("decode %s %s: %v: %s", method, u, err, resp.Body)
 		}
 	}
-	return resp.StatusCode, raw, nil
+	return resp.Status, resp.Body, nil
 }
 
 func postForm(u string, form url.Values) (int, []byte, error) {
-	resp, err := client.PostForm(u, form)
+	c, path, err := apiClient(u)
 	if err != nil {
 		return 0, nil, err
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, raw, err
+	resp, err := c.Do(context.Background(), client.Request{Method: http.MethodPost, Path: path,
+		Body: strings.NewReader(form.Encode()), ContentType: "application/x-www-form-urlencoded"})
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.Status, resp.Body, nil
 }
 
 // ---------------------------------------------------------------- Prometheus API
@@ -311,7 +325,7 @@ type promAnswer struct {
 // get decodes the answer's data into out: for the query endpoints that is
 // {resultType, result}, for the label values endpoint a list of strings.
 func (p promClient) get(path string, q url.Values, out any) error {
-	resp, err := client.Get(p.base + path + "?" + q.Encode())
+	resp, err := httpc.Get(p.base + path + "?" + q.Encode())
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 )
 
@@ -30,19 +31,9 @@ type taskSpec struct {
 	Args []string `json:"args,omitempty"`
 }
 
-type endpointView struct {
-	Connected    bool   `json:"connected"`
-	Managers     int    `json:"managers"`
-	Workers      int    `json:"workers"`
-	Queued       int    `json:"queued"`
-	Outstanding  int    `json:"outstanding"`
-	ServingState string `json:"serving_state"`
-}
+type endpointView = client.Endpoint
 
-type taskView struct {
-	ID    string `json:"task_id"`
-	State string `json:"state"`
-}
+type taskView = client.Task
 
 // endpointRun is one live endpoint: forwarder, interchange, two managers
 // and a Prometheus scraping them, all real processes on loopback ports.
@@ -155,27 +146,33 @@ func startEndpoint(t *testing.T) *endpointRun {
 	state := func(name string) []string { return []string{"--state-dir", filepath.Join(r.dir, "state-"+name)} }
 	zmq := func(p int) string { return "tcp://" + hostPort(p) }
 
+	// Secure by default: the endpoint is enrolled before the forwarder
+	// starts, as `endpoint up` does, and each daemon's admin token is sent
+	// to it.
 	creds := testutil.EnrollOffline(t, filepath.Join(r.dir, "state-forwarder"), testEndpoint, zmq(fwdZMQ))
-	mgrCreds := filepath.Join(r.dir, "state-interchange", "manager.credentials")
 	r.fwd = startProc(t, r.dir, "forwarder", bin, append(append([]string{"forwarder",
 		"--listen-http", hostPort(fwdHTTP), "--listen-zmq", zmq(fwdZMQ)}, state("forwarder")...), hb...)...)
+	tokens.Store(hostPort(fwdHTTP), readToken(t, filepath.Join(r.dir, "state-forwarder", "admin.token"), r.fwd))
 	// --max-retries 0: tasks of a lost manager fail at the interchange
 	// instead of running again (see the manager-loss step).
 	r.ix = startProc(t, r.dir, "interchange", bin, append(append([]string{"interchange",
-		"--endpoint-id", testEndpoint, "--forwarder", zmq(fwdZMQ), "--listen-managers", zmq(ixMgr),
-		"--listen-http", hostPort(ixHTTP), "--max-retries", "0", "--credentials", creds}, state("interchange")...), hb...)...)
-	testutil.WaitFor(t, 30*time.Second, func() error {
-		if st, err := os.Stat(mgrCreds); err != nil || st.Size() == 0 {
-			return fmt.Errorf("the interchange wrote no %s yet", mgrCreds)
-		}
-		return nil
-	})
-	r.m1 = startProc(t, r.dir, "manager-m1", bin, append(append([]string{"manager",
-		"--interchange", zmq(ixMgr), "--credentials", mgrCreds, "--manager-id", "m1", "--workers", "4", "--listen-http", hostPort(m1HTTP)},
-		state("m1")...), hb...)...)
-	r.m2 = startProc(t, r.dir, "manager-m2", bin, append(append([]string{"manager",
-		"--interchange", zmq(ixMgr), "--credentials", mgrCreds, "--manager-id", "m2", "--workers", "2", "--listen-http", hostPort(m2HTTP)},
-		state("m2")...), hb...)...)
+		"--endpoint-id", testEndpoint, "--credentials", creds, "--forwarder", zmq(fwdZMQ), "--listen-managers", zmq(ixMgr),
+		"--listen-http", hostPort(ixHTTP), "--max-retries", "0"}, state("interchange")...), hb...)...)
+	tokens.Store(hostPort(ixHTTP), readToken(t, filepath.Join(r.dir, "state-interchange", "admin.token"), r.ix))
+	mc := filepath.Join(r.dir, "state-interchange", "manager.credentials")
+	readToken(t, mc, r.ix)
+	mgr := []string{"--credentials", mc}
+	if os.Geteuid() == 0 {
+		mgr = append(mgr, "--allow-root")
+	}
+	r.m1 = startProc(t, r.dir, "manager-m1", bin, append(append(append([]string{"manager",
+		"--interchange", zmq(ixMgr), "--manager-id", "m1", "--workers", "4", "--listen-http", hostPort(m1HTTP)},
+		state("m1")...), hb...), mgr...)...)
+	r.m2 = startProc(t, r.dir, "manager-m2", bin, append(append(append([]string{"manager",
+		"--interchange", zmq(ixMgr), "--manager-id", "m2", "--workers", "2", "--listen-http", hostPort(m2HTTP)},
+		state("m2")...), hb...), mgr...)...)
+	tokens.Store(hostPort(m1HTTP), readToken(t, filepath.Join(r.dir, "state-m1", "admin.token"), r.m1))
+	tokens.Store(hostPort(m2HTTP), readToken(t, filepath.Join(r.dir, "state-m2", "admin.token"), r.m2))
 	r.waitEndpoint("endpoint connected with 2 managers", 30*time.Second, func(v endpointView) error {
 		if !v.Connected || v.Managers != 2 {
 			return fmt.Errorf("connected %v, %d managers", v.Connected, v.Managers)
@@ -183,6 +180,25 @@ func startEndpoint(t *testing.T) *endpointRun {
 		return nil
 	})
 	return r
+}
+
+// readToken waits until p has written path and returns its content.
+func readToken(t *testing.T, path string, p *proc) string {
+	t.Helper()
+	var text string
+	waitFor(t, 30*time.Second, path+" written", func() error {
+		if p.exited() {
+			p.dumpLog()
+			t.Fatalf("%s exited before writing %s", p.name, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) == 0 {
+			return fmt.Errorf("%s not written yet", path)
+		}
+		text = strings.TrimSpace(string(b))
+		return nil
+	})
+	return text
 }
 
 // startPrometheus runs /usr/bin/prometheus with scripts/prometheus.yml,
@@ -227,7 +243,7 @@ func (r *endpointRun) startPrometheus() {
 		if r.prom.exited() {
 			t.Fatalf("prometheus exited at startup (log follows)")
 		}
-		resp, err := client.Get(r.promURL + "/-/ready")
+		resp, err := httpc.Get(r.promURL + "/-/ready")
 		if err != nil {
 			return err
 		}

@@ -1,12 +1,9 @@
 package simmanager_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/bench/simmanager"
+	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
@@ -118,9 +116,9 @@ func TestFleetRegistersAndCompletesTasks(t *testing.T) {
 
 	// Tasks submitted over the real API are run by the simulated managers.
 	const n = 600
-	taskIDs := submit(t, "http://"+fw.HTTPAddr(), "sim", n)
+	taskIDs := submit(t, "http://"+fw.HTTPAddr(), fw.AdminToken(), "sim", n)
 	waitFor(t, 20*time.Second, func() error {
-		states, err := status(t, "http://"+fw.HTTPAddr(), taskIDs)
+		states, err := status(t, "http://"+fw.HTTPAddr(), fw.AdminToken(), taskIDs)
 		if err != nil {
 			return err
 		}
@@ -150,40 +148,26 @@ func TestFleetRegistersAndCompletesTasks(t *testing.T) {
 	}
 }
 
-func submit(t *testing.T, api, ep string, n int) []string {
+func submit(t *testing.T, api, token, ep string, n int) []string {
 	t.Helper()
-	body := `{"tasks":[` + strings.TrimSuffix(strings.Repeat(`{"kind":"noop"},`, n), ",") + `]}`
-	resp, err := http.Post(api+"/v1/endpoints/"+ep+"/tasks", "application/json", strings.NewReader(body))
+	tasks := make([]any, n)
+	for i := range tasks {
+		tasks[i] = map[string]string{"kind": "noop"}
+	}
+	ids, err := client.New(api, client.WithToken(token)).Submit(context.Background(), ep, tasks...)
 	if err != nil {
 		t.Fatalf("submit: %v", err)
 	}
-	defer resp.Body.Close()
-	var out struct {
-		TaskIDs []string `json:"task_ids"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("submit: HTTP %d, %v", resp.StatusCode, err)
-	}
-	return out.TaskIDs
+	return ids
 }
 
-func status(t *testing.T, api string, ids []string) ([]string, error) {
-	b, _ := json.Marshal(map[string]any{"task_ids": ids})
-	resp, err := http.Post(api+"/v1/tasks/status", "application/json", bytes.NewReader(b))
+func status(t *testing.T, api, token string, ids []string) ([]string, error) {
+	ts, err := client.New(api, client.WithToken(token)).Status(context.Background(), ids)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	var out struct {
-		Tasks []struct {
-			State string `json:"state"`
-		} `json:"tasks"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, err
-	}
-	states := make([]string, len(out.Tasks))
-	for i, x := range out.Tasks {
+	states := make([]string, len(ts))
+	for i, x := range ts {
 		states[i] = x.State
 	}
 	return states, nil

@@ -9,11 +9,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard-hpc/switchyard/bench"
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 func newBenchCmd() *cobra.Command {
 	var cfg bench.Config
 	var asJSON, quiet bool
+	var af authFlags
+	var ixTokenFile string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure an endpoint with no-op tasks: throughput, round trips, CPU and memory",
@@ -54,10 +57,22 @@ Other scenarios (each on a fresh endpoint):
 			if cfg.SimManagers < 0 || cfg.Queued < 0 {
 				return fmt.Errorf("--managers-sim and --queued must be 0 or more")
 			}
+			if cfg.CompareInsecure && (cfg.Insecure || cfg.API != "") {
+				return fmt.Errorf("--compare-insecure starts a secure and an insecure endpoint itself; drop --insecure and --api")
+			}
 			if cmd.Flags().Changed("endpoint") && cfg.API == "" {
 				return fmt.Errorf("--endpoint names a running endpoint; give its forwarder with --api too")
 			}
 			cfg.Version = version
+			var err error
+			if cfg.Token, err = af.token(); err != nil {
+				return err
+			}
+			if ixTokenFile != "" {
+				if cfg.InterchangeToken, err = client.ReadTokenFile(ixTokenFile); err != nil {
+					return err
+				}
+			}
 			if !quiet {
 				cfg.Progress = os.Stderr
 			}
@@ -82,7 +97,7 @@ Other scenarios (each on a fresh endpoint):
 	f.IntVar(&cfg.RTT, "rtt", 500, "sequential single-task round trips (0 skips)")
 	f.IntVar(&cfg.Raw, "raw", 0, "messages in the raw ZMQ relay baseline (default --tasks; -1 skips)")
 	f.BoolVar(&cfg.NoPersist, "no-persist", false, "start the forwarder and interchange with --no-persist")
-	f.BoolVar(&cfg.Insecure, "insecure", false, "start every daemon with --insecure (no CurveZMQ), to measure what encryption costs")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "start every daemon with --insecure (no CurveZMQ, no tokens), to measure what security costs")
 	f.IntVar(&cfg.Managers, "managers", 1, "managers in a started endpoint")
 	f.IntVar(&cfg.Workers, "workers", 8, "workers per manager")
 	f.IntVar(&cfg.Prefetch, "prefetch", 2000, "tasks a manager holds beyond its workers")
@@ -100,5 +115,8 @@ Other scenarios (each on a fresh endpoint):
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir with the started endpoint's state and logs")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
+	f.BoolVar(&cfg.CompareInsecure, "compare-insecure", false, "also run the throughput scenario, alternating, on an endpoint started with --insecure and report what security (tokens, CurveZMQ) costs")
+	f.StringVar(&ixTokenFile, "interchange-token-file", "", "admin token of a targeted endpoint's interchange (its STATE_DIR/admin.token)")
+	af.add(f)
 	return cmd
 }

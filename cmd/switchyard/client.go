@@ -1,7 +1,8 @@
 package main
 
 import (
-	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,123 +13,73 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-)
 
-// client talks to the forwarder's HTTP API.
-type client struct {
-	base string
-	hc   *http.Client
-}
+	"github.com/switchyard-hpc/switchyard/client"
+)
 
 type clientFlags struct {
 	api    string
 	asJSON bool
+	auth   authFlags
 }
 
 func (c *clientFlags) add(fs *pflag.FlagSet) {
-	def := os.Getenv("SWITCHYARD_API")
+	def := os.Getenv(client.EnvAPI)
 	if def == "" {
-		def = "http://127.0.0.1:8080"
+		def = client.DefaultAPI
 	}
 	fs.StringVar(&c.api, "api", def, "forwarder HTTP API base URL (env SWITCHYARD_API)")
 	fs.BoolVar(&c.asJSON, "json", false, "print JSON instead of text")
+	c.auth.add(fs)
 }
 
-func (c *clientFlags) client() *client {
-	base := strings.TrimRight(c.api, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+func (c *clientFlags) client() (*client.Client, error) {
+	return c.auth.client(c.api, 10*time.Minute)
+}
+
+// authFlags say which token to send and which CA to trust for https.
+type authFlags struct {
+	tokenFile string
+	caFile    string
+}
+
+func (a *authFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&a.tokenFile, "token-file", "", "read the bearer token from this file (default: env SWITCHYARD_TOKEN)")
+	fs.StringVar(&a.caFile, "cacert", os.Getenv("SWITCHYARD_CACERT"), "PEM file of the CA that signed an https server's certificate (env SWITCHYARD_CACERT)")
+}
+
+// token is the --token-file's token, else SWITCHYARD_TOKEN.
+func (a *authFlags) token() (string, error) {
+	if a.tokenFile != "" {
+		return client.ReadTokenFile(a.tokenFile)
 	}
-	return &client{base: base, hc: &http.Client{Timeout: 10 * time.Minute}}
+	return strings.TrimSpace(os.Getenv(client.EnvToken)), nil
 }
 
-// apiError is a 4xx/5xx answer.
-type apiError struct {
-	status int
-	msg    string
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.msg) }
-
-func (c *client) do(method, path string, body any, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
+func (a *authFlags) client(base string, timeout time.Duration) (*client.Client, error) {
+	tok, err := a.token()
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: timeout}
+	if a.caFile != "" {
+		pem, err := os.ReadFile(a.caFile)
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("--cacert: %w", err)
 		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the forwarder at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 400 {
-		var e struct {
-			Error string `json:"error"`
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--cacert %s holds no PEM certificate", a.caFile)
 		}
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return &apiError{resp.StatusCode, e.Error}
-		}
-		return &apiError{resp.StatusCode, strings.TrimSpace(string(raw))}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
-	if out == nil {
-		return nil
-	}
-	if r, ok := out.(*json.RawMessage); ok {
-		*r = raw
-		return nil
-	}
-	return json.Unmarshal(raw, out)
+	return client.New(base, client.WithToken(tok), client.WithHTTPClient(hc)), nil
 }
-
-// taskView mirrors the forwarder's task object.
-type taskView struct {
-	TaskID      string          `json:"task_id"`
-	EndpointID  string          `json:"endpoint_id"`
-	Kind        string          `json:"kind"`
-	State       string          `json:"state"`
-	Attempts    int             `json:"attempts"`
-	Result      json.RawMessage `json:"result"`
-	Error       string          `json:"error"`
-	CreatedAt   *time.Time      `json:"created_at"`
-	CompletedAt *time.Time      `json:"completed_at"`
-}
-
-func terminal(s string) bool { return s == "success" || s == "failed" || s == "cancelled" }
 
 func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func (c *client) statuses(ids []string) ([]taskView, error) {
-	var out []taskView
-	for i := 0; i < len(ids); i += 10000 {
-		j := min(i+10000, len(ids))
-		var resp struct {
-			Tasks []taskView `json:"tasks"`
-		}
-		if err := c.do("POST", "/v1/tasks/status", map[string]any{"task_ids": ids[i:j]}, &resp); err != nil {
-			return nil, err
-		}
-		out = append(out, resp.Tasks...)
-	}
-	return out, nil
 }
 
 func newSubmitCmd() *cobra.Command {
@@ -178,17 +129,22 @@ The ids print one per line (or as JSON with --json) in submission order.`,
 					tasks = append(tasks, b)
 				}
 			}
-			c := cf.client()
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
 			var ids []string
 			for i := 0; i < len(tasks); i += 10000 {
 				j := min(i+10000, len(tasks))
-				var resp struct {
-					TaskIDs []string `json:"task_ids"`
+				batch := make([]any, j-i)
+				for k, t := range tasks[i:j] {
+					batch[k] = t
 				}
-				if err := c.do("POST", "/v1/endpoints/"+endpoint+"/tasks", map[string]any{"tasks": tasks[i:j]}, &resp); err != nil {
+				got, err := c.Submit(cmd.Context(), endpoint, batch...)
+				if err != nil {
 					return err
 				}
-				ids = append(ids, resp.TaskIDs...)
+				ids = append(ids, got...)
 			}
 			if cf.asJSON {
 				return printJSON(map[string]any{"task_ids": ids})
@@ -266,7 +222,11 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ts, err := cf.client().statuses(ids)
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ts, err := c.Status(cmd.Context(), ids)
 			if err != nil {
 				return err
 			}
@@ -297,24 +257,21 @@ stderr to stderr, and switchyard exits with the task's exit code. With --json
 the whole task object is printed. A task that has not ended is an error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var t taskView
-			if err := cf.client().do("GET", "/v1/tasks/"+args[0], nil, &t); err != nil {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.Task(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			if cf.asJSON {
 				return printJSON(t)
 			}
-			if !terminal(t.State) {
+			if !t.Terminal() {
 				return &exitError{3, fmt.Errorf("task %s is %s; no result yet (try 'switchyard wait')", t.TaskID, t.State)}
 			}
-			var r struct {
-				ExitCode *int   `json:"exit_code"`
-				Stdout   string `json:"stdout"`
-				Stderr   string `json:"stderr"`
-			}
-			if len(t.Result) > 0 {
-				_ = json.Unmarshal(t.Result, &r)
-			}
+			r, _ := t.Exec()
 			fmt.Print(r.Stdout)
 			fmt.Fprint(os.Stderr, r.Stderr)
 			if t.State != "success" {
@@ -341,21 +298,18 @@ func newCancelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var resp struct {
-				Tasks []struct {
-					TaskID    string `json:"task_id"`
-					State     string `json:"state"`
-					Cancelled bool   `json:"cancelled"`
-					Message   string `json:"message"`
-				} `json:"tasks"`
+			c, err := cf.client()
+			if err != nil {
+				return err
 			}
-			if err := cf.client().do("POST", "/v1/tasks/cancel", map[string]any{"task_ids": ids}, &resp); err != nil {
+			res, err := c.CancelMany(cmd.Context(), ids)
+			if err != nil {
 				return err
 			}
 			if cf.asJSON {
-				return printJSON(resp)
+				return printJSON(map[string]any{"tasks": res})
 			}
-			for _, t := range resp.Tasks {
+			for _, t := range res {
 				fmt.Printf("%s  %s\n", t.TaskID, t.Message)
 			}
 			return nil
@@ -375,39 +329,21 @@ func newEndpointsCmd() *cobra.Command {
 synchronous HeartbeatReq to the endpoint and reports the round trip.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := cf.client()
-			type ep struct {
-				EndpointID    string          `json:"endpoint_id"`
-				Connected     bool            `json:"connected"`
-				LastHeartbeat *time.Time      `json:"last_heartbeat"`
-				Managers      int             `json:"managers"`
-				Workers       int             `json:"workers"`
-				IdleWorkers   int             `json:"idle_workers"`
-				Queued        int             `json:"queued"`
-				Outstanding   int             `json:"outstanding"`
-				ServingState  string          `json:"serving_state"`
-				Held          int             `json:"held_by_forwarder"`
-				Probe         json.RawMessage `json:"probe,omitempty"`
+			c, err := cf.client()
+			if err != nil {
+				return err
 			}
-			var eps []ep
+			var eps []client.Endpoint
 			if len(args) == 1 {
-				var one ep
-				path := "/v1/endpoints/" + args[0]
-				if probe {
-					path += "?probe=1"
-				}
-				if err := c.do("GET", path, nil, &one); err != nil {
+				one, err := c.Endpoint(cmd.Context(), args[0], probe)
+				if err != nil {
 					return err
 				}
 				eps = append(eps, one)
 			} else {
-				var resp struct {
-					Endpoints []ep `json:"endpoints"`
-				}
-				if err := c.do("GET", "/v1/endpoints", nil, &resp); err != nil {
+				if eps, err = c.Endpoints(cmd.Context()); err != nil {
 					return err
 				}
-				eps = resp.Endpoints
 			}
 			if cf.asJSON {
 				if len(args) == 1 {

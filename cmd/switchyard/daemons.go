@@ -12,6 +12,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/manager"
@@ -37,8 +38,8 @@ func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
 	fs.DurationVar(&d.threshold, "heartbeat-threshold", 0, "declare a peer lost after this long without a message (default 3 intervals)")
 	fs.StringVar(&d.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&d.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.BoolVar(&d.pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on the HTTP listener")
-	fs.BoolVar(&d.insecure, "insecure", false, "turn off CurveZMQ authentication and encryption on the ZMQ links (benchmarks, debugging); logs a warning")
+	fs.BoolVar(&d.pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on the HTTP listener (admin token needed)")
+	fs.BoolVar(&d.insecure, "insecure", false, "turn security off: no CurveZMQ on the ZMQ links, no tokens on the HTTP API (benchmark comparisons, debugging); logs a warning at every start")
 }
 
 // credentials reads --credentials of the given kind, unless --insecure.
@@ -81,6 +82,8 @@ func newForwarderCmd() *cobra.Command {
 	var listenZMQ string
 	var noPersist, fsync bool
 	var retention time.Duration
+	var hc httpx.Config
+	var maxPerUser int
 	cmd := &cobra.Command{
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
@@ -96,7 +99,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
 				NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
-				Insecure: df.insecure})
+				HTTP: hc, MaxTasksPerUser: maxPerUser, Insecure: df.insecure})
 			if err != nil {
 				return err
 			}
@@ -110,6 +113,10 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks in memory only (benchmarks); a restart loses them")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
+	cmd.Flags().StringVar(&hc.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
+	cmd.Flags().StringVar(&hc.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	cmd.Flags().IntVar(&hc.MaxConns, "max-connections", httpx.DefaultMaxConns, "cap on open HTTP connections; more wait until one closes")
+	cmd.Flags().IntVar(&maxPerUser, "max-tasks-per-user", forwarder.DefaultMaxTasksPerUser, "refuse (429) a submission that would give one user more tasks than this not yet ended (0: no cap)")
 	return cmd
 }
 
@@ -120,7 +127,7 @@ func newInterchangeCmd() *cobra.Command {
 	var maxRetries, maxResult int
 	var noPersist, fsync bool
 	cmd := &cobra.Command{
-		Use:   "interchange --endpoint-id ID",
+		Use:   "interchange --credentials FILE | --insecure --endpoint-id ID",
 		Short: "Run an endpoint's broker: connects out to the forwarder, serves managers",
 		Long: `Run the interchange of one endpoint, usually on a login node. It connects out
 to the forwarder (sites allow outbound connections), binds a ROUTER for the
@@ -189,6 +196,8 @@ func newManagerCmd() *cobra.Command {
 	var ixAddr, id, block, credPath string
 	var workers, prefetch int
 	var drainGrace time.Duration
+	var allowRoot bool
+	var taskEnv []string
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run a compute node's manager and its workers",
@@ -218,7 +227,8 @@ number; none fails because its node went away.`,
 			}
 			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
-				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
+				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
+				AllowRoot: allowRoot, TaskEnv: taskEnv})
 			if err != nil {
 				return err
 			}
@@ -236,6 +246,8 @@ number; none fails because its node went away.`,
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
 	cmd.Flags().DurationVar(&drainGrace, "drain-grace", manager.DefaultDrainGrace, "on SIGTERM, let running tasks go on this long before stopping them and giving them back")
 	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait (default: same as --workers)")
+	cmd.Flags().BoolVar(&allowRoot, "allow-root", false, "run even as root (every task then runs as root)")
+	cmd.Flags().StringArrayVar(&taskEnv, "task-env", nil, "pass this variable of the manager's environment on to tasks (repeatable); tasks otherwise get only PATH, HOME, USER, LANG, TMPDIR and their own \"env\"")
 	cmd.AddCommand(newManagerDrainCmd())
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if workers < 0 {

@@ -2,15 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 type demoTask struct {
@@ -38,7 +38,7 @@ func demoWorkload(n int) []demoTask {
 }
 
 // runDemo submits a mixed workload, follows it and checks every result.
-func runDemo(ctx context.Context, c *client, ep string, n int, w io.Writer) error {
+func runDemo(ctx context.Context, c *client.Client, ep string, n int, w io.Writer) error {
 	if err := waitConnected(ctx, c, ep, 60*time.Second); err != nil {
 		return err
 	}
@@ -48,25 +48,23 @@ func runDemo(ctx context.Context, c *client, ep string, n int, w io.Writer) erro
 	var ids []string
 	for i := 0; i < n; i += 1000 {
 		j := min(i+1000, n)
-		tasks := make([]map[string]any, 0, j-i)
+		tasks := make([]any, 0, j-i)
 		for _, t := range work[i:j] {
 			tasks = append(tasks, t.body)
 		}
-		var resp struct {
-			TaskIDs []string `json:"task_ids"`
-		}
-		if err := c.do("POST", "/v1/endpoints/"+ep+"/tasks", map[string]any{"tasks": tasks}, &resp); err != nil {
+		got, err := c.Submit(ctx, ep, tasks...)
+		if err != nil {
 			return err
 		}
-		ids = append(ids, resp.TaskIDs...)
+		ids = append(ids, got...)
 	}
 	submitted := time.Since(start)
-	ts, err := waitAll(c, ids, 10*time.Minute, true)
+	ts, err := waitAll(ctx, c, ids, 10*time.Minute, true)
 	if err != nil {
 		return err
 	}
 	elapsed := time.Since(start)
-	byID := make(map[string]taskView, len(ts))
+	byID := make(map[string]client.Task, len(ts))
 	for _, t := range ts {
 		byID[t.TaskID] = t
 	}
@@ -80,10 +78,7 @@ func runDemo(ctx context.Context, c *client, ep string, n int, w io.Writer) erro
 			continue
 		}
 		if work[i].wantOut != "" {
-			var r struct {
-				Stdout string `json:"stdout"`
-			}
-			_ = json.Unmarshal(t.Result, &r)
+			r, _ := t.Exec()
 			if r.Stdout != work[i].wantOut {
 				wrong++
 			}
@@ -123,8 +118,10 @@ func newDemoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signalContext()
 			defer stop()
-			c := cf.client()
-			c.hc = &http.Client{Timeout: time.Minute}
+			c, err := cf.auth.client(cf.api, time.Minute)
+			if err != nil {
+				return err
+			}
 			return runDemo(ctx, c, ep, n, os.Stdout)
 		},
 	}

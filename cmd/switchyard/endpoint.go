@@ -16,13 +16,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
 func newEndpointCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "endpoint", Short: "Run a whole endpoint on this machine"}
+	cmd := &cobra.Command{Use: "endpoint", Short: "Create, delete and list endpoints; run a whole endpoint on this machine"}
 	cmd.AddCommand(newEndpointUpCmd())
+	cmd.AddCommand(endpointAdminCmds()...)
 	return cmd
 }
 
@@ -35,14 +37,17 @@ type child struct {
 func newEndpointUpCmd() *cobra.Command {
 	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat string
 	var workers, managers, demo int
-	var insecure bool
+	var insecure, allowRoot bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start forwarder, interchange and managers here; Ctrl-C stops all",
 		Long: `Start a forwarder, an interchange and --managers managers as child processes
 of this command, with state under --state-dir (./var). Their logs are
 forwarded with a prefix. Ctrl-C (or SIGTERM) stops all of them; if one dies,
-the others are stopped too.
+the others are stopped too. The endpoint is enrolled in the forwarder's state
+dir before it starts (STATE_DIR/endpoint.credentials) and the managers with
+the interchange, and the export SWITCHYARD_TOKEN=... line to use the API is
+printed.
 
 With --demo N, once the endpoint is connected a demo workload of N mixed
 tasks (noop, echo, failing exec, short sleep) is submitted and followed to the
@@ -92,6 +97,9 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				if !insecure {
 					argv = append(argv, "--credentials", filepath.Join(ixState, "manager.credentials"))
 				}
+				if allowRoot {
+					argv = append(argv, "--allow-root")
+				}
 				specs = append(specs, append(argv, common...))
 				names = append(names, fmt.Sprintf("manager-%d", i))
 			}
@@ -113,6 +121,20 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				children = append(children, c)
 			}
 			api := "http://" + httpAddr
+			token := ""
+			if !insecure {
+				// The forwarder writes its admin token on start; the API needs it.
+				tokPath := filepath.Join(stateDir, "forwarder", "admin.token")
+				if err := waitFile(ctx, tokPath, children[0], 30*time.Second); err != nil {
+					stopChildren(children)
+					return err
+				}
+				if token, err = client.ReadTokenFile(tokPath); err != nil {
+					stopChildren(children)
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "switchyard: admin token in %s\n  export SWITCHYARD_TOKEN=%s\n", tokPath, token)
+			}
 			fmt.Fprintf(os.Stderr, "switchyard: endpoint %q up\n  API:         %s   (export SWITCHYARD_API=%s)\n  interchange: http://%s/status\n  try:         switchyard submit -e %s -- echo hello | switchyard wait -\n  Ctrl-C stops all %d processes\n",
 				endpointID, api, api, ixHTTP, endpointID, len(children))
 			died := make(chan string, len(children))
@@ -125,7 +147,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			}
 			if demo > 0 {
 				go func() {
-					if err := runDemo(ctx, &client{base: api, hc: &http.Client{Timeout: time.Minute}}, endpointID, demo, os.Stdout); err != nil {
+					if err := runDemo(ctx, client.New(api, client.WithToken(token), client.WithHTTPClient(&http.Client{Timeout: time.Minute})), endpointID, demo, os.Stdout); err != nil {
 						fmt.Fprintln(os.Stderr, "switchyard: demo:", err)
 					}
 					fmt.Fprintln(os.Stderr, "switchyard: demo done; the endpoint keeps serving until Ctrl-C")
@@ -157,7 +179,8 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.IntVar(&workers, "workers", 4, "workers per manager")
 	f.IntVar(&managers, "managers", 1, "managers to start")
 	f.IntVar(&demo, "demo", 0, "submit a demo workload of this many tasks once up")
-	f.BoolVar(&insecure, "insecure", false, "run all links without CurveZMQ (benchmarks); every daemon logs a warning")
+	f.BoolVar(&insecure, "insecure", false, "run without CurveZMQ and API tokens (benchmarks); every daemon logs a warning")
+	f.BoolVar(&allowRoot, "allow-root", false, "let the managers run as root (every task then runs as root)")
 	return cmd
 }
 
@@ -228,14 +251,10 @@ func waitFile(ctx context.Context, path string, c *child, timeout time.Duration)
 }
 
 // waitConnected polls until the endpoint reports a manager.
-func waitConnected(ctx context.Context, c *client, ep string, timeout time.Duration) error {
+func waitConnected(ctx context.Context, c *client.Client, ep string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		var v struct {
-			Connected bool `json:"connected"`
-			Managers  int  `json:"managers"`
-		}
-		err := c.do("GET", "/v1/endpoints/"+ep, nil, &v)
+		v, err := c.Endpoint(ctx, ep, false)
 		if err == nil && v.Connected && v.Managers > 0 {
 			return nil
 		}

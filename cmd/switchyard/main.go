@@ -59,7 +59,7 @@ work with 'switchyard submit' and follow it with 'switchyard wait'.`,
 	}
 	root.AddCommand(newForwarderCmd(), newInterchangeCmd(), newManagerCmd(), newEndpointCmd(),
 		newSubmitCmd(), newStatusCmd(), newResultCmd(), newWaitCmd(), newCancelCmd(), newEndpointsCmd(),
-		newServingStateCmd(), newDemoCmd(), newBenchCmd())
+		newServingStateCmd(), newDemoCmd(), newBenchCmd(), newTokenCmd())
 	return root
 }
 

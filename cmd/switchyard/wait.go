@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
 // progress draws one line of states and rate on stderr.
@@ -65,7 +68,7 @@ func (p *progress) draw(counts map[string]int, final bool) {
 }
 
 // waitAll polls until every id is terminal or the deadline passes.
-func waitAll(c *client, ids []string, timeout time.Duration, showProgress bool) ([]taskView, error) {
+func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.Duration, showProgress bool) ([]client.Task, error) {
 	var bar *progress
 	if showProgress {
 		bar = newProgress(len(ids))
@@ -80,32 +83,32 @@ func waitAll(c *client, ids []string, timeout time.Duration, showProgress bool) 
 			if left <= 0 {
 				break
 			}
-			var t taskView
-			if err := c.do("GET", fmt.Sprintf("/v1/tasks/%s?wait=%s", ids[0], min(left, 5*time.Minute).Round(time.Millisecond)), nil, &t); err != nil {
+			t, err := c.Wait(ctx, ids[0], min(left, 5*time.Minute))
+			if err != nil {
 				return nil, err
 			}
-			if terminal(t.State) {
-				return []taskView{t}, nil
+			if t.Terminal() {
+				return []client.Task{t}, nil
 			}
 		}
-		ts, err := c.statuses(ids)
+		ts, err := c.Status(ctx, ids)
 		if err != nil {
 			return nil, err
 		}
 		return ts, fmt.Errorf("timed out after %s; task is %s", timeout, ts[0].State)
 	}
 	pending := ids
-	final := make(map[string]taskView, len(ids))
+	final := make(map[string]client.Task, len(ids))
 	delay := 20 * time.Millisecond
 	for {
-		ts, err := c.statuses(pending)
+		ts, err := c.Status(ctx, pending)
 		if err != nil {
 			return nil, err
 		}
 		var still []string
 		counts := map[string]int{}
 		for _, t := range ts {
-			if terminal(t.State) {
+			if t.Terminal() {
 				final[t.TaskID] = t
 			} else {
 				still = append(still, t.TaskID)
@@ -131,7 +134,7 @@ func waitAll(c *client, ids []string, timeout time.Duration, showProgress bool) 
 		time.Sleep(delay)
 		delay = min(delay*2, 500*time.Millisecond)
 	}
-	out := make([]taskView, 0, len(ids))
+	out := make([]client.Task, 0, len(ids))
 	for _, id := range ids {
 		if t, ok := final[id]; ok {
 			out = append(out, t)
@@ -161,7 +164,11 @@ timeout.
 			if err != nil {
 				return err
 			}
-			ts, werr := waitAll(cf.client(), ids, timeout, !quiet && len(ids) > 1)
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ts, werr := waitAll(cmd.Context(), c, ids, timeout, !quiet && len(ids) > 1)
 			if cf.asJSON {
 				_ = printJSON(map[string]any{"tasks": ts})
 			} else if len(ids) <= 100 {
@@ -176,8 +183,7 @@ timeout.
 				fmt.Printf("%d tasks: %d success, %d failed, %d cancelled\n", len(ids), counts["success"], counts["failed"], counts["cancelled"])
 			}
 			if werr != nil {
-				var ae *apiError
-				if ok := asAPI(werr, &ae); ok {
+				if client.StatusOf(werr) != 0 {
 					return werr
 				}
 				return &exitError{2, werr}
@@ -194,12 +200,4 @@ timeout.
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long (0: wait forever)")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
 	return cmd
-}
-
-func asAPI(err error, target **apiError) bool {
-	e, ok := err.(*apiError)
-	if ok {
-		*target = e
-	}
-	return ok
 }

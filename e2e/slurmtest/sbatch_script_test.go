@@ -39,7 +39,7 @@ func TestManagersSbatchScript(t *testing.T) {
 	c := slurmtest.Start(t, slurmtest.Options{KillWait: 5 * time.Second})
 	fwd := testutil.StartForwarder(t, forwarder.Options{})
 	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: fwd.ZMQAddr()})
-	client := testutil.NewClient(fwd.URL)
+	client := fwd.Client()
 	creds := filepath.Join(t.TempDir(), "manager.credentials")
 	if err := curve.WriteCredentials(creds, ix.ManagerCredentials()); err != nil {
 		t.Fatal(err)
@@ -62,8 +62,9 @@ func TestManagersSbatchScript(t *testing.T) {
 	}
 
 	t0 := time.Now()
+	// The job runs as root here, so its managers need --allow-root.
 	id := sbatch("SWITCHYARD_BIN="+bin, fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", port), "SWITCHYARD_WORKERS=2", "SWITCHYARD_CREDENTIALS="+creds,
-		"SWITCHYARD_MANAGER_ARGS=--heartbeat-interval=50ms --heartbeat-threshold=500ms")
+		"SWITCHYARD_MANAGER_ARGS=--heartbeat-interval=50ms --heartbeat-threshold=500ms --allow-root")
 	testutil.WaitFor(t, 60*time.Second, func() error {
 		for _, m := range ix.Status().ManagerList {
 			if m.BlockID == "slurm-"+id && m.ID == c.Node+"-"+id && m.Workers == 2 {

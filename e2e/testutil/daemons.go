@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -95,15 +96,26 @@ func StartForwarder(t testing.TB, opts forwarder.Options) *Forwarder {
 	return tf
 }
 
-// Enroll creates endpoint id and returns its credential, as
-// `switchyard endpoint create` does.
+// Client is a client of the forwarder's API with the admin token.
+func (f *Forwarder) Client() *Client { return NewClient(f.URL, f.AdminToken()) }
+
+// Enroll creates endpoint id, as `switchyard endpoint create` does, and
+// returns its credential; an endpoint this test enrolled before keeps its
+// key (so a restarted forwarder's endpoint can be enrolled again).
 func (f *Forwarder) Enroll(t testing.TB, id string) *curve.Credentials {
 	t.Helper()
-	c, err := f.CreateEndpoint(id, false)
-	if err != nil {
-		t.Fatalf("create endpoint %s: %v", id, err)
+	return credentialsFor(t, f.ZMQAddr(), curve.KindEndpoint, id)
+}
+
+// User makes a token for a user (an admin one when admin) and returns a
+// client of the forwarder that sends it.
+func (f *Forwarder) User(t testing.TB, name string, admin bool) *Client {
+	t.Helper()
+	var out struct {
+		Token string `json:"token"`
 	}
-	return c
+	f.Client().Must(t, http.StatusCreated, http.MethodPost, "/v1/tokens", map[string]any{"user": name, "admin": admin}, &out)
+	return NewClient(f.URL, out.Token)
 }
 
 // Interchange is an interchange running inside the test.
@@ -154,6 +166,9 @@ func StartInterchange(t testing.TB, opts interchange.Options) *Interchange {
 	return ti
 }
 
+// Client is a client of the interchange's admin HTTP with its token.
+func (ix *Interchange) Client() *Client { return NewClient(ix.URL, ix.AdminToken()) }
+
 // Manager is a manager running inside the test.
 type Manager struct {
 	*manager.Manager
@@ -170,6 +185,8 @@ func StartManager(t testing.TB, opts manager.Options) *Manager {
 	if opts.Workers == 0 {
 		opts.Workers = 2
 	}
+	// CI runs the tests as root; a manager there must be allowed to be.
+	opts.AllowRoot = opts.AllowRoot || os.Geteuid() == 0
 	if opts.ListenHTTP == "" {
 		opts.ListenHTTP = "127.0.0.1:0"
 	}
@@ -200,6 +217,9 @@ func StartManager(t testing.TB, opts manager.Options) *Manager {
 	stop := runDaemon(t, "manager "+mg.ID(), mg.Run)
 	return &Manager{Manager: mg, Reg: opts.Registry, Log: logs, URL: "http://" + mg.HTTPAddr(), Stop: stop}
 }
+
+// Client is a client of the manager's admin HTTP with its token.
+func (m *Manager) Client() *Client { return NewClient(m.URL, m.AdminToken()) }
 
 // ChainOptions shape a full in-process endpoint.
 type ChainOptions struct {
@@ -258,7 +278,7 @@ func StartChain(t testing.TB, o ChainOptions) *Chain {
 	}
 	c.Forwarder = StartForwarder(t, forwarder.Options{HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold,
 		MaxBodyBytes: o.MaxBodyBytes, StateDir: fdir})
-	c.Client = NewClient(c.Forwarder.URL)
+	c.Client = c.Forwarder.Client()
 	c.Interchange = StartInterchange(t, interchange.Options{EndpointID: o.Endpoint, Forwarder: c.Forwarder.ZMQAddr(),
 		HeartbeatInterval: o.Interval, HeartbeatThreshold: o.Threshold, MaxRetries: o.MaxRetries, StateDir: idir,
 		Credentials: c.Forwarder.Enroll(t, o.Endpoint)})

@@ -2,29 +2,35 @@ package testutil
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/client"
 )
 
-// Client talks JSON to one daemon's HTTP API. It is safe for concurrent use.
+// Client is the API client (package client) with helpers for tests: raw
+// requests of any status and calls that fail the test. It is safe for
+// concurrent use.
 type Client struct {
-	Base string
-	HTTP *http.Client
+	*client.Client
 }
 
-// NewClient returns a client for base (http://host:port).
-func NewClient(base string) *Client {
-	if !strings.HasPrefix(base, "http") {
-		base = "http://" + base
-	}
-	return &Client{Base: base, HTTP: &http.Client{Timeout: 60 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+// NewClient returns a client for base (http://host:port) that sends token
+// (none when empty).
+func NewClient(base, token string) *Client {
+	return &Client{client.New(base, client.WithToken(token), client.WithHTTPClient(&http.Client{Timeout: 60 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64}}))}
 }
+
+// As returns a client of the same daemon that sends another token.
+func (c *Client) As(token string) *Client { return &Client{c.Client.WithToken(token)} }
 
 // Raw is a body sent as it is (not JSON-encoded).
 type Raw string
@@ -48,49 +54,34 @@ type Response struct {
 // Send performs r; a non-2xx status is not an error.
 func (c *Client) Send(r Request) (Response, error) {
 	var body io.Reader
-	ctype := ""
 	switch b := r.Body.(type) {
 	case nil:
 	case Raw:
 		body = strings.NewReader(string(b))
-		ctype = "application/json"
 	case []byte:
 		body = bytes.NewReader(b)
-		ctype = "application/json"
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
 			return Response{}, fmt.Errorf("encode body: %w", err)
 		}
 		body = bytes.NewReader(j)
-		ctype = "application/json"
 	}
-	req, err := http.NewRequest(r.Method, c.Base+r.Path, body)
-	if err != nil {
-		return Response{}, err
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
+	h := http.Header{}
 	for k, v := range r.Header {
-		req.Header.Set(k, v)
+		h.Set(k, v)
 	}
-	hc := c.HTTP
+	ctx := context.Background()
 	if r.Timeout > 0 {
-		cp := *hc
-		cp.Timeout = r.Timeout
-		hc = &cp
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
+		defer cancel()
 	}
-	resp, err := hc.Do(req)
+	resp, err := c.Client.Do(ctx, client.Request{Method: r.Method, Path: r.Path, Body: body, Header: h})
 	if err != nil {
 		return Response{}, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return Response{}, fmt.Errorf("%s %s: read body: %w", r.Method, r.Path, err)
-	}
-	return Response{Code: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	return Response{Code: resp.Status, Header: resp.Header, Body: resp.Body}, nil
 }
 
 // Do sends body as JSON (or raw, see Send) and decodes a 2xx answer into
@@ -122,78 +113,23 @@ func (c *Client) Must(t testing.TB, want int, method, path string, body, out any
 	return raw
 }
 
-// TaskView is the forwarder's JSON task object as tests read it.
-type TaskView struct {
-	TaskID      string          `json:"task_id"`
-	EndpointID  string          `json:"endpoint_id"`
-	Kind        string          `json:"kind"`
-	State       string          `json:"state"`
-	Attempts    int             `json:"attempts"`
-	Result      json.RawMessage `json:"result"`
-	Error       string          `json:"error"`
-	CreatedAt   *time.Time      `json:"created_at"`
-	CompletedAt *time.Time      `json:"completed_at"`
-}
-
-// Terminal reports whether the task has ended.
-func (v TaskView) Terminal() bool {
-	return v.State == "success" || v.State == "failed" || v.State == "cancelled"
-}
+// TaskView is the forwarder's JSON task object.
+type TaskView = client.Task
 
 // Submit posts tasks (each a JSON-encodable object) to endpoint ep and
 // returns their ids.
 func (c *Client) Submit(ep string, tasks ...any) ([]string, error) {
-	var out struct {
-		TaskIDs []string `json:"task_ids"`
-	}
-	code, raw, err := c.Do(http.MethodPost, "/v1/endpoints/"+ep+"/tasks", map[string]any{"tasks": tasks}, &out)
-	if err != nil {
-		return nil, err
-	}
-	if code != http.StatusAccepted {
-		return nil, fmt.Errorf("submit: HTTP %d: %s", code, raw)
-	}
-	if len(out.TaskIDs) != len(tasks) {
-		return nil, fmt.Errorf("submit: %d ids for %d tasks", len(out.TaskIDs), len(tasks))
-	}
-	return out.TaskIDs, nil
+	return c.Client.Submit(context.Background(), ep, tasks...)
 }
 
 // Status reads many tasks at once, in chunks, in the order of ids.
 func (c *Client) Status(ids []string) ([]TaskView, error) {
-	out := make([]TaskView, 0, len(ids))
-	for len(ids) > 0 {
-		n := min(len(ids), 5000)
-		var res struct {
-			Tasks []TaskView `json:"tasks"`
-		}
-		code, raw, err := c.Do(http.MethodPost, "/v1/tasks/status", map[string]any{"task_ids": ids[:n]}, &res)
-		if err != nil {
-			return nil, err
-		}
-		if code != http.StatusOK {
-			return nil, fmt.Errorf("status: HTTP %d: %s", code, raw)
-		}
-		if len(res.Tasks) != n {
-			return nil, fmt.Errorf("status: %d answers for %d ids", len(res.Tasks), n)
-		}
-		out = append(out, res.Tasks...)
-		ids = ids[n:]
-	}
-	return out, nil
+	return c.Client.Status(context.Background(), ids)
 }
 
 // Get reads one task.
 func (c *Client) Get(id string) (TaskView, error) {
-	var v TaskView
-	code, raw, err := c.Do(http.MethodGet, "/v1/tasks/"+id, nil, &v)
-	if err != nil {
-		return v, err
-	}
-	if code != http.StatusOK {
-		return v, fmt.Errorf("get %s: HTTP %d: %s", id, code, raw)
-	}
-	return v, nil
+	return c.Client.Task(context.Background(), id)
 }
 
 // WaitTerminal polls until every task has ended and returns their views.
@@ -222,4 +158,33 @@ func (c *Client) WaitTerminal(t testing.TB, ids []string, timeout time.Duration)
 		return nil
 	})
 	return views
+}
+
+// Form posts form fields (name, value, name, value...) and returns the
+// status and body; it fails the test on a transport error.
+func (c *Client) Form(t testing.TB, path string, kv ...string) (int, string) {
+	t.Helper()
+	v := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	resp, err := c.Client.Do(context.Background(), client.Request{Method: http.MethodPost, Path: path,
+		Body: strings.NewReader(v.Encode()), ContentType: "application/x-www-form-urlencoded",
+		Header: http.Header{"Accept": {"text/plain"}}})
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	return resp.Status, string(resp.Body)
+}
+
+// Text reads path as plain text, whatever its status; it fails the test
+// on a transport error.
+func (c *Client) Text(t testing.TB, path string) string {
+	t.Helper()
+	resp, err := c.Client.Do(context.Background(), client.Request{Method: http.MethodGet, Path: path,
+		Header: http.Header{"Accept": {"text/plain"}}})
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return string(resp.Body)
 }

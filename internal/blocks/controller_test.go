@@ -47,7 +47,7 @@ func newHarness(t *testing.T, cfg *blocks.Config, p blocks.Provider, bin string)
 	h := &harness{t: t, reg: prometheus.NewRegistry(), events: map[string]time.Duration{}, ep: "ep1"}
 	h.fwd = testutil.StartForwarder(t, forwarder.Options{})
 	h.ix = testutil.StartInterchange(t, interchange.Options{EndpointID: h.ep, Forwarder: h.fwd.ZMQAddr()})
-	h.c = testutil.NewClient(h.fwd.URL)
+	h.c = h.fwd.Client()
 	log, _ := testutil.Logger(t, "blocks")
 	// As the interchange will: its manager credential file goes to the managers.
 	creds := filepath.Join(t.TempDir(), "manager.credentials")
@@ -56,7 +56,7 @@ func newHarness(t *testing.T, cfg *blocks.Config, p blocks.Provider, bin string)
 	}
 	b, err := blocks.New(blocks.Options{Config: cfg, Provider: p, StateDir: t.TempDir(), Registry: h.reg, Log: log,
 		Manager: blocks.ManagerCommand{Binary: bin, Interchange: h.ix.ManagersAddr(), Credentials: creds,
-			Args: []string{"--heartbeat-interval=50ms", "--heartbeat-threshold=500ms"}}})
+			AllowRoot: os.Geteuid() == 0, Args: []string{"--heartbeat-interval=50ms", "--heartbeat-threshold=500ms"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,14 @@ package httpx
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -31,19 +34,90 @@ func Fail(w http.ResponseWriter, status int, format string, args ...any) {
 	WriteJSON(w, status, Error{Error: fmt.Sprintf(format, args...)})
 }
 
+// Config bounds what slow or many clients can hold, and turns on TLS.
+// Zero fields take the defaults below.
+type Config struct {
+	// TLSCert and TLSKey (PEM files) serve HTTPS instead of HTTP.
+	TLSCert, TLSKey string
+	// ReadHeaderTimeout and ReadTimeout bound reading a request's headers
+	// and the whole request; WriteTimeout bounds the answer (longer than
+	// the longest long-poll); IdleTimeout closes idle keep-alives.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxConns caps open connections; more wait in the kernel's backlog.
+	MaxConns int
+}
+
+// Defaults for every HTTP server of the daemons.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 2 * time.Minute
+	DefaultWriteTimeout      = 6 * time.Minute // long-polls wait up to 5 minutes
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxConns          = 1024
+)
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&c.ReadTimeout, DefaultReadTimeout)
+	def(&c.WriteTimeout, DefaultWriteTimeout)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+}
+
 // Server runs an http.Server on a listener until ctx ends.
 type Server struct {
 	ln  net.Listener
 	srv *http.Server
+	tls bool
 }
 
-// Listen binds addr at once so a bad address fails at start.
+// Listen binds addr at once with the default Config, so a bad address
+// fails at start.
 func Listen(addr string, h http.Handler) (*Server, error) {
+	return ListenConfig(addr, h, Config{})
+}
+
+// ListenConfig binds addr with cfg; a bad address or an unreadable
+// certificate fails here, at start.
+func ListenConfig(addr string, h http.Handler, cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	var tlsCfg *tls.Config
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		if cfg.TLSCert == "" || cfg.TLSKey == "" {
+			return nil, errors.New("HTTPS needs both --tls-cert and --tls-key")
+		}
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("load TLS certificate %s and key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	return &Server{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}, nil
+	ln = newLimitListener(ln, cfg.MaxConns)
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: 64 << 10}
+	return &Server{ln: ln, srv: srv, tls: tlsCfg != nil}, nil
+}
+
+// URL is the server's base URL (https when it serves TLS).
+func (s *Server) URL() string {
+	if s.tls {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
 }
 
 // Addr is the bound address (useful with port 0).
@@ -51,6 +125,10 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve blocks until ctx ends, then shuts down.
 func (s *Server) Serve(ctx context.Context, log *logrus.Entry) error {
+	// Handshake failures and the like: noise a client can make at will.
+	w := log.WriterLevel(logrus.DebugLevel)
+	defer w.Close()
+	s.srv.ErrorLog = stdlog.New(w, "http: ", 0)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
 	select {
@@ -71,5 +149,53 @@ func (s *Server) Serve(ctx context.Context, log *logrus.Entry) error {
 	}
 }
 
-// Close stops the server without waiting.
-func (s *Server) Close() { _ = s.srv.Close() }
+// Close stops the server without waiting, and frees its address even when
+// it never served.
+func (s *Server) Close() {
+	_ = s.srv.Close()
+	_ = s.ln.Close()
+}
+
+// limitListener holds at most n connections open; Accept waits for one to
+// close (golang.org/x/net/netutil.LimitListener, without the dependency).
+type limitListener struct {
+	net.Listener
+	sem  chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func newLimitListener(l net.Listener, n int) *limitListener {
+	return &limitListener{Listener: l, sem: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}

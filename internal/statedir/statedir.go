@@ -22,14 +22,20 @@ func Open(dir, what string) (*Dir, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("%s: --state-dir is empty", what)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%s: create state dir: %w", what, err)
 	}
+	// Tighten a directory that already existed with a looser mode: it
+	// holds tokens, keys and task arguments.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%s: make state dir %s private (mode 0700): %w", what, dir, err)
+	}
 	p := filepath.Join(dir, "LOCK")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%s: open %s: %w", what, p, err)
 	}
+	_ = f.Chmod(0o600)
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		holder, _ := os.ReadFile(p)
 		f.Close()

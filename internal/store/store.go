@@ -26,7 +26,10 @@ var ErrForeign = errors.New("not a switchyard state file of this kind")
 
 // Store is one bbolt file with a group-commit writer.
 type Store struct {
+	// dbMu guards db against Compact swapping it under a reader.
+	dbMu    sync.RWMutex
 	db      *bolt.DB
+	dur     Durability
 	path    string
 	buckets []string
 
@@ -73,6 +76,11 @@ func Open(path, format string, buckets []string, d Durability) (*Store, bool, er
 		}
 		return nil, false, fmt.Errorf("open %s: %w", path, err)
 	}
+	// bbolt keeps the mode of a file that already existed.
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, false, fmt.Errorf("make %s private (mode 0600): %w", path, err)
+	}
 	fresh := false
 	err = db.Update(func(tx *bolt.Tx) error {
 		mb := tx.Bucket([]byte(metaBucket))
@@ -103,7 +111,7 @@ func Open(path, format string, buckets []string, d Durability) (*Store, bool, er
 		db.Close()
 		return nil, false, err
 	}
-	s := &Store{db: db, path: path, buckets: buckets, pending: make(map[string]Op),
+	s := &Store{db: db, dur: d, path: path, buckets: buckets, pending: make(map[string]Op),
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	go s.writer()
 	return s, !fresh, nil
@@ -215,6 +223,7 @@ func (s *Store) commit() error {
 	s.mu.Unlock()
 
 	start := time.Now()
+	s.dbMu.RLock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, k := range order {
 			op := pending[k]
@@ -234,6 +243,7 @@ func (s *Store) commit() error {
 		}
 		return nil
 	})
+	s.dbMu.RUnlock()
 	if s.onCommit != nil {
 		s.onCommit(len(order), time.Since(start), err)
 	}
@@ -269,6 +279,8 @@ func (s *Store) Stats() (commits, ops uint64) {
 
 // ForEach reads every key of a bucket in key order.
 func (s *Store) ForEach(bucket string, fn func(k, v []byte) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucket))
 		if b == nil {
@@ -276,6 +288,54 @@ func (s *Store) ForEach(bucket string, fn func(k, v []byte) error) error {
 		}
 		return b.ForEach(fn)
 	})
+}
+
+// Compact rewrites the file with only its live records and replaces the
+// old one, so deleted records (pruned tasks' arguments and results) no
+// longer sit in free pages of the file. It commits what is queued first.
+func (s *Store) Compact() error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if err := s.commit(); err != nil {
+		return err
+	}
+	tmp := s.path + ".compact"
+	_ = os.Remove(tmp)
+	opts := &bolt.Options{Timeout: time.Second, NoFreelistSync: true, NoSync: s.dur != SurviveHostCrash}
+	dst, err := bolt.Open(tmp, 0o600, opts)
+	if err != nil {
+		return fmt.Errorf("compact %s: %w", s.path, err)
+	}
+	s.dbMu.RLock()
+	err = bolt.Compact(dst, s.db, 64<<20)
+	s.dbMu.RUnlock()
+	if err == nil {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact %s: %w", s.path, err)
+	}
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("compact %s: close: %w", s.path, err)
+	}
+	renameErr := os.Rename(tmp, s.path)
+	db, err := bolt.Open(s.path, 0o600, opts)
+	if err != nil {
+		// Nothing can be written without a file; commits will fail loudly.
+		return fmt.Errorf("compact %s: reopen: %w", s.path, err)
+	}
+	s.db = db
+	if renameErr != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact %s: %w", s.path, renameErr)
+	}
+	return nil
 }
 
 // Close commits what is queued and closes the file.
@@ -287,5 +347,7 @@ func (s *Store) Close() error {
 	}
 	close(s.quit)
 	<-s.done
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
 	return s.db.Close()
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -28,13 +29,18 @@ const (
 	MaxArgBytes  = 1 << 20
 	MaxSleep     = 7 * 24 * time.Hour
 	MaxSpecBytes = 4 << 20
+	MaxEnv       = 256
 )
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 
 // Spec is one task as submitted.
 type Spec struct {
 	Kind    string   `json:"kind"`
 	Args    []string `json:"args,omitempty"`
 	Timeout string   `json:"timeout,omitempty"`
+	// Env adds variables to the task's clean environment.
+	Env map[string]string `json:"env,omitempty"`
 }
 
 // Parse reads and validates one task object; errors name the field.
@@ -71,7 +77,7 @@ func describe(err error) error {
 	}
 	msg := err.Error()
 	if strings.HasPrefix(msg, "json: unknown field") {
-		return fmt.Errorf("%s; a task has \"kind\", \"args\" and \"timeout\"", strings.TrimPrefix(msg, "json: "))
+		return fmt.Errorf("%s; a task has \"kind\", \"args\", \"timeout\" and \"env\"", strings.TrimPrefix(msg, "json: "))
 	}
 	return fmt.Errorf("task is not a JSON object: %s", strings.TrimPrefix(msg, "json: "))
 }
@@ -103,6 +109,17 @@ func (s Spec) Validate() error {
 	if s.Timeout != "" {
 		if _, err := s.TimeoutDuration(); err != nil {
 			return err
+		}
+	}
+	if len(s.Env) > MaxEnv {
+		return fmt.Errorf("\"env\" has %d variables; the limit is %d", len(s.Env), MaxEnv)
+	}
+	for k, v := range s.Env {
+		if !envName.MatchString(k) {
+			return fmt.Errorf("env name %q: use letters, digits and '_', not starting with a digit", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("env %s contains a NUL byte", k)
 		}
 	}
 	switch s.Kind {

@@ -48,7 +48,13 @@ func TestParse(t *testing.T) {
 		{name: "bad timeout negative", in: `{"kind":"noop","timeout":"-1s"}`, wantErr: []string{`invalid timeout "-1s"`, "positive"}},
 		{name: "bad timeout zero", in: `{"kind":"noop","timeout":"0s"}`, wantErr: []string{`invalid timeout "0s"`}},
 		{name: "timeout not a string", in: `{"kind":"noop","timeout":30}`, wantErr: []string{"timeout", "string", "number"}},
-		{name: "unknown field", in: `{"kind":"noop","cmd":"ls"}`, wantErr: []string{`unknown field "cmd"`, `"kind", "args" and "timeout"`}},
+		{name: "unknown field", in: `{"kind":"noop","cmd":"ls"}`, wantErr: []string{`unknown field "cmd"`, `"kind", "args", "timeout" and "env"`}},
+		{name: "exec with env", in: `{"kind":"exec","args":["env"],"env":{"A_1":"x y"}}`,
+			want: taskspec.Spec{Kind: "exec", Args: []string{"env"}, Env: map[string]string{"A_1": "x y"}}},
+		{name: "env bad name", in: `{"kind":"noop","env":{"1A":"x"}}`, wantErr: []string{`env name "1A"`}},
+		{name: "env name with '='", in: `{"kind":"noop","env":{"A=B":"x"}}`, wantErr: []string{`env name "A=B"`}},
+		{name: "env NUL value", in: `{"kind":"noop","env":{"A":"x\u0000"}}`, wantErr: []string{"NUL"}},
+		{name: "env not strings", in: `{"kind":"noop","env":{"A":1}}`, wantErr: []string{"env"}},
 		{name: "NUL byte in program", in: `{"kind":"exec","args":["ec\u0000ho"]}`, wantErr: []string{"args[0]", "NUL"}},
 		{name: "NUL byte in argument", in: `{"kind":"exec","args":["echo","a\u0000b"]}`, wantErr: []string{"args[1]", "NUL"}},
 		{name: "not an object", in: `["noop"]`, wantErr: []string{"JSON object"}},
@@ -65,7 +71,7 @@ func TestParse(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Parse(%s): %v", tc.in, err)
 				}
-				if got.Kind != tc.want.Kind || strings.Join(got.Args, "\x00") != strings.Join(tc.want.Args, "\x00") || got.Timeout != tc.want.Timeout {
+				if got.Kind != tc.want.Kind || strings.Join(got.Args, "\x00") != strings.Join(tc.want.Args, "\x00") || got.Timeout != tc.want.Timeout || len(got.Env) != len(tc.want.Env) {
 					t.Fatalf("Parse(%s) = %+v, want %+v", tc.in, got, tc.want)
 				}
 				// The canonical encoding parses back to the same spec.
