@@ -53,6 +53,7 @@ func TestNoTokenIsRefused(t *testing.T) {
 			{"GET", "/v1/endpoints", ""},
 			{"POST", "/v1/tokens", `{"user":"mallory","admin":true}`},
 			{"POST", "/v1/endpoints", `{"endpoint_id":"evil"}`},
+			{"POST", "/v1/endpoints/ep1/managers/m1/drain", ""},
 		}
 		for _, tc := range cases {
 			var body any
@@ -145,6 +146,8 @@ func TestAdminOperationsNeedAnAdmin(t *testing.T) {
 		{"DELETE", "/v1/tokens/admin", nil},
 		{"POST", "/v1/endpoints", map[string]any{"endpoint_id": "mine"}},
 		{"DELETE", "/v1/endpoints/ep1", nil},
+		{"POST", "/v1/endpoints", map[string]any{"endpoint_id": "ep1", "replace": true}},
+		{"POST", "/v1/endpoints/ep1/managers/m1/drain", nil},
 		{"GET", "/debug/pprof/cmdline", nil},
 		{"GET", "/debug/pprof/heap", nil},
 	}
@@ -321,6 +324,83 @@ func TestDeletedEndpointFailsItsTasks(t *testing.T) {
 	})
 	if _, err := admin.Client.DeleteEndpoint(t.Context(), "gone"); client.StatusOf(err) != http.StatusNotFound {
 		t.Fatalf("deleting twice: %v; want 404", err)
+	}
+}
+
+// Creating an endpoint that exists is a 409; with replace it gets a new
+// key: its interchange is dropped at once, the old key is refused from then
+// on, and its tasks stay.
+func TestReplacedEndpointKeepsItsTasks(t *testing.T) {
+	f, admin := startForwarder(t, forwarder.Options{})
+	old := f.Enroll(t, "ep1")
+	ix := testutil.NewDealer(t, "old interchange", "ep1", f.ZMQAddr(), testutil.PeerOptions{Credentials: old})
+	ix.Send(t, "", &messages.Registration{Role: messages.RoleInterchange, ID: "ep1", ProtocolVersion: messages.Version})
+	ix.ExpectType(t, 5*time.Second, "", messages.TypeHeartbeat)
+	ids, err := admin.Submit("ep1", map[string]any{"kind": "noop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Client.CreateEndpoint(t.Context(), "ep1", false); client.StatusOf(err) != http.StatusConflict ||
+		!strings.Contains(err.Error(), "replace") {
+		t.Fatalf("creating ep1 again: %v; want 409 naming replace", err)
+	}
+	raw, err := admin.Client.CreateEndpoint(t.Context(), "ep1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cred struct {
+		Client struct {
+			Public string `json:"public_key"`
+		} `json:"client"`
+	}
+	if err := json.Unmarshal(raw, &cred); err != nil || cred.Client.Public == "" || cred.Client.Public == old.Client.Public {
+		t.Fatalf("replaced credential %s: %v; want a new key", raw, err)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if v, ok := f.Endpoint("ep1"); !ok || v.Connected || v.LostReason != "credential revoked" {
+			return fmt.Errorf("endpoint view %+v %v; want disconnected, credential revoked", v, ok)
+		}
+		return nil
+	})
+	ix.Send(t, "", &messages.Registration{Role: messages.RoleInterchange, ID: "ep1", ProtocolVersion: messages.Version})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := testutil.Metric(t, f.Reg, "switchyard_forwarder_registrations_refused_total"); n != 1 {
+			return fmt.Errorf("%g registrations refused; want the old key's", n)
+		}
+		return nil
+	})
+	if v, _ := f.Endpoint("ep1"); v.Connected {
+		t.Fatalf("the old key registered again: %+v", v)
+	}
+	if v, err := admin.Get(ids[0]); err != nil || v.Terminal() {
+		t.Fatalf("task of a re-keyed endpoint: %+v %v; want it still waiting", v, err)
+	}
+}
+
+// --insecure turns enrollment off, so an endpoint is known once an
+// interchange has registered as it; before that a submission is still a
+// 404 (a typo must not wait forever), and endpoints cannot be created.
+func TestInsecureForwarderKnowsConnectedEndpoints(t *testing.T) {
+	f := testutil.StartForwarder(t, forwarder.Options{Insecure: true})
+	anyone := f.Client().As("")
+	_, err := anyone.Submit("ep1", map[string]any{"kind": "noop"})
+	if client.StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "known endpoints: none") {
+		t.Fatalf("submit before any interchange connected: %v; want 404", err)
+	}
+	if _, err := anyone.Client.CreateEndpoint(t.Context(), "ep1", false); client.StatusOf(err) != http.StatusBadRequest ||
+		!strings.Contains(err.Error(), "--insecure") {
+		t.Fatalf("create on an insecure forwarder: %v; want 400 naming --insecure", err)
+	}
+	ix := testutil.NewDealer(t, "plain interchange", "ep1", f.ZMQAddr(), testutil.PeerOptions{Insecure: true})
+	ix.Send(t, "", &messages.Registration{Role: messages.RoleInterchange, ID: "ep1", ProtocolVersion: messages.Version})
+	ix.ExpectType(t, 5*time.Second, "", messages.TypeHeartbeat)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		_, err := anyone.Submit("ep1", map[string]any{"kind": "noop"})
+		return err
+	})
+	_, err = anyone.Submit("ep2", map[string]any{"kind": "noop"})
+	if client.StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "known endpoints: ep1") {
+		t.Fatalf("submit to a typo beside a connected endpoint: %v; want 404 naming ep1", err)
 	}
 }
 
