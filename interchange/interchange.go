@@ -80,7 +80,7 @@ func New(opts Options) (*Interchange, error) {
 	var err error
 	var existed bool
 	ix.dir, ix.store, existed, err = ix.res.State(opts.StateDir, "interchange", opts.NoPersist, "interchange.db",
-		"switchyard-interchange-v1", []string{tasksBucket, resultsBucket}, opts.durability(), ix.log)
+		"switchyard-interchange-v1", []string{tasksBucket, resultsBucket, managersBucket}, opts.durability(), ix.log)
 	if err != nil {
 		return fail(err)
 	}

@@ -60,9 +60,9 @@ type loop struct {
 	retryAt time.Time
 	// ops are store writes not yet handed to the store.
 	ops []store.Op
-	// holdUntil delays dispatch after a recovery so managers can re-sync
-	// the tasks they already hold.
-	holdUntil time.Time
+	// hold delays dispatch after a recovery until managers re-synced the
+	// tasks they still hold.
+	hold *recoveryHold
 }
 
 type mgrCmd struct {

@@ -38,6 +38,7 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 	if len(fwd) > 0 {
 		l.ix.status.add(fwd...)
 	}
+	l.resynced(m.ID, time.Now())
 }
 
 // reportDelay batches changes: a report leaves this long after the change
