@@ -9,10 +9,12 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/blocks"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
@@ -44,6 +46,10 @@ type Interchange struct {
 	gcLong   bool // reportLoop only
 	// mgrCreds is what managers of this endpoint need (nil when insecure).
 	mgrCreds *curve.Credentials
+	// blocks starts and stops managers when a provider is configured;
+	// only the loop calls it. blocksView is its last view, for HTTP.
+	blocks     *blocks.Blocks
+	blocksView atomic.Pointer[[]blocks.View]
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -55,6 +61,8 @@ const (
 	evReport evKind = iota + 1
 	evCommand
 	evDurable
+	evBlocks
+	evDrainBlock
 )
 
 type event struct {
@@ -63,6 +71,7 @@ type event struct {
 	cmd    *messages.Command
 	reply  chan *messages.CommandReply
 	then   func(*loop)
+	block  string
 }
 
 // New validates options, takes the state dir and binds the manager
@@ -102,6 +111,9 @@ func New(opts Options) (*Interchange, error) {
 	}
 	ix.res.Add(ix.mbox.Close)
 	ix.m = newMetrics(opts.Registry, ix)
+	if err := ix.startBlocks(); err != nil {
+		return fail(fmt.Errorf("interchange: %w", err))
+	}
 	if ix.store != nil {
 		ix.store.OnCommit(ix.m.observeStore)
 	}

@@ -162,3 +162,17 @@ func TestDrainCommandThroughForwarder(t *testing.T) {
 	ch.Client.Must(t, http.StatusNotFound, http.MethodPost, "/v1/endpoints/"+ch.Endpoint+"/managers/nope/drain", nil, nil)
 	t.Logf("drain answered: %s", out.Message)
 }
+
+// A task killed by a signal while its manager goes on is reported failed
+// (after the short wait that lets a stopping manager give it back).
+func TestTaskKilledBySignalFails(t *testing.T) {
+	ch := testutil.StartChain(t, oneManager)
+	ids, err := ch.Client.Submit(ch.Endpoint, taskspec.Spec{Kind: "exec", Args: []string{"sh", "-c", "kill -TERM $$"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := ch.Client.WaitTerminal(t, ids, 20*time.Second)[0]
+	if v.State != "failed" || v.Error != "signal: terminated" || v.Attempts != 1 {
+		t.Fatalf("task %s: %s %q after %d attempts", v.TaskID, v.State, v.Error, v.Attempts)
+	}
+}
