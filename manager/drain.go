@@ -100,13 +100,15 @@ func (l *loop) drained(now time.Time) bool {
 }
 
 // signalled reports whether a task ended because a signal killed its
-// process (not by our own cancel, which reads differently): what a batch
-// scheduler does to every process of a job it ends.
+// process, or a shell whose child a signal killed (exit 128+N), and not by
+// our own cancel, which reads differently: what a batch scheduler does to
+// every process of a job it ends.
 func signalled(r *messages.Result) bool {
 	if r.Code != messages.Failed {
 		return false
 	}
-	for _, sig := range []string{"signal: terminated", "signal: killed", "signal: interrupt", "signal: hangup"} {
+	for _, sig := range []string{"signal: terminated", "signal: killed", "signal: interrupt", "signal: hangup",
+		"exit status 143", "exit status 137", "exit status 130", "exit status 129"} {
 		if strings.HasPrefix(r.Error, sig) {
 			return true
 		}

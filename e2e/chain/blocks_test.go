@@ -2,9 +2,6 @@ package chain_test
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,10 +19,7 @@ func TestLocalBlocksScaleOutAndIn(t *testing.T) {
 	bin := testutil.BuildSwitchyard(t)
 	cfg := &blocks.Config{Provider: "local", MinBlocks: 0, MaxBlocks: 2, InitBlocks: 0, NodesPerBlock: 1,
 		WorkersPerNode: 8, MaxIdle: time.Second, Period: 200 * time.Millisecond}
-	args := []string{"--heartbeat-interval=100ms", "--heartbeat-threshold=5s", "--prefetch=8"}
-	if help, _ := exec.Command(bin, "manager", "--help").CombinedOutput(); strings.Contains(string(help), "--allow-root") && os.Geteuid() == 0 {
-		args = append(args, "--allow-root")
-	}
+	args := append([]string{"--heartbeat-interval=100ms", "--heartbeat-threshold=5s", "--prefetch=8"}, testutil.AllowRootArgs(bin)...)
 	cfg.ManagerArgs = args
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package slurmtest_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -29,10 +28,7 @@ func TestInterchangeScalesSlurmBlocks(t *testing.T) {
 			t.Setenv("SLURM_CONF", v)
 		}
 	}
-	args := []string{"--heartbeat-interval=100ms", "--heartbeat-threshold=3s", "--drain-grace=1s"}
-	if help, _ := exec.Command(bin, "manager", "--help").CombinedOutput(); strings.Contains(string(help), "--allow-root") && os.Geteuid() == 0 {
-		args = append(args, "--allow-root")
-	}
+	args := append([]string{"--heartbeat-interval=100ms", "--heartbeat-threshold=3s", "--drain-grace=1s"}, testutil.AllowRootArgs(bin)...)
 	cfg := &blocks.Config{Provider: "slurm", MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 8,
 		Walltime: time.Minute, MaxIdle: 2 * time.Second, Period: 500 * time.Millisecond, ManagerArgs: args}
 	if err := cfg.Validate(); err != nil {

@@ -3,7 +3,6 @@ package slurmtest_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,10 +32,8 @@ func TestManagersDrainWhenTheirJobEnds(t *testing.T) {
 	if err := curve.WriteCredentials(creds, ix.ManagerCredentials()); err != nil {
 		t.Fatal(err)
 	}
-	args := "--heartbeat-interval=50ms --heartbeat-threshold=2s --drain-grace=500ms --prefetch=0"
-	if help, _ := exec.Command(bin, "manager", "--help").CombinedOutput(); strings.Contains(string(help), "--allow-root") && os.Geteuid() == 0 {
-		args += " --allow-root"
-	}
+	args := strings.Join(append([]string{"--heartbeat-interval=50ms", "--heartbeat-threshold=2s", "--drain-grace=500ms", "--prefetch=0"},
+		testutil.AllowRootArgs(bin)...), " ")
 	sbatch := func(extra ...string) string {
 		t.Helper()
 		cmd := c.Command(t.Context(), "sbatch", append(append([]string{"--parsable"}, extra...), script, ix.ManagersAddr())...)
