@@ -109,6 +109,8 @@ func (l *loop) nacked(ep *endpoint, n *messages.Nack) {
 			back = append(back, id)
 		}
 	}
+	// They wait here now, as for an endpoint that went away.
+	back = l.f.tasks.endpointLost(back)
 	ep.pending = append(back, ep.pending...)
 	ep.holdPush = true
 	l.f.m.nacked.Add(float64(len(back)))

@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"encoding/json"
 	"sort"
 	"time"
 
@@ -23,6 +24,9 @@ type EndpointView struct {
 	Hostname        string `json:"hostname,omitempty"`
 	SoftwareVersion string `json:"software_version,omitempty"`
 	LostReason      string `json:"lost_reason,omitempty"`
+	// Blocks are the endpoint's batch jobs of managers, as its interchange
+	// reports them (absent without a provider).
+	Blocks json.RawMessage `json:"blocks,omitempty"`
 }
 
 func (f *Forwarder) publish(ep *endpoint) {
@@ -39,6 +43,9 @@ func (f *Forwarder) publish(ep *endpoint) {
 		Hostname:        ep.reg.Hostname,
 		SoftwareVersion: ep.reg.SoftwareVersion,
 		LostReason:      ep.lostReason,
+	}
+	if len(ep.report.Blocks) > 0 {
+		v.Blocks = json.RawMessage(ep.report.Blocks)
 	}
 	if !ep.LastSeen.IsZero() {
 		t := ep.LastSeen.UTC()

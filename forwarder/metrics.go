@@ -29,6 +29,7 @@ type metrics struct {
 	nacked               prometheus.Counter
 	pruned               prometheus.Counter
 	latency              prometheus.Histogram
+	runningDelay         prometheus.Histogram
 	storeCommit          prometheus.Histogram
 	storeOps             prometheus.Counter
 	storeErrors          prometheus.Counter
@@ -68,6 +69,9 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 			Help: "Tasks an endpoint gave back because it was paused; they wait here until it accepts pushes."}),
 		resent: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_tasks_resent_total",
 			Help: "Tasks sent again because the interchange did not acknowledge them in time."}),
+		runningDelay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_forwarder_running_delay_seconds",
+			Help:    "Time from a task's start on its node to the forwarder learning it runs (same-host clocks assumed).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 1.25, 40)}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_forwarder_task_latency_seconds",
 			Help:    "Time from submission to result, per task.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 20)}),
@@ -78,7 +82,7 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_store_errors_total",
 			Help: "Store commits that failed."}),
 	}
-	reg.MustRegister(m.pruned, m.resent, m.nacked, m.storeCommit, m.storeOps, m.storeErrors, &stateCollector{f: f,
+	reg.MustRegister(m.pruned, m.resent, m.nacked, m.runningDelay, m.storeCommit, m.storeOps, m.storeErrors, &stateCollector{f: f,
 		desc: prometheus.NewDesc("switchyard_forwarder_tasks_by_state", "Tasks held by the forwarder, by state.", []string{"state"}, nil)})
 	reg.MustRegister(m.submitted, m.results, m.duplicates, m.staleUpdates, m.malformed, m.refusedRegistrations, m.sentBatches,
 		m.sentTasks, m.heartbeatsSent, m.heartbeatsRecv, m.endpointsLost, m.httpErrors, m.cancels, m.latency,

@@ -9,6 +9,12 @@ import (
 )
 
 func (l *loop) applyReport(ep *endpoint, r *messages.EPStatusReport) {
+	now := time.Now().UnixNano()
+	for i := range r.Deltas {
+		if d := &r.Deltas[i]; d.Code == messages.Running && d.At > 0 && d.At <= now {
+			l.f.m.runningDelay.Observe(time.Duration(now - d.At).Seconds())
+		}
+	}
 	if n := l.f.tasks.applyDeltas(ep.id, r.Deltas); n > 0 {
 		l.f.m.staleUpdates.Add(float64(n))
 	}

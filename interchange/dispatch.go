@@ -165,7 +165,7 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 // dispatch hands queued tasks to managers with free slots, round robin.
 func (l *loop) dispatch() {
 	if l.queued == 0 || len(l.order) == 0 || !l.retryAt.IsZero() || !l.ix.serving.Effective(time.Now()).DispatchAllowed() ||
-		(!l.holdUntil.IsZero() && time.Now().Before(l.holdUntil)) {
+		l.hold != nil {
 		return
 	}
 	n := len(l.order)

@@ -9,10 +9,12 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/blocks"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
@@ -46,6 +48,10 @@ type Interchange struct {
 	mgrCreds *curve.Credentials
 	// adminToken guards the admin HTTP (STATE_DIR/admin.token).
 	adminToken string
+	// blocks starts and stops managers when a provider is configured;
+	// only the loop calls it. blocksView is its last view, for HTTP.
+	blocks     *blocks.Blocks
+	blocksView atomic.Pointer[[]blocks.View]
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -57,6 +63,8 @@ const (
 	evReport evKind = iota + 1
 	evCommand
 	evDurable
+	evBlocks
+	evDrainBlock
 )
 
 type event struct {
@@ -65,6 +73,7 @@ type event struct {
 	cmd    *messages.Command
 	reply  chan *messages.CommandReply
 	then   func(*loop)
+	block  string
 }
 
 // New validates options, takes the state dir and binds the manager
@@ -82,7 +91,7 @@ func New(opts Options) (*Interchange, error) {
 	var err error
 	var existed bool
 	ix.dir, ix.store, existed, err = ix.res.State(opts.StateDir, "interchange", opts.NoPersist, "interchange.db",
-		"switchyard-interchange-v1", []string{tasksBucket, resultsBucket}, opts.durability(), ix.log)
+		"switchyard-interchange-v1", []string{tasksBucket, resultsBucket, managersBucket}, opts.durability(), ix.log)
 	if err != nil {
 		return fail(err)
 	}
@@ -104,6 +113,9 @@ func New(opts Options) (*Interchange, error) {
 	}
 	ix.res.Add(ix.mbox.Close)
 	ix.m = newMetrics(opts.Registry, ix)
+	if err := ix.startBlocks(); err != nil {
+		return fail(fmt.Errorf("interchange: %w", err))
+	}
 	if ix.store != nil {
 		ix.store.OnCommit(ix.m.observeStore)
 	}

@@ -40,6 +40,9 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 	id := reg.ID
 	m, known := l.mgrs[id]
 	if !known {
+		if l.ix.store != nil {
+			l.ops = append(l.ops, managerOp(id))
+		}
 		m = &manager{Peer: link.Peer{ID: id}, outstanding: make(map[messages.TaskID]*itask), unacked: link.NewUnacked()}
 		l.mgrs[id] = m
 		l.order = append(l.order, m)
@@ -85,6 +88,10 @@ func (l *loop) managerLost(m *manager, why link.Reason, now time.Time) {
 	}
 	reason := why.String()
 	delete(l.mgrs, m.ID)
+	if l.ix.store != nil {
+		l.ops = append(l.ops, managerDeleteOp(m.ID))
+	}
+	l.resynced(m.ID, now) // a lost manager is not waited for
 	l.down.Unbind(&m.Peer)
 	for i, x := range l.order {
 		if x == m {
@@ -137,6 +144,7 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 }
 
 func (l *loop) housekeeping(now time.Time) {
+	l.holdExpired(now)
 	switch l.up.Timers(now) {
 	case link.TickLost:
 		l.ix.m.forwarderLost.Inc()

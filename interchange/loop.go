@@ -60,9 +60,11 @@ type loop struct {
 	retryAt time.Time
 	// ops are store writes not yet handed to the store.
 	ops []store.Op
-	// holdUntil delays dispatch after a recovery so managers can re-sync
-	// the tasks they already hold.
-	holdUntil time.Time
+	// nextBlocks is when the block strategy runs next.
+	nextBlocks time.Time
+	// hold delays dispatch after a recovery until managers re-synced the
+	// tasks they still hold.
+	hold *recoveryHold
 }
 
 type mgrCmd struct {
@@ -136,6 +138,9 @@ func (l *loop) run(ctx context.Context) error {
 			l.ix.status.soon()
 		}
 		l.dispatch()
+		if l.ix.blocks != nil && !now.Before(l.nextBlocks) {
+			l.tickBlocks(now)
+		}
 		l.flushResults()
 		if len(l.ops) > 0 {
 			l.persist(l.takeOps(), nil)
@@ -167,6 +172,10 @@ func (l *loop) handleEvent(ev *event) {
 		l.up.TrySend(ev.report)
 	case evDurable:
 		ev.then(l)
+	case evBlocks:
+		l.tickBlocks(time.Now())
+	case evDrainBlock:
+		l.drainBlock(ev.block)
 	case evCommand:
 		// A local admin request: run it like a forwarder command.
 		if rep := l.command(ev.cmd, ev.reply); rep != nil {

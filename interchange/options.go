@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/blocks"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
@@ -49,6 +50,14 @@ type Options struct {
 	Insecure bool
 	// MaxResultBytes refuses larger results from managers.
 	MaxResultBytes int
+	// Blocks, when its provider is set, makes the interchange start and
+	// stop managers itself (validated by the caller).
+	Blocks *blocks.Config
+	// AllowRoot is passed on to the managers of blocks.
+	AllowRoot bool
+	// ManagerBinary is the switchyard binary blocks run (default:
+	// $SWITCHYARD_BIN, else this executable).
+	ManagerBinary string
 }
 
 // DefaultMaxResultBytes is --max-result-bytes' default.

@@ -38,6 +38,7 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 	if len(fwd) > 0 {
 		l.ix.status.add(fwd...)
 	}
+	l.resynced(m.ID, time.Now())
 }
 
 // reportDelay batches changes: a report leaves this long after the change
@@ -83,6 +84,21 @@ type statusBuffer struct {
 	queued atomic.Uint32
 	// kick asks the report goroutine for a report soon.
 	kick chan struct{}
+	// blocksJSON is the blocks list that rides on every report.
+	blocksJSON []byte
+}
+
+func (s *statusBuffer) blocks() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.blocksJSON
+}
+
+func (s *statusBuffer) setBlocks(raw []byte) {
+	s.mu.Lock()
+	s.blocksJSON = raw
+	s.mu.Unlock()
+	s.soon()
 }
 
 func newStatusBuffer() *statusBuffer {
@@ -138,6 +154,7 @@ func (s *statusBuffer) build(state messages.ServingState) *messages.EPStatusRepo
 		}
 		clear(s.deltas)
 	}
+	r.Blocks = s.blocksJSON
 	s.mu.Unlock()
 	r.ServingState = state
 	return &r

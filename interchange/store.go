@@ -14,10 +14,21 @@ import (
 
 // The interchange stores the tasks it acknowledged upward and the results
 // the forwarder has not acknowledged yet, so a restart loses neither.
+// It also keeps the ids of registered managers, so that after a restart
+// it knows whom to wait for before dispatching again.
 const (
-	tasksBucket   = "tasks"
-	resultsBucket = "results"
+	tasksBucket    = "tasks"
+	resultsBucket  = "results"
+	managersBucket = "managers"
 )
+
+func managerOp(id string) store.Op {
+	return store.Op{Bucket: managersBucket, Key: []byte(id), Value: []byte{1}}
+}
+
+func managerDeleteOp(id string) store.Op {
+	return store.Op{Bucket: managersBucket, Key: []byte(id)}
+}
 
 // Keys are arrival sequence numbers, not task ids: new records append at
 // the end of the B+tree and old ones leave from its front, so a commit
@@ -68,13 +79,20 @@ func heldID(h *heldResult) messages.TaskID { return h.ID }
 
 // recovered is what a restarted interchange found in its store.
 type recovered struct {
-	tasks   []*itask
-	results []*heldResult
-	maxSeq  uint64
+	managers []string
+	tasks    []*itask
+	results  []*heldResult
+	maxSeq   uint64
 }
 
 func loadState(st *store.Store) (*recovered, error) {
 	rec := &recovered{}
+	if err := st.ForEach(managersBucket, func(k, _ []byte) error {
+		rec.managers = append(rec.managers, string(k))
+		return nil
+	}); err != nil {
+		return nil, err
+	}
 	err := st.ForEach(tasksBucket, func(k, v []byte) error {
 		if len(k) != 8 {
 			return fmt.Errorf("task key of %d bytes", len(k))
@@ -160,9 +178,21 @@ func (l *loop) recover() {
 		l.held.Put(*h)
 	}
 	l.seq = rec.maxSeq
-	l.holdUntil = time.Now().Add(2 * l.ix.opts.HeartbeatInterval)
 	l.log.WithFields(logrus.Fields{"unfinished": len(rec.tasks), "undelivered": len(rec.results)}).
 		Infof("recovering: %d tasks unfinished, %d results undelivered", len(rec.tasks), len(rec.results))
+	if len(rec.tasks) > 0 && len(rec.managers) > 0 {
+		// Managers that held tasks before the restart may still run them:
+		// wait until they have re-registered and reported what they hold,
+		// not longer than two intervals (a manager that stays away is lost).
+		now := time.Now()
+		l.hold = &recoveryHold{since: now, until: now.Add(2 * l.ix.opts.HeartbeatInterval), waiting: map[string]bool{}}
+		for _, id := range rec.managers {
+			l.hold.waiting[id] = true
+		}
+		l.log.WithFields(logrus.Fields{"managers": rec.managers, "queued": len(rec.tasks),
+			"at_most": (2 * l.ix.opts.HeartbeatInterval).String()}).
+			Info("recovering: dispatch waits until these managers re-register and report the tasks they hold")
+	}
 	l.publishTotals()
 }
 
@@ -202,4 +232,39 @@ func (l *loop) takeOps() []store.Op {
 	ops := l.ops
 	l.ops = nil
 	return ops
+}
+
+// recoveryHold keeps a restarted interchange from dispatching tasks that a
+// manager may still be running, until every manager it knew has reported.
+type recoveryHold struct {
+	since, until time.Time
+	waiting      map[string]bool // manager ids not yet re-synced
+}
+
+// resynced notes that manager id reported after a restart, and ends the
+// hold once every known manager has.
+func (l *loop) resynced(id string, now time.Time) {
+	if l.hold == nil || !l.hold.waiting[id] {
+		return
+	}
+	delete(l.hold.waiting, id)
+	if len(l.hold.waiting) == 0 {
+		l.log.WithField("after", now.Sub(l.hold.since).Round(time.Millisecond).String()).
+			Info("recovered: every manager re-synced; dispatching again")
+		l.hold = nil
+	}
+}
+
+// holdExpired ends the hold when its time is up, naming who did not come.
+func (l *loop) holdExpired(now time.Time) {
+	if l.hold == nil || now.Before(l.hold.until) {
+		return
+	}
+	missing := make([]string, 0, len(l.hold.waiting))
+	for id := range l.hold.waiting {
+		missing = append(missing, id)
+	}
+	l.log.WithFields(logrus.Fields{"missing": missing, "after": now.Sub(l.hold.since).Round(time.Millisecond).String()}).
+		Warn("recovery: managers did not come back; dispatching their tasks elsewhere")
+	l.hold = nil
 }

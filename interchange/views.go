@@ -3,6 +3,8 @@ package interchange
 import (
 	"sort"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/internal/blocks"
 )
 
 // ManagerView is one manager in GET /status.
@@ -36,6 +38,7 @@ type StatusView struct {
 	HeartbeatInterval   string        `json:"heartbeat_interval"`
 	HeartbeatThreshold  string        `json:"heartbeat_threshold"`
 	ForwarderReconnects int           `json:"forwarder_connects"`
+	Blocks              []blocks.View `json:"blocks,omitempty"`
 }
 
 func (l *loop) publishView(now time.Time) {
@@ -54,6 +57,9 @@ func (l *loop) publishView(now time.Time) {
 		v.ManagerList = append(v.ManagerList, ManagerView{ID: m.ID, Hostname: m.reg.Hostname, BlockID: m.reg.BlockID,
 			Workers: m.reg.Workers, IdleWorkers: m.idle, Prefetch: m.reg.Prefetch, Outstanding: len(m.outstanding),
 			ServingState: m.serving.String(), LastSeen: m.LastSeen.UTC(), Registered: m.Registered.UTC(), Draining: m.draining})
+	}
+	if bv := l.ix.blocksView.Load(); bv != nil {
+		v.Blocks = *bv
 	}
 	sort.Slice(v.ManagerList, func(i, j int) bool { return v.ManagerList[i].ID < v.ManagerList[j].ID })
 	l.ix.viewMu.Lock()

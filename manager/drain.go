@@ -2,6 +2,7 @@ package manager
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -38,8 +39,9 @@ func (l *loop) startDrain(reason string, grace time.Duration, now time.Time) {
 	var back []messages.TaskID
 	for id, t := range l.tasks {
 		// Not handed to a worker yet, or handed but not started (the
-		// claim keeps a worker from starting it now).
-		if !t.handed || t.claim.CompareAndSwap(0, 2) {
+		// claim keeps a worker from starting it now), or killed by the
+		// signal that ends this manager too.
+		if !t.handed || t.parked != nil || t.claim.CompareAndSwap(0, 2) {
 			back = append(back, id)
 			l.giveBack(id, t)
 		}
@@ -95,4 +97,69 @@ func (l *loop) drained(now time.Time) bool {
 		Warn("drain grace over: stopped running tasks and returned them to the queue")
 	l.up.TrySend(&messages.Goodbye{Reason: d.reason, Final: true, Returned: back})
 	return true
+}
+
+// signalled reports whether a task ended because a signal killed its
+// process, or a shell whose child a signal killed (exit 128+N), and not by
+// our own cancel, which reads differently: what a batch scheduler does to
+// every process of a job it ends.
+func signalled(r *messages.Result) bool {
+	if r.Code != messages.Failed {
+		return false
+	}
+	for _, sig := range []string{"signal: terminated", "signal: killed", "signal: interrupt", "signal: hangup",
+		"exit status 143", "exit status 137", "exit status 130", "exit status 129"} {
+		if strings.HasPrefix(r.Error, sig) {
+			return true
+		}
+	}
+	return false
+}
+
+// parkGrace is how long a task killed by a signal waits for the manager's
+// own SIGTERM before its failure is reported: the scheduler signals the
+// task and the manager at the same moment, in no fixed order.
+const parkGrace = 500 * time.Millisecond
+
+// park holds a signal death back; it reports whether it did.
+func (l *loop) park(t *mtask, r messages.Result, now time.Time) bool {
+	if !signalled(&r) {
+		return false
+	}
+	if l.drain != nil {
+		// Ended by whatever ends this manager: give it back.
+		l.giveBack(r.ID, t)
+		l.up.TrySend(&messages.Goodbye{Reason: l.drain.reason, Returned: []messages.TaskID{r.ID}})
+		return true
+	}
+	t.parked = &r
+	t.parkedUntil = now.Add(parkGrace)
+	if l.parkAt.IsZero() || t.parkedUntil.Before(l.parkAt) {
+		l.parkAt = t.parkedUntil
+	}
+	return true
+}
+
+// unpark reports the failures of signal deaths no drain followed.
+func (l *loop) unpark(now time.Time) {
+	if l.parkAt.IsZero() || now.Before(l.parkAt) {
+		return
+	}
+	l.parkAt = time.Time{}
+	for id, t := range l.tasks {
+		if t.parked == nil {
+			continue
+		}
+		if now.Before(t.parkedUntil) {
+			if l.parkAt.IsZero() || t.parkedUntil.Before(l.parkAt) {
+				l.parkAt = t.parkedUntil
+			}
+			continue
+		}
+		r := *t.parked
+		delete(l.tasks, id)
+		delete(l.deltas, id)
+		l.results.Put(r)
+		l.mg.m.completed.WithLabelValues(string(r.Code.State())).Inc()
+	}
 }

@@ -34,6 +34,8 @@ type loop struct {
 	// (and attempts) it gave back, whose late results are dropped.
 	drain    *drain
 	returned map[messages.TaskID]uint32
+	// parkAt is the earliest parked result's deadline.
+	parkAt time.Time
 }
 
 func resultID(r *messages.Result) messages.TaskID { return r.ID }
@@ -73,7 +75,7 @@ func (l *loop) run(ctx context.Context) error {
 		if len(l.deltas) > 0 {
 			reportAt = l.lastReport.Add(deltaDelay)
 		}
-		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt, reportAt)
+		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt, reportAt, l.parkAt)
 		if err != nil {
 			return err
 		}
@@ -98,6 +100,7 @@ func (l *loop) run(ctx context.Context) error {
 		if !l.retryAt.IsZero() && !now.Before(l.retryAt) {
 			l.retryAt = time.Time{}
 		}
+		l.unpark(now)
 		l.startWork()
 		if now.Sub(l.lastReport) >= l.mg.opts.HeartbeatInterval || (len(l.deltas) > 0 && now.Sub(l.lastReport) >= deltaDelay) {
 			l.report(now)
@@ -124,6 +127,9 @@ func (l *loop) handleEvent(ev *event) {
 				// A newer attempt replaced this run: its result is stale
 				// and must not take the newer one's place.
 				l.mg.m.duplicates.Inc()
+				return
+			}
+			if t.task.Attempt == r.Attempt && l.park(t, r, time.Now()) {
 				return
 			}
 			delete(l.tasks, r.ID)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
@@ -74,6 +75,10 @@ type mtask struct {
 	started bool // running delta recorded
 	// startedAt is set by the worker when it starts the task.
 	startedAt atomic.Int64
+	// parked is the result of a run a signal killed, held for parkGrace
+	// in case the manager itself is being stopped (loop only).
+	parked      *messages.Result
+	parkedUntil time.Time
 	// claim decides, once, between a worker starting the task (0->1) and
 	// the loop cancelling it before it started (0->2).
 	claim atomic.Int32

@@ -826,8 +826,12 @@ func (m *ManagerStatusReport) decode(r *reader) {
 }
 
 func (m *EPStatusReport) Pack() ([][]byte, error) {
-	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas))
-	w.arr(7)
+	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks))
+	if len(m.Blocks) > 0 {
+		w.arr(8)
+	} else {
+		w.arr(7)
+	}
 	writeDeltas(w, m.Deltas)
 	w.u(uint64(m.Managers))
 	w.u(uint64(m.Workers))
@@ -835,6 +839,9 @@ func (m *EPStatusReport) Pack() ([][]byte, error) {
 	w.u(uint64(m.Queued))
 	w.u(uint64(m.Outstanding))
 	w.u(uint64(m.ServingState))
+	if len(m.Blocks) > 0 {
+		w.bin(m.Blocks)
+	}
 	f, err := w.finish()
 	return [][]byte{f}, err
 }
@@ -848,6 +855,11 @@ func (m *EPStatusReport) decode(r *reader) {
 	m.Queued = r.u32()
 	m.Outstanding = r.u32()
 	m.ServingState = r.serving()
+	if n >= 8 {
+		m.Blocks = r.bin()
+		r.skip(n, 8)
+		return
+	}
 	r.skip(n, 7)
 }
 

@@ -100,6 +100,7 @@ func roundTripCases() []struct {
 			{ID: tid(3), Code: Cancelled},
 		}, Workers: 4, IdleWorkers: 1, Capacity: 3, Outstanding: 5, ServingState: PushAndDispatchPaused}, 1},
 		{"ep status report empty", &EPStatusReport{ServingState: PushPaused}, 1},
+		{"ep status report with blocks", &EPStatusReport{Managers: 1, Blocks: []byte(`[{"block_id":"b1","state":"pending"}]`)}, 1},
 		{"ep status report", &EPStatusReport{Deltas: []Delta{
 			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42},
 			{ID: tid(10), Code: Success, Attempt: math.MaxUint32, At: math.MaxInt64},

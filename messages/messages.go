@@ -81,6 +81,10 @@ type EPStatusReport struct {
 	Queued       uint32
 	Outstanding  uint32
 	ServingState ServingState
+	// Blocks is the JSON list of the endpoint's blocks (batch jobs of
+	// managers), opaque to the forwarder, which shows it as it is; empty
+	// without a provider.
+	Blocks []byte
 }
 
 // Command asks a peer to act; the answer is a CommandReply with the same ID.

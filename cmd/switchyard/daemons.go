@@ -11,6 +11,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/blocks"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
@@ -125,14 +126,22 @@ func newInterchangeCmd() *cobra.Command {
 	var pf pressureFlags
 	var endpointID, fwd, listenManagers, credPath string
 	var maxRetries, maxResult int
-	var noPersist, fsync bool
+	var noPersist, fsync, ixAllowRoot bool
+	var bcfg *blocks.Config
 	cmd := &cobra.Command{
 		Use:   "interchange --credentials FILE | --insecure --endpoint-id ID",
 		Short: "Run an endpoint's broker: connects out to the forwarder, serves managers",
 		Long: `Run the interchange of one endpoint, usually on a login node. It connects out
 to the forwarder (sites allow outbound connections), binds a ROUTER for the
 managers of this endpoint, queues tasks and hands them to managers with free
-capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
+capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.
+
+With --provider it starts and stops its own managers in blocks: local
+(child processes) or slurm (batch jobs from a script it writes into
+STATE_DIR/blocks/ID/job.sh). It scales out while tasks queue beyond free
+and pending capacity, up to --max-blocks, drains blocks idle for
+--max-idle down to --min-blocks, and replaces a block before its walltime.
+Managers of a block get this interchange's manager credential and address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()
@@ -141,6 +150,9 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 			}
 			if maxRetries == 0 {
 				maxRetries = -1 // Options reads 0 as the default
+			}
+			if err := bcfg.Validate(); err != nil {
+				return err
 			}
 			creds, err := df.credentials(credPath, curve.KindEndpoint)
 			if err != nil {
@@ -153,7 +165,7 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
 				AdaptiveGC: os.Getenv("GOGC") == "", Pprof: df.pprof, Log: log, Version: version,
-				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult})
+				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult, Blocks: bcfg, AllowRoot: ixAllowRoot})
 			if err != nil {
 				return err
 			}
@@ -165,8 +177,10 @@ capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.`,
 	df.add(cmd.Flags(), interchange.DefaultListenHTTP, "")
 	pf.add(cmd.Flags())
 	cmd.Flags().StringVar(&endpointID, "endpoint-id", "", "endpoint id users submit tasks to (default: the id in --credentials)")
-	cmd.Flags().StringVar(&credPath, "credentials", "", "enrollment credential written by `switchyard endpoint create ID --out FILE` (required unless --insecure)")
+	cmd.Flags().StringVar(&credPath, "credentials", "", "the endpoint's `FILE` written by 'switchyard endpoint create ID --out FILE' (required unless --insecure)")
 	cmd.Flags().IntVar(&maxResult, "max-result-bytes", interchange.DefaultMaxResultBytes, "refuse results larger than this from managers")
+	cmd.Flags().BoolVar(&ixAllowRoot, "allow-root", false, "pass --allow-root to the managers of blocks")
+	bcfg = blocks.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep state in memory only (benchmarks); a restart loses it")

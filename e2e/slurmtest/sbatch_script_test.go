@@ -62,9 +62,8 @@ func TestManagersSbatchScript(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	// The job runs as root here, so its managers need --allow-root.
 	id := sbatch("SWITCHYARD_BIN="+bin, fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", port), "SWITCHYARD_WORKERS=2", "SWITCHYARD_CREDENTIALS="+creds,
-		"SWITCHYARD_MANAGER_ARGS=--heartbeat-interval=50ms --heartbeat-threshold=500ms --allow-root")
+		"SWITCHYARD_MANAGER_ARGS="+strings.Join(append([]string{"--heartbeat-interval=50ms", "--heartbeat-threshold=500ms"}, testutil.AllowRootArgs(bin)...), " "))
 	testutil.WaitFor(t, 60*time.Second, func() error {
 		for _, m := range ix.Status().ManagerList {
 			if m.BlockID == "slurm-"+id && m.ID == c.Node+"-"+id && m.Workers == 2 {

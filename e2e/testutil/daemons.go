@@ -125,6 +125,8 @@ type Interchange struct {
 	Log  *LogBuffer
 	URL  string
 	Stop func()
+	// Dir is its state dir ("" when it keeps state in memory).
+	Dir string
 }
 
 // StartInterchange starts an interchange on ephemeral ports. opts.Forwarder
@@ -161,7 +163,7 @@ func StartInterchange(t testing.TB, opts interchange.Options) *Interchange {
 		t.Fatalf("interchange.New: %v", err)
 	}
 	stop := runDaemon(t, "interchange", ix.Run)
-	ti := &Interchange{Interchange: ix, Reg: opts.Registry, Log: logs, URL: "http://" + ix.HTTPAddr(), Stop: stop}
+	ti := &Interchange{Interchange: ix, Reg: opts.Registry, Log: logs, URL: "http://" + ix.HTTPAddr(), Stop: stop, Dir: opts.StateDir}
 	remember(interchanges, ix.ManagersAddr(), ti, t)
 	return ti
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -29,4 +30,17 @@ func BuildSwitchyard(t testing.TB) string {
 		t.Fatalf("go build cmd/switchyard: %v\n%s", err, b)
 	}
 	return out
+}
+
+// AllowRootArgs is what a manager started by a test needs as root:
+// --allow-root, when the binary has the flag and we are root.
+func AllowRootArgs(bin string) []string {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	help, _ := exec.Command(bin, "manager", "--help").CombinedOutput()
+	if !strings.Contains(string(help), "--allow-root") {
+		return nil
+	}
+	return []string{"--allow-root"}
 }
