@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -57,7 +58,7 @@ func (l *loop) handleEvent(ev *event) {
 			_ = l.send(ep, &messages.Ack{IDs: ev.ids})
 		}
 	case evRevoke, evDeleted:
-		if ep, ok := l.eps[ev.ep]; ok && ep.connected {
+		if ep, ok := l.eps[ev.ep]; ok && ep.connected && !l.keyCurrent(ep) {
 			l.router.Refuse(ep.Route, messages.CodeRefused, "endpoint "+ep.id+" was deleted or given a new key")
 			l.endpointLost(ep, link.ReasonRevoked, time.Now())
 		}
@@ -77,6 +78,15 @@ func (l *loop) handleEvent(ev *event) {
 		}
 		ep.probes[l.f.cmdSeq] = ev.reply
 	}
+}
+
+// keyCurrent reports whether ep is connected with its endpoint's current
+// key: a revocation handled after the endpoint registered with its new key
+// leaves that connection alone.
+func (l *loop) keyCurrent(ep *endpoint) bool {
+	_, key, _ := strings.Cut(ep.User, "|")
+	k, ok := l.f.enrolled.keyOf(ep.id)
+	return ok && key != "" && k == key
 }
 
 // commandDone applies what a command's reply says about the endpoint: a
