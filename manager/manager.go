@@ -125,8 +125,15 @@ func (mg *Manager) ID() string { return mg.opts.ManagerID }
 
 // Run works until ctx ends. Running tasks are stopped on the way out.
 func (mg *Manager) Run(ctx context.Context) error {
-	mg.log.WithFields(logrus.Fields{"interchange": mg.opts.Interchange, "workers": mg.opts.Workers,
-		"prefetch": mg.opts.Prefetch, "http": mg.HTTPAddr()}).Info("manager starting")
+	f := logrus.Fields{"interchange": mg.opts.Interchange, "workers": mg.opts.Workers, "prefetch": mg.opts.Prefetch,
+		"drain_grace": mg.opts.DrainGrace.String()}
+	if a := mg.HTTPAddr(); a != "" {
+		f["http"] = a
+	}
+	if mg.opts.BlockID != "" {
+		f["block"] = mg.opts.BlockID
+	}
+	mg.log.WithFields(f).Info("manager starting")
 	workCtx, stopWork := context.WithCancel(context.Background())
 	// Workers take the next task straight from this buffer, so a finished
 	// worker never waits for the loop. It holds everything the manager

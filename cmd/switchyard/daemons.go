@@ -168,6 +168,7 @@ Managers of a block get this interchange's manager credential and address.`,
 		},
 	}
 	df.add(cmd.Flags(), interchange.DefaultListenHTTP, "")
+	cmd.Flags().Lookup("state-dir").Usage = "directory for this daemon's state and lock file (default var/interchange-ENDPOINT_ID)"
 	pf.add(cmd.Flags())
 	cmd.Flags().StringVar(&endpointID, "endpoint-id", "", "endpoint id users submit tasks to (default: the id in --credentials)")
 	cmd.Flags().StringVar(&credPath, "credentials", "", "the endpoint's `FILE` written by 'switchyard endpoint create ID --out FILE' (required unless --insecure)")
@@ -242,6 +243,7 @@ number; none fails because its node went away.`,
 		},
 	}
 	df.add(cmd.Flags(), "", "")
+	cmd.Flags().Lookup("state-dir").Usage = "directory for this manager's state and lock file (default: none; results wait in memory)"
 	pf.add(cmd.Flags())
 	cmd.Flags().StringVar(&ixAddr, "interchange", manager.DefaultInterchange, "interchange ZMQ address to connect to (default: the address in --credentials, else this)")
 	cmd.Flags().StringVar(&credPath, "credentials", "", "the interchange's STATE_DIR/manager.credentials (required unless --insecure)")
@@ -249,7 +251,7 @@ number; none fails because its node went away.`,
 	cmd.Flags().StringVar(&block, "block-id", "", "batch job or block this manager belongs to (shown in status)")
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
 	cmd.Flags().DurationVar(&drainGrace, "drain-grace", manager.DefaultDrainGrace, "on SIGTERM, let running tasks go on this long before stopping them and giving them back")
-	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait (default: same as --workers)")
+	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait; -1 holds as many as --workers")
 	cmd.AddCommand(newManagerDrainCmd())
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if workers < 0 {
