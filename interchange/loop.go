@@ -28,6 +28,9 @@ type itask struct {
 	// when it was sent, and 0 once the manager acknowledged it.
 	at   int64
 	seen int64 // unix ns of the last delta about it from its manager
+	// recovered: reloaded after a restart and not dispatched since, so a
+	// manager may still hold it from before.
+	recovered bool
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
