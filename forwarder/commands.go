@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -54,7 +55,9 @@ func (l *loop) handleEvent(ev *event) {
 			_ = l.send(ep, &messages.Ack{IDs: ev.ids})
 		}
 	case evRevoke:
-		if ep, ok := l.eps[ev.ep]; ok && ep.connected {
+		// Only the connection that used the revoked key: a new key's
+		// interchange may already have registered.
+		if ep, ok := l.eps[ev.ep]; ok && ep.connected && strings.HasSuffix(ep.User, "|"+ev.key) {
 			l.router.Refuse(ep.Route, messages.CodeRefused, "endpoint "+ep.id+" was deleted or given a new key")
 			l.endpointLost(ep, link.ReasonRevoked, time.Now())
 		}

@@ -68,6 +68,7 @@ type event struct {
 	ids   []messages.TaskID
 	cmd   *messages.Command
 	reply chan commandResult
+	key   string // evRevoke: the key that no longer counts
 }
 
 type commandResult struct {

@@ -18,8 +18,9 @@ import (
 // errCancelled marks a task stopped by a cancel command.
 var errCancelled = errors.New("cancelled by request")
 
-// run executes one task; it never touches a socket.
-func run(ctx context.Context, t messages.Task, outputLimit int) (r messages.Result) {
+// run executes one task; it never touches a socket. started is called once
+// the task really starts, except for a noop, which ends at once.
+func run(ctx context.Context, t messages.Task, outputLimit int, started func()) (r messages.Result) {
 	r = messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
 	defer func() { r.Finished = time.Now().UnixNano() }()
 	spec, err := taskspec.Decode(t.Payload)
@@ -31,6 +32,9 @@ func run(ctx context.Context, t messages.Task, outputLimit int) (r messages.Resu
 		// Cancelled while it waited for a worker.
 		r.Code, r.Error = stopped(ctx, 0)
 		return r
+	}
+	if spec.Kind != taskspec.KindNoop {
+		started()
 	}
 	timeout, _ := spec.TimeoutDuration()
 	if timeout > 0 {
@@ -129,8 +133,7 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		mg.busy.Add(1)
 		// The loop reports it running within a few milliseconds; a task
 		// that ends before then shows only in its result.
-		mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at})
-		r := run(t.ctx, t.task, mg.opts.OutputLimit)
+		r := run(t.ctx, t.task, mg.opts.OutputLimit, func() { mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at}) })
 		mg.busy.Add(-1)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})
