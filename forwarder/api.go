@@ -185,8 +185,8 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		}
 		id := messages.TaskID(u)
 		spec := s.Encode()
-		if len(spec) > taskspec.MaxSpecBytes {
-			f.fail(w, http.StatusRequestEntityTooLarge, "tasks[%d] is %d bytes encoded; the limit is %d", i, len(spec), taskspec.MaxSpecBytes)
+		if len(spec) > s.MaxBytes() {
+			f.fail(w, http.StatusRequestEntityTooLarge, "tasks[%d] is %d bytes encoded; the limit is %d", i, len(spec), s.MaxBytes())
 			return
 		}
 		ts[i] = &Task{ID: id, Endpoint: epID, Kind: s.Kind, Spec: spec, State: state, Attempts: 1, CreatedAt: now}

@@ -5,7 +5,9 @@ package taskspec
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -17,10 +19,13 @@ const (
 	KindNoop  = "noop"
 	KindSleep = "sleep"
 	KindExec  = "exec"
+	// KindPython carries a serialized call in Payload; a manager's Python
+	// workers run it (docs/worker-protocol.md).
+	KindPython = "python"
 )
 
 // Kinds lists the legal kinds for error messages.
-var Kinds = []string{KindNoop, KindSleep, KindExec}
+var Kinds = []string{KindNoop, KindSleep, KindExec, KindPython}
 
 // Limits on a spec.
 const (
@@ -28,6 +33,12 @@ const (
 	MaxArgBytes  = 1 << 20
 	MaxSleep     = 7 * 24 * time.Hour
 	MaxSpecBytes = 4 << 20
+	// MaxPayloadBytes caps a python task's serialized call and its
+	// serialized result, so a 10 MB argument or result fits with room.
+	MaxPayloadBytes = 16 << 20
+	// MaxPythonSpecBytes caps a python task object: its payload in base64
+	// plus the other fields.
+	MaxPythonSpecBytes = (MaxPayloadBytes+2)/3*4 + 64<<10
 )
 
 // Spec is one task as submitted.
@@ -35,13 +46,23 @@ type Spec struct {
 	Kind    string   `json:"kind"`
 	Args    []string `json:"args,omitempty"`
 	Timeout string   `json:"timeout,omitempty"`
+	// Payload is a python task's serialized call, base64 in JSON.
+	Payload []byte `json:"payload,omitempty"`
+}
+
+// MaxBytes is the size limit of a spec of this kind, raw or encoded.
+func (s Spec) MaxBytes() int {
+	if s.Kind == KindPython {
+		return MaxPythonSpecBytes
+	}
+	return MaxSpecBytes
 }
 
 // Parse reads and validates one task object; errors name the field.
 func Parse(raw []byte) (Spec, error) {
 	var s Spec
-	if len(raw) > MaxSpecBytes {
-		return s, fmt.Errorf("task is %d bytes; the limit is %d", len(raw), MaxSpecBytes)
+	if len(raw) > MaxPythonSpecBytes {
+		return s, fmt.Errorf("task is %d bytes; the limit is %d (%d for kinds other than python)", len(raw), MaxPythonSpecBytes, MaxSpecBytes)
 	}
 	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
 		return s, fmt.Errorf("task is not a JSON object; send one like {\"kind\":\"noop\"}, got %q", shorten(t))
@@ -54,13 +75,22 @@ func Parse(raw []byte) (Spec, error) {
 	if dec.More() {
 		return s, fmt.Errorf("unexpected data after the task object")
 	}
+	if len(raw) > s.MaxBytes() {
+		return s, fmt.Errorf("task is %d bytes; the limit is %d for kind %q", len(raw), s.MaxBytes(), s.Kind)
+	}
 	return s, s.Validate()
 }
 
 func describe(err error) error {
+	var ce base64.CorruptInputError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("\"payload\" must be standard base64 (RFC 4648, with padding): bad data at byte %d", int64(ce))
+	}
 	var te *json.UnmarshalTypeError
 	if ok := asType(err, &te); ok {
 		switch te.Field {
+		case "payload":
+			return fmt.Errorf("\"payload\" must be a base64 string, got %s", te.Value)
 		case "args", "args.0":
 			return fmt.Errorf("\"args\" must be a list of strings, got %s", te.Value)
 		}
@@ -71,7 +101,7 @@ func describe(err error) error {
 	}
 	msg := err.Error()
 	if strings.HasPrefix(msg, "json: unknown field") {
-		return fmt.Errorf("%s; a task has \"kind\", \"args\" and \"timeout\"", strings.TrimPrefix(msg, "json: "))
+		return fmt.Errorf("%s; a task has \"kind\", \"args\", \"timeout\" and \"payload\" (python)", strings.TrimPrefix(msg, "json: "))
 	}
 	return fmt.Errorf("task is not a JSON object: %s", strings.TrimPrefix(msg, "json: "))
 }
@@ -105,6 +135,9 @@ func (s Spec) Validate() error {
 			return err
 		}
 	}
+	if len(s.Payload) > 0 && s.Kind != KindPython {
+		return fmt.Errorf("kind %q takes no \"payload\"; only kind \"python\" does", s.Kind)
+	}
 	switch s.Kind {
 	case KindNoop:
 		if len(s.Args) != 0 {
@@ -128,6 +161,16 @@ func (s Spec) Validate() error {
 			if strings.IndexByte(a, 0) >= 0 {
 				return fmt.Errorf("args[%d] contains a NUL byte", i)
 			}
+		}
+	case KindPython:
+		if len(s.Args) != 0 {
+			return fmt.Errorf("kind \"python\" takes no args; the call goes in \"payload\"")
+		}
+		if len(s.Payload) == 0 {
+			return fmt.Errorf("kind \"python\" needs \"payload\": a serialized call in base64, as the switchyard Python SDK sends it")
+		}
+		if len(s.Payload) > MaxPayloadBytes {
+			return fmt.Errorf("python payload is %d bytes; the limit is %d", len(s.Payload), MaxPayloadBytes)
 		}
 	case "":
 		return fmt.Errorf("task has no \"kind\"; legal kinds: %s", strings.Join(Kinds, ", "))
