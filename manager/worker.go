@@ -19,7 +19,7 @@ import (
 var errCancelled = errors.New("cancelled by request")
 
 // run executes one task; it never touches a socket.
-func run(ctx context.Context, t messages.Task, outputLimit int) (r messages.Result) {
+func run(ctx context.Context, t messages.Task, outputLimit int, py *pyPool) (r messages.Result) {
 	r = messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
 	defer func() { r.Finished = time.Now().UnixNano() }()
 	spec, err := taskspec.Decode(t.Payload)
@@ -53,6 +53,8 @@ func run(ctx context.Context, t messages.Task, outputLimit int) (r messages.Resu
 		}
 	case taskspec.KindExec:
 		runExec(ctx, spec, outputLimit, timeout, &r)
+	case taskspec.KindPython:
+		py.runPython(ctx, spec, timeout, &r)
 	default:
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("unknown kind %q", spec.Kind)
 	}
@@ -130,7 +132,7 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		// The loop reports it running within a few milliseconds; a task
 		// that ends before then shows only in its result.
 		mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at})
-		r := run(t.ctx, t.task, mg.opts.OutputLimit)
+		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.py)
 		mg.busy.Add(-1)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})
