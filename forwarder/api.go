@@ -119,6 +119,9 @@ func (f *Forwarder) listField(w http.ResponseWriter, r *http.Request, name, exam
 		f.fail(w, http.StatusBadRequest, "the body must be a JSON object like %s", example)
 		return nil, false
 	}
+	if items, ok := listItems(raw, name); ok {
+		return items, true
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		f.fail(w, http.StatusBadRequest, "the body must be a JSON object like %s", example)

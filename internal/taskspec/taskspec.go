@@ -64,6 +64,9 @@ func Parse(raw []byte) (Spec, error) {
 	if len(raw) > MaxPythonSpecBytes {
 		return s, fmt.Errorf("task is %d bytes; the limit is %d (%d for kinds other than python)", len(raw), MaxPythonSpecBytes, MaxSpecBytes)
 	}
+	if s, ok := decodePython(raw); ok {
+		return s, s.Validate()
+	}
 	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
 		return s, fmt.Errorf("task is not a JSON object; send one like {\"kind\":\"noop\"}, got %q", shorten(t))
 	}
@@ -118,6 +121,9 @@ func asType(err error, te **json.UnmarshalTypeError) bool {
 // payload a manager receives): no strict field check, so it is cheaper
 // than Parse, but the kind and arguments are still checked.
 func Decode(raw []byte) (Spec, error) {
+	if s, ok := decodePython(raw); ok {
+		return s, s.Validate()
+	}
 	var s Spec
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return s, describe(err)
@@ -207,6 +213,9 @@ func (s Spec) TimeoutDuration() (time.Duration, error) {
 
 // Encode is the canonical payload carried on the wire.
 func (s Spec) Encode() []byte {
+	if s.Kind == KindPython && len(s.Args) == 0 && plainJSON(s.Timeout) {
+		return encodePython(s)
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	// Keep '&', '<' and '>' as they are: escaping them grows a task sixfold.
@@ -228,4 +237,72 @@ func shorten(b []byte) string {
 		return string(b[:40]) + "..."
 	}
 	return string(b)
+}
+
+// The python fast path: a python task is mostly its base64 payload, and
+// the general decoder scans it several times over. The exact forms
+// encoding/json writes for a python spec, and the SDK sends,
+//
+//	{"kind":"python","payload":"<base64>"}
+//	{"kind":"python","timeout":"<duration>","payload":"<base64>"}
+//
+// are read and written directly; anything else takes the general path, so
+// both paths accept and refuse the same specs.
+const (
+	pyPrefix  = `{"kind":"python",`
+	pyTimeout = `"timeout":"`
+	pyPayload = `"payload":"`
+)
+
+func decodePython(raw []byte) (Spec, bool) {
+	rest, ok := bytes.CutPrefix(raw, []byte(pyPrefix))
+	if !ok {
+		return Spec{}, false
+	}
+	s := Spec{Kind: KindPython}
+	if r, ok := bytes.CutPrefix(rest, []byte(pyTimeout)); ok {
+		i := bytes.IndexByte(r, '"')
+		if i < 0 || !plainJSON(string(r[:i])) || len(r) < i+2 || r[i+1] != ',' {
+			return Spec{}, false
+		}
+		s.Timeout, rest = string(r[:i]), r[i+2:]
+	}
+	b64, ok := bytes.CutPrefix(rest, []byte(pyPayload))
+	if !ok || len(b64) < 2 || string(b64[len(b64)-2:]) != `"}` {
+		return Spec{}, false
+	}
+	b64 = b64[:len(b64)-2]
+	if bytes.ContainsAny(b64, "\r\n") {
+		return Spec{}, false // the decoder would skip them; JSON refuses them
+	}
+	s.Payload = make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
+	n, err := base64.StdEncoding.Decode(s.Payload, b64)
+	if err != nil || n == 0 {
+		return Spec{}, false // the general path explains what is wrong
+	}
+	s.Payload = s.Payload[:n]
+	return s, true
+}
+
+func encodePython(s Spec) []byte {
+	n := len(pyPrefix) + len(pyTimeout) + len(s.Timeout) + 2 + len(pyPayload) + base64.StdEncoding.EncodedLen(len(s.Payload)) + 2
+	b := make([]byte, 0, n)
+	b = append(b, pyPrefix...)
+	if s.Timeout != "" {
+		b = append(append(append(b, pyTimeout...), s.Timeout...), '"', ',')
+	}
+	b = append(b, pyPayload...)
+	b = base64.StdEncoding.AppendEncode(b, s.Payload)
+	return append(b, '"', '}')
+}
+
+// plainJSON reports whether s is written in JSON as it is: printable
+// ASCII without quotes or backslashes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
