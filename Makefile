@@ -8,7 +8,7 @@ DEMO    ?= 5000
 # staticcheck is pinned; `go run` fetches it through the module proxy.
 STATICCHECK := v0.8.2
 
-.PHONY: all build run test deps vet fuzz bench contract clean
+.PHONY: all build run test deps vet fuzz bench contract clean pytest-sdk
 
 all: build
 
@@ -26,8 +26,12 @@ vet: deps
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
-test: vet
+test: vet pytest-sdk
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The Python SDK's tests, with Debian's python3 against a real endpoint.
+pytest-sdk: build
+	SWITCHYARD_BIN=$(CURDIR)/$(BIN) PYTHONPATH=python /usr/bin/python3 -m unittest discover -s python/tests -v
 
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzUnpack -fuzztime 60s ./messages

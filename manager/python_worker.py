@@ -18,6 +18,7 @@ stderr, so a print() cannot corrupt a frame.
 """
 import json
 import os
+import pickle
 import struct
 import sys
 import traceback
@@ -25,6 +26,7 @@ import traceback
 PROTOCOL = 1
 HEADER = struct.Struct(">IB")
 LENGTH = struct.Struct(">I")
+PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
 
 
 def main():
@@ -99,7 +101,8 @@ def main():
             del e, tb
             continue
         try:
-            out = dumps(("ok", value))
+            # pickle writes these exactly as cloudpickle does, only faster.
+            out = pickle.dumps(("ok", value), 5) if type(value) in PLAIN else dumps(("ok", value))
         except Exception as e:  # noqa: BLE001
             failure(e, f"the return value of type {type(value).__name__} could not be serialized:\n"
                        + traceback.format_exc())
