@@ -33,7 +33,7 @@ type child struct {
 }
 
 func newEndpointUpCmd() *cobra.Command {
-	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat string
+	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python string
 	var workers, managers, demo int
 	var insecure bool
 	cmd := &cobra.Command{
@@ -88,7 +88,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			for i := 1; i <= managers; i++ {
 				id := fmt.Sprintf("%s-manager-%d", endpointID, i)
 				argv := []string{"manager", "--interchange", mgrAddr, "--workers", strconv.Itoa(workers),
-					"--manager-id", id, "--state-dir", filepath.Join(stateDir, id)}
+					"--manager-id", id, "--state-dir", filepath.Join(stateDir, id), "--python", python}
 				if !insecure {
 					argv = append(argv, "--credentials", filepath.Join(ixState, "manager.credentials"))
 				}
@@ -154,6 +154,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.StringVar(&stateDir, "state-dir", "var", "state directory for all three")
 	f.StringVar(&interval, "heartbeat-interval", "2s", "heartbeat interval for all links")
 	f.StringVar(&logFormat, "log-format", "text", "log format of the children: text or json")
+	f.StringVar(&python, "python", "python3", "Python interpreter of the managers' Python workers; it needs cloudpickle")
 	f.IntVar(&workers, "workers", 4, "workers per manager")
 	f.IntVar(&managers, "managers", 1, "managers to start")
 	f.IntVar(&demo, "demo", 0, "submit a demo workload of this many tasks once up")
