@@ -2,15 +2,18 @@
 import base64
 import concurrent.futures
 import itertools
+import json
 import os
 import pickle
 import threading
 import time
 import weakref
 
-import cloudpickle
-import requests
+import urllib.parse
 
+import cloudpickle
+
+from ._transport import Connection
 from .errors import (APIError, AuthenticationError, RemoteTraceback, SwitchyardError, TaskCancelled,
                      TaskFailed, UnknownEndpointError)
 
@@ -97,7 +100,8 @@ class Executor(concurrent.futures.Executor):
             if task_timeout <= 0:
                 raise ValueError(f"task_timeout must be positive seconds, got {task_timeout}")
             self._task_extra = ',"timeout":"%dms"' % max(1, round(task_timeout * 1000))
-        self._submit_url = f"{self.url}/v1/endpoints/{requests.utils.quote(endpoint, safe='')}/tasks"
+        self._endpoint_path = f"/v1/endpoints/{urllib.parse.quote(endpoint, safe='')}"
+        self._submit_path = self._endpoint_path + "/tasks"
         # Functions serialized once each, like Parsl does: pickling a
         # function by value costs far more than the rest of a call.
         self._functions = weakref.WeakKeyDictionary()
@@ -176,52 +180,55 @@ class Executor(concurrent.futures.Executor):
 
     # --- HTTP
 
-    def _request(self, session, method, url, body=None, expect=200):
+    def _connect(self):
+        return Connection(self.url, self._headers)
+
+    def _request(self, conn, method, path, body=None, expect=200):
         """One API call; returns the decoded JSON or raises an APIError."""
+        status, data = conn.request(method, path, body)
+        if status == expect:
+            return json.loads(data)
+        text = data.decode("utf-8", "replace").strip()
         try:
-            r = session.request(method, url, data=body, headers=self._headers, timeout=(10, 120))
-        except requests.RequestException as e:
-            raise SwitchyardError(f"cannot reach the forwarder at {self.url}: {e} "
-                                  "(set SWITCHYARD_API or url= to its HTTP API)") from None
-        if r.status_code == expect:
-            return r.json()
-        try:
-            msg = r.json().get("error") or r.text
-        except ValueError:
-            msg = r.text.strip()
+            msg = json.loads(text).get("error") or text
+        except (ValueError, AttributeError):
+            msg = text
         msg = msg[:2000]
-        if r.status_code == 401:
+        if status == 401:
             raise AuthenticationError(f"the forwarder at {self.url} refused the token (HTTP 401): {msg}; "
                                       "set SWITCHYARD_TOKEN or token= to a valid token", 401)
-        if r.status_code == 403:
+        if status == 403:
             raise AuthenticationError(f"the token may not do this (HTTP 403): {msg}", 403)
-        if r.status_code == 404 and method == "POST" and url == self._submit_url:
+        if status == 404 and method == "POST" and path == self._submit_path:
             raise UnknownEndpointError(f"endpoint {self.endpoint!r} is unknown to the forwarder at {self.url} "
                                        f"(HTTP 404): {msg}", 404)
-        raise APIError(f"{method} {url}: HTTP {r.status_code}: {msg}", r.status_code)
+        raise APIError(f"{method} {self.url}{path}: HTTP {status}: {msg}", status)
 
     def _check_endpoint(self):
         """Fail at once on an unknown endpoint or a refused token."""
-        with requests.Session() as s:
+        conn = self._connect()
+        try:
             try:
-                self._request(s, "GET", f"{self.url}/v1/endpoints/{requests.utils.quote(self.endpoint, safe='')}")
+                self._request(conn, "GET", self._endpoint_path)
             except APIError as e:
                 if e.status != 404:
                     raise
                 known = ""
                 try:
-                    eps = self._request(s, "GET", f"{self.url}/v1/endpoints").get("endpoints") or []
+                    eps = self._request(conn, "GET", "/v1/endpoints").get("endpoints") or []
                     known = ", ".join(sorted(str(ep.get("endpoint_id")) for ep in eps)) or "none"
                     known = f"; known endpoints: {known}"
                 except SwitchyardError:
                     pass
                 raise UnknownEndpointError(f"endpoint {self.endpoint!r} is unknown to the forwarder at "
                                            f"{self.url}{known}", 404) from None
+        finally:
+            conn.close()
 
     # --- sender thread
 
     def _send_loop(self):
-        session = requests.Session()
+        session = self._connect()
         try:
             while True:
                 batch = self._next_batch()
@@ -277,7 +284,7 @@ class Executor(concurrent.futures.Executor):
         for attempt in range(6):
             try:
                 self.stats["submit_requests"] += 1
-                ids = self._request(session, "POST", self._submit_url, body, expect=202)["task_ids"]
+                ids = self._request(session, "POST", self._submit_path, body, expect=202)["task_ids"]
                 break
             except (APIError, SwitchyardError) as e:
                 # Refused outright: every call of the batch fails with the reason.
@@ -309,7 +316,7 @@ class Executor(concurrent.futures.Executor):
     # --- poller thread
 
     def _poll_loop(self):
-        session = requests.Session()
+        session = self._connect()
         window, cursor, interval = MIN_WINDOW, 0, MIN_POLL
         try:
             while True:
@@ -343,7 +350,7 @@ class Executor(concurrent.futures.Executor):
                     continue
                 self.stats["status_requests"] += 1
                 try:
-                    views = self._request(session, "POST", f"{self.url}/v1/tasks/status",
+                    views = self._request(session, "POST", "/v1/tasks/status",
                                           ('{"task_ids":["' + '","'.join(ids) + '"]}').encode("ascii"))["tasks"]
                 except SwitchyardError as e:
                     if isinstance(e, AuthenticationError):
@@ -376,7 +383,7 @@ class Executor(concurrent.futures.Executor):
     def _cancel_remote(self, session, ids):
         self.stats["cancel_requests"] += 1
         try:
-            self._request(session, "POST", f"{self.url}/v1/tasks/cancel",
+            self._request(session, "POST", "/v1/tasks/cancel",
                           ('{"task_ids":["' + '","'.join(ids) + '"]}').encode("ascii"))
         except SwitchyardError:
             pass  # the future is cancelled here either way
