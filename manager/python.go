@@ -196,13 +196,14 @@ func (p *pyPool) put(w *pyWorker) {
 }
 
 // discard stops a worker that died or was killed, and starts its
-// replacement in the background so the next task does not wait for it.
-func (p *pyPool) discard(w *pyWorker, reason string) {
+// replacement in the background so the next task does not wait for it
+// (unless replace is false: the manager is shutting down).
+func (p *pyPool) discard(w *pyWorker, reason string, replace bool) {
 	p.m.busy.Dec()
 	p.m.live.Dec()
 	p.m.failures.WithLabelValues(reason).Inc()
 	w.stop()
-	if p.ctx.Err() != nil {
+	if !replace || p.ctx.Err() != nil {
 		p.tokens <- nil
 		return
 	}
@@ -226,6 +227,9 @@ func (p *pyPool) start(ctx context.Context) (*pyWorker, error) {
 		if hello, err = w.hello(ctx); err != nil {
 			w.stop()
 		}
+	}
+	if err != nil && ctx.Err() != nil {
+		return nil, err // stopped while starting: not the worker's fault
 	}
 	if err != nil {
 		p.m.failures.WithLabelValues(pyStartFailed).Inc()
@@ -257,7 +261,9 @@ func (p *pyPool) runPython(ctx context.Context, spec taskspec.Spec, timeout time
 	switch {
 	case ctx.Err() != nil:
 		// The run was stopped: its worker was killed mid-call (or may be).
-		p.discard(w, pyKilled)
+		// Replace it unless the manager is on its way out.
+		cause := context.Cause(ctx)
+		p.discard(w, pyKilled, errors.Is(cause, errCancelled) || errors.Is(cause, context.DeadlineExceeded))
 		r.Code, r.Error = stopped(ctx, timeout)
 	case err != nil:
 		reason := pyDied
@@ -273,7 +279,7 @@ func (p *pyPool) runPython(ctx context.Context, spec taskspec.Spec, timeout time
 			r.Error = fmt.Sprintf("python worker (pid %d) broke the worker protocol (%v); it was killed and replaced", w.pid, err)
 		}
 		p.log.WithFields(logrus.Fields{"pid": w.pid, "reason": reason, "error": r.Error}).Warn("python worker lost while running a task")
-		p.discard(w, reason)
+		p.discard(w, reason, true)
 		r.Code = messages.Failed
 	case kind == frameReturn:
 		p.put(w)
@@ -281,17 +287,17 @@ func (p *pyPool) runPython(ctx context.Context, spec taskspec.Spec, timeout time
 	case kind == frameException:
 		summary, payload, err := splitException(body)
 		if err != nil {
-			p.discard(w, pyProtocol)
+			p.discard(w, pyProtocol, true)
 			r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) broke the worker protocol: %v", w.pid, err)
 			return
 		}
 		p.put(w)
 		r.Code, r.Error, r.Payload = messages.Failed, strings.ToValidUTF8(summary, "?"), payload
 	case kind == frameFatal:
-		p.discard(w, pyDied)
+		p.discard(w, pyDied, true)
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) gave up: %s", w.pid, capText(body, maxSummaryBytes))
 	default:
-		p.discard(w, pyProtocol)
+		p.discard(w, pyProtocol, true)
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) answered with frame type %q; legal answers are 'R' and 'X'", w.pid, kind)
 	}
 }

@@ -297,3 +297,36 @@ func TestPythonWorkersOption(t *testing.T) {
 		t.Fatalf("more python workers than workers: %v", err)
 	}
 }
+
+func TestPythonWorkersStopWithTheManager(t *testing.T) {
+	f := start(t, pythonOpts(2), true)
+	idle := workerPid(t, f)
+	// One worker idle, one busy with a long call when the manager stops.
+	busy := f.submit(t, pyCall(t, "(__import__('time').sleep, (60,), {})"))
+	f.Expect(t, 10*time.Second, "Running delta of the long call", func(r testutil.Received) bool {
+		m, ok := r.Msg.(*messages.ManagerStatusReport)
+		if !ok {
+			return false
+		}
+		for _, d := range m.Deltas {
+			if d.ID == busy[0] && d.Code == messages.Running {
+				return true
+			}
+		}
+		return false
+	})
+	stopAt := time.Now()
+	f.mg.Stop()
+	if took := time.Since(stopAt); took > 5*time.Second {
+		t.Errorf("the manager took %s to stop with a python call running", took)
+	}
+	if pidAlive(idle) {
+		t.Errorf("idle python worker %d outlived its manager", idle)
+	}
+	if n := testutil.Metric(t, f.mg.Reg, "switchyard_manager_python_workers"); n != 0 {
+		t.Errorf("%v python workers left running", n)
+	}
+	if n := testutil.Metric(t, f.mg.Reg, "switchyard_manager_python_worker_restarts_total"); n != 0 {
+		t.Errorf("%v workers started while stopping", n)
+	}
+}
