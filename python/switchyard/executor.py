@@ -30,7 +30,7 @@ TERMINAL = frozenset(("success", "failed", "cancelled", "unknown"))
 # come in and backs off gently (a round trip takes about a millisecond) to
 # poll_interval while none do.
 MIN_POLL = 0.0005
-POLL_BACKOFF = 1.25
+POLL_BACKOFF = 1.1
 # With many tasks out it waits longer (up to MAX_MIN_POLL) so that each
 # answer carries many results: one request per task would cost more than
 # the tasks.
