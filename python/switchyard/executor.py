@@ -32,10 +32,11 @@ TERMINAL = frozenset(("success", "failed", "cancelled", "unknown"))
 MIN_POLL = 0.0005
 POLL_BACKOFF = 1.1
 # With many tasks out it waits longer (up to MAX_MIN_POLL) so that each
-# answer carries many results: one request per task would cost more than
-# the tasks.
+# answer carries many results, and it slows down while answers bring fewer
+# than POLL_WANT: one request per task would cost more than the tasks.
 POLL_PER_TASK = MIN_POLL / 32
 MAX_MIN_POLL = 0.01
+POLL_WANT = 8
 # It asks about the oldest outstanding tasks (they finish first) in a
 # window that grows while every one asked about has ended, plus a rotating
 # slice of the rest, so a quick task behind slow ones is found too.
@@ -332,6 +333,7 @@ class Executor(concurrent.futures.Executor):
                         interval = floor
                     self._pcv.wait(max(interval, floor))
                     out = self._outstanding
+                    want = min(POLL_WANT, len(out))
                     ids, cancel = [], []
                     for tid, f in itertools.islice(out.items(), window):
                         (cancel if f.cancelled() else ids).append(tid)
@@ -364,7 +366,10 @@ class Executor(concurrent.futures.Executor):
                     for f, v in zip(futs, done):
                         if f is not None:
                             _complete(f, v)
-                    interval = 0
+                    if len(done) >= want:
+                        interval /= 2
+                    else:
+                        interval = min(max(interval, MIN_POLL) * POLL_BACKOFF, self.poll_interval)
                 else:
                     interval = min(max(interval, MIN_POLL) * POLL_BACKOFF, self.poll_interval)
                 head = min(window, len(ids))

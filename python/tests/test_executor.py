@@ -177,7 +177,7 @@ class ExecutorTest(unittest.TestCase):
         submits = self.ex.stats["submit_requests"] - before["submit_requests"]
         polls = self.ex.stats["status_requests"] - before["status_requests"]
         self.assertLessEqual(submits, n // 10, f"{submits} submit requests for {n} calls")
-        self.assertLessEqual(polls, n // 5, f"{polls} status requests for {n} calls")
+        self.assertLessEqual(polls, n // 4, f"{polls} status requests for {n} calls")
         self.assertLessEqual(threading.active_count(), 10, "no thread per future")
 
     def test_cancel_reaches_the_endpoint(self):
