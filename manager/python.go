@@ -92,8 +92,8 @@ func newPyMetrics(reg prometheus.Registerer) *pyMetrics {
 }
 
 // pyPool keeps up to size long-lived Python worker processes. Its tokens
-// channel holds one token per slot: an idle worker, or nil, which is leave
-// to start one. Whoever holds a token owns that slot, so the processes
+// channel holds one token per slot: an idle worker, or nil, the right to
+// start one. Whoever holds a token owns that slot, so the processes
 // never outnumber the slots and nothing else needs a lock.
 type pyPool struct {
 	python    string
@@ -151,15 +151,26 @@ func (p *pyPool) removeTmp() {
 	}
 }
 
-// close stops every worker; no task may be running.
+// close stops every worker; no task may be running. The workers are
+// asked to leave all at once, so a large pool stops as fast as one.
 func (p *pyPool) close() {
 	p.cancel()
 	p.wg.Wait()
+	var ws []*pyWorker
 	for n := cap(p.tokens); n > 0; n-- {
 		if w := <-p.tokens; w != nil {
-			w.stop()
-			p.m.live.Dec()
+			_ = w.in.Close()
+			ws = append(ws, w)
 		}
+	}
+	deadline := time.Now().Add(time.Second)
+	for _, w := range ws {
+		if !w.exitedWithin(time.Until(deadline)) {
+			w.kill()
+			<-w.done
+		}
+		_ = w.outF.Close()
+		p.m.live.Dec()
 	}
 	p.removeTmp()
 }
@@ -176,6 +187,7 @@ func (p *pyPool) get(ctx context.Context) (*pyWorker, error) {
 		p.m.failures.WithLabelValues(pyIdleExit).Inc()
 		p.m.live.Dec()
 		p.log.WithFields(logrus.Fields{"pid": w.pid, "status": w.status()}).Warn("python worker exited while idle; starting another")
+		w.stop()
 		w = nil
 	}
 	if w == nil {
