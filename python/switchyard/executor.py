@@ -7,6 +7,7 @@ import os
 import pickle
 import threading
 import time
+import types
 import weakref
 
 import urllib.parse
@@ -79,8 +80,8 @@ class Executor(concurrent.futures.Executor):
     its __cause__.
 
     Each function object is serialized once, at its first submit (as Parsl
-    does): a global it reads is sent as it was then. Arguments are
-    serialized at every submit.
+    does): a global it reads is sent as it was then. Arguments, bound
+    methods and other callables are serialized at every submit.
     """
 
     def __init__(self, endpoint="local", url=None, token=None, batch_size=1000, batch_window=0.005,
@@ -151,12 +152,13 @@ class Executor(concurrent.futures.Executor):
 
     def _serialize(self, fn, args, kwargs):
         """cloudpickle of (fn, args, kwargs), with fn serialized once."""
-        try:
-            ref = self._functions.get(fn)
-            if ref is None:
-                ref = self._functions[fn] = _Serialized(cloudpickle.dumps(fn))
-        except TypeError:  # not weakly referable (a builtin): cheap to pickle anyway
+        if type(fn) is not types.FunctionType:
+            # A bound method carries its object, whose state may change
+            # between calls; a builtin pickles cheaply by name.
             return cloudpickle.dumps((fn, args, kwargs))
+        ref = self._functions.get(fn)
+        if ref is None:
+            ref = self._functions[fn] = _Serialized(cloudpickle.dumps(fn))
         if not kwargs and all(type(a) in PLAIN for a in args):
             return pickle.dumps((ref, args, kwargs), protocol=5)
         return cloudpickle.dumps((ref, args, kwargs))

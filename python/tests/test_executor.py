@@ -67,6 +67,14 @@ def sleep_then(x, seconds):
     return x
 
 
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
 def make_adder(n):
     def add_n(x):
         return x + n
@@ -143,6 +151,13 @@ class ExecutorTest(unittest.TestCase):
             return counter[0]
         self.assertEqual(self.ex.submit(bump, 3).result(timeout=60), 3)
         self.assertEqual(counter, [0], "the remote call must not change the caller's state")
+
+    def test_bound_method_sees_its_object_now(self):
+        box = Box(1)
+        method = box.get
+        self.assertEqual(self.ex.submit(method).result(timeout=60), 1)
+        box.value = 2
+        self.assertEqual(self.ex.submit(method).result(timeout=60), 2, "a method is sent with its object as it is now")
 
     def test_lambda(self):
         g = lambda x, y=2: x ** y + 1  # noqa: E731
