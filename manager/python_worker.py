@@ -16,17 +16,46 @@ speaks the framed protocol of docs/worker-protocol.md over stdin/stdout:
 User code never sees the protocol pipes: fd 0 is /dev/null and fd 1 goes to
 stderr, so a print() cannot corrupt a frame.
 """
+import io
 import json
 import os
 import pickle
 import struct
 import sys
 import traceback
+import types
 
 PROTOCOL = 1
 HEADER = struct.Struct(">IB")
 LENGTH = struct.Struct(">I")
 PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
+# Functions the SDK serialized once arrive as a call to pickle.loads of
+# their bytes; the function made from them is kept for the next call with
+# the same bytes (as a local pool keeps its module's functions).
+FUNCTION_CACHE = 1024
+_functions = {}
+
+
+def _loads_function(data):
+    fn = _functions.get(data)
+    if fn is None:
+        fn = pickle.loads(data)
+        if type(fn) is types.FunctionType:
+            if len(_functions) >= FUNCTION_CACHE:
+                del _functions[next(iter(_functions))]
+            _functions[data] = fn
+    return fn
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == "_pickle" and name == "loads":
+            return _loads_function
+        return super().find_class(module, name)
+
+
+def load_call(body):
+    return _Unpickler(io.BytesIO(body)).load()
 
 
 def main():
@@ -60,7 +89,7 @@ def main():
                         "install it for this interpreter (Debian: apt-get install python3-cloudpickle) "
                         "or point the manager's --python at one that has it").encode())
         return 1
-    dumps, loads = cloudpickle.dumps, cloudpickle.loads
+    dumps = cloudpickle.dumps
     send(ord("H"), json.dumps({"protocol": PROTOCOL, "language": "python", "pid": os.getpid(),
                                "version": sys.version.split()[0],
                                "cloudpickle": cloudpickle.__version__}).encode())
@@ -89,7 +118,7 @@ def main():
             send(ord("F"), f"unknown frame type {kind!r}; this worker speaks protocol {PROTOCOL}".encode())
             return 2
         try:
-            fn, args, kwargs = loads(body)
+            fn, args, kwargs = load_call(body)
             del body
             value = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - the caller gets every exception back
