@@ -353,6 +353,7 @@ class Executor(concurrent.futures.Executor):
                 if not ids:
                     continue
                 self.stats["status_requests"] += 1
+                self.stats["ids_polled"] = self.stats.get("ids_polled", 0) + len(ids)
                 try:
                     views = self._request(session, "POST", "/v1/tasks/status",
                                           ('{"task_ids":["' + '","'.join(ids) + '"]}').encode("ascii"))["tasks"]
