@@ -127,8 +127,8 @@ class LocalEndpoint:
             wait_for(lambda: os.path.isfile(creds) and os.path.getsize(creds) > 0, 15,
                      "the interchange's manager.credentials")
             mgr_args += ["--credentials", creds]
-            if os.geteuid() == 0 and "--allow-root" in self._help("manager"):
-                mgr_args.append("--allow-root")
+        if os.geteuid() == 0 and "--allow-root" in self._help("manager"):
+            mgr_args.append("--allow-root")
         self.manager = self._spawn("manager", mgr_args + manager_args)
 
         def connected():
