@@ -3,8 +3,9 @@
 Parsl HTEX peer harness measures them (its bench_htex.py), so the two can run
 side by side on one machine.
 
-It starts an endpoint (forwarder, interchange, one manager with --workers 2
-and two Python workers, persistence on) on free loopback ports, or targets a
+It starts an endpoint with `switchyard endpoint up` (forwarder, interchange,
+one manager with --workers 2 and two Python workers; defaults otherwise:
+tasks stored, CurveZMQ on both links) on free loopback ports, or targets a
 running one with --url/--endpoint, and measures:
   warm-up  one call (includes the Python workers' start), then --warmup calls
   (a)      --n no-op calls submitted in a loop, then every result awaited:
@@ -105,8 +106,7 @@ def run_switchyard(args):
     groups = {}
     if not url:
         mgr = ["--prefetch", str(args.prefetch)] if args.prefetch is not None else []
-        ep = LocalEndpoint(endpoint=endpoint, workers=args.workers, persist=not args.no_persist,
-                           log_level="warn", manager_args=mgr)
+        ep = LocalEndpoint(endpoint=endpoint, workers=args.workers, manager_args=mgr)
         url, token = ep.url, ep.token
         groups = {k: [v] for k, v in ep.pids().items()}
     res = {"system": "switchyard", "python": sys.version.split()[0], "python_exe": sys.executable,
@@ -173,7 +173,6 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="manager --workers (and Python workers)")
     ap.add_argument("--prefetch", type=int, default=1000,
                     help="manager --prefetch: tasks a manager holds beyond its workers (bench/ uses 2000)")
-    ap.add_argument("--no-persist", action="store_true", help="forwarder and interchange keep tasks in memory only")
     ap.add_argument("--url", help="a running forwarder's API instead of a new endpoint")
     ap.add_argument("--endpoint", default="bench-py")
     ap.add_argument("--parsl-peer", help="Parsl HTEX harness folder (see /work/shared/peers/parsl/README.txt)")

@@ -36,6 +36,7 @@ func newEndpointUpCmd() *cobra.Command {
 	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python string
 	var workers, managers, demo int
 	var insecure bool
+	var managerArgs []string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start forwarder, interchange and managers here; Ctrl-C stops all",
@@ -92,6 +93,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				if !insecure {
 					argv = append(argv, "--credentials", filepath.Join(ixState, "manager.credentials"))
 				}
+				argv = append(argv, managerArgs...)
 				specs = append(specs, append(argv, common...))
 				names = append(names, fmt.Sprintf("manager-%d", i))
 			}
@@ -156,6 +158,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format of the children: text or json")
 	f.StringVar(&python, "python", "python3", "Python interpreter of the managers' Python workers; it needs cloudpickle")
 	f.IntVar(&workers, "workers", 4, "workers per manager")
+	f.StringArrayVar(&managerArgs, "manager-arg", nil, "pass this argument to every manager too, e.g. --manager-arg=--prefetch=1000 (repeatable)")
 	f.IntVar(&managers, "managers", 1, "managers to start")
 	f.IntVar(&demo, "demo", 0, "submit a demo workload of this many tasks once up")
 	f.BoolVar(&insecure, "insecure", false, "run all links without CurveZMQ (benchmarks); every daemon logs a warning")

@@ -1,10 +1,10 @@
-"""A real Switchyard endpoint for tests and benchmarks: forwarder, interchange
-and one manager as child processes on free loopback ports, each with its own
-state dir in a temp dir. Stdlib only.
+"""A real Switchyard endpoint for tests and benchmarks: `switchyard endpoint up`
+(forwarder, interchange and one manager, enrolled with each other and linked
+with CurveZMQ as by default) on free loopback ports, with its state in a temp
+dir. Stdlib only.
 
-When the build is secure by default (the forwarder writes STATE_DIR/admin.token),
-it uses that token, creates the endpoint with `switchyard endpoint create` and
-starts the interchange and manager with --credentials, as a user would.
+When the forwarder writes STATE_DIR/admin.token (HTTP tokens), that token is
+used for the API, as a user would.
 """
 import json
 import os
@@ -86,71 +86,45 @@ def http(method, url, body=None, token=None, timeout=30):
 
 
 class LocalEndpoint:
-    """Starts the three daemons; stop() ends them and removes the temp dir."""
+    """Starts `switchyard endpoint up`; stop() ends it and removes the temp dir."""
 
-    def __init__(self, endpoint="pytest", workers=2, python_workers=0, persist=True, log_level="info",
-                 manager_args=(), forwarder_args=(), interchange_args=()):
+    def __init__(self, endpoint="pytest", workers=2, python_workers=0, manager_args=()):
         self.endpoint = endpoint
         self.work = tempfile.mkdtemp(prefix="switchyard-py-")
-        self.procs = []
+        self.up = None
         try:
-            self._start(workers, python_workers, persist, log_level, list(manager_args), list(forwarder_args),
-                        list(interchange_args))
+            self._start(workers, python_workers, list(manager_args))
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, workers, python_workers, persist, log_level, manager_args, forwarder_args, interchange_args):
+    def _start(self, workers, python_workers, manager_args):
         self.bin = build(self.work)
         http_port, zmq_port, mgr_port, ix_http = free_port(), free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{http_port}"
         self.interchange_url = f"http://127.0.0.1:{ix_http}"
-        hb = ["--heartbeat-interval", "500ms", "--log-level", log_level]
-        nopersist = [] if persist else ["--no-persist"]
-        fwd_state = os.path.join(self.work, "forwarder")
-        self.forwarder = self._spawn("forwarder", ["forwarder", "--listen-http", f"127.0.0.1:{http_port}",
-                                                    "--listen-zmq", f"tcp://127.0.0.1:{zmq_port}",
-                                                    "--state-dir", fwd_state] + hb + nopersist + forwarder_args)
-        self.token = self._admin_token(fwd_state)
-        ix_state = os.path.join(self.work, "interchange")
-        ix_args = ["interchange", "--endpoint-id", self.endpoint, "--forwarder", f"tcp://127.0.0.1:{zmq_port}",
-                   "--listen-managers", f"tcp://127.0.0.1:{mgr_port}", "--listen-http", f"127.0.0.1:{ix_http}",
-                   "--state-dir", ix_state] + hb + nopersist
-        if self.token:
-            ix_args += ["--credentials", self._enroll()]
-        self.interchange = self._spawn("interchange", ix_args + interchange_args)
-        mgr_args = ["manager", "--interchange", f"tcp://127.0.0.1:{mgr_port}", "--workers", str(workers),
-                    "--python-workers", str(python_workers), "--python", PYTHON,
-                    "--manager-id", f"{self.endpoint}-m1", "--state-dir", os.path.join(self.work, "manager")] + hb
-        if self.token:
-            creds = os.path.join(ix_state, "manager.credentials")
-            wait_for(lambda: os.path.isfile(creds) and os.path.getsize(creds) > 0, 15,
-                     "the interchange's manager.credentials")
-            mgr_args += ["--credentials", creds]
-        if os.geteuid() == 0 and "--allow-root" in self._help("manager"):
-            mgr_args.append("--allow-root")
-        self.manager = self._spawn("manager", mgr_args + manager_args)
+        state = os.path.join(self.work, "state")
+        args = [self.bin, "endpoint", "up", "--endpoint-id", self.endpoint,
+                "--listen-http", f"127.0.0.1:{http_port}", "--listen-zmq", f"tcp://127.0.0.1:{zmq_port}",
+                "--listen-managers", f"tcp://127.0.0.1:{mgr_port}", "--interchange-http", f"127.0.0.1:{ix_http}",
+                "--state-dir", state, "--heartbeat-interval", "500ms", "--workers", str(workers),
+                "--python", PYTHON, f"--manager-arg=--python-workers={python_workers}"]
+        args += [f"--manager-arg={a}" for a in manager_args]
+        self.log_path = os.path.join(self.work, "endpoint.log")
+        with open(self.log_path, "ab") as log:
+            self.up = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
+                                       start_new_session=True)
+        self.token = self._admin_token(os.path.join(state, "forwarder"))
 
         def connected():
+            if self.up.poll() is not None:
+                raise RuntimeError(f"switchyard endpoint up exited ({self.up.returncode}):\n{self.logs()}")
             st, ep = http("GET", f"{self.url}/v1/endpoints/{self.endpoint}", token=self.token)
             return st == 200 and ep.get("connected") is True and (ep.get("workers") or 0) >= workers
         try:
             wait_for(connected, 30, f"endpoint {self.endpoint} connected with {workers} workers")
         except TimeoutError:
-            raise RuntimeError("endpoint did not come up; logs:\n" + self.logs()) from None
-
-    def _spawn(self, name, args):
-        log = open(os.path.join(self.work, name + ".log"), "ab")
-        p = subprocess.Popen([self.bin] + args, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
-                             start_new_session=True)
-        log.close()
-        p.name = name
-        self.procs.append(p)
-        return p
-
-    def _help(self, cmd):
-        r = subprocess.run([self.bin, cmd, "--help"], capture_output=True, text=True, timeout=20)
-        return r.stdout + r.stderr
+            raise RuntimeError("endpoint did not come up; log:\n" + self.logs()) from None
 
     def _admin_token(self, state):
         """The forwarder's admin token, or None once it has served /healthz for a second without one."""
@@ -164,44 +138,42 @@ class LocalEndpoint:
             if "healthy" not in found and http("GET", f"{self.url}/healthz")[0] == 200:
                 found["healthy"] = time.monotonic()
             return "healthy" in found and time.monotonic() - found["healthy"] > 1
-        wait_for(ready, 15, "forwarder up")
+        wait_for(ready, 30, "forwarder up")
         return found.get("token")
 
-    def _enroll(self):
-        out = os.path.join(self.work, "endpoint.credentials")
-        env = dict(os.environ, SWITCHYARD_API=self.url, SWITCHYARD_TOKEN=self.token)
-        r = subprocess.run([self.bin, "endpoint", "create", self.endpoint, "--out", out], capture_output=True,
-                           text=True, env=env, timeout=30)
-        if r.returncode != 0:
-            raise RuntimeError(f"switchyard endpoint create failed: {(r.stdout + r.stderr)[-500:]}")
+    def pids(self):
+        """The daemons' pids by name (forwarder, interchange, manager)."""
+        out = {}
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != self.up.pid:
+                    continue
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if len(argv) > 1:
+                out[argv[1].decode()] = int(p)
         return out
 
-    def pids(self):
-        return {p.name: p.pid for p in self.procs}
-
-    def logs(self, tail=3000):
-        out = []
-        for p in self.procs:
-            try:
-                with open(os.path.join(self.work, p.name + ".log"), errors="replace") as f:
-                    out.append(f"--- {p.name} ---\n{f.read()[-tail:]}")
-            except OSError:
-                pass
-        return "\n".join(out)
-
-    def log(self, name):
-        with open(os.path.join(self.work, name + ".log"), errors="replace") as f:
-            return f.read()
+    def logs(self, tail=6000):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-tail:]
+        except OSError:
+            return ""
 
     def stop(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(self.procs):
+        if self.up is not None and self.up.poll() is None:
+            self.up.send_signal(signal.SIGTERM)
             try:
-                p.wait(timeout=15)
+                self.up.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs = []
+                os.killpg(self.up.pid, signal.SIGKILL)
+                self.up.wait()
+        self.up = None
         shutil.rmtree(self.work, ignore_errors=True)
