@@ -31,6 +31,12 @@ var pythonWorkerScript []byte
 // pythonWorkerFile is the worker program's name in the state directory.
 const pythonWorkerFile = "python_worker.py"
 
+// pythonMaxResult keeps a python result and its error summary within the
+// interchange's default --max-result-bytes (10 MiB): a larger result would
+// be refused there and its task would never end. The worker refuses it
+// with a clear exception instead.
+const pythonMaxResult = 10<<20 - maxSummaryBytes - 1024
+
 // helloTimeout bounds a worker's start-up (interpreter and cloudpickle import).
 const helloTimeout = time.Minute
 
@@ -116,7 +122,7 @@ type pyPool struct {
 // newPyPool writes the worker program to dir (a temp dir when dir is "").
 // No process starts until the first python task.
 func newPyPool(python string, size int, dir string, log *logrus.Entry, reg prometheus.Registerer) (*pyPool, error) {
-	p := &pyPool{python: python, maxResult: taskspec.MaxPayloadBytes, env: taskEnv(),
+	p := &pyPool{python: python, maxResult: pythonMaxResult, env: taskEnv(),
 		log: log.WithField("python", python), tokens: make(chan *pyWorker, size)}
 	if dir == "" {
 		d, err := os.MkdirTemp("", "switchyard-manager-")

@@ -230,13 +230,19 @@ func TestPythonCancelKillsTheWorkerAndItsChildren(t *testing.T) {
 
 func TestPythonLargeArgumentAndResult(t *testing.T) {
 	f := start(t, pythonOpts(1), true)
-	const n = 10 << 20
+	const n = 10_000_000 // 10 MB
 	r := f.result(t, f.submit(t, pyCall(t, fmt.Sprintf("(lambda b: b + b'!', (b'x' * %d,), {})", n)))[0], 60*time.Second)
 	if r.Code != messages.Success || len(r.Payload) <= n {
-		t.Fatalf("10 MiB in and out: %s %q, %d result bytes", r.Code.State(), r.Error, len(r.Payload))
+		t.Fatalf("10 MB in and out: %s %q, %d result bytes", r.Code.State(), r.Error, len(r.Payload))
 	}
 	if got := pyResult(t, r.Payload); !strings.Contains(got, fmt.Sprintf("ok bytes of %d", n+1)) {
 		t.Errorf("result %q", got)
+	}
+	// A result over the limit fails its task with a reason (the
+	// interchange would refuse it, and the task would never end).
+	r = f.result(t, f.submit(t, pyCall(t, "(lambda: b'x' * (11 << 20), (), {})"))[0], 60*time.Second)
+	if r.Code != messages.Failed || !strings.Contains(r.Error, "serialized return value is") || !strings.Contains(r.Error, "the limit is") {
+		t.Errorf("result over the limit: %s %q", r.Code.State(), r.Error)
 	}
 }
 
