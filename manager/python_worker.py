@@ -60,7 +60,7 @@ def load_call(body):
 
 def main():
     # The manager refuses bigger results; checking here gives a clear message.
-    max_result = int(sys.argv[1]) if len(sys.argv) > 1 else 16 << 20
+    max_result = int(sys.argv[1]) if len(sys.argv) > 1 else 10 << 20
     # Take the protocol pipes away from fds 0 and 1 before any user code runs.
     proto_in = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
     proto_out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)

@@ -33,9 +33,10 @@ const (
 	MaxArgBytes  = 1 << 20
 	MaxSleep     = 7 * 24 * time.Hour
 	MaxSpecBytes = 4 << 20
-	// MaxPayloadBytes caps a python task's serialized call and its
-	// serialized result, so a 10 MB argument or result fits with room.
-	MaxPayloadBytes = 16 << 20
+	// MaxPayloadBytes caps a python task's serialized call: a 10 MB
+	// argument fits, and the spec in base64 (16 MiB) still fits in one
+	// message under the brokers' limit (a full batch plus 1 MiB).
+	MaxPayloadBytes = 12 << 20
 	// MaxPythonSpecBytes caps a python task object: its payload in base64
 	// plus the other fields.
 	MaxPythonSpecBytes = (MaxPayloadBytes+2)/3*4 + 64<<10

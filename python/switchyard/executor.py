@@ -18,9 +18,9 @@ from ._transport import Connection
 from .errors import (APIError, AuthenticationError, RemoteTraceback, SwitchyardError, TaskCancelled,
                      TaskFailed, UnknownEndpointError)
 
-# A serialized call or result may be this large (the manager's and the
-# forwarder's limit for python tasks).
-MAX_PAYLOAD_BYTES = 16 << 20
+# A serialized call may be this large (the forwarder's limit for python
+# tasks; a result may be 10 MiB less 5 KiB).
+MAX_PAYLOAD_BYTES = 12 << 20
 # One submit request carries at most this much base64; the forwarder takes
 # bodies of up to 64 MiB.
 MAX_BATCH_BYTES = 16 << 20

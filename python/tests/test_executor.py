@@ -168,6 +168,14 @@ class ExecutorTest(unittest.TestCase):
         data = os.urandom(MB10)
         self.assertEqual(self.ex.submit(size_and_digest, data).result(timeout=120), PPE.submit(size_and_digest, data).result())
 
+    def test_largest_argument(self):
+        from switchyard import MAX_PAYLOAD_BYTES
+        data = b"a" * (MAX_PAYLOAD_BYTES - 4096)
+        self.assertEqual(self.ex.submit(size_and_digest, data).result(timeout=120), size_and_digest(data))
+        with self.assertRaises(ValueError) as cm:
+            self.ex.submit(size_and_digest, data + b"a" * 8192)
+        self.assertIn("the limit is", str(cm.exception))
+
     def test_10mb_result(self):
         got = self.ex.submit(make_big, MB10).result(timeout=120)
         self.assertEqual(len(got), MB10)
