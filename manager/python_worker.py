@@ -24,16 +24,29 @@ import struct
 import sys
 import traceback
 import types
+import zlib
 
 PROTOCOL = 1
 HEADER = struct.Struct(">IB")
 LENGTH = struct.Struct(">I")
 PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
 # Functions the SDK serialized once arrive as a call to pickle.loads of
-# their bytes; the function made from them is kept for the next call with
-# the same bytes (as a local pool keeps its module's functions).
+# their (zlib-compressed) bytes; the function made from them is kept for the
+# next call with the same bytes (as a local pool keeps its module's
+# functions).
 FUNCTION_CACHE = 1024
 _functions = {}
+_decompressed = {}
+
+
+def _decompress(data):
+    out = _decompressed.get(data)
+    if out is None:
+        out = zlib.decompress(data)
+        if len(_decompressed) >= FUNCTION_CACHE:
+            del _decompressed[next(iter(_decompressed))]
+        _decompressed[data] = out
+    return out
 
 
 def _loads_function(data):
@@ -51,6 +64,8 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module == "_pickle" and name == "loads":
             return _loads_function
+        if module == "zlib" and name == "decompress":
+            return _decompress
         return super().find_class(module, name)
 
 
