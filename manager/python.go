@@ -290,8 +290,10 @@ func (p *pyPool) runPython(ctx context.Context, spec taskspec.Spec, timeout time
 			reason = pyProtocol
 			r.Error = fmt.Sprintf("the result is %d bytes; the limit is %d; the worker was replaced", big.size, big.limit)
 		} else if w.exitedWithin(2 * time.Second) {
-			r.Error = fmt.Sprintf("python worker (pid %d) died while running this task (%s); it has been replaced%s",
-				w.pid, w.status(), w.stderrNote())
+			// "signal: killed: ..." reads as a signal death to the manager,
+			// which gives the task back if the node is going away.
+			r.Error = fmt.Sprintf("%s: python worker (pid %d) died while running this task; it has been replaced%s",
+				w.status(), w.pid, w.stderrNote())
 		} else {
 			reason = pyProtocol
 			r.Error = fmt.Sprintf("python worker (pid %d) broke the worker protocol (%v); it was killed and replaced", w.pid, err)

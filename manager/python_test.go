@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -334,5 +335,43 @@ func TestPythonWorkersStopWithTheManager(t *testing.T) {
 	}
 	if n := testutil.Metric(t, f.mg.Reg, "switchyard_manager_python_worker_restarts_total"); n != 0 {
 		t.Errorf("%v workers started while stopping", n)
+	}
+}
+
+// A batch scheduler ending a job sends SIGTERM to every process: a python
+// worker lives on, and the manager's drain decides when its call stops.
+func TestPythonWorkerOutlivesSIGTERM(t *testing.T) {
+	f := start(t, pythonOpts(1), true)
+	pid := workerPid(t, f)
+	ids := f.submit(t, pyCall(t, "(lambda: (__import__('time').sleep(0.5), 7)[1], (), {})"))
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := f.result(t, ids[0], 30*time.Second)
+	if r.Code != messages.Success || !strings.Contains(pyResult(t, r.Payload), "ok 7") {
+		t.Fatalf("call in a worker sent SIGTERM: %s %q", r.Code.State(), r.Error)
+	}
+	if after := workerPid(t, f); after != pid {
+		t.Errorf("the worker was replaced (%d, then %d) after a SIGTERM", pid, after)
+	}
+}
+
+// A worker killed by a signal reads as a signal death ("signal: killed"),
+// which the manager holds back briefly in case the node is going away.
+func TestPythonWorkerKilledBySignal(t *testing.T) {
+	f := start(t, pythonOpts(1), true)
+	pid := workerPid(t, f)
+	pidfile := filepath.Join(t.TempDir(), "started")
+	ids := f.submit(t, pyCall(t, fmt.Sprintf("(lambda: (open(%q, 'w').write('x'), __import__('time').sleep(60)), (), {})", pidfile)))
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		_, err := os.Stat(pidfile)
+		return err
+	})
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := f.result(t, ids[0], 30*time.Second)
+	if r.Code != messages.Failed || !strings.HasPrefix(r.Error, "signal: killed: python worker") {
+		t.Fatalf("call whose worker was killed: %s %q", r.Code.State(), r.Error)
 	}
 }

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import pickle
+import signal
 import struct
 import sys
 import traceback
@@ -69,6 +70,10 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _no_op(signum, frame):
+    pass
+
+
 def load_call(body):
     return _Unpickler(io.BytesIO(body)).load()
 
@@ -85,6 +90,13 @@ def main():
     os.dup2(2, 1)
     sys.stdin = open(os.devnull, "r")
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    # A batch scheduler ending a job signals every process in it. The
+    # manager decides when its workers stop (it gives running calls its
+    # drain grace, then kills them), so these signals do nothing here. A
+    # Python handler, unlike SIG_IGN, is not inherited by programs a call
+    # runs.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _no_op)
     # The script's own directory (the manager's state dir) is no place to
     # import user modules from.
     if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
