@@ -35,6 +35,7 @@ type Manager struct {
 	m        *metrics
 	hostname string
 	res      daemon.Resources
+	py       *pyPool
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -104,6 +105,10 @@ func New(opts Options) (*Manager, error) {
 	}
 	mg.res.Add(mg.mbox.Close)
 	mg.m = newMetrics(opts.Registry, mg)
+	if mg.py, err = newPyPool(opts.Python, opts.PythonWorkers, opts.StateDir, mg.log, opts.Registry); err != nil {
+		return fail(err)
+	}
+	mg.res.Add(mg.py.close)
 	if opts.ListenHTTP != "" {
 		if mg.http, err = httpx.Listen(opts.ListenHTTP, mg.routes()); err != nil {
 			return fail(fmt.Errorf("manager: %w", err))

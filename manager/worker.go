@@ -20,7 +20,7 @@ var errCancelled = errors.New("cancelled by request")
 
 // run executes one task; it never touches a socket. started is called once
 // the task really starts, except for a noop, which ends at once.
-func run(ctx context.Context, t messages.Task, outputLimit int, started func()) (r messages.Result) {
+func run(ctx context.Context, t messages.Task, outputLimit int, py *pyPool, started func()) (r messages.Result) {
 	r = messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
 	defer func() { r.Finished = time.Now().UnixNano() }()
 	spec, err := taskspec.Decode(t.Payload)
@@ -57,6 +57,8 @@ func run(ctx context.Context, t messages.Task, outputLimit int, started func()) 
 		}
 	case taskspec.KindExec:
 		runExec(ctx, spec, outputLimit, timeout, &r)
+	case taskspec.KindPython:
+		py.runPython(ctx, spec, timeout, &r)
 	default:
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("unknown kind %q", spec.Kind)
 	}
@@ -133,7 +135,7 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		mg.busy.Add(1)
 		// The loop reports it running within a few milliseconds; a task
 		// that ends before then shows only in its result.
-		r := run(t.ctx, t.task, mg.opts.OutputLimit, func() { mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at}) })
+		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.py, func() { mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at}) })
 		mg.busy.Add(-1)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})

@@ -201,8 +201,8 @@ Managers of a block get this interchange's manager credential and address.`,
 func newManagerCmd() *cobra.Command {
 	var df daemonFlags
 	var pf pressureFlags
-	var ixAddr, id, block, credPath string
-	var workers, prefetch int
+	var ixAddr, id, block, credPath, python string
+	var workers, prefetch, pyWorkers int
 	var drainGrace time.Duration
 	cmd := &cobra.Command{
 		Use:   "manager",
@@ -233,7 +233,8 @@ number; none fails because its node went away.`,
 			}
 			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
-				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version})
+				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
+				PythonWorkers: pyWorkers, Python: python})
 			if err != nil {
 				return err
 			}
@@ -252,6 +253,8 @@ number; none fails because its node went away.`,
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
 	cmd.Flags().DurationVar(&drainGrace, "drain-grace", manager.DefaultDrainGrace, "on SIGTERM, let running tasks go on this long before stopping them and giving them back")
 	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait; -1 holds as many as --workers")
+	cmd.Flags().IntVar(&pyWorkers, "python-workers", 0, "long-lived Python worker processes for python tasks (default: as many as --workers); none start before the first python task, then they are reused")
+	cmd.Flags().StringVar(&python, "python", "python3", "Python interpreter of the Python workers; it needs cloudpickle")
 	cmd.AddCommand(newManagerDrainCmd())
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if workers < 0 {
