@@ -93,11 +93,7 @@ func (l *loop) handleManager(env link.Envelope) {
 		if c, ok := l.mgrCmds[x.ID]; ok {
 			delete(l.mgrCmds, x.ID)
 			rep := &messages.CommandReply{ID: c.upID, Code: x.Code, Message: x.Message, Body: x.Body}
-			if c.reply != nil {
-				c.reply <- rep
-			} else {
-				l.up.TrySend(rep)
-			}
+			l.up.TrySend(rep)
 		}
 	case *messages.Ack:
 		// The manager holds these tasks.

@@ -59,7 +59,6 @@ type evKind uint8
 
 const (
 	evReport evKind = iota + 1
-	evCommand
 	evDurable
 	evBlocks
 	evDrainBlock
@@ -68,8 +67,6 @@ const (
 type event struct {
 	kind   evKind
 	report *messages.EPStatusReport
-	cmd    *messages.Command
-	reply  chan *messages.CommandReply
 	then   func(*loop)
 	block  string
 }

@@ -183,11 +183,7 @@ func (l *loop) housekeeping(now time.Time) {
 	for id, c := range l.mgrCmds {
 		if now.After(c.deadline) {
 			delete(l.mgrCmds, id)
-			if c.reply != nil {
-				c.reply <- &messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"}
-			} else {
-				l.up.TrySend(&messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"})
-			}
+			l.up.TrySend(&messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"})
 		}
 	}
 	l.publishTotals()

@@ -72,7 +72,6 @@ type loop struct {
 
 type mgrCmd struct {
 	upID     uint64
-	reply    chan *messages.CommandReply
 	deadline time.Time
 }
 
@@ -179,10 +178,5 @@ func (l *loop) handleEvent(ev *event) {
 		l.tickBlocks(time.Now())
 	case evDrainBlock:
 		l.drainBlock(ev.block)
-	case evCommand:
-		// A local admin request: run it like a forwarder command.
-		if rep := l.command(ev.cmd, ev.reply); rep != nil {
-			ev.reply <- rep
-		}
 	}
 }
