@@ -105,8 +105,13 @@ func (l *loop) managerLost(m *manager, why link.Reason, now time.Time) {
 	}
 	requeued, failed := l.requeue(m, ts, reason, now)
 	l.ix.m.managersLost.WithLabelValues(reason).Inc()
-	l.log.WithFields(logrus.Fields{"manager": m.ID, "reason": reason, "requeued": requeued, "failed": failed,
-		"silent_for": now.Sub(m.LastSeen).Round(time.Millisecond).String()}).Warn("manager lost")
+	e := l.log.WithFields(logrus.Fields{"manager": m.ID, "reason": reason, "requeued": requeued, "failed": failed,
+		"silent_for": now.Sub(m.LastSeen).Round(time.Millisecond).String()})
+	if why == link.ReasonGoodbye && requeued+failed == 0 {
+		e.Info("manager left")
+	} else {
+		e.Warn("manager lost")
+	}
 	l.publishTotals()
 }
 
