@@ -7,8 +7,10 @@ LDFLAGS := -X main.version=$(VERSION)
 DEMO    ?= 5000
 # staticcheck is pinned; `go run` fetches it through the module proxy.
 STATICCHECK := v0.8.2
+# The managers' Python workers: Debian's python3 when it has cloudpickle.
+PYTHON  ?= $(shell /usr/bin/python3 -c 'import cloudpickle' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 
-.PHONY: all build run test deps vet fuzz bench contract clean
+.PHONY: all build run test deps vet fuzz bench contract clean pytest-sdk
 
 all: build
 
@@ -19,15 +21,19 @@ build: deps
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/switchyard
 
 run: build
-	$(BIN) endpoint up --demo $(DEMO)
+	$(BIN) endpoint up --demo $(DEMO) --python $(PYTHON)
 
 vet: deps
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
-test: vet
+test: vet pytest-sdk
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The Python SDK's tests, with Debian's python3 against a real endpoint.
+pytest-sdk: build
+	SWITCHYARD_BIN=$(CURDIR)/$(BIN) PYTHONPATH=python /usr/bin/python3 -m unittest discover -s python/tests -v
 
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzUnpack -fuzztime 60s ./messages

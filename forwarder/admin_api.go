@@ -133,7 +133,8 @@ func (f *Forwarder) handleDeleteEndpoint(w http.ResponseWriter, r *http.Request)
 // have not ended and has the loop forget it. failed is -1 when the
 // endpoint was not deleted; by is who asked, for the tasks' error.
 func (f *Forwarder) deleteEndpoint(id, by string) (failed int, err error) {
-	if err := f.enrolled.remove(id); err != nil {
+	key, err := f.enrolled.remove(id)
+	if err != nil {
 		return -1, err
 	}
 	reason := "endpoint " + id + " was deleted"
@@ -141,7 +142,7 @@ func (f *Forwarder) deleteEndpoint(id, by string) (failed int, err error) {
 		reason += " by " + by
 	}
 	failed, err = f.tasks.failEndpoint(id, reason)
-	f.mbox.Post(event{kind: evDeleted, ep: id})
+	f.mbox.Post(event{kind: evDeleted, ep: id, key: key})
 	f.log.WithFields(logrus.Fields{"endpoint": id, "user": by, "failed_tasks": failed}).Info("endpoint deleted")
 	return failed, err
 }

@@ -134,6 +134,9 @@ func (f *Forwarder) listField(w http.ResponseWriter, r *http.Request, name, exam
 		f.fail(w, http.StatusBadRequest, "the body must be a JSON object like %s", example)
 		return nil, false
 	}
+	if items, ok := listItems(raw, name); ok {
+		return items, true
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		f.fail(w, http.StatusBadRequest, "the body must be a JSON object like %s", example)
@@ -206,8 +209,8 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		}
 		id := messages.TaskID(u)
 		spec := s.Encode()
-		if len(spec) > taskspec.MaxSpecBytes {
-			f.fail(w, http.StatusRequestEntityTooLarge, "tasks[%d] is %d bytes encoded; the limit is %d", i, len(spec), taskspec.MaxSpecBytes)
+		if len(spec) > s.MaxBytes() {
+			f.fail(w, http.StatusRequestEntityTooLarge, "tasks[%d] is %d bytes encoded; the limit is %d", i, len(spec), s.MaxBytes())
 			return
 		}
 		ts[i] = &Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: spec, State: state, Attempts: 1, CreatedAt: now}

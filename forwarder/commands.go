@@ -58,12 +58,14 @@ func (l *loop) handleEvent(ev *event) {
 			_ = l.send(ep, &messages.Ack{IDs: ev.ids})
 		}
 	case evRevoke, evDeleted:
-		if ep, ok := l.eps[ev.ep]; ok && ep.connected && !l.keyCurrent(ep) {
+		// Only the connection that used the revoked key: a new key's
+		// interchange may already have registered.
+		if ep, ok := l.eps[ev.ep]; ok && ep.connected && strings.HasSuffix(ep.User, "|"+ev.key) {
 			l.router.Refuse(ep.Route, messages.CodeRefused, "endpoint "+ep.id+" was deleted or given a new key")
 			l.endpointLost(ep, link.ReasonRevoked, time.Now())
 		}
-		if ev.kind == evDeleted {
-			l.forget(ev.ep)
+		if ev.kind == evDeleted && !l.f.enrolled.has(ev.ep) {
+			l.forget(ev.ep) // unless it was created again meanwhile
 		}
 	case evProbe:
 		ep, ok := l.eps[ev.ep]
@@ -78,15 +80,6 @@ func (l *loop) handleEvent(ev *event) {
 		}
 		ep.probes[l.f.cmdSeq] = ev.reply
 	}
-}
-
-// keyCurrent reports whether ep is connected with its endpoint's current
-// key: a revocation handled after the endpoint registered with its new key
-// leaves that connection alone.
-func (l *loop) keyCurrent(ep *endpoint) bool {
-	_, key, _ := strings.Cut(ep.User, "|")
-	k, ok := l.f.enrolled.keyOf(ep.id)
-	return ok && key != "" && k == key
 }
 
 // commandDone applies what a command's reply says about the endpoint: a

@@ -77,12 +77,13 @@ func (e *enrollment) save() error {
 	return nil
 }
 
-func (e *enrollment) add(id, key string, replace bool) error {
+// add enrolls key for id; oldKey is the key it replaced, if any.
+func (e *enrollment) add(id, key string, replace bool) (oldKey string, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old, ok := e.byID[id]
 	if ok && !replace {
-		return fmt.Errorf("%w: %q", ErrEndpointExists, id)
+		return "", fmt.Errorf("%w: %q", ErrEndpointExists, id)
 	}
 	if ok {
 		delete(e.byKey, old)
@@ -96,25 +97,25 @@ func (e *enrollment) add(id, key string, replace bool) error {
 		} else {
 			delete(e.byID, id)
 		}
-		return err
+		return "", err
 	}
-	return nil
+	return old, nil
 }
 
-func (e *enrollment) remove(id string) error {
+func (e *enrollment) remove(id string) (key string, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	key, ok := e.byID[id]
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrNoEndpoint, id)
+		return "", fmt.Errorf("%w: %q", ErrNoEndpoint, id)
 	}
 	delete(e.byID, id)
 	delete(e.byKey, key)
 	if err := e.save(); err != nil {
 		e.byID[id], e.byKey[key] = key, id
-		return err
+		return "", err
 	}
-	return nil
+	return key, nil
 }
 
 func (e *enrollment) has(id string) bool {
@@ -164,11 +165,13 @@ func (f *Forwarder) CreateEndpoint(id string, replace bool) (*curve.Credentials,
 	if err != nil {
 		return nil, err
 	}
-	if err := f.enrolled.add(id, kp.Public, replace); err != nil {
+	old, err := f.enrolled.add(id, kp.Public, replace)
+	if err != nil {
 		return nil, err
 	}
-	if replace {
-		f.mbox.Post(event{kind: evRevoke, ep: id})
+	if old != "" {
+		// The old key's connection goes at once.
+		f.mbox.Post(event{kind: evRevoke, ep: id, key: old})
 	}
 	return &curve.Credentials{Kind: curve.KindEndpoint, ID: id, ServerKey: f.serverKey.Public, Client: kp, Address: f.zmqAddr}, nil
 }
@@ -212,7 +215,7 @@ func EnrollOffline(stateDir, id, zmqAddr string) (*curve.Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := e.add(id, kp.Public, true); err != nil {
+	if _, err := e.add(id, kp.Public, true); err != nil {
 		return nil, err
 	}
 	return &curve.Credentials{Kind: curve.KindEndpoint, ID: id, ServerKey: server.Public, Client: kp, Address: zmqAddr}, nil

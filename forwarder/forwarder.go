@@ -77,6 +77,7 @@ type event struct {
 	ids   []messages.TaskID
 	cmd   *messages.Command
 	reply chan commandResult
+	key   string // evRevoke, evDeleted: the key that no longer counts
 }
 
 type commandResult struct {

@@ -8,10 +8,9 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// CreateEndpoint with replace posts a revocation whether or not the
-// endpoint was connected; when the loop handles it after the endpoint has
-// registered with its new key, that connection stays. A connection with a
-// replaced key is dropped as revoked.
+// What CreateEndpoint posts to the loop drops only a connection that used
+// a replaced key: creating a new endpoint revokes nothing, even when the
+// loop handles it after the interchange registered with the new key.
 func TestRevocationDropsOnlyAReplacedKey(t *testing.T) {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
@@ -21,23 +20,27 @@ func TestRevocationDropsOnlyAReplacedKey(t *testing.T) {
 	}
 	defer f.res.Close()
 	defer f.http.Close()
+	lp := newLoop(f)
+	handlePosted := func() {
+		for _, ev := range f.mbox.Take(nil) {
+			lp.handleEvent(&ev)
+		}
+	}
 	cred, err := f.CreateEndpoint("ep1", true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lp := newLoop(f)
 	ep := lp.endpointFor("ep1")
 	lp.router.Bind(&ep.Peer, []byte("ep1/000000000001"), "ep1|"+cred.Client.Public, time.Now())
 	ep.connected = true
-
-	lp.handleEvent(&event{kind: evRevoke, ep: "ep1"})
+	handlePosted()
 	if !ep.connected {
-		t.Fatalf("a revocation dropped the connection that holds the current key: %q", ep.lostReason)
+		t.Fatalf("creating the endpoint dropped the connection that holds its key: %q", ep.lostReason)
 	}
 	if _, err := f.CreateEndpoint("ep1", true); err != nil {
 		t.Fatal(err)
 	}
-	lp.handleEvent(&event{kind: evRevoke, ep: "ep1"})
+	handlePosted()
 	if ep.connected || ep.lostReason != "credential revoked" {
 		t.Fatalf("the connection with the replaced key: connected %v, lost reason %q", ep.connected, ep.lostReason)
 	}

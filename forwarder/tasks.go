@@ -13,6 +13,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/internal/binrec"
 	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -420,7 +421,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 		t.Attempts = r.Attempt
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
-			t.Result = jsonResult(r.Payload)
+			t.Result = jsonResult(t.Kind, r.Payload)
 		}
 		if r.Finished > 0 {
 			t.CompletedAt = time.Unix(0, r.Finished)
@@ -537,8 +538,13 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 }
 
 // jsonResult keeps a result that is JSON as it is and wraps anything else,
-// so one odd payload cannot break the API's answers.
-func jsonResult(p []byte) []byte {
+// so one odd payload cannot break the API's answers. A python task's
+// result is the worker's serialized bytes: {"payload": "<base64>"}.
+func jsonResult(kind string, p []byte) []byte {
+	if kind == taskspec.KindPython {
+		b, _ := json.Marshal(map[string][]byte{"payload": p})
+		return b
+	}
 	if json.Valid(p) {
 		return p
 	}

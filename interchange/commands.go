@@ -7,9 +7,9 @@ import (
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
-// command runs a Command from the forwarder or the admin API. reply is
-// set for local callers; a manager-bound command answers later.
-func (l *loop) command(c *messages.Command, reply chan *messages.CommandReply) *messages.CommandReply {
+// command runs a Command from the forwarder; a manager-bound command
+// answers later (nil now).
+func (l *loop) command(c *messages.Command) *messages.CommandReply {
 	switch c.Op {
 	case messages.OpCancel:
 		byMgr := map[*manager][]messages.TaskID{}
@@ -36,10 +36,10 @@ func (l *loop) command(c *messages.Command, reply chan *messages.CommandReply) *
 		if c.Manager == "" {
 			return &messages.CommandReply{ID: c.ID, Code: messages.ReplyInvalid, Message: "drain needs a manager id"}
 		}
-		return l.toManager(c, reply)
+		return l.toManager(c)
 	case messages.OpSetServingState, messages.OpGetServingState:
 		if c.Manager != "" {
-			return l.toManager(c, reply)
+			return l.toManager(c)
 		}
 		return l.ix.servingCommand(c)
 	}
@@ -48,7 +48,7 @@ func (l *loop) command(c *messages.Command, reply chan *messages.CommandReply) *
 
 // toManager passes a command on to the manager it names; the answer comes
 // later, when the manager replies.
-func (l *loop) toManager(c *messages.Command, reply chan *messages.CommandReply) *messages.CommandReply {
+func (l *loop) toManager(c *messages.Command) *messages.CommandReply {
 	m, ok := l.mgrs[c.Manager]
 	if !ok {
 		return &messages.CommandReply{ID: c.ID, Code: messages.ReplyNotFound, Message: fmt.Sprintf("unknown manager %q", c.Manager)}
@@ -60,6 +60,6 @@ func (l *loop) toManager(c *messages.Command, reply chan *messages.CommandReply)
 	if err := l.sendManager(m, &down); err != nil {
 		return &messages.CommandReply{ID: c.ID, Code: messages.ReplyUnavailable, Message: "cannot reach manager: " + err.Error()}
 	}
-	l.mgrCmds[down.ID] = mgrCmd{upID: c.ID, reply: reply, deadline: time.Now().Add(10 * time.Second)}
+	l.mgrCmds[down.ID] = mgrCmd{upID: c.ID, deadline: time.Now().Add(10 * time.Second)}
 	return nil
 }

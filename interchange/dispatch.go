@@ -93,11 +93,7 @@ func (l *loop) handleManager(env link.Envelope) {
 		if c, ok := l.mgrCmds[x.ID]; ok {
 			delete(l.mgrCmds, x.ID)
 			rep := &messages.CommandReply{ID: c.upID, Code: x.Code, Message: x.Message, Body: x.Body}
-			if c.reply != nil {
-				c.reply <- rep
-			} else {
-				l.up.TrySend(rep)
-			}
+			l.up.TrySend(rep)
 		}
 	case *messages.Ack:
 		// The manager holds these tasks.
@@ -128,9 +124,9 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 			l.ix.m.refused.WithLabelValues("oversized-result").Inc()
 			l.down.Refuse(m.Route, messages.CodeOversized, fmt.Sprintf("result for task %s is %d bytes; the limit is %d (--max-result-bytes)",
 				r.ID, len(r.Payload)+len(r.Error), l.ix.opts.MaxResultBytes))
-		case ok && r.Attempt == t.attempt && (t.mgr == m || t.mgr == nil):
+		case ok && r.Attempt == t.attempt && (t.mgr == m || t.mgr == nil && t.recovered):
 			// From the manager it was handed to, or one that held it across
-			// our restart (nobody holds it now).
+			// our restart (nobody holds it since).
 			l.finish(r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case ok && r.Attempt == t.attempt:
@@ -220,6 +216,7 @@ func (l *loop) sendTasks(m *manager, want int) int {
 		// Counts as heard of for a re-registration's re-sync.
 		t.seen = now
 		t.at = now
+		t.recovered = false
 		m.unacked.Sent(t.id, now)
 		t.mgr = m
 		t.code = messages.WaitingForLaunch

@@ -61,7 +61,6 @@ type evKind uint8
 
 const (
 	evReport evKind = iota + 1
-	evCommand
 	evDurable
 	evBlocks
 	evDrainBlock
@@ -70,8 +69,6 @@ const (
 type event struct {
 	kind   evKind
 	report *messages.EPStatusReport
-	cmd    *messages.Command
-	reply  chan *messages.CommandReply
 	then   func(*loop)
 	block  string
 }

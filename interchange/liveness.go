@@ -105,8 +105,13 @@ func (l *loop) managerLost(m *manager, why link.Reason, now time.Time) {
 	}
 	requeued, failed := l.requeue(m, ts, reason, now)
 	l.ix.m.managersLost.WithLabelValues(reason).Inc()
-	l.log.WithFields(logrus.Fields{"manager": m.ID, "reason": reason, "requeued": requeued, "failed": failed,
-		"silent_for": now.Sub(m.LastSeen).Round(time.Millisecond).String()}).Warn("manager lost")
+	e := l.log.WithFields(logrus.Fields{"manager": m.ID, "reason": reason, "requeued": requeued, "failed": failed,
+		"silent_for": now.Sub(m.LastSeen).Round(time.Millisecond).String()})
+	if why == link.ReasonGoodbye && requeued+failed == 0 {
+		e.Info("manager left")
+	} else {
+		e.Warn("manager lost")
+	}
 	l.publishTotals()
 }
 
@@ -183,11 +188,7 @@ func (l *loop) housekeeping(now time.Time) {
 	for id, c := range l.mgrCmds {
 		if now.After(c.deadline) {
 			delete(l.mgrCmds, id)
-			if c.reply != nil {
-				c.reply <- &messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"}
-			} else {
-				l.up.TrySend(&messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"})
-			}
+			l.up.TrySend(&messages.CommandReply{ID: c.upID, Code: messages.ReplyUnavailable, Message: "manager did not answer in time"})
 		}
 	}
 	l.publishTotals()

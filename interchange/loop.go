@@ -28,6 +28,9 @@ type itask struct {
 	// when it was sent, and 0 once the manager acknowledged it.
 	at   int64
 	seen int64 // unix ns of the last delta about it from its manager
+	// recovered: reloaded after a restart and not dispatched since, so a
+	// manager may still hold it from before.
+	recovered bool
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -69,7 +72,6 @@ type loop struct {
 
 type mgrCmd struct {
 	upID     uint64
-	reply    chan *messages.CommandReply
 	deadline time.Time
 }
 
@@ -176,10 +178,5 @@ func (l *loop) handleEvent(ev *event) {
 		l.tickBlocks(time.Now())
 	case evDrainBlock:
 		l.drainBlock(ev.block)
-	case evCommand:
-		// A local admin request: run it like a forwarder command.
-		if rep := l.command(ev.cmd, ev.reply); rep != nil {
-			ev.reply <- rep
-		}
 	}
 }

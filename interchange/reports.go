@@ -113,13 +113,20 @@ func (s *statusBuffer) soon() {
 	}
 }
 
+// soonDeltas: with more deltas than this waiting, the endpoint is busy;
+// they wait for the periodic report, and most are dropped before it
+// because their results went first, so a busy endpoint sends no more
+// entries per task than before.
+const soonDeltas = 256
+
 func (s *statusBuffer) add(ds ...messages.Delta) {
 	s.mu.Lock()
 	for _, d := range ds {
 		s.deltas[d.ID] = d
 	}
+	n := len(s.deltas)
 	s.mu.Unlock()
-	if len(ds) > 0 {
+	if len(ds) > 0 && n <= soonDeltas {
 		s.soon()
 	}
 }

@@ -171,6 +171,7 @@ func (l *loop) recover() {
 		return
 	}
 	for _, t := range rec.tasks {
+		t.recovered = true
 		l.tasks[t.id] = t
 		l.enqueueBack(t)
 	}

@@ -41,7 +41,7 @@ func (l *loop) handleUpstream(frames [][]byte) {
 			}
 		}
 	case *messages.Command:
-		if rep := l.command(m, nil); rep != nil {
+		if rep := l.command(m); rep != nil {
 			l.up.TrySend(rep)
 		}
 	case *messages.ErrorReply:

@@ -38,6 +38,7 @@ type Manager struct {
 	// env is every task's environment before its own variables.
 	env        []string
 	adminToken string
+	py         *pyPool
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -107,6 +108,10 @@ func New(opts Options) (*Manager, error) {
 	}
 	mg.res.Add(mg.mbox.Close)
 	mg.m = newMetrics(opts.Registry, mg)
+	if mg.py, err = newPyPool(opts.Python, opts.PythonWorkers, opts.StateDir, mg.env, mg.log, opts.Registry); err != nil {
+		return fail(err)
+	}
+	mg.res.Add(mg.py.close)
 	if opts.ListenHTTP != "" {
 		if err := mg.setupAdmin(); err != nil {
 			return fail(err)
@@ -131,8 +136,15 @@ func (mg *Manager) ID() string { return mg.opts.ManagerID }
 
 // Run works until ctx ends. Running tasks are stopped on the way out.
 func (mg *Manager) Run(ctx context.Context) error {
-	mg.log.WithFields(logrus.Fields{"interchange": mg.opts.Interchange, "workers": mg.opts.Workers,
-		"prefetch": mg.opts.Prefetch, "http": mg.HTTPAddr()}).Info("manager starting")
+	f := logrus.Fields{"interchange": mg.opts.Interchange, "workers": mg.opts.Workers, "prefetch": mg.opts.Prefetch,
+		"drain_grace": mg.opts.DrainGrace.String()}
+	if a := mg.HTTPAddr(); a != "" {
+		f["http"] = a
+	}
+	if mg.opts.BlockID != "" {
+		f["block"] = mg.opts.BlockID
+	}
+	mg.log.WithFields(f).Info("manager starting")
 	workCtx, stopWork := context.WithCancel(context.Background())
 	// Workers take the next task straight from this buffer, so a finished
 	// worker never waits for the loop. It holds everything the manager

@@ -53,6 +53,12 @@ type Options struct {
 	// DrainGrace is how long running tasks may go on after SIGTERM before
 	// they are stopped and returned to the queue (default 10s).
 	DrainGrace time.Duration
+
+	// PythonWorkers is how many Python worker processes run python tasks
+	// (0: as many as Workers); they start at the first python task.
+	PythonWorkers int
+	// Python is the interpreter of the Python workers (default python3).
+	Python string
 }
 
 func (o *Options) keys() *link.ClientKeys {
@@ -105,6 +111,15 @@ func (o *Options) setDefaults() error {
 	}
 	if o.DrainGrace < 0 {
 		return fmt.Errorf("--drain-grace %s must be positive", o.DrainGrace)
+	}
+	if o.PythonWorkers == 0 {
+		o.PythonWorkers = o.Workers
+	}
+	if o.PythonWorkers < 0 || o.PythonWorkers > o.Workers {
+		return fmt.Errorf("--python-workers %d must be between 1 and --workers (%d); 0 means the same as --workers", o.PythonWorkers, o.Workers)
+	}
+	if o.Python == "" {
+		o.Python = "python3"
 	}
 	if o.OutputLimit <= 0 {
 		o.OutputLimit = 64 << 10

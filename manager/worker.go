@@ -36,8 +36,8 @@ func baseEnv(passOn []string) []string {
 	return env
 }
 
-// taskEnv is base plus the task's own variables, which win.
-func taskEnv(base []string, own map[string]string) []string {
+// withOwnEnv is base plus a task's own variables, which win.
+func withOwnEnv(base []string, own map[string]string) []string {
 	if len(own) == 0 {
 		return base
 	}
@@ -59,7 +59,9 @@ func taskEnv(base []string, own map[string]string) []string {
 }
 
 // run executes one task with environment env; it never touches a socket.
-func run(ctx context.Context, t messages.Task, outputLimit int, env []string) (r messages.Result) {
+// started is called once the task really starts, except for a noop, which
+// ends at once.
+func run(ctx context.Context, t messages.Task, outputLimit int, env []string, py *pyPool, started func()) (r messages.Result) {
 	r = messages.Result{ID: t.ID, Attempt: t.Attempt, Started: time.Now().UnixNano()}
 	defer func() { r.Finished = time.Now().UnixNano() }()
 	spec, err := taskspec.Decode(t.Payload)
@@ -71,6 +73,9 @@ func run(ctx context.Context, t messages.Task, outputLimit int, env []string) (r
 		// Cancelled while it waited for a worker.
 		r.Code, r.Error = stopped(ctx, 0)
 		return r
+	}
+	if spec.Kind != taskspec.KindNoop {
+		started()
 	}
 	timeout, _ := spec.TimeoutDuration()
 	if timeout > 0 {
@@ -92,7 +97,9 @@ func run(ctx context.Context, t messages.Task, outputLimit int, env []string) (r
 			r.Code, r.Error = stopped(ctx, timeout)
 		}
 	case taskspec.KindExec:
-		runExec(ctx, spec, outputLimit, timeout, taskEnv(env, spec.Env), &r)
+		runExec(ctx, spec, outputLimit, timeout, withOwnEnv(env, spec.Env), &r)
+	case taskspec.KindPython:
+		py.runPython(ctx, spec, timeout, &r)
 	default:
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("unknown kind %q", spec.Kind)
 	}
@@ -170,8 +177,7 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		mg.busy.Add(1)
 		// The loop reports it running within a few milliseconds; a task
 		// that ends before then shows only in its result.
-		mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at})
-		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.env)
+		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.env, mg.py, func() { mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at}) })
 		mg.busy.Add(-1)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})

@@ -110,7 +110,6 @@ func roundTripCases() []struct {
 		{"command clear override", &Command{ID: 2, Op: OpSetServingState, Clear: true}, 1},
 		{"command cancel", &Command{ID: math.MaxUint64, Op: OpCancel, TaskIDs: []TaskID{tid(1), tid(2), tid(3)}}, 1},
 		{"command drain", &Command{ID: 4, Op: OpDrain, Timeout: -1}, 1},
-		{"command shutdown", &Command{ID: 5, Op: OpShutdown}, 1},
 		{"command get serving state", &Command{ID: 6, Op: OpGetServingState, Manager: "m"}, 1},
 		{"command reply", &CommandReply{ID: 1, Message: "Serving state forced to PUSH_PAUSED",
 			Body: []byte(`{"state":"PUSH_PAUSED"}`)}, 1},
@@ -654,7 +653,7 @@ func TestEnumNames(t *testing.T) {
 	}
 	for v, name := range map[fmt.Stringer]string{RoleManager: "manager", RoleInterchange: "interchange",
 		Role(0): "role(0)", OpSetServingState: "set-serving-state", OpCancel: "cancel", OpDrain: "drain",
-		OpShutdown: "shutdown", OpGetServingState: "get-serving-state", CommandOp(0): "op(0)"} {
+		CommandOp(4): "op(4)", OpGetServingState: "get-serving-state", CommandOp(0): "op(0)"} {
 		if v.String() != name {
 			t.Errorf("%#v = %q, want %q", v, v, name)
 		}

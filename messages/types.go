@@ -124,7 +124,7 @@ const (
 	OpSetServingState CommandOp = iota + 1
 	OpCancel
 	OpDrain
-	OpShutdown
+	_ // 4 was shutdown, never carried out; reserved
 	OpGetServingState
 )
 
@@ -136,8 +136,6 @@ func (o CommandOp) String() string {
 		return "cancel"
 	case OpDrain:
 		return "drain"
-	case OpShutdown:
-		return "shutdown"
 	case OpGetServingState:
 		return "get-serving-state"
 	}

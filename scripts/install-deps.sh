@@ -5,7 +5,9 @@
 # (it starts /usr/bin/prometheus on its own port and storage dir, so a
 # service the package may start does not get in its way), and nftables for
 # the network-partition test in e2e/, and slurm-wlm and munge, which
-# e2e/slurmtest starts as a one-node cluster for the Slurm tests.
+# e2e/slurmtest starts as a one-node cluster for the Slurm tests, and
+# python3-cloudpickle and python3-requests for the Python SDK and the
+# manager's Python workers.
 set -e
 need=""
 if ! pkg-config --exists libzmq 2>/dev/null; then
@@ -13,6 +15,11 @@ if ! pkg-config --exists libzmq 2>/dev/null; then
 fi
 if [ ! -x /usr/bin/prometheus ]; then
 	need="$need prometheus"
+fi
+# Debian's python3 with cloudpickle and requests runs the Python SDK's tests
+# and the manager's Python workers in them.
+if ! /usr/bin/python3 -c 'import cloudpickle, requests' >/dev/null 2>&1; then
+	need="$need python3 python3-cloudpickle python3-requests"
 fi
 # nft makes the network partitions of the e2e tests (firewall on loopback).
 if ! command -v nft >/dev/null 2>&1 && [ ! -x /usr/sbin/nft ]; then
@@ -33,7 +40,7 @@ if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "missing:$need; install libzmq (>= 4.3) development files, pkg-config, prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch) and munge" >&2
+	echo "missing:$need; install libzmq (>= 4.3) development files, pkg-config, prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch), munge and python3 with cloudpickle and requests" >&2
 	exit 1
 fi
 echo "installing$need with apt-get" >&2

@@ -175,6 +175,7 @@ Managers of a block get this interchange's manager credential and address.`,
 		},
 	}
 	df.add(cmd.Flags(), interchange.DefaultListenHTTP, "")
+	cmd.Flags().Lookup("state-dir").Usage = "directory for this daemon's state and lock file (default var/interchange-ENDPOINT_ID)"
 	pf.add(cmd.Flags())
 	cmd.Flags().StringVar(&endpointID, "endpoint-id", "", "endpoint id users submit tasks to (default: the id in --credentials)")
 	cmd.Flags().StringVar(&credPath, "credentials", "", "the endpoint's `FILE` written by 'switchyard endpoint create ID --out FILE' (required unless --insecure)")
@@ -207,8 +208,8 @@ Managers of a block get this interchange's manager credential and address.`,
 func newManagerCmd() *cobra.Command {
 	var df daemonFlags
 	var pf pressureFlags
-	var ixAddr, id, block, credPath string
-	var workers, prefetch int
+	var ixAddr, id, block, credPath, python string
+	var workers, prefetch, pyWorkers int
 	var drainGrace time.Duration
 	var allowRoot bool
 	var taskEnv []string
@@ -242,7 +243,7 @@ number; none fails because its node went away.`,
 			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
-				AllowRoot: allowRoot, TaskEnv: taskEnv})
+				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, Python: python})
 			if err != nil {
 				return err
 			}
@@ -252,6 +253,7 @@ number; none fails because its node went away.`,
 		},
 	}
 	df.add(cmd.Flags(), "", "")
+	cmd.Flags().Lookup("state-dir").Usage = "directory for this manager's state and lock file (default: none; results wait in memory)"
 	pf.add(cmd.Flags())
 	cmd.Flags().StringVar(&ixAddr, "interchange", manager.DefaultInterchange, "interchange ZMQ address to connect to (default: the address in --credentials, else this)")
 	cmd.Flags().StringVar(&credPath, "credentials", "", "the interchange's STATE_DIR/manager.credentials (required unless --insecure)")
@@ -259,7 +261,9 @@ number; none fails because its node went away.`,
 	cmd.Flags().StringVar(&block, "block-id", "", "batch job or block this manager belongs to (shown in status)")
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
 	cmd.Flags().DurationVar(&drainGrace, "drain-grace", manager.DefaultDrainGrace, "on SIGTERM, let running tasks go on this long before stopping them and giving them back")
-	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait (default: same as --workers)")
+	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait; -1 holds as many as --workers")
+	cmd.Flags().IntVar(&pyWorkers, "python-workers", 0, "long-lived Python worker processes for python tasks (default: as many as --workers); none start before the first python task, then they are reused")
+	cmd.Flags().StringVar(&python, "python", "python3", "Python interpreter of the Python workers; it needs cloudpickle")
 	cmd.Flags().BoolVar(&allowRoot, "allow-root", false, "run even as root (every task then runs as root)")
 	cmd.Flags().StringArrayVar(&taskEnv, "task-env", nil, "pass this variable of the manager's environment on to tasks (repeatable); tasks otherwise get only PATH, HOME, USER, LANG, TMPDIR and their own \"env\"")
 	cmd.AddCommand(newManagerDrainCmd())

@@ -35,9 +35,10 @@ type child struct {
 }
 
 func newEndpointUpCmd() *cobra.Command {
-	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat string
+	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python string
 	var workers, managers, demo int
 	var insecure, allowRoot bool
+	var managerArgs []string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start forwarder, interchange and managers here; Ctrl-C stops all",
@@ -93,13 +94,14 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			for i := 1; i <= managers; i++ {
 				id := fmt.Sprintf("%s-manager-%d", endpointID, i)
 				argv := []string{"manager", "--interchange", mgrAddr, "--workers", strconv.Itoa(workers),
-					"--manager-id", id, "--state-dir", filepath.Join(stateDir, id)}
+					"--manager-id", id, "--state-dir", filepath.Join(stateDir, id), "--python", python}
 				if !insecure {
 					argv = append(argv, "--credentials", filepath.Join(ixState, "manager.credentials"))
 				}
 				if allowRoot {
 					argv = append(argv, "--allow-root")
 				}
+				argv = append(argv, managerArgs...)
 				specs = append(specs, append(argv, common...))
 				names = append(names, fmt.Sprintf("manager-%d", i))
 			}
@@ -176,7 +178,9 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.StringVar(&stateDir, "state-dir", "var", "state directory for all three")
 	f.StringVar(&interval, "heartbeat-interval", "2s", "heartbeat interval for all links")
 	f.StringVar(&logFormat, "log-format", "text", "log format of the children: text or json")
+	f.StringVar(&python, "python", "python3", "Python interpreter of the managers' Python workers; it needs cloudpickle")
 	f.IntVar(&workers, "workers", 4, "workers per manager")
+	f.StringArrayVar(&managerArgs, "manager-arg", nil, "pass this argument to every manager too, e.g. --manager-arg=--prefetch=1000 (repeatable)")
 	f.IntVar(&managers, "managers", 1, "managers to start")
 	f.IntVar(&demo, "demo", 0, "submit a demo workload of this many tasks once up")
 	f.BoolVar(&insecure, "insecure", false, "run without CurveZMQ and API tokens (benchmarks); every daemon logs a warning")

@@ -255,3 +255,32 @@ func TestManagerRefusesAnImpostorInterchange(t *testing.T) {
 		t.Fatalf("the impostor received %d messages: %s", n, b)
 	}
 }
+
+func TestAttackForgedResultForQueuedTask(t *testing.T) {
+	o := oneManager
+	o.Workers, o.Prefetch = 1, 0
+	c := testutil.StartChain(t, o)
+	evil := insider(t, c)
+	ids, err := c.Client.Submit(c.Endpoint, taskspec.Spec{Kind: "sleep", Args: []string{"1"}},
+		taskspec.Spec{Kind: "exec", Args: []string{"echo", "real"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if st := c.Interchange.Status(); st.Queued != 1 {
+			return fmt.Errorf("queued %d, want 1", st.Queued)
+		}
+		return nil
+	})
+	forge(t, evil, ids[1], []byte(`{"exit_code":0,"stdout":"forged\n","stderr":""}`))
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n := ixMetric(t, c, "refused_total", "reason", "not-your-task"); n != 1 {
+			return fmt.Errorf("refused{not-your-task} = %g", n)
+		}
+		return nil
+	})
+	v := c.Client.WaitTerminal(t, ids[1:], 20*time.Second)[0]
+	if v.State != "success" || !bytes.Contains(v.Result, []byte("real")) {
+		t.Fatalf("queued task ended %s with %s; want the real run's result", v.State, v.Result)
+	}
+}

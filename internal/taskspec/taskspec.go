@@ -5,7 +5,9 @@ package taskspec
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -18,10 +20,13 @@ const (
 	KindNoop  = "noop"
 	KindSleep = "sleep"
 	KindExec  = "exec"
+	// KindPython carries a serialized call in Payload; a manager's Python
+	// workers run it (docs/worker-protocol.md).
+	KindPython = "python"
 )
 
 // Kinds lists the legal kinds for error messages.
-var Kinds = []string{KindNoop, KindSleep, KindExec}
+var Kinds = []string{KindNoop, KindSleep, KindExec, KindPython}
 
 // Limits on a spec.
 const (
@@ -30,6 +35,13 @@ const (
 	MaxSleep     = 7 * 24 * time.Hour
 	MaxSpecBytes = 4 << 20
 	MaxEnv       = 256
+	// MaxPayloadBytes caps a python task's serialized call: a 10 MB
+	// argument fits, and the spec in base64 (16 MiB) still fits in one
+	// message under the brokers' limit (a full batch plus 1 MiB).
+	MaxPayloadBytes = 12 << 20
+	// MaxPythonSpecBytes caps a python task object: its payload in base64
+	// plus the other fields.
+	MaxPythonSpecBytes = (MaxPayloadBytes+2)/3*4 + 64<<10
 )
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
@@ -39,15 +51,28 @@ type Spec struct {
 	Kind    string   `json:"kind"`
 	Args    []string `json:"args,omitempty"`
 	Timeout string   `json:"timeout,omitempty"`
-	// Env adds variables to the task's clean environment.
+	// Env adds variables to the task's clean environment (exec tasks).
 	Env map[string]string `json:"env,omitempty"`
+	// Payload is a python task's serialized call, base64 in JSON.
+	Payload []byte `json:"payload,omitempty"`
+}
+
+// MaxBytes is the size limit of a spec of this kind, raw or encoded.
+func (s Spec) MaxBytes() int {
+	if s.Kind == KindPython {
+		return MaxPythonSpecBytes
+	}
+	return MaxSpecBytes
 }
 
 // Parse reads and validates one task object; errors name the field.
 func Parse(raw []byte) (Spec, error) {
 	var s Spec
-	if len(raw) > MaxSpecBytes {
-		return s, fmt.Errorf("task is %d bytes; the limit is %d", len(raw), MaxSpecBytes)
+	if len(raw) > MaxPythonSpecBytes {
+		return s, fmt.Errorf("task is %d bytes; the limit is %d (%d for kinds other than python)", len(raw), MaxPythonSpecBytes, MaxSpecBytes)
+	}
+	if s, ok := decodePython(raw); ok {
+		return s, s.Validate()
 	}
 	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
 		return s, fmt.Errorf("task is not a JSON object; send one like {\"kind\":\"noop\"}, got %q", shorten(t))
@@ -60,13 +85,22 @@ func Parse(raw []byte) (Spec, error) {
 	if dec.More() {
 		return s, fmt.Errorf("unexpected data after the task object")
 	}
+	if len(raw) > s.MaxBytes() {
+		return s, fmt.Errorf("task is %d bytes; the limit is %d for kind %q", len(raw), s.MaxBytes(), s.Kind)
+	}
 	return s, s.Validate()
 }
 
 func describe(err error) error {
+	var ce base64.CorruptInputError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("\"payload\" must be standard base64 (RFC 4648, with padding): bad data at byte %d", int64(ce))
+	}
 	var te *json.UnmarshalTypeError
 	if ok := asType(err, &te); ok {
 		switch te.Field {
+		case "payload":
+			return fmt.Errorf("\"payload\" must be a base64 string, got %s", te.Value)
 		case "args", "args.0":
 			return fmt.Errorf("\"args\" must be a list of strings, got %s", te.Value)
 		}
@@ -77,7 +111,7 @@ func describe(err error) error {
 	}
 	msg := err.Error()
 	if strings.HasPrefix(msg, "json: unknown field") {
-		return fmt.Errorf("%s; a task has \"kind\", \"args\", \"timeout\" and \"env\"", strings.TrimPrefix(msg, "json: "))
+		return fmt.Errorf("%s; a task has \"kind\", \"args\", \"timeout\", \"env\" and \"payload\" (python)", strings.TrimPrefix(msg, "json: "))
 	}
 	return fmt.Errorf("task is not a JSON object: %s", strings.TrimPrefix(msg, "json: "))
 }
@@ -94,6 +128,9 @@ func asType(err error, te **json.UnmarshalTypeError) bool {
 // payload a manager receives): no strict field check, so it is cheaper
 // than Parse, but the kind and arguments are still checked.
 func Decode(raw []byte) (Spec, error) {
+	if s, ok := decodePython(raw); ok {
+		return s, s.Validate()
+	}
 	var s Spec
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return s, describe(err)
@@ -122,6 +159,12 @@ func (s Spec) Validate() error {
 			return fmt.Errorf("env %s contains a NUL byte", k)
 		}
 	}
+	if len(s.Payload) > 0 && s.Kind != KindPython {
+		return fmt.Errorf("kind %q takes no \"payload\"; only kind \"python\" does", s.Kind)
+	}
+	if len(s.Env) > 0 && s.Kind == KindPython {
+		return fmt.Errorf("kind \"python\" takes no \"env\": its calls run in long-lived workers with the manager's task environment (--task-env)")
+	}
 	switch s.Kind {
 	case KindNoop:
 		if len(s.Args) != 0 {
@@ -145,6 +188,16 @@ func (s Spec) Validate() error {
 			if strings.IndexByte(a, 0) >= 0 {
 				return fmt.Errorf("args[%d] contains a NUL byte", i)
 			}
+		}
+	case KindPython:
+		if len(s.Args) != 0 {
+			return fmt.Errorf("kind \"python\" takes no args; the call goes in \"payload\"")
+		}
+		if len(s.Payload) == 0 {
+			return fmt.Errorf("kind \"python\" needs \"payload\": a serialized call in base64, as the switchyard Python SDK sends it")
+		}
+		if len(s.Payload) > MaxPayloadBytes {
+			return fmt.Errorf("python payload is %d bytes; the limit is %d", len(s.Payload), MaxPayloadBytes)
 		}
 	case "":
 		return fmt.Errorf("task has no \"kind\"; legal kinds: %s", strings.Join(Kinds, ", "))
@@ -181,6 +234,9 @@ func (s Spec) TimeoutDuration() (time.Duration, error) {
 
 // Encode is the canonical payload carried on the wire.
 func (s Spec) Encode() []byte {
+	if s.Kind == KindPython && len(s.Args) == 0 && len(s.Env) == 0 && plainJSON(s.Timeout) {
+		return encodePython(s)
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	// Keep '&', '<' and '>' as they are: escaping them grows a task sixfold.
@@ -202,4 +258,72 @@ func shorten(b []byte) string {
 		return string(b[:40]) + "..."
 	}
 	return string(b)
+}
+
+// The python fast path: a python task is mostly its base64 payload, and
+// the general decoder scans it several times over. The exact forms
+// encoding/json writes for a python spec, and the SDK sends,
+//
+//	{"kind":"python","payload":"<base64>"}
+//	{"kind":"python","timeout":"<duration>","payload":"<base64>"}
+//
+// are read and written directly; anything else takes the general path, so
+// both paths accept and refuse the same specs.
+const (
+	pyPrefix  = `{"kind":"python",`
+	pyTimeout = `"timeout":"`
+	pyPayload = `"payload":"`
+)
+
+func decodePython(raw []byte) (Spec, bool) {
+	rest, ok := bytes.CutPrefix(raw, []byte(pyPrefix))
+	if !ok {
+		return Spec{}, false
+	}
+	s := Spec{Kind: KindPython}
+	if r, ok := bytes.CutPrefix(rest, []byte(pyTimeout)); ok {
+		i := bytes.IndexByte(r, '"')
+		if i < 0 || !plainJSON(string(r[:i])) || len(r) < i+2 || r[i+1] != ',' {
+			return Spec{}, false
+		}
+		s.Timeout, rest = string(r[:i]), r[i+2:]
+	}
+	b64, ok := bytes.CutPrefix(rest, []byte(pyPayload))
+	if !ok || len(b64) < 2 || string(b64[len(b64)-2:]) != `"}` {
+		return Spec{}, false
+	}
+	b64 = b64[:len(b64)-2]
+	if bytes.ContainsAny(b64, "\r\n") {
+		return Spec{}, false // the decoder would skip them; JSON refuses them
+	}
+	s.Payload = make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
+	n, err := base64.StdEncoding.Decode(s.Payload, b64)
+	if err != nil || n == 0 {
+		return Spec{}, false // the general path explains what is wrong
+	}
+	s.Payload = s.Payload[:n]
+	return s, true
+}
+
+func encodePython(s Spec) []byte {
+	n := len(pyPrefix) + len(pyTimeout) + len(s.Timeout) + 2 + len(pyPayload) + base64.StdEncoding.EncodedLen(len(s.Payload)) + 2
+	b := make([]byte, 0, n)
+	b = append(b, pyPrefix...)
+	if s.Timeout != "" {
+		b = append(append(append(b, pyTimeout...), s.Timeout...), '"', ',')
+	}
+	b = append(b, pyPayload...)
+	b = base64.StdEncoding.AppendEncode(b, s.Payload)
+	return append(b, '"', '}')
+}
+
+// plainJSON reports whether s is written in JSON as it is: printable
+// ASCII without quotes or backslashes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

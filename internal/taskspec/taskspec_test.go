@@ -1,6 +1,8 @@
 package taskspec_test
 
 import (
+	"bytes"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -26,8 +28,17 @@ func TestParse(t *testing.T) {
 		{name: "sleep with timeout", in: `{"kind":"sleep","args":["1"],"timeout":"500ms"}`,
 			want: taskspec.Spec{Kind: "sleep", Args: []string{"1"}, Timeout: "500ms"}},
 
-		{name: "unknown kind", in: `{"kind":"python"}`, wantErr: []string{`unknown kind "python"`, "noop, sleep, exec"}},
-		{name: "missing kind", in: `{"args":["x"]}`, wantErr: []string{`no "kind"`, "noop, sleep, exec"}},
+		{name: "python", in: `{"kind":"python","payload":"gARLAS4="}`, want: taskspec.Spec{Kind: "python", Payload: []byte("\x80\x04K\x01.")}},
+		{name: "python with timeout", in: `{"kind":"python","payload":"AA==","timeout":"1m"}`, want: taskspec.Spec{Kind: "python", Payload: []byte{0}, Timeout: "1m"}},
+
+		{name: "unknown kind", in: `{"kind":"fortran"}`, wantErr: []string{`unknown kind "fortran"`, "noop, sleep, exec, python"}},
+		{name: "missing kind", in: `{"args":["x"]}`, wantErr: []string{`no "kind"`, "noop, sleep, exec, python"}},
+		{name: "python without payload", in: `{"kind":"python"}`, wantErr: []string{`"python" needs "payload"`, "base64"}},
+		{name: "python with empty payload", in: `{"kind":"python","payload":""}`, wantErr: []string{`"python" needs "payload"`}},
+		{name: "python with args", in: `{"kind":"python","payload":"AA==","args":["x"]}`, wantErr: []string{`"python" takes no args`}},
+		{name: "python payload not base64", in: `{"kind":"python","payload":"not base64!"}`, wantErr: []string{`"payload" must be standard base64`, "byte 3"}},
+		{name: "python payload a number", in: `{"kind":"python","payload":12}`, wantErr: []string{`"payload" must be a base64 string`, "number"}},
+		{name: "payload on exec", in: `{"kind":"exec","args":["true"],"payload":"AA=="}`, wantErr: []string{`kind "exec" takes no "payload"`}},
 		{name: "empty object", in: `{}`, wantErr: []string{`no "kind"`}},
 		{name: "kind not a string", in: `{"kind":3}`, wantErr: []string{"kind", "string", "number"}},
 		{name: "args not a list", in: `{"kind":"exec","args":"echo hi"}`, wantErr: []string{`"args" must be a list of strings`, "string"}},
@@ -48,13 +59,14 @@ func TestParse(t *testing.T) {
 		{name: "bad timeout negative", in: `{"kind":"noop","timeout":"-1s"}`, wantErr: []string{`invalid timeout "-1s"`, "positive"}},
 		{name: "bad timeout zero", in: `{"kind":"noop","timeout":"0s"}`, wantErr: []string{`invalid timeout "0s"`}},
 		{name: "timeout not a string", in: `{"kind":"noop","timeout":30}`, wantErr: []string{"timeout", "string", "number"}},
-		{name: "unknown field", in: `{"kind":"noop","cmd":"ls"}`, wantErr: []string{`unknown field "cmd"`, `"kind", "args", "timeout" and "env"`}},
+		{name: "unknown field", in: `{"kind":"noop","cmd":"ls"}`, wantErr: []string{`unknown field "cmd"`, `"kind", "args", "timeout", "env" and "payload"`}},
 		{name: "exec with env", in: `{"kind":"exec","args":["env"],"env":{"A_1":"x y"}}`,
 			want: taskspec.Spec{Kind: "exec", Args: []string{"env"}, Env: map[string]string{"A_1": "x y"}}},
 		{name: "env bad name", in: `{"kind":"noop","env":{"1A":"x"}}`, wantErr: []string{`env name "1A"`}},
 		{name: "env name with '='", in: `{"kind":"noop","env":{"A=B":"x"}}`, wantErr: []string{`env name "A=B"`}},
 		{name: "env NUL value", in: `{"kind":"noop","env":{"A":"x\u0000"}}`, wantErr: []string{"NUL"}},
 		{name: "env not strings", in: `{"kind":"noop","env":{"A":1}}`, wantErr: []string{"env"}},
+		{name: "python with env", in: `{"kind":"python","env":{"A":"x"},"payload":"AQID"}`, wantErr: []string{`"python" takes no "env"`, "--task-env"}},
 		{name: "NUL byte in program", in: `{"kind":"exec","args":["ec\u0000ho"]}`, wantErr: []string{"args[0]", "NUL"}},
 		{name: "NUL byte in argument", in: `{"kind":"exec","args":["echo","a\u0000b"]}`, wantErr: []string{"args[1]", "NUL"}},
 		{name: "not an object", in: `["noop"]`, wantErr: []string{"JSON object"}},
@@ -71,7 +83,8 @@ func TestParse(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Parse(%s): %v", tc.in, err)
 				}
-				if got.Kind != tc.want.Kind || strings.Join(got.Args, "\x00") != strings.Join(tc.want.Args, "\x00") || got.Timeout != tc.want.Timeout || len(got.Env) != len(tc.want.Env) {
+				if got.Kind != tc.want.Kind || strings.Join(got.Args, "\x00") != strings.Join(tc.want.Args, "\x00") || got.Timeout != tc.want.Timeout ||
+					!bytes.Equal(got.Payload, tc.want.Payload) || len(got.Env) != len(tc.want.Env) {
 					t.Fatalf("Parse(%s) = %+v, want %+v", tc.in, got, tc.want)
 				}
 				// The canonical encoding parses back to the same spec.
@@ -79,7 +92,8 @@ func TestParse(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Parse(Encode()) of %s: %v", got.Encode(), err)
 				}
-				if again.Kind != got.Kind || strings.Join(again.Args, "\x00") != strings.Join(got.Args, "\x00") || again.Timeout != got.Timeout {
+				if again.Kind != got.Kind || strings.Join(again.Args, "\x00") != strings.Join(got.Args, "\x00") || again.Timeout != got.Timeout ||
+					!bytes.Equal(again.Payload, got.Payload) {
 					t.Fatalf("round trip changed %+v to %+v", got, again)
 				}
 				return
@@ -110,6 +124,25 @@ func TestParseOversizedSpec(t *testing.T) {
 	_, err = taskspec.Parse([]byte(arg))
 	if err == nil || !strings.Contains(err.Error(), "args[1]") {
 		t.Fatalf("oversized arg: %v, want a refusal naming args[1]", err)
+	}
+}
+
+// A python payload up to MaxPayloadBytes is accepted although its spec is
+// far over the limit of the other kinds; one byte more is refused.
+func TestParsePythonPayloadLimit(t *testing.T) {
+	spec := func(n int) []byte {
+		return []byte(`{"kind":"python","payload":"` + base64.StdEncoding.EncodeToString(make([]byte, n)) + `"}`)
+	}
+	s, err := taskspec.Parse(spec(taskspec.MaxPayloadBytes))
+	if err != nil || len(s.Payload) != taskspec.MaxPayloadBytes {
+		t.Fatalf("payload of MaxPayloadBytes: %v (%d bytes)", err, len(s.Payload))
+	}
+	if enc := s.Encode(); len(enc) > s.MaxBytes() {
+		t.Fatalf("encoded spec of %d bytes is over its own limit %d", len(enc), s.MaxBytes())
+	}
+	_, err = taskspec.Parse(spec(taskspec.MaxPayloadBytes + 1))
+	if err == nil || !strings.Contains(err.Error(), "the limit is") {
+		t.Fatalf("payload over MaxPayloadBytes: %v, want a refusal naming the limit", err)
 	}
 }
 

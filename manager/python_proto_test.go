@@ -1,0 +1,70 @@
+package manager
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestFrames(t *testing.T) {
+	var buf bytes.Buffer
+	big := bytes.Repeat([]byte("y"), 100<<10) // over the single-write size
+	for _, body := range [][]byte{nil, []byte("call"), big} {
+		if _, err := writeFrame(&buf, frameCall, body, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := bufio.NewReader(&buf)
+	for _, want := range [][]byte{nil, []byte("call"), big} {
+		kind, body, err := readFrame(r, 1<<20)
+		if err != nil || kind != frameCall || !bytes.Equal(body, want) {
+			t.Fatalf("read %q %d bytes, %v; want %d bytes", kind, len(body), err, len(want))
+		}
+	}
+	if _, _, err := readFrame(r, 1<<20); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want EOF", err)
+	}
+}
+
+func TestFrameErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		in    []byte
+		limit int
+		check func(error) bool
+	}{
+		{"over the limit", []byte{0, 0, 1, 0, 'R'}, 255, func(err error) bool {
+			var e errFrameTooLarge
+			return errors.As(err, &e) && e.size == 256 && strings.Contains(err.Error(), "limit is 255")
+		}},
+		{"truncated header", []byte{0, 0}, 10, func(err error) bool { return err == io.ErrUnexpectedEOF }},
+		{"truncated body", []byte{0, 0, 0, 5, 'R', 'a'}, 10, func(err error) bool { return err == io.ErrUnexpectedEOF }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := readFrame(bufio.NewReader(bytes.NewReader(tc.in)), tc.limit)
+			if !tc.check(err) {
+				t.Fatalf("readFrame: %v", err)
+			}
+		})
+	}
+}
+
+func TestSplitException(t *testing.T) {
+	summary, payload, err := splitException([]byte("\x00\x00\x00\x05boom!PICKLE"))
+	if err != nil || summary != "boom!" || string(payload) != "PICKLE" {
+		t.Fatalf("got %q %q %v", summary, payload, err)
+	}
+	for _, bad := range []string{"", "\x00\x00", "\x00\x00\x00\x09short"} {
+		if _, _, err := splitException([]byte(bad)); err == nil {
+			t.Errorf("splitException(%q) accepted a malformed frame", bad)
+		}
+	}
+	long := append([]byte{0, 0, 0x20, 0}, bytes.Repeat([]byte("e"), 0x2000)...)
+	if s, _, err := splitException(long); err != nil || len(s) != maxSummaryBytes+3 {
+		t.Errorf("long summary: %d bytes, %v; want it capped at %d", len(s), err, maxSummaryBytes)
+	}
+}
