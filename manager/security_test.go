@@ -13,6 +13,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/auth"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/manager"
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // Issue 14: a task ran with the manager's whole environment (a secret in
@@ -45,6 +46,31 @@ func TestTasksGetACleanEnvironment(t *testing.T) {
 	}
 	if !strings.Contains(own, "MY_VAR=mine") || !strings.Contains(own, "HOME=/override") || strings.Contains(own, "HOME=/home/test") {
 		t.Errorf("the task's own env is not applied over the base:\n%s", own)
+	}
+}
+
+// Python tasks run in long-lived workers; those get the same clean
+// environment, --task-env names included, and a python task cannot ask
+// for an "env" of its own.
+func TestPythonTasksGetTheCleanEnvironment(t *testing.T) {
+	t.Setenv("SWITCHYARD_TEST_SECRET", "hunter2")
+	t.Setenv("SWITCHYARD_TEST_PASSED", "visible")
+	o := pythonOpts(1)
+	o.TaskEnv = []string{"SWITCHYARD_TEST_PASSED"}
+	f := start(t, o, true)
+	id := f.submit(t, pyCall(t, "(lambda: sorted(__import__('os').environ.items()), (), {})"))[0]
+	r := f.result(t, id, 30*time.Second)
+	if r.Code != messages.Success {
+		t.Fatalf("python task: %s %q", r.Code.State(), r.Error)
+	}
+	got := pyResult(t, r.Payload)
+	if strings.Contains(got, "hunter2") || !strings.Contains(got, "('SWITCHYARD_TEST_PASSED', 'visible')") {
+		t.Fatalf("python task environment: %s; want the --task-env name and not the manager's secret", got)
+	}
+	own := pyCall(t, "(pow, (2, 3), {})")
+	own.Env = map[string]string{"A": "b"}
+	if err := own.Validate(); err == nil || !strings.Contains(err.Error(), "--task-env") {
+		t.Fatalf("a python task with its own env: %v; want a refusal naming --task-env", err)
 	}
 }
 
