@@ -49,6 +49,11 @@ def build(work):
     return out
 
 
+def manager_help(binary):
+    r = subprocess.run([binary, "manager", "--help"], capture_output=True, text=True, timeout=20)
+    return r.stdout + r.stderr
+
+
 def wait_for(cond, timeout, what):
     """Polls cond until it is true; raises naming what after timeout."""
     deadline, step = time.monotonic() + timeout, 0.002
@@ -110,6 +115,8 @@ class LocalEndpoint:
                 "--state-dir", state, "--heartbeat-interval", "500ms", "--workers", str(workers),
                 "--python", PYTHON, f"--manager-arg=--python-workers={python_workers}"]
         args += [f"--manager-arg={a}" for a in manager_args]
+        if os.geteuid() == 0 and "--allow-root" in manager_help(self.bin):
+            args.append("--manager-arg=--allow-root")  # CI runs as root; managers refuse it otherwise
         self.log_path = os.path.join(self.work, "endpoint.log")
         with open(self.log_path, "ab") as log:
             self.up = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
