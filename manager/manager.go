@@ -145,6 +145,10 @@ func (mg *Manager) Run(ctx context.Context) error {
 		f["block"] = mg.opts.BlockID
 	}
 	mg.log.WithFields(f).Info("manager starting")
+	if mg.opts.Insecure {
+		mg.log.Warn("--insecure: the link to the interchange is neither authenticated nor encrypted; any process listening at " +
+			mg.opts.Interchange + " can hand this manager code to run")
+	}
 	workCtx, stopWork := context.WithCancel(context.Background())
 	// Workers take the next task straight from this buffer, so a finished
 	// worker never waits for the loop. It holds everything the manager
