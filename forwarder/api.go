@@ -163,8 +163,11 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !f.endpointKnown(epID) {
-		f.fail(w, http.StatusNotFound, "unknown endpoint %q; known endpoints: %s (an admin creates one with 'switchyard endpoint create ID')",
-			epID, knownList(f.knownEndpoints()))
+		how := "an admin creates one with 'switchyard endpoint create ID'"
+		if f.opts.Insecure {
+			how = "this forwarder runs --insecure: an endpoint is known once its interchange has registered"
+		}
+		f.fail(w, http.StatusNotFound, "unknown endpoint %q; known endpoints: %s (%s)", epID, knownList(f.knownEndpoints()), how)
 		return
 	}
 	who := user(r)

@@ -384,8 +384,9 @@ func TestInsecureForwarderKnowsConnectedEndpoints(t *testing.T) {
 	f := testutil.StartForwarder(t, forwarder.Options{Insecure: true})
 	anyone := f.Client().As("")
 	_, err := anyone.Submit("ep1", map[string]any{"kind": "noop"})
-	if client.StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "known endpoints: none") {
-		t.Fatalf("submit before any interchange connected: %v; want 404", err)
+	if client.StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "known endpoints: none") ||
+		!strings.Contains(err.Error(), "once its interchange has registered") {
+		t.Fatalf("submit before any interchange connected: %v; want 404 saying how an endpoint becomes known", err)
 	}
 	if _, err := anyone.Client.CreateEndpoint(t.Context(), "ep1", false); client.StatusOf(err) != http.StatusBadRequest ||
 		!strings.Contains(err.Error(), "--insecure") {
