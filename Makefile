@@ -48,6 +48,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./messages
 
 contract: build
+	@test -f ../shared/contract_check.py || { echo "make contract runs the project's shared contract check (../shared/contract_check.py), which a clone does not have; make test covers the same ground"; exit 1; }
 	python3 ../shared/contract_check.py e2e
 
 clean:
