@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/internal/blocks"
@@ -30,11 +31,16 @@ func (ix *Interchange) startBlocks() error {
 	default:
 		return fmt.Errorf("unknown --provider %q; legal: local, slurm", cfg.Provider)
 	}
+	// Managers run elsewhere (another directory, another node): absolute paths.
+	dir, err := filepath.Abs(ix.dir.Path)
+	if err != nil {
+		return err
+	}
 	mc := blocks.ManagerCommand{Interchange: ix.downAddr, AllowRoot: ix.opts.AllowRoot, Binary: ix.opts.ManagerBinary}
 	if ix.mgrCreds != nil {
-		mc.Credentials = ix.dir.File("manager.credentials")
+		mc.Credentials = filepath.Join(dir, "manager.credentials")
 	}
-	b, err := blocks.New(blocks.Options{Config: cfg, Provider: p, StateDir: ix.dir.Path, Manager: mc,
+	b, err := blocks.New(blocks.Options{Config: cfg, Provider: p, StateDir: dir, Manager: mc,
 		Drain:    func(id string) { ix.mbox.Post(event{kind: evDrainBlock, block: id}) },
 		Wake:     func() { ix.mbox.Post(event{kind: evBlocks}) },
 		Registry: ix.opts.Registry, Log: ix.log})

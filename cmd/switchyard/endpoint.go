@@ -36,7 +36,7 @@ type child struct {
 
 func newEndpointUpCmd() *cobra.Command {
 	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python string
-	var workers, managers, demo int
+	var workers, managers, maxManagers, demo int
 	var insecure, allowRoot bool
 	var managerArgs []string
 	cmd := &cobra.Command{
@@ -49,6 +49,11 @@ the others are stopped too. The endpoint is enrolled in the forwarder's state
 dir before it starts (STATE_DIR/endpoint.credentials) and the managers with
 the interchange, and the export SWITCHYARD_TOKEN=... line to use the API is
 printed.
+
+With --max-managers M (more than --managers), the interchange starts and
+stops the managers itself, in blocks of the local provider: --managers at
+first, up to M while tasks queue, back down after a minute idle; their logs
+are in STATE_DIR/interchange/blocks/.
 
 With --demo N, once the endpoint is connected a demo workload of N mixed
 tasks (noop, echo, failing exec, short sleep) is submitted and followed to the
@@ -91,6 +96,27 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 					"--state-dir", ixState}, ixSecurity...), common...),
 			}
 			names := []string{"forwarder", "interchange"}
+			if maxManagers > 0 {
+				if maxManagers < managers {
+					return fmt.Errorf("--max-managers %d is below --managers %d", maxManagers, managers)
+				}
+				// The interchange scales its own managers (design.md, Blocks).
+				ix := []string{"--provider", "local", "--min-blocks", strconv.Itoa(managers), "--init-blocks", strconv.Itoa(managers),
+					"--max-blocks", strconv.Itoa(maxManagers), "--workers-per-node", strconv.Itoa(workers), "--max-idle", "1m",
+					"--walltime", "0", "--manager-arg=--heartbeat-interval=" + interval, "--manager-arg=--log-format=" + logFormat,
+					"--manager-arg=--python=" + python}
+				if allowRoot {
+					ix = append(ix, "--allow-root")
+				}
+				for _, a := range managerArgs {
+					ix = append(ix, "--manager-arg="+a)
+				}
+				if insecure {
+					ix = append(ix, "--manager-arg=--insecure")
+				}
+				specs[1] = append(specs[1], ix...)
+				managers = 0
+			}
 			for i := 1; i <= managers; i++ {
 				id := fmt.Sprintf("%s-manager-%d", endpointID, i)
 				argv := []string{"manager", "--interchange", mgrAddr, "--workers", strconv.Itoa(workers),
@@ -182,6 +208,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.IntVar(&workers, "workers", 4, "workers per manager")
 	f.StringArrayVar(&managerArgs, "manager-arg", nil, "pass this argument to every manager too, e.g. --manager-arg=--prefetch=1000 (repeatable)")
 	f.IntVar(&managers, "managers", 1, "managers to start")
+	f.IntVar(&maxManagers, "max-managers", 0, "let the interchange scale managers (local blocks) between --managers and this many")
 	f.IntVar(&demo, "demo", 0, "submit a demo workload of this many tasks once up")
 	f.BoolVar(&insecure, "insecure", false, "run without CurveZMQ and API tokens (benchmarks); every daemon logs a warning")
 	f.BoolVar(&allowRoot, "allow-root", false, "let the managers run as root (every task then runs as root)")
