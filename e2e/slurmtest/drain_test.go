@@ -32,7 +32,7 @@ func TestManagersDrainWhenTheirJobEnds(t *testing.T) {
 	if err := curve.WriteCredentials(creds, ix.ManagerCredentials()); err != nil {
 		t.Fatal(err)
 	}
-	args := strings.Join(append([]string{"--heartbeat-interval=50ms", "--heartbeat-threshold=2s", "--drain-grace=500ms", "--prefetch=0"},
+	args := strings.Join(append([]string{"--heartbeat-interval=50ms", "--heartbeat-threshold=10s", "--drain-grace=500ms", "--prefetch=0"},
 		testutil.AllowRootArgs(bin)...), " ")
 	sbatch := func(extra ...string) string {
 		t.Helper()
