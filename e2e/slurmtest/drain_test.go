@@ -25,8 +25,11 @@ func TestManagersDrainWhenTheirJobEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := slurmtest.Start(t, slurmtest.Options{KillWait: 10 * time.Second})
-	fwd := testutil.StartForwarder(t, forwarder.Options{})
-	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: fwd.ZMQAddr()})
+	// Thresholds with room for a loaded machine: a manager declared lost
+	// would re-run its tasks, which is what this test must not see.
+	fwd := testutil.StartForwarder(t, forwarder.Options{HeartbeatInterval: 50 * time.Millisecond, HeartbeatThreshold: 10 * time.Second})
+	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: fwd.ZMQAddr(),
+		HeartbeatInterval: 50 * time.Millisecond, HeartbeatThreshold: 10 * time.Second})
 	client := fwd.Client()
 	creds := filepath.Join(t.TempDir(), "manager.credentials")
 	if err := curve.WriteCredentials(creds, ix.ManagerCredentials()); err != nil {
