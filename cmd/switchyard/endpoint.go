@@ -34,6 +34,12 @@ type child struct {
 	done chan error
 }
 
+// defaultUpPrefetch is the prefetch of endpoint up's managers: with the
+// manager's own default (as many as its workers) a stream of short tasks
+// travels in batches of four; 1000 runs 100,000 no-ops about 2.7 times as
+// fast here, and the interchange still shares a queue fairly among managers.
+const defaultUpPrefetch = 1000
+
 func newEndpointUpCmd() *cobra.Command {
 	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python string
 	var workers, managers, maxManagers, demo int
@@ -104,7 +110,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				ix := []string{"--provider", "local", "--min-blocks", strconv.Itoa(managers), "--init-blocks", strconv.Itoa(managers),
 					"--max-blocks", strconv.Itoa(maxManagers), "--workers-per-node", strconv.Itoa(workers), "--max-idle", "1m",
 					"--walltime", "0", "--manager-arg=--heartbeat-interval=" + interval, "--manager-arg=--log-format=" + logFormat,
-					"--manager-arg=--python=" + python}
+					"--manager-arg=--python=" + python, "--manager-arg=--prefetch=" + strconv.Itoa(defaultUpPrefetch)}
 				if allowRoot {
 					ix = append(ix, "--allow-root")
 				}
@@ -127,6 +133,9 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				if allowRoot {
 					argv = append(argv, "--allow-root")
 				}
+				// A deep prefetch keeps batches large, so the CLI path runs as
+				// fast as the benchmark; --manager-arg=--prefetch=N overrides it.
+				argv = append(argv, "--prefetch", strconv.Itoa(defaultUpPrefetch))
 				argv = append(argv, managerArgs...)
 				specs = append(specs, append(argv, common...))
 				names = append(names, fmt.Sprintf("manager-%d", i))
