@@ -18,7 +18,9 @@ import (
 // unchanged, the result shown as
 // {"payload": base64}.
 func TestPythonTaskCarriesBigPayloads(t *testing.T) {
-	e := connect(t, forwarder.Options{})
+	// Moving megabytes under -race on a busy machine can pause the loops
+	// longer than the usual test threshold.
+	e := connect(t, forwarder.Options{HeartbeatThreshold: 10 * time.Second})
 	call := bytes.Repeat([]byte{0x80, 5, 'c', 0}, 5<<20/4)
 	ids, err := e.c.Submit(ep, map[string]any{"kind": "python", "payload": base64.StdEncoding.EncodeToString(call)})
 	if err != nil {
