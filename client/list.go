@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// MaxListPage is the largest page GET /v1/tasks serves.
+const MaxListPage = 1000
+
 // TaskQuery selects tasks for ListTasks; zero fields match everything.
 type TaskQuery struct {
 	Endpoint string
