@@ -45,7 +45,7 @@ work with 'switchyard submit' and follow it with 'switchyard wait'.
 	}
 	root.AddCommand(newForwarderCmd(), newInterchangeCmd(), newManagerCmd(), newEndpointCmd(),
 		newSubmitCmd(), newStatusCmd(), newResultCmd(), newWaitCmd(), newCancelCmd(), newEndpointsCmd(), newTasksCmd(),
-		newServingStateCmd(), newDemoCmd(), newBenchCmd(), newTokenCmd())
+		newServingStateCmd(), newDemoCmd(), newBenchCmd(), newTokenCmd(), newDocsCmd())
 	return root
 }
 
