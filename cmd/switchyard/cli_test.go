@@ -82,8 +82,6 @@ func run(t *testing.T, env []string, stdin string, args ...string) cliRun {
 	return r
 }
 
-var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
-
 // The exit-status table of the root --help, command by command, against
 // real daemons.
 func TestCLIExitCodesAndMessages(t *testing.T) {
@@ -104,9 +102,13 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 	}
 	unknown := uuid.NewString()
 
+	uuidLine := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 	r := cli("submit", "-e", ch.Endpoint, "--", "echo", "hi")
 	ok := strings.TrimSpace(r.stdout)
 	expect("submit", r, 0)
+	if !uuidLine.MatchString(ok) {
+		t.Fatalf("submit printed %q; want one task id", r.stdout)
+	}
 	r = cli("submit", "-e", ch.Endpoint, "--", "sh", "-c", "exit 7")
 	bad := strings.TrimSpace(r.stdout)
 	expect("submit failing", r, 0)
