@@ -1,5 +1,7 @@
-# Switchyard. `make run` starts a local endpoint with a demo workload;
-# `make test` installs what it needs and runs vet and the race tests.
+# Switchyard. `make run` starts a local endpoint with a demo workload
+# (`make run ARGS='--free-ports'` passes flags to `endpoint up`); `make build`
+# installs only what building needs, `make test` also what the tests need,
+# and runs vet and the race tests.
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := bin/switchyard
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -7,37 +9,43 @@ LDFLAGS := -X main.version=$(VERSION)
 DEMO    ?= 5000
 # Managers refuse to run tasks as root; a root shell (a fresh VM) says so explicitly.
 ROOTFLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+# ARGS are more flags of `switchyard endpoint up` for `make run`, e.g.
+# ARGS='--listen-http 127.0.0.1:0' or ARGS='--free-ports'.
+ARGS    ?=
 # staticcheck is pinned; `go run` fetches it through the module proxy.
 STATICCHECK := v0.8.2
 # The managers' Python workers: Debian's python3 when it has cloudpickle.
 PYTHON  ?= $(shell /usr/bin/python3 -c 'import cloudpickle' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 
-.PHONY: all build run test deps vet fuzz bench contract clean pytest-sdk
+.PHONY: all build run test deps deps-build vet fuzz bench contract clean pytest-sdk
 
 all: build
 
-deps:
-	@scripts/install-deps.sh
+deps-build:
+	@scripts/install-deps.sh build
 
-build: deps
+deps:
+	@scripts/install-deps.sh test
+
+build: deps-build
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/switchyard
 
 run: build
-	$(BIN) endpoint up --demo $(DEMO) --max-managers 2 --python $(PYTHON) $(ROOTFLAG)
+	$(BIN) endpoint up --demo $(DEMO) --max-managers 2 --python $(PYTHON) $(ROOTFLAG) $(ARGS)
 
 vet: deps
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
-test: vet pytest-sdk
+test: deps vet pytest-sdk
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 # The Python SDK's tests, with Debian's python3 against a real endpoint.
-pytest-sdk: build
+pytest-sdk: deps build
 	SWITCHYARD_BIN=$(CURDIR)/$(BIN) PYTHONPATH=python /usr/bin/python3 -m unittest discover -s python/tests -v
 
-fuzz: deps
+fuzz: deps-build
 	$(GO) test -run '^$$' -fuzz FuzzUnpack -fuzztime 60s ./messages
 
 # Modest defaults; e.g. `make bench BENCHFLAGS=--no-persist` to compare.
@@ -47,9 +55,12 @@ bench: build
 	$(BIN) bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./messages
 
+# The contract check lives outside this repository; CONTRACT says where.
+CONTRACT ?= ../shared/contract_check.py
+
 contract: build
-	@test -f ../shared/contract_check.py || { echo "make contract runs the project's shared contract check (../shared/contract_check.py), which a clone does not have; make test covers the same ground"; exit 1; }
-	python3 ../shared/contract_check.py e2e
+	@test -f $(CONTRACT) || { echo "make contract: $(CONTRACT) not found; it is not part of a clone: set CONTRACT=path/to/contract_check.py"; exit 1; }
+	python3 $(CONTRACT) e2e
 
 clean:
 	rm -rf bin var

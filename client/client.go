@@ -98,6 +98,19 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s %s: HTTP %d: %s", e.Method, e.Path, e.Status, e.Message)
 }
 
+// daemonHeader names the kind of daemon that answered (httpx.DaemonHeader).
+const daemonHeader = "Switchyard-Daemon"
+
+// UnreachableError says the server could not be reached at all (refused
+// connection, DNS, TLS, timeout): no HTTP answer came.
+type UnreachableError struct {
+	Base string
+	Err  error
+}
+
+func (e *UnreachableError) Error() string { return fmt.Sprintf("cannot reach %s: %v", e.Base, e.Err) }
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
 // StatusOf is the HTTP status carried by err, or 0 when err is not an
 // answer of the server.
 func StatusOf(err error) int {
@@ -165,7 +178,10 @@ func (c *Client) Do(ctx context.Context, r Request) (Response, error) {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return Response{}, fmt.Errorf("cannot reach %s: %w", c.base, err)
+		if ctx.Err() != nil {
+			return Response{}, ctx.Err()
+		}
+		return Response{}, &UnreachableError{Base: c.base, Err: err}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -217,6 +233,10 @@ func errorOf(method, path string, resp Response) *Error {
 	msg := strings.TrimSpace(string(resp.Body))
 	if json.Unmarshal(resp.Body, &e) == nil && e.Error != "" {
 		msg = e.Error
+	}
+	if d := resp.Header.Get(daemonHeader); d != "" && d != "forwarder" && strings.HasPrefix(path, "/v1/") {
+		msg = fmt.Sprintf("this is a%s %s's admin API, not the forwarder's; point %s (or --api) at the forwarder (default %s). The %s said: %s",
+			map[bool]string{true: "n"}[d == "interchange"], d, EnvAPI, DefaultAPI, d, msg)
 	}
 	return &Error{Method: method, Path: path, Status: resp.Status, Message: msg}
 }

@@ -96,7 +96,7 @@ func TestAdminCommandsCLI(t *testing.T) {
 	if r := c.cliAs(admin, "endpoint", "delete", "ep2"); r.code != 0 || !strings.Contains(r.stdout, "1 unfinished tasks failed") {
 		t.Fatalf("endpoint delete ep2: %s", r)
 	}
-	if r := c.cliAs(alice, "wait", id); r.code != 1 || !strings.Contains(r.stdout, "failed") {
+	if r := c.cliAs(alice, "wait", id); r.code != 3 || !strings.Contains(r.stdout, "failed") {
 		t.Fatalf("alice's task of the deleted endpoint: %s; want failed", r)
 	}
 	if r := c.cliAs(alice, "submit", "-e", "ep2", "--kind", "noop"); !refused(r, "HTTP 404") {

@@ -386,8 +386,8 @@ func TestEndToEndMixedTasks(t *testing.T) {
 			t.Errorf("wait %s: %s; want exit 0 and %q", okID, r, okID+"  success")
 		}
 		r = c.cli("wait", failID)
-		if r.code != 1 || !strings.Contains(r.stdout, "failed") {
-			t.Errorf("wait on a failed task: %s; want exit 1 and 'failed'", r)
+		if r.code != 3 || !strings.Contains(r.stdout, "failed") {
+			t.Errorf("wait on a failed task: %s; want exit 3 and 'failed'", r)
 		}
 		r = c.cli("result", okID)
 		if r.code != 0 || r.stdout != "cli-hello\n" {
@@ -439,8 +439,8 @@ func TestEndToEndMixedTasks(t *testing.T) {
 			t.Errorf("cancel of a sleeping task: %s; want exit 0 and %q", r, slowID+"  cancelled")
 		}
 		r = c.cli("wait", slowID)
-		if r.code != 1 || !strings.Contains(r.stdout, "cancelled") {
-			t.Errorf("wait on a cancelled task: %s; want exit 1 and 'cancelled'", r)
+		if r.code != 3 || !strings.Contains(r.stdout, "cancelled") {
+			t.Errorf("wait on a cancelled task: %s; want exit 3 and 'cancelled'", r)
 		}
 
 		// Many ids at once, through stdin-free arguments, with --json.

@@ -24,7 +24,7 @@ func TestServingStateCLI(t *testing.T) {
 	}
 	ixTok := []string{"--token-file", c.tokenFile(c.addr(c.ixHTTP))}
 	mTok := []string{"--token-file", c.tokenFile(c.addr(m.port))}
-	expect(c.cli("serving-state", "get", "--url", c.ixAPI()), 1, "HTTP 401", "token")
+	expect(c.cli("serving-state", "get", "--url", c.ixAPI()), 4, "HTTP 401", "token")
 	expect(c.cli(append([]string{"serving-state", "get", "--url", c.ixAPI()}, ixTok...)...), 0, "Current state: NONE_PAUSED", "Override: none")
 	expect(c.cli("serving-state", "set", "PUSH_PAUSED", "--endpoint", c.ep, "--timeout", "1m"), 0,
 		"Serving state forced to PUSH_PAUSED; the override clears itself after 1m.")

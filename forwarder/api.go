@@ -56,6 +56,7 @@ func (f *Forwarder) routes() http.Handler {
 	mux.HandleFunc("/v1/tokens", f.methods(map[string]http.HandlerFunc{"GET": f.admin(f.handleTokens),
 		"POST": f.admin(f.handleCreateToken)}))
 	mux.HandleFunc("/v1/tokens/{id}", f.methods(map[string]http.HandlerFunc{"DELETE": f.admin(f.handleRevokeToken)}))
+	mux.HandleFunc("/v1/tasks", f.methods(map[string]http.HandlerFunc{"GET": f.handleList}))
 	mux.HandleFunc("/v1/tasks/status", f.methods(map[string]http.HandlerFunc{"POST": f.handleStatus}))
 	mux.HandleFunc("/v1/tasks/cancel", f.methods(map[string]http.HandlerFunc{"POST": f.handleCancelBatch}))
 	mux.HandleFunc("/v1/tasks/{id}", f.methods(map[string]http.HandlerFunc{"GET": f.handleGet, "DELETE": f.handleCancel}))
@@ -69,13 +70,13 @@ func (f *Forwarder) routes() http.Handler {
 		mux.Handle("/debug/pprof/", f.admin(pp.ServeHTTP))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		f.fail(w, http.StatusNotFound, "no such path %s; see GET /v1/endpoints, POST /v1/endpoints/{ep}/tasks, GET /v1/tasks/{id}", r.URL.Path)
+		f.fail(w, http.StatusNotFound, "no such path %s; see GET /v1/endpoints, POST /v1/endpoints/{ep}/tasks, GET /v1/tasks, GET /v1/tasks/{id}", r.URL.Path)
 	})
 	if f.opts.Insecure {
-		return auth.Anonymous(mux)
+		return httpx.Identify("forwarder", auth.Anonymous(mux))
 	}
 	verify := func(tok string) (auth.Identity, bool) { return f.access.verify(tok) }
-	return auth.Require(verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() })
+	return httpx.Identify("forwarder", auth.Require(verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() }))
 }
 
 func (f *Forwarder) methods(h map[string]http.HandlerFunc) http.HandlerFunc {

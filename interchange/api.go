@@ -26,10 +26,11 @@ func (ix *Interchange) routes() http.Handler {
 	if ix.opts.Pprof {
 		httpx.MountPprof(mux)
 	}
+	mux.HandleFunc("/", httpx.AdminNotFound("interchange"))
 	if ix.opts.Insecure {
-		return mux
+		return httpx.Identify("interchange", mux)
 	}
-	return auth.Require(auth.Single(ix.adminToken), mux, nil)
+	return httpx.Identify("interchange", auth.Require(auth.Single(ix.adminToken), mux, nil))
 }
 
 // setupAccess reads or makes the admin HTTP token (STATE_DIR/admin.token,

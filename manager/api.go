@@ -25,10 +25,11 @@ func (mg *Manager) routes() http.Handler {
 	if mg.opts.Pprof {
 		httpx.MountPprof(mux)
 	}
+	mux.HandleFunc("/", httpx.AdminNotFound("manager"))
 	if mg.opts.Insecure {
-		return mux
+		return httpx.Identify("manager", mux)
 	}
-	return auth.Require(auth.Single(mg.adminToken), mux, nil)
+	return httpx.Identify("manager", auth.Require(auth.Single(mg.adminToken), mux, nil))
 }
 
 // setupAdmin reads or makes the admin HTTP token (STATE_DIR/admin.token).

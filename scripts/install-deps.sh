@@ -1,18 +1,30 @@
 #!/bin/sh
-# Installs what building and testing need when it is missing (Debian/Ubuntu):
-# libzmq and pkg-config, so a fresh machine with Go can build, and Debian's
+# Installs what building and testing need when it is missing (Debian/Ubuntu).
+#   scripts/install-deps.sh build   only what building needs: libzmq, pkg-config
+#   scripts/install-deps.sh [test]  that and what the tests need (the default)
+# For the tests: Debian's
 # prometheus package, which the dashboard test in observability/ runs
 # (it starts /usr/bin/prometheus on its own port and storage dir, so a
 # service the package may start does not get in its way), and nftables for
 # the network-partition test in e2e/, and slurm-wlm and munge, which
 # e2e/slurmtest starts as a one-node cluster for the Slurm tests, and
 # python3-cloudpickle and python3-requests for the Python SDK and the
-# manager's Python workers.
+# manager's Python workers, and tmux, in which the CLI tests drive the
+# commands on a terminal.
 set -e
+what="${1:-test}"
+case "$what" in
+build | test) ;;
+*)
+	echo "usage: $0 [build|test]: build installs libzmq and pkg-config; test (the default) also what the tests need" >&2
+	exit 2
+	;;
+esac
 need=""
 if ! pkg-config --exists libzmq 2>/dev/null; then
 	need="libzmq3-dev pkg-config"
 fi
+if [ "$what" = test ]; then
 if [ ! -x /usr/bin/prometheus ]; then
 	need="$need prometheus"
 fi
@@ -32,6 +44,11 @@ fi
 if [ ! -x /usr/sbin/munged ]; then
 	need="$need munge"
 fi
+# tmux gives the CLI tests a terminal (cmd/switchyard/pty_test.go).
+if ! command -v tmux >/dev/null 2>&1; then
+	need="$need tmux"
+fi
+fi
 if [ -z "$need" ]; then
 	exit 0
 fi
@@ -40,7 +57,7 @@ if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "missing:$need; install libzmq (>= 4.3) development files, pkg-config, prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch), munge and python3 with cloudpickle and requests" >&2
+	echo "missing:$need; install libzmq (>= 4.3) development files and pkg-config to build; for the tests also prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch), munge, tmux and python3 with cloudpickle and requests" >&2
 	exit 1
 fi
 echo "installing$need with apt-get" >&2

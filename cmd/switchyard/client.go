@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,7 +104,13 @@ func newSubmitCmd() *cobra.Command {
 The ids print one per line (or as JSON with --json) in submission order.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if endpoint == "" {
-				return fmt.Errorf("--endpoint is required")
+				return exitf(exitUsage, "--endpoint is required: the id of the endpoint to run on (see 'switchyard endpoints')")
+			}
+			if count < 1 {
+				return exitf(exitUsage, "--count (-n) must be at least 1, got %d", count)
+			}
+			if file != "" && cmd.Flags().Changed("count") {
+				return exitf(exitUsage, "--count applies to a task given on the command line, not to --file")
 			}
 			var tasks []json.RawMessage
 			if file != "" {
@@ -175,11 +183,34 @@ func readTaskFile(name string) ([]json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	var body struct {
-		Tasks []json.RawMessage `json:"tasks"`
+	return parseTaskFile(name, raw)
+}
+
+// parseTaskFile reads {"tasks":[...]} or one task object per line, and
+// says what is wrong with anything else.
+func parseTaskFile(name string, raw []byte) ([]json.RawMessage, error) {
+	const shapes = `give {"tasks":[...]} or one task object per line`
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 {
+		return nil, fmt.Errorf("%s is empty; %s", name, shapes)
 	}
-	if err := json.Unmarshal(raw, &body); err == nil && len(body.Tasks) > 0 {
-		return body.Tasks, nil
+	first, _, _ := bytes.Cut(trimmed, []byte("\n"))
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(trimmed, &doc) == nil {
+		if v, ok := doc["tasks"]; ok {
+			var tasks []json.RawMessage
+			if err := json.Unmarshal(v, &tasks); err != nil || tasks == nil {
+				return nil, fmt.Errorf("%s: \"tasks\" must be a list of task objects, like {\"tasks\":[{\"kind\":\"noop\"}]}", name)
+			}
+			if len(tasks) == 0 {
+				return nil, fmt.Errorf("%s: the \"tasks\" list is empty; nothing to submit", name)
+			}
+			return tasks, nil
+		}
+	} else if !json.Valid(bytes.TrimSpace(first)) {
+		// Not one task per line: read it as one document and say why it
+		// is not JSON.
+		return nil, fmt.Errorf("%s is not valid JSON: %s; %s", name, jsonReason(trimmed), shapes)
 	}
 	var out []json.RawMessage
 	for i, line := range strings.Split(string(raw), "\n") {
@@ -188,7 +219,7 @@ func readTaskFile(name string) ([]json.RawMessage, error) {
 			continue
 		}
 		if !json.Valid([]byte(line)) {
-			return nil, fmt.Errorf("%s line %d is not JSON", name, i+1)
+			return nil, fmt.Errorf("%s line %d is not JSON: %s; %s", name, i+1, jsonReason([]byte(line)), shapes)
 		}
 		out = append(out, json.RawMessage(line))
 	}
@@ -196,6 +227,23 @@ func readTaskFile(name string) ([]json.RawMessage, error) {
 		return nil, fmt.Errorf("%s holds no tasks", name)
 	}
 	return out, nil
+}
+
+// jsonReason is the decoder's reason why b is not JSON, with the byte
+// offset where it went wrong.
+func jsonReason(b []byte) string {
+	var v any
+	err := json.Unmarshal(b, &v)
+	var se *json.SyntaxError
+	switch {
+	case err == nil:
+		return "valid"
+	case errors.As(err, &se) && se.Offset >= int64(len(b)):
+		return fmt.Sprintf("%s: it ends after %d bytes in the middle of a value (truncated?)", se.Error(), len(b))
+	case errors.As(err, &se):
+		return fmt.Sprintf("%s at byte %d of %d", se.Error(), se.Offset, len(b))
+	}
+	return err.Error()
 }
 
 func idsFromArgs(args []string) ([]string, error) {
@@ -217,6 +265,15 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status TASK_ID... | -",
 		Short: "Show the state of tasks",
+		Long: `Show each task's state, attempts and error, one line per task in the order
+given ('-' reads the ids from stdin). It does not wait: see 'switchyard wait'.
+An id the forwarder does not know (never submitted, another user's, or
+forgotten after the retention time) reads "unknown" and makes the exit
+status 1.
+
+  switchyard status 5f0c1e2a-0b1c-4d2e-8f90-123456789abc
+  switchyard submit -e demo --kind noop -n 3 | switchyard status -
+  switchyard status --json ID   # the whole task objects`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ids, err := idsFromArgs(args)
 			if err != nil {
@@ -230,21 +287,39 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cf.asJSON {
-				return printJSON(map[string]any{"tasks": ts})
-			}
+			var unknown []string
 			for _, t := range ts {
-				line := fmt.Sprintf("%s  %-20s attempts=%d", t.TaskID, t.State, t.Attempts)
-				if t.Error != "" {
-					line += "  error=" + t.Error
+				if t.State == "unknown" {
+					unknown = append(unknown, t.TaskID)
 				}
-				fmt.Println(line)
 			}
-			return nil
+			if cf.asJSON {
+				if err := printJSON(map[string]any{"tasks": ts}); err != nil {
+					return err
+				}
+			} else {
+				for _, t := range ts {
+					line := fmt.Sprintf("%s  %-20s attempts=%d", t.TaskID, t.State, t.Attempts)
+					if t.Error != "" {
+						line += "  error=" + t.Error
+					}
+					fmt.Println(line)
+				}
+			}
+			return unknownIDs(unknown)
 		},
 	}
 	cf.add(cmd.Flags())
 	return cmd
+}
+
+// unknownIDs is the exit-1 error for ids the forwarder does not know.
+func unknownIDs(ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return exitf(exitUsage, "%d unknown task id(s): %s (never submitted, another user's, or forgotten after the retention time; 'switchyard tasks' lists yours)",
+		len(ids), strings.Join(ids, " "))
 }
 
 func newResultCmd() *cobra.Command {
@@ -253,8 +328,11 @@ func newResultCmd() *cobra.Command {
 		Use:   "result TASK_ID",
 		Short: "Print a task's result (stdout of an exec task; JSON with --json)",
 		Long: `Print a task's result. For an exec task, its stdout goes to stdout and its
-stderr to stderr, and switchyard exits with the task's exit code. With --json
-the whole task object is printed. A task that has not ended is an error.`,
+stderr to stderr. With --json the whole task object is printed.
+
+Exit status: 0 success, 3 when the task failed or was cancelled (its error,
+such as "exit status 7", goes to stderr), 2 when it has not ended yet (see
+'switchyard wait'), 1 for an unknown id.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cf.client()
@@ -269,17 +347,13 @@ the whole task object is printed. A task that has not ended is an error.`,
 				return printJSON(t)
 			}
 			if !t.Terminal() {
-				return &exitError{3, fmt.Errorf("task %s is %s; no result yet (try 'switchyard wait')", t.TaskID, t.State)}
+				return exitf(exitTimeout, "task %s is %s; no result yet (try 'switchyard wait %s')", t.TaskID, t.State, t.TaskID)
 			}
 			r, _ := t.Exec()
 			fmt.Print(r.Stdout)
 			fmt.Fprint(os.Stderr, r.Stderr)
 			if t.State != "success" {
-				code := 1
-				if r.ExitCode != nil && *r.ExitCode > 0 {
-					code = *r.ExitCode
-				}
-				return &exitError{code, fmt.Errorf("task %s %s: %s", t.TaskID, t.State, t.Error)}
+				return exitf(exitTaskFailed, "task %s %s: %s", t.TaskID, t.State, t.Error)
 			}
 			return nil
 		},
@@ -293,6 +367,13 @@ func newCancelCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cancel TASK_ID... | -",
 		Short: "Cancel tasks; a task that already ended is left as it is",
+		Long: `Cancel tasks that have not ended: they read "cancelled" at once and their
+endpoint stops them. A task that already ended is left as it is and the
+line says so. An unknown id (never submitted, another user's, or forgotten)
+is reported and makes the exit status 1; the others are still cancelled.
+
+  switchyard cancel 5f0c1e2a-0b1c-4d2e-8f90-123456789abc
+  switchyard tasks --state waiting-for-nodes --ids | switchyard cancel -`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ids, err := idsFromArgs(args)
 			if err != nil {
@@ -306,13 +387,22 @@ func newCancelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cf.asJSON {
-				return printJSON(map[string]any{"tasks": res})
-			}
+			var unknown []string
 			for _, t := range res {
-				fmt.Printf("%s  %s\n", t.TaskID, t.Message)
+				if t.State == "unknown" {
+					unknown = append(unknown, t.TaskID)
+				}
 			}
-			return nil
+			if cf.asJSON {
+				if err := printJSON(map[string]any{"tasks": res}); err != nil {
+					return err
+				}
+			} else {
+				for _, t := range res {
+					fmt.Printf("%s  %s\n", t.TaskID, t.Message)
+				}
+			}
+			return unknownIDs(unknown)
 		},
 	}
 	cf.add(cmd.Flags())
@@ -325,10 +415,16 @@ func newEndpointsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "endpoints [ENDPOINT_ID]",
 		Short: "List endpoints with their managers, workers and queues",
-		Long: `List the endpoints the forwarder knows, or show one. --probe sends a
-synchronous HeartbeatReq to the endpoint and reports the round trip.`,
+		Long: `List the endpoints the forwarder knows, or show one. --probe ID sends a
+synchronous HeartbeatReq to that endpoint and reports the round trip.
+
+  switchyard endpoints
+  switchyard endpoints demo --probe`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if probe && len(args) == 0 {
+				return exitf(exitUsage, "--probe needs an endpoint id: switchyard endpoints ID --probe")
+			}
 			c, err := cf.client()
 			if err != nil {
 				return err
@@ -351,12 +447,12 @@ synchronous HeartbeatReq to the endpoint and reports the round trip.`,
 				}
 				return printJSON(map[string]any{"endpoints": eps})
 			}
-			fmt.Printf("%-20s %-9s %8s %8s %6s %8s %11s %6s  %s\n", "ENDPOINT", "CONNECTED", "MANAGERS", "WORKERS", "IDLE", "QUEUED", "OUTSTANDING", "HELD", "SERVING")
+			fmt.Printf("%-20s %-9s %8s %8s %6s %8s %11s %6s  %-24s %s\n", "ENDPOINT", "CONNECTED", "MANAGERS", "WORKERS", "IDLE", "QUEUED", "OUTSTANDING", "HELD", "SERVING", "LOST_REASON")
 			for _, e := range eps {
-				fmt.Printf("%-20s %-9v %8d %8d %6d %8d %11d %6d  %s\n", e.EndpointID, e.Connected, e.Managers, e.Workers,
-					e.IdleWorkers, e.Queued, e.Outstanding, e.Held, e.ServingState)
+				fmt.Printf("%-20s %-9v %8d %8d %6d %8d %11d %6d  %-24s %s\n", e.EndpointID, e.Connected, e.Managers, e.Workers,
+					e.IdleWorkers, e.Queued, e.Outstanding, e.Held, e.ServingState, orDash(e.LostReason))
 				if len(e.Probe) > 0 {
-					fmt.Printf("  probe: %s\n", e.Probe)
+					fmt.Println(probeLine(e.EndpointID, e.Probe))
 				}
 			}
 			return nil
@@ -365,4 +461,27 @@ synchronous HeartbeatReq to the endpoint and reports the round trip.`,
 	cf.add(cmd.Flags())
 	cmd.Flags().BoolVar(&probe, "probe", false, "send a synchronous probe to the endpoint")
 	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// probeLine renders a probe's outcome for people.
+func probeLine(ep string, raw json.RawMessage) string {
+	var p struct {
+		OK    bool    `json:"ok"`
+		RTTms float64 `json:"rtt_ms"`
+		Error string  `json:"error"`
+	}
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return fmt.Sprintf("probe of %s: unreadable answer %s", ep, raw)
+	}
+	if p.OK {
+		return fmt.Sprintf("probe of %s: answered in %.1f ms", ep, p.RTTms)
+	}
+	return fmt.Sprintf("probe of %s: no answer (%s)", ep, p.Error)
 }

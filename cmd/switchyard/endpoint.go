@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,7 +45,7 @@ const defaultUpPrefetch = 1000
 func newEndpointUpCmd() *cobra.Command {
 	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python string
 	var workers, managers, maxManagers, demo int
-	var insecure, allowRoot bool
+	var insecure, allowRoot, freePorts bool
 	var managerArgs []string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -61,6 +63,13 @@ stops the managers itself, in blocks of the local provider: --managers at
 first, up to M while tasks queue, back down after a minute idle; their logs
 are in STATE_DIR/interchange/blocks/.
 
+Any address with port 0 gets a free port picked at start, and --free-ports
+does that for all four (forwarder HTTP and ZMQ, interchange managers and
+admin HTTP); the banner prints the ones chosen. On a busy host:
+
+  switchyard endpoint up --free-ports
+  make run ARGS='--free-ports'
+
 With --demo N, once the endpoint is connected a demo workload of N mixed
 tasks (noop, echo, failing exec, short sleep) is submitted and followed to the
 end; the endpoint keeps serving afterwards until Ctrl-C.`,
@@ -72,6 +81,10 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			}
 			ctx, stop := signalContext()
 			defer stop()
+			picked, err := pickPorts(freePorts, &httpAddr, &zmqAddr, &mgrAddr, &ixHTTP)
+			if err != nil {
+				return err
+			}
 			common := []string{"--heartbeat-interval", interval, "--log-format", logFormat}
 			if insecure {
 				common = append(common, "--insecure")
@@ -172,8 +185,14 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				}
 				fmt.Fprintf(os.Stderr, "switchyard: admin token in %s\n  export SWITCHYARD_TOKEN=%s\n", tokPath, token)
 			}
-			fmt.Fprintf(os.Stderr, "switchyard: endpoint %q up\n  API:         %s   (export SWITCHYARD_API=%s)\n  interchange: http://%s/status\n  try:         switchyard submit -e %s -- echo hello | switchyard wait -\n  Ctrl-C stops all %d processes\n",
-				endpointID, api, api, ixHTTP, endpointID, len(children))
+			if picked {
+				fmt.Fprintf(os.Stderr, "switchyard: free ports chosen: --listen-http %s --listen-zmq %s --listen-managers %s --interchange-http %s\n",
+					httpAddr, zmqAddr, mgrAddr, ixHTTP)
+			}
+			// Name the binary as it was invoked (bin/switchyard, ./switchyard, ...).
+			me := os.Args[0]
+			fmt.Fprintf(os.Stderr, "switchyard: endpoint %q up\n  API:         %s   (export SWITCHYARD_API=%s)\n  interchange: http://%s/status\n  try:         %s submit -e %s -- echo hello | %s wait -\n  Ctrl-C stops all %d processes\n",
+				endpointID, api, api, ixHTTP, me, endpointID, me, len(children))
 			died := make(chan string, len(children))
 			for _, c := range children {
 				go func(c *child) {
@@ -220,6 +239,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.IntVar(&maxManagers, "max-managers", 0, "let the interchange scale managers (local blocks) between --managers and this many")
 	f.IntVar(&demo, "demo", 0, "submit a demo workload of this many tasks once up")
 	f.BoolVar(&insecure, "insecure", false, "run without CurveZMQ and API tokens (benchmarks); every daemon logs a warning")
+	f.BoolVar(&freePorts, "free-ports", false, "pick free ports for all four addresses (keeping their hosts) and print them")
 	f.BoolVar(&allowRoot, "allow-root", false, "let the managers run as root (every task then runs as root)")
 	return cmd
 }
@@ -310,4 +330,38 @@ func waitConnected(ctx context.Context, c *client.Client, ep string, timeout tim
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// pickPorts gives each address with port 0 (all of them with all) a free
+// port of its host, and reports whether it changed any. The port is free
+// when picked; another process could take it before the child binds, and
+// the child's bind error then names it.
+func pickPorts(all bool, addrs ...*string) (bool, error) {
+	changed := false
+	for _, a := range addrs {
+		scheme, hostport, zmq := strings.Cut(*a, "://")
+		if !zmq {
+			hostport, scheme = *a, ""
+		}
+		host, port, err := net.SplitHostPort(hostport)
+		if err != nil {
+			return false, fmt.Errorf("address %q: %v; use HOST:PORT or tcp://HOST:PORT", *a, err)
+		}
+		if !all && port != "0" {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return false, fmt.Errorf("find a free port on %s for %q: %w", host, *a, err)
+		}
+		hostport = ln.Addr().String()
+		_ = ln.Close()
+		if zmq {
+			*a = scheme + "://" + hostport
+		} else {
+			*a = hostport
+		}
+		changed = true
+	}
+	return changed, nil
 }

@@ -22,22 +22,6 @@ func main() {
 	}
 }
 
-// exitError carries a specific exit status.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-func exitCode(err error) int {
-	if e, ok := err.(*exitError); ok {
-		return e.code
-	}
-	return 1
-}
-
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "switchyard",
@@ -52,14 +36,16 @@ One endpoint is three kinds of process:
   manager      one per compute node: runs tasks on a pool of workers
 
 Start all three on this machine with 'switchyard endpoint up', then submit
-work with 'switchyard submit' and follow it with 'switchyard wait'.`,
+work with 'switchyard submit' and follow it with 'switchyard wait'.
+
+` + exitTable,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
 	}
 	root.AddCommand(newForwarderCmd(), newInterchangeCmd(), newManagerCmd(), newEndpointCmd(),
-		newSubmitCmd(), newStatusCmd(), newResultCmd(), newWaitCmd(), newCancelCmd(), newEndpointsCmd(),
-		newServingStateCmd(), newDemoCmd(), newBenchCmd(), newTokenCmd())
+		newSubmitCmd(), newStatusCmd(), newResultCmd(), newWaitCmd(), newCancelCmd(), newEndpointsCmd(), newTasksCmd(),
+		newServingStateCmd(), newDemoCmd(), newBenchCmd(), newTokenCmd(), newDocsCmd())
 	return root
 }
 

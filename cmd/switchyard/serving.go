@@ -22,6 +22,13 @@ func newServingStateCmd() *cobra.Command {
   PUSH_PAUSED               refuses new tasks (they wait upstream), keeps dispatching
   PUSH_AND_DISPATCH_PAUSED  refuses new tasks and stops dispatch (running tasks finish)
 
+Actions:
+  get          print the current state, the measured one (with the pressure
+               behind it) and any override with when it ends; --json for JSON
+  set STATE    set an override, for --timeout or until cleared; prints
+               "Serving state forced to STATE; ..."
+  clear        remove the override; prints the state that applies now
+
 Target one of:
   --endpoint EP [--manager M]   through the forwarder (--api) to the endpoint's
                                 interchange, or to one of its managers; setting
@@ -34,7 +41,9 @@ An override lasts until cleared, or for --timeout. One less restrictive than
 the measured state (real pressure) needs --force.
 
   switchyard serving-state get --url http://127.0.0.1:8081 --token-file var/interchange/admin.token
+  switchyard serving-state get --endpoint demo --manager demo-manager-1 --json
   switchyard serving-state set PUSH_PAUSED --endpoint demo --timeout 1m
+  switchyard serving-state set NONE_PAUSED --endpoint demo --force   # lift a pressure pause
   switchyard serving-state clear --endpoint demo`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {

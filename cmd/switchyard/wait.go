@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -67,53 +71,104 @@ func (p *progress) draw(counts map[string]int, final bool) {
 	}
 }
 
-// waitAll polls until every id is terminal or the deadline passes.
+// errUnfinished says a wait ended (timeout, Ctrl-C) with tasks not ended;
+// pending holds their ids in the order given.
+type errUnfinished struct {
+	pending []string
+	total   int
+	cause   error
+}
+
+func (e *errUnfinished) Error() string {
+	return fmt.Sprintf("%d of %d tasks not finished: %v", len(e.pending), e.total, e.cause)
+}
+func (e *errUnfinished) Unwrap() error { return e.cause }
+
+// spinner shows one task's state on a terminal while a wait runs.
+type spinner struct {
+	w     io.Writer
+	id    string
+	state atomic.Value // string
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func startSpinner(w io.Writer, id string) *spinner {
+	s := &spinner{w: w, id: id, stop: make(chan struct{}), done: make(chan struct{})}
+	s.state.Store("...")
+	go func() {
+		defer close(s.done)
+		frames := `|/-\`
+		start := time.Now()
+		tick := time.NewTicker(150 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			fmt.Fprintf(s.w, "\r\033[K%c %s  %s  %s", frames[i%len(frames)], s.id, s.state.Load(), time.Since(start).Round(time.Second))
+			select {
+			case <-s.stop:
+				fmt.Fprint(s.w, "\r\033[K")
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *spinner) set(state string) { s.state.Store(state) }
+
+func (s *spinner) end() {
+	close(s.stop)
+	<-s.done
+}
+
+func stderrIsTerminal() bool {
+	fi, err := os.Stderr.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// waitAll polls until every id is terminal, the timeout passes or ctx
+// ends. Unfinished tasks come back as an *errUnfinished.
 func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.Duration, showProgress bool) ([]client.Task, error) {
+	deadline := time.Now().Add(timeout)
+	if timeout == 0 {
+		deadline = time.Now().Add(100 * 365 * 24 * time.Hour)
+	}
+	if len(ids) == 1 {
+		return waitOne(ctx, c, ids[0], deadline, timeout, showProgress && stderrIsTerminal())
+	}
 	var bar *progress
 	if showProgress {
 		bar = newProgress(len(ids))
 	}
-	deadline := time.Now().Add(timeout)
-	if len(ids) == 1 {
-		for {
-			left := time.Until(deadline)
-			if timeout == 0 {
-				left = 5 * time.Minute
-			}
-			if left <= 0 {
-				break
-			}
-			t, err := c.Wait(ctx, ids[0], min(left, 5*time.Minute))
-			if err != nil {
-				return nil, err
-			}
-			if t.Terminal() {
-				return []client.Task{t}, nil
-			}
-		}
-		ts, err := c.Status(ctx, ids)
-		if err != nil {
-			return nil, err
-		}
-		return ts, fmt.Errorf("timed out after %s; task is %s", timeout, ts[0].State)
-	}
 	pending := ids
 	final := make(map[string]client.Task, len(ids))
 	delay := 20 * time.Millisecond
+	var cause error
 	for {
 		ts, err := c.Status(ctx, pending)
+		if ctx.Err() != nil {
+			cause = ctx.Err()
+			break
+		}
 		if err != nil {
 			return nil, err
 		}
-		var still []string
+		var still, unknown []string
 		counts := map[string]int{}
 		for _, t := range ts {
-			if t.Terminal() {
+			switch {
+			case t.Terminal():
 				final[t.TaskID] = t
-			} else {
+			case t.State == "unknown":
+				unknown = append(unknown, t.TaskID)
+			default:
 				still = append(still, t.TaskID)
 				counts[t.State]++
 			}
+		}
+		if len(unknown) > 0 {
+			return nil, exitf(exitUsage, "unknown task ids (never submitted, someone else's, or forgotten after the retention time): %s", strings.Join(unknown, " "))
 		}
 		for _, t := range final {
 			counts[t.State]++
@@ -125,14 +180,23 @@ func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.D
 		if len(pending) == 0 {
 			break
 		}
-		if timeout > 0 && time.Now().After(deadline) {
+		if time.Now().After(deadline) {
 			if bar != nil {
 				bar.draw(counts, true)
 			}
+			cause = fmt.Errorf("timed out after %s", timeout)
 			break
 		}
-		time.Sleep(delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
 		delay = min(delay*2, 500*time.Millisecond)
+	}
+	if bar != nil && cause != nil && bar.tty {
+		fmt.Fprintln(bar.w)
 	}
 	out := make([]client.Task, 0, len(ids))
 	for _, id := range ids {
@@ -141,9 +205,45 @@ func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.D
 		}
 	}
 	if len(pending) > 0 {
-		return out, fmt.Errorf("timed out after %s with %d of %d tasks not finished", timeout, len(pending), len(ids))
+		return out, &errUnfinished{pending: pending, total: len(ids), cause: cause}
 	}
 	return out, nil
+}
+
+// waitOne long-polls one task; on a terminal it shows a spinner with the
+// task's state.
+func waitOne(ctx context.Context, c *client.Client, id string, deadline time.Time, timeout time.Duration, spin bool) ([]client.Task, error) {
+	var sp *spinner
+	if spin {
+		sp = startSpinner(os.Stderr, id)
+		defer sp.end()
+	}
+	// Short polls while a spinner shows the state; long ones otherwise.
+	window := 5 * time.Minute
+	if spin {
+		window = time.Second
+	}
+	state := "unknown"
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, &errUnfinished{pending: []string{id}, total: 1, cause: fmt.Errorf("timed out after %s; task is %s", timeout, state)}
+		}
+		t, err := c.Wait(ctx, id, min(left, window))
+		if ctx.Err() != nil {
+			return nil, &errUnfinished{pending: []string{id}, total: 1, cause: ctx.Err()}
+		}
+		if err != nil {
+			return nil, err
+		}
+		if t.Terminal() {
+			return []client.Task{t}, nil
+		}
+		state = t.State
+		if sp != nil {
+			sp.set(state)
+		}
+	}
 }
 
 func newWaitCmd() *cobra.Command {
@@ -154,12 +254,22 @@ func newWaitCmd() *cobra.Command {
 		Use:   "wait TASK_ID... | -",
 		Short: "Wait until tasks end; shows a progress bar for many tasks",
 		Long: `Wait until every task is success, failed or cancelled, then print each
-final state. With many tasks a progress bar on stderr shows states and rate.
-Exit status: 0 when all succeeded, 1 when any failed or was cancelled, 2 on
-timeout.
+final state. With many tasks a progress bar on stderr shows states and rate;
+for one task a spinner shows its state (both only on a terminal, or every
+few seconds for the bar when stderr is a file).
 
-  switchyard submit -e demo --kind noop -n 10000 | switchyard wait -`,
+Ctrl-C stops waiting (the tasks go on) and prints the ids of the tasks that
+had not finished on stdout, so they can be waited for again:
+
+  switchyard submit -e demo --kind noop -n 10000 | switchyard wait -
+  ^C ... | switchyard wait -      # or: switchyard tasks --state running --ids
+
+Exit status: 0 when all succeeded, 3 when any failed or was cancelled, 2 on
+timeout, 1 for an unknown id, 130 on Ctrl-C.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout < 0 {
+				return exitf(exitUsage, "--timeout must be 0 (wait forever) or more, got %s", timeout)
+			}
 			ids, err := idsFromArgs(args)
 			if err != nil {
 				return err
@@ -168,7 +278,21 @@ timeout.
 			if err != nil {
 				return err
 			}
-			ts, werr := waitAll(cmd.Context(), c, ids, timeout, !quiet && len(ids) > 1)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			ts, werr := waitAll(ctx, c, ids, timeout, !quiet)
+			var unf *errUnfinished
+			if errors.As(werr, &unf) && errors.Is(werr, context.Canceled) {
+				fmt.Fprintf(os.Stderr, "interrupted: %d of %d tasks not finished (they go on running); their ids follow on stdout\n",
+					len(unf.pending), unf.total)
+				for _, id := range unf.pending {
+					fmt.Println(id)
+				}
+				return &exitError{exitInterrupted, fmt.Errorf("interrupted; wait again with: switchyard wait ID... (or pipe the ids above to 'switchyard wait -')")}
+			}
+			if werr != nil && unf == nil {
+				return werr
+			}
 			if cf.asJSON {
 				_ = printJSON(map[string]any{"tasks": ts})
 			} else if len(ids) <= 100 {
@@ -182,15 +306,17 @@ timeout.
 				}
 				fmt.Printf("%d tasks: %d success, %d failed, %d cancelled\n", len(ids), counts["success"], counts["failed"], counts["cancelled"])
 			}
-			if werr != nil {
-				if client.StatusOf(werr) != 0 {
-					return werr
+			if unf != nil {
+				if len(ids) <= 100 {
+					for _, id := range unf.pending {
+						fmt.Printf("%s  not finished\n", id)
+					}
 				}
-				return &exitError{2, werr}
+				return &exitError{exitTimeout, werr}
 			}
 			for _, t := range ts {
 				if t.State != "success" {
-					return &exitError{1, fmt.Errorf("some tasks did not succeed")}
+					return exitf(exitTaskFailed, "some tasks did not succeed")
 				}
 			}
 			return nil
@@ -198,6 +324,6 @@ timeout.
 	}
 	cf.add(cmd.Flags())
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long (0: wait forever)")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar or spinner")
 	return cmd
 }
