@@ -121,9 +121,11 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				}
 				// The interchange scales its own managers (design.md, Blocks).
 				ix := []string{"--provider", "local", "--min-blocks", strconv.Itoa(managers), "--init-blocks", strconv.Itoa(managers),
-					"--max-blocks", strconv.Itoa(maxManagers), "--workers-per-node", strconv.Itoa(workers), "--max-idle", "1m",
+					"--max-blocks", strconv.Itoa(maxManagers), "--workers-per-node", strconv.Itoa(workers), "--max-idle", "1m", "--block-period", "1s",
 					"--walltime", "0", "--manager-arg=--heartbeat-interval=" + interval, "--manager-arg=--log-format=" + logFormat,
-					"--manager-arg=--python=" + python, "--manager-arg=--prefetch=" + strconv.Itoa(defaultUpPrefetch)}
+					"--manager-arg=--python=" + python}
+				// Managers keep the manager's own prefetch here, so a burst
+				// queues at the interchange and the demo shows a scale-out.
 				if allowRoot {
 					ix = append(ix, "--allow-root")
 				}

@@ -66,6 +66,7 @@ func AddFlags(fs *pflag.FlagSet) *Config {
 	fs.StringArrayVar(&c.SchedulerOptions, "scheduler-option", nil, "extra line for the job script header, e.g. '#SBATCH --qos=x' (repeatable)")
 	fs.StringVar(&c.WorkerInit, "worker-init", "", "shell commands run before the managers start, e.g. 'module load x'")
 	fs.DurationVar(&c.MaxIdle, "max-idle", 2*time.Minute, "drain a block whose managers were idle this long, down to --min-blocks")
+	fs.DurationVar(&c.Period, "block-period", 5*time.Second, "how often the block strategy runs and the provider is polled")
 	fs.StringArrayVar(&c.ManagerArgs, "manager-arg", nil, "extra argument for the block's managers, e.g. --manager-arg=--prefetch=0 (repeatable)")
 	return c
 }
