@@ -56,8 +56,12 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 	m.capacity = reg.Workers + reg.Prefetch
 	m.serving = messages.NonePaused
 	l.ix.m.registrations.Inc()
-	l.log.WithFields(logrus.Fields{"manager": id, "host": reg.Hostname, "workers": reg.Workers,
-		"prefetch": reg.Prefetch, "block": reg.BlockID, "known": known, "held": len(m.outstanding)}).Info("manager registered")
+	f := logrus.Fields{"manager": id, "host": reg.Hostname, "workers": reg.Workers,
+		"prefetch": reg.Prefetch, "known": known, "held": len(m.outstanding)}
+	if reg.BlockID != "" {
+		f["block"] = reg.BlockID
+	}
+	l.log.WithFields(f).Info("manager registered")
 	_ = l.sendManager(m, &messages.Heartbeat{})
 	l.publishTotals()
 }
