@@ -8,33 +8,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-hpc/switchyard/e2e/slurmtest"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
-	"github.com/switchyard-hpc/switchyard/forwarder"
-	"github.com/switchyard-hpc/switchyard/interchange"
-	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
 // Batch jobs end with SIGTERM (scancel, the time limit): the managers they
 // ran drain, give their tasks back with the same attempt, and no task
 // fails because its job ended. The tasks then finish on a new job.
 func TestManagersDrainWhenTheirJobEnds(t *testing.T) {
-	bin := testutil.BuildSwitchyard(t)
-	script, err := filepath.Abs("../../scripts/slurm-managers.sbatch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := slurmtest.Start(t, slurmtest.Options{KillWait: 10 * time.Second})
 	// Thresholds with room for a loaded machine: a manager declared lost
 	// would re-run its tasks, which is what this test must not see.
-	fwd := testutil.StartForwarder(t, forwarder.Options{HeartbeatInterval: 50 * time.Millisecond, HeartbeatThreshold: 10 * time.Second})
-	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: fwd.ZMQAddr(),
-		HeartbeatInterval: 50 * time.Millisecond, HeartbeatThreshold: 10 * time.Second})
-	client := fwd.Client()
-	creds := filepath.Join(t.TempDir(), "manager.credentials")
-	if err := curve.WriteCredentials(creds, ix.ManagerCredentials()); err != nil {
-		t.Fatal(err)
-	}
+	e := newScriptEnv(t, 10*time.Second, 10*time.Second)
+	bin, script, c, ix, creds := e.bin, e.script, e.c, e.ix, e.creds
+	client := e.fwd.Client()
 	args := strings.Join(append([]string{"--heartbeat-interval=50ms", "--heartbeat-threshold=10s", "--drain-grace=500ms", "--prefetch=0"},
 		testutil.AllowRootArgs(bin)...), " ")
 	sbatch := func(extra ...string) string {

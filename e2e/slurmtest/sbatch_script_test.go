@@ -27,24 +27,47 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// scriptEnv is what the tests of scripts/slurm-managers.sbatch share: the
+// binary, the script, a cluster, an endpoint and its manager credential.
+type scriptEnv struct {
+	bin, script, creds string
+	c                  *slurmtest.Cluster
+	fwd                *testutil.Forwarder
+	ix                 *testutil.Interchange
+}
+
+// newScriptEnv starts them; threshold 0 keeps the test defaults.
+func newScriptEnv(t *testing.T, killWait, threshold time.Duration) *scriptEnv {
+	t.Helper()
+	e := &scriptEnv{bin: testutil.BuildSwitchyard(t)}
+	var err error
+	if e.script, err = filepath.Abs("../../scripts/slurm-managers.sbatch"); err != nil {
+		t.Fatal(err)
+	}
+	e.c = slurmtest.Start(t, slurmtest.Options{KillWait: killWait})
+	fo := forwarder.Options{HeartbeatThreshold: threshold}
+	io := interchange.Options{EndpointID: "ep1", HeartbeatThreshold: threshold}
+	if threshold > 0 {
+		fo.HeartbeatInterval, io.HeartbeatInterval = 50*time.Millisecond, 50*time.Millisecond
+	}
+	e.fwd = testutil.StartForwarder(t, fo)
+	io.Forwarder = e.fwd.ZMQAddr()
+	e.ix = testutil.StartInterchange(t, io)
+	e.creds = filepath.Join(t.TempDir(), "manager.credentials")
+	if err := curve.WriteCredentials(e.creds, e.ix.ManagerCredentials()); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 // TestManagersSbatchScript runs scripts/slurm-managers.sbatch as its header
 // says, on a one-node partition: the manager registers with the block id
 // of its job, serves /metrics, runs a task, and the job writes nothing in
 // the submit directory or in /tmp besides its output file; scancel ends it.
 func TestManagersSbatchScript(t *testing.T) {
-	bin := testutil.BuildSwitchyard(t)
-	script, err := filepath.Abs("../../scripts/slurm-managers.sbatch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := slurmtest.Start(t, slurmtest.Options{KillWait: 5 * time.Second})
-	fwd := testutil.StartForwarder(t, forwarder.Options{})
-	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: fwd.ZMQAddr()})
-	client := fwd.Client()
-	creds := filepath.Join(t.TempDir(), "manager.credentials")
-	if err := curve.WriteCredentials(creds, ix.ManagerCredentials()); err != nil {
-		t.Fatal(err)
-	}
+	e := newScriptEnv(t, 5*time.Second, 0)
+	bin, script, c, ix, creds := e.bin, e.script, e.c, e.ix, e.creds
+	client := e.fwd.Client()
 
 	tmpBefore, _ := filepath.Glob("/tmp/switchyard-manager-*")
 	submitDir := t.TempDir()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
@@ -62,30 +63,40 @@ type Forwarder struct {
 	Stop func()
 }
 
+// testDefaults fills what every daemon started by a test shares: an
+// ephemeral HTTP port, test heartbeats, a fresh registry and a kept log
+// (returned, nil when the test brought its own logger).
+func testDefaults(t testing.TB, name string, listenHTTP *string, interval, threshold *time.Duration,
+	reg **prometheus.Registry, log **logrus.Entry) *LogBuffer {
+	if *listenHTTP == "" {
+		*listenHTTP = "127.0.0.1:0"
+	}
+	if *interval == 0 {
+		*interval = Interval
+	}
+	if *threshold == 0 {
+		*threshold = Threshold
+	}
+	if *reg == nil {
+		*reg = prometheus.NewRegistry()
+	}
+	if *log != nil {
+		return nil
+	}
+	var logs *LogBuffer
+	*log, logs = Logger(t, name)
+	return logs
+}
+
 // StartForwarder starts a forwarder on ephemeral ports. Zero fields of opts
 // get test values: 127.0.0.1:0, tcp://127.0.0.1:*, Interval, Threshold, a
 // fresh registry and a kept log.
 func StartForwarder(t testing.TB, opts forwarder.Options) *Forwarder {
 	t.Helper()
-	if opts.ListenHTTP == "" {
-		opts.ListenHTTP = "127.0.0.1:0"
-	}
 	if opts.ListenZMQ == "" {
 		opts.ListenZMQ = "tcp://127.0.0.1:*"
 	}
-	if opts.HeartbeatInterval == 0 {
-		opts.HeartbeatInterval = Interval
-	}
-	if opts.HeartbeatThreshold == 0 {
-		opts.HeartbeatThreshold = Threshold
-	}
-	if opts.Registry == nil {
-		opts.Registry = prometheus.NewRegistry()
-	}
-	var logs *LogBuffer
-	if opts.Log == nil {
-		opts.Log, logs = Logger(t, "forwarder")
-	}
+	logs := testDefaults(t, "forwarder", &opts.ListenHTTP, &opts.HeartbeatInterval, &opts.HeartbeatThreshold, &opts.Registry, &opts.Log)
 	f, err := forwarder.New(opts)
 	if err != nil {
 		t.Fatalf("forwarder.New: %v", err)
@@ -136,25 +147,10 @@ func StartInterchange(t testing.TB, opts interchange.Options) *Interchange {
 	if opts.EndpointID == "" {
 		opts.EndpointID = "ep1"
 	}
-	if opts.ListenHTTP == "" {
-		opts.ListenHTTP = "127.0.0.1:0"
-	}
 	if opts.ListenManagers == "" {
 		opts.ListenManagers = "tcp://127.0.0.1:*"
 	}
-	if opts.HeartbeatInterval == 0 {
-		opts.HeartbeatInterval = Interval
-	}
-	if opts.HeartbeatThreshold == 0 {
-		opts.HeartbeatThreshold = Threshold
-	}
-	if opts.Registry == nil {
-		opts.Registry = prometheus.NewRegistry()
-	}
-	var logs *LogBuffer
-	if opts.Log == nil {
-		opts.Log, logs = Logger(t, "interchange "+opts.EndpointID)
-	}
+	logs := testDefaults(t, "interchange "+opts.EndpointID, &opts.ListenHTTP, &opts.HeartbeatInterval, &opts.HeartbeatThreshold, &opts.Registry, &opts.Log)
 	if opts.Credentials == nil && !opts.Insecure {
 		opts.Credentials = credentialsFor(t, opts.Forwarder, curve.KindEndpoint, opts.EndpointID)
 	}
@@ -189,22 +185,7 @@ func StartManager(t testing.TB, opts manager.Options) *Manager {
 	}
 	// CI runs the tests as root; a manager there must be allowed to be.
 	opts.AllowRoot = opts.AllowRoot || os.Geteuid() == 0
-	if opts.ListenHTTP == "" {
-		opts.ListenHTTP = "127.0.0.1:0"
-	}
-	if opts.HeartbeatInterval == 0 {
-		opts.HeartbeatInterval = Interval
-	}
-	if opts.HeartbeatThreshold == 0 {
-		opts.HeartbeatThreshold = Threshold
-	}
-	if opts.Registry == nil {
-		opts.Registry = prometheus.NewRegistry()
-	}
-	var logs *LogBuffer
-	if opts.Log == nil {
-		opts.Log, logs = Logger(t, "manager "+opts.ManagerID)
-	}
+	logs := testDefaults(t, "manager "+opts.ManagerID, &opts.ListenHTTP, &opts.HeartbeatInterval, &opts.HeartbeatThreshold, &opts.Registry, &opts.Log)
 	if opts.Credentials == nil && !opts.Insecure {
 		opts.Credentials = credentialsFor(t, opts.Interchange, curve.KindManager, "")
 	}
