@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -43,7 +42,6 @@ type Interchange struct {
 	store    *store.Store
 	res      daemon.Resources
 	recovery *recovered
-	gcLong   bool // reportLoop only
 	// mgrCreds is what managers of this endpoint need (nil when insecure).
 	mgrCreds *curve.Credentials
 	// adminToken guards the admin HTTP (STATE_DIR/admin.token).
@@ -236,26 +234,4 @@ func (ix *Interchange) Run(ctx context.Context) error {
 	}
 	ix.log.Info("interchange stopped")
 	return nil
-}
-
-// GC targets: the default while the queue is short; with a long queue the
-// heap is mostly queued tasks, and a lower target keeps a queued task near
-// 300 bytes of memory instead of 480, for little CPU (GC runs seldom when
-// the heap is large).
-const (
-	gcPercentShort = 100
-	gcPercentLong  = 25
-	longQueue      = 50000
-)
-
-func (ix *Interchange) tuneGC(queued int) {
-	want := gcPercentShort
-	if queued >= longQueue || (ix.gcLong && queued >= longQueue/2) {
-		want = gcPercentLong
-	}
-	if (want == gcPercentLong) != ix.gcLong {
-		ix.gcLong = want == gcPercentLong
-		debug.SetGCPercent(want)
-		ix.log.WithFields(logrus.Fields{"queued": queued, "gc_percent": want}).Info("GC target changed for the queue length")
-	}
 }

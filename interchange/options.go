@@ -33,10 +33,6 @@ type Options struct {
 	// is lost before it fails: 0 means the default (2), -1 means never.
 	MaxRetries int
 	Pressure   servingstate.Thresholds
-	// AdaptiveGC lowers the Go GC target while the queue is long, trading
-	// a little CPU for memory per queued task. It changes a process-wide
-	// setting, so only a process that runs nothing else should set it.
-	AdaptiveGC bool
 	// Pprof serves /debug/pprof/ on the HTTP listener (with the token).
 	Pprof    bool
 	Log      *logrus.Entry

@@ -65,9 +65,6 @@ func (ix *Interchange) reportLoop(ctx context.Context) {
 			now := time.Now()
 			ix.mbox.Post(event{kind: evReport, report: ix.status.build(ix.serving.Effective(now))})
 		case now := <-t.C:
-			if ix.opts.AdaptiveGC {
-				ix.tuneGC(int(ix.status.queued.Load()))
-			}
 			ix.serving.Measure(servingstate.Sample{Queued: int(ix.status.queued.Load()),
 				MemoryPercent: servingstate.MemoryPercent()}, now)
 			r := ix.status.build(ix.serving.Effective(now))

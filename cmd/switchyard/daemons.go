@@ -1,8 +1,8 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -13,6 +13,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/blocks"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/gctune"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
@@ -106,6 +107,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 			}
 			ctx, stop := signalContext()
 			defer stop()
+			tuneGC(ctx, log, 256<<20)
 			return f.Run(ctx)
 		},
 	}
@@ -164,13 +166,14 @@ Managers of a block get this interchange's manager credential and address.`,
 			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
-				AdaptiveGC: os.Getenv("GOGC") == "", Pprof: df.pprof, Log: log, Version: version,
+				Pprof: df.pprof, Log: log, Version: version,
 				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult, Blocks: bcfg, AllowRoot: ixAllowRoot})
 			if err != nil {
 				return err
 			}
 			ctx, stop := signalContext()
 			defer stop()
+			tuneGC(ctx, log, 192<<20)
 			return ix.Run(ctx)
 		},
 	}
@@ -249,6 +252,7 @@ number; none fails because its node went away.`,
 			}
 			ctx, stop := signalContext()
 			defer stop()
+			tuneGC(ctx, log, 64<<20)
 			return mg.Run(ctx)
 		},
 	}
@@ -274,4 +278,11 @@ number; none fails because its node went away.`,
 		return nil
 	}
 	return cmd
+}
+
+// tuneGC applies the daemon's GC policy (see internal/gctune) and logs it.
+func tuneGC(ctx context.Context, log *logrus.Entry, base int64) {
+	p := gctune.Start(ctx, base)
+	log.WithFields(logrus.Fields{"gc_percent": p.Percent, "memory_limit_mib": p.Base >> 20}).
+		Debug("GC policy: high target, soft memory limit that follows the live heap (GOGC and GOMEMLIMIT override)")
 }

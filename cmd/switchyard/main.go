@@ -16,7 +16,10 @@ import (
 var version = "dev"
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
+	stop := startProfile(os.Args[1:])
+	err := newRoot().Execute()
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "switchyard:", err)
 		os.Exit(exitCode(err))
 	}
