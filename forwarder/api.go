@@ -317,8 +317,9 @@ func (f *Forwarder) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := make([]any, len(ids))
+	ts, found := f.tasks.getMany(ids)
 	for i, id := range ids {
-		if t, ok := f.tasks.get(id); ok && visible(r, &t) {
+		if t := &ts[i]; found[i] && visible(r, t) {
 			out[i] = t.View()
 		} else {
 			out[i] = map[string]string{"task_id": id.String(), "state": "unknown", "error": "unknown task id"}

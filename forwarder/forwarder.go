@@ -103,7 +103,7 @@ func New(opts Options) (*Forwarder, error) {
 		return fail(err)
 	}
 	f.store = st
-	f.tasks = newTaskTable(st)
+	f.tasks = newTaskTable(st, f.log)
 	total, unfinished, err := f.tasks.load()
 	if err != nil {
 		return fail(fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", st.Path(), err))

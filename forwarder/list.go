@@ -1,6 +1,8 @@
 package forwarder
 
 import (
+	"cmp"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -50,6 +52,9 @@ type ListedTask struct {
 // list returns up to limit tasks matching tf accepted after the one of
 // sequence number after, in acceptance order, and whether more follow.
 func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool) {
+	if tt.st != nil {
+		return tt.listStored(tf, after, limit)
+	}
 	tt.mu.RLock()
 	var hits []*Task
 	for _, t := range tt.tasks {
@@ -57,15 +62,7 @@ func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool)
 			hits = append(hits, t)
 		}
 	}
-	slices.SortFunc(hits, func(a, b *Task) int {
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(hits, func(a, b *Task) int { return cmp.Compare(a.Seq, b.Seq) })
 	more := len(hits) > limit
 	hits = hits[:min(len(hits), limit)]
 	out := make([]Task, len(hits))
@@ -73,6 +70,39 @@ func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool)
 		out[i] = *t
 	}
 	tt.mu.RUnlock()
+	return out, more
+}
+
+// listStored walks the store in acceptance order: every task is stored
+// when accepted, and a task still in memory is newer there.
+func (tt *taskTable) listStored(tf TaskFilter, after uint64, limit int) ([]Task, bool) {
+	var out []Task
+	more := false
+	err := tt.st.Scan(tasksBucket, seqKey(after+1), func(k, v []byte) (bool, error) {
+		t, err := decodeTask(k, v)
+		if err != nil {
+			return false, fmt.Errorf("task record %x: %w", k, err)
+		}
+		tt.mu.RLock()
+		live, inMemory := tt.tasks[t.ID]
+		_, retired := tt.done[t.ID]
+		if inMemory {
+			*t = *live
+		}
+		tt.mu.RUnlock()
+		if (!inMemory && !retired) || !tf.match(t) {
+			return true, nil // pruned or refused, or not asked for
+		}
+		if len(out) == limit {
+			more = true
+			return false, nil
+		}
+		out = append(out, *t)
+		return true, nil
+	})
+	if err != nil {
+		tt.log.WithError(err).Warn("cannot list tasks from the store")
+	}
 	return out, more
 }
 

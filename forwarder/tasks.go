@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/switchyard-hpc/switchyard/internal/binrec"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
@@ -146,9 +147,15 @@ func decodeTask(k, v []byte) (*Task, error) {
 // taskTable holds every task. Each change is a compare-and-set under one
 // lock: the caller states what it expects, terminal states are final, and
 // stale attempts never apply. Changes are persisted by group commit.
+//
+// With a store, a task whose end is durable leaves memory but for a
+// doneRef: its arguments and result are read back from the store when
+// asked for, so tasks kept for the retention time cost tens of bytes of
+// RAM each, not kilobytes.
 type taskTable struct {
 	mu      sync.RWMutex
-	tasks   map[messages.TaskID]*Task
+	tasks   map[messages.TaskID]*Task // not ended, or ended but not yet durable
+	done    map[messages.TaskID]doneRef
 	waiters map[messages.TaskID]chan struct{}
 	writes  atomic.Uint64 // stored state changes
 	// transitions counts every state change, stored or not.
@@ -159,6 +166,14 @@ type taskTable struct {
 	byState map[messages.TaskState]*atomic.Int64
 	// open counts each owner's tasks that have not ended (under mu).
 	open map[string]int
+	log  *logrus.Entry
+}
+
+// doneRef is what stays in memory of a task whose end is stored.
+type doneRef struct {
+	seq       uint64
+	completed int64 // unix nanoseconds
+	state     messages.TaskState
 }
 
 func (tt *taskTable) move(t *Task, to messages.TaskState) {
@@ -194,8 +209,8 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 	return out
 }
 
-func newTaskTable(st *store.Store) *taskTable {
-	tt := &taskTable{tasks: make(map[messages.TaskID]*Task), waiters: make(map[messages.TaskID]chan struct{}), st: st,
+func newTaskTable(st *store.Store, log *logrus.Entry) *taskTable {
+	tt := &taskTable{log: log, tasks: make(map[messages.TaskID]*Task), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
@@ -217,13 +232,15 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 		if err != nil {
 			return fmt.Errorf("task record %x: %w", k, err)
 		}
-		tt.tasks[t.ID] = t
 		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
-		if !t.State.Terminal() {
-			open = append(open, t)
-			tt.open[t.Owner]++
+		if t.State.Terminal() {
+			tt.done[t.ID] = refOf(t)
+			return nil
 		}
+		tt.tasks[t.ID] = t
+		open = append(open, t)
+		tt.open[t.Owner]++
 		return nil
 	})
 	if err != nil {
@@ -233,7 +250,54 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 	for _, t := range open {
 		unfinished[t.Endpoint] = append(unfinished[t.Endpoint], t.ID)
 	}
-	return len(tt.tasks), unfinished, nil
+	return len(tt.tasks) + len(tt.done), unfinished, nil
+}
+
+func refOf(t *Task) doneRef {
+	var c int64
+	if !t.CompletedAt.IsZero() {
+		c = t.CompletedAt.UnixNano()
+	}
+	return doneRef{seq: t.Seq, completed: c, state: t.State}
+}
+
+// retire drops from memory all but a doneRef of the tasks of ids whose end
+// is now durable.
+func (tt *taskTable) retire(ids []messages.TaskID) {
+	if tt.st == nil || len(ids) == 0 {
+		return
+	}
+	tt.mu.Lock()
+	for _, id := range ids {
+		if t, ok := tt.tasks[id]; ok && t.State.Terminal() {
+			tt.done[id] = refOf(t)
+			delete(tt.tasks, id)
+		}
+	}
+	tt.mu.Unlock()
+}
+
+// readStored reads retired tasks back from the store; found[i] says
+// whether seqs[i] was still there (a prune may have removed it).
+func (tt *taskTable) readStored(seqs []uint64) ([]Task, []bool, error) {
+	out := make([]Task, len(seqs))
+	found := make([]bool, len(seqs))
+	keys := make([][]byte, len(seqs))
+	for i, s := range seqs {
+		keys[i] = seqKey(s)
+	}
+	err := tt.st.Get(tasksBucket, keys, func(i int, v []byte) error {
+		if v == nil {
+			return nil
+		}
+		t, err := decodeTask(keys[i], v)
+		if err != nil {
+			return fmt.Errorf("task record %x: %w", keys[i], err)
+		}
+		out[i], found[i] = *t, true
+		return nil
+	})
+	return out, found, err
 }
 
 // touch records a state change. Intermediate states reported by the
@@ -327,20 +391,44 @@ func (tt *taskTable) add(ts []*Task, limit int) error {
 }
 
 func (tt *taskTable) get(id messages.TaskID) (Task, bool) {
+	ts, found := tt.getMany([]messages.TaskID{id})
+	return ts[0], found[0]
+}
+
+// getMany copies the tasks of ids; found[i] is false for an unknown id.
+func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
+	out := make([]Task, len(ids))
+	found := make([]bool, len(ids))
+	var at []int
+	var seqs []uint64
 	tt.mu.RLock()
-	t, ok := tt.tasks[id]
-	var c Task
-	if ok {
-		c = *t
+	for i, id := range ids {
+		if t, ok := tt.tasks[id]; ok {
+			out[i], found[i] = *t, true
+		} else if r, ok := tt.done[id]; ok {
+			at = append(at, i)
+			seqs = append(seqs, r.seq)
+		}
 	}
 	tt.mu.RUnlock()
-	return c, ok
+	if len(seqs) == 0 {
+		return out, found
+	}
+	stored, ok, err := tt.readStored(seqs)
+	if err != nil {
+		// Repeats are rate-limited by the daemon's log formatter.
+		tt.log.WithError(err).Warn("cannot read finished tasks from the store; they read as unknown")
+	}
+	for j, i := range at {
+		out[i], found[i] = stored[j], ok[j]
+	}
+	return out, found
 }
 
 func (tt *taskTable) len() int {
 	tt.mu.RLock()
 	defer tt.mu.RUnlock()
-	return len(tt.tasks)
+	return len(tt.tasks) + len(tt.done)
 }
 
 // forSend returns the tasks of ids that still need sending, skipping
@@ -403,12 +491,23 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdicts []messages.Verdict, done func(error)) []messages.Verdict {
 	now := time.Now()
 	var ops []store.Op
+	var ended []messages.TaskID
 	tt.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
 		to := r.Code.State()
 		t, ok := tt.tasks[r.ID]
-		if !ok || t.Endpoint != endpoint {
+		if !ok {
+			// A result again for a task whose end is stored: the
+			// interchange missed our ack.
+			v := messages.Stale
+			if d, ok := tt.done[r.ID]; ok {
+				v = messages.Apply(d.state, 0, to, r.Attempt)
+			}
+			verdicts = append(verdicts, v)
+			continue
+		}
+		if t.Endpoint != endpoint {
 			verdicts = append(verdicts, messages.Stale)
 			continue
 		}
@@ -427,9 +526,17 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 			t.CompletedAt = time.Unix(0, r.Finished)
 		}
 		tt.touch(t, now, &ops)
+		ended = append(ended, t.ID)
 	}
 	tt.mu.Unlock()
-	tt.persist(ops, done)
+	tt.persist(ops, func(err error) {
+		if err == nil {
+			tt.retire(ended)
+		}
+		if done != nil {
+			done(err)
+		}
+	})
 	return verdicts
 }
 
@@ -442,10 +549,15 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 	out := make([]Task, len(ids))
 	known := make([]bool, len(ids))
 	changed := make([]bool, len(ids))
+	var ended []messages.TaskID
+	var stored []int
 	tt.mu.Lock()
 	for i, id := range ids {
 		t, ok := tt.tasks[id]
 		if !ok {
+			if _, ok := tt.done[id]; ok {
+				stored = append(stored, i)
+			}
 			continue
 		}
 		known[i] = true
@@ -454,13 +566,26 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 			t.Error = "cancelled by request"
 			tt.touch(t, now, &ops)
 			changed[i] = true
+			ended = append(ended, id)
 		}
 		out[i] = *t
 	}
 	tt.mu.Unlock()
+	if len(stored) > 0 {
+		sub := make([]messages.TaskID, len(stored))
+		for j, i := range stored {
+			sub[j] = ids[i]
+		}
+		ts, found := tt.getMany(sub)
+		for j, i := range stored {
+			out[i], known[i] = ts[j], found[j]
+		}
+	}
 	var err error
 	if tt.st != nil && len(ops) > 0 {
-		err = tt.st.WriteSync(ops)
+		if err = tt.st.WriteSync(ops); err == nil {
+			tt.retire(ended)
+		}
 	}
 	return out, known, changed, err
 }
@@ -470,7 +595,7 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 	now := time.Now()
 	var ops []store.Op
-	n := 0
+	var ended []messages.TaskID
 	tt.mu.Lock()
 	for _, t := range tt.tasks {
 		if t.Endpoint != endpoint || t.State.Terminal() {
@@ -479,13 +604,17 @@ func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 		tt.move(t, messages.StateFailed)
 		t.Error = reason
 		tt.touch(t, now, &ops)
-		n++
+		ended = append(ended, t.ID)
 	}
 	tt.mu.Unlock()
 	if tt.st == nil || len(ops) == 0 {
-		return n, nil
+		return len(ended), nil
 	}
-	return n, tt.st.WriteSync(ops)
+	err := tt.st.WriteSync(ops)
+	if err == nil {
+		tt.retire(ended)
+	}
+	return len(ended), err
 }
 
 // endpointLost moves the endpoint's unfinished tasks back to
@@ -517,7 +646,7 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 	t, ok := tt.tasks[id]
 	if !ok {
 		tt.mu.Unlock()
-		return Task{}, false
+		return tt.get(id)
 	}
 	if t.State.Terminal() {
 		c := *t
@@ -566,6 +695,15 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 			if tt.st != nil {
 				ops = append(ops, store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq)})
 			}
+		}
+	}
+	before := cutoff.UnixNano()
+	for id, r := range tt.done {
+		if r.completed != 0 && r.completed < before {
+			delete(tt.done, id)
+			tt.byState[r.state].Add(-1)
+			n++
+			ops = append(ops, store.Op{Bucket: tasksBucket, Key: seqKey(r.seq)})
 		}
 	}
 	tt.mu.Unlock()

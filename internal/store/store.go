@@ -290,6 +290,56 @@ func (s *Store) ForEach(bucket string, fn func(k, v []byte) error) error {
 	})
 }
 
+// Get calls fn with the value of each key of bucket, nil for a missing
+// one, in one read transaction. fn must not keep v after it returns.
+func (s *Store) Get(bucket string, keys [][]byte, fn func(i int, v []byte) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	return s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return fmt.Errorf("no bucket %q", bucket)
+		}
+		for i, k := range keys {
+			if err := fn(i, b.Get(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// errStop ends a Scan early without an error.
+var errStop = errors.New("stop")
+
+// Scan reads the keys of bucket from the first one at or after from, in
+// key order, while fn returns true.
+func (s *Store) Scan(bucket string, from []byte, fn func(k, v []byte) (bool, error)) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return fmt.Errorf("no bucket %q", bucket)
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(from); k != nil; k, v = c.Next() {
+			more, err := fn(k, v)
+			if err != nil {
+				return err
+			}
+			if !more {
+				return errStop
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
 // Compact rewrites the file with only its live records and replaces the
 // old one, so deleted records (pruned tasks' arguments and results) no
 // longer sit in free pages of the file. It commits what is queued first.

@@ -214,3 +214,38 @@ func TestCompactDropsDeletedRecords(t *testing.T) {
 		t.Fatalf("compacted file mode %v, want 0600", fi.Mode().Perm())
 	}
 }
+
+func TestGetAndScan(t *testing.T) {
+	s, _ := open(t, filepath.Join(t.TempDir(), "x.db"))
+	defer s.Close()
+	var ops []Op
+	for _, k := range []string{"k1", "k2", "k3", "k5"} {
+		ops = append(ops, Op{Bucket: "a", Key: []byte(k), Value: []byte("v" + k[1:])})
+	}
+	if err := s.WriteSync(ops); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := s.Get("a", [][]byte{[]byte("k2"), []byte("k4"), []byte("k5")}, func(i int, v []byte) error {
+		got = append(got, fmt.Sprintf("%d=%s", i, v))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != "0=v2 1= 2=v5" {
+		t.Fatalf("Get = %v, want [0=v2 1= 2=v5]", got)
+	}
+	got = nil
+	if err := s.Scan("a", []byte("k2"), func(k, v []byte) (bool, error) {
+		got = append(got, string(k))
+		return len(got) < 2, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != "k2 k3" {
+		t.Fatalf("Scan from k2, two keys = %v", got)
+	}
+	if err := s.Get("nope", nil, nil); err == nil {
+		t.Fatal("Get of a missing bucket: no error")
+	}
+}

@@ -1,0 +1,119 @@
+package forwarder
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/switchyard-hpc/switchyard/internal/logx"
+	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+func openTable(t *testing.T, path string) (*taskTable, *store.Store) {
+	t.Helper()
+	st, _, err := store.Open(path, "switchyard-forwarder-v1", []string{tasksBucket}, store.SurviveProcessCrash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt := newTaskTable(st, logx.Discard())
+	if _, _, err := tt.load(); err != nil {
+		t.Fatal(err)
+	}
+	return tt, st
+}
+
+func newTasks(n int, owner string) []*Task {
+	ts := make([]*Task, n)
+	for i := range ts {
+		ts[i] = &Task{ID: messages.TaskID(uuid.New()), Endpoint: "ep", Owner: owner, Kind: "noop",
+			Spec: []byte(`{"kind":"noop"}`), State: messages.StateReceived}
+	}
+	return ts
+}
+
+// A task whose end is durable leaves memory but for a small reference, and
+// still reads, lists, survives a restart and is pruned as before.
+func TestFinishedTasksLeaveMemory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "forwarder.db")
+	tt, st := openTable(t, path)
+	ts := newTasks(10, "alice")
+	if err := tt.add(ts, 0); err != nil {
+		t.Fatal(err)
+	}
+	var rs []messages.Result
+	for _, task := range ts[:6] {
+		rs = append(rs, messages.Result{ID: task.ID, Code: messages.Success, Payload: []byte(`"out-` + task.ID.String()[:4] + `"`)})
+	}
+	acked := make(chan error, 1)
+	tt.completeBatch("ep", rs, nil, func(err error) { acked <- err })
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+	// Tasks retire before the ack callback runs.
+	tt.mu.RLock()
+	live, retired := len(tt.tasks), len(tt.done)
+	tt.mu.RUnlock()
+	if live != 4 || retired != 6 {
+		t.Fatalf("%d tasks in memory, %d retired; want 4 and 6", live, retired)
+	}
+	cancelled := false // ts[9]
+	check := func(tt *taskTable) {
+		t.Helper()
+		for i, task := range ts {
+			got, ok := tt.get(task.ID)
+			if !ok {
+				t.Fatalf("task %d unknown", i)
+			}
+			if i < 6 {
+				want := `"out-` + task.ID.String()[:4] + `"`
+				if got.State != messages.StateSuccess || string(got.Result) != want || got.Owner != "alice" || string(got.Spec) != `{"kind":"noop"}` {
+					t.Fatalf("finished task %d read back as %+v", i, got)
+				}
+			} else if got.State.Terminal() != (i == 9 && cancelled) {
+				t.Fatalf("task %d is %s", i, got.State)
+			}
+		}
+		listed, more := tt.list(TaskFilter{Owner: "alice", OwnerSet: true, States: []messages.TaskState{messages.StateSuccess}}, 0, 4)
+		if len(listed) != 4 || !more || listed[0].ID != ts[0].ID || listed[3].ID != ts[3].ID {
+			t.Fatalf("list of 4 successes: %d tasks, more=%v", len(listed), more)
+		}
+		listed, more = tt.list(TaskFilter{}, listed[3].Seq, 100)
+		if cancelled && listed[5].State != messages.StateCancelled {
+			t.Fatalf("cancelled task listed as %s", listed[5].State)
+		}
+		if len(listed) != 6 || more || listed[2].ID != ts[6].ID {
+			t.Fatalf("list after the 4th: %d tasks, more=%v", len(listed), more)
+		}
+	}
+	check(tt)
+
+	// A result again for a retired task is a duplicate, acked as before.
+	if v := tt.completeBatch("ep", rs[:1], nil, nil); v[0] != messages.Same {
+		t.Fatalf("repeated result: verdict %v, want Same", v[0])
+	}
+	// Cancelling a retired task leaves it and says what it is.
+	out, known, changed, err := tt.cancel([]messages.TaskID{ts[0].ID, ts[9].ID})
+	cancelled = true
+	if err != nil || !known[0] || changed[0] || out[0].State != messages.StateSuccess || !changed[1] {
+		t.Fatalf("cancel: %v known=%v changed=%v state=%s", err, known, changed, out[0].State)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	tt, st = openTable(t, path)
+	defer st.Close()
+	if len(tt.tasks) != 3 || len(tt.done) != 7 {
+		t.Fatalf("after a restart: %d tasks in memory, %d retired; want 3 and 7", len(tt.tasks), len(tt.done))
+	}
+	check(tt)
+	if n := tt.prune(time.Now().Add(time.Hour)); n != 7 || tt.len() != 3 {
+		t.Fatalf("prune: %d pruned, %d left; want 7 and 3", n, tt.len())
+	}
+	if _, ok := tt.get(ts[0].ID); ok {
+		t.Fatal("a pruned task still reads")
+	}
+}
