@@ -68,6 +68,10 @@ type Config struct {
 	// started endpoint with --insecure, to measure what security (tokens,
 	// CurveZMQ) costs.
 	CompareInsecure bool
+	// CLI measures the user's path instead: `switchyard endpoint up`, then
+	// `switchyard submit -n Tasks | switchyard wait -`, all real processes
+	// of Exe (Managers, Workers, Insecure, Keep and Dir apply).
+	CLI bool
 	// Progress receives one line per step (may be nil).
 	Progress io.Writer
 	Version  string
@@ -184,6 +188,7 @@ type Report struct {
 	Latency           *LatencyResult `json:"latency,omitempty"`
 	Sims              *SimResult     `json:"simulated_managers,omitempty"`
 	Queued            *QueuedResult  `json:"queued,omitempty"`
+	CLI               *CLIResult     `json:"cli,omitempty"`
 	Targets           []Target       `json:"targets"`
 	Dir               string         `json:"state_dir,omitempty"`
 }
@@ -205,6 +210,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Mode = "targeted"
 	} else {
 		rep.Mode = "started"
+	}
+	if cfg.CLI {
+		if err := runCLI(ctx, cfg, rep, progress); err != nil {
+			return rep, err
+		}
+		rep.Targets = targets(rep)
+		return rep, nil
 	}
 	scenarios := 0
 	if cfg.SimManagers > 0 {
@@ -519,6 +531,9 @@ func targets(rep *Report) []Target {
 	if l := rep.Latency; l != nil {
 		ts = append(ts, Target{Name: "median round trip", Goal: "<= 1 ms", Value: l.MedianMS, Unit: "ms", Met: l.MedianMS <= 1},
 			Target{Name: "p99 round trip", Goal: "<= 5 ms", Value: l.P99MS, Unit: "ms", Met: l.P99MS <= 5})
+	}
+	if c := rep.CLI; c != nil {
+		ts = append(ts, cliTargets(c)...)
 	}
 	if q := rep.Queued; q != nil {
 		v := q.Interchange.RSSPerTask

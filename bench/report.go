@@ -19,6 +19,8 @@ func WriteText(w io.Writer, r *Report) error {
 		persist = "as the endpoint was started"
 	case !r.Persist:
 		persist = "off (--no-persist)"
+	case r.Mode == "cli":
+		persist = "on (endpoint up's defaults)"
 	}
 	fmt.Fprintf(&b, "switchyard bench %s — %s endpoint, persistence %s, %v CPUs\n", r.Version, r.Mode, persist, r.Host["cpus"])
 	if len(r.Config) > 0 {
@@ -63,8 +65,15 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "  median %.3f ms, p99 %.3f ms (min %.3f, max %.3f); the POST alone: median %.3f ms, p99 %.3f ms\n",
 			l.MedianMS, l.P99MS, l.MinMS, l.MaxMS, l.SubmitMedianMS, l.SubmitP99MS)
 	}
+	if r.CLI != nil {
+		writeCLI(&b, r.CLI)
+	}
 	if len(r.Processes) > 0 {
-		b.WriteString("\nProcesses (CPU over the throughput run; memory at the end)\n")
+		if r.CLI != nil {
+			b.WriteString("\nProcesses (daemons: CPU from starting submit until wait exited, memory then; clients: their whole life, from rusage)\n")
+		} else {
+			b.WriteString("\nProcesses (CPU over the throughput run; memory at the end)\n")
+		}
 		tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  process\tpid\tCPU s\tCPU/task\t% of a core\tpeak RSS\tRSS")
 		for _, p := range r.Processes {
@@ -76,7 +85,11 @@ func WriteText(w io.Writer, r *Report) error {
 			if p.PID > 0 {
 				pid = fmt.Sprint(p.PID)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%.2f\t%.1f µs\t%.0f%%\t%s\t%s\n", p.Name, pid, p.CPUSeconds, p.CPUMicrosPerTk, p.CPUPercent, peak, mib(p.RSS))
+			rss := "-"
+			if p.RSS > 0 {
+				rss = mib(p.RSS)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%.2f\t%.1f µs\t%.0f%%\t%s\t%s\n", p.Name, pid, p.CPUSeconds, p.CPUMicrosPerTk, p.CPUPercent, peak, rss)
 		}
 		tw.Flush()
 	}

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/switchyard-hpc/switchyard/bench"
 	"github.com/switchyard-hpc/switchyard/client"
@@ -44,11 +46,24 @@ Other scenarios (each on a fresh endpoint):
                      interchange and forwarder memory per queued task.
 
 --api and --endpoint target a running endpoint instead (add
---interchange-http and --interchange-managers for the scenarios above).`,
+--interchange-http and --interchange-managers for the scenarios above).
+
+--cli measures the user's path with real processes of this binary: it runs
+'switchyard endpoint up --free-ports' (--managers, --workers and --insecure
+passed on, everything else endpoint up's defaults, state in a temp dir) and,
+once the endpoint is connected, 'switchyard submit -e local --kind noop -n
+TASKS | switchyard wait - --quiet' through a pipe, as a shell would (--tasks
+defaults to 100000 here). It reports tasks/s from starting submit until wait
+exits; CPU per task and peak RSS of the forwarder, interchange, each
+manager and endpoint up itself (over the run, from /proc) and of submit and
+wait (from their rusage); CPU per task over all of them; the interchange's longest manager
+idle time while tasks were queued; and store commits per task. It combines
+with --tasks, --managers, --workers, --insecure, --keep, --json and --quiet.`,
 		Example: `  switchyard bench
   switchyard bench --no-persist --json
   switchyard bench --managers-sim 1000 --sim-interval 1s --duration 30s
-  switchyard bench --queued 1000000`,
+  switchyard bench --queued 1000000
+  switchyard bench --cli --tasks 100000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfg.Tasks < 0 {
@@ -62,6 +77,17 @@ Other scenarios (each on a fresh endpoint):
 			}
 			if cmd.Flags().Changed("endpoint") && cfg.API == "" {
 				return fmt.Errorf("--endpoint names a running endpoint; give its forwarder with --api too")
+			}
+			if cfg.CLI {
+				if err := checkCLIFlags(cmd.Flags()); err != nil {
+					return err
+				}
+				if !cmd.Flags().Changed("tasks") {
+					cfg.Tasks = cliDefaultTasks
+				}
+				if cfg.Tasks < 1 {
+					return fmt.Errorf("--cli needs --tasks of 1 or more, got %d", cfg.Tasks)
+				}
 			}
 			cfg.Version = version
 			var err error
@@ -116,7 +142,32 @@ Other scenarios (each on a fresh endpoint):
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	f.BoolVar(&cfg.CompareInsecure, "compare-insecure", false, "also run the throughput scenario, alternating, on an endpoint started with --insecure and report what security (tokens, CurveZMQ) costs")
+	f.BoolVar(&cfg.CLI, "cli", false, "measure the user's path: endpoint up, then submit -n TASKS | wait -, as real processes")
 	f.StringVar(&ixTokenFile, "interchange-token-file", "", "admin token of a targeted endpoint's interchange (its STATE_DIR/admin.token)")
 	af.add(f)
 	return cmd
+}
+
+// cliDefaultTasks is --tasks for --cli when not given: the 100,000 of
+// issue 18's table.
+const cliDefaultTasks = 100000
+
+// checkCLIFlags refuses flags --cli would silently ignore.
+func checkCLIFlags(fs *pflag.FlagSet) error {
+	if fs.Changed("api") {
+		return fmt.Errorf("--cli starts its own endpoint with 'switchyard endpoint up'; drop --api")
+	}
+	ok := map[string]bool{"cli": true, "tasks": true, "managers": true, "workers": true, "insecure": true,
+		"keep": true, "json": true, "quiet": true}
+	var bad []string
+	fs.Visit(func(f *pflag.Flag) {
+		if !ok[f.Name] {
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) > 0 {
+		return fmt.Errorf("--cli does not combine with %s; it takes --tasks, --managers, --workers, --insecure, --keep, --json and --quiet",
+			strings.Join(bad, ", "))
+	}
+	return nil
 }
