@@ -28,6 +28,30 @@ type manager struct {
 	unacked *link.Unacked
 	// draining: it said goodbye; it gets nothing new.
 	draining bool
+	// freedAt is when it got free slots while tasks were queued (unix
+	// nanoseconds; 0 when not waiting): how long it idles for work we hold.
+	freedAt int64
+}
+
+// waitsForWork starts m's idle clock when it has room and tasks wait.
+func (l *loop) waitsForWork(m *manager, now int64) {
+	if m.freedAt == 0 && l.queued > 0 && m.free() > 0 {
+		m.freedAt = now
+	}
+}
+
+// gotWork stops m's idle clock.
+func (l *loop) gotWork(m *manager, now int64) {
+	if m.freedAt == 0 {
+		return
+	}
+	d := time.Duration(now - m.freedAt).Seconds()
+	m.freedAt = 0
+	l.ix.m.idleWhileQueued.Observe(d)
+	if d > l.maxIdle {
+		l.maxIdle = d
+		l.ix.m.idleWhileQueuedMax.Set(d)
+	}
 }
 
 // free is how many more tasks the manager may hold.
@@ -145,6 +169,7 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 			l.finish(r)
 		}
 	}
+	l.waitsForWork(m, time.Now().UnixNano())
 	// The manager forgets a result once acked, so ack only what is stored.
 	mid := m.ID
 	l.persist(l.takeOps(), func(l *loop) {
@@ -182,6 +207,12 @@ func (l *loop) dispatch() {
 			share[i] -= sent
 		}
 	}
+	if l.queued == 0 {
+		// Nothing left to wait for: idle clocks stop without counting.
+		for _, m := range l.order {
+			m.freedAt = 0
+		}
+	}
 }
 
 // sendTasks sends m up to want queued tasks in one batch and reports how
@@ -211,6 +242,7 @@ func (l *loop) sendTasks(m *manager, want int) int {
 	}
 	deltas := make([]messages.Delta, len(sent))
 	now := time.Now().UnixNano()
+	l.gotWork(m, now)
 	for i, t := range sent {
 		l.ix.m.dispatchWait.Observe(time.Duration(now - t.at).Seconds())
 		// Counts as heard of for a re-registration's re-sync.

@@ -63,6 +63,7 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 	}
 	l.log.WithFields(f).Info("manager registered")
 	_ = l.sendManager(m, &messages.Heartbeat{})
+	l.waitsForWork(m, now.UnixNano())
 	l.publishTotals()
 }
 

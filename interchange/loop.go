@@ -44,6 +44,8 @@ type loop struct {
 	// order is the round-robin order of managers for dispatch.
 	order []*manager
 	rr    int
+	// maxIdle is the longest a manager waited for queued work (seconds).
+	maxIdle float64
 	// freeBuf is dispatch's scratch list of free slots per manager.
 	freeBuf []int
 	tasks   map[messages.TaskID]*itask

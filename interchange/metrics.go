@@ -31,8 +31,12 @@ type metrics struct {
 	returned       prometheus.Counter
 	dispatchWait   prometheus.Histogram
 	storeCommit    prometheus.Histogram
-	storeOps       prometheus.Counter
-	storeErrors    prometheus.Counter
+	// A manager's wait from having room while tasks were queued until it
+	// got some: dispatch starved by other work shows here.
+	idleWhileQueued    prometheus.Histogram
+	idleWhileQueuedMax prometheus.Gauge
+	storeOps           prometheus.Counter
+	storeErrors        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
@@ -66,13 +70,18 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 			Help: "Time a task waited in the queue before it was handed to a manager.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}),
 		storeCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_store_commit_seconds",
 			Help: "Time to commit one group of store writes.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		idleWhileQueued: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_idle_while_queued_seconds",
+			Help: "Time a manager had free slots while tasks were queued, until it was sent some.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}),
+		idleWhileQueuedMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "switchyard_interchange_idle_while_queued_max_seconds",
+			Help: "The longest a manager had free slots while tasks were queued, since start."}),
 		storeOps:    c("store_writes_total", "Records written to the store (after coalescing)."),
 		storeErrors: c("store_errors_total", "Store commits that failed."),
 	}
 	g := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_interchange_" + name, Help: help}, fn)
 	}
-	reg.MustRegister(m.reportsRecv, m.resultsResent, m.tasksResent, m.dispatchWait, m.storeCommit, m.storeOps, m.storeErrors)
+	reg.MustRegister(m.reportsRecv, m.resultsResent, m.tasksResent, m.dispatchWait, m.storeCommit, m.storeOps, m.storeErrors,
+		m.idleWhileQueued, m.idleWhileQueuedMax)
 	reg.MustRegister(m.received, m.dispatched, m.results, m.resultsUp, m.duplicates, m.staleUpdates, m.malformed,
 		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters, m.refused, m.refusedBatches, m.returned,
 		g("managers", "Registered managers.", func() float64 { return float64(ix.Status().Managers) }),
