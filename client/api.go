@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -138,6 +139,67 @@ func (c *Client) Status(ctx context.Context, ids []string) ([]Task, error) {
 		ids = ids[n:]
 	}
 	return out, nil
+}
+
+// Ended is a page of GET /v1/tasks/ended: tasks that ended after a cursor.
+type Ended struct {
+	Cursor string `json:"cursor"`
+	Tasks  []struct {
+		TaskID string `json:"task_id"`
+		State  string `json:"state"`
+	} `json:"tasks"`
+	// More: more ends follow; ask again at once.
+	More bool `json:"more"`
+	// Reset: the cursor was not usable (another run of the forwarder, or
+	// too old); tasks that ended before Cursor must be read with Status.
+	Reset bool `json:"reset"`
+}
+
+// Census is the answer of POST /v1/tasks/census.
+type Census struct {
+	Ended []struct {
+		TaskID string `json:"task_id"`
+		State  string `json:"state"`
+	} `json:"ended"`
+	Unknown []string `json:"unknown"`
+	Pending int      `json:"pending"`
+}
+
+// Census asks, in chunks, which of ids ended (and how), which are unknown
+// and how many have not ended: a status call that stays small while most
+// tasks run.
+func (c *Client) Census(ctx context.Context, ids []string) (Census, error) {
+	var out Census
+	for len(ids) > 0 {
+		n := min(len(ids), statusChunk)
+		var res Census
+		if err := c.call(ctx, http.MethodPost, "/v1/tasks/census", map[string]any{"task_ids": ids[:n]}, &res); err != nil {
+			return Census{}, err
+		}
+		out.Ended = append(out.Ended, res.Ended...)
+		out.Unknown = append(out.Unknown, res.Unknown...)
+		out.Pending += res.Pending
+		ids = ids[n:]
+	}
+	return out, nil
+}
+
+// Ended reads the caller's tasks that ended after cursor (empty: start
+// now, nothing reported), waiting up to wait for the first one.
+func (c *Client) Ended(ctx context.Context, cursor string, wait time.Duration, limit int) (Ended, error) {
+	q := url.Values{}
+	if cursor != "" {
+		q.Set("after", cursor)
+	}
+	if wait > 0 {
+		q.Set("wait", wait.Round(time.Millisecond).String())
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var e Ended
+	err := c.call(ctx, http.MethodGet, "/v1/tasks/ended?"+q.Encode(), nil, &e)
+	return e, err
 }
 
 // Cancel cancels one task; a task that already ended is left as it is.

@@ -58,6 +58,8 @@ func (f *Forwarder) routes() http.Handler {
 	mux.HandleFunc("/v1/tokens/{id}", f.methods(map[string]http.HandlerFunc{"DELETE": f.admin(f.handleRevokeToken)}))
 	mux.HandleFunc("/v1/tasks", f.methods(map[string]http.HandlerFunc{"GET": f.handleList}))
 	mux.HandleFunc("/v1/tasks/status", f.methods(map[string]http.HandlerFunc{"POST": f.handleStatus}))
+	mux.HandleFunc("/v1/tasks/ended", f.methods(map[string]http.HandlerFunc{"GET": f.handleEnded}))
+	mux.HandleFunc("/v1/tasks/census", f.methods(map[string]http.HandlerFunc{"POST": f.handleCensus}))
 	mux.HandleFunc("/v1/tasks/cancel", f.methods(map[string]http.HandlerFunc{"POST": f.handleCancelBatch}))
 	mux.HandleFunc("/v1/tasks/{id}", f.methods(map[string]http.HandlerFunc{"GET": f.handleGet, "DELETE": f.handleCancel}))
 	mux.Handle("/metrics", promhttp.HandlerFor(f.opts.Registry, promhttp.HandlerOpts{}))

@@ -165,8 +165,9 @@ type taskTable struct {
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
 	// open counts each owner's tasks that have not ended (under mu).
-	open map[string]int
-	log  *logrus.Entry
+	open    map[string]int
+	journal *journal // tasks that ended, for GET /v1/tasks/ended
+	log     *logrus.Entry
 }
 
 // doneRef is what stays in memory of a task whose end is stored.
@@ -210,7 +211,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 }
 
 func newTaskTable(st *store.Store, log *logrus.Entry) *taskTable {
-	tt := &taskTable{log: log, tasks: make(map[messages.TaskID]*Task), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
+	tt := &taskTable{log: log, journal: newJournal(journalSize), tasks: make(map[messages.TaskID]*Task), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
@@ -319,6 +320,7 @@ func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
 			close(ch)
 			delete(tt.waiters, t.ID)
 		}
+		tt.journal.record(t)
 	}
 	if tt.st != nil && ops != nil {
 		*ops = append(*ops, encodeTask(t))
@@ -423,6 +425,30 @@ func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
 		out[i], found[i] = stored[j], ok[j]
 	}
 	return out, found
+}
+
+// census calls fn with the owner and state of each id; a retired task's
+// owner is read from the store only when the state alone cannot answer.
+func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, owner string, st messages.TaskState, known bool)) {
+	var retired []messages.TaskID
+	tt.mu.RLock()
+	for _, id := range ids {
+		if t, ok := tt.tasks[id]; ok {
+			fn(id, t.Owner, t.State, true)
+		} else if _, ok := tt.done[id]; ok {
+			retired = append(retired, id)
+		} else {
+			fn(id, "", messages.StateUnknown, false)
+		}
+	}
+	tt.mu.RUnlock()
+	if len(retired) == 0 {
+		return
+	}
+	ts, found := tt.getMany(retired)
+	for i, id := range retired {
+		fn(id, ts[i].Owner, ts[i].State, found[i])
+	}
 }
 
 func (tt *taskTable) len() int {

@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,4 +117,23 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 	if _, ok := tt.get(ts[0].ID); ok {
 		t.Fatal("a pruned task still reads")
 	}
+}
+
+// A cursor from a client is parsed without panicking and a cursor this
+// run gave out reads back as itself.
+func FuzzParseCursor(f *testing.F) {
+	j := newJournal(8)
+	j.next = 5
+	for _, s := range []string{j.cursor(3), j.cursor(5), j.cursor(6), "x-1", "-", "", "abc", j.epoch + "-18446744073709551615"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, ok, err := j.parseCursor(s)
+		if err != nil && ok {
+			t.Fatalf("%q: error and usable", s)
+		}
+		if ok && (n > j.next || j.cursor(n) != s && !strings.HasPrefix(s, j.epoch+"-")) {
+			t.Fatalf("%q: usable at %d", s, n)
+		}
+	})
 }

@@ -60,6 +60,9 @@ func runDemo(ctx context.Context, c *client.Client, ep string, n int, w io.Write
 	}
 	submitted := time.Since(start)
 	ts, err := waitAll(ctx, c, ids, 10*time.Minute, true)
+	if err == nil {
+		ts, err = fullTasks(ctx, c, ts)
+	}
 	if err != nil {
 		return err
 	}

@@ -127,8 +127,12 @@ func stderrIsTerminal() bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// waitAll polls until every id is terminal, the timeout passes or ctx
-// ends. Unfinished tasks come back as an *errUnfinished.
+// waitAll follows ids until every one is terminal, the timeout passes or
+// ctx ends. It reads every task once, then only the ends the forwarder
+// reports after a cursor (GET /v1/tasks/ended), so waiting on a million
+// tasks costs about one small record per task. Unfinished tasks come back
+// as an *errUnfinished. The tasks returned carry id and state only;
+// fullTasks reads the rest.
 func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.Duration, showProgress bool) ([]client.Task, error) {
 	deadline := time.Now().Add(timeout)
 	if timeout == 0 {
@@ -141,73 +145,124 @@ func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.D
 	if showProgress {
 		bar = newProgress(len(ids))
 	}
-	pending := ids
-	final := make(map[string]client.Task, len(ids))
-	delay := 20 * time.Millisecond
+	w := &waiter{c: c, final: make(map[string]string, len(ids)), pending: make(map[string]struct{}, len(ids))}
+	for _, id := range ids {
+		w.pending[id] = struct{}{}
+	}
 	var cause error
-	for {
-		ts, err := c.Status(ctx, pending)
-		if ctx.Err() != nil {
-			cause = ctx.Err()
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		var still, unknown []string
-		counts := map[string]int{}
-		for _, t := range ts {
-			switch {
-			case t.Terminal():
-				final[t.TaskID] = t
-			case t.State == "unknown":
-				unknown = append(unknown, t.TaskID)
-			default:
-				still = append(still, t.TaskID)
-				counts[t.State]++
-			}
-		}
-		if len(unknown) > 0 {
-			return nil, exitf(exitUsage, "unknown task ids (never submitted, someone else's, or forgotten after the retention time): %s", strings.Join(unknown, " "))
-		}
-		for _, t := range final {
-			counts[t.State]++
-		}
-		pending = still
+	// The cursor comes first: a task that ends after it is in the
+	// journal, one that ended before reads as ended below.
+	page, err := c.Ended(ctx, "", 0, 0)
+	if err == nil {
+		err = w.census(ctx, ids)
+	}
+	cursor := page.Cursor
+	for err == nil && len(w.pending) > 0 {
 		if bar != nil {
-			bar.draw(counts, len(pending) == 0)
+			bar.draw(w.counts(), false)
 		}
-		if len(pending) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			if bar != nil {
-				bar.draw(counts, true)
-			}
+		left := time.Until(deadline)
+		if left <= 0 {
 			cause = fmt.Errorf("timed out after %s", timeout)
 			break
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
+		page, err = c.Ended(ctx, cursor, min(left, 5*time.Second), forwarderMaxEnded)
+		if err != nil {
+			break
 		}
-		t.Stop()
-		delay = min(delay*2, 500*time.Millisecond)
+		if page.Reset {
+			// Too far behind, or the forwarder restarted: read the
+			// rest once more, then follow from the new cursor.
+			err = w.census(ctx, w.left(ids))
+		}
+		for _, e := range page.Tasks {
+			if _, ok := w.pending[e.TaskID]; ok {
+				delete(w.pending, e.TaskID)
+				w.final[e.TaskID] = e.State
+			}
+		}
+		cursor = page.Cursor
 	}
-	if bar != nil && cause != nil && bar.tty {
-		fmt.Fprintln(bar.w)
+	if ctx.Err() != nil {
+		cause, err = ctx.Err(), nil
 	}
-	out := make([]client.Task, 0, len(ids))
+	if err != nil {
+		return nil, err
+	}
+	if bar != nil {
+		bar.draw(w.counts(), true)
+	}
+	out := make([]client.Task, 0, len(w.final))
 	for _, id := range ids {
-		if t, ok := final[id]; ok {
-			out = append(out, t)
+		if st, ok := w.final[id]; ok {
+			out = append(out, client.Task{TaskID: id, State: st})
 		}
 	}
-	if len(pending) > 0 {
-		return out, &errUnfinished{pending: pending, total: len(ids), cause: cause}
+	if len(w.pending) > 0 {
+		if cause == nil {
+			cause = errors.New("stopped")
+		}
+		return out, &errUnfinished{pending: w.left(ids), total: len(ids), cause: cause}
 	}
 	return out, nil
+}
+
+// forwarderMaxEnded is the most ends one GET /v1/tasks/ended returns.
+const forwarderMaxEnded = 100000
+
+// waiter is what waitAll knows: the final state of ended tasks and the
+// ids still pending.
+type waiter struct {
+	c       *client.Client
+	final   map[string]string
+	pending map[string]struct{}
+}
+
+// census reads which of ids ended; an unknown id is an error.
+func (w *waiter) census(ctx context.Context, ids []string) error {
+	cs, err := w.c.Census(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, e := range cs.Ended {
+		delete(w.pending, e.TaskID)
+		w.final[e.TaskID] = e.State
+	}
+	if unknown := cs.Unknown; len(unknown) > 0 {
+		if len(unknown) > 20 {
+			unknown = append(unknown[:20], fmt.Sprintf("... (%d in all)", len(unknown)))
+		}
+		return exitf(exitUsage, "unknown task ids (never submitted, someone else's, or forgotten after the retention time): %s", strings.Join(unknown, " "))
+	}
+	return nil
+}
+
+// left is the pending ids in the order given.
+func (w *waiter) left(ids []string) []string {
+	out := make([]string, 0, len(w.pending))
+	for _, id := range ids {
+		if _, ok := w.pending[id]; ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (w *waiter) counts() map[string]int {
+	counts := map[string]int{"pending": len(w.pending)}
+	for _, st := range w.final {
+		counts[st]++
+	}
+	return counts
+}
+
+// fullTasks reads the whole record of tasks that waitAll returned.
+func fullTasks(ctx context.Context, c *client.Client, ts []client.Task) ([]client.Task, error) {
+	ids := make([]string, len(ts))
+	for i, t := range ts {
+		ids[i] = t.TaskID
+	}
+	return c.Status(ctx, ids)
 }
 
 // waitOne long-polls one task; on a terminal it shows a spinner with the
@@ -294,6 +349,9 @@ timeout, 1 for an unknown id, 130 on Ctrl-C.`,
 				return werr
 			}
 			if cf.asJSON {
+				if ts, err = fullTasks(ctx, c, ts); err != nil {
+					return err
+				}
 				_ = printJSON(map[string]any{"tasks": ts})
 			} else if len(ids) <= 100 {
 				for _, t := range ts {
