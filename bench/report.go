@@ -39,7 +39,7 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "\nThroughput (%d no-op tasks, batches of %d, %d submitters)\n", tp.Tasks, tp.Batch, tp.Submitters)
 		fmt.Fprintf(&b, "  end to end:  %.0f tasks/s  (%.2fs from first submit until all terminal; %d failed)\n", tp.TasksPerSec, tp.Seconds, tp.Failed)
 		fmt.Fprintf(&b, "  accepted:    %.0f tasks/s  (all POSTs answered after %.2fs)\n", tp.AcceptedPerSec, tp.SubmitSeconds)
-		fmt.Fprintf(&b, "  polling:     %d status requests, %d long-polls; bench client used %.2fs CPU\n", tp.StatusRequests, tp.WaitRequests, tp.BenchCPUSeconds)
+		fmt.Fprintf(&b, "  following:   %d GET /v1/tasks/ended calls; bench client used %.2fs CPU\n", tp.EndedRequests, tp.BenchCPUSeconds)
 	}
 	if it, st := r.Insecure, r.Secure; it != nil && st != nil {
 		fmt.Fprintf(&b, "  secure (tokens, CurveZMQ) vs --insecure, alternating runs, medians: %.0f vs %.0f tasks/s", st.TasksPerSec, it.TasksPerSec)

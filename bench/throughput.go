@@ -20,24 +20,23 @@ type ThroughputResult struct {
 	TasksPerSec float64 `json:"tasks_per_second"`
 	// SubmitSeconds until the last POST was answered (tasks accepted and
 	// stored by the forwarder).
-	SubmitSeconds   float64 `json:"submit_seconds"`
-	AcceptedPerSec  float64 `json:"accepted_per_second"`
-	Failed          int     `json:"failed"`
-	StatusRequests  int     `json:"status_requests"`
-	WaitRequests    int     `json:"wait_requests"`
+	SubmitSeconds  float64 `json:"submit_seconds"`
+	AcceptedPerSec float64 `json:"accepted_per_second"`
+	Failed         int     `json:"failed"`
+	// EndedRequests is how many GET /v1/tasks/ended calls followed the
+	// tasks to their end.
+	EndedRequests   int     `json:"ended_requests"`
 	FirstFailure    string  `json:"first_failure,omitempty"`
 	BenchCPUSeconds float64 `json:"bench_client_cpu_seconds"`
 }
 
-// statusChunk is how many ids go in one POST /v1/tasks/status.
-const statusChunk = 5000
+// endedPage is the most ends one GET /v1/tasks/ended returns.
+const endedPage = 100000
 
 // runThroughput submits n no-op tasks in batches from several goroutines
-// and follows them until all are terminal. Completion is tracked per batch
-// in submission order: a long-poll on the batch's last task (which
-// finishes about last, as the queue is FIFO) and then one status request
-// for the whole batch, so each task is read about once and polling stays
-// a small part of the load.
+// and follows them until all are terminal, as a user's client does: with
+// GET /v1/tasks/ended after a cursor taken before the first submit, so
+// each end is read once and polling stays a small part of the load.
 func runThroughput(ctx context.Context, a *api, ep string, n, batch, submitters int) (ThroughputResult, error) {
 	res := ThroughputResult{Tasks: n, Batch: batch, Submitters: submitters}
 	if n <= 0 {
@@ -66,6 +65,10 @@ func runThroughput(ctx context.Context, a *api, ep string, n, batch, submitters 
 	}
 	cpu0 := selfCPU()
 	start := time.Now()
+	first, err := a.Ended(ctx, "", 0, 0)
+	if err != nil {
+		return res, fmt.Errorf("ended cursor: %w", err)
+	}
 	var wg sync.WaitGroup
 	for s := 0; s < submitters; s++ {
 		wg.Add(1)
@@ -91,45 +94,62 @@ func runThroughput(ctx context.Context, a *api, ep string, n, batch, submitters 
 		submitEnd = time.Now()
 		close(accepted)
 	}()
+	// Ends can be reported before the POST that made the task answers.
+	mine := make(map[string]bool, n)
+	early := map[string]string{}
 	done := 0
-	for ids := range accepted {
-		pending := ids
-		for len(pending) > 0 {
-			if ctx.Err() != nil {
-				break
+	end1 := func(id, state string) {
+		done++
+		if state != "success" {
+			res.Failed++
+			if res.FirstFailure == "" {
+				res.FirstFailure = fmt.Sprintf("task %s ended %s", id, state)
+				if t, err := a.Task(ctx, id); err == nil {
+					res.FirstFailure += ": " + t.Error
+				}
 			}
-			// Long-poll the last one, then read the whole batch.
-			if _, err := a.Wait(ctx, pending[len(pending)-1], 10*time.Second); err != nil {
-				fail(fmt.Errorf("wait: %w", err))
-				break
-			}
-			res.WaitRequests++
-			var still []string
-			for off := 0; off < len(pending); off += statusChunk {
-				chunk := pending[off:min(off+statusChunk, len(pending))]
-				sts, err := a.Status(ctx, chunk)
-				res.StatusRequests++
-				if err != nil {
-					fail(fmt.Errorf("status: %w", err))
+		}
+	}
+	cursor := first.Cursor
+	for open := true; done < n && ctx.Err() == nil; {
+		for drained := false; open && !drained; {
+			select {
+			case ids, ok := <-accepted:
+				if !ok {
+					open = false
 					break
 				}
-				for i, s := range sts {
-					switch {
-					case !client.Terminal(s.State):
-						still = append(still, chunk[i])
-					case s.State != "success":
-						res.Failed++
-						if res.FirstFailure == "" {
-							res.FirstFailure = fmt.Sprintf("task %s ended %s: %s", s.TaskID, s.State, s.Error)
-						}
-						done++
-					default:
-						done++
+				for _, id := range ids {
+					if st, ok := early[id]; ok {
+						delete(early, id)
+						end1(id, st)
+					} else {
+						mine[id] = true
 					}
 				}
+			default:
+				drained = true
 			}
-			pending = still
 		}
+		page, err := a.Ended(ctx, cursor, 200*time.Millisecond, endedPage)
+		res.EndedRequests++
+		if err != nil {
+			fail(fmt.Errorf("ended: %w", err))
+			break
+		}
+		if page.Reset {
+			fail(fmt.Errorf("ended: the forwarder lost our cursor (restarted, or more than its journal ended meanwhile)"))
+			break
+		}
+		for _, t := range page.Tasks {
+			if mine[t.TaskID] {
+				delete(mine, t.TaskID)
+				end1(t.TaskID, t.State)
+			} else {
+				early[t.TaskID] = t.State
+			}
+		}
+		cursor = page.Cursor
 	}
 	end := time.Now()
 	if subErr != nil {
