@@ -170,12 +170,35 @@ type taskTable struct {
 	log     *logrus.Entry
 }
 
-// doneRef is what stays in memory of a task whose end is stored.
+// doneRef is what stays in memory of a task whose end is stored: 16
+// bytes, about 50 with the map's share.
 type doneRef struct {
-	seq       uint64
-	completed int64 // unix nanoseconds
-	state     messages.TaskState
+	seq uint64
+	// end packs the completion time (unix seconds, 0 if unknown) and the
+	// final state.
+	end uint64
 }
+
+var endStates = [...]messages.TaskState{messages.StateUnknown, messages.StateSuccess, messages.StateFailed, messages.StateCancelled}
+
+func refOf(t *Task) doneRef {
+	var code uint64
+	for i, st := range endStates {
+		if st == t.State {
+			code = uint64(i)
+		}
+	}
+	var sec uint64
+	if !t.CompletedAt.IsZero() && t.CompletedAt.Unix() > 0 {
+		sec = uint64(t.CompletedAt.Unix())
+	}
+	return doneRef{seq: t.Seq, end: sec<<2 | code}
+}
+
+func (r doneRef) state() messages.TaskState { return endStates[r.end&3] }
+
+// completed is the completion time in unix seconds, 0 if unknown.
+func (r doneRef) completed() int64 { return int64(r.end >> 2) }
 
 func (tt *taskTable) move(t *Task, to messages.TaskState) {
 	tt.byState[t.State].Add(-1)
@@ -252,14 +275,6 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 		unfinished[t.Endpoint] = append(unfinished[t.Endpoint], t.ID)
 	}
 	return len(tt.tasks) + len(tt.done), unfinished, nil
-}
-
-func refOf(t *Task) doneRef {
-	var c int64
-	if !t.CompletedAt.IsZero() {
-		c = t.CompletedAt.UnixNano()
-	}
-	return doneRef{seq: t.Seq, completed: c, state: t.State}
 }
 
 // retire drops from memory all but a doneRef of the tasks of ids whose end
@@ -528,7 +543,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 			// interchange missed our ack.
 			v := messages.Stale
 			if d, ok := tt.done[r.ID]; ok {
-				v = messages.Apply(d.state, 0, to, r.Attempt)
+				v = messages.Apply(d.state(), 0, to, r.Attempt)
 			}
 			verdicts = append(verdicts, v)
 			continue
@@ -723,11 +738,11 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 			}
 		}
 	}
-	before := cutoff.UnixNano()
+	before := cutoff.Unix()
 	for id, r := range tt.done {
-		if r.completed != 0 && r.completed < before {
+		if c := r.completed(); c != 0 && c < before {
 			delete(tt.done, id)
-			tt.byState[r.state].Add(-1)
+			tt.byState[r.state()].Add(-1)
 			n++
 			ops = append(ops, store.Op{Bucket: tasksBucket, Key: seqKey(r.seq)})
 		}

@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +137,60 @@ func FuzzParseCursor(f *testing.F) {
 			t.Fatalf("%q: usable at %d", s, n)
 		}
 	})
+}
+
+// BenchmarkRetainedTaskMemory measures the heap a finished task costs
+// while it is kept for the retention time (the issue's "memory per
+// finished task kept": at most 100 bytes in RAM, the rest on disk).
+func BenchmarkRetainedTaskMemory(b *testing.B) {
+	for _, persist := range []bool{true, false} {
+		name := "store"
+		if !persist {
+			name = "no-persist"
+		}
+		b.Run(name, func(b *testing.B) {
+			const n = 100000
+			for range b.N {
+				var st *store.Store
+				if persist {
+					var err error
+					if st, _, err = store.Open(filepath.Join(b.TempDir(), "f.db"), "switchyard-forwarder-v1", []string{tasksBucket}, store.SurviveProcessCrash); err != nil {
+						b.Fatal(err)
+					}
+				}
+				tt := newTaskTable(st, logx.Discard())
+				before := heapLive()
+				for off := 0; off < n; off += 5000 {
+					ts := newTasks(5000, "alice")
+					if err := tt.add(ts, 0); err != nil {
+						b.Fatal(err)
+					}
+					rs := make([]messages.Result, len(ts))
+					for i, t := range ts {
+						rs[i] = messages.Result{ID: t.ID, Code: messages.Success, Payload: []byte(`{"exit_code":0,"stdout":"ok\n","stderr":""}`)}
+					}
+					done := make(chan error, 1)
+					tt.completeBatch("ep", rs, nil, func(err error) { done <- err })
+					if err := <-done; err != nil {
+						b.Fatal(err)
+					}
+				}
+				after := heapLive()
+				if tt.len() != n {
+					b.Fatalf("%d tasks held, want %d", tt.len(), n)
+				}
+				b.ReportMetric(float64(after-before)/n, "B/finished-task")
+				if st != nil {
+					st.Close()
+				}
+			}
+		})
+	}
+}
+
+func heapLive() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
