@@ -39,7 +39,7 @@ type Interchange struct {
 	status   *statusBuffer
 	m        *metrics
 	hostname string
-	store    *store.Store
+	store    *store.Log
 	res      daemon.Resources
 	recovery *recovered
 	// mgrCreds is what managers of this endpoint need (nil when insecure).
@@ -85,10 +85,13 @@ func New(opts Options) (*Interchange, error) {
 	}
 	var err error
 	var existed bool
-	ix.dir, ix.store, existed, err = ix.res.State(opts.StateDir, "interchange", opts.NoPersist, "interchange.db",
-		"switchyard-interchange-v1", []string{tasksBucket, resultsBucket, managersBucket}, opts.durability(), ix.log)
-	if err != nil {
+	if ix.dir, _, _, err = ix.res.State(opts.StateDir, "interchange", opts.NoPersist, "", "", nil, opts.durability(), ix.log); err != nil {
 		return fail(err)
+	}
+	if ix.dir != nil && !opts.NoPersist {
+		if ix.store, existed, err = ix.openStore(); err != nil {
+			return fail(fmt.Errorf("interchange: %w", err))
+		}
 	}
 	if existed {
 		if ix.recovery, err = loadState(ix.store); err != nil {

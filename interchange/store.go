@@ -1,8 +1,11 @@
 package interchange
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -85,7 +88,79 @@ type recovered struct {
 	maxSeq   uint64
 }
 
-func loadState(st *store.Store) (*recovered, error) {
+// The state file and its format; the order of the buckets is part of it.
+const (
+	stateFile   = "interchange.log"
+	stateFormat = "switchyard-interchange-v2"
+	// oldStateFile is the B-tree file of earlier versions, read once.
+	oldStateFile   = "interchange.db"
+	oldStateFormat = "switchyard-interchange-v1"
+)
+
+var stateBuckets = []string{tasksBucket, resultsBucket, managersBucket}
+
+// openStore opens the state log and closes it with the interchange. An
+// old B-tree state file is copied into a new log first, once, and renamed
+// aside.
+func (ix *Interchange) openStore() (*store.Log, bool, error) {
+	path, old := ix.dir.File(stateFile), ix.dir.File(oldStateFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(old); err == nil {
+			n, err := migrate(old, path, ix.opts.durability())
+			if err != nil {
+				return nil, false, fmt.Errorf("copy %s into %s: %w", old, path, err)
+			}
+			ix.log.WithFields(logrus.Fields{"records": n, "from": old, "kept_as": old + ".migrated"}).
+				Info("state moved from the B-tree file to the log")
+		}
+	}
+	st, existed, err := store.OpenLog(path, stateFormat, stateBuckets, ix.opts.durability())
+	if err != nil {
+		return nil, false, err
+	}
+	ix.res.Add(func() {
+		if err := st.Close(); err != nil {
+			ix.log.WithError(err).Error("closing the store")
+		}
+	})
+	if st.Dropped > 0 {
+		ix.log.WithField("bytes", st.Dropped).Warn("the state log ended in a torn write (a crash while writing); that last write was never acknowledged and is dropped")
+	}
+	return st, existed, nil
+}
+
+func migrate(old, path string, d store.Durability) (int, error) {
+	db, _, err := store.Open(old, oldStateFormat, stateBuckets, d)
+	if err != nil {
+		return 0, err
+	}
+	var ops []store.Op
+	for _, b := range stateBuckets {
+		if err := db.ForEach(b, func(k, v []byte) error {
+			ops = append(ops, store.Op{Bucket: b, Key: bytes.Clone(k), Value: bytes.Clone(v)})
+			return nil
+		}); err != nil {
+			db.Close()
+			return 0, err
+		}
+	}
+	db.Close()
+	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, d)
+	if err != nil {
+		return 0, err
+	}
+	err = st.WriteSync(ops)
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return 0, err
+	}
+	return len(ops), os.Rename(old, old+".migrated")
+}
+
+func loadState(st *store.Log) (*recovered, error) {
 	rec := &recovered{}
 	if err := st.ForEach(managersBucket, func(k, _ []byte) error {
 		rec.managers = append(rec.managers, string(k))

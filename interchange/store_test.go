@@ -1,0 +1,62 @@
+package interchange
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/switchyard-hpc/switchyard/internal/daemon"
+	"github.com/switchyard-hpc/switchyard/internal/logx"
+	"github.com/switchyard-hpc/switchyard/internal/statedir"
+	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/messages"
+)
+
+// State kept by an earlier version in the B-tree file is moved into the
+// log once: the restarted interchange recovers the same tasks, results
+// and managers, and the old file is kept aside.
+func TestOldStateFileIsMigrated(t *testing.T) {
+	dir := t.TempDir()
+	sd, err := statedir.Open(dir, "interchange")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := store.Open(sd.File(oldStateFile), oldStateFormat, stateBuckets, store.SurviveProcessCrash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := &itask{id: messages.TaskID(uuid.New()), attempt: 1, payload: []byte(`{"kind":"noop"}`), seq: 7}
+	t2 := &itask{id: messages.TaskID(uuid.New()), attempt: 2, payload: []byte(`{"kind":"sleep","args":["1"]}`), seq: 9}
+	h := &heldResult{Result: messages.Result{ID: messages.TaskID(uuid.New()), Attempt: 1, Code: messages.Success, Payload: []byte(`"ok"`)}, seq: 8}
+	if err := db.WriteSync([]store.Op{taskOp(t1), taskOp(t2), resultOp(h), managerOp("node-1")}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	for run := 0; run < 2; run++ {
+		ix := &Interchange{opts: Options{}, log: logx.Discard(), dir: sd, res: daemon.Resources{}}
+		st, existed, err := ix.openStore()
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		rec, err := loadState(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !existed || len(rec.tasks) != 2 || rec.tasks[0].id != t1.id || rec.tasks[1].attempt != 2 ||
+			string(rec.tasks[1].payload) != string(t2.payload) || len(rec.results) != 1 || string(rec.results[0].Payload) != `"ok"` ||
+			len(rec.managers) != 1 || rec.managers[0] != "node-1" || rec.maxSeq != 9 {
+			t.Fatalf("run %d recovered %d tasks, %d results, managers %v, max seq %d", run, len(rec.tasks), len(rec.results), rec.managers, rec.maxSeq)
+		}
+		ix.res.Close()
+		if _, err := os.Stat(filepath.Join(dir, oldStateFile+".migrated")); err != nil {
+			t.Fatalf("old file not kept aside: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, oldStateFile)); !os.IsNotExist(err) {
+			t.Fatalf("old file still in place: %v", err)
+		}
+	}
+	sd.Close()
+}
