@@ -128,6 +128,7 @@ func New(opts Options) (*Forwarder, error) {
 	}
 	f.res.Add(f.mbox.Close)
 	f.m = newMetrics(opts.Registry, f)
+	f.tasks.endLatency = func(d time.Duration) { f.m.latency.Observe(d.Seconds()) }
 	if f.store != nil {
 		f.store.OnCommit(f.m.observeStore)
 	}

@@ -44,7 +44,6 @@ func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
 		l.f.mbox.Post(event{kind: evAck, ep: epID, ids: ack})
 	})
 	l.verdicts = verdicts
-	now := time.Now()
 	for i, v := range verdicts {
 		r := &b.Results[i]
 		switch v {
@@ -52,11 +51,6 @@ func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
 			delete(ep.inflight, r.ID)
 			ep.unacked.Ack(r.ID)
 			l.f.m.results.WithLabelValues(string(r.Code.State())).Inc()
-			if r.Finished > 0 {
-				if t, ok := l.f.tasks.get(r.ID); ok {
-					l.f.m.latency.Observe(now.Sub(t.CreatedAt).Seconds())
-				}
-			}
 		case messages.Same, messages.Regress:
 			delete(ep.inflight, r.ID)
 			ep.unacked.Ack(r.ID)

@@ -167,6 +167,8 @@ type taskTable struct {
 	// open counts each owner's tasks that have not ended (under mu).
 	open    map[string]int
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
+	// endLatency, when set, sees each result's time from acceptance.
+	endLatency func(time.Duration)
 	log     *logrus.Entry
 }
 
@@ -565,6 +567,9 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 		}
 		if r.Finished > 0 {
 			t.CompletedAt = time.Unix(0, r.Finished)
+			if tt.endLatency != nil {
+				tt.endLatency(now.Sub(t.CreatedAt))
+			}
 		}
 		tt.touch(t, now, &ops)
 		ended = append(ended, t.ID)
