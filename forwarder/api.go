@@ -186,14 +186,26 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusRequestEntityTooLarge, "%d tasks in one request; the limit is %d", len(raw), MaxTasksPerRequest)
 		return
 	}
+	// Tasks of one request are often alike (submit -n, a sweep's
+	// constant part): each distinct text is parsed and encoded once, and
+	// tasks that are alike share the encoded spec.
 	specs := make([]taskspec.Spec, len(raw))
+	encoded := make([][]byte, len(raw))
 	for i, rt := range raw {
+		if i > 0 && bytes.Equal(rt, raw[i-1]) {
+			specs[i], encoded[i] = specs[i-1], encoded[i-1]
+			continue
+		}
 		s, err := taskspec.Parse(rt)
 		if err != nil {
 			f.fail(w, http.StatusBadRequest, "tasks[%d]: %v", i, err)
 			return
 		}
-		specs[i] = s
+		specs[i], encoded[i] = s, s.Encode()
+		if len(encoded[i]) > s.MaxBytes() {
+			f.fail(w, http.StatusRequestEntityTooLarge, "tasks[%d] is %d bytes encoded; the limit is %d", i, len(encoded[i]), s.MaxBytes())
+			return
+		}
 	}
 	if err := f.tasks.storeErr(); err != nil {
 		f.fail(w, http.StatusServiceUnavailable, "not accepting tasks: the task store is failing (%v); reads still work", err)
@@ -214,12 +226,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id := messages.TaskID(u)
-		spec := s.Encode()
-		if len(spec) > s.MaxBytes() {
-			f.fail(w, http.StatusRequestEntityTooLarge, "tasks[%d] is %d bytes encoded; the limit is %d", i, len(spec), s.MaxBytes())
-			return
-		}
-		ts[i] = &Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: spec, State: state, Attempts: 1, CreatedAt: now}
+		ts[i] = &Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now}
 		ids[i] = id
 		out[i] = id.String()
 	}
