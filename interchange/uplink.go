@@ -94,8 +94,14 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	l.persist(l.takeOps(), func(l *loop) { l.up.TrySend(&messages.Ack{IDs: ids}) })
 }
 
+// maxIntake is how many tasks one loop pass takes from the forwarder:
+// the rest wait in the socket while dispatch and results have their turn,
+// so a flood of tasks never leaves managers idle.
+const maxIntake = 10000
+
 func (l *loop) drainUpstream() {
-	for i := 0; i < 1000; i++ {
+	taken := len(l.tasks)
+	for i := 0; i < 1000 && len(l.tasks)-taken < maxIntake; i++ {
 		frames, ok, err := l.up.Recv()
 		if err != nil {
 			l.log.WithError(err).Warn("receive from forwarder failed")
