@@ -143,6 +143,7 @@ with --tasks, --managers, --workers, --insecure, --keep, --json and --quiet.`,
 	f.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	f.BoolVar(&cfg.CompareInsecure, "compare-insecure", false, "also run the throughput scenario, alternating, on an endpoint started with --insecure and report what security (tokens, CurveZMQ) costs")
 	f.BoolVar(&cfg.CLI, "cli", false, "measure the user's path: endpoint up, then submit -n TASKS | wait -, as real processes")
+	f.StringVar(&cfg.Exe, "exe", "", "the switchyard binary to start the endpoint (and, with --cli, the clients) from, to compare builds side by side (default: this one)")
 	f.StringVar(&ixTokenFile, "interchange-token-file", "", "admin token of a targeted endpoint's interchange (its STATE_DIR/admin.token)")
 	af.add(f)
 	return cmd
@@ -158,7 +159,7 @@ func checkCLIFlags(fs *pflag.FlagSet) error {
 		return fmt.Errorf("--cli starts its own endpoint with 'switchyard endpoint up'; drop --api")
 	}
 	ok := map[string]bool{"cli": true, "tasks": true, "managers": true, "workers": true, "insecure": true,
-		"keep": true, "json": true, "quiet": true}
+		"keep": true, "json": true, "quiet": true, "exe": true}
 	var bad []string
 	fs.Visit(func(f *pflag.Flag) {
 		if !ok[f.Name] {
@@ -166,7 +167,7 @@ func checkCLIFlags(fs *pflag.FlagSet) error {
 		}
 	})
 	if len(bad) > 0 {
-		return fmt.Errorf("--cli does not combine with %s; it takes --tasks, --managers, --workers, --insecure, --keep, --json and --quiet",
+		return fmt.Errorf("--cli does not combine with %s; it takes --tasks, --managers, --workers, --insecure, --exe, --keep, --json and --quiet",
 			strings.Join(bad, ", "))
 	}
 	return nil
