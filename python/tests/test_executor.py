@@ -276,6 +276,8 @@ class TokenTest(unittest.TestCase):
                 seen.append(("GET", self.path, self.headers.get("Authorization")))
                 if self.headers.get("Authorization") != "Bearer good":
                     return self.answer(401, {"error": "missing or invalid token"})
+                if self.path == "/v1/tasks/ended":
+                    return self.answer(200, {"cursor": "a1b2c3-0", "tasks": [], "more": False})
                 self.answer(200, {"endpoint_id": "x", "connected": True})
 
             def do_POST(self):
