@@ -77,7 +77,7 @@ class Executor(concurrent.futures.Executor):
     token          sent as "Authorization: Bearer TOKEN"; default $SWITCHYARD_TOKEN
     batch_size     most calls sent in one request
     batch_window   longest time (s) a call waits for others to share its request
-    poll_interval  first pause (s) after a failed status request; it doubles up to 2 s
+    poll_interval  first pause (s) after a failed request of the poller; it doubles up to 2 s
     task_timeout   seconds a call may run before the manager stops it (None: no limit)
 
     A background thread sends submitted calls in batches; one poller thread
