@@ -28,21 +28,16 @@ MAX_BATCH_BYTES = 16 << 20
 DEFAULT_URL = "http://127.0.0.1:8080"
 TERMINAL = frozenset(("success", "failed", "cancelled", "unknown"))
 
-# How the poller paces itself: it asks again after MIN_POLL while results
-# come in and backs off gently (a round trip takes about a millisecond) to
-# poll_interval while none do.
-MIN_POLL = 0.0005
-POLL_BACKOFF = 1.1
-# With many tasks out it waits longer (up to MAX_MIN_POLL) so that each
-# answer carries many results, and it slows down while answers bring fewer
-# than POLL_WANT: one request per task would cost more than the tasks.
-POLL_PER_TASK = MIN_POLL / 32
-MAX_MIN_POLL = 0.01
-POLL_WANT = 8
-# It asks about the oldest outstanding tasks (they finish first) in a
-# window that grows while every one asked about has ended, plus a rotating
-# slice of the rest, so a quick task behind slow ones is found too.
-MIN_WINDOW, MAX_WINDOW = 32, 4096
+# The poller long-polls GET /v1/tasks/ended this long: a cancel, or
+# shutdown(cancel_futures=True), is sent to the forwarder within it, and an
+# idle wait costs one small request a second however many tasks are out.
+ENDED_WAIT = 1.0
+# Ends asked for in one page; task ids in one status request (each view
+# carries its result).
+ENDED_LIMIT = 10000
+STATUS_BATCH = 1000
+# Longest pause between tries while the forwarder fails.
+RETRY_MAX = 2.0
 # A submit waits this long for the next one before its batch goes out.
 QUIET_GAP = 0.0005
 # Arguments of these types pickle the same with pickle as with cloudpickle,
@@ -82,11 +77,14 @@ class Executor(concurrent.futures.Executor):
     token          sent as "Authorization: Bearer TOKEN"; default $SWITCHYARD_TOKEN
     batch_size     most calls sent in one request
     batch_window   longest time (s) a call waits for others to share its request
-    poll_interval  longest pause (s) between two status requests while tasks are out
+    poll_interval  first pause (s) after a failed request of the poller; it doubles up to 2 s
     task_timeout   seconds a call may run before the manager stops it (None: no limit)
 
     A background thread sends submitted calls in batches; one poller thread
-    asks for the state of every outstanding task in batched status requests.
+    follows the ends of this token's tasks (GET /v1/tasks/ended, from a
+    cursor taken before the first submit) and reads the records of those
+    that are ours in batched status requests, so each task is read once
+    however many are out.
     A call is serialized with cloudpickle as (fn, args, kwargs); an exception
     it raises is raised again by Future.result() with the remote traceback as
     its __cause__.
@@ -120,20 +118,40 @@ class Executor(concurrent.futures.Executor):
         # function by value costs far more than the rest of a call.
         self._functions = weakref.WeakKeyDictionary()
 
-        self._check_endpoint()
+        conn = self._connect()
+        try:
+            self._check_endpoint(conn)
+            # Every end of a task submitted from now on follows this cursor.
+            self._cursor = self._request(conn, "GET", "/v1/tasks/ended")["cursor"]
+        finally:
+            conn.close()
 
         # Calls not yet sent, under _cv.
         self._cv = threading.Condition()
         self._queue = []
         self._shutdown = False
-        # Tasks sent and not ended (task id -> future, oldest first), under _pcv.
+        # Under _pcv: tasks sent and not ended (task id -> future); ids of
+        # futures cancelled here, for the poller to cancel at the forwarder.
         self._pcv = threading.Condition()
         self._outstanding = {}
+        self._cancels = []
         self._sender_exited = False
-        self._poll_now = False
-        # Requests made, for the curious and for tests: batching keeps them
-        # far below one per task.
-        self.stats = {"tasks": 0, "submit_requests": 0, "status_requests": 0, "cancel_requests": 0}
+        # A submit's tasks may end before its answer names them: while one
+        # is in flight the poller keeps the ended ids it cannot place
+        # (_early), or, when it reread everything, says so (_early_all),
+        # and the sender reads those of its tasks once it knows their ids.
+        self._inflight = False
+        self._early = set()
+        self._early_all = False
+        # Set when reading such tasks failed: the poller rereads every
+        # outstanding task from a fresh cursor.
+        self._resync = False
+        # Requests made and task ids read, for the curious and for tests:
+        # batching keeps requests far below one per task, and a task is
+        # read about once.
+        self._stats_lock = threading.Lock()
+        self.stats = {"tasks": 0, "submit_requests": 0, "ended_requests": 0, "resets": 0, "status_requests": 0,
+                      "ids_fetched": 0, "cancel_requests": 0}
         self._sender = threading.Thread(target=self._send_loop, name="switchyard-sender", daemon=True)
         self._poller = threading.Thread(target=self._poll_loop, name="switchyard-poller", daemon=True)
         self._sender.start()
@@ -185,8 +203,9 @@ class Executor(concurrent.futures.Executor):
             self._cv.notify_all()
         if cancel_futures:
             with self._pcv:
-                for fut in self._outstanding.values():
-                    fut.cancel()  # the poller cancels them at the forwarder
+                futs = list(self._outstanding.values())
+            for fut in futs:
+                fut.cancel()  # _on_done hands them to the poller to cancel at the forwarder
         with self._pcv:
             self._pcv.notify_all()
         if wait:
@@ -219,26 +238,27 @@ class Executor(concurrent.futures.Executor):
                                        f"(HTTP 404): {msg}", 404)
         raise APIError(f"{method} {self.url}{path}: HTTP {status}: {msg}", status)
 
-    def _check_endpoint(self):
+    def _check_endpoint(self, conn):
         """Fail at once on an unknown endpoint or a refused token."""
-        conn = self._connect()
         try:
+            self._request(conn, "GET", self._endpoint_path)
+        except APIError as e:
+            if e.status != 404:
+                raise
+            known = ""
             try:
-                self._request(conn, "GET", self._endpoint_path)
-            except APIError as e:
-                if e.status != 404:
-                    raise
-                known = ""
-                try:
-                    eps = self._request(conn, "GET", "/v1/endpoints").get("endpoints") or []
-                    known = ", ".join(sorted(str(ep.get("endpoint_id")) for ep in eps)) or "none"
-                    known = f"; known endpoints: {known}"
-                except SwitchyardError:
-                    pass
-                raise UnknownEndpointError(f"endpoint {self.endpoint!r} is unknown to the forwarder at "
-                                           f"{self.url}{known}", 404) from None
-        finally:
-            conn.close()
+                eps = self._request(conn, "GET", "/v1/endpoints").get("endpoints") or []
+                known = ", ".join(sorted(str(ep.get("endpoint_id")) for ep in eps)) or "none"
+                known = f"; known endpoints: {known}"
+            except SwitchyardError:
+                pass
+            raise UnknownEndpointError(f"endpoint {self.endpoint!r} is unknown to the forwarder at "
+                                       f"{self.url}{known}", 404) from None
+
+    def _count(self, **kw):
+        with self._stats_lock:
+            for k, v in kw.items():
+                self.stats[k] += v
 
     # --- sender thread
 
@@ -295,10 +315,46 @@ class Executor(concurrent.futures.Executor):
         if not batch:
             return
         body = ('{"tasks":[' + ",".join(item for _, item in batch) + "]}").encode("ascii")
+        with self._pcv:
+            self._inflight = True
+        ids = None
+        try:
+            ids = self._submit(session, batch, body)
+        finally:
+            with self._pcv:
+                self._inflight = False
+                early, self._early = self._early, set()
+                early_all, self._early_all = self._early_all, False
+                if ids is not None:
+                    out = self._outstanding
+                    was_idle = not out
+                    for (f, _), tid in zip(batch, ids):
+                        f.task_id = tid
+                        out[tid] = f
+                    if was_idle:
+                        self._pcv.notify_all()
+        if ids is None:
+            return
+        self._count(tasks=len(ids))
+        for f, _ in batch:
+            # Runs at once for a future cancelled while the request was out.
+            f.add_done_callback(self._on_done)
+        check = ids if early_all else [tid for tid in ids if tid in early] if early else ()
+        if check:
+            try:
+                self._fetch(session, check)
+            except AuthenticationError as e:
+                self._fail_all(e)
+            except SwitchyardError:
+                with self._pcv:
+                    self._resync = True
+
+    def _submit(self, session, batch, body):
+        """POSTs a batch; returns its task ids, or None once its futures failed."""
         delay = 0.1
         for attempt in range(6):
             try:
-                self.stats["submit_requests"] += 1
+                self._count(submit_requests=1)
                 ids = self._request(session, "POST", self._submit_path, body, expect=202)["task_ids"]
                 break
             except (APIError, SwitchyardError) as e:
@@ -308,7 +364,7 @@ class Executor(concurrent.futures.Executor):
                     for f, _ in batch:
                         if f.set_running_or_notify_cancel():
                             f.set_exception(e)
-                    return
+                    return None
                 time.sleep(delay)
                 delay *= 2
         if len(ids) != len(batch):
@@ -316,81 +372,103 @@ class Executor(concurrent.futures.Executor):
             for f, _ in batch:
                 if f.set_running_or_notify_cancel():
                     f.set_exception(err)
-            return
-        self.stats["tasks"] += len(ids)
-        with self._pcv:
-            was_idle = not self._outstanding
-            out = self._outstanding
-            for (f, _), tid in zip(batch, ids):
-                f.task_id = tid
-                out[tid] = f
-            self._poll_now = True
-            if was_idle:
-                self._pcv.notify()
+            return None
+        return ids
+
+    def _on_done(self, f):
+        """A future cancelled here is no longer followed; the poller cancels
+        its task at the forwarder."""
+        if f.cancelled():
+            with self._pcv:
+                if self._outstanding.pop(f.task_id, None) is not None:
+                    self._cancels.append(f.task_id)
+                    self._pcv.notify_all()
 
     # --- poller thread
 
     def _poll_loop(self):
         session = self._connect()
-        window, cursor, interval = MIN_WINDOW, 0, MIN_POLL
+        pause = 0.0
         try:
             while True:
                 with self._pcv:
-                    while not self._outstanding:
+                    while not self._outstanding and not self._cancels:
                         if self._sender_exited:
                             return
                         self._pcv.wait()
-                    floor = min(MAX_MIN_POLL, MIN_POLL + POLL_PER_TASK * len(self._outstanding))
-                    if self._poll_now:
-                        # New tasks: ask about them soon.
-                        self._poll_now = False
-                        interval = floor
-                    self._pcv.wait(max(interval, floor))
-                    out = self._outstanding
-                    want = min(POLL_WANT, len(out))
-                    ids, cancel = [], []
-                    for tid, f in itertools.islice(out.items(), window):
-                        (cancel if f.cancelled() else ids).append(tid)
-                    rest = len(out) - window
-                    if rest > 0:
-                        cursor %= rest
-                        extra = max(MIN_WINDOW, window // 2)
-                        for tid, f in itertools.islice(out.items(), window + cursor, window + cursor + extra):
-                            (cancel if f.cancelled() else ids).append(tid)
-                        cursor += extra
-                    for tid in cancel:
-                        del out[tid]
-                if cancel:
-                    self._cancel_remote(session, cancel)
-                if not ids:
-                    continue
-                self.stats["status_requests"] += 1
-                self.stats["ids_polled"] = self.stats.get("ids_polled", 0) + len(ids)
+                    cancels, self._cancels = self._cancels, []
+                    resync, self._resync = self._resync, False
+                if cancels:
+                    self._cancel_remote(session, cancels)
                 try:
-                    views = self._request(session, "POST", "/v1/tasks/status",
-                                          ('{"task_ids":["' + '","'.join(ids) + '"]}').encode("ascii"))["tasks"]
-                except SwitchyardError as e:
-                    if isinstance(e, AuthenticationError):
-                        self._fail_all(e)
-                    interval = self.poll_interval
-                    continue
-                done = [v for v in views if v.get("state") in TERMINAL]
-                if done:
+                    if resync:
+                        self._reread(session, self._request(session, "GET", "/v1/tasks/ended")["cursor"])
+                        resync = False
+                    self._follow_ends(session)
+                    pause = 0.0
+                except AuthenticationError as e:
+                    self._fail_all(e)
+                except SwitchyardError:
+                    if resync:
+                        with self._pcv:
+                            self._resync = True
+                    pause = min(max(2 * pause, self.poll_interval), RETRY_MAX)
                     with self._pcv:
-                        futs = [self._outstanding.pop(v["task_id"], None) for v in done]
-                    for f, v in zip(futs, done):
-                        if f is not None:
-                            _complete(f, v)
-                    if len(done) >= want:
-                        interval /= 2
-                    else:
-                        interval = min(max(interval, MIN_POLL) * POLL_BACKOFF, self.poll_interval)
-                else:
-                    interval = min(max(interval, MIN_POLL) * POLL_BACKOFF, self.poll_interval)
-                head = min(window, len(ids))
-                window = max(MIN_WINDOW, min(MAX_WINDOW, 2 * len(done), 2 * window if len(done) >= head else window))
+                        self._pcv.wait(pause)
         finally:
             session.close()
+
+    def _follow_ends(self, session):
+        """Reads one page of ends after the cursor (waiting up to ENDED_WAIT
+        for the first) and completes the futures of those that are ours."""
+        with self._pcv:
+            if not self._outstanding:
+                return
+        self._count(ended_requests=1)
+        page = self._request(session, "GET", "/v1/tasks/ended?after=%s&wait=%dms&limit=%d" % (
+            urllib.parse.quote(self._cursor, safe=""), ENDED_WAIT * 1000, ENDED_LIMIT))
+        if page.get("reset"):
+            # Ends before the new cursor are lost to us (the forwarder
+            # restarted, or we fell behind its journal).
+            self._count(resets=1)
+            self._reread(session, page["cursor"])
+            return
+        ended = [t["task_id"] for t in page.get("tasks") or ()]
+        with self._pcv:
+            out = self._outstanding
+            mine = [tid for tid in ended if tid in out]
+            if self._inflight and len(mine) < len(ended):
+                self._early.update(tid for tid in ended if tid not in out)
+        if mine:
+            self._fetch(session, mine)
+        self._cursor = page["cursor"]
+
+    def _reread(self, session, cursor):
+        """Reads every outstanding task once, then follows ends from cursor
+        (taken before the read, so no end falls between)."""
+        with self._pcv:
+            ids = list(self._outstanding)
+            if self._inflight:
+                self._early_all = True
+        self._fetch(session, ids)
+        self._cursor = cursor
+
+    def _fetch(self, session, ids):
+        """Reads the records of ids with batched status requests and
+        completes the futures of those that ended."""
+        for i in range(0, len(ids), STATUS_BATCH):
+            chunk = ids[i:i + STATUS_BATCH]
+            self._count(status_requests=1, ids_fetched=len(chunk))
+            views = self._request(session, "POST", "/v1/tasks/status",
+                                  ('{"task_ids":["' + '","'.join(chunk) + '"]}').encode("ascii"))["tasks"]
+            done = [v for v in views if v.get("state") in TERMINAL]
+            if not done:
+                continue
+            with self._pcv:
+                futs = [self._outstanding.pop(v["task_id"], None) for v in done]
+            for f, v in zip(futs, done):
+                if f is not None:
+                    _complete(f, v)
 
     def _fail_all(self, err):
         with self._pcv:
@@ -401,7 +479,7 @@ class Executor(concurrent.futures.Executor):
                 f.set_exception(err)
 
     def _cancel_remote(self, session, ids):
-        self.stats["cancel_requests"] += 1
+        self._count(cancel_requests=1)
         try:
             self._request(session, "POST", "/v1/tasks/cancel",
                           ('{"task_ids":["' + '","'.join(ids) + '"]}').encode("ascii"))

@@ -203,6 +203,77 @@ class ExecutorTest(unittest.TestCase):
         self.assertLessEqual(polls, n // 4, f"{polls} status requests for {n} calls")
         self.assertLessEqual(threading.active_count(), 10, "no thread per future")
 
+    def test_each_task_is_read_once(self):
+        # Slow tasks first: a poller asking about every task out would ask
+        # about them again and again while the quick ones run.
+        n, slow = 5000, 4
+        with executor() as ex:
+            futs = [ex.submit(sleep_then, -i, 0.5) for i in range(1, slow + 1)]
+            futs += [ex.submit(add, i, 0) for i in range(n)]
+            self.assertEqual([f.result(timeout=300) for f in futs], list(range(-1, -slow - 1, -1)) + list(range(n)))
+            stats = dict(ex.stats)
+        total = n + slow
+        self.assertEqual(stats["tasks"], total)
+        self.assertEqual(stats["resets"], 0)
+        self.assertLessEqual(stats["ids_fetched"], total + 10, stats)
+        self.assertLessEqual(stats["status_requests"], total // 10, stats)
+
+    def test_reset_rereads_outstanding_tasks(self):
+        with executor() as ex:
+            ex._cursor = "000000000000-0"  # another run's cursor: the forwarder answers reset
+            futs = [ex.submit(sleep_then, i, 0.3) for i in range(4)] + [ex.submit(add, i, 1) for i in range(200)]
+            self.assertEqual([f.result(timeout=120) for f in futs], list(range(4)) + list(range(1, 201)))
+            self.assertEqual(ex.stats["resets"], 1)
+            self.assertNotEqual(ex._cursor, "000000000000-0")
+            # After the reset it goes on from the new cursor.
+            self.assertEqual(ex.submit(add, 20, 22).result(timeout=60), 42)
+            self.assertEqual(ex.stats["resets"], 1)
+
+    def test_reset_finds_tasks_that_ended_before_it(self):
+        # Hold the executor's lock while its submit is out, so that the task
+        # ends before the poller first asks: only the reread can find it.
+        for attempt in range(5):
+            ex = executor()
+            try:
+                ex._cursor = "000000000000-0"
+                _, page = http("GET", f"{ENDPOINT.url}/v1/tasks/ended", token=ENDPOINT.token)
+                fut = ex.submit(add, 40, 2)
+                ex._pcv.acquire()
+                try:
+                    while not ex._inflight and not ex._outstanding and not fut.done():
+                        ex._pcv.release()
+                        ex._pcv.acquire()
+                    caught = ex._inflight
+                    if caught:
+                        after = page["cursor"]
+
+                        def ended():
+                            _, p = http("GET", f"{ENDPOINT.url}/v1/tasks/ended?after={after}", token=ENDPOINT.token)
+                            return len(p["tasks"]) >= 1
+                        wait_for(ended, 30, "the task ended at the forwarder")
+                finally:
+                    ex._pcv.release()
+                self.assertEqual(fut.result(timeout=60), 42)
+                if caught:
+                    self.assertEqual(ex.stats["resets"], 1)
+                    self.assertEqual(ex.stats["ids_fetched"], 1, "the reread completed it; no end came after")
+                    return
+            finally:
+                ex.shutdown(wait=False, cancel_futures=True)
+        self.fail("the submit was never caught in flight")
+
+    def test_shutdown_cancel_futures_cancels_at_the_endpoint(self):
+        ex = executor()
+        futs = [ex.submit(sleep_then, i, 60) for i in range(3)]
+        wait_for(lambda: all(hasattr(f, "task_id") for f in futs), 30, "the tasks accepted")
+        ex.shutdown(wait=True, cancel_futures=True)
+        self.assertTrue(all(f.cancelled() for f in futs))
+        self.assertFalse(ex._poller.is_alive())
+        for f in futs:
+            wait_for(lambda: http("GET", f"{ENDPOINT.url}/v1/tasks/{f.task_id}", token=ENDPOINT.token)[1]["state"] == "cancelled",
+                     30, "the task cancelled at the forwarder")
+        self.assertEqual(self.ex.submit(add, 1, 2).result(timeout=60), 3)
+
     def test_cancel_reaches_the_endpoint(self):
         f = self.ex.submit(sleep_then, 1, 60)
         wait_for(lambda: hasattr(f, "task_id"), 30, "the task accepted")
@@ -276,6 +347,8 @@ class TokenTest(unittest.TestCase):
                 seen.append(("GET", self.path, self.headers.get("Authorization")))
                 if self.headers.get("Authorization") != "Bearer good":
                     return self.answer(401, {"error": "missing or invalid token"})
+                if self.path == "/v1/tasks/ended":
+                    return self.answer(200, {"cursor": "a1b2c3-0", "tasks": [], "more": False})
                 self.answer(200, {"endpoint_id": "x", "connected": True})
 
             def do_POST(self):
