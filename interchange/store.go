@@ -114,7 +114,7 @@ func (ix *Interchange) openStore() (*store.Log, bool, error) {
 				Info("state moved from the B-tree file to the log")
 		}
 	}
-	st, existed, err := store.OpenLog(path, stateFormat, stateBuckets, ix.opts.durability())
+	st, existed, err := store.OpenLog(path, stateFormat, stateBuckets, store.LogOptions{Durability: ix.opts.durability()})
 	if err != nil {
 		return nil, false, err
 	}
@@ -145,7 +145,7 @@ func migrate(old, path string, d store.Durability) (int, error) {
 		}
 	}
 	db.Close()
-	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, d)
+	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, store.LogOptions{Durability: d})
 	if err != nil {
 		return 0, err
 	}

@@ -26,6 +26,12 @@ import (
 // bucket index, uvarint(len(key)), key, value. A record cut short or with
 // a bad checksum ends the log: it was being written when the process or
 // host stopped, so nobody was told it was stored.
+//
+// An indexed log (LogOptions.Indexed) also keeps where each key's latest
+// record is, so Get, Scan and ForEach read records back with pread at any
+// time: the forwarder keeps finished tasks on disk that way. Keys of eight
+// bytes (sequence numbers) index into a map of integers, so an indexed
+// record costs about 30 bytes of memory.
 type Log struct {
 	path    string
 	format  string
@@ -33,6 +39,9 @@ type Log struct {
 	buckets []string
 	bidx    map[string]byte
 
+	// commitMu is held by whoever commits: the writer goroutine, or a
+	// WriteSync caller that found no commit running.
+	commitMu sync.Mutex
 	mu       sync.Mutex
 	buf      []byte
 	nops     int
@@ -44,12 +53,18 @@ type Log struct {
 	wake     chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
+	// compactReq asks the writer to compact now.
+	compactReq chan chan error
 
-	// Owned by the writer (and Open before it starts).
+	// Written under commitMu; rmu also guards f and idx against a
+	// compaction swapping them under a reader.
+	rmu  sync.RWMutex
 	f    *os.File
 	size int64 // bytes of whole records in f
 	base int64 // size after the last compaction
-	// live is what Open found, for ForEach; dropped at the first commit.
+	idx  *index
+	// live is what Open found, for ForEach of a log without an index;
+	// dropped at the first commit.
 	live map[string][]byte
 	// Dropped is how many bytes of a torn last record Open cut off.
 	Dropped int64
@@ -67,15 +82,27 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// LogOptions say what a Log keeps.
+type LogOptions struct {
+	Durability Durability
+	// Indexed keeps the place of every key's record, for reads at any time.
+	Indexed bool
+}
+
 // OpenLog opens or creates the log at path for format and buckets (their
 // order is part of the format). A file of another format is refused with
 // ErrForeign.
-func OpenLog(path, format string, buckets []string, d Durability) (*Log, bool, error) {
+func OpenLog(path, format string, buckets []string, o LogOptions) (*Log, bool, error) {
 	if len(buckets) > 255 {
 		return nil, false, errors.New("store: at most 255 buckets")
 	}
-	l := &Log{path: path, format: format, dur: d, buckets: buckets, bidx: map[string]byte{},
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), live: map[string][]byte{}}
+	l := &Log{path: path, format: format, dur: o.Durability, buckets: buckets, bidx: map[string]byte{},
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), compactReq: make(chan chan error)}
+	if o.Indexed {
+		l.idx = newIndex(len(buckets))
+	} else {
+		l.live = map[string][]byte{}
+	}
 	for i, b := range buckets {
 		l.bidx[b] = byte(i)
 	}
@@ -153,7 +180,11 @@ func (l *Log) load(data []byte) error {
 		return fmt.Errorf("%w: %s holds %q, want %q", ErrForeign, l.path, got, l.format)
 	}
 	off := nl + 1
-	good, err := replay(data[off:], len(l.buckets), func(op byte, b byte, k, v []byte) {
+	good, err := replay(data[off:], len(l.buckets), func(op byte, b byte, k, v []byte, at, n int) {
+		if l.idx != nil {
+			l.idx.apply(op, b, k, int64(off+at), n)
+			return
+		}
 		key := string(append([]byte{b}, k...))
 		if op == opPut {
 			l.live[key] = v
@@ -184,10 +215,11 @@ func (l *Log) load(data []byte) error {
 	return nil
 }
 
-// replay calls fn for each whole record of data and returns how many bytes
-// they take; it stops at the first torn or damaged record. Only a record
-// that is whole but names a bucket that does not exist is an error.
-func replay(data []byte, buckets int, fn func(op, bucket byte, k, v []byte)) (int, error) {
+// replay calls fn for each whole record of data (with its offset and
+// length in data) and returns how many bytes they take; it stops at the
+// first torn or damaged record. Only a record that is whole but names a
+// bucket that does not exist is an error.
+func replay(data []byte, buckets int, fn func(op, bucket byte, k, v []byte, at, n int)) (int, error) {
 	off := 0
 	for off < len(data) {
 		n, w := binary.Uvarint(data[off:])
@@ -208,7 +240,7 @@ func replay(data []byte, buckets int, fn func(op, bucket byte, k, v []byte)) (in
 			return off, fmt.Errorf("record at %d names bucket %d of %d", off, b, buckets)
 		}
 		k := body[2+kw : 2+kw+int(klen)]
-		fn(op, b, k, body[2+kw+int(klen):])
+		fn(op, b, k, body[2+kw+int(klen):], off, w+int(n)+4)
 		off += w + int(n) + 4
 	}
 	return off, nil
@@ -272,19 +304,28 @@ func (l *Log) Write(ops []Op, cb func(error)) {
 	}
 }
 
-// WriteSync queues ops and waits until they are written.
+// WriteSync queues ops and waits until they are written. When no commit
+// is running the caller commits itself, with whatever else is queued, and
+// saves two goroutine hand-offs.
 func (l *Log) WriteSync(ops []Op) error {
 	ch := make(chan error, 1)
 	l.Write(ops, func(err error) { ch <- err })
+	if l.commitMu.TryLock() {
+		_ = l.commit()
+		l.commitMu.Unlock()
+	}
 	return <-ch
 }
 
-// ForEach reads every key of a bucket as Open found it, in key order.
-// It is for loading at start: it does not see writes made since.
+// ForEach reads every key of a bucket in key order. A log without an
+// index reads it as Open found it: that is for loading at start.
 func (l *Log) ForEach(bucket string, fn func(k, v []byte) error) error {
 	b, ok := l.bidx[bucket]
 	if !ok {
 		return fmt.Errorf("no bucket %q", bucket)
+	}
+	if l.idx != nil {
+		return l.Scan(bucket, nil, func(k, v []byte) (bool, error) { return true, fn(k, v) })
 	}
 	l.mu.Lock()
 	live := l.live
@@ -311,12 +352,26 @@ func (l *Log) writer() {
 	for {
 		select {
 		case <-l.quit:
+			l.commitMu.Lock()
 			l.commit()
+			l.commitMu.Unlock()
 			return
 		case <-l.wake:
 		case <-retry.C:
+		case ch := <-l.compactReq:
+			l.commitMu.Lock()
+			err := l.commit()
+			if err == nil {
+				err = l.compact()
+			}
+			l.commitMu.Unlock()
+			ch <- err
+			continue
 		}
-		if l.commit() != nil {
+		l.commitMu.Lock()
+		err := l.commit()
+		l.commitMu.Unlock()
+		if err != nil {
 			retry.Reset(time.Second)
 		}
 	}
@@ -335,6 +390,14 @@ func (l *Log) commit() error {
 
 	start := time.Now()
 	_, err := l.f.WriteAt(buf, l.size)
+	if err == nil && l.idx != nil {
+		at := l.size
+		l.rmu.Lock()
+		_, _ = replay(buf, len(l.buckets), func(op, b byte, k, _ []byte, off, n int) {
+			l.idx.apply(op, b, k, at+int64(off), n)
+		})
+		l.rmu.Unlock()
+	}
 	if err == nil && l.dur == SurviveHostCrash {
 		err = l.f.Sync()
 	}
@@ -363,46 +426,77 @@ func (l *Log) commit() error {
 		cb(err)
 	}
 	if err == nil && l.size-l.base > max(CompactAfter, l.base) {
-		l.compact()
+		_ = l.compact()
 	}
 	return err
+}
+
+// Compact rewrites the file now with only its live records (the writer
+// also does so by itself as the file grows), after what is queued.
+func (l *Log) Compact() error {
+	ch := make(chan error, 1)
+	l.compactReq <- ch
+	return <-ch
 }
 
 // compact rewrites the file with only its live records. On failure the
 // old file stays in use and the next attempt waits for as much growth
 // again.
-func (l *Log) compact() {
-	data := make([]byte, l.size)
-	if _, err := l.f.ReadAt(data, 0); err != nil {
-		l.base = l.size
-		return
-	}
-	live := map[string][]byte{}
-	off := len(l.header())
-	_, _ = replay(data[off:], len(l.buckets), func(op, b byte, k, v []byte) {
-		key := string(append([]byte{b}, k...))
-		if op == opPut {
-			live[key] = v
-		} else {
-			delete(live, key)
-		}
-	})
-	keys := make([]string, 0, len(live))
-	for k := range live {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+func (l *Log) compact() error {
 	out := l.header()
-	for _, k := range keys {
-		out = appendRecord(out, opPut, k[0], []byte(k[1:]), live[k])
+	var next *index
+	if l.idx != nil {
+		next = newIndex(len(l.buckets))
+		err := l.idx.each(func(b byte, k []byte, at loc) error {
+			rec := make([]byte, at.n)
+			if _, err := l.f.ReadAt(rec, at.off); err != nil {
+				return err
+			}
+			next.apply(opPut, b, k, int64(len(out)), len(rec))
+			out = append(out, rec...)
+			return nil
+		})
+		if err != nil {
+			l.base = l.size
+			return fmt.Errorf("compact %s: %w", l.path, err)
+		}
+	} else {
+		data := make([]byte, l.size)
+		if _, err := l.f.ReadAt(data, 0); err != nil {
+			l.base = l.size
+			return fmt.Errorf("compact %s: %w", l.path, err)
+		}
+		live := map[string][]byte{}
+		_, _ = replay(data[len(l.header()):], len(l.buckets), func(op, b byte, k, v []byte, _, _ int) {
+			key := string(append([]byte{b}, k...))
+			if op == opPut {
+				live[key] = v
+			} else {
+				delete(live, key)
+			}
+		})
+		keys := make([]string, 0, len(live))
+		for k := range live {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			out = appendRecord(out, opPut, k[0], []byte(k[1:]), live[k])
+		}
 	}
 	f, err := writeFileSync(l.path, out)
 	if err != nil {
 		l.base = l.size
-		return
+		return err
 	}
+	l.rmu.Lock()
 	l.f.Close()
 	l.f, l.size, l.base = f, int64(len(out)), int64(len(out))
+	if next != nil {
+		l.idx = next
+	}
+	l.rmu.Unlock()
+	return nil
 }
 
 // Close writes what is queued and closes the file.
@@ -414,4 +508,184 @@ func (l *Log) Close() error {
 		return err
 	}
 	return l.f.Close()
+}
+
+// loc is where a record is in the file.
+type loc struct {
+	off int64
+	n   int32
+}
+
+// index is where each key's latest record is, per bucket. Keys of eight
+// bytes live in a map of integers; others in a map of strings.
+type index struct {
+	seq []map[uint64]loc
+	str []map[string]loc
+	// lo and hi bound the 8-byte keys of each bucket, for Scan.
+	lo, hi []uint64
+}
+
+func newIndex(buckets int) *index {
+	x := &index{seq: make([]map[uint64]loc, buckets), str: make([]map[string]loc, buckets),
+		lo: make([]uint64, buckets), hi: make([]uint64, buckets)}
+	for i := range x.seq {
+		x.seq[i], x.str[i] = map[uint64]loc{}, map[string]loc{}
+		x.lo[i] = ^uint64(0)
+	}
+	return x
+}
+
+func (x *index) apply(op, b byte, k []byte, off int64, n int) {
+	if len(k) == 8 {
+		s := binary.BigEndian.Uint64(k)
+		if op == opDelete {
+			delete(x.seq[b], s)
+			return
+		}
+		x.seq[b][s] = loc{off, int32(n)}
+		x.lo[b], x.hi[b] = min(x.lo[b], s), max(x.hi[b], s)
+		return
+	}
+	if op == opDelete {
+		delete(x.str[b], string(k))
+		return
+	}
+	x.str[b][string(k)] = loc{off, int32(n)}
+}
+
+func (x *index) get(b byte, k []byte) (loc, bool) {
+	if len(k) == 8 {
+		at, ok := x.seq[b][binary.BigEndian.Uint64(k)]
+		return at, ok
+	}
+	at, ok := x.str[b][string(k)]
+	return at, ok
+}
+
+// keys returns the keys of bucket b at or after from, in order.
+func (x *index) keys(b byte, from []byte) [][]byte {
+	var out [][]byte
+	for s := range x.seq[b] {
+		k := binary.BigEndian.AppendUint64(nil, s)
+		if bytes.Compare(k, from) >= 0 {
+			out = append(out, k)
+		}
+	}
+	for s := range x.str[b] {
+		if bytes.Compare([]byte(s), from) >= 0 {
+			out = append(out, []byte(s))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i], out[j]) < 0 })
+	return out
+}
+
+// each calls fn for every record, bucket by bucket, in key order.
+func (x *index) each(fn func(b byte, k []byte, at loc) error) error {
+	for b := range x.seq {
+		for _, k := range x.keys(byte(b), nil) {
+			at, _ := x.get(byte(b), k)
+			if err := fn(byte(b), k, at); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// errNotIndexed: reads at any time need LogOptions.Indexed.
+var errNotIndexed = errors.New("store: this log keeps no index; open it with LogOptions.Indexed to read records back")
+
+// read returns the value of key k of bucket b (nil, false when absent) in
+// memory of its own.
+func (l *Log) read(b byte, k []byte) ([]byte, bool, error) {
+	l.rmu.RLock()
+	defer l.rmu.RUnlock()
+	at, ok := l.idx.get(b, k)
+	if !ok {
+		return nil, false, nil
+	}
+	rec := make([]byte, at.n)
+	if _, err := l.f.ReadAt(rec, at.off); err != nil {
+		return nil, false, fmt.Errorf("read %s at %d: %w", l.path, at.off, err)
+	}
+	var v []byte
+	got := false
+	if _, err := replay(rec, len(l.buckets), func(_, _ byte, _, val []byte, _, _ int) { v, got = val, true }); err != nil || !got {
+		return nil, false, fmt.Errorf("read %s: damaged record at %d", l.path, at.off)
+	}
+	return v, true, nil
+}
+
+// Get calls fn with the value of each key of bucket, nil for a missing
+// one; fn may keep v. The log must be indexed.
+func (l *Log) Get(bucket string, keys [][]byte, fn func(i int, v []byte) error) error {
+	b, ok := l.bidx[bucket]
+	if !ok {
+		return fmt.Errorf("no bucket %q", bucket)
+	}
+	if l.idx == nil {
+		return errNotIndexed
+	}
+	for i, k := range keys {
+		v, _, err := l.read(b, k)
+		if err != nil {
+			return err
+		}
+		if err := fn(i, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Scan reads the keys of bucket from the first one at or after from, in
+// key order, while fn returns true. The log must be indexed. A bucket of
+// 8-byte keys is walked by number, so a page of a long list costs the
+// page, not the list.
+func (l *Log) Scan(bucket string, from []byte, fn func(k, v []byte) (bool, error)) error {
+	b, ok := l.bidx[bucket]
+	if !ok {
+		return fmt.Errorf("no bucket %q", bucket)
+	}
+	if l.idx == nil {
+		return errNotIndexed
+	}
+	visit := func(k []byte) (bool, error) {
+		v, found, err := l.read(b, k)
+		if err != nil || !found {
+			return err == nil, err
+		}
+		return fn(k, v)
+	}
+	l.rmu.RLock()
+	// Walk by number only where keys are dense (sequence numbers), not
+	// where eight-byte names happen to read as far-apart numbers.
+	lo, hi, n := l.idx.lo[b], l.idx.hi[b], uint64(len(l.idx.seq[b]))
+	numeric := len(l.idx.str[b]) == 0 && (len(from) == 0 || len(from) == 8) && (n == 0 || hi-lo < 4*n+4096)
+	var keys [][]byte
+	if numeric {
+		if len(from) == 8 {
+			lo = max(lo, binary.BigEndian.Uint64(from))
+		}
+	} else {
+		keys = l.idx.keys(b, from)
+	}
+	l.rmu.RUnlock()
+	if !numeric {
+		for _, k := range keys {
+			if more, err := visit(k); err != nil || !more {
+				return err
+			}
+		}
+		return nil
+	}
+	var k [8]byte
+	for s := lo; s <= hi && s != ^uint64(0); s++ {
+		binary.BigEndian.PutUint64(k[:], s)
+		if more, err := visit(k[:]); err != nil || !more {
+			return err
+		}
+	}
+	return nil
 }
