@@ -42,13 +42,13 @@ type TokenInfo struct {
 // access holds tokens (hashed), kept in the store. Created endpoints are
 // in the enrollment table (enroll.go).
 type access struct {
-	st *store.Store
+	st *store.Log
 
 	mu     sync.RWMutex
 	byHash map[string]*TokenInfo
 }
 
-func newAccess(st *store.Store) (*access, error) {
+func newAccess(st *store.Log) (*access, error) {
 	a := &access{st: st, byHash: map[string]*TokenInfo{}}
 	if st == nil {
 		return a, nil

@@ -44,7 +44,7 @@ type Forwarder struct {
 	enrolled  *enrollment
 	serverKey curve.KeyPair
 
-	store      *store.Store
+	store      *store.Log
 	res        daemon.Resources
 	recovering bool
 	recovered  map[string][]messages.TaskID
@@ -96,11 +96,14 @@ func New(opts Options) (*Forwarder, error) {
 		return nil, err
 	}
 	var err error
-	var st *store.Store
-	f.dir, st, f.recovering, err = f.res.State(opts.StateDir, "forwarder", opts.NoPersist, "forwarder.db",
-		"switchyard-forwarder-v1", []string{tasksBucket, tokensBucket}, opts.durability(), f.log)
-	if err != nil {
+	if f.dir, _, _, err = f.res.State(opts.StateDir, "forwarder", opts.NoPersist, "", "", nil, opts.durability(), f.log); err != nil {
 		return fail(err)
+	}
+	var st *store.Log
+	if f.dir != nil && !opts.NoPersist {
+		if st, f.recovering, err = f.openStore(); err != nil {
+			return fail(fmt.Errorf("forwarder: %w", err))
+		}
 	}
 	f.store = st
 	f.tasks = newTaskTable(st, f.log)

@@ -96,16 +96,20 @@ func TestForwarderDoubleStart(t *testing.T) {
 // error that names the file.
 func TestForwarderRefusesForeignStateFile(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "forwarder.db"), []byte(strings.Repeat("not a database\n", 1000)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err := forwarder.New(forwarder.Options{StateDir: dir, ListenHTTP: "127.0.0.1:0", ListenZMQ: "tcp://127.0.0.1:*"})
-	if err == nil || !strings.Contains(err.Error(), "forwarder.db") {
-		t.Fatalf("New on a foreign state file: %v", err)
-	}
-	// The lock is released on failure: a clean start on a fresh file works.
-	if err := os.Remove(filepath.Join(dir, "forwarder.db")); err != nil {
-		t.Fatal(err)
+	// The state log, and the B-tree file of an earlier version that a
+	// first start copies into a new log.
+	for _, name := range []string{"forwarder.log", "forwarder.db"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.Repeat("not a database\n", 1000)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := forwarder.New(forwarder.Options{StateDir: dir, ListenHTTP: "127.0.0.1:0", ListenZMQ: "tcp://127.0.0.1:*"})
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Fatalf("New on a foreign %s: %v", name, err)
+		}
+		// The lock is released on failure: a clean start on a fresh file works.
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 }
@@ -227,7 +231,7 @@ func TestRetentionForgetsFinishedTasks(t *testing.T) {
 	}
 	// Pruned tasks' arguments do not stay readable in the store file's free
 	// pages: the janitor compacts the file after pruning.
-	db := filepath.Join(dir, "forwarder.db")
+	db := filepath.Join(dir, "forwarder.log")
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		b, err := os.ReadFile(db)
 		if err != nil {

@@ -203,12 +203,12 @@ func TestTokenLifecycle(t *testing.T) {
 		t.Fatalf("GET /v1/tokens shows a secret: %s", raw)
 	}
 	f.Stop()
-	db, err := os.ReadFile(filepath.Join(dir, "forwarder.db"))
+	db, err := os.ReadFile(filepath.Join(dir, "forwarder.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if bytes.Contains(db, []byte(alice.Token())) || bytes.Contains(db, []byte(f.AdminToken())) {
-		t.Fatal("a token is stored in clear in forwarder.db; only its hash may be")
+		t.Fatal("a token is stored in clear in forwarder.log; only its hash may be")
 	}
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	if f2.AdminToken() != f.AdminToken() {
@@ -539,7 +539,7 @@ func TestStateDirIsPrivate(t *testing.T) {
 	}
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	f.Stop()
-	db := filepath.Join(dir, "forwarder.db")
+	db := filepath.Join(dir, "forwarder.log")
 	if err := os.Chmod(db, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
 	"github.com/switchyard-hpc/switchyard/internal/binrec"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
@@ -70,6 +71,42 @@ func (t *Task) View() TaskView {
 }
 
 const tasksBucket = "tasks"
+
+// The state file: an indexed log (finished tasks are read back from it).
+// The order of the buckets is part of the format.
+const (
+	stateFile   = "forwarder.log"
+	stateFormat = "switchyard-forwarder-v2"
+	// oldStateFile is the B-tree file of earlier versions, read once.
+	oldStateFile   = "forwarder.db"
+	oldStateFormat = "switchyard-forwarder-v1"
+)
+
+var stateBuckets = []string{tasksBucket, tokensBucket}
+
+// openStore opens the state log and closes it with the forwarder; an old
+// B-tree file is copied into it once and renamed aside.
+func (f *Forwarder) openStore() (*store.Log, bool, error) {
+	path, old := f.dir.File(stateFile), f.dir.File(oldStateFile)
+	st, existed, copied, err := store.OpenLogFrom(path, stateFormat, stateBuckets,
+		store.LogOptions{Durability: f.opts.durability(), Indexed: true}, old, oldStateFormat)
+	if err != nil {
+		return nil, false, err
+	}
+	f.res.Add(func() {
+		if err := st.Close(); err != nil {
+			f.log.WithError(err).Error("closing the store")
+		}
+	})
+	if copied > 0 {
+		f.log.WithFields(logrus.Fields{"records": copied, "from": old, "kept_as": old + ".migrated"}).
+			Info("state moved from the B-tree file to the log")
+	}
+	if st.Dropped > 0 {
+		f.log.WithField("bytes", st.Dropped).Warn("the state log ended in a torn write (a crash while writing); that last write was never acknowledged and is dropped")
+	}
+	return st, existed || copied > 0, nil
+}
 
 // recordVersion starts every stored task so the layout can change.
 // Version 2 adds the owner at the end; version 1 records read as owned by
@@ -161,7 +198,7 @@ type taskTable struct {
 	// transitions counts every state change, stored or not.
 	transitions atomic.Uint64
 	seq         uint64 // under mu
-	st          *store.Store
+	st          *store.Log
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
 	// open counts each owner's tasks that have not ended (under mu).
@@ -169,7 +206,7 @@ type taskTable struct {
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
 	// endLatency, when set, sees each result's time from acceptance.
 	endLatency func(time.Duration)
-	log     *logrus.Entry
+	log        *logrus.Entry
 }
 
 // doneRef is what stays in memory of a task whose end is stored: 16
@@ -235,7 +272,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 	return out
 }
 
-func newTaskTable(st *store.Store, log *logrus.Entry) *taskTable {
+func newTaskTable(st *store.Log, log *logrus.Entry) *taskTable {
 	tt := &taskTable{log: log, journal: newJournal(journalSize), tasks: make(map[messages.TaskID]*Task), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {

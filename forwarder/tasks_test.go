@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -10,13 +11,14 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/switchyard-hpc/switchyard/internal/logx"
+	"github.com/switchyard-hpc/switchyard/internal/statedir"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
-func openTable(t *testing.T, path string) (*taskTable, *store.Store) {
+func openTable(t *testing.T, path string) (*taskTable, *store.Log) {
 	t.Helper()
-	st, _, err := store.Open(path, "switchyard-forwarder-v1", []string{tasksBucket}, store.SurviveProcessCrash)
+	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, store.LogOptions{Indexed: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +41,7 @@ func newTasks(n int, owner string) []*Task {
 // A task whose end is durable leaves memory but for a small reference, and
 // still reads, lists, survives a restart and is pruned as before.
 func TestFinishedTasksLeaveMemory(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "forwarder.db")
+	path := filepath.Join(t.TempDir(), stateFile)
 	tt, st := openTable(t, path)
 	ts := newTasks(10, "alice")
 	if err := tt.add(ts, 0); err != nil {
@@ -151,10 +153,10 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			const n = 100000
 			for range b.N {
-				var st *store.Store
+				var st *store.Log
 				if persist {
 					var err error
-					if st, _, err = store.Open(filepath.Join(b.TempDir(), "f.db"), "switchyard-forwarder-v1", []string{tasksBucket}, store.SurviveProcessCrash); err != nil {
+					if st, _, err = store.OpenLog(filepath.Join(b.TempDir(), stateFile), stateFormat, stateBuckets, store.LogOptions{Indexed: true}); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -193,4 +195,43 @@ func heapLive() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapAlloc)
+}
+
+// Tasks kept by an earlier version in the B-tree file are moved into the
+// log on the first start and read back as before.
+func TestOldStateFileIsMigrated(t *testing.T) {
+	dir := t.TempDir()
+	sd, err := statedir.Open(dir, "forwarder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Close()
+	db, _, err := store.Open(sd.File(oldStateFile), oldStateFormat, stateBuckets, store.SurviveProcessCrash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newTasks(2, "alice")
+	ts[0].Seq, ts[1].Seq = 1, 2
+	ts[0].State, ts[0].Result, ts[0].CompletedAt = messages.StateSuccess, []byte(`"done"`), time.Now()
+	if err := db.WriteSync([]store.Op{encodeTask(ts[0]), encodeTask(ts[1])}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	f := &Forwarder{log: logx.Discard(), dir: sd}
+	st, recovering, err := f.openStore()
+	if err != nil || !recovering {
+		t.Fatalf("openStore: %v, recovering %v", err, recovering)
+	}
+	defer f.res.Close()
+	tt := newTaskTable(st, logx.Discard())
+	total, unfinished, err := tt.load()
+	if err != nil || total != 2 || len(unfinished["ep"]) != 1 || unfinished["ep"][0] != ts[1].ID {
+		t.Fatalf("load: %d tasks, unfinished %v, %v", total, unfinished, err)
+	}
+	if got, ok := tt.get(ts[0].ID); !ok || string(got.Result) != `"done"` || got.Owner != "alice" {
+		t.Fatalf("finished task after migration: %+v", got)
+	}
+	if _, err := os.Stat(sd.File(oldStateFile + ".migrated")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,11 +1,8 @@
 package interchange
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -104,17 +101,8 @@ var stateBuckets = []string{tasksBucket, resultsBucket, managersBucket}
 // aside.
 func (ix *Interchange) openStore() (*store.Log, bool, error) {
 	path, old := ix.dir.File(stateFile), ix.dir.File(oldStateFile)
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		if _, err := os.Stat(old); err == nil {
-			n, err := migrate(old, path, ix.opts.durability())
-			if err != nil {
-				return nil, false, fmt.Errorf("copy %s into %s: %w", old, path, err)
-			}
-			ix.log.WithFields(logrus.Fields{"records": n, "from": old, "kept_as": old + ".migrated"}).
-				Info("state moved from the B-tree file to the log")
-		}
-	}
-	st, existed, err := store.OpenLog(path, stateFormat, stateBuckets, store.LogOptions{Durability: ix.opts.durability()})
+	st, existed, copied, err := store.OpenLogFrom(path, stateFormat, stateBuckets, store.LogOptions{Durability: ix.opts.durability()},
+		old, oldStateFormat)
 	if err != nil {
 		return nil, false, err
 	}
@@ -123,41 +111,14 @@ func (ix *Interchange) openStore() (*store.Log, bool, error) {
 			ix.log.WithError(err).Error("closing the store")
 		}
 	})
+	if copied > 0 {
+		ix.log.WithFields(logrus.Fields{"records": copied, "from": old, "kept_as": old + ".migrated"}).
+			Info("state moved from the B-tree file to the log")
+	}
 	if st.Dropped > 0 {
 		ix.log.WithField("bytes", st.Dropped).Warn("the state log ended in a torn write (a crash while writing); that last write was never acknowledged and is dropped")
 	}
 	return st, existed, nil
-}
-
-func migrate(old, path string, d store.Durability) (int, error) {
-	db, _, err := store.Open(old, oldStateFormat, stateBuckets, d)
-	if err != nil {
-		return 0, err
-	}
-	var ops []store.Op
-	for _, b := range stateBuckets {
-		if err := db.ForEach(b, func(k, v []byte) error {
-			ops = append(ops, store.Op{Bucket: b, Key: bytes.Clone(k), Value: bytes.Clone(v)})
-			return nil
-		}); err != nil {
-			db.Close()
-			return 0, err
-		}
-	}
-	db.Close()
-	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, store.LogOptions{Durability: d})
-	if err != nil {
-		return 0, err
-	}
-	err = st.WriteSync(ops)
-	if cerr := st.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return 0, err
-	}
-	return len(ops), os.Rename(old, old+".migrated")
 }
 
 func loadState(st *store.Log) (*recovered, error) {
