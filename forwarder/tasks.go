@@ -89,7 +89,7 @@ var stateBuckets = []string{tasksBucket, tokensBucket}
 func (f *Forwarder) openStore() (*store.Log, bool, error) {
 	path, old := f.dir.File(stateFile), f.dir.File(oldStateFile)
 	st, existed, copied, err := store.OpenLogFrom(path, stateFormat, stateBuckets,
-		store.LogOptions{Durability: f.opts.durability(), Indexed: true}, old, oldStateFormat)
+		store.LogOptions{Durability: f.opts.durability()}, old, oldStateFormat)
 	if err != nil {
 		return nil, false, err
 	}

@@ -18,7 +18,7 @@ import (
 
 func openTable(t *testing.T, path string) (*taskTable, *store.Log) {
 	t.Helper()
-	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, store.LogOptions{Indexed: true})
+	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, store.LogOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 				var st *store.Log
 				if persist {
 					var err error
-					if st, _, err = store.OpenLog(filepath.Join(b.TempDir(), stateFile), stateFormat, stateBuckets, store.LogOptions{Indexed: true}); err != nil {
+					if st, _, err = store.OpenLog(filepath.Join(b.TempDir(), stateFile), stateFormat, stateBuckets, store.LogOptions{}); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -13,25 +14,21 @@ import (
 	"time"
 )
 
-// Log is an append-only store for a daemon that holds its live state in
-// memory anyway and reads the store only when it starts (the
-// interchange). A commit is one write(2) of the records queued since the
-// last one, with no B-tree to update; a restart replays the file. When
-// the file has grown by more than it held after the last compaction (and
-// by at least CompactAfter), the writer rewrites it with only the live
-// records.
+// Log is an append-only store: a commit is one write(2) of the records
+// queued since the last one, with no B-tree to update, and a restart
+// replays the file. An index in memory says where each key's latest
+// record is, so Get, Scan and ForEach read records back with pread at any
+// time (the forwarder keeps finished tasks on disk that way); keys of
+// eight bytes (sequence numbers) index into a map of integers, so a record
+// costs about 30 bytes of memory. When the dead records outweigh the live
+// ones (and CompactAfter), the writer rewrites the file with only the
+// live records, streaming them.
 //
 // The file: a header line "switchyard-log 1 FORMAT\n", then records of
 // uvarint(len(body)) body crc32c(body); a body is op (1 put, 2 delete),
 // bucket index, uvarint(len(key)), key, value. A record cut short or with
 // a bad checksum ends the log: it was being written when the process or
 // host stopped, so nobody was told it was stored.
-//
-// An indexed log (LogOptions.Indexed) also keeps where each key's latest
-// record is, so Get, Scan and ForEach read records back with pread at any
-// time: the forwarder keeps finished tasks on disk that way. Keys of eight
-// bytes (sequence numbers) index into a map of integers, so an indexed
-// record costs about 30 bytes of memory.
 type Log struct {
 	path    string
 	format  string
@@ -61,11 +58,7 @@ type Log struct {
 	rmu  sync.RWMutex
 	f    *os.File
 	size int64 // bytes of whole records in f
-	base int64 // size after the last compaction
 	idx  *index
-	// live is what Open found, for ForEach of a log without an index;
-	// dropped at the first commit.
-	live map[string][]byte
 	// Dropped is how many bytes of a torn last record Open cut off.
 	Dropped int64
 }
@@ -85,8 +78,6 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // LogOptions say what a Log keeps.
 type LogOptions struct {
 	Durability Durability
-	// Indexed keeps the place of every key's record, for reads at any time.
-	Indexed bool
 }
 
 // OpenLog opens or creates the log at path for format and buckets (their
@@ -98,11 +89,7 @@ func OpenLog(path, format string, buckets []string, o LogOptions) (*Log, bool, e
 	}
 	l := &Log{path: path, format: format, dur: o.Durability, buckets: buckets, bidx: map[string]byte{},
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), compactReq: make(chan chan error)}
-	if o.Indexed {
-		l.idx = newIndex(len(buckets))
-	} else {
-		l.live = map[string][]byte{}
-	}
+	l.idx = newIndex(len(buckets))
 	for i, b := range buckets {
 		l.bidx[b] = byte(i)
 	}
@@ -131,7 +118,7 @@ func (l *Log) create() error {
 	if err != nil {
 		return err
 	}
-	l.f, l.size, l.base = f, int64(len(l.header())), int64(len(l.header()))
+	l.f, l.size = f, int64(len(l.header()))
 	return nil
 }
 
@@ -181,16 +168,7 @@ func (l *Log) load(data []byte) error {
 	}
 	off := nl + 1
 	good, err := replay(data[off:], len(l.buckets), func(op byte, b byte, k, v []byte, at, n int) {
-		if l.idx != nil {
-			l.idx.apply(op, b, k, int64(off+at), n)
-			return
-		}
-		key := string(append([]byte{b}, k...))
-		if op == opPut {
-			l.live[key] = v
-		} else {
-			delete(l.live, key)
-		}
+		l.idx.apply(op, b, k, int64(off+at), n)
 	})
 	if err != nil {
 		return fmt.Errorf("read %s: %w (the file may be corrupt; move it aside to start empty)", l.path, err)
@@ -211,7 +189,7 @@ func (l *Log) load(data []byte) error {
 		}
 		l.Dropped = int64(len(data)) - end
 	}
-	l.f, l.size, l.base = f, end, end
+	l.f, l.size = f, end
 	return nil
 }
 
@@ -317,32 +295,9 @@ func (l *Log) WriteSync(ops []Op) error {
 	return <-ch
 }
 
-// ForEach reads every key of a bucket in key order. A log without an
-// index reads it as Open found it: that is for loading at start.
+// ForEach reads every key of a bucket in key order.
 func (l *Log) ForEach(bucket string, fn func(k, v []byte) error) error {
-	b, ok := l.bidx[bucket]
-	if !ok {
-		return fmt.Errorf("no bucket %q", bucket)
-	}
-	if l.idx != nil {
-		return l.Scan(bucket, nil, func(k, v []byte) (bool, error) { return true, fn(k, v) })
-	}
-	l.mu.Lock()
-	live := l.live
-	l.mu.Unlock()
-	var keys []string
-	for k := range live {
-		if k[0] == b {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := fn([]byte(k[1:]), live[k]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return l.Scan(bucket, nil, func(k, v []byte) (bool, error) { return true, fn(k, v) })
 }
 
 func (l *Log) writer() {
@@ -385,12 +340,11 @@ func (l *Log) commit() error {
 		return nil
 	}
 	l.buf, l.nops, l.cbs = nil, 0, nil
-	l.live = nil
 	l.mu.Unlock()
 
 	start := time.Now()
 	_, err := l.f.WriteAt(buf, l.size)
-	if err == nil && l.idx != nil {
+	if err == nil {
 		at := l.size
 		l.rmu.Lock()
 		_, _ = replay(buf, len(l.buckets), func(op, b byte, k, _ []byte, off, n int) {
@@ -425,7 +379,7 @@ func (l *Log) commit() error {
 	for _, cb := range cbs {
 		cb(err)
 	}
-	if err == nil && l.size-l.base > max(CompactAfter, l.base) {
+	if dead := l.size - l.idx.bytes; err == nil && dead > max(CompactAfter, l.idx.bytes) {
 		_ = l.compact()
 	}
 	return err
@@ -439,62 +393,54 @@ func (l *Log) Compact() error {
 	return <-ch
 }
 
-// compact rewrites the file with only its live records. On failure the
-// old file stays in use and the next attempt waits for as much growth
-// again.
+// compact rewrites the file with only its live records, read one by one
+// and streamed to a new file that replaces the old one once synced. On
+// failure the old file stays in use.
 func (l *Log) compact() error {
-	out := l.header()
-	var next *index
-	if l.idx != nil {
-		next = newIndex(len(l.buckets))
-		err := l.idx.each(func(b byte, k []byte, at loc) error {
-			rec := make([]byte, at.n)
-			if _, err := l.f.ReadAt(rec, at.off); err != nil {
+	tmp := l.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("compact %s: %w", l.path, err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	next := newIndex(len(l.buckets))
+	pos := int64(len(l.header()))
+	_, err = w.Write(l.header())
+	var rec []byte
+	if err == nil {
+		err = l.idx.each(func(b byte, k []byte, at loc) error {
+			if cap(rec) < int(at.n) {
+				rec = make([]byte, at.n)
+			}
+			if _, err := l.f.ReadAt(rec[:at.n], at.off); err != nil {
 				return err
 			}
-			next.apply(opPut, b, k, int64(len(out)), len(rec))
-			out = append(out, rec...)
-			return nil
+			next.apply(opPut, b, k, pos, int(at.n))
+			pos += int64(at.n)
+			_, err := w.Write(rec[:at.n])
+			return err
 		})
-		if err != nil {
-			l.base = l.size
-			return fmt.Errorf("compact %s: %w", l.path, err)
-		}
-	} else {
-		data := make([]byte, l.size)
-		if _, err := l.f.ReadAt(data, 0); err != nil {
-			l.base = l.size
-			return fmt.Errorf("compact %s: %w", l.path, err)
-		}
-		live := map[string][]byte{}
-		_, _ = replay(data[len(l.header()):], len(l.buckets), func(op, b byte, k, v []byte, _, _ int) {
-			key := string(append([]byte{b}, k...))
-			if op == opPut {
-				live[key] = v
-			} else {
-				delete(live, key)
-			}
-		})
-		keys := make([]string, 0, len(live))
-		for k := range live {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			out = appendRecord(out, opPut, k[0], []byte(k[1:]), live[k])
-		}
 	}
-	f, err := writeFileSync(l.path, out)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = os.Rename(tmp, l.path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(l.path))
+	}
 	if err != nil {
-		l.base = l.size
-		return err
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("compact %s: %w", l.path, err)
 	}
 	l.rmu.Lock()
 	l.f.Close()
-	l.f, l.size, l.base = f, int64(len(out)), int64(len(out))
-	if next != nil {
-		l.idx = next
-	}
+	l.f, l.size, l.idx = f, pos, next
 	l.rmu.Unlock()
 	return nil
 }
@@ -521,6 +467,8 @@ type loc struct {
 type index struct {
 	seq []map[uint64]loc
 	str []map[string]loc
+	// bytes is the size of the live records.
+	bytes int64
 	// lo and hi bound the 8-byte keys of each bucket, for Scan.
 	lo, hi []uint64
 }
@@ -538,19 +486,27 @@ func newIndex(buckets int) *index {
 func (x *index) apply(op, b byte, k []byte, off int64, n int) {
 	if len(k) == 8 {
 		s := binary.BigEndian.Uint64(k)
+		if old, ok := x.seq[b][s]; ok {
+			x.bytes -= int64(old.n)
+		}
 		if op == opDelete {
 			delete(x.seq[b], s)
 			return
 		}
 		x.seq[b][s] = loc{off, int32(n)}
+		x.bytes += int64(n)
 		x.lo[b], x.hi[b] = min(x.lo[b], s), max(x.hi[b], s)
 		return
+	}
+	if old, ok := x.str[b][string(k)]; ok {
+		x.bytes -= int64(old.n)
 	}
 	if op == opDelete {
 		delete(x.str[b], string(k))
 		return
 	}
 	x.str[b][string(k)] = loc{off, int32(n)}
+	x.bytes += int64(n)
 }
 
 func (x *index) get(b byte, k []byte) (loc, bool) {
@@ -593,9 +549,6 @@ func (x *index) each(fn func(b byte, k []byte, at loc) error) error {
 	return nil
 }
 
-// errNotIndexed: reads at any time need LogOptions.Indexed.
-var errNotIndexed = errors.New("store: this log keeps no index; open it with LogOptions.Indexed to read records back")
-
 // read returns the value of key k of bucket b (nil, false when absent) in
 // memory of its own.
 func (l *Log) read(b byte, k []byte) ([]byte, bool, error) {
@@ -618,14 +571,11 @@ func (l *Log) read(b byte, k []byte) ([]byte, bool, error) {
 }
 
 // Get calls fn with the value of each key of bucket, nil for a missing
-// one; fn may keep v. The log must be indexed.
+// one; fn may keep v.
 func (l *Log) Get(bucket string, keys [][]byte, fn func(i int, v []byte) error) error {
 	b, ok := l.bidx[bucket]
 	if !ok {
 		return fmt.Errorf("no bucket %q", bucket)
-	}
-	if l.idx == nil {
-		return errNotIndexed
 	}
 	for i, k := range keys {
 		v, _, err := l.read(b, k)
@@ -640,16 +590,13 @@ func (l *Log) Get(bucket string, keys [][]byte, fn func(i int, v []byte) error) 
 }
 
 // Scan reads the keys of bucket from the first one at or after from, in
-// key order, while fn returns true. The log must be indexed. A bucket of
+// key order, while fn returns true. A bucket of
 // 8-byte keys is walked by number, so a page of a long list costs the
 // page, not the list.
 func (l *Log) Scan(bucket string, from []byte, fn func(k, v []byte) (bool, error)) error {
 	b, ok := l.bidx[bucket]
 	if !ok {
 		return fmt.Errorf("no bucket %q", bucket)
-	}
-	if l.idx == nil {
-		return errNotIndexed
 	}
 	visit := func(k []byte) (bool, error) {
 		v, found, err := l.read(b, k)

@@ -12,20 +12,13 @@ import (
 	"testing"
 )
 
-func openLog(t *testing.T, path string, indexed bool) (*Log, bool) {
+func openLog(t *testing.T, path string) (*Log, bool) {
 	t.Helper()
-	l, existed, err := OpenLog(path, "test-v1", []string{"a", "b"}, LogOptions{Durability: SurviveProcessCrash, Indexed: indexed})
+	l, existed, err := OpenLog(path, "test-v1", []string{"a", "b"}, LogOptions{Durability: SurviveProcessCrash})
 	if err != nil {
 		t.Fatalf("OpenLog: %v", err)
 	}
 	return l, existed
-}
-
-// forBoth runs a test on a log without and with an index.
-func forBoth(t *testing.T, test func(t *testing.T, indexed bool)) {
-	for _, indexed := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "indexed"}[indexed], func(t *testing.T) { test(t, indexed) })
-	}
 }
 
 func readLog(t *testing.T, l *Log, bucket string) map[string]string {
@@ -41,74 +34,70 @@ func readLog(t *testing.T, l *Log, bucket string) map[string]string {
 }
 
 func TestLogReopensWithLastWrites(t *testing.T) {
-	forBoth(t, func(t *testing.T, indexed bool) {
-		path := filepath.Join(t.TempDir(), "x.log")
-		l, existed := openLog(t, path, indexed)
-		if existed {
-			t.Fatal("a new file reported as existing")
-		}
-		l.Write([]Op{{Bucket: "a", Key: []byte("k"), Value: []byte("1")}, {Bucket: "b", Key: []byte("k"), Value: []byte("b1")}}, nil)
-		l.Write([]Op{{Bucket: "a", Key: []byte("k"), Value: []byte("2")}, {Bucket: "a", Key: []byte("gone"), Value: []byte("x")}}, nil)
-		if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("gone")}, {Bucket: "a", Key: []byte("empty"), Value: []byte{}}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
-		}
-		l, existed = openLog(t, path, indexed)
-		defer l.Close()
-		if !existed {
-			t.Fatal("reopened file reported as new")
-		}
-		if got := readLog(t, l, "a"); len(got) != 2 || got["k"] != "2" || got["empty"] != "" {
-			t.Fatalf("bucket a = %v, want k=2 and empty", got)
-		}
-		if got := readLog(t, l, "b"); len(got) != 1 || got["k"] != "b1" {
-			t.Fatalf("bucket b = %v", got)
-		}
-		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
-			t.Fatalf("mode %v %v, want 0600", fi.Mode(), err)
-		}
-	})
+	path := filepath.Join(t.TempDir(), "x.log")
+	l, existed := openLog(t, path)
+	if existed {
+		t.Fatal("a new file reported as existing")
+	}
+	l.Write([]Op{{Bucket: "a", Key: []byte("k"), Value: []byte("1")}, {Bucket: "b", Key: []byte("k"), Value: []byte("b1")}}, nil)
+	l.Write([]Op{{Bucket: "a", Key: []byte("k"), Value: []byte("2")}, {Bucket: "a", Key: []byte("gone"), Value: []byte("x")}}, nil)
+	if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("gone")}, {Bucket: "a", Key: []byte("empty"), Value: []byte{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, existed = openLog(t, path)
+	defer l.Close()
+	if !existed {
+		t.Fatal("reopened file reported as new")
+	}
+	if got := readLog(t, l, "a"); len(got) != 2 || got["k"] != "2" || got["empty"] != "" {
+		t.Fatalf("bucket a = %v, want k=2 and empty", got)
+	}
+	if got := readLog(t, l, "b"); len(got) != 1 || got["k"] != "b1" {
+		t.Fatalf("bucket b = %v", got)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v %v, want 0600", fi.Mode(), err)
+	}
 }
 
 // A record cut short by a crash ends the log; the writes before it stay
 // and new ones follow them.
 func TestLogCutsATornEnd(t *testing.T) {
-	forBoth(t, func(t *testing.T, indexed bool) {
-		path := filepath.Join(t.TempDir(), "x.log")
-		l, _ := openLog(t, path, indexed)
-		if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k1"), Value: []byte("v1")}}); err != nil {
+	path := filepath.Join(t.TempDir(), "x.log")
+	l, _ := openLog(t, path)
+	if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k1"), Value: []byte("v1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k2"), Value: bytes.Repeat([]byte("v"), 100)}}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	fi, _ := os.Stat(path)
+	for _, cut := range []int64{1, 50, 104} {
+		if err := os.Truncate(path, fi.Size()-cut); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k2"), Value: bytes.Repeat([]byte("v"), 100)}}); err != nil {
+		l, _ = openLog(t, path)
+		if got := readLog(t, l, "a"); len(got) != 1 || got["k1"] != "v1" || l.Dropped == 0 {
+			t.Fatalf("cut %d: bucket a = %v, dropped %d; want k1 only and the torn bytes dropped", cut, got, l.Dropped)
+		}
+		if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k3"), Value: []byte("v3")}}); err != nil {
 			t.Fatal(err)
 		}
 		l.Close()
-		fi, _ := os.Stat(path)
-		for _, cut := range []int64{1, 50, 104} {
-			if err := os.Truncate(path, fi.Size()-cut); err != nil {
-				t.Fatal(err)
-			}
-			l, _ = openLog(t, path, indexed)
-			if got := readLog(t, l, "a"); len(got) != 1 || got["k1"] != "v1" || l.Dropped == 0 {
-				t.Fatalf("cut %d: bucket a = %v, dropped %d; want k1 only and the torn bytes dropped", cut, got, l.Dropped)
-			}
-			if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k3"), Value: []byte("v3")}}); err != nil {
-				t.Fatal(err)
-			}
-			l.Close()
-			l, _ = openLog(t, path, indexed)
-			if got := readLog(t, l, "a"); len(got) != 2 || got["k3"] != "v3" || l.Dropped != 0 {
-				t.Fatalf("after a write past the cut: %v, dropped %d", got, l.Dropped)
-			}
-			if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k3")}, {Bucket: "a", Key: []byte("k2"), Value: bytes.Repeat([]byte("v"), 100)}}); err != nil {
-				t.Fatal(err)
-			}
-			l.Close()
-			fi, _ = os.Stat(path)
+		l, _ = openLog(t, path)
+		if got := readLog(t, l, "a"); len(got) != 2 || got["k3"] != "v3" || l.Dropped != 0 {
+			t.Fatalf("after a write past the cut: %v, dropped %d", got, l.Dropped)
 		}
-	})
+		if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k3")}, {Bucket: "a", Key: []byte("k2"), Value: bytes.Repeat([]byte("v"), 100)}}); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		fi, _ = os.Stat(path)
+	}
 }
 
 func TestLogRefusesForeignFiles(t *testing.T) {
@@ -129,37 +118,35 @@ func TestLogRefusesForeignFiles(t *testing.T) {
 
 // Compaction keeps exactly the live records and the file shrinks.
 func TestLogCompacts(t *testing.T) {
-	forBoth(t, func(t *testing.T, indexed bool) {
-		old := CompactAfter
-		CompactAfter = 4096
-		defer func() { CompactAfter = old }()
-		path := filepath.Join(t.TempDir(), "x.log")
-		l, _ := openLog(t, path, indexed)
-		val := bytes.Repeat([]byte("x"), 200)
-		for i := 0; i < 500; i++ {
-			k := []byte(fmt.Sprintf("k%04d", i))
-			ops := []Op{{Bucket: "a", Key: k, Value: val}}
-			if i%10 != 0 {
-				ops = append(ops, Op{Bucket: "a", Key: k})
-			}
-			if err := l.WriteSync(ops); err != nil {
-				t.Fatal(err)
-			}
+	old := CompactAfter
+	CompactAfter = 4096
+	defer func() { CompactAfter = old }()
+	path := filepath.Join(t.TempDir(), "x.log")
+	l, _ := openLog(t, path)
+	val := bytes.Repeat([]byte("x"), 200)
+	for i := 0; i < 500; i++ {
+		k := []byte(fmt.Sprintf("k%04d", i))
+		ops := []Op{{Bucket: "a", Key: k, Value: val}}
+		if i%10 != 0 {
+			ops = append(ops, Op{Bucket: "a", Key: k})
 		}
-		l.Close()
-		fi, _ := os.Stat(path)
-		// 110 KB written; 50 live records take about 11 KB, and the file may
-		// grow to twice that before the next compaction.
-		if fi.Size() > 25000 {
-			t.Fatalf("file is %d bytes after compactions; 50 live records of 200 bytes need about 11 KB", fi.Size())
+		if err := l.WriteSync(ops); err != nil {
+			t.Fatal(err)
 		}
-		l, _ = openLog(t, path, indexed)
-		defer l.Close()
-		got := readLog(t, l, "a")
-		if len(got) != 50 || got["k0490"] != string(val) {
-			t.Fatalf("%d live records after compaction, want 50", len(got))
-		}
-	})
+	}
+	l.Close()
+	fi, _ := os.Stat(path)
+	// 110 KB written; 50 live records take about 11 KB, and the file may
+	// grow to twice that before the next compaction.
+	if fi.Size() > 25000 {
+		t.Fatalf("file is %d bytes after compactions; 50 live records of 200 bytes need about 11 KB", fi.Size())
+	}
+	l, _ = openLog(t, path)
+	defer l.Close()
+	got := readLog(t, l, "a")
+	if len(got) != 50 || got["k0490"] != string(val) {
+		t.Fatalf("%d live records after compaction, want 50", len(got))
+	}
 }
 
 func TestLogGroupCommitFromManyWriters(t *testing.T) {
@@ -187,7 +174,7 @@ func TestLogGroupCommitFromManyWriters(t *testing.T) {
 	if ops != 800 || commits == 0 || commits > 800 {
 		t.Fatalf("%d ops in %d commits", ops, commits)
 	}
-	l, _ = openLog(t, path, true)
+	l, _ = openLog(t, path)
 	defer l.Close()
 	if got := readLog(t, l, "a"); len(got) != 800 {
 		t.Fatalf("%d records after reopening, want 800", len(got))
@@ -224,7 +211,7 @@ func TestLogIndexedReads(t *testing.T) {
 	CompactAfter = 2048
 	defer func() { CompactAfter = old }()
 	path := filepath.Join(t.TempDir(), "x.log")
-	l, _ := openLog(t, path, true)
+	l, _ := openLog(t, path)
 	seq := func(i uint64) []byte { return binary.BigEndian.AppendUint64(nil, i) }
 	for i := uint64(1); i <= 300; i++ {
 		ops := []Op{{Bucket: "a", Key: seq(i), Value: []byte(fmt.Sprintf("v%d", i))}}
@@ -273,7 +260,7 @@ func TestLogIndexedReads(t *testing.T) {
 	}
 	check(l)
 	l.Close()
-	l, _ = openLog(t, path, true)
+	l, _ = openLog(t, path)
 	defer l.Close()
 	check(l)
 }
