@@ -10,6 +10,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/servingstate"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -880,5 +881,27 @@ func TestUnacknowledgedTasksSentAgainToManager(t *testing.T) {
 			return fmt.Errorf("task sent %d times; want it again without an ack", n)
 		}
 		return nil
+	})
+}
+
+// A push that finds the queue at the pause threshold is given back at
+// once, and the next report says PUSH_PAUSED, without waiting for the
+// once-a-second pressure check: a flood cannot pile up far past the
+// threshold between two checks.
+func TestFullQueueRefusesPushesAtOnce(t *testing.T) {
+	e := start(t, interchange.Options{Pressure: servingstate.Thresholds{PauseQueued: 10, ResumeQueued: 5},
+		HeartbeatInterval: 10 * time.Second, HeartbeatThreshold: 30 * time.Second}, true)
+	e.push(t, 12, 1)
+	e.fwd.Expect(t, 5*time.Second, "the first batch acknowledged", func(r testutil.Received) bool { return r.Type() == messages.TypeAck })
+	refused := e.push(t, 3, 1)
+	nack := e.fwd.Expect(t, 5*time.Second, "a Nack of the push past the threshold", func(r testutil.Received) bool {
+		return r.Type() == messages.TypeNack
+	}).Msg.(*messages.Nack)
+	if len(nack.IDs) != 3 || nack.IDs[0] != refused[0] || !strings.Contains(nack.Reason, "queue is full") {
+		t.Fatalf("nack %+v, want the 3 tasks pushed past the threshold", nack)
+	}
+	e.fwd.Expect(t, 5*time.Second, "a report with PUSH_PAUSED", func(r testutil.Received) bool {
+		x, ok := r.Msg.(*messages.EPStatusReport)
+		return ok && x.ServingState == messages.PushPaused
 	})
 }

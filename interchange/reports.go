@@ -156,7 +156,13 @@ func (s *statusBuffer) build(state messages.ServingState) *messages.EPStatusRepo
 		for _, d := range s.deltas {
 			r.Deltas = append(r.Deltas, d)
 		}
-		clear(s.deltas)
+		if len(s.deltas) > 4096 {
+			// A map keeps the room it once needed; a busy spell's
+			// hundreds of thousands of slots would stay held.
+			s.deltas = make(map[messages.TaskID]messages.Delta)
+		} else {
+			clear(s.deltas)
+		}
 	}
 	r.Blocks = s.blocksJSON
 	s.mu.Unlock()

@@ -2,6 +2,7 @@ package interchange
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
@@ -54,14 +55,24 @@ func (l *loop) handleUpstream(frames [][]byte) {
 // acceptTasks queues new tasks; ids already held are dropped, and their
 // current state is reported again so the forwarder can reconcile.
 func (l *loop) acceptTasks(b *messages.TaskBatch) {
-	if eff := l.ix.serving.Effective(time.Now()); !eff.PushAllowed() {
-		// Paused: the tasks stay upstream until pushes are allowed again.
+	eff := l.ix.serving.Effective(time.Now())
+	if full := l.queued >= l.ix.opts.Pressure.PauseQueued; full || !eff.PushAllowed() {
+		// Paused, or the queue is at the pause threshold before the
+		// pressure check (once a second) has seen it: the tasks stay
+		// upstream until pushes are allowed again.
+		why := "interchange is " + eff.String()
+		if full {
+			why = fmt.Sprintf("interchange queue is full (%d tasks, --pause-queued-tasks)", l.queued)
+			// Say so in the serving state now, not at the next tick, so
+			// the forwarder holds its pushes instead of retrying.
+			l.ix.serving.MeasureQueue(l.queued, time.Now())
+		}
 		ids := make([]messages.TaskID, len(b.Tasks))
 		for i := range b.Tasks {
 			ids[i] = b.Tasks[i].ID
 		}
 		l.ix.m.refusedBatches.Inc()
-		l.up.TrySend(&messages.Nack{IDs: ids, Reason: "interchange is " + eff.String()})
+		l.up.TrySend(&messages.Nack{IDs: ids, Reason: why})
 		l.ix.status.soon()
 		return
 	}

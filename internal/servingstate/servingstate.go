@@ -120,6 +120,16 @@ func (c *Controller) Measure(s Sample, now time.Time) messages.ServingState {
 	return c.measuredLocked()
 }
 
+// MeasureQueue takes a new queue length between samples (with the last
+// memory reading), so a queue that fills between two ticks pauses at once.
+func (c *Controller) MeasureQueue(queued int, now time.Time) messages.ServingState {
+	c.mu.Lock()
+	s := c.last
+	c.mu.Unlock()
+	s.Queued = queued
+	return c.Measure(s, now)
+}
+
 func hysteresis(paused bool, v, pause, resume float64) bool {
 	if paused {
 		return v >= resume
