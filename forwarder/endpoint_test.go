@@ -614,3 +614,32 @@ func TestUnacknowledgedTasksSentAgain(t *testing.T) {
 		t.Fatalf("an acknowledged task was sent again (%d -> %d sends)", sent, n)
 	}
 }
+
+// An endpoint is handed at most MaxInflight tasks that have not ended;
+// the next go as soon as some end, in submission order.
+func TestInflightWindow(t *testing.T) {
+	e := connect(t, forwarder.Options{MaxInflight: 5})
+	specs := make([]any, 12)
+	for i := range specs {
+		specs[i] = map[string]any{"kind": "noop"}
+	}
+	ids, err := e.c.Submit(ep, specs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := e.received(t, ids[:5])
+	e.Sync(t, "")
+	if n := len(e.Tasks("")); n != 5 || len(got) != 5 {
+		t.Fatalf("%d tasks handed to the endpoint, want the window of 5", n)
+	}
+	var rs []messages.Result
+	for _, id := range ids[:2] {
+		rs = append(rs, messages.Result{ID: tid(t, id), Attempt: 1, Code: messages.Success, Finished: time.Now().UnixNano()})
+	}
+	e.Send(t, "", &messages.ResultBatch{Results: rs})
+	e.received(t, ids[:7])
+	e.Sync(t, "")
+	if n := len(e.Tasks("")); n != 7 {
+		t.Fatalf("%d tasks handed after 2 ended, want 7", n)
+	}
+}

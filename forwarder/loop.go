@@ -158,15 +158,17 @@ func (l *loop) handleZMQ(env link.Envelope) {
 	}
 }
 
-// flush sends an endpoint's pending tasks while it accepts them.
+// flush sends an endpoint's pending tasks while it accepts them, up to
+// MaxInflight not yet ended.
 func (l *loop) flush(ep *endpoint) {
-	if !ep.connected || ep.holdPush || !ep.report.ServingState.PushAllowed() {
+	if !ep.connected || ep.holdPush || !ep.report.ServingState.PushAllowed() || len(ep.inflight) >= l.f.opts.MaxInflight {
 		return
 	}
 	now := time.Now().UnixNano()
-	for len(ep.pending) > 0 {
+	for len(ep.pending) > 0 && len(ep.inflight) < l.f.opts.MaxInflight {
 		var n int
-		l.sendBuf, n = l.f.tasks.forSend(ep.pending[:min(len(ep.pending), l.f.opts.BatchSize)], l.sendBuf[:0])
+		room := min(len(ep.pending), l.f.opts.BatchSize, l.f.opts.MaxInflight-len(ep.inflight))
+		l.sendBuf, n = l.f.tasks.forSend(ep.pending[:room], l.sendBuf[:0])
 		if len(l.sendBuf) > 0 {
 			err := l.send(ep, &messages.TaskBatch{Tasks: l.sendBuf})
 			if err != nil {
@@ -187,6 +189,8 @@ func (l *loop) flush(ep *endpoint) {
 		}
 		ep.pending = ep.pending[n:]
 	}
-	ep.pending = nil
+	if len(ep.pending) == 0 {
+		ep.pending = nil
+	}
 	l.f.publish(ep)
 }

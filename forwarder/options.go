@@ -32,6 +32,10 @@ type Options struct {
 	HeartbeatThreshold time.Duration
 	// BatchSize caps the tasks in one TaskBatch.
 	BatchSize int
+	// MaxInflight caps the tasks handed to one endpoint that have not
+	// ended (default DefaultMaxInflight); the rest wait here, where they
+	// are stored anyway, instead of being pushed and given back.
+	MaxInflight int
 	// MaxBodyBytes caps a submission body.
 	MaxBodyBytes int64
 	// Pprof serves /debug/pprof/ on the HTTP listener (admins only).
@@ -59,6 +63,9 @@ const (
 	// DefaultMaxTasksPerUser is the CLI's cap on one user's unfinished
 	// tasks.
 	DefaultMaxTasksPerUser = 1000000
+	// DefaultMaxInflight is above an interchange's default pause
+	// threshold (100,000 queued) plus what managers hold.
+	DefaultMaxInflight = 250000
 )
 
 func (o *Options) setDefaults() error {
@@ -76,6 +83,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.CompactInterval <= 0 {
 		o.CompactInterval = time.Hour
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = DefaultMaxInflight
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000

@@ -85,7 +85,7 @@ func newForwarderCmd() *cobra.Command {
 	var noPersist, fsync bool
 	var retention time.Duration
 	var hc httpx.Config
-	var maxPerUser int
+	var maxPerUser, maxInflight int
 	cmd := &cobra.Command{
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
@@ -101,7 +101,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
 				NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
-				HTTP: hc, MaxTasksPerUser: maxPerUser, Insecure: df.insecure})
+				HTTP: hc, MaxTasksPerUser: maxPerUser, MaxInflight: maxInflight, Insecure: df.insecure})
 			if err != nil {
 				return err
 			}
@@ -120,6 +120,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().StringVar(&hc.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	cmd.Flags().IntVar(&hc.MaxConns, "max-connections", httpx.DefaultMaxConns, "cap on open HTTP connections; more wait until one closes")
 	cmd.Flags().IntVar(&maxPerUser, "max-tasks-per-user", forwarder.DefaultMaxTasksPerUser, "refuse (429) a submission that would give one user more tasks than this not yet ended (0: no cap)")
+	cmd.Flags().IntVar(&maxInflight, "max-inflight", forwarder.DefaultMaxInflight, "tasks handed to one endpoint and not yet ended; more wait here until some end (raise it above the endpoint's --pause-queued-tasks plus what its managers hold)")
 	return cmd
 }
 
