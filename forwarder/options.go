@@ -63,9 +63,10 @@ const (
 	// DefaultMaxTasksPerUser is the CLI's cap on one user's unfinished
 	// tasks.
 	DefaultMaxTasksPerUser = 1000000
-	// DefaultMaxInflight is above an interchange's default pause
-	// threshold (100,000 queued) plus what managers hold.
-	DefaultMaxInflight = 250000
+	// DefaultMaxInflight is an interchange's default pause threshold
+	// (100,000 queued): tasks in flight include those on managers, so
+	// the queue stays under it and no push is given back.
+	DefaultMaxInflight = 100000
 )
 
 func (o *Options) setDefaults() error {

@@ -204,6 +204,10 @@ type taskTable struct {
 	// open counts each owner's tasks that have not ended (under mu).
 	open    map[string]int
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
+	// owners are the owners of retired tasks, named by index in a
+	// doneRef; index 0 is a placeholder.
+	owners   []string
+	ownerIdx map[string]uint32
 	// endLatency, when set, sees each result's time from acceptance.
 	endLatency func(time.Duration)
 	log        *logrus.Entry
@@ -213,14 +217,18 @@ type taskTable struct {
 // bytes, about 50 with the map's share.
 type doneRef struct {
 	seq uint64
-	// end packs the completion time (unix seconds, 0 if unknown) and the
-	// final state.
+	// end packs the completion time (unix seconds, 0 if unknown; 34
+	// bits), the owner (an index into taskTable.owners, 0 if not there;
+	// 28 bits) and the final state (2 bits).
 	end uint64
 }
 
 var endStates = [...]messages.TaskState{messages.StateUnknown, messages.StateSuccess, messages.StateFailed, messages.StateCancelled}
 
-func refOf(t *Task) doneRef {
+const maxOwners = 1<<28 - 1
+
+// refOf makes a task's doneRef; tt.mu is held.
+func (tt *taskTable) refOf(t *Task) doneRef {
 	var code uint64
 	for i, st := range endStates {
 		if st == t.State {
@@ -229,15 +237,31 @@ func refOf(t *Task) doneRef {
 	}
 	var sec uint64
 	if !t.CompletedAt.IsZero() && t.CompletedAt.Unix() > 0 {
-		sec = uint64(t.CompletedAt.Unix())
+		sec = uint64(t.CompletedAt.Unix()) & (1<<34 - 1)
 	}
-	return doneRef{seq: t.Seq, end: sec<<2 | code}
+	owner, ok := tt.ownerIdx[t.Owner]
+	if !ok && len(tt.owners) < maxOwners {
+		owner = uint32(len(tt.owners))
+		tt.owners = append(tt.owners, t.Owner)
+		tt.ownerIdx[t.Owner] = owner
+	}
+	return doneRef{seq: t.Seq, end: sec<<30 | uint64(owner)<<2 | code}
 }
 
 func (r doneRef) state() messages.TaskState { return endStates[r.end&3] }
 
 // completed is the completion time in unix seconds, 0 if unknown.
-func (r doneRef) completed() int64 { return int64(r.end >> 2) }
+func (r doneRef) completed() int64 { return int64(r.end >> 30) }
+
+// owner is the task's owner; ok is false when it must be read from the
+// store (more owners than a doneRef can name).
+func (tt *taskTable) owner(r doneRef) (string, bool) {
+	i := uint32(r.end>>2) & maxOwners
+	if i == 0 || int(i) >= len(tt.owners) {
+		return "", false
+	}
+	return tt.owners[i], true
+}
 
 func (tt *taskTable) move(t *Task, to messages.TaskState) {
 	tt.byState[t.State].Add(-1)
@@ -273,7 +297,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 }
 
 func newTaskTable(st *store.Log, log *logrus.Entry) *taskTable {
-	tt := &taskTable{log: log, journal: newJournal(journalSize), tasks: make(map[messages.TaskID]*Task), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
+	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, tasks: make(map[messages.TaskID]*Task), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
@@ -298,7 +322,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
 		if t.State.Terminal() {
-			tt.done[t.ID] = refOf(t)
+			tt.done[t.ID] = tt.refOf(t)
 			return nil
 		}
 		tt.tasks[t.ID] = t
@@ -325,7 +349,7 @@ func (tt *taskTable) retire(ids []messages.TaskID) {
 	tt.mu.Lock()
 	for _, id := range ids {
 		if t, ok := tt.tasks[id]; ok && t.State.Terminal() {
-			tt.done[id] = refOf(t)
+			tt.done[id] = tt.refOf(t)
 			delete(tt.tasks, id)
 		}
 	}
@@ -489,8 +513,12 @@ func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, o
 	for _, id := range ids {
 		if t, ok := tt.tasks[id]; ok {
 			fn(id, t.Owner, t.State, true)
-		} else if _, ok := tt.done[id]; ok {
-			retired = append(retired, id)
+		} else if r, ok := tt.done[id]; ok {
+			if owner, ok := tt.owner(r); ok {
+				fn(id, owner, r.state(), true)
+			} else {
+				retired = append(retired, id)
+			}
 		} else {
 			fn(id, "", messages.StateUnknown, false)
 		}

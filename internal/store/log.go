@@ -20,9 +20,9 @@ import (
 // record is, so Get, Scan and ForEach read records back with pread at any
 // time (the forwarder keeps finished tasks on disk that way); keys of
 // eight bytes (sequence numbers) index into a map of integers, so a record
-// costs about 30 bytes of memory. When the dead records outweigh the live
-// ones (and CompactAfter), the writer rewrites the file with only the
-// live records, streaming them.
+// costs about 30 bytes of memory. When the dead records outweigh twice
+// the live ones (and CompactAfter), the writer rewrites the file with
+// only the live records, streaming them.
 //
 // The file: a header line "switchyard-log 1 FORMAT\n", then records of
 // uvarint(len(body)) body crc32c(body); a body is op (1 put, 2 delete),
@@ -379,7 +379,10 @@ func (l *Log) commit() error {
 	for _, cb := range cbs {
 		cb(err)
 	}
-	if dead := l.size - l.idx.bytes; err == nil && dead > max(CompactAfter, l.idx.bytes) {
+	// Twice the live bytes: a record rewritten once (a task accepted,
+	// then ended) leaves about its own size dead, which is no reason to
+	// rewrite everything.
+	if dead := l.size - l.idx.bytes; err == nil && dead > max(CompactAfter, 2*l.idx.bytes) {
 		_ = l.compact()
 	}
 	return err
