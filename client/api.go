@@ -129,7 +129,7 @@ func (c *Client) Status(ctx context.Context, ids []string) ([]Task, error) {
 		var res struct {
 			Tasks []Task `json:"tasks"`
 		}
-		if err := c.call(ctx, http.MethodPost, "/v1/tasks/status", map[string]any{"task_ids": ids[:n]}, &res); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/v1/tasks/status", idsBody(ids[:n]), &res); err != nil {
 			return nil, err
 		}
 		if len(res.Tasks) != n {
@@ -173,7 +173,7 @@ func (c *Client) Census(ctx context.Context, ids []string) (Census, error) {
 	for len(ids) > 0 {
 		n := min(len(ids), statusChunk)
 		var res Census
-		if err := c.call(ctx, http.MethodPost, "/v1/tasks/census", map[string]any{"task_ids": ids[:n]}, &res); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/v1/tasks/census", idsBody(ids[:n]), &res); err != nil {
 			return Census{}, err
 		}
 		out.Ended = append(out.Ended, res.Ended...)
@@ -217,7 +217,7 @@ func (c *Client) CancelMany(ctx context.Context, ids []string) ([]Cancel, error)
 		var res struct {
 			Tasks []Cancel `json:"tasks"`
 		}
-		if err := c.call(ctx, http.MethodPost, "/v1/tasks/cancel", map[string]any{"task_ids": ids[:n]}, &res); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/v1/tasks/cancel", idsBody(ids[:n]), &res); err != nil {
 			return nil, err
 		}
 		out = append(out, res.Tasks...)
@@ -334,4 +334,36 @@ func (c *Client) serving(ctx context.Context, method, path string, form []byte, 
 		return nil, e
 	}
 	return resp.Body, nil
+}
+
+// idsBody is {"task_ids":[...]} written directly: an id list is most of
+// what a status, census or cancel call sends.
+func idsBody(ids []string) []byte {
+	b := make([]byte, 0, 16+39*len(ids))
+	b = append(b, `{"task_ids":[`...)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if plainID(id) {
+			b = append(b, '"')
+			b = append(b, id...)
+			b = append(b, '"')
+			continue
+		}
+		q, _ := json.Marshal(id)
+		b = append(b, q...)
+	}
+	return append(b, "]}"...)
+}
+
+// plainID: nothing in id needs escaping in JSON.
+func plainID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
