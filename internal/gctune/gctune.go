@@ -2,8 +2,8 @@
 // target while the heap is small, so GC costs little CPU per task, and a
 // soft memory limit that makes the GC work harder before the process
 // grows past a size an operator expects. Above that size the limit follows
-// the live heap (twice it), so a heap that has to be large does not make
-// the GC run without pause.
+// the live heap (one and a half times it), so a heap that has to be large
+// does not make the GC run without pause.
 package gctune
 
 import (
@@ -24,7 +24,7 @@ type Policy struct {
 }
 
 // Start applies the policy to this process and, until ctx ends, raises
-// the soft limit to twice the live heap when that is above base. GOGC or
+// the soft limit to 1.5 times the live heap when that is above base. GOGC or
 // GOMEMLIMIT in the environment take precedence, as Go documents.
 func Start(ctx context.Context, base int64) Policy {
 	p := Policy{Percent: -1}
@@ -64,11 +64,11 @@ func follow(ctx context.Context, base int64) {
 	}
 }
 
-// Limit is the soft limit for a live heap: base, or twice the live heap
-// when that is more, rounded up to 16 MiB so it changes seldom.
+// Limit is the soft limit for a live heap: base, or 1.5 times the live
+// heap when that is more, rounded up to 16 MiB so it changes seldom.
 func Limit(base, live int64) int64 {
 	const step = 16 << 20
-	want := 2 * live
+	want := live + live/2
 	if want <= base {
 		return base
 	}

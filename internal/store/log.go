@@ -412,15 +412,19 @@ func (l *Log) compact() error {
 	var rec []byte
 	if err == nil {
 		err = l.idx.each(func(b byte, k []byte, at loc) error {
-			if cap(rec) < int(at.n) {
-				rec = make([]byte, at.n)
-			}
-			if _, err := l.f.ReadAt(rec[:at.n], at.off); err != nil {
+			n, err := l.length(at)
+			if err != nil {
 				return err
 			}
-			next.apply(opPut, b, k, pos, int(at.n))
-			pos += int64(at.n)
-			_, err := w.Write(rec[:at.n])
+			if cap(rec) < n {
+				rec = make([]byte, n)
+			}
+			if _, err := l.f.ReadAt(rec[:n], at.off()); err != nil {
+				return err
+			}
+			next.apply(opPut, b, k, pos, n)
+			pos += int64(n)
+			_, err = w.Write(rec[:n])
 			return err
 		})
 	}
@@ -459,10 +463,45 @@ func (l *Log) Close() error {
 	return l.f.Close()
 }
 
-// loc is where a record is in the file.
-type loc struct {
-	off int64
-	n   int32
+// loc is where a record is in the file, in 8 bytes: the offset (40
+// bits) and the length (24 bits; 0 for a record of 16 MiB or more, whose
+// length is read from its header).
+type loc uint64
+
+const locMaxLen = 1<<24 - 1
+
+func mkloc(off int64, n int) loc {
+	if n > locMaxLen {
+		n = 0
+	}
+	return loc(uint64(off)<<24 | uint64(n))
+}
+
+func (at loc) off() int64 { return int64(at >> 24) }
+
+// size is the length the live-bytes count uses: exact up to 16 MiB.
+func (at loc) size() int64 {
+	if n := int64(at & locMaxLen); n > 0 {
+		return n
+	}
+	return locMaxLen
+}
+
+// length reads a record's length, from its header when loc lacks it.
+func (l *Log) length(at loc) (int, error) {
+	if n := int(at & locMaxLen); n > 0 {
+		return n, nil
+	}
+	var h [binary.MaxVarintLen64]byte
+	k, err := l.f.ReadAt(h[:], at.off())
+	n, w := binary.Uvarint(h[:k])
+	if w <= 0 {
+		if err == nil {
+			err = errors.New("bad record header")
+		}
+		return 0, fmt.Errorf("read %s at %d: %w", l.path, at.off(), err)
+	}
+	return w + int(n) + 4, nil
 }
 
 // index is where each key's latest record is, per bucket. Keys of eight
@@ -490,26 +529,28 @@ func (x *index) apply(op, b byte, k []byte, off int64, n int) {
 	if len(k) == 8 {
 		s := binary.BigEndian.Uint64(k)
 		if old, ok := x.seq[b][s]; ok {
-			x.bytes -= int64(old.n)
+			x.bytes -= old.size()
 		}
 		if op == opDelete {
 			delete(x.seq[b], s)
 			return
 		}
-		x.seq[b][s] = loc{off, int32(n)}
-		x.bytes += int64(n)
+		at := mkloc(off, n)
+		x.seq[b][s] = at
+		x.bytes += at.size()
 		x.lo[b], x.hi[b] = min(x.lo[b], s), max(x.hi[b], s)
 		return
 	}
 	if old, ok := x.str[b][string(k)]; ok {
-		x.bytes -= int64(old.n)
+		x.bytes -= old.size()
 	}
 	if op == opDelete {
 		delete(x.str[b], string(k))
 		return
 	}
-	x.str[b][string(k)] = loc{off, int32(n)}
-	x.bytes += int64(n)
+	at := mkloc(off, n)
+	x.str[b][string(k)] = at
+	x.bytes += at.size()
 }
 
 func (x *index) get(b byte, k []byte) (loc, bool) {
@@ -561,14 +602,18 @@ func (l *Log) read(b byte, k []byte) ([]byte, bool, error) {
 	if !ok {
 		return nil, false, nil
 	}
-	rec := make([]byte, at.n)
-	if _, err := l.f.ReadAt(rec, at.off); err != nil {
-		return nil, false, fmt.Errorf("read %s at %d: %w", l.path, at.off, err)
+	n, err := l.length(at)
+	if err != nil {
+		return nil, false, err
+	}
+	rec := make([]byte, n)
+	if _, err := l.f.ReadAt(rec, at.off()); err != nil {
+		return nil, false, fmt.Errorf("read %s at %d: %w", l.path, at.off(), err)
 	}
 	var v []byte
 	got := false
 	if _, err := replay(rec, len(l.buckets), func(_, _ byte, _, val []byte, _, _ int) { v, got = val, true }); err != nil || !got {
-		return nil, false, fmt.Errorf("read %s: damaged record at %d", l.path, at.off)
+		return nil, false, fmt.Errorf("read %s: damaged record at %d", l.path, at.off())
 	}
 	return v, true, nil
 }

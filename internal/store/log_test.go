@@ -264,3 +264,30 @@ func TestLogIndexedReads(t *testing.T) {
 	defer l.Close()
 	check(l)
 }
+
+// A record of 16 MiB or more (a big python task) reads back and survives
+// compaction though its index entry does not hold its length.
+func TestLogBigRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.log")
+	l, _ := openLog(t, path)
+	big := bytes.Repeat([]byte("p"), 17<<20)
+	if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("big"), Value: big}, {Bucket: "a", Key: []byte("small"), Value: []byte("s")}}); err != nil {
+		t.Fatal(err)
+	}
+	check := func() {
+		t.Helper()
+		got := readLog(t, l, "a")
+		if len(got) != 2 || got["big"] != string(big) || got["small"] != "s" {
+			t.Fatalf("read back %d records, big one %d bytes", len(got), len(got["big"]))
+		}
+	}
+	check()
+	if err := l.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	check()
+	l.Close()
+	l, _ = openLog(t, path)
+	defer l.Close()
+	check()
+}
