@@ -160,6 +160,6 @@ func (l *loop) unpark(now time.Time) {
 		delete(l.tasks, id)
 		delete(l.deltas, id)
 		l.results.Put(r)
-		l.mg.m.completed.WithLabelValues(string(r.Code.State())).Inc()
+		l.mg.m.ended(r.Code, -1)
 	}
 }

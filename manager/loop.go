@@ -139,10 +139,11 @@ func (l *loop) handleEvent(ev *event) {
 			return
 		}
 		l.results.Put(r)
-		l.mg.m.completed.WithLabelValues(string(r.Code.State())).Inc()
+		ran := time.Duration(-1)
 		if r.Started > 0 && r.Finished >= r.Started {
-			l.mg.m.runTime.WithLabelValues(string(r.Code.State())).Observe(time.Duration(r.Finished - r.Started).Seconds())
+			ran = time.Duration(r.Finished - r.Started)
 		}
+		l.mg.m.ended(r.Code, ran)
 	}
 }
 

@@ -1,10 +1,13 @@
 package manager
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 type metrics struct {
@@ -18,6 +21,24 @@ type metrics struct {
 	interchangeLost prometheus.Counter
 	returned        prometheus.Counter
 	runTime         *prometheus.HistogramVec
+	// completedBy and runTimeBy are completed and runTime per final code,
+	// looked up once instead of per task.
+	completedBy [8]prometheus.Counter
+	runTimeBy   [8]prometheus.Observer
+}
+
+// ended counts a finished task of code c and how long it ran (ran < 0:
+// unknown).
+func (m *metrics) ended(c messages.TaskStatusCode, ran time.Duration) {
+	i := int(c) & 7
+	if m.completedBy[i] == nil {
+		st := string(c.State())
+		m.completedBy[i], m.runTimeBy[i] = m.completed.WithLabelValues(st), m.runTime.WithLabelValues(st)
+	}
+	m.completedBy[i].Inc()
+	if ran >= 0 {
+		m.runTimeBy[i].Observe(ran.Seconds())
+	}
 }
 
 func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
