@@ -41,6 +41,7 @@ type Log struct {
 	commitMu sync.Mutex
 	mu       sync.Mutex
 	buf      []byte
+	pend     []idxOp // index changes of buf's records
 	nops     int
 	cbs      []func(error)
 	err      error
@@ -265,11 +266,18 @@ func (l *Log) Write(ops []Op, cb func(error)) {
 		if !ok {
 			panic(fmt.Sprintf("store: no bucket %q", op.Bucket))
 		}
+		o := idxOp{op: opPut, b: b, off: int64(len(l.buf))}
 		if op.Value == nil {
-			l.buf = appendRecord(l.buf, opDelete, b, op.Key, nil)
-		} else {
-			l.buf = appendRecord(l.buf, opPut, b, op.Key, op.Value)
+			o.op = opDelete
 		}
+		l.buf = appendRecord(l.buf, o.op, b, op.Key, op.Value)
+		o.n = int(int64(len(l.buf)) - o.off)
+		if len(op.Key) == 8 {
+			o.seq, o.isSeq = binary.BigEndian.Uint64(op.Key), true
+		} else {
+			o.str = string(op.Key)
+		}
+		l.pend = append(l.pend, o)
 	}
 	l.nops += len(ops)
 	if cb != nil {
@@ -334,26 +342,25 @@ func (l *Log) writer() {
 
 func (l *Log) commit() error {
 	l.mu.Lock()
-	buf, nops, cbs := l.buf, l.nops, l.cbs
+	buf, pend, nops, cbs := l.buf, l.pend, l.nops, l.cbs
 	if len(buf) == 0 && len(cbs) == 0 {
 		l.mu.Unlock()
 		return nil
 	}
-	l.buf, l.nops, l.cbs = nil, 0, nil
+	l.buf, l.pend, l.nops, l.cbs = nil, nil, 0, nil
 	l.mu.Unlock()
 
 	start := time.Now()
 	_, err := l.f.WriteAt(buf, l.size)
-	if err == nil {
-		at := l.size
-		l.rmu.Lock()
-		_, _ = replay(buf, len(l.buckets), func(op, b byte, k, _ []byte, off, n int) {
-			l.idx.apply(op, b, k, at+int64(off), n)
-		})
-		l.rmu.Unlock()
-	}
 	if err == nil && l.dur == SurviveHostCrash {
 		err = l.f.Sync()
+	}
+	if err == nil {
+		l.rmu.Lock()
+		for i := range pend {
+			l.idx.applyOp(&pend[i], l.size)
+		}
+		l.rmu.Unlock()
 	}
 	if err != nil {
 		// A partial record would end the log at the next replay and
@@ -367,7 +374,11 @@ func (l *Log) commit() error {
 	if err != nil {
 		err = fmt.Errorf("store %s: %w", l.path, err)
 		l.err = err
+		for i := range l.pend {
+			l.pend[i].off += int64(len(buf))
+		}
 		l.buf = append(buf, l.buf...)
+		l.pend = append(pend, l.pend...)
 		l.nops += nops
 	} else {
 		l.err = nil
@@ -523,6 +534,36 @@ func newIndex(buckets int) *index {
 		x.lo[i] = ^uint64(0)
 	}
 	return x
+}
+
+// idxOp is the index change of one record queued for writing.
+type idxOp struct {
+	op, b byte
+	isSeq bool
+	seq   uint64 // the key, when it is 8 bytes
+	str   string // the key otherwise
+	off   int64  // offset in the queued bytes
+	n     int
+}
+
+// applyOp applies o for a commit written at base.
+func (x *index) applyOp(o *idxOp, base int64) {
+	if !o.isSeq {
+		x.apply(o.op, o.b, []byte(o.str), base+o.off, o.n)
+		return
+	}
+	s := o.seq
+	if old, ok := x.seq[o.b][s]; ok {
+		x.bytes -= old.size()
+	}
+	if o.op == opDelete {
+		delete(x.seq[o.b], s)
+		return
+	}
+	at := mkloc(base+o.off, o.n)
+	x.seq[o.b][s] = at
+	x.bytes += at.size()
+	x.lo[o.b], x.hi[o.b] = min(x.lo[o.b], s), max(x.hi[o.b], s)
 }
 
 func (x *index) apply(op, b byte, k []byte, off int64, n int) {
