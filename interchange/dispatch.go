@@ -136,6 +136,7 @@ func (l *loop) handleManager(env link.Envelope) {
 }
 
 func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
+	l.passResults += len(b.Results)
 	ack := make([]messages.TaskID, 0, len(b.Results))
 	for i := range b.Results {
 		r := b.Results[i]

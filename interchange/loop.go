@@ -44,6 +44,9 @@ type loop struct {
 	// order is the round-robin order of managers for dispatch.
 	order []*manager
 	rr    int
+	// passResults and passUp count the results, and the tasks and acks,
+	// taken in this loop pass.
+	passResults, passUp int
 	// maxIdle is the longest a manager waited for queued work (seconds).
 	maxIdle float64
 	// freeBuf is dispatch's scratch list of free slots per manager.
@@ -62,7 +65,10 @@ type loop struct {
 	serving messages.ServingState
 	poller  *zmq.Poller
 	evs     []event
-	retryAt time.Time
+	// retryAt: a manager's pipe was full; dispatch waits until then.
+	// upRetryAt: the forwarder's was; results wait. Apart, so a busy
+	// forwarder never holds up dispatch.
+	retryAt, upRetryAt time.Time
 	// ops are store writes not yet handed to the store.
 	ops []store.Op
 	// nextBlocks is when the block strategy runs next.
@@ -112,7 +118,7 @@ func (l *loop) run(ctx context.Context) error {
 				l.poller.Add(s, zmq.POLLIN)
 			}
 		}
-		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt)
+		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt, l.upRetryAt)
 		if err != nil {
 			return err
 		}
@@ -136,6 +142,9 @@ func (l *loop) run(ctx context.Context) error {
 		if !l.retryAt.IsZero() && !now.Before(l.retryAt) {
 			l.retryAt = time.Time{}
 		}
+		if !l.upRetryAt.IsZero() && !now.Before(l.upRetryAt) {
+			l.upRetryAt = time.Time{}
+		}
 		if eff := l.ix.serving.Effective(now); eff != l.serving {
 			// A changed serving state goes up at once.
 			l.serving = eff
@@ -157,7 +166,8 @@ func (l *loop) run(ctx context.Context) error {
 }
 
 func (l *loop) drainManagers() error {
-	for i := 0; i < 1000; i++ {
+	l.passResults = 0
+	for i := 0; i < 1000 && l.passResults < passBudget; i++ {
 		env, ok, err := l.down.Recv()
 		if err != nil {
 			return fmt.Errorf("recv from managers: %w", err)

@@ -34,8 +34,10 @@ func (l *loop) handleUpstream(frames [][]byte) {
 	case *messages.Heartbeat:
 		l.ix.m.heartbeatsRecv.WithLabelValues("forwarder").Inc()
 	case *messages.TaskBatch:
+		l.passUp += len(m.Tasks)
 		l.acceptTasks(m)
 	case *messages.Ack:
+		l.passUp += len(m.IDs)
 		for _, id := range m.IDs {
 			if h, ok := l.held.Ack(id); ok && l.ix.store != nil {
 				l.ops = append(l.ops, resultDeleteOp(h.seq))
@@ -105,14 +107,14 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	l.persist(l.takeOps(), func(l *loop) { l.up.TrySend(&messages.Ack{IDs: ids}) })
 }
 
-// maxIntake is how many tasks one loop pass takes from the forwarder:
-// the rest wait in the socket while dispatch and results have their turn,
-// so a flood of tasks never leaves managers idle.
-const maxIntake = 10000
+// passBudget is how many tasks, results and acknowledged ids one loop
+// pass takes in from each side: the rest wait in the sockets while
+// dispatch has its turn, so a flood never leaves a manager idle for long.
+const passBudget = 2000
 
 func (l *loop) drainUpstream() {
-	taken := len(l.tasks)
-	for i := 0; i < 1000 && len(l.tasks)-taken < maxIntake; i++ {
+	l.passUp = 0
+	for i := 0; i < 1000 && l.passUp < passBudget; i++ {
 		frames, ok, err := l.up.Recv()
 		if err != nil {
 			l.log.WithError(err).Warn("receive from forwarder failed")
@@ -127,7 +129,7 @@ func (l *loop) drainUpstream() {
 
 func (l *loop) flushResults() {
 	q := l.held.Queued()
-	if len(q) == 0 || !l.up.Registered() {
+	if len(q) == 0 || !l.up.Registered() || !l.upRetryAt.IsZero() {
 		return
 	}
 	for len(q) > 0 {
@@ -140,7 +142,7 @@ func (l *loop) flushResults() {
 		chunk := l.sendBuf[:n]
 		if err := l.up.Send(&messages.ResultBatch{Results: chunk}); err != nil {
 			if errors.Is(err, zsock.ErrWouldBlock) {
-				l.retryAt = time.Now().Add(5 * time.Millisecond)
+				l.upRetryAt = time.Now().Add(5 * time.Millisecond)
 			}
 			return
 		}
