@@ -29,3 +29,26 @@ func FuzzIDsBody(f *testing.F) {
 		}
 	})
 }
+
+// fastIDs reads what encoding/json reads, or leaves it to encoding/json.
+func FuzzFastIDs(f *testing.F) {
+	f.Add([]byte(`{"task_ids":["5f0c1e2a-0b1c-4d2e-8f90-123456789abc","x"]}` + "\n"))
+	f.Add([]byte(`{"task_ids":[]}`))
+	f.Add([]byte(`{"task_ids":["a\"b"]}`))
+	f.Add([]byte(`{"task_ids":["a",]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := fastIDs(b)
+		if !ok {
+			return
+		}
+		var want struct {
+			TaskIDs []string `json:"task_ids"`
+		}
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatalf("%q: fast path read %q, encoding/json refuses it: %v", b, got, err)
+		}
+		if !slices.Equal(got, want.TaskIDs) || (got == nil) != (want.TaskIDs == nil) {
+			t.Fatalf("%q: fast path %q, encoding/json %q", b, got, want.TaskIDs)
+		}
+	})
+}

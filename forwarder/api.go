@@ -244,11 +244,11 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		// Deleted while these were being stored: they fail like the
 		// endpoint's other tasks, and the loop never hears of it again.
 		_, _ = f.tasks.failEndpoint(epID, fmt.Sprintf("endpoint %s was deleted", epID))
-		httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"task_ids": out})
+		writeRaw(w, http.StatusAccepted, appendIDs(nil, out))
 		return
 	}
 	f.mbox.Post(event{kind: evSubmitted, ep: epID, ids: ids})
-	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"task_ids": out})
+	writeRaw(w, http.StatusAccepted, appendIDs(nil, out))
 }
 
 func (f *Forwarder) parseID(w http.ResponseWriter, s string) (messages.TaskID, bool) {

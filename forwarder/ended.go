@@ -184,7 +184,8 @@ func (f *Forwarder) handleEnded(w http.ResponseWriter, r *http.Request) {
 		wait = 0
 	}
 	who := user(r)
-	httpx.WriteJSON(w, http.StatusOK, f.tasks.ended(r.Context(), from, valid, who.User, who.Admin, limit, wait))
+	page := f.tasks.ended(r.Context(), from, valid, who.User, who.Admin, limit, wait)
+	writeRaw(w, http.StatusOK, page.appendJSON(nil))
 }
 
 // CensusView is the answer of POST /v1/tasks/census: of the ids asked

@@ -1,6 +1,8 @@
 package forwarder
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -233,5 +235,34 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	}
 	if _, err := os.Stat(sd.File(oldStateFile + ".migrated")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The hand-written answers are byte for byte what encoding/json writes.
+func TestRawJSONMatchesEncoder(t *testing.T) {
+	enc := func(v any) string {
+		var b bytes.Buffer
+		_ = json.NewEncoder(&b).Encode(v)
+		return b.String()
+	}
+	ids := []string{uuid.NewString(), uuid.NewString()}
+	for _, list := range [][]string{nil, ids[:1], ids} {
+		want := enc(map[string]any{"task_ids": list})
+		if list == nil {
+			want = `{"task_ids":[]}` + "\n"
+		}
+		if got := string(appendIDs(nil, list)); got != want {
+			t.Errorf("ids: %q, want %q", got, want)
+		}
+	}
+	j := newJournal(4)
+	for _, p := range []EndedPage{
+		{Cursor: j.cursor(0), Tasks: []EndedView{}},
+		{Cursor: j.cursor(7), Tasks: []EndedView{{TaskID: ids[0], State: messages.StateSuccess}, {TaskID: ids[1], State: messages.StateCancelled}}, More: true},
+		{Cursor: j.cursor(9), Tasks: []EndedView{}, Reset: true},
+	} {
+		if got, want := string(p.appendJSON(nil)), enc(p); got != want {
+			t.Errorf("page: %q, want %q", got, want)
+		}
 	}
 }
