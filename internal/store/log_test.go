@@ -21,18 +21,6 @@ func openLog(t *testing.T, path string) (*Log, bool) {
 	return l, existed
 }
 
-func readLog(t *testing.T, l *Log, bucket string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	if err := l.ForEach(bucket, func(k, v []byte) error {
-		out[string(k)] = string(v)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 func TestLogReopensWithLastWrites(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.log")
 	l, existed := openLog(t, path)
@@ -52,10 +40,10 @@ func TestLogReopensWithLastWrites(t *testing.T) {
 	if !existed {
 		t.Fatal("reopened file reported as new")
 	}
-	if got := readLog(t, l, "a"); len(got) != 2 || got["k"] != "2" || got["empty"] != "" {
+	if got := read(t, l, "a"); len(got) != 2 || got["k"] != "2" || got["empty"] != "" {
 		t.Fatalf("bucket a = %v, want k=2 and empty", got)
 	}
-	if got := readLog(t, l, "b"); len(got) != 1 || got["k"] != "b1" {
+	if got := read(t, l, "b"); len(got) != 1 || got["k"] != "b1" {
 		t.Fatalf("bucket b = %v", got)
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
@@ -81,7 +69,7 @@ func TestLogCutsATornEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		l, _ = openLog(t, path)
-		if got := readLog(t, l, "a"); len(got) != 1 || got["k1"] != "v1" || l.Dropped == 0 {
+		if got := read(t, l, "a"); len(got) != 1 || got["k1"] != "v1" || l.Dropped == 0 {
 			t.Fatalf("cut %d: bucket a = %v, dropped %d; want k1 only and the torn bytes dropped", cut, got, l.Dropped)
 		}
 		if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k3"), Value: []byte("v3")}}); err != nil {
@@ -89,7 +77,7 @@ func TestLogCutsATornEnd(t *testing.T) {
 		}
 		l.Close()
 		l, _ = openLog(t, path)
-		if got := readLog(t, l, "a"); len(got) != 2 || got["k3"] != "v3" || l.Dropped != 0 {
+		if got := read(t, l, "a"); len(got) != 2 || got["k3"] != "v3" || l.Dropped != 0 {
 			t.Fatalf("after a write past the cut: %v, dropped %d", got, l.Dropped)
 		}
 		if err := l.WriteSync([]Op{{Bucket: "a", Key: []byte("k3")}, {Bucket: "a", Key: []byte("k2"), Value: bytes.Repeat([]byte("v"), 100)}}); err != nil {
@@ -143,7 +131,7 @@ func TestLogCompacts(t *testing.T) {
 	}
 	l, _ = openLog(t, path)
 	defer l.Close()
-	got := readLog(t, l, "a")
+	got := read(t, l, "a")
 	if len(got) != 50 || got["k0490"] != string(val) {
 		t.Fatalf("%d live records after compaction, want 50", len(got))
 	}
@@ -176,7 +164,7 @@ func TestLogGroupCommitFromManyWriters(t *testing.T) {
 	}
 	l, _ = openLog(t, path)
 	defer l.Close()
-	if got := readLog(t, l, "a"); len(got) != 800 {
+	if got := read(t, l, "a"); len(got) != 800 {
 		t.Fatalf("%d records after reopening, want 800", len(got))
 	}
 }
@@ -247,10 +235,10 @@ func TestLogIndexedReads(t *testing.T) {
 		if strings.Join(got, ",") != "v291,v292,v294,v295" {
 			t.Fatalf("Scan from 290 = %q", got)
 		}
-		if b := readLog(t, l, "b"); len(b) != 2 || b["node-001"] != "m" {
+		if b := read(t, l, "b"); len(b) != 2 || b["node-001"] != "m" {
 			t.Fatalf("bucket b = %v", b)
 		}
-		if n := len(readLog(t, l, "a")); n != 200 {
+		if n := len(read(t, l, "a")); n != 200 {
 			t.Fatalf("%d records in a, want 200", n)
 		}
 	}
@@ -276,7 +264,7 @@ func TestLogBigRecord(t *testing.T) {
 	}
 	check := func() {
 		t.Helper()
-		got := readLog(t, l, "a")
+		got := read(t, l, "a")
 		if len(got) != 2 || got["big"] != string(big) || got["small"] != "s" {
 			t.Fatalf("read back %d records, big one %d bytes", len(got), len(got["big"]))
 		}

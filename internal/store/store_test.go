@@ -19,7 +19,10 @@ func open(t *testing.T, path string) (*Store, bool) {
 	return s, existed
 }
 
-func read(t *testing.T, s *Store, bucket string) map[string]string {
+// read reads a bucket of either kind of store.
+func read(t *testing.T, s interface {
+	ForEach(string, func(k, v []byte) error) error
+}, bucket string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	if err := s.ForEach(bucket, func(k, v []byte) error {
