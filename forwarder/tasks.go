@@ -84,12 +84,17 @@ const (
 
 var stateBuckets = []string{tasksBucket, tokensBucket}
 
+// logOptions: task keys are sequence numbers.
+func logOptions(d store.Durability) store.LogOptions {
+	return store.LogOptions{Durability: d, Sequenced: []string{tasksBucket}}
+}
+
 // openStore opens the state log and closes it with the forwarder; an old
 // B-tree file is copied into it once and renamed aside.
 func (f *Forwarder) openStore() (*store.Log, bool, error) {
 	path, old := f.dir.File(stateFile), f.dir.File(oldStateFile)
 	st, existed, copied, err := store.OpenLogFrom(path, stateFormat, stateBuckets,
-		store.LogOptions{Durability: f.opts.durability()}, old, oldStateFormat)
+		logOptions(f.opts.durability()), old, oldStateFormat)
 	if err != nil {
 		return nil, false, err
 	}

@@ -20,7 +20,7 @@ import (
 
 func openTable(t *testing.T, path string) (*taskTable, *store.Log) {
 	t.Helper()
-	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, store.LogOptions{})
+	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, logOptions(store.SurviveProcessCrash))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 				var st *store.Log
 				if persist {
 					var err error
-					if st, _, err = store.OpenLog(filepath.Join(b.TempDir(), stateFile), stateFormat, stateBuckets, store.LogOptions{}); err != nil {
+					if st, _, err = store.OpenLog(filepath.Join(b.TempDir(), stateFile), stateFormat, stateBuckets, logOptions(store.SurviveProcessCrash)); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -96,13 +96,17 @@ const (
 
 var stateBuckets = []string{tasksBucket, resultsBucket, managersBucket}
 
+// logOptions: task and result keys are sequence numbers.
+func logOptions(d store.Durability) store.LogOptions {
+	return store.LogOptions{Durability: d, Sequenced: []string{tasksBucket, resultsBucket}}
+}
+
 // openStore opens the state log and closes it with the interchange. An
 // old B-tree state file is copied into a new log first, once, and renamed
 // aside.
 func (ix *Interchange) openStore() (*store.Log, bool, error) {
 	path, old := ix.dir.File(stateFile), ix.dir.File(oldStateFile)
-	st, existed, copied, err := store.OpenLogFrom(path, stateFormat, stateBuckets, store.LogOptions{Durability: ix.opts.durability()},
-		old, oldStateFormat)
+	st, existed, copied, err := store.OpenLogFrom(path, stateFormat, stateBuckets, logOptions(ix.opts.durability()), old, oldStateFormat)
 	if err != nil {
 		return nil, false, err
 	}

@@ -19,8 +19,8 @@ import (
 // replays the file. An index in memory says where each key's latest
 // record is, so Get, Scan and ForEach read records back with pread at any
 // time (the forwarder keeps finished tasks on disk that way); keys of
-// eight bytes (sequence numbers) index into a map of integers, so a record
-// costs about 30 bytes of memory. When the dead records outweigh twice
+// sequenced buckets index into arrays, so such a record costs about 8
+// bytes of memory. When the dead records outweigh twice
 // the live ones (and CompactAfter), the writer rewrites the file with
 // only the live records, streaming them.
 //
@@ -35,6 +35,8 @@ type Log struct {
 	dur     Durability
 	buckets []string
 	bidx    map[string]byte
+	// sequenced: which buckets have sequence-number keys.
+	sequenced []bool
 
 	// commitMu is held by whoever commits: the writer goroutine, or a
 	// WriteSync caller that found no commit running.
@@ -79,6 +81,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // LogOptions say what a Log keeps.
 type LogOptions struct {
 	Durability Durability
+	// Sequenced names the buckets whose keys are 8-byte big-endian
+	// sequence numbers handed out in rising order: they are indexed in
+	// arrays (8 bytes a key, no hashing) instead of a map.
+	Sequenced []string
 }
 
 // OpenLog opens or creates the log at path for format and buckets (their
@@ -90,10 +96,18 @@ func OpenLog(path, format string, buckets []string, o LogOptions) (*Log, bool, e
 	}
 	l := &Log{path: path, format: format, dur: o.Durability, buckets: buckets, bidx: map[string]byte{},
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), compactReq: make(chan chan error)}
-	l.idx = newIndex(len(buckets))
 	for i, b := range buckets {
 		l.bidx[b] = byte(i)
 	}
+	l.sequenced = make([]bool, len(buckets))
+	for _, b := range o.Sequenced {
+		i, ok := l.bidx[b]
+		if !ok {
+			return nil, false, fmt.Errorf("store: sequenced bucket %q is not a bucket", b)
+		}
+		l.sequenced[i] = true
+	}
+	l.idx = newIndex(l.sequenced)
 	data, err := os.ReadFile(path)
 	existed := err == nil
 	switch {
@@ -272,7 +286,7 @@ func (l *Log) Write(ops []Op, cb func(error)) {
 		}
 		l.buf = appendRecord(l.buf, o.op, b, op.Key, op.Value)
 		o.n = int(int64(len(l.buf)) - o.off)
-		if len(op.Key) == 8 {
+		if len(op.Key) == 8 && l.sequenced[b] {
 			o.seq, o.isSeq = binary.BigEndian.Uint64(op.Key), true
 		} else {
 			o.str = string(op.Key)
@@ -417,7 +431,7 @@ func (l *Log) compact() error {
 		return fmt.Errorf("compact %s: %w", l.path, err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	next := newIndex(len(l.buckets))
+	next := newIndex(l.sequenced)
 	pos := int64(len(l.header()))
 	_, err = w.Write(l.header())
 	var rec []byte
@@ -515,23 +529,23 @@ func (l *Log) length(at loc) (int, error) {
 	return w + int(n) + 4, nil
 }
 
-// index is where each key's latest record is, per bucket. Keys of eight
-// bytes live in a map of integers; others in a map of strings.
+// index is where each key's latest record is, per bucket. Buckets of
+// sequence numbers use a seqIndex; other keys (and a sequence number far
+// from the rest) a map of strings.
 type index struct {
-	seq []map[uint64]loc
+	seq []*seqIndex // nil for a bucket not sequenced
 	str []map[string]loc
 	// bytes is the size of the live records.
 	bytes int64
-	// lo and hi bound the 8-byte keys of each bucket, for Scan.
-	lo, hi []uint64
 }
 
-func newIndex(buckets int) *index {
-	x := &index{seq: make([]map[uint64]loc, buckets), str: make([]map[string]loc, buckets),
-		lo: make([]uint64, buckets), hi: make([]uint64, buckets)}
-	for i := range x.seq {
-		x.seq[i], x.str[i] = map[uint64]loc{}, map[string]loc{}
-		x.lo[i] = ^uint64(0)
+func newIndex(sequenced []bool) *index {
+	x := &index{seq: make([]*seqIndex, len(sequenced)), str: make([]map[string]loc, len(sequenced))}
+	for i, sq := range sequenced {
+		x.str[i] = map[string]loc{}
+		if sq {
+			x.seq[i] = &seqIndex{}
+		}
 	}
 	return x
 }
@@ -540,7 +554,7 @@ func newIndex(buckets int) *index {
 type idxOp struct {
 	op, b byte
 	isSeq bool
-	seq   uint64 // the key, when it is 8 bytes
+	seq   uint64 // the key, when the bucket is sequenced and it is 8 bytes
 	str   string // the key otherwise
 	off   int64  // offset in the queued bytes
 	n     int
@@ -548,56 +562,70 @@ type idxOp struct {
 
 // applyOp applies o for a commit written at base.
 func (x *index) applyOp(o *idxOp, base int64) {
-	if !o.isSeq {
-		x.apply(o.op, o.b, []byte(o.str), base+o.off, o.n)
+	if o.isSeq && x.seq[o.b].fits(o.seq) {
+		x.applySeq(o.op, o.b, o.seq, base+o.off, o.n)
 		return
 	}
-	s := o.seq
-	if old, ok := x.seq[o.b][s]; ok {
-		x.bytes -= old.size()
+	k := o.str
+	if o.isSeq {
+		k = string(binary.BigEndian.AppendUint64(nil, o.seq))
 	}
-	if o.op == opDelete {
-		delete(x.seq[o.b], s)
-		return
-	}
-	at := mkloc(base+o.off, o.n)
-	x.seq[o.b][s] = at
-	x.bytes += at.size()
-	x.lo[o.b], x.hi[o.b] = min(x.lo[o.b], s), max(x.hi[o.b], s)
+	x.applyStr(o.op, o.b, k, base+o.off, o.n)
 }
 
 func (x *index) apply(op, b byte, k []byte, off int64, n int) {
-	if len(k) == 8 {
-		s := binary.BigEndian.Uint64(k)
-		if old, ok := x.seq[b][s]; ok {
-			x.bytes -= old.size()
-		}
-		if op == opDelete {
-			delete(x.seq[b], s)
-			return
-		}
-		at := mkloc(off, n)
-		x.seq[b][s] = at
-		x.bytes += at.size()
-		x.lo[b], x.hi[b] = min(x.lo[b], s), max(x.hi[b], s)
+	if s, ok := x.seqKey(b, k); ok && x.seq[b].fits(s) {
+		x.applySeq(op, b, s, off, n)
 		return
 	}
-	if old, ok := x.str[b][string(k)]; ok {
+	x.applyStr(op, b, string(k), off, n)
+}
+
+// seqKey reads k as a sequence number of bucket b, if b has them.
+func (x *index) seqKey(b byte, k []byte) (uint64, bool) {
+	if len(k) != 8 || x.seq[b] == nil {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k), true
+}
+
+func (x *index) applySeq(op, b byte, s uint64, off int64, n int) {
+	if len(x.str[b]) > 0 {
+		// It may have gone to the map when it did not fit.
+		x.applyStr(opDelete, b, string(binary.BigEndian.AppendUint64(nil, s)), 0, 0)
+	}
+	var old loc
+	var had bool
+	if op == opDelete {
+		old, had = x.seq[b].del(s)
+	} else {
+		at := mkloc(off, n)
+		old, had = x.seq[b].put(s, at)
+		x.bytes += at.size()
+	}
+	if had {
+		x.bytes -= old.size()
+	}
+}
+
+func (x *index) applyStr(op, b byte, k string, off int64, n int) {
+	if old, ok := x.str[b][k]; ok {
 		x.bytes -= old.size()
 	}
 	if op == opDelete {
-		delete(x.str[b], string(k))
+		delete(x.str[b], k)
 		return
 	}
 	at := mkloc(off, n)
-	x.str[b][string(k)] = at
+	x.str[b][k] = at
 	x.bytes += at.size()
 }
 
 func (x *index) get(b byte, k []byte) (loc, bool) {
-	if len(k) == 8 {
-		at, ok := x.seq[b][binary.BigEndian.Uint64(k)]
-		return at, ok
+	if s, ok := x.seqKey(b, k); ok {
+		if at, ok := x.seq[b].get(s); ok {
+			return at, true
+		}
 	}
 	at, ok := x.str[b][string(k)]
 	return at, ok
@@ -606,11 +634,13 @@ func (x *index) get(b byte, k []byte) (loc, bool) {
 // keys returns the keys of bucket b at or after from, in order.
 func (x *index) keys(b byte, from []byte) [][]byte {
 	var out [][]byte
-	for s := range x.seq[b] {
-		k := binary.BigEndian.AppendUint64(nil, s)
-		if bytes.Compare(k, from) >= 0 {
-			out = append(out, k)
-		}
+	if sq := x.seq[b]; sq != nil {
+		_ = sq.each(func(s uint64, _ loc) error {
+			if k := binary.BigEndian.AppendUint64(nil, s); bytes.Compare(k, from) >= 0 {
+				out = append(out, k)
+			}
+			return nil
+		})
 	}
 	for s := range x.str[b] {
 		if bytes.Compare([]byte(s), from) >= 0 {
@@ -621,12 +651,20 @@ func (x *index) keys(b byte, from []byte) [][]byte {
 	return out
 }
 
-// each calls fn for every record, bucket by bucket, in key order.
+// each calls fn for every record, bucket by bucket; fn must not keep k.
 func (x *index) each(fn func(b byte, k []byte, at loc) error) error {
-	for b := range x.seq {
-		for _, k := range x.keys(byte(b), nil) {
-			at, _ := x.get(byte(b), k)
-			if err := fn(byte(b), k, at); err != nil {
+	var k [8]byte
+	for b := range x.str {
+		if sq := x.seq[b]; sq != nil {
+			if err := sq.each(func(s uint64, at loc) error {
+				binary.BigEndian.PutUint64(k[:], s)
+				return fn(byte(b), k[:], at)
+			}); err != nil {
+				return err
+			}
+		}
+		for s, at := range x.str[b] {
+			if err := fn(byte(b), []byte(s), at); err != nil {
 				return err
 			}
 		}
@@ -679,9 +717,7 @@ func (l *Log) Get(bucket string, keys [][]byte, fn func(i int, v []byte) error) 
 }
 
 // Scan reads the keys of bucket from the first one at or after from, in
-// key order, while fn returns true. A bucket of
-// 8-byte keys is walked by number, so a page of a long list costs the
-// page, not the list.
+// key order, while fn returns true.
 func (l *Log) Scan(bucket string, from []byte, fn func(k, v []byte) (bool, error)) error {
 	b, ok := l.bidx[bucket]
 	if !ok {
@@ -695,16 +731,11 @@ func (l *Log) Scan(bucket string, from []byte, fn func(k, v []byte) (bool, error
 		return fn(k, v)
 	}
 	l.rmu.RLock()
-	// Walk by number only where keys are dense (sequence numbers), not
-	// where eight-byte names happen to read as far-apart numbers.
-	lo, hi, n := l.idx.lo[b], l.idx.hi[b], uint64(len(l.idx.seq[b]))
-	numeric := len(l.idx.str[b]) == 0 && (len(from) == 0 || len(from) == 8) && (n == 0 || hi-lo < 4*n+4096)
+	// A bucket of sequence numbers is walked in order from the index; a
+	// page of a long list costs the page, not the list.
+	numeric := l.idx.seq[b] != nil && len(l.idx.str[b]) == 0 && (len(from) == 0 || len(from) == 8)
 	var keys [][]byte
-	if numeric {
-		if len(from) == 8 {
-			lo = max(lo, binary.BigEndian.Uint64(from))
-		}
-	} else {
+	if !numeric {
 		keys = l.idx.keys(b, from)
 	}
 	l.rmu.RUnlock()
@@ -716,12 +747,26 @@ func (l *Log) Scan(bucket string, from []byte, fn func(k, v []byte) (bool, error
 		}
 		return nil
 	}
+	var s uint64
+	if len(from) == 8 {
+		s = binary.BigEndian.Uint64(from)
+	}
 	var k [8]byte
-	for s := lo; s <= hi && s != ^uint64(0); s++ {
-		binary.BigEndian.PutUint64(k[:], s)
+	for {
+		l.rmu.RLock()
+		// A compaction may have swapped the index meanwhile.
+		next, _, ok := l.idx.seq[b].next(s)
+		l.rmu.RUnlock()
+		if !ok {
+			return nil
+		}
+		binary.BigEndian.PutUint64(k[:], next)
 		if more, err := visit(k[:]); err != nil || !more {
 			return err
 		}
+		if next == ^uint64(0) {
+			return nil
+		}
+		s = next + 1
 	}
-	return nil
 }

@@ -14,7 +14,7 @@ import (
 
 func openLog(t *testing.T, path string) (*Log, bool) {
 	t.Helper()
-	l, existed, err := OpenLog(path, "test-v1", []string{"a", "b"}, LogOptions{Durability: SurviveProcessCrash})
+	l, existed, err := OpenLog(path, "test-v1", []string{"a", "b"}, LogOptions{Durability: SurviveProcessCrash, Sequenced: []string{"a"}})
 	if err != nil {
 		t.Fatalf("OpenLog: %v", err)
 	}
