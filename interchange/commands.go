@@ -17,11 +17,11 @@ func (l *loop) command(c *messages.Command) *messages.CommandReply {
 		now := time.Now().UnixNano()
 		for _, id := range c.TaskIDs {
 			t, ok := l.tasks[id]
-			if !ok {
+			if !ok || t.fin {
 				continue
 			}
 			if t.mgr == nil {
-				l.finish(messages.Result{ID: id, Attempt: t.attempt, Code: messages.Cancelled, Error: "cancelled by request", Finished: now})
+				l.finishTask(t, messages.Result{ID: id, Attempt: t.attempt, Code: messages.Cancelled, Error: "cancelled by request", Finished: now})
 				cancelled++
 				continue
 			}

@@ -24,8 +24,8 @@ type manager struct {
 	// resyncUntil: after a re-registration, tasks it does not report by
 	// then are taken as lost (it may be a new process with the same id).
 	resyncUntil time.Time
-	// unacked are tasks sent to it that it has not acknowledged yet.
-	unacked *link.Unacked
+	// lastResend is when tasks it did not acknowledge were last looked for.
+	lastResend time.Time
 	// draining: it said goodbye; it gets nothing new.
 	draining bool
 	// freedAt is when it got free slots while tasks were queued (unix
@@ -122,7 +122,9 @@ func (l *loop) handleManager(env link.Envelope) {
 	case *messages.Ack:
 		// The manager holds these tasks.
 		for _, id := range x.IDs {
-			m.unacked.Ack(id)
+			if t, ok := m.outstanding[id]; ok {
+				t.unacked = false
+			}
 		}
 	case *messages.Goodbye:
 		l.managerGoodbye(m, x, now)
@@ -149,10 +151,13 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 			l.ix.m.refused.WithLabelValues("oversized-result").Inc()
 			l.down.Refuse(m.Route, messages.CodeOversized, fmt.Sprintf("result for task %s is %d bytes; the limit is %d (--max-result-bytes)",
 				r.ID, len(r.Payload)+len(r.Error), l.ix.opts.MaxResultBytes))
+		case ok && t.fin:
+			// Its result is held already.
+			l.ix.m.duplicates.Inc()
 		case ok && r.Attempt == t.attempt && (t.mgr == m || t.mgr == nil && t.recovered):
 			// From the manager it was handed to, or one that held it across
 			// our restart (nobody holds it since).
-			l.finish(r)
+			l.finishTask(t, r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case ok && r.Attempt == t.attempt:
 			l.ix.m.refused.WithLabelValues("not-your-task").Inc()
@@ -161,10 +166,6 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		case ok:
 			l.ix.m.staleUpdates.Inc()
 		default:
-			if _, dup := l.held.Get(r.ID); dup {
-				l.ix.m.duplicates.Inc()
-				continue
-			}
 			// Unknown here (we restarted, or it was cancelled): pass it
 			// up; the forwarder decides by task id and attempt.
 			l.finish(r)
@@ -241,22 +242,21 @@ func (l *loop) sendTasks(m *manager, want int) int {
 		}
 		return 0
 	}
-	deltas := make([]messages.Delta, len(sent))
 	now := time.Now().UnixNano()
 	l.gotWork(m, now)
-	for i, t := range sent {
+	for _, t := range sent {
 		l.ix.m.dispatchWait.Observe(time.Duration(now - t.at).Seconds())
 		// Counts as heard of for a re-registration's re-sync.
 		t.seen = now
 		t.at = now
 		t.recovered = false
-		m.unacked.Sent(t.id, now)
+		t.unacked = true
 		t.mgr = m
 		t.code = messages.WaitingForLaunch
 		m.outstanding[t.id] = t
-		deltas[i] = messages.Delta{ID: t.id, Code: messages.WaitingForLaunch, Attempt: t.attempt, At: now}
+		l.noteStatus(t, now)
 	}
-	l.ix.status.add(deltas...)
+	l.statusNoted()
 	l.ix.m.dispatched.Add(float64(len(sent)))
 	return len(sent)
 }
@@ -265,11 +265,16 @@ func (l *loop) sendTasks(m *manager, want int) int {
 // not acknowledged in time (a batch lost in a reconnect nobody noticed);
 // the manager drops ids it already holds.
 func (l *loop) resendTasks(m *manager, now time.Time) {
-	due := m.unacked.Due(now, l.ix.opts.HeartbeatThreshold, nil)
+	th := l.ix.opts.HeartbeatThreshold
+	if len(m.outstanding) == 0 || now.Sub(m.lastResend) < th {
+		return
+	}
+	m.lastResend = now
+	cut := now.UnixNano() - int64(th)
 	var again []messages.Task
-	for _, id := range due {
-		if t, ok := m.outstanding[id]; ok {
-			m.unacked.Sent(id, now.UnixNano())
+	for _, t := range m.outstanding {
+		if t.unacked && t.at < cut {
+			t.at = now.UnixNano()
 			again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
 		}
 	}

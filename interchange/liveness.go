@@ -43,7 +43,7 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 		if l.ix.store != nil {
 			l.ops = append(l.ops, managerOp(id))
 		}
-		m = &manager{Peer: link.Peer{ID: id}, outstanding: make(map[messages.TaskID]*itask), unacked: link.NewUnacked()}
+		m = &manager{Peer: link.Peer{ID: id}, outstanding: make(map[messages.TaskID]*itask)}
 		l.mgrs[id] = m
 		l.order = append(l.order, m)
 	}
@@ -123,7 +123,6 @@ func (l *loop) managerLost(m *manager, why link.Reason, now time.Time) {
 // requeue takes tasks away from m: attempt + 1 and back to the queue, or
 // failed once they have used up their retries.
 func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (requeued, failed int) {
-	var deltas []messages.Delta
 	var back []*itask
 	for _, t := range ts {
 		id := t.id
@@ -132,7 +131,7 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 		t.attempt, fail = afterLoss(t.attempt, l.ix.opts.MaxRetries)
 		t.mgr = nil
 		if fail {
-			l.finish(messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
+			l.finishTask(t, messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
 				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.ID, reason)})
 			failed++
 			continue
@@ -141,14 +140,19 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 		if l.ix.store != nil {
 			l.ops = append(l.ops, taskOp(t))
 		}
-		deltas = append(deltas, messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: t.attempt, At: now.UnixNano()})
+		t.stAt = now.UnixNano()
 		requeued++
 	}
 	l.enqueueFront(back...)
-	if len(deltas) > 0 {
+	if len(back) > 0 {
 		// Tell the forwarder of the new attempts only once they are stored:
 		// a restart must not fall back to an attempt it has already seen.
-		l.persist(l.takeOps(), func(l *loop) { l.ix.status.add(deltas...) })
+		l.persist(l.takeOps(), func(l *loop) {
+			for _, t := range back {
+				l.markDirty(t)
+			}
+			l.statusNoted()
+		})
 	}
 	return requeued, failed
 }
@@ -162,7 +166,7 @@ func (l *loop) housekeeping(now time.Time) {
 		l.ix.m.heartbeatsSent.WithLabelValues("forwarder").Inc()
 	}
 	if l.up.Registered() {
-		if n := l.held.ResendDue(now, l.ix.opts.HeartbeatThreshold); n > 0 {
+		if n := l.resendDue(now, l.ix.opts.HeartbeatThreshold); n > 0 {
 			l.ix.m.resultsResent.Add(float64(n))
 			l.log.WithField("results", n).Warn("forwarder did not acknowledge results; sending them again")
 		}
@@ -212,7 +216,6 @@ func (l *loop) managerGoodbye(m *manager, g *messages.Goodbye, now time.Time) {
 			continue
 		}
 		delete(m.outstanding, id)
-		m.unacked.Ack(id)
 		t.mgr = nil
 		back = append(back, t)
 	}

@@ -15,19 +15,33 @@ import (
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
-// itask is a task the interchange holds.
+// itask is a task the interchange holds, from its arrival until the
+// forwarder has acknowledged its result: one entry in one map for its
+// whole life, with its state in fields, so each step costs no more than
+// a lookup by id.
 type itask struct {
 	id      messages.TaskID
 	attempt uint32
 	code    messages.TaskStatusCode
 	queued  bool
+	// unacked: sent to its manager, which has not acknowledged it yet.
+	unacked bool
+	// dirty: it is in loop.dirty, for the next status report.
+	dirty bool
+	// fin: it has its result (res until the forwarder acknowledges it).
+	fin     bool
 	payload []byte
 	mgr     *manager // nil while queued
 	seq     uint64   // store key
 	// at is, while queued, when it was queued; once sent to a manager,
-	// when it was sent, and 0 once the manager acknowledged it.
+	// when it was (last) sent.
 	at   int64
 	seen int64 // unix ns of the last delta about it from its manager
+	// stAt is when its state (code) last changed, for its delta.
+	stAt int64
+	res  *messages.Result
+	// sentAt is when res last went to the forwarder.
+	sentAt int64
 	// recovered: reloaded after a restart and not dispatched since, so a
 	// manager may still hold it from before.
 	recovered bool
@@ -51,14 +65,24 @@ type loop struct {
 	maxIdle float64
 	// freeBuf is dispatch's scratch list of free slots per manager.
 	freeBuf []int
-	tasks   map[messages.TaskID]*itask
-	queue   []*itask
-	qhead   int
-	queued  int
-	// held are results not yet acknowledged by the forwarder.
-	held    *link.Outbox[heldResult]
+	// tasks holds every task from arrival to the forwarder's ack of its
+	// result; nheld of them are finished.
+	tasks  map[messages.TaskID]*itask
+	nheld  int
+	queue  []*itask
+	qhead  int
+	queued int
+	// upQueue are results to send up, oldest first; upSent those sent,
+	// in order, to send again when not acknowledged in time.
+	upQueue    []*itask
+	upSent     []sentResult
+	lastResend time.Time
+	// dirty are tasks whose state changed since the last status report.
+	dirty   []*itask
 	seq     uint64 // last store key handed out
 	sendBuf []messages.Result
+	sendTs  []*itask
+	sendPos []int
 	// commands sent to managers, waiting for their reply.
 	mgrCmds map[uint64]mgrCmd
 	cmdSeq  uint64
@@ -85,7 +109,7 @@ type mgrCmd struct {
 
 func newLoop(ix *Interchange) *loop {
 	l := &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
-		held: link.NewOutbox(heldID), mgrCmds: make(map[uint64]mgrCmd), down: ix.down,
+		mgrCmds: make(map[uint64]mgrCmd), down: ix.down,
 		quiet: link.NewQuiet(10 * time.Second)}
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: ix.zctx, Addr: ix.opts.Forwarder, ID: ix.opts.EndpointID,
 		Timing: ix.timing(), Keys: ix.upKeys(), Register: l.registration, Peer: "forwarder", Log: ix.log,
@@ -183,6 +207,7 @@ func (l *loop) drainManagers() error {
 func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
 	case evReport:
+		ev.report.Deltas = l.takeDeltas()
 		l.up.TrySend(ev.report)
 	case evDurable:
 		ev.then(l)

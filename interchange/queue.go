@@ -8,7 +8,7 @@ import (
 
 func (l *loop) enqueueBack(t *itask) {
 	t.at = time.Now().UnixNano()
-	t.queued = true
+	t.queued, t.unacked = true, false
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
 	l.queue = append(l.queue, t)
@@ -21,7 +21,7 @@ func (l *loop) enqueueFront(ts ...*itask) {
 	now := time.Now().UnixNano()
 	for _, t := range ts {
 		t.at = now
-		t.queued = true
+		t.queued, t.unacked = true, false
 		t.mgr = nil
 		t.code = messages.WaitingForNodes
 	}

@@ -14,10 +14,10 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 	m.idle = r.IdleWorkers
 	m.capacity = r.Capacity
 	m.serving = r.ServingState
-	var fwd []messages.Delta
 	for i := range r.Deltas {
 		d := &r.Deltas[i]
 		t, ok := l.tasks[d.ID]
+		ok = ok && !t.fin
 		if ok && t.mgr == nil && t.queued && d.Attempt == t.attempt {
 			// After our restart: the manager still holds this task.
 			l.unqueue(t)
@@ -33,11 +33,9 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 			continue
 		}
 		t.code = d.Code
-		fwd = append(fwd, *d)
+		l.noteStatus(t, d.At)
 	}
-	if len(fwd) > 0 {
-		l.ix.status.add(fwd...)
-	}
+	l.statusNoted()
 	l.resynced(m.ID, time.Now())
 }
 
@@ -73,10 +71,10 @@ func (ix *Interchange) reportLoop(ctx context.Context) {
 	}
 }
 
-// statusBuffer collects deltas from the loop for the report goroutine.
+// statusBuffer holds the totals the loop publishes for the report
+// goroutine; the loop adds the deltas when it sends the report.
 type statusBuffer struct {
 	mu     sync.Mutex
-	deltas map[messages.TaskID]messages.Delta
 	totals messages.EPStatusReport
 	queued atomic.Uint32
 	// kick asks the report goroutine for a report soon.
@@ -99,7 +97,7 @@ func (s *statusBuffer) setBlocks(raw []byte) {
 }
 
 func newStatusBuffer() *statusBuffer {
-	return &statusBuffer{deltas: make(map[messages.TaskID]messages.Delta), kick: make(chan struct{}, 1)}
+	return &statusBuffer{kick: make(chan struct{}, 1)}
 }
 
 // soon asks for a report within reportDelay.
@@ -108,33 +106,6 @@ func (s *statusBuffer) soon() {
 	case s.kick <- struct{}{}:
 	default:
 	}
-}
-
-// soonDeltas: with more deltas than this waiting, the endpoint is busy;
-// they wait for the periodic report, and most are dropped before it
-// because their results went first, so a busy endpoint sends no more
-// entries per task than before.
-const soonDeltas = 256
-
-func (s *statusBuffer) add(ds ...messages.Delta) {
-	s.mu.Lock()
-	for _, d := range ds {
-		s.deltas[d.ID] = d
-	}
-	n := len(s.deltas)
-	s.mu.Unlock()
-	if len(ds) > 0 && n <= soonDeltas {
-		s.soon()
-	}
-}
-
-// dropResults forgets deltas of tasks whose result is on its way.
-func (s *statusBuffer) dropResults(rs []messages.Result) {
-	s.mu.Lock()
-	for i := range rs {
-		delete(s.deltas, rs[i].ID)
-	}
-	s.mu.Unlock()
 }
 
 func (s *statusBuffer) setTotals(t messages.EPStatusReport) {
@@ -151,19 +122,6 @@ func (s *statusBuffer) setTotals(t messages.EPStatusReport) {
 func (s *statusBuffer) build(state messages.ServingState) *messages.EPStatusReport {
 	s.mu.Lock()
 	r := s.totals
-	if len(s.deltas) > 0 {
-		r.Deltas = make([]messages.Delta, 0, len(s.deltas))
-		for _, d := range s.deltas {
-			r.Deltas = append(r.Deltas, d)
-		}
-		if len(s.deltas) > 4096 {
-			// A map keeps the room it once needed; a busy spell's
-			// hundreds of thousands of slots would stay held.
-			s.deltas = make(map[messages.TaskID]messages.Delta)
-		} else {
-			clear(s.deltas)
-		}
-	}
 	r.Blocks = s.blocksJSON
 	s.mu.Unlock()
 	r.ServingState = state
@@ -178,6 +136,6 @@ func (l *loop) publishTotals() {
 		t.IdleWorkers += m.idle
 	}
 	t.Queued = uint32(l.queued)
-	t.Outstanding = uint32(len(l.tasks))
+	t.Outstanding = uint32(l.outstanding())
 	l.ix.status.setTotals(t)
 }

@@ -52,8 +52,7 @@ func taskDeleteOp(seq uint64) store.Op {
 	return store.Op{Bucket: tasksBucket, Key: seqKey(seq)}
 }
 
-func resultOp(h *heldResult) store.Op {
-	r := &h.Result
+func resultOp(seq uint64, r *messages.Result) store.Op {
 	w := binrec.Writer{B: make([]byte, 0, 48+len(r.Error)+len(r.Payload))}
 	w.Bytes(r.ID[:])
 	w.Uvarint(uint64(r.Attempt))
@@ -62,20 +61,18 @@ func resultOp(h *heldResult) store.Op {
 	w.Varint(r.Started)
 	w.Varint(r.Finished)
 	w.Bytes(r.Payload)
-	return store.Op{Bucket: resultsBucket, Key: seqKey(h.seq), Value: w.B}
+	return store.Op{Bucket: resultsBucket, Key: seqKey(seq), Value: w.B}
 }
 
 func resultDeleteOp(seq uint64) store.Op {
 	return store.Op{Bucket: resultsBucket, Key: seqKey(seq)}
 }
 
-// heldResult is a result waiting for the forwarder's ack.
+// heldResult is a stored result waiting for the forwarder's ack.
 type heldResult struct {
 	messages.Result
 	seq uint64
 }
-
-func heldID(h *heldResult) messages.TaskID { return h.ID }
 
 // recovered is what a restarted interchange found in its store.
 type recovered struct {
@@ -210,13 +207,21 @@ func (l *loop) recover() {
 	if rec == nil {
 		return
 	}
+	ops := l.ops
+	for _, h := range rec.results {
+		t := &itask{id: h.ID, seq: h.seq, attempt: h.Attempt}
+		l.tasks[t.id] = t
+		l.holdResult(t, h.Result)
+	}
+	l.ops = ops // the results are stored already
 	for _, t := range rec.tasks {
+		if _, done := l.tasks[t.id]; done {
+			// Its result is stored too: the record a crash kept.
+			continue
+		}
 		t.recovered = true
 		l.tasks[t.id] = t
 		l.enqueueBack(t)
-	}
-	for _, h := range rec.results {
-		l.held.Put(*h)
 	}
 	l.seq = rec.maxSeq
 	l.log.WithFields(logrus.Fields{"unfinished": len(rec.tasks), "undelivered": len(rec.results)}).
@@ -235,33 +240,6 @@ func (l *loop) recover() {
 			Info("recovering: dispatch waits until these managers re-register and report the tasks they hold")
 	}
 	l.publishTotals()
-}
-
-// finish takes a task's result: it is held until the forwarder acks it.
-func (l *loop) finish(r messages.Result) {
-	var seq uint64
-	if t, ok := l.tasks[r.ID]; ok {
-		l.unqueue(t)
-		if t.mgr != nil {
-			delete(t.mgr.outstanding, r.ID)
-		}
-		delete(l.tasks, r.ID)
-		seq = t.seq
-		if l.ix.store != nil {
-			l.ops = append(l.ops, taskDeleteOp(seq))
-		}
-	}
-	if _, dup := l.held.Get(r.ID); dup {
-		return
-	}
-	if seq == 0 {
-		seq = l.nextSeq()
-	}
-	h := heldResult{Result: r, seq: seq}
-	l.held.Put(h)
-	if l.ix.store != nil {
-		l.ops = append(l.ops, resultOp(&h))
-	}
 }
 
 func (l *loop) nextSeq() uint64 {

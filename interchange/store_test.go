@@ -30,7 +30,7 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	t1 := &itask{id: messages.TaskID(uuid.New()), attempt: 1, payload: []byte(`{"kind":"noop"}`), seq: 7}
 	t2 := &itask{id: messages.TaskID(uuid.New()), attempt: 2, payload: []byte(`{"kind":"sleep","args":["1"]}`), seq: 9}
 	h := &heldResult{Result: messages.Result{ID: messages.TaskID(uuid.New()), Attempt: 1, Code: messages.Success, Payload: []byte(`"ok"`)}, seq: 8}
-	if err := db.WriteSync([]store.Op{taskOp(t1), taskOp(t2), resultOp(h), managerOp("node-1")}); err != nil {
+	if err := db.WriteSync([]store.Op{taskOp(t1), taskOp(t2), resultOp(h.seq, &h.Result), managerOp("node-1")}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -1,11 +1,9 @@
 package interchange
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -24,8 +22,8 @@ func (l *loop) handleUpstream(frames [][]byte) {
 	}
 	registered, handled := l.up.Heard(msg, time.Now())
 	if registered {
-		l.log.WithField("held_results", l.held.Len()).Info("registered with forwarder")
-		l.held.ResendAll()
+		l.log.WithField("held_results", l.nheld).Info("registered with forwarder")
+		l.resendAll()
 	}
 	if handled {
 		return
@@ -39,9 +37,7 @@ func (l *loop) handleUpstream(frames [][]byte) {
 	case *messages.Ack:
 		l.passUp += len(m.IDs)
 		for _, id := range m.IDs {
-			if h, ok := l.held.Ack(id); ok && l.ix.store != nil {
-				l.ops = append(l.ops, resultDeleteOp(h.seq))
-			}
+			l.resultAcked(id)
 		}
 	case *messages.Command:
 		if rep := l.command(m); rep != nil {
@@ -80,17 +76,16 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	}
 	ids := make([]messages.TaskID, len(b.Tasks))
 	now := time.Now().UnixNano()
-	var deltas []messages.Delta
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
 		ids[i] = t.ID
 		if have, ok := l.tasks[t.ID]; ok {
 			l.ix.m.duplicates.Inc()
-			deltas = append(deltas, messages.Delta{ID: t.ID, Code: have.code, Attempt: have.attempt, At: now})
-			continue
-		}
-		if l.held.Requeue(t.ID) {
-			l.ix.m.duplicates.Inc()
+			if have.fin {
+				l.requeueResult(have)
+			} else {
+				l.noteStatus(have, now)
+			}
 			continue
 		}
 		it := &itask{id: t.ID, seq: l.nextSeq(), attempt: max(t.Attempt, 1), payload: t.Payload}
@@ -99,10 +94,10 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 		if l.ix.store != nil {
 			l.ops = append(l.ops, taskOp(it))
 		}
-		deltas = append(deltas, messages.Delta{ID: t.ID, Code: messages.WaitingForNodes, Attempt: it.attempt, At: now})
+		l.noteStatus(it, now)
 	}
 	l.ix.m.received.Add(float64(len(b.Tasks)))
-	l.ix.status.add(deltas...)
+	l.statusNoted()
 	// Acknowledge only what is stored.
 	l.persist(l.takeOps(), func(l *loop) { l.up.TrySend(&messages.Ack{IDs: ids}) })
 }
@@ -125,31 +120,4 @@ func (l *loop) drainUpstream() {
 		}
 		l.handleUpstream(frames)
 	}
-}
-
-func (l *loop) flushResults() {
-	q := l.held.Queued()
-	if len(q) == 0 || !l.up.Registered() || !l.upRetryAt.IsZero() {
-		return
-	}
-	for len(q) > 0 {
-		n := min(len(q), 1000)
-		l.sendBuf = l.sendBuf[:0]
-		for i := range q[:n] {
-			l.sendBuf = append(l.sendBuf, q[i].Result)
-		}
-		n = messages.ChunkResults(l.sendBuf, 1000)
-		chunk := l.sendBuf[:n]
-		if err := l.up.Send(&messages.ResultBatch{Results: chunk}); err != nil {
-			if errors.Is(err, zsock.ErrWouldBlock) {
-				l.upRetryAt = time.Now().Add(5 * time.Millisecond)
-			}
-			return
-		}
-		l.ix.status.dropResults(chunk)
-		l.held.Sent(n, time.Now().UnixNano())
-		l.ix.m.resultsUp.Add(float64(n))
-		q = l.held.Queued()
-	}
-	clear(l.sendBuf)
 }
