@@ -187,9 +187,13 @@ func TestUnregisteredManagerToldToReregister(t *testing.T) {
 			if !strings.Contains(rep.Reason, "Registration") {
 				t.Errorf("Reregister reason %q does not say what to send", rep.Reason)
 			}
-			if v := e.metric(t, "reregister_requests_total"); v != float64(i+1) {
-				t.Errorf("reregister_requests_total = %g, want %d", v, i+1)
-			}
+			// The loop counts the request just after sending it.
+			testutil.WaitFor(t, 5*time.Second, func() error {
+				if v := e.metric(t, "reregister_requests_total"); v != float64(i+1) {
+					return fmt.Errorf("reregister_requests_total = %g, want %d", v, i+1)
+				}
+				return nil
+			})
 			if n := ghost.Count(func(r testutil.Received) bool { return r.Type() == messages.TypeHeartbeatResp }); n != 0 {
 				t.Errorf("an unregistered manager's HeartbeatReq was answered")
 			}

@@ -40,12 +40,20 @@ func seqKey(seq uint64) []byte {
 	return k
 }
 
+// keyAndValue makes a record's key and the room for its value in one
+// allocation.
+func keyAndValue(seq uint64, size int) (key []byte, w binrec.Writer) {
+	b := make([]byte, 8, 8+size)
+	binary.BigEndian.PutUint64(b, seq)
+	return b[:8:8], binrec.Writer{B: b[8:8]}
+}
+
 func taskOp(t *itask) store.Op {
-	w := binrec.Writer{B: make([]byte, 0, 32+len(t.payload))}
+	k, w := keyAndValue(t.seq, 32+len(t.payload))
 	w.Bytes(t.id[:])
 	w.Uvarint(uint64(t.attempt))
 	w.Bytes(t.payload)
-	return store.Op{Bucket: tasksBucket, Key: seqKey(t.seq), Value: w.B}
+	return store.Op{Bucket: tasksBucket, Key: k, Value: w.B}
 }
 
 func taskDeleteOp(seq uint64) store.Op {
@@ -53,7 +61,7 @@ func taskDeleteOp(seq uint64) store.Op {
 }
 
 func resultOp(seq uint64, r *messages.Result) store.Op {
-	w := binrec.Writer{B: make([]byte, 0, 48+len(r.Error)+len(r.Payload))}
+	k, w := keyAndValue(seq, 48+len(r.Error)+len(r.Payload))
 	w.Bytes(r.ID[:])
 	w.Uvarint(uint64(r.Attempt))
 	w.Uvarint(uint64(r.Code))
@@ -61,7 +69,7 @@ func resultOp(seq uint64, r *messages.Result) store.Op {
 	w.Varint(r.Started)
 	w.Varint(r.Finished)
 	w.Bytes(r.Payload)
-	return store.Op{Bucket: resultsBucket, Key: seqKey(seq), Value: w.B}
+	return store.Op{Bucket: resultsBucket, Key: k, Value: w.B}
 }
 
 func resultDeleteOp(seq uint64) store.Op {

@@ -44,15 +44,19 @@ type Log struct {
 	mu       sync.Mutex
 	buf      []byte
 	pend     []idxOp // index changes of buf's records
-	nops     int
-	cbs      []func(error)
-	err      error
-	commits  uint64
-	ops      uint64
-	onCommit func(ops int, d time.Duration, err error)
-	wake     chan struct{}
-	quit     chan struct{}
-	done     chan struct{}
+	// spare are the buffers of the last commit, for the next batch: a
+	// busy log does not grow new ones from nothing every time.
+	spareBuf  []byte
+	sparePend []idxOp
+	nops      int
+	cbs       []func(error)
+	err       error
+	commits   uint64
+	ops       uint64
+	onCommit  func(ops int, d time.Duration, err error)
+	wake      chan struct{}
+	quit      chan struct{}
+	done      chan struct{}
 	// compactReq asks the writer to compact now.
 	compactReq chan chan error
 
@@ -74,6 +78,8 @@ const (
 	opPut      = 1
 	opDelete   = 2
 	maxLogBody = 256 << 20
+	// maxSpare: a bigger commit buffer is not kept for reuse.
+	maxSpare = 16 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -275,6 +281,9 @@ func (l *Log) Stats() (commits, ops uint64) {
 // queued and are retried.
 func (l *Log) Write(ops []Op, cb func(error)) {
 	l.mu.Lock()
+	if l.buf == nil && l.spareBuf != nil {
+		l.buf, l.pend, l.spareBuf, l.sparePend = l.spareBuf, l.sparePend, nil, nil
+	}
 	for _, op := range ops {
 		b, ok := l.bidx[op.Bucket]
 		if !ok {
@@ -399,6 +408,10 @@ func (l *Log) commit() error {
 		l.size += int64(len(buf))
 		l.commits++
 		l.ops += uint64(nops)
+		if cap(buf) <= maxSpare {
+			clear(pend)
+			l.spareBuf, l.sparePend = buf[:0], pend[:0]
+		}
 	}
 	l.mu.Unlock()
 	for _, cb := range cbs {
