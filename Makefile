@@ -45,8 +45,15 @@ test: deps vet pytest-sdk
 pytest-sdk: deps build
 	SWITCHYARD_BIN=$(CURDIR)/$(BIN) PYTHONPATH=python /usr/bin/python3 -m unittest discover -s python/tests -v
 
+# Every decoder's fuzz test in turn, FUZZTIME each.
+FUZZTIME ?= 30s
+FUZZERS = messages:FuzzUnpack client:FuzzFastIDs client:FuzzFastEnded client:FuzzIDsBody \
+	forwarder:FuzzListItems forwarder:FuzzParseCursor internal/store:FuzzLogReplay internal/taskspec:FuzzDecodePython
 fuzz: deps-build
-	$(GO) test -run '^$$' -fuzz FuzzUnpack -fuzztime 60s ./messages
+	@set -e; for f in $(FUZZERS); do \
+		echo "== $${f#*:} (./$${f%%:*})"; \
+		$(GO) test -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME) ./$${f%%:*}; \
+	done
 
 # Modest defaults; e.g. `make bench BENCHFLAGS=--no-persist` to compare.
 BENCHFLAGS ?= --tasks 20000 --rtt 200

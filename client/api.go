@@ -187,16 +187,19 @@ func (c *Client) Status(ctx context.Context, ids []string) ([]Task, error) {
 
 // Ended is a page of GET /v1/tasks/ended: tasks that ended after a cursor.
 type Ended struct {
-	Cursor string `json:"cursor"`
-	Tasks  []struct {
-		TaskID string `json:"task_id"`
-		State  string `json:"state"`
-	} `json:"tasks"`
+	Cursor string      `json:"cursor"`
+	Tasks  []EndedTask `json:"tasks"`
 	// More: more ends follow; ask again at once.
 	More bool `json:"more"`
 	// Reset: the cursor was not usable (another run of the forwarder, or
 	// too old); tasks that ended before Cursor must be read with Status.
 	Reset bool `json:"reset"`
+}
+
+// EndedTask is one task of an Ended page.
+type EndedTask struct {
+	TaskID string `json:"task_id"`
+	State  string `json:"state"`
 }
 
 // Census is the answer of POST /v1/tasks/census.
@@ -241,9 +244,18 @@ func (c *Client) Ended(ctx context.Context, cursor string, wait time.Duration, l
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
+	var raw json.RawMessage
+	if err := c.call(ctx, http.MethodGet, "/v1/tasks/ended?"+q.Encode(), nil, &raw); err != nil {
+		return Ended{}, err
+	}
+	if e, ok := fastEnded(raw); ok {
+		return e, nil
+	}
 	var e Ended
-	err := c.call(ctx, http.MethodGet, "/v1/tasks/ended?"+q.Encode(), nil, &e)
-	return e, err
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return Ended{}, fmt.Errorf("ended: decode answer %q: %w", truncate(raw, 200), err)
+	}
+	return e, nil
 }
 
 // Cancel cancels one task; a task that already ended is left as it is.

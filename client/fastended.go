@@ -1,0 +1,90 @@
+package client
+
+import (
+	"bytes"
+	"strings"
+)
+
+// fastEnded reads an ended page as the forwarder writes it, with one
+// string for all of it; anything else is left to encoding/json (ok false).
+// A page of thousands of ends is most of what a waiting client reads.
+func fastEnded(b []byte) (Ended, bool) {
+	var e Ended
+	b = bytes.TrimSpace(b)
+	s := scanner{s: string(b), ok: true}
+	s.lit(`{"cursor":`)
+	e.Cursor = s.str()
+	s.lit(`,"tasks":[`)
+	if !s.peek(']') {
+		e.Tasks = make([]EndedTask, 0, strings.Count(s.s, `{"task_id":`))
+		for s.ok {
+			var t EndedTask
+			s.lit(`{"task_id":`)
+			t.TaskID = s.str()
+			s.lit(`,"state":`)
+			t.State = s.str()
+			s.lit(`}`)
+			e.Tasks = append(e.Tasks, t)
+			if !s.peek(',') {
+				break
+			}
+			s.i++
+		}
+	}
+	s.lit(`],"more":`)
+	e.More = s.boolean()
+	if s.peek(',') {
+		s.lit(`,"reset":`)
+		e.Reset = s.boolean()
+	}
+	s.lit(`}`)
+	return e, s.ok && s.i == len(s.s)
+}
+
+// scanner reads JSON of a known layout; ok turns false at the first
+// surprise and stays so.
+type scanner struct {
+	s  string
+	i  int
+	ok bool
+}
+
+func (s *scanner) lit(x string) {
+	if s.ok && strings.HasPrefix(s.s[s.i:], x) {
+		s.i += len(x)
+	} else {
+		s.ok = false
+	}
+}
+
+func (s *scanner) peek(c byte) bool { return s.ok && s.i < len(s.s) && s.s[s.i] == c }
+
+// str reads a string of printable ASCII without escapes.
+func (s *scanner) str() string {
+	if !s.peek('"') {
+		s.ok = false
+		return ""
+	}
+	start := s.i + 1
+	for i := start; i < len(s.s); i++ {
+		switch c := s.s[i]; {
+		case c == '"':
+			s.i = i + 1
+			return s.s[start:i]
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			s.ok = false
+			return ""
+		}
+	}
+	s.ok = false
+	return ""
+}
+
+func (s *scanner) boolean() bool {
+	if s.peek('t') {
+		s.lit("true")
+		return true
+	}
+	s.lit("false")
+	return false
+}
