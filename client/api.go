@@ -204,12 +204,9 @@ type EndedTask struct {
 
 // Census is the answer of POST /v1/tasks/census.
 type Census struct {
-	Ended []struct {
-		TaskID string `json:"task_id"`
-		State  string `json:"state"`
-	} `json:"ended"`
-	Unknown []string `json:"unknown"`
-	Pending int      `json:"pending"`
+	Ended   []EndedTask `json:"ended"`
+	Unknown []string    `json:"unknown"`
+	Pending int         `json:"pending"`
 }
 
 // Census asks, in chunks, which of ids ended (and how), which are unknown
@@ -219,9 +216,15 @@ func (c *Client) Census(ctx context.Context, ids []string) (Census, error) {
 	var out Census
 	for len(ids) > 0 {
 		n := min(len(ids), statusChunk)
-		var res Census
-		if err := c.call(ctx, http.MethodPost, "/v1/tasks/census", idsBody(ids[:n]), &res); err != nil {
+		var raw json.RawMessage
+		if err := c.call(ctx, http.MethodPost, "/v1/tasks/census", idsBody(ids[:n]), &raw); err != nil {
 			return Census{}, err
+		}
+		res, ok := fastCensus(raw)
+		if !ok {
+			if err := json.Unmarshal(raw, &res); err != nil {
+				return Census{}, fmt.Errorf("census: decode answer %q: %w", truncate(raw, 200), err)
+			}
 		}
 		out.Ended = append(out.Ended, res.Ended...)
 		out.Unknown = append(out.Unknown, res.Unknown...)

@@ -15,22 +15,7 @@ func fastEnded(b []byte) (Ended, bool) {
 	s.lit(`{"cursor":`)
 	e.Cursor = s.str()
 	s.lit(`,"tasks":[`)
-	if !s.peek(']') {
-		e.Tasks = make([]EndedTask, 0, strings.Count(s.s, `{"task_id":`))
-		for s.ok {
-			var t EndedTask
-			s.lit(`{"task_id":`)
-			t.TaskID = s.str()
-			s.lit(`,"state":`)
-			t.State = s.str()
-			s.lit(`}`)
-			e.Tasks = append(e.Tasks, t)
-			if !s.peek(',') {
-				break
-			}
-			s.i++
-		}
-	}
+	e.Tasks = s.endedTasks()
 	s.lit(`],"more":`)
 	e.More = s.boolean()
 	if s.peek(',') {
@@ -39,6 +24,50 @@ func fastEnded(b []byte) (Ended, bool) {
 	}
 	s.lit(`}`)
 	return e, s.ok && s.i == len(s.s)
+}
+
+// fastCensus reads a census answer as the forwarder writes it, like
+// fastEnded.
+func fastCensus(b []byte) (Census, bool) {
+	var c Census
+	b = bytes.TrimSpace(b)
+	s := scanner{s: string(b), ok: true}
+	s.lit(`{"ended":[`)
+	c.Ended = s.endedTasks()
+	s.lit(`],"unknown":[`)
+	if !s.peek(']') {
+		c.Unknown = append(c.Unknown, s.str())
+		for s.peek(',') {
+			s.i++
+			c.Unknown = append(c.Unknown, s.str())
+		}
+	}
+	s.lit(`],"pending":`)
+	c.Pending = s.count()
+	s.lit(`}`)
+	return c, s.ok && s.i == len(s.s)
+}
+
+// endedTasks reads {"task_id":…,"state":…} objects up to a closing ].
+func (s *scanner) endedTasks() []EndedTask {
+	if !s.ok || s.peek(']') {
+		return nil
+	}
+	out := make([]EndedTask, 0, strings.Count(s.s[s.i:], `{"task_id":`))
+	for s.ok {
+		var t EndedTask
+		s.lit(`{"task_id":`)
+		t.TaskID = s.str()
+		s.lit(`,"state":`)
+		t.State = s.str()
+		s.lit(`}`)
+		out = append(out, t)
+		if !s.peek(',') {
+			break
+		}
+		s.i++
+	}
+	return out
 }
 
 // scanner reads JSON of a known layout; ok turns false at the first
@@ -78,6 +107,19 @@ func (s *scanner) str() string {
 	}
 	s.ok = false
 	return ""
+}
+
+// count reads a non-negative integer of at most 9 digits, no leading zero.
+func (s *scanner) count() int {
+	start, n := s.i, 0
+	for s.ok && s.i < len(s.s) && s.s[s.i] >= '0' && s.s[s.i] <= '9' && s.i-start < 9 {
+		n = n*10 + int(s.s[s.i]-'0')
+		s.i++
+	}
+	if s.i == start || (s.s[start] == '0' && s.i > start+1) {
+		s.ok = false
+	}
+	return n
 }
 
 func (s *scanner) boolean() bool {
