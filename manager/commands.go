@@ -18,10 +18,13 @@ func (l *loop) command(c *messages.Command) *messages.CommandReply {
 				continue
 			}
 			n++
-			if t.handed && !t.claim.CompareAndSwap(0, 2) {
-				// A worker has it: stop the run, the worker reports it.
-				t.cancel(errCancelled)
-				continue
+			if t.handed {
+				if !t.claim.CompareAndSwap(0, 2) {
+					// A worker has it: stop the run, the worker reports it.
+					t.cancel(errCancelled)
+					continue
+				}
+				l.inFlight-- // no worker will run it
 			}
 			if t.cancel != nil {
 				t.cancel(errCancelled)

@@ -41,7 +41,11 @@ func (l *loop) startDrain(reason string, grace time.Duration, now time.Time) {
 		// Not handed to a worker yet, or handed but not started (the
 		// claim keeps a worker from starting it now), or killed by the
 		// signal that ends this manager too.
-		if !t.handed || t.parked != nil || t.claim.CompareAndSwap(0, 2) {
+		claimed := t.handed && t.parked == nil && t.claim.CompareAndSwap(0, 2)
+		if claimed {
+			l.inFlight-- // no worker will run it
+		}
+		if !t.handed || t.parked != nil || claimed {
 			back = append(back, id)
 			l.giveBack(id, t)
 		}

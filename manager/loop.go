@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/link"
+	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -36,6 +38,9 @@ type loop struct {
 	returned map[messages.TaskID]uint32
 	// parkAt is the earliest parked result's deadline.
 	parkAt time.Time
+	// inFlight counts tasks handed to workers whose run the loop has not
+	// seen end: queued in work or running.
+	inFlight int
 }
 
 func resultID(r *messages.Result) messages.TaskID { return r.ID }
@@ -118,41 +123,50 @@ func (l *loop) handleEvent(ev *event) {
 	case evStarted:
 		l.started(ev.id, ev.at)
 	case evFinished:
-		r := ev.result
-		if a, ok := l.returned[r.ID]; ok && a >= r.Attempt {
-			return // given back: another manager runs it now
-		}
-		if t, ok := l.tasks[r.ID]; ok {
-			if t.task.Attempt > r.Attempt {
-				// A newer attempt replaced this run: its result is stale
-				// and must not take the newer one's place.
-				l.mg.m.duplicates.Inc()
-				return
-			}
-			if t.task.Attempt == r.Attempt && l.park(t, r, time.Now()) {
-				return
-			}
-			delete(l.tasks, r.ID)
-			delete(l.deltas, r.ID)
-		}
-		if old, ok := l.results.Get(r.ID); ok && old.Attempt > r.Attempt {
-			return
-		}
-		l.results.Put(r)
-		ran := time.Duration(-1)
-		if r.Started > 0 && r.Finished >= r.Started {
-			ran = time.Duration(r.Finished - r.Started)
-		}
-		l.mg.m.ended(r.Code, ran)
+		l.inFlight--
+		l.finished(ev.result)
 	}
 }
+
+// finished takes the result of a run.
+func (l *loop) finished(r messages.Result) {
+	if a, ok := l.returned[r.ID]; ok && a >= r.Attempt {
+		return // given back: another manager runs it now
+	}
+	if t, ok := l.tasks[r.ID]; ok {
+		if t.task.Attempt > r.Attempt {
+			// A newer attempt replaced this run: its result is stale
+			// and must not take the newer one's place.
+			l.mg.m.duplicates.Inc()
+			return
+		}
+		if t.task.Attempt == r.Attempt && l.park(t, r, time.Now()) {
+			return
+		}
+		delete(l.tasks, r.ID)
+		delete(l.deltas, r.ID)
+	}
+	if old, ok := l.results.Get(r.ID); ok && old.Attempt > r.Attempt {
+		return
+	}
+	l.results.Put(r)
+	ran := time.Duration(-1)
+	if r.Started > 0 && r.Finished >= r.Started {
+		ran = time.Duration(r.Finished - r.Started)
+	}
+	l.mg.m.ended(r.Code, ran)
+}
+
+// noopPayload is a bare no-op task as the forwarder encodes it.
+var noopPayload = taskspec.Spec{Kind: taskspec.KindNoop}.Encode()
 
 // startWork hands pending tasks to idle workers.
 func (l *loop) startWork() {
 	if l.drain != nil {
 		return
 	}
-	open := l.mg.serving.Effective(time.Now()).DispatchAllowed()
+	now := time.Now()
+	open := l.mg.serving.Effective(now).DispatchAllowed()
 	l.mg.gate.set(open)
 	if !open {
 		return
@@ -164,8 +178,16 @@ func (l *loop) startWork() {
 		if cur, ok := l.tasks[t.task.ID]; !ok || cur != t || t.code.Terminal() {
 			continue // cancelled or replaced while pending
 		}
+		if l.inFlight < l.mg.opts.Workers && bytes.Equal(t.task.Payload, noopPayload) {
+			// A worker is free and a no-op has nothing to run: end it
+			// here, without a context and a hand-off per task.
+			at := now.UnixNano()
+			l.finished(messages.Result{ID: t.task.ID, Attempt: t.task.Attempt, Code: messages.Success, Started: at, Finished: at})
+			continue
+		}
 		t.handed = true
 		t.ctx, t.cancel = context.WithCancelCause(l.workCtx)
+		l.inFlight++
 		l.work <- t
 	}
 	if len(l.pending) == 0 {
@@ -241,7 +263,9 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 			// A newer attempt replaces one handed to a worker here (we were
 			// taken for lost): keep it from starting, or stop its run; any
 			// result of it is stale.
-			have.claim.CompareAndSwap(0, 2)
+			if have.claim.CompareAndSwap(0, 2) {
+				l.inFlight-- // no worker will run it
+			}
 			have.cancel(errCancelled)
 		}
 		if r, ok := l.results.Get(t.ID); ok && r.Attempt >= t.Attempt {

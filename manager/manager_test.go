@@ -529,3 +529,28 @@ func TestInterchangeLostReconnects(t *testing.T) {
 		t.Fatalf("after reconnecting: %+v", r)
 	}
 }
+
+// A manager whose dispatch is paused holds even a no-op, which it would
+// otherwise end without a worker.
+func TestPausedDispatchHoldsNoop(t *testing.T) {
+	f := start(t, manager.Options{Workers: 1}, true)
+	f.Send(t, mgrID, &messages.Command{ID: 1, Op: messages.OpSetServingState, State: messages.PushAndDispatchPaused})
+	rep := f.Expect(t, 5*time.Second, "CommandReply 1", func(r testutil.Received) bool {
+		x, ok := r.Msg.(*messages.CommandReply)
+		return ok && x.ID == 1
+	}).Msg.(*messages.CommandReply)
+	if !rep.OK() {
+		t.Fatalf("pause: %+v", rep)
+	}
+	id := f.submit(t, spec("noop"))[0]
+	// Results of a loop turn leave before the next turn answers a Sync.
+	f.Sync(t, mgrID)
+	f.Sync(t, mgrID)
+	if n := f.resultsFor(id); n != 0 {
+		t.Fatalf("a no-op ended while dispatch was paused")
+	}
+	f.Send(t, mgrID, &messages.Command{ID: 2, Op: messages.OpSetServingState, Clear: true})
+	if r := f.result(t, id, 5*time.Second); r.Code != messages.Success {
+		t.Errorf("noop after resuming: %s %q", r.Code.State(), r.Error)
+	}
+}
