@@ -29,10 +29,9 @@ func (l *loop) command(c *messages.Command) *messages.CommandReply {
 			if t.cancel != nil {
 				t.cancel(errCancelled)
 			}
-			delete(l.tasks, id)
-			delete(l.deltas, id)
+			l.drop(t)
 			t.code = messages.Cancelled
-			l.results.Put(messages.Result{ID: id, Attempt: t.task.Attempt, Code: messages.Cancelled, Error: errCancelled.Error(), Finished: now})
+			l.results.put(t, messages.Result{ID: id, Attempt: t.task.Attempt, Code: messages.Cancelled, Error: errCancelled.Error(), Finished: now})
 		}
 		return &messages.CommandReply{ID: c.ID, Message: fmt.Sprintf("cancelling %d of %d tasks", n, len(c.TaskIDs))}
 	case messages.OpSetServingState, messages.OpGetServingState:

@@ -65,8 +65,7 @@ func graceText(d time.Duration) string {
 }
 
 func (l *loop) giveBack(id messages.TaskID, t *mtask) {
-	delete(l.tasks, id)
-	delete(l.deltas, id)
+	l.drop(t)
 	l.returned[id] = t.task.Attempt
 	l.mg.m.returned.Inc()
 }
@@ -80,7 +79,7 @@ func (l *loop) drained(now time.Time) bool {
 	if d == nil {
 		return false
 	}
-	if len(l.tasks) == 0 && len(l.results.Queued()) == 0 {
+	if len(l.tasks) == 0 && l.results.waiting() == 0 {
 		l.log.WithField("took", now.Sub(d.started).Round(time.Millisecond).String()).Info("drained: every task finished")
 		l.up.TrySend(&messages.Goodbye{Reason: d.reason, Final: true})
 		return true
@@ -97,7 +96,7 @@ func (l *loop) drained(now time.Time) bool {
 		back = append(back, id)
 		l.giveBack(id, t)
 	}
-	l.log.WithFields(logrus.Fields{"returned": len(back), "results_unacked": l.results.Len()}).
+	l.log.WithFields(logrus.Fields{"returned": len(back), "results_unacked": l.results.len()}).
 		Warn("drain grace over: stopped running tasks and returned them to the queue")
 	l.up.TrySend(&messages.Goodbye{Reason: d.reason, Final: true, Returned: back})
 	return true
@@ -126,10 +125,11 @@ func signalled(r *messages.Result) bool {
 const parkGrace = 500 * time.Millisecond
 
 // park holds a signal death back; it reports whether it did.
-func (l *loop) park(t *mtask, r messages.Result, now time.Time) bool {
+func (l *loop) park(t *mtask, r messages.Result) bool {
 	if !signalled(&r) {
 		return false
 	}
+	now := time.Now()
 	if l.drain != nil {
 		// Ended by whatever ends this manager: give it back.
 		l.giveBack(r.ID, t)
@@ -150,7 +150,7 @@ func (l *loop) unpark(now time.Time) {
 		return
 	}
 	l.parkAt = time.Time{}
-	for id, t := range l.tasks {
+	for _, t := range l.tasks {
 		if t.parked == nil {
 			continue
 		}
@@ -161,9 +161,8 @@ func (l *loop) unpark(now time.Time) {
 			continue
 		}
 		r := *t.parked
-		delete(l.tasks, id)
-		delete(l.deltas, id)
-		l.results.Put(r)
+		l.drop(t)
+		l.results.put(t, r)
 		l.mg.m.ended(r.Code, -1)
 	}
 }

@@ -28,7 +28,7 @@ type loop struct {
 	work    chan *mtask
 	workCtx context.Context
 	// results are kept until the interchange acknowledges them.
-	results *link.Outbox[messages.Result]
+	results *outbox
 	deltas  map[messages.TaskID]messages.Delta
 	evs     []event
 	retryAt time.Time
@@ -42,8 +42,6 @@ type loop struct {
 	// seen end: queued in work or running.
 	inFlight int
 }
-
-func resultID(r *messages.Result) messages.TaskID { return r.ID }
 
 func (l *loop) close() { l.up.Close() }
 
@@ -121,35 +119,40 @@ func (l *loop) run(ctx context.Context) error {
 func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
 	case evStarted:
-		l.started(ev.id, ev.at)
+		l.started(ev.t, ev.at)
 	case evFinished:
 		l.inFlight--
-		l.finished(ev.result)
+		l.finished(ev.t, ev.result)
 	}
 }
 
-// finished takes the result of a run.
-func (l *loop) finished(r messages.Result) {
-	if a, ok := l.returned[r.ID]; ok && a >= r.Attempt {
-		return // given back: another manager runs it now
+// drop takes t out of the tasks held.
+func (l *loop) drop(t *mtask) {
+	t.out = true
+	delete(l.tasks, t.task.ID)
+	if len(l.deltas) > 0 {
+		delete(l.deltas, t.task.ID)
 	}
-	if t, ok := l.tasks[r.ID]; ok {
-		if t.task.Attempt > r.Attempt {
-			// A newer attempt replaced this run: its result is stale
-			// and must not take the newer one's place.
-			l.mg.m.duplicates.Inc()
-			return
+}
+
+// finished takes the result of t's run.
+func (l *loop) finished(t *mtask, r messages.Result) {
+	if t.out {
+		if a, ok := l.returned[r.ID]; ok && a >= r.Attempt {
+			return // given back: another manager runs it now
 		}
-		if t.task.Attempt == r.Attempt && l.park(t, r, time.Now()) {
-			return
-		}
-		delete(l.tasks, r.ID)
-		delete(l.deltas, r.ID)
-	}
-	if old, ok := l.results.Get(r.ID); ok && old.Attempt > r.Attempt {
+		// A newer attempt replaced this run: its result is stale and must
+		// not take the newer one's place.
+		l.mg.m.duplicates.Inc()
 		return
 	}
-	l.results.Put(r)
+	if l.park(t, r) {
+		return
+	}
+	l.drop(t)
+	// No longer needed, and it may pin the batch it came in.
+	t.task.Payload = nil
+	l.results.put(t, r)
 	ran := time.Duration(-1)
 	if r.Started > 0 && r.Finished >= r.Started {
 		ran = time.Duration(r.Finished - r.Started)
@@ -175,14 +178,14 @@ func (l *loop) startWork() {
 		t := l.pending[0]
 		l.pending[0] = nil
 		l.pending = l.pending[1:]
-		if cur, ok := l.tasks[t.task.ID]; !ok || cur != t || t.code.Terminal() {
+		if t.out {
 			continue // cancelled or replaced while pending
 		}
 		if l.inFlight < l.mg.opts.Workers && bytes.Equal(t.task.Payload, noopPayload) {
 			// A worker is free and a no-op has nothing to run: end it
 			// here, without a context and a hand-off per task.
 			at := now.UnixNano()
-			l.finished(messages.Result{ID: t.task.ID, Attempt: t.task.Attempt, Code: messages.Success, Started: at, Finished: at})
+			l.finished(t, messages.Result{ID: t.task.ID, Attempt: t.task.Attempt, Code: messages.Success, Started: at, Finished: at})
 			continue
 		}
 		t.handed = true
@@ -206,7 +209,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 	now := time.Now()
 	registered, handled := l.up.Heard(msg, now)
 	if registered {
-		l.log.WithFields(logrus.Fields{"held_results": l.results.Len(), "tasks": len(l.tasks)}).Info("registered with interchange")
+		l.log.WithFields(logrus.Fields{"held_results": l.results.len(), "tasks": len(l.tasks)}).Info("registered with interchange")
 		l.resync(now)
 	}
 	if handled {
@@ -219,7 +222,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 		l.acceptTasks(m)
 	case *messages.Ack:
 		for _, id := range m.IDs {
-			l.results.Ack(id)
+			l.results.ack(id)
 		}
 	case *messages.Command:
 		l.up.TrySend(l.command(m))
@@ -233,7 +236,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 // resync re-sends held results and reports every task held, after a
 // (re-)registration.
 func (l *loop) resync(now time.Time) {
-	l.results.ResendAll()
+	l.results.resendAll()
 	for id, t := range l.tasks {
 		l.deltas[id] = messages.Delta{ID: id, Code: t.code, Attempt: t.task.Attempt, At: now.UnixNano()}
 	}
@@ -268,10 +271,13 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 			}
 			have.cancel(errCancelled)
 		}
-		if r, ok := l.results.Get(t.ID); ok && r.Attempt >= t.Attempt {
+		if r, ok := l.results.get(t.ID); ok && r.Attempt >= t.Attempt {
 			l.mg.m.duplicates.Inc()
-			l.results.Requeue(t.ID)
+			l.results.requeue(t.ID)
 			continue
+		}
+		if ok {
+			have.out = true
 		}
 		mt := &mtask{task: t, code: messages.WaitingForLaunch}
 		l.tasks[t.ID] = mt
@@ -287,10 +293,10 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 }
 
 func (l *loop) flushResults() {
-	q := l.results.Queued()
-	if len(q) == 0 || !l.up.Registered() {
+	if l.results.waiting() == 0 || !l.up.Registered() {
 		return
 	}
+	q := l.results.queued()
 	for len(q) > 0 {
 		n := messages.ChunkResults(q, 1000)
 		if err := l.up.Send(&messages.ResultBatch{Results: q[:n]}); err != nil {
@@ -299,8 +305,8 @@ func (l *loop) flushResults() {
 			}
 			return
 		}
-		l.results.Sent(n, time.Now().UnixNano())
-		q = l.results.Queued()
+		l.results.sent(n, time.Now().UnixNano())
+		q = q[n:]
 	}
 }
 
@@ -308,12 +314,12 @@ func (l *loop) housekeeping(now time.Time) {
 	switch l.up.Timers(now) {
 	case link.TickLost:
 		l.mg.m.interchangeLost.Inc()
-		l.log.WithFields(logrus.Fields{"running": len(l.tasks), "held_results": l.results.Len()}).Warn("interchange lost; keeping tasks and results until it is back")
+		l.log.WithFields(logrus.Fields{"running": len(l.tasks), "held_results": l.results.len()}).Warn("interchange lost; keeping tasks and results until it is back")
 	case link.TickHeartbeat:
 		l.mg.m.heartbeatsSent.Inc()
 	}
 	if l.up.Registered() {
-		if n := l.results.ResendDue(now, l.mg.opts.HeartbeatThreshold); n > 0 {
+		if n := l.results.resendDue(now, l.mg.opts.HeartbeatThreshold); n > 0 {
 			l.log.WithField("results", n).Warn("interchange did not acknowledge results; sending them again")
 		}
 	}

@@ -13,14 +13,13 @@ import (
 const deltaDelay = 5 * time.Millisecond
 
 // started records that a worker started a task.
-func (l *loop) started(id messages.TaskID, at int64) {
-	t, ok := l.tasks[id]
-	if !ok || t.started {
+func (l *loop) started(t *mtask, at int64) {
+	if t.out || t.started {
 		return
 	}
 	t.started = true
 	t.code = messages.Running
-	l.deltas[id] = messages.Delta{ID: id, Code: messages.Running, Attempt: t.task.Attempt, At: at}
+	l.deltas[t.task.ID] = messages.Delta{ID: t.task.ID, Code: messages.Running, Attempt: t.task.Attempt, At: at}
 }
 
 // report sends the status report; it goes before any results.
