@@ -105,6 +105,7 @@ func (l *loop) run(ctx context.Context) error {
 		}
 		l.unpark(now)
 		l.startWork()
+		l.mg.m.flush()
 		if now.Sub(l.lastReport) >= l.mg.opts.HeartbeatInterval || (len(l.deltas) > 0 && now.Sub(l.lastReport) >= deltaDelay) {
 			l.report(now)
 		}
@@ -146,7 +147,7 @@ func (l *loop) finished(t *mtask, r messages.Result) {
 		l.mg.m.duplicates.Inc()
 		return
 	}
-	if l.park(t, r) {
+	if r.Code == messages.Failed && l.park(t, r) {
 		return
 	}
 	l.drop(t)
