@@ -37,7 +37,10 @@ func (l *loop) startDrain(reason string, grace time.Duration, now time.Time) {
 	}
 	l.mg.draining.Store(true)
 	var back []messages.TaskID
-	for id, t := range l.tasks {
+	for id, t := range l.byID {
+		if t.out {
+			continue
+		}
 		// Not handed to a worker yet, or handed but not started (the
 		// claim keeps a worker from starting it now), or killed by the
 		// signal that ends this manager too.
@@ -51,7 +54,7 @@ func (l *loop) startDrain(reason string, grace time.Duration, now time.Time) {
 		}
 	}
 	l.pending = nil
-	l.log.WithFields(logrus.Fields{"reason": reason, "returned": len(back), "running": len(l.tasks),
+	l.log.WithFields(logrus.Fields{"reason": reason, "returned": len(back), "running": l.nTasks,
 		"grace": graceText(grace)}).Warn("draining: taking no new tasks, returning those not started")
 	l.up.TrySend(&messages.Goodbye{Reason: reason, Returned: back})
 	l.report(now)
@@ -79,7 +82,7 @@ func (l *loop) drained(now time.Time) bool {
 	if d == nil {
 		return false
 	}
-	if len(l.tasks) == 0 && l.results.waiting() == 0 {
+	if l.nTasks == 0 && l.results.waiting() == 0 {
 		l.log.WithField("took", now.Sub(d.started).Round(time.Millisecond).String()).Info("drained: every task finished")
 		l.up.TrySend(&messages.Goodbye{Reason: d.reason, Final: true})
 		return true
@@ -89,7 +92,10 @@ func (l *loop) drained(now time.Time) bool {
 	}
 	l.flushResults()
 	var back []messages.TaskID
-	for id, t := range l.tasks {
+	for id, t := range l.byID {
+		if t.out {
+			continue
+		}
 		if t.cancel != nil {
 			t.cancel(errDrainStopped)
 		}
@@ -150,8 +156,8 @@ func (l *loop) unpark(now time.Time) {
 		return
 	}
 	l.parkAt = time.Time{}
-	for _, t := range l.tasks {
-		if t.parked == nil {
+	for _, t := range l.byID {
+		if t.out || t.parked == nil {
 			continue
 		}
 		if now.Before(t.parkedUntil) {
@@ -161,7 +167,7 @@ func (l *loop) unpark(now time.Time) {
 			continue
 		}
 		r := *t.parked
-		l.drop(t)
+		l.end(t)
 		l.results.put(t, r)
 		l.mg.m.ended(r.Code, -1)
 	}

@@ -23,7 +23,11 @@ type loop struct {
 	lastReport time.Time
 	poller     *zmq.Poller
 
-	tasks   map[messages.TaskID]*mtask
+	// byID holds the tasks held (out not set) and, until the interchange
+	// acknowledges them, their results (held set): one map operation
+	// when a task comes and one when its result is acknowledged.
+	byID    map[messages.TaskID]*mtask
+	nTasks  int
 	pending []*mtask
 	work    chan *mtask
 	workCtx context.Context
@@ -127,13 +131,19 @@ func (l *loop) handleEvent(ev *event) {
 	}
 }
 
-// drop takes t out of the tasks held.
-func (l *loop) drop(t *mtask) {
+// end takes t out of the tasks held; its result, if any, takes its place.
+func (l *loop) end(t *mtask) {
 	t.out = true
-	delete(l.tasks, t.task.ID)
+	l.nTasks--
 	if len(l.deltas) > 0 {
 		delete(l.deltas, t.task.ID)
 	}
+}
+
+// drop takes t out of the tasks held without a result.
+func (l *loop) drop(t *mtask) {
+	l.end(t)
+	delete(l.byID, t.task.ID)
 }
 
 // finished takes the result of t's run.
@@ -150,7 +160,7 @@ func (l *loop) finished(t *mtask, r messages.Result) {
 	if r.Code == messages.Failed && l.park(t, r) {
 		return
 	}
-	l.drop(t)
+	l.end(t)
 	// No longer needed, and it may pin the batch it came in.
 	t.task.Payload = nil
 	l.results.put(t, r)
@@ -210,7 +220,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 	now := time.Now()
 	registered, handled := l.up.Heard(msg, now)
 	if registered {
-		l.log.WithFields(logrus.Fields{"held_results": l.results.len(), "tasks": len(l.tasks)}).Info("registered with interchange")
+		l.log.WithFields(logrus.Fields{"held_results": l.results.len(), "tasks": l.nTasks}).Info("registered with interchange")
 		l.resync(now)
 	}
 	if handled {
@@ -238,7 +248,10 @@ func (l *loop) handleMessage(frames [][]byte) {
 // (re-)registration.
 func (l *loop) resync(now time.Time) {
 	l.results.resendAll()
-	for id, t := range l.tasks {
+	for id, t := range l.byID {
+		if t.out {
+			continue
+		}
 		l.deltas[id] = messages.Delta{ID: id, Code: t.code, Attempt: t.task.Attempt, At: now.UnixNano()}
 	}
 	l.report(now)
@@ -258,12 +271,12 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	}
 	for i := range b.Tasks {
 		t := b.Tasks[i]
-		have, ok := l.tasks[t.ID]
-		if ok && have.task.Attempt >= t.Attempt {
+		have, ok := l.byID[t.ID]
+		if ok && !have.out && have.task.Attempt >= t.Attempt {
 			l.mg.m.duplicates.Inc()
 			continue
 		}
-		if ok && have.handed {
+		if ok && !have.out && have.handed {
 			// A newer attempt replaces one handed to a worker here (we were
 			// taken for lost): keep it from starting, or stop its run; any
 			// result of it is stale.
@@ -272,16 +285,24 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 			}
 			have.cancel(errCancelled)
 		}
-		if r, ok := l.results.get(t.ID); ok && r.Attempt >= t.Attempt {
+		r := have
+		if !ok || !have.held {
+			r = l.results.older(t.ID)
+		}
+		if r != nil && r.res.Attempt >= t.Attempt {
 			l.mg.m.duplicates.Inc()
-			l.results.requeue(t.ID)
+			l.results.requeue(r)
 			continue
 		}
-		if ok {
+		if ok && !have.out {
 			have.out = true
+			l.nTasks--
+		} else if ok {
+			l.results.supersede(have)
 		}
 		mt := &mtask{task: t, code: messages.WaitingForLaunch}
-		l.tasks[t.ID] = mt
+		l.byID[t.ID] = mt
+		l.nTasks++
 		l.pending = append(l.pending, mt)
 	}
 	l.mg.m.received.Add(float64(len(b.Tasks)))
@@ -315,7 +336,7 @@ func (l *loop) housekeeping(now time.Time) {
 	switch l.up.Timers(now) {
 	case link.TickLost:
 		l.mg.m.interchangeLost.Inc()
-		l.log.WithFields(logrus.Fields{"running": len(l.tasks), "held_results": l.results.len()}).Warn("interchange lost; keeping tasks and results until it is back")
+		l.log.WithFields(logrus.Fields{"running": l.nTasks, "held_results": l.results.len()}).Warn("interchange lost; keeping tasks and results until it is back")
 	case link.TickHeartbeat:
 		l.mg.m.heartbeatsSent.Inc()
 	}

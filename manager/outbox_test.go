@@ -8,11 +8,18 @@ import (
 )
 
 func TestOutboxHoldsUntilAcked(t *testing.T) {
-	o := newOutbox()
+	byID := make(map[messages.TaskID]*mtask)
+	o := newOutbox(byID)
 	id := func(b byte) messages.TaskID { return messages.TaskID{b} }
-	put := func(b byte) { o.put(&mtask{}, messages.Result{ID: id(b), Attempt: 1}) }
-	put(1)
-	put(2)
+	// The loop puts a task's result while the task is in byID.
+	put := func(b byte, attempt uint32) *mtask {
+		mt := &mtask{task: messages.Task{ID: id(b), Attempt: attempt}}
+		byID[id(b)] = mt
+		o.put(mt, messages.Result{ID: id(b), Attempt: attempt})
+		return mt
+	}
+	put(1, 1)
+	put(2, 1)
 	if q := o.queued(); len(q) != 2 || o.len() != 2 || q[0].ID != id(1) || q[1].ID != id(2) {
 		t.Fatalf("queued %v held %d, want 1 and 2 held", q, o.len())
 	}
@@ -23,7 +30,7 @@ func TestOutboxHoldsUntilAcked(t *testing.T) {
 	}
 	o.ack(id(1))
 	o.ack(id(1))
-	if _, ok := o.get(id(1)); ok || o.len() != 1 {
+	if _, ok := byID[id(1)]; ok || o.len() != 1 {
 		t.Fatalf("after the ack of 1: held %d", o.len())
 	}
 	th := time.Second
@@ -45,14 +52,34 @@ func TestOutboxHoldsUntilAcked(t *testing.T) {
 	if q := o.queued(); len(q) != 1 || q[0].ID != id(2) {
 		t.Fatalf("resendAll queued %v, want the 1 held", q)
 	}
-	o.requeue(id(2))
-	o.requeue(id(9))
-	if o.waiting() != 2 {
-		t.Fatalf("requeue of held and unknown ids: %d waiting, want 2", o.waiting())
+
+	// A newer attempt of 2 comes before its result is acknowledged: the
+	// result is held aside until the ack, or until the newer one's.
+	old := byID[id(2)]
+	o.supersede(old)
+	byID[id(2)] = &mtask{task: messages.Task{ID: id(2), Attempt: 2}}
+	if o.older(id(2)) != old || o.len() != 1 {
+		t.Fatalf("superseded result: %v, held %d", o.older(id(2)), o.len())
 	}
-	// A newer result for an id takes the older one's place.
-	o.put(&mtask{}, messages.Result{ID: id(2), Attempt: 2})
-	if r, ok := o.get(id(2)); !ok || r.Attempt != 2 || o.len() != 1 {
-		t.Fatalf("after a newer result: %+v, held %d", r, o.len())
+	o.resendAll()
+	if q := o.queued(); len(q) != 1 || q[0].Attempt != 1 {
+		t.Fatalf("resendAll queued %v, want the superseded result", q)
+	}
+	o.sent(1, t0.Add(5*th).UnixNano())
+	o.put(byID[id(2)], messages.Result{ID: id(2), Attempt: 2})
+	if o.older(id(2)) != nil || o.len() != 1 || old.held {
+		t.Fatalf("after the newer result: superseded %v, held %d", o.older(id(2)), o.len())
+	}
+	o.ack(id(2))
+	if _, ok := byID[id(2)]; ok || o.len() != 0 {
+		t.Fatalf("after the ack of 2: held %d", o.len())
+	}
+	// An ack while the newer attempt runs drops the older result only.
+	mt := put(3, 1)
+	o.supersede(mt)
+	byID[id(3)] = &mtask{task: messages.Task{ID: id(3), Attempt: 2}}
+	o.ack(id(3))
+	if _, ok := byID[id(3)]; !ok || o.older(id(3)) != nil || o.len() != 0 {
+		t.Fatalf("ack of a superseded result: task kept %v, older %v, held %d", ok, o.older(id(3)), o.len())
 	}
 }
