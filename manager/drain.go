@@ -37,17 +37,24 @@ func (l *loop) startDrain(reason string, grace time.Duration, now time.Time) {
 	}
 	l.mg.draining.Store(true)
 	var back []messages.TaskID
-	for id, t := range l.tasks {
+	for id, t := range l.byID {
+		if t.out {
+			continue
+		}
 		// Not handed to a worker yet, or handed but not started (the
 		// claim keeps a worker from starting it now), or killed by the
 		// signal that ends this manager too.
-		if !t.handed || t.parked != nil || t.claim.CompareAndSwap(0, 2) {
+		claimed := t.handed && t.parked == nil && t.claim.CompareAndSwap(0, 2)
+		if claimed {
+			l.inFlight-- // no worker will run it
+		}
+		if !t.handed || t.parked != nil || claimed {
 			back = append(back, id)
 			l.giveBack(id, t)
 		}
 	}
 	l.pending = nil
-	l.log.WithFields(logrus.Fields{"reason": reason, "returned": len(back), "running": len(l.tasks),
+	l.log.WithFields(logrus.Fields{"reason": reason, "returned": len(back), "running": l.nTasks,
 		"grace": graceText(grace)}).Warn("draining: taking no new tasks, returning those not started")
 	l.up.TrySend(&messages.Goodbye{Reason: reason, Returned: back})
 	l.report(now)
@@ -61,8 +68,7 @@ func graceText(d time.Duration) string {
 }
 
 func (l *loop) giveBack(id messages.TaskID, t *mtask) {
-	delete(l.tasks, id)
-	delete(l.deltas, id)
+	l.drop(t)
 	l.returned[id] = t.task.Attempt
 	l.mg.m.returned.Inc()
 }
@@ -76,7 +82,7 @@ func (l *loop) drained(now time.Time) bool {
 	if d == nil {
 		return false
 	}
-	if len(l.tasks) == 0 && len(l.results.Queued()) == 0 {
+	if l.nTasks == 0 && l.results.waiting() == 0 {
 		l.log.WithField("took", now.Sub(d.started).Round(time.Millisecond).String()).Info("drained: every task finished")
 		l.up.TrySend(&messages.Goodbye{Reason: d.reason, Final: true})
 		return true
@@ -86,14 +92,17 @@ func (l *loop) drained(now time.Time) bool {
 	}
 	l.flushResults()
 	var back []messages.TaskID
-	for id, t := range l.tasks {
+	for id, t := range l.byID {
+		if t.out {
+			continue
+		}
 		if t.cancel != nil {
 			t.cancel(errDrainStopped)
 		}
 		back = append(back, id)
 		l.giveBack(id, t)
 	}
-	l.log.WithFields(logrus.Fields{"returned": len(back), "results_unacked": l.results.Len()}).
+	l.log.WithFields(logrus.Fields{"returned": len(back), "results_unacked": l.results.len()}).
 		Warn("drain grace over: stopped running tasks and returned them to the queue")
 	l.up.TrySend(&messages.Goodbye{Reason: d.reason, Final: true, Returned: back})
 	return true
@@ -122,10 +131,11 @@ func signalled(r *messages.Result) bool {
 const parkGrace = 500 * time.Millisecond
 
 // park holds a signal death back; it reports whether it did.
-func (l *loop) park(t *mtask, r messages.Result, now time.Time) bool {
+func (l *loop) park(t *mtask, r messages.Result) bool {
 	if !signalled(&r) {
 		return false
 	}
+	now := time.Now()
 	if l.drain != nil {
 		// Ended by whatever ends this manager: give it back.
 		l.giveBack(r.ID, t)
@@ -146,8 +156,8 @@ func (l *loop) unpark(now time.Time) {
 		return
 	}
 	l.parkAt = time.Time{}
-	for id, t := range l.tasks {
-		if t.parked == nil {
+	for _, t := range l.byID {
+		if t.out || t.parked == nil {
 			continue
 		}
 		if now.Before(t.parkedUntil) {
@@ -157,9 +167,8 @@ func (l *loop) unpark(now time.Time) {
 			continue
 		}
 		r := *t.parked
-		delete(l.tasks, id)
-		delete(l.deltas, id)
-		l.results.Put(r)
+		l.end(t)
+		l.results.put(t, r)
 		l.mg.m.ended(r.Code, -1)
 	}
 }

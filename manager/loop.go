@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/link"
+	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -21,12 +23,16 @@ type loop struct {
 	lastReport time.Time
 	poller     *zmq.Poller
 
-	tasks   map[messages.TaskID]*mtask
+	// byID holds the tasks held (out not set) and, until the interchange
+	// acknowledges them, their results (held set): one map operation
+	// when a task comes and one when its result is acknowledged.
+	byID    map[messages.TaskID]*mtask
+	nTasks  int
 	pending []*mtask
 	work    chan *mtask
 	workCtx context.Context
 	// results are kept until the interchange acknowledges them.
-	results *link.Outbox[messages.Result]
+	results *outbox
 	deltas  map[messages.TaskID]messages.Delta
 	evs     []event
 	retryAt time.Time
@@ -36,9 +42,10 @@ type loop struct {
 	returned map[messages.TaskID]uint32
 	// parkAt is the earliest parked result's deadline.
 	parkAt time.Time
+	// inFlight counts tasks handed to workers whose run the loop has not
+	// seen end: queued in work or running.
+	inFlight int
 }
-
-func resultID(r *messages.Result) messages.TaskID { return r.ID }
 
 func (l *loop) close() { l.up.Close() }
 
@@ -102,6 +109,7 @@ func (l *loop) run(ctx context.Context) error {
 		}
 		l.unpark(now)
 		l.startWork()
+		l.mg.m.flush()
 		if now.Sub(l.lastReport) >= l.mg.opts.HeartbeatInterval || (len(l.deltas) > 0 && now.Sub(l.lastReport) >= deltaDelay) {
 			l.report(now)
 		}
@@ -116,43 +124,63 @@ func (l *loop) run(ctx context.Context) error {
 func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
 	case evStarted:
-		l.started(ev.id, ev.at)
+		l.started(ev.t, ev.at)
 	case evFinished:
-		r := ev.result
+		l.inFlight--
+		l.finished(ev.t, ev.result)
+	}
+}
+
+// end takes t out of the tasks held; its result, if any, takes its place.
+func (l *loop) end(t *mtask) {
+	t.out = true
+	l.nTasks--
+	if len(l.deltas) > 0 {
+		delete(l.deltas, t.task.ID)
+	}
+}
+
+// drop takes t out of the tasks held without a result.
+func (l *loop) drop(t *mtask) {
+	l.end(t)
+	delete(l.byID, t.task.ID)
+}
+
+// finished takes the result of t's run.
+func (l *loop) finished(t *mtask, r messages.Result) {
+	if t.out {
 		if a, ok := l.returned[r.ID]; ok && a >= r.Attempt {
 			return // given back: another manager runs it now
 		}
-		if t, ok := l.tasks[r.ID]; ok {
-			if t.task.Attempt > r.Attempt {
-				// A newer attempt replaced this run: its result is stale
-				// and must not take the newer one's place.
-				l.mg.m.duplicates.Inc()
-				return
-			}
-			if t.task.Attempt == r.Attempt && l.park(t, r, time.Now()) {
-				return
-			}
-			delete(l.tasks, r.ID)
-			delete(l.deltas, r.ID)
-		}
-		if old, ok := l.results.Get(r.ID); ok && old.Attempt > r.Attempt {
-			return
-		}
-		l.results.Put(r)
-		ran := time.Duration(-1)
-		if r.Started > 0 && r.Finished >= r.Started {
-			ran = time.Duration(r.Finished - r.Started)
-		}
-		l.mg.m.ended(r.Code, ran)
+		// A newer attempt replaced this run: its result is stale and must
+		// not take the newer one's place.
+		l.mg.m.duplicates.Inc()
+		return
 	}
+	if r.Code == messages.Failed && l.park(t, r) {
+		return
+	}
+	l.end(t)
+	// No longer needed, and it may pin the batch it came in.
+	t.task.Payload = nil
+	l.results.put(t, r)
+	ran := time.Duration(-1)
+	if r.Started > 0 && r.Finished >= r.Started {
+		ran = time.Duration(r.Finished - r.Started)
+	}
+	l.mg.m.ended(r.Code, ran)
 }
+
+// noopPayload is a bare no-op task as the forwarder encodes it.
+var noopPayload = taskspec.Spec{Kind: taskspec.KindNoop}.Encode()
 
 // startWork hands pending tasks to idle workers.
 func (l *loop) startWork() {
 	if l.drain != nil {
 		return
 	}
-	open := l.mg.serving.Effective(time.Now()).DispatchAllowed()
+	now := time.Now()
+	open := l.mg.serving.Effective(now).DispatchAllowed()
 	l.mg.gate.set(open)
 	if !open {
 		return
@@ -161,11 +189,19 @@ func (l *loop) startWork() {
 		t := l.pending[0]
 		l.pending[0] = nil
 		l.pending = l.pending[1:]
-		if cur, ok := l.tasks[t.task.ID]; !ok || cur != t || t.code.Terminal() {
+		if t.out {
 			continue // cancelled or replaced while pending
+		}
+		if l.inFlight < l.mg.opts.Workers && bytes.Equal(t.task.Payload, noopPayload) {
+			// A worker is free and a no-op has nothing to run: end it
+			// here, without a context and a hand-off per task.
+			at := now.UnixNano()
+			l.finished(t, messages.Result{ID: t.task.ID, Attempt: t.task.Attempt, Code: messages.Success, Started: at, Finished: at})
+			continue
 		}
 		t.handed = true
 		t.ctx, t.cancel = context.WithCancelCause(l.workCtx)
+		l.inFlight++
 		l.work <- t
 	}
 	if len(l.pending) == 0 {
@@ -184,7 +220,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 	now := time.Now()
 	registered, handled := l.up.Heard(msg, now)
 	if registered {
-		l.log.WithFields(logrus.Fields{"held_results": l.results.Len(), "tasks": len(l.tasks)}).Info("registered with interchange")
+		l.log.WithFields(logrus.Fields{"held_results": l.results.len(), "tasks": l.nTasks}).Info("registered with interchange")
 		l.resync(now)
 	}
 	if handled {
@@ -197,7 +233,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 		l.acceptTasks(m)
 	case *messages.Ack:
 		for _, id := range m.IDs {
-			l.results.Ack(id)
+			l.results.ack(id)
 		}
 	case *messages.Command:
 		l.up.TrySend(l.command(m))
@@ -211,8 +247,11 @@ func (l *loop) handleMessage(frames [][]byte) {
 // resync re-sends held results and reports every task held, after a
 // (re-)registration.
 func (l *loop) resync(now time.Time) {
-	l.results.ResendAll()
-	for id, t := range l.tasks {
+	l.results.resendAll()
+	for id, t := range l.byID {
+		if t.out {
+			continue
+		}
 		l.deltas[id] = messages.Delta{ID: id, Code: t.code, Attempt: t.task.Attempt, At: now.UnixNano()}
 	}
 	l.report(now)
@@ -232,25 +271,38 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	}
 	for i := range b.Tasks {
 		t := b.Tasks[i]
-		have, ok := l.tasks[t.ID]
-		if ok && have.task.Attempt >= t.Attempt {
+		have, ok := l.byID[t.ID]
+		if ok && !have.out && have.task.Attempt >= t.Attempt {
 			l.mg.m.duplicates.Inc()
 			continue
 		}
-		if ok && have.handed {
+		if ok && !have.out && have.handed {
 			// A newer attempt replaces one handed to a worker here (we were
 			// taken for lost): keep it from starting, or stop its run; any
 			// result of it is stale.
-			have.claim.CompareAndSwap(0, 2)
+			if have.claim.CompareAndSwap(0, 2) {
+				l.inFlight-- // no worker will run it
+			}
 			have.cancel(errCancelled)
 		}
-		if r, ok := l.results.Get(t.ID); ok && r.Attempt >= t.Attempt {
+		r := have
+		if !ok || !have.held {
+			r = l.results.older(t.ID)
+		}
+		if r != nil && r.res.Attempt >= t.Attempt {
 			l.mg.m.duplicates.Inc()
-			l.results.Requeue(t.ID)
+			l.results.requeue(r)
 			continue
 		}
+		if ok && !have.out {
+			have.out = true
+			l.nTasks--
+		} else if ok {
+			l.results.supersede(have)
+		}
 		mt := &mtask{task: t, code: messages.WaitingForLaunch}
-		l.tasks[t.ID] = mt
+		l.byID[t.ID] = mt
+		l.nTasks++
 		l.pending = append(l.pending, mt)
 	}
 	l.mg.m.received.Add(float64(len(b.Tasks)))
@@ -263,10 +315,10 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 }
 
 func (l *loop) flushResults() {
-	q := l.results.Queued()
-	if len(q) == 0 || !l.up.Registered() {
+	if l.results.waiting() == 0 || !l.up.Registered() {
 		return
 	}
+	q := l.results.queued()
 	for len(q) > 0 {
 		n := messages.ChunkResults(q, 1000)
 		if err := l.up.Send(&messages.ResultBatch{Results: q[:n]}); err != nil {
@@ -275,8 +327,8 @@ func (l *loop) flushResults() {
 			}
 			return
 		}
-		l.results.Sent(n, time.Now().UnixNano())
-		q = l.results.Queued()
+		l.results.sent(n, time.Now().UnixNano())
+		q = q[n:]
 	}
 }
 
@@ -284,12 +336,12 @@ func (l *loop) housekeeping(now time.Time) {
 	switch l.up.Timers(now) {
 	case link.TickLost:
 		l.mg.m.interchangeLost.Inc()
-		l.log.WithFields(logrus.Fields{"running": len(l.tasks), "held_results": l.results.Len()}).Warn("interchange lost; keeping tasks and results until it is back")
+		l.log.WithFields(logrus.Fields{"running": l.nTasks, "held_results": l.results.len()}).Warn("interchange lost; keeping tasks and results until it is back")
 	case link.TickHeartbeat:
 		l.mg.m.heartbeatsSent.Inc()
 	}
 	if l.up.Registered() {
-		if n := l.results.ResendDue(now, l.mg.opts.HeartbeatThreshold); n > 0 {
+		if n := l.results.resendDue(now, l.mg.opts.HeartbeatThreshold); n > 0 {
 			l.log.WithField("results", n).Warn("interchange did not acknowledge results; sending them again")
 		}
 	}

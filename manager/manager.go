@@ -60,7 +60,7 @@ const (
 
 type event struct {
 	kind   evKind
-	id     messages.TaskID
+	t      *mtask
 	at     int64 // evStarted: unix ns
 	result messages.Result
 }
@@ -74,6 +74,11 @@ type mtask struct {
 	cancel  context.CancelCauseFunc
 	handed  bool // given to a worker
 	started bool // running delta recorded
+	// out is set once it is no longer a task held: ended, cancelled,
+	// given back or replaced by a newer attempt (loop only).
+	out bool
+	// held is set while the outbox holds its result.
+	held bool
 	// startedAt is set by the worker when it starts the task.
 	startedAt atomic.Int64
 	// parked is the result of a run a signal killed, held for parkGrace
@@ -83,6 +88,10 @@ type mtask struct {
 	// claim decides, once, between a worker starting the task (0->1) and
 	// the loop cancelling it before it started (0->2).
 	claim atomic.Int32
+	// res is the result, held in the outbox until acknowledged; sentAt is
+	// when it was last sent, 0 while queued (loop only).
+	res    messages.Result
+	sentAt int64
 }
 
 // New validates options and binds the admin HTTP listener.
@@ -159,7 +168,8 @@ func (mg *Manager) Run(ctx context.Context) error {
 		workers.Add(1)
 		go mg.worker(workCtx, work, &workers)
 	}
-	l := &loop{mg: mg, log: mg.log, tasks: make(map[messages.TaskID]*mtask), results: link.NewOutbox(resultID),
+	byID := make(map[messages.TaskID]*mtask)
+	l := &loop{mg: mg, log: mg.log, byID: byID, results: newOutbox(byID),
 		deltas: make(map[messages.TaskID]messages.Delta), work: work, workCtx: workCtx,
 		returned: make(map[messages.TaskID]uint32)}
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: mg.zctx, Addr: mg.opts.Interchange, ID: mg.opts.ManagerID,

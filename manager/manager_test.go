@@ -529,3 +529,111 @@ func TestInterchangeLostReconnects(t *testing.T) {
 		t.Fatalf("after reconnecting: %+v", r)
 	}
 }
+
+// A manager whose dispatch is paused holds even a no-op, which it would
+// otherwise end without a worker.
+func TestPausedDispatchHoldsNoop(t *testing.T) {
+	f := start(t, manager.Options{Workers: 1}, true)
+	f.Send(t, mgrID, &messages.Command{ID: 1, Op: messages.OpSetServingState, State: messages.PushAndDispatchPaused})
+	rep := f.Expect(t, 5*time.Second, "CommandReply 1", func(r testutil.Received) bool {
+		x, ok := r.Msg.(*messages.CommandReply)
+		return ok && x.ID == 1
+	}).Msg.(*messages.CommandReply)
+	if !rep.OK() {
+		t.Fatalf("pause: %+v", rep)
+	}
+	id := f.submit(t, spec("noop"))[0]
+	// Results of a loop turn leave before the next turn answers a Sync.
+	f.Sync(t, mgrID)
+	f.Sync(t, mgrID)
+	if n := f.resultsFor(id); n != 0 {
+		t.Fatalf("a no-op ended while dispatch was paused")
+	}
+	f.Send(t, mgrID, &messages.Command{ID: 2, Op: messages.OpSetServingState, Clear: true})
+	if r := f.result(t, id, 5*time.Second); r.Code != messages.Success {
+		t.Errorf("noop after resuming: %s %q", r.Code.State(), r.Error)
+	}
+}
+
+// A newer attempt of a task replaces the one a worker runs: that run is
+// stopped and its result dropped.
+func TestNewerAttemptReplacesRunningTask(t *testing.T) {
+	f := start(t, manager.Options{Workers: 1}, true)
+	id := testutil.NewTaskID()
+	f.Send(t, mgrID, &messages.TaskBatch{Tasks: []messages.Task{{ID: id, Attempt: 1, Payload: spec("sleep", "30").Encode()}}})
+	f.Expect(t, 5*time.Second, "Running delta of attempt 1", func(r testutil.Received) bool {
+		m, ok := r.Msg.(*messages.ManagerStatusReport)
+		if !ok {
+			return false
+		}
+		for _, d := range m.Deltas {
+			if d.ID == id && d.Attempt == 1 && d.Code == messages.Running {
+				return true
+			}
+		}
+		return false
+	})
+	f.Send(t, mgrID, &messages.TaskBatch{Tasks: []messages.Task{{ID: id, Attempt: 2, Payload: spec("noop").Encode()}}})
+	if r := f.result(t, id, 10*time.Second); r.Attempt != 2 || r.Code != messages.Success {
+		t.Fatalf("first result: attempt %d %s %q, want attempt 2 success", r.Attempt, r.Code.State(), r.Error)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if v := testutil.Metric(t, f.mg.Reg, "switchyard_manager_duplicates_total"); v != 1 {
+			return fmt.Errorf("duplicates_total = %g, want 1 (the stopped run's result)", v)
+		}
+		return nil
+	})
+	f.Sync(t, mgrID)
+	if n := f.resultsFor(id); n != 1 {
+		t.Errorf("%d results, want only attempt 2's", n)
+	}
+}
+
+// A newer attempt that comes before the older one's result is
+// acknowledged: only the newest result is held and sent again.
+func TestNewerAttemptBeforeTheAck(t *testing.T) {
+	f := start(t, manager.Options{Workers: 1}, false)
+	id := testutil.NewTaskID()
+	send := func(attempt uint32) {
+		f.Send(t, mgrID, &messages.TaskBatch{Tasks: []messages.Task{{ID: id, Attempt: attempt, Payload: spec("noop").Encode()}}})
+	}
+	attempts := func() []uint32 {
+		var a []uint32
+		for _, r := range f.Results(mgrID) {
+			if r.ID == id {
+				a = append(a, r.Attempt)
+			}
+		}
+		return a
+	}
+	send(1)
+	f.result(t, id, 10*time.Second)
+	send(2)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if a := attempts(); len(a) != 2 || a[1] != 2 {
+			return fmt.Errorf("results of attempts %v, want [1 2]", a)
+		}
+		return nil
+	})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if st := f.mg.Status(); st.HeldResults != 1 || st.Held != 0 {
+			return fmt.Errorf("status %+v, want 1 result held and no task", st)
+		}
+		return nil
+	})
+	// Attempt 1 again is a duplicate: the newest result goes again.
+	send(1)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if a := attempts(); len(a) != 3 || a[2] != 2 {
+			return fmt.Errorf("results of attempts %v, want [1 2 2]", a)
+		}
+		return nil
+	})
+	f.Send(t, mgrID, &messages.Ack{IDs: []messages.TaskID{id}})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if st := f.mg.Status(); st.HeldResults != 0 {
+			return fmt.Errorf("status %+v, want no result held after the ack", st)
+		}
+		return nil
+	})
+}

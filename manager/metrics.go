@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,24 +22,116 @@ type metrics struct {
 	reportsSent     prometheus.Counter
 	interchangeLost prometheus.Counter
 	returned        prometheus.Counter
-	runTime         *prometheus.HistogramVec
-	// completedBy and runTimeBy are completed and runTime per final code,
-	// looked up once instead of per task.
+	runTime         *runTimes
+	// completedBy is completed per final code, looked up once instead of
+	// per task; endedN counts ends not yet added to it (loop only).
 	completedBy [8]prometheus.Counter
-	runTimeBy   [8]prometheus.Observer
+	endedN      [8]uint64
+	runs        [8]runCounts
+	dirty       bool
 }
 
 // ended counts a finished task of code c and how long it ran (ran < 0:
-// unknown).
+// unknown); flush publishes the counts.
 func (m *metrics) ended(c messages.TaskStatusCode, ran time.Duration) {
 	i := int(c) & 7
-	if m.completedBy[i] == nil {
-		st := string(c.State())
-		m.completedBy[i], m.runTimeBy[i] = m.completed.WithLabelValues(st), m.runTime.WithLabelValues(st)
+	m.dirty = true
+	m.endedN[i]++
+	r := &m.runs[i]
+	if r.buckets == nil {
+		// Shown from the first end of this code on, as a HistogramVec's
+		// child is.
+		r.buckets, r.created = make([]uint64, len(m.runTime.upper)+1), time.Now()
 	}
-	m.completedBy[i].Inc()
 	if ran >= 0 {
-		m.runTimeBy[i].Observe(ran.Seconds())
+		r.buckets[sort.SearchFloat64s(m.runTime.upper, ran.Seconds())]++
+		r.count++
+		r.sum += ran.Seconds()
+	}
+}
+
+// flush adds what ended counted to the metrics: once per loop turn, since
+// each update of a shared metric costs as much as the rest of a no-op.
+func (m *metrics) flush() {
+	if !m.dirty {
+		return
+	}
+	m.dirty = false
+	for i, n := range m.endedN {
+		if n == 0 {
+			continue
+		}
+		if m.completedBy[i] == nil {
+			m.completedBy[i] = m.completed.WithLabelValues(string(messages.TaskStatusCode(i).State()))
+		}
+		m.completedBy[i].Add(float64(n))
+		m.endedN[i] = 0
+	}
+	m.runTime.add(&m.runs)
+}
+
+// runCounts is a histogram of run times of one final code.
+type runCounts struct {
+	buckets []uint64 // not cumulative; the last one is above every bound
+	count   uint64
+	sum     float64
+	created time.Time
+}
+
+// runTimes is switchyard_manager_task_run_seconds, by final state; the
+// loop adds to it in batches.
+type runTimes struct {
+	desc  *prometheus.Desc
+	upper []float64
+	mu    sync.Mutex
+	by    [8]runCounts
+}
+
+func newRunTimes() *runTimes {
+	return &runTimes{upper: prometheus.ExponentialBuckets(0.00005, 4, 14),
+		desc: prometheus.NewDesc("switchyard_manager_task_run_seconds", "Time a worker spent on a task, by final state.", []string{"state"}, nil)}
+}
+
+// add moves the counts of add into r.
+func (r *runTimes) add(add *[8]runCounts) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range add {
+		a := &add[i]
+		h := &r.by[i]
+		if h.buckets == nil {
+			if a.buckets == nil {
+				continue
+			}
+			h.buckets, h.created = make([]uint64, len(r.upper)+1), a.created
+		}
+		for j, n := range a.buckets {
+			h.buckets[j] += n
+		}
+		h.count += a.count
+		h.sum += a.sum
+		clear(a.buckets)
+		a.count, a.sum = 0, 0
+	}
+}
+
+func (r *runTimes) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+func (r *runTimes) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.by {
+		h := &r.by[i]
+		if h.buckets == nil {
+			continue
+		}
+		cum := make(map[float64]uint64, len(r.upper))
+		n := uint64(0)
+		for j, b := range r.upper {
+			n += h.buckets[j]
+			cum[b] = n
+		}
+		ch <- prometheus.MustNewConstHistogramWithCreatedTimestamp(r.desc, h.count, h.sum, cum, h.created, string(messages.TaskStatusCode(i).State()))
 	}
 }
 
@@ -55,8 +149,7 @@ func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
 		reportsSent:     c("status_reports_sent_total", "ManagerStatusReports sent."),
 		interchangeLost: c("interchange_lost_total", "Times the interchange was declared lost."),
 		returned:        c("tasks_returned_total", "Tasks given back to the interchange unfinished while draining (same attempt)."),
-		runTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchyard_manager_task_run_seconds",
-			Help: "Time a worker spent on a task, by final state.", Buckets: prometheus.ExponentialBuckets(0.00005, 4, 14)}, []string{"state"}),
+		runTime:         newRunTimes(),
 	}
 	g := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchyard_manager_" + name, Help: help}, fn)

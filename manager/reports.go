@@ -13,14 +13,13 @@ import (
 const deltaDelay = 5 * time.Millisecond
 
 // started records that a worker started a task.
-func (l *loop) started(id messages.TaskID, at int64) {
-	t, ok := l.tasks[id]
-	if !ok || t.started {
+func (l *loop) started(t *mtask, at int64) {
+	if t.out || t.started {
 		return
 	}
 	t.started = true
 	t.code = messages.Running
-	l.deltas[id] = messages.Delta{ID: id, Code: messages.Running, Attempt: t.task.Attempt, At: at}
+	l.deltas[t.task.ID] = messages.Delta{ID: t.task.ID, Code: messages.Running, Attempt: t.task.Attempt, At: at}
 }
 
 // report sends the status report; it goes before any results.
@@ -31,12 +30,12 @@ func (l *loop) report(now time.Time) {
 	}
 	l.mg.serving.Measure(servingstate.Sample{Queued: len(l.pending), MemoryPercent: servingstate.MemoryPercent()}, now)
 	eff := l.mg.serving.Effective(now)
-	capacity := max(0, l.mg.opts.Workers+l.mg.opts.Prefetch-len(l.tasks))
+	capacity := max(0, l.mg.opts.Workers+l.mg.opts.Prefetch-l.nTasks)
 	if !eff.PushAllowed() || l.drain != nil {
 		capacity = 0
 	}
 	r := &messages.ManagerStatusReport{Workers: uint32(l.mg.opts.Workers), IdleWorkers: uint32(l.mg.idle()),
-		Capacity: uint32(capacity), Outstanding: uint32(len(l.tasks)), ServingState: eff}
+		Capacity: uint32(capacity), Outstanding: uint32(l.nTasks), ServingState: eff}
 	if len(l.deltas) > 0 {
 		r.Deltas = make([]messages.Delta, 0, len(l.deltas))
 		for _, d := range l.deltas {

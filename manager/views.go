@@ -21,8 +21,8 @@ type StatusView struct {
 
 func (l *loop) publishView(now time.Time) {
 	v := StatusView{ManagerID: l.mg.opts.ManagerID, Interchange: l.mg.opts.Interchange, Registered: l.up.Registered(),
-		Workers: l.mg.opts.Workers, IdleWorkers: l.mg.idle(), Prefetch: l.mg.opts.Prefetch, Held: len(l.tasks),
-		Pending: len(l.pending), HeldResults: l.results.Len(), ServingState: l.mg.serving.Effective(now).String(),
+		Workers: l.mg.opts.Workers, IdleWorkers: l.mg.idle(), Prefetch: l.mg.opts.Prefetch, Held: l.nTasks,
+		Pending: len(l.pending), HeldResults: l.results.len(), ServingState: l.mg.serving.Effective(now).String(),
 		Draining: l.drain != nil}
 	if seen := l.up.LastSeen(); !seen.IsZero() {
 		t := seen.UTC()

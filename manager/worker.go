@@ -177,10 +177,10 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		mg.busy.Add(1)
 		// The loop reports it running within a few milliseconds; a task
 		// that ends before then shows only in its result.
-		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.env, mg.py, func() { mg.mbox.Post(event{kind: evStarted, id: t.task.ID, at: at}) })
+		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.env, mg.py, func() { mg.mbox.Post(event{kind: evStarted, t: t, at: at}) })
 		mg.busy.Add(-1)
 		t.cancel(nil)
-		mg.mbox.Post(event{kind: evFinished, id: t.task.ID, result: r})
+		mg.mbox.Post(event{kind: evFinished, t: t, result: r})
 	}
 }
 
