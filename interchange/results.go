@@ -166,6 +166,19 @@ func (l *loop) resendDue(now time.Time, threshold time.Duration) int {
 	return n
 }
 
+// trimSent drops acknowledged results from the head of upSent, so the
+// tasks behind them are freed now, not at the next re-send check.
+func (l *loop) trimSent() {
+	i := 0
+	for i < len(l.upSent) && (l.upSent[i].t.res == nil || l.upSent[i].t.sentAt != l.upSent[i].at) {
+		i++
+	}
+	if i > 0 {
+		clear(l.upSent[:i])
+		l.upSent = l.upSent[i:]
+	}
+}
+
 // noteStatus records that t's state changed at at, for the next report.
 func (l *loop) noteStatus(t *itask, at int64) {
 	t.stAt = at

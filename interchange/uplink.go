@@ -39,6 +39,7 @@ func (l *loop) handleUpstream(frames [][]byte) {
 		for _, id := range m.IDs {
 			l.resultAcked(id)
 		}
+		l.trimSent()
 	case *messages.Command:
 		if rep := l.command(m); rep != nil {
 			l.up.TrySend(rep)

@@ -59,9 +59,10 @@ func runDemo(ctx context.Context, c *client.Client, ep string, n int, w io.Write
 		ids = append(ids, got...)
 	}
 	submitted := time.Since(start)
-	ts, err := waitAll(ctx, c, ids, 10*time.Minute, true)
+	wt, err := waitAll(ctx, c, ids, 10*time.Minute, true)
+	var ts []client.Task
 	if err == nil {
-		ts, err = fullTasks(ctx, c, ts)
+		ts, err = fullTasks(ctx, c, wt.tasks())
 	}
 	if err != nil {
 		return err

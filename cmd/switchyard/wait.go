@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -131,24 +132,26 @@ func stderrIsTerminal() bool {
 // ctx ends. It reads every task once, then only the ends the forwarder
 // reports after a cursor (GET /v1/tasks/ended), so waiting on a million
 // tasks costs about one small record per task. Unfinished tasks come back
-// as an *errUnfinished. The tasks returned carry id and state only;
-// fullTasks reads the rest.
-func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.Duration, showProgress bool) ([]client.Task, error) {
+// as an *errUnfinished. The waiter knows ids and states only; fullTasks
+// reads the rest.
+func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.Duration, showProgress bool) (*waiter, error) {
 	deadline := time.Now().Add(timeout)
 	if timeout == 0 {
 		deadline = time.Now().Add(100 * 365 * 24 * time.Hour)
 	}
 	if len(ids) == 1 {
-		return waitOne(ctx, c, ids[0], deadline, timeout, showProgress && stderrIsTerminal())
+		t, err := waitOne(ctx, c, ids[0], deadline, timeout, showProgress && stderrIsTerminal())
+		w := newWaiter(c, ids)
+		if t != nil {
+			w.ended(t.TaskID, t.State)
+		}
+		return w, err
 	}
 	var bar *progress
 	if showProgress {
 		bar = newProgress(len(ids))
 	}
-	w := &waiter{c: c, final: make(map[string]string, len(ids)), pending: make(map[string]struct{}, len(ids))}
-	for _, id := range ids {
-		w.pending[id] = struct{}{}
-	}
+	w := newWaiter(c, ids)
 	var cause error
 	// The cursor comes first: a task that ends after it is in the
 	// journal, one that ended before reads as ended below.
@@ -157,7 +160,7 @@ func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.D
 		err = w.census(ctx, ids)
 	}
 	cursor := page.Cursor
-	for err == nil && len(w.pending) > 0 {
+	for err == nil && w.pending > 0 {
 		if bar != nil {
 			bar.draw(w.counts(), false)
 		}
@@ -173,13 +176,10 @@ func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.D
 		if page.Reset {
 			// Too far behind, or the forwarder restarted: read the
 			// rest once more, then follow from the new cursor.
-			err = w.census(ctx, w.left(ids))
+			err = w.census(ctx, w.left())
 		}
 		for _, e := range page.Tasks {
-			if _, ok := w.pending[e.TaskID]; ok {
-				delete(w.pending, e.TaskID)
-				w.final[e.TaskID] = e.State
-			}
+			w.ended(e.TaskID, e.State)
 		}
 		cursor = page.Cursor
 	}
@@ -192,30 +192,76 @@ func waitAll(ctx context.Context, c *client.Client, ids []string, timeout time.D
 	if bar != nil {
 		bar.draw(w.counts(), true)
 	}
-	out := make([]client.Task, 0, len(w.final))
-	for _, id := range ids {
-		if st, ok := w.final[id]; ok {
-			out = append(out, client.Task{TaskID: id, State: st})
-		}
-	}
-	if len(w.pending) > 0 {
+	if w.pending > 0 {
 		if cause == nil {
 			cause = errors.New("stopped")
 		}
-		return out, &errUnfinished{pending: w.left(ids), total: len(ids), cause: cause}
+		return w, &errUnfinished{pending: w.left(), total: len(ids), cause: cause}
 	}
-	return out, nil
+	return w, nil
 }
 
 // forwarderMaxEnded is the most ends one GET /v1/tasks/ended returns.
 const forwarderMaxEnded = 100000
 
-// waiter is what waitAll knows: the final state of ended tasks and the
-// ids still pending.
+// waiter is what waitAll knows: the final state of each id, by position,
+// in a byte; a million ids cost their strings and one map entry each.
 type waiter struct {
 	c       *client.Client
-	final   map[string]string
-	pending map[string]struct{}
+	ids     []string
+	at      map[string]int32
+	state   []uint8 // 0 pending, else index+1 in states
+	states  []string
+	pending int
+}
+
+func newWaiter(c *client.Client, ids []string) *waiter {
+	w := &waiter{c: c, ids: ids, at: make(map[string]int32, len(ids)), state: make([]uint8, len(ids))}
+	for i, id := range ids {
+		if _, dup := w.at[id]; !dup {
+			w.at[id] = int32(i)
+			w.pending++
+		}
+	}
+	return w
+}
+
+// ended notes that id ended in state st (ids not waited for are ignored).
+func (w *waiter) ended(id, st string) {
+	i, ok := w.at[id]
+	if !ok || w.state[i] != 0 {
+		return
+	}
+	k := slices.Index(w.states, st)
+	if k < 0 {
+		if len(w.states) == 255 {
+			return
+		}
+		w.states = append(w.states, st)
+		k = len(w.states) - 1
+	}
+	w.state[i] = uint8(k + 1)
+	w.pending--
+}
+
+// final is the state id ended in ("" while pending).
+func (w *waiter) final(i int) string {
+	i = int(w.at[w.ids[i]])
+	if w.state[i] == 0 {
+		return ""
+	}
+	return w.states[w.state[i]-1]
+}
+
+// tasks is every ended task (id and state), in the order given.
+func (w *waiter) tasks() []client.Task {
+	out := make([]client.Task, 0, len(w.ids)-w.pending)
+	for i, id := range w.ids {
+		if st := w.final(i); st != "" {
+			out = append(out, client.Task{TaskID: id, State: st})
+		}
+	}
+	return out
 }
 
 // census reads which of ids ended; an unknown id is an error.
@@ -225,8 +271,7 @@ func (w *waiter) census(ctx context.Context, ids []string) error {
 		return err
 	}
 	for _, e := range cs.Ended {
-		delete(w.pending, e.TaskID)
-		w.final[e.TaskID] = e.State
+		w.ended(e.TaskID, e.State)
 	}
 	if unknown := cs.Unknown; len(unknown) > 0 {
 		if len(unknown) > 20 {
@@ -238,20 +283,25 @@ func (w *waiter) census(ctx context.Context, ids []string) error {
 }
 
 // left is the pending ids in the order given.
-func (w *waiter) left(ids []string) []string {
-	out := make([]string, 0, len(w.pending))
-	for _, id := range ids {
-		if _, ok := w.pending[id]; ok {
+func (w *waiter) left() []string {
+	out := make([]string, 0, w.pending)
+	for i, id := range w.ids {
+		if w.final(i) == "" {
 			out = append(out, id)
 		}
 	}
 	return out
 }
 
+// counts is how many tasks are in each state, pending included.
 func (w *waiter) counts() map[string]int {
-	counts := map[string]int{"pending": len(w.pending)}
-	for _, st := range w.final {
-		counts[st]++
+	n := make([]int, len(w.states)+1)
+	for _, x := range w.state {
+		n[x]++
+	}
+	counts := map[string]int{"pending": w.pending}
+	for k, st := range w.states {
+		counts[st] += n[k+1]
 	}
 	return counts
 }
@@ -267,7 +317,7 @@ func fullTasks(ctx context.Context, c *client.Client, ts []client.Task) ([]clien
 
 // waitOne long-polls one task; on a terminal it shows a spinner with the
 // task's state.
-func waitOne(ctx context.Context, c *client.Client, id string, deadline time.Time, timeout time.Duration, spin bool) ([]client.Task, error) {
+func waitOne(ctx context.Context, c *client.Client, id string, deadline time.Time, timeout time.Duration, spin bool) (*client.Task, error) {
 	var sp *spinner
 	if spin {
 		sp = startSpinner(os.Stderr, id)
@@ -292,7 +342,7 @@ func waitOne(ctx context.Context, c *client.Client, id string, deadline time.Tim
 			return nil, err
 		}
 		if t.Terminal() {
-			return []client.Task{t}, nil
+			return &t, nil
 		}
 		state = t.State
 		if sp != nil {
@@ -335,7 +385,7 @@ timeout, 1 for an unknown id, 130 on Ctrl-C.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			ts, werr := waitAll(ctx, c, ids, timeout, !quiet)
+			w, werr := waitAll(ctx, c, ids, timeout, !quiet)
 			var unf *errUnfinished
 			if errors.As(werr, &unf) && errors.Is(werr, context.Canceled) {
 				fmt.Fprintf(os.Stderr, "interrupted: %d of %d tasks not finished (they go on running); their ids follow on stdout\n",
@@ -348,20 +398,18 @@ timeout, 1 for an unknown id, 130 on Ctrl-C.`,
 			if werr != nil && unf == nil {
 				return werr
 			}
+			counts := w.counts()
 			if cf.asJSON {
-				if ts, err = fullTasks(ctx, c, ts); err != nil {
+				ts, err := fullTasks(ctx, c, w.tasks())
+				if err != nil {
 					return err
 				}
 				_ = printJSON(map[string]any{"tasks": ts})
 			} else if len(ids) <= 100 {
-				for _, t := range ts {
+				for _, t := range w.tasks() {
 					fmt.Printf("%s  %s\n", t.TaskID, t.State)
 				}
 			} else {
-				counts := map[string]int{}
-				for _, t := range ts {
-					counts[t.State]++
-				}
 				fmt.Printf("%d tasks: %d success, %d failed, %d cancelled\n", len(ids), counts["success"], counts["failed"], counts["cancelled"])
 			}
 			if unf != nil {
@@ -372,10 +420,8 @@ timeout, 1 for an unknown id, 130 on Ctrl-C.`,
 				}
 				return &exitError{exitTimeout, werr}
 			}
-			for _, t := range ts {
-				if t.State != "success" {
-					return exitf(exitTaskFailed, "some tasks did not succeed")
-				}
+			if counts["success"] != len(w.at) {
+				return exitf(exitTaskFailed, "some tasks did not succeed")
 			}
 			return nil
 		},
