@@ -91,6 +91,9 @@ func WriteText(w io.Writer, r *Report) error {
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%.2f\t%.1f µs\t%.0f%%\t%s\t%s\n", p.Name, pid, p.CPUSeconds, p.CPUMicrosPerTk, p.CPUPercent, peak, rss)
 		}
+		if tp := r.Throughput; tp != nil && tp.AllCPUMicrosPerTk > 0 {
+			fmt.Fprintf(tw, "  all + bench client\t\t\t%.1f µs\n", tp.AllCPUMicrosPerTk)
+		}
 		tw.Flush()
 	}
 	if s := r.Sims; s != nil {

@@ -28,6 +28,9 @@ type ThroughputResult struct {
 	EndedRequests   int     `json:"ended_requests"`
 	FirstFailure    string  `json:"first_failure,omitempty"`
 	BenchCPUSeconds float64 `json:"bench_client_cpu_seconds"`
+	// AllCPUMicrosPerTk is the CPU of every daemon and the bench client
+	// over the run, per task.
+	AllCPUMicrosPerTk float64 `json:"all_cpu_us_per_task,omitempty"`
 }
 
 // endedPage is the most ends one GET /v1/tasks/ended returns.
