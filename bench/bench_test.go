@@ -133,7 +133,10 @@ func TestStartedEndpoint(t *testing.T) {
 				t.Errorf("process %+v", p)
 			}
 		}
-		if rep.Raw == nil || rep.Raw.PerTask.Messages != 2000 || rep.FractionOfRaw <= 0 || len(rep.Targets) != 3 {
+		if tp.AllCPUMicrosPerTk <= 0 {
+			t.Errorf("CPU per task of all processes not measured: %+v", tp)
+		}
+		if rep.Raw == nil || rep.Raw.PerTask.Messages != 2000 || rep.FractionOfRaw <= 0 || len(rep.Targets) != 4 {
 			t.Errorf("raw %+v, fraction %g, targets %+v", rep.Raw, rep.FractionOfRaw, rep.Targets)
 		}
 		var text bytes.Buffer
