@@ -37,6 +37,9 @@ type Task struct {
 	UpdatedAt   time.Time
 	CompletedAt time.Time
 	Writes      uint32
+	// owner indexes Owner in taskTable.owners; set when the table takes
+	// the task.
+	owner uint32
 }
 
 // TaskView is the JSON form the API returns.
@@ -232,25 +235,42 @@ var endStates = [...]messages.TaskState{messages.StateUnknown, messages.StateSuc
 
 const maxOwners = 1<<28 - 1
 
+// endCode is the index of a final state in endStates, 0 for others.
+func endCode(st messages.TaskState) uint8 {
+	switch st {
+	case messages.StateSuccess:
+		return 1
+	case messages.StateFailed:
+		return 2
+	case messages.StateCancelled:
+		return 3
+	}
+	return 0
+}
+
+// ownerIndex names owner by its index in tt.owners, adding it if new;
+// tt.mu is held.
+func (tt *taskTable) ownerIndex(owner string) uint32 {
+	i, ok := tt.ownerIdx[owner]
+	if !ok {
+		i = uint32(len(tt.owners))
+		tt.owners = append(tt.owners, owner)
+		tt.ownerIdx[owner] = i
+	}
+	return i
+}
+
 // refOf makes a task's doneRef; tt.mu is held.
 func (tt *taskTable) refOf(t *Task) doneRef {
-	var code uint64
-	for i, st := range endStates {
-		if st == t.State {
-			code = uint64(i)
-		}
-	}
 	var sec uint64
 	if !t.CompletedAt.IsZero() && t.CompletedAt.Unix() > 0 {
 		sec = uint64(t.CompletedAt.Unix()) & (1<<34 - 1)
 	}
-	owner, ok := tt.ownerIdx[t.Owner]
-	if !ok && len(tt.owners) < maxOwners {
-		owner = uint32(len(tt.owners))
-		tt.owners = append(tt.owners, t.Owner)
-		tt.ownerIdx[t.Owner] = owner
+	owner := t.owner
+	if owner > maxOwners {
+		owner = 0
 	}
-	return doneRef{seq: t.Seq, end: sec<<30 | uint64(owner)<<2 | code}
+	return doneRef{seq: t.Seq, end: sec<<30 | uint64(owner)<<2 | uint64(endCode(t.State))}
 }
 
 func (r doneRef) state() messages.TaskState { return endStates[r.end&3] }
@@ -326,6 +346,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 		}
 		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
+		t.owner = tt.ownerIndex(t.Owner)
 		if t.State.Terminal() {
 			tt.done[t.ID] = tt.refOf(t)
 			return nil
@@ -444,7 +465,12 @@ func (tt *taskTable) add(ts []*Task, limit int) error {
 			return &errTooManyTasks{open: open, adding: len(ts), limit: limit}
 		}
 	}
-	for _, t := range ts {
+	owner, ownerName := uint32(0), ""
+	for i, t := range ts {
+		if i == 0 || t.Owner != ownerName {
+			owner, ownerName = tt.ownerIndex(t.Owner), t.Owner
+		}
+		t.owner = owner
 		tt.open[t.Owner]++
 		tt.seq++
 		t.Seq = tt.seq

@@ -258,7 +258,8 @@ func TestRawJSONMatchesEncoder(t *testing.T) {
 	j := newJournal(4)
 	for _, p := range []EndedPage{
 		{Cursor: j.cursor(0), Tasks: []EndedView{}},
-		{Cursor: j.cursor(7), Tasks: []EndedView{{TaskID: ids[0], State: messages.StateSuccess}, {TaskID: ids[1], State: messages.StateCancelled}}, More: true},
+		{Cursor: j.cursor(7), Tasks: []EndedView{{TaskID: messages.TaskID(uuid.MustParse(ids[0])), State: messages.StateSuccess},
+			{TaskID: messages.TaskID(uuid.MustParse(ids[1])), State: messages.StateCancelled}}, More: true},
 		{Cursor: j.cursor(9), Tasks: []EndedView{}, Reset: true},
 	} {
 		if got, want := string(p.appendJSON(nil)), enc(p); got != want {
