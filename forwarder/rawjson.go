@@ -21,13 +21,16 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 }
 
 // appendIDs writes {"task_ids":[...]} and a newline, as json.Encoder does.
-func appendIDs(b []byte, ids []string) []byte {
+func appendIDs(b []byte, ids []messages.TaskID) []byte {
+	if b == nil {
+		b = make([]byte, 0, 20+len(ids)*39)
+	}
 	b = append(b, `{"task_ids":[`...)
 	for i, id := range ids {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendQuote(b, id)
+		b = appendTaskID(b, id)
 	}
 	return append(b, "]}\n"...)
 }

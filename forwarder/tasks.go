@@ -122,7 +122,46 @@ func (f *Forwarder) openStore() (*store.Log, bool, error) {
 const recordVersion = 2
 
 func encodeTask(t *Task) store.Op {
-	w := binrec.Writer{B: make([]byte, 0, 64+len(t.Endpoint)+len(t.Spec)+len(t.Result)+len(t.Error))}
+	op, _ := encodeTaskIn(make([]byte, 0, recordBound(t)), t)
+	return op
+}
+
+// records are the store ops of one change to many tasks. Their keys and
+// values share a few buffers instead of taking two allocations each.
+type records struct {
+	ops   []store.Op
+	arena []byte
+	n     int // tasks expected, to size the buffers
+}
+
+// arenaChunk caps one shared buffer.
+const arenaChunk = 32 << 10
+
+func newRecords(n int) *records { return &records{ops: make([]store.Op, 0, n), n: n} }
+
+func (r *records) add(t *Task) {
+	need := recordBound(t)
+	if cap(r.arena)-len(r.arena) < need {
+		r.arena = make([]byte, 0, max(need, min(arenaChunk, need*(r.n-len(r.ops)))))
+	}
+	var op store.Op
+	op, r.arena = encodeTaskIn(r.arena, t)
+	r.ops = append(r.ops, op)
+}
+
+// recordBound is at least the size of t's key and record.
+func recordBound(t *Task) int {
+	return 8 + 128 + len(t.Endpoint) + len(t.Kind) + len(t.Spec) + len(t.State) + len(t.Result) + len(t.Error) + len(t.Owner)
+}
+
+func encodeTaskIn(arena []byte, t *Task) (store.Op, []byte) {
+	need := 8 + 128 + len(t.Endpoint) + len(t.Kind) + len(t.Spec) + len(t.State) + len(t.Result) + len(t.Error) + len(t.Owner)
+	if cap(arena)-len(arena) < need {
+		arena = make([]byte, 0, max(need, arenaChunk))
+	}
+	start := len(arena)
+	arena = binary.BigEndian.AppendUint64(arena, t.Seq)
+	w := binrec.Writer{B: arena}
 	w.Uvarint(recordVersion)
 	w.Bytes(t.ID[:])
 	w.String(t.Endpoint)
@@ -141,7 +180,9 @@ func encodeTask(t *Task) store.Op {
 	w.Varint(done)
 	w.Uvarint(uint64(t.Writes))
 	w.String(t.Owner)
-	return store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq), Value: w.B}
+	arena = w.B
+	end := len(arena)
+	return store.Op{Bucket: tasksBucket, Key: arena[start : start+8 : start+8], Value: arena[start+8 : end : end]}, arena
 }
 
 func seqKey(seq uint64) []byte {
@@ -409,10 +450,10 @@ func (tt *taskTable) readStored(seqs []uint64) ([]Task, []bool, error) {
 // endpoint are kept in memory only (ops nil): after a crash the endpoint
 // reports them again. Acceptance, cancellation, loss and the end are
 // stored.
-func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
+func (tt *taskTable) touch(t *Task, now time.Time, rec *records) {
 	t.UpdatedAt = now
 	tt.transitions.Add(1)
-	if ops != nil {
+	if rec != nil {
 		t.Writes++
 		tt.writes.Add(1)
 	}
@@ -426,8 +467,8 @@ func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
 		}
 		tt.journal.record(t)
 	}
-	if tt.st != nil && ops != nil {
-		*ops = append(*ops, encodeTask(t))
+	if tt.st != nil && rec != nil {
+		rec.add(t)
 	}
 }
 
@@ -457,7 +498,7 @@ func (tt *taskTable) storeErr() error {
 // have not ended.
 func (tt *taskTable) add(ts []*Task, limit int) error {
 	now := time.Now()
-	var ops []store.Op
+	rec := newRecords(len(ts))
 	tt.mu.Lock()
 	if len(ts) > 0 && limit > 0 {
 		if open := tt.open[ts[0].Owner]; open+len(ts) > limit {
@@ -476,13 +517,13 @@ func (tt *taskTable) add(ts []*Task, limit int) error {
 		t.Seq = tt.seq
 		tt.tasks[t.ID] = t
 		tt.byState[t.State].Add(1)
-		tt.touch(t, now, &ops)
+		tt.touch(t, now, rec)
 	}
 	tt.mu.Unlock()
 	if tt.st == nil {
 		return nil
 	}
-	err := tt.st.WriteSync(ops)
+	err := tt.st.WriteSync(rec.ops)
 	if err == nil {
 		return nil
 	}
@@ -595,7 +636,6 @@ func (tt *taskTable) forSend(ids []messages.TaskID, out []messages.Task) ([]mess
 // returns how many were stale or regressing.
 func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored int) {
 	now := time.Now()
-	var ops []store.Op
 	tt.mu.Lock()
 	for i := range ds {
 		d := &ds[i]
@@ -621,7 +661,6 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 		}
 	}
 	tt.mu.Unlock()
-	tt.persist(ops, nil)
 	return ignored
 }
 
@@ -629,8 +668,8 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 // done once they are durable.
 func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdicts []messages.Verdict, done func(error)) []messages.Verdict {
 	now := time.Now()
-	var ops []store.Op
-	var ended []messages.TaskID
+	rec := newRecords(len(rs))
+	ended := make([]messages.TaskID, 0, len(rs))
 	tt.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
@@ -667,11 +706,11 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 				tt.endLatency(now.Sub(t.CreatedAt))
 			}
 		}
-		tt.touch(t, now, &ops)
+		tt.touch(t, now, rec)
 		ended = append(ended, t.ID)
 	}
 	tt.mu.Unlock()
-	tt.persist(ops, func(err error) {
+	tt.persist(rec.ops, func(err error) {
 		if err == nil {
 			tt.retire(ended)
 		}
@@ -687,7 +726,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 // returns once the change is durable.
 func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, error) {
 	now := time.Now()
-	var ops []store.Op
+	rec := newRecords(len(ids))
 	out := make([]Task, len(ids))
 	known := make([]bool, len(ids))
 	changed := make([]bool, len(ids))
@@ -706,7 +745,7 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 		if !t.State.Terminal() {
 			tt.move(t, messages.StateCancelled)
 			t.Error = "cancelled by request"
-			tt.touch(t, now, &ops)
+			tt.touch(t, now, rec)
 			changed[i] = true
 			ended = append(ended, id)
 		}
@@ -724,8 +763,8 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 		}
 	}
 	var err error
-	if tt.st != nil && len(ops) > 0 {
-		if err = tt.st.WriteSync(ops); err == nil {
+	if tt.st != nil && len(rec.ops) > 0 {
+		if err = tt.st.WriteSync(rec.ops); err == nil {
 			tt.retire(ended)
 		}
 	}
@@ -736,7 +775,7 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 // as failed with reason, and returns how many once that is durable.
 func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 	now := time.Now()
-	var ops []store.Op
+	rec := newRecords(0)
 	var ended []messages.TaskID
 	tt.mu.Lock()
 	for _, t := range tt.tasks {
@@ -745,14 +784,14 @@ func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 		}
 		tt.move(t, messages.StateFailed)
 		t.Error = reason
-		tt.touch(t, now, &ops)
+		tt.touch(t, now, rec)
 		ended = append(ended, t.ID)
 	}
 	tt.mu.Unlock()
-	if tt.st == nil || len(ops) == 0 {
+	if tt.st == nil || len(rec.ops) == 0 {
 		return len(ended), nil
 	}
-	err := tt.st.WriteSync(ops)
+	err := tt.st.WriteSync(rec.ops)
 	if err == nil {
 		tt.retire(ended)
 	}
@@ -764,7 +803,7 @@ func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 func (tt *taskTable) endpointLost(ids []messages.TaskID) []messages.TaskID {
 	now := time.Now()
 	out := ids[:0]
-	var ops []store.Op
+	rec := newRecords(len(ids))
 	tt.mu.Lock()
 	for _, id := range ids {
 		t, ok := tt.tasks[id]
@@ -773,12 +812,12 @@ func (tt *taskTable) endpointLost(ids []messages.TaskID) []messages.TaskID {
 		}
 		if messages.Transition(t.State, messages.StateWaitingForEndpoint, messages.EventLost) {
 			tt.move(t, messages.StateWaitingForEndpoint)
-			tt.touch(t, now, &ops)
+			tt.touch(t, now, rec)
 		}
 		out = append(out, id)
 	}
 	tt.mu.Unlock()
-	tt.persist(ops, nil)
+	tt.persist(rec.ops, nil)
 	return out
 }
 

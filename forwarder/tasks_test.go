@@ -245,8 +245,8 @@ func TestRawJSONMatchesEncoder(t *testing.T) {
 		_ = json.NewEncoder(&b).Encode(v)
 		return b.String()
 	}
-	ids := []string{uuid.NewString(), uuid.NewString()}
-	for _, list := range [][]string{nil, ids[:1], ids} {
+	ids := []messages.TaskID{messages.TaskID(uuid.New()), messages.TaskID(uuid.New())}
+	for _, list := range [][]messages.TaskID{nil, ids[:1], ids} {
 		want := enc(map[string]any{"task_ids": list})
 		if list == nil {
 			want = `{"task_ids":[]}` + "\n"
@@ -258,8 +258,7 @@ func TestRawJSONMatchesEncoder(t *testing.T) {
 	j := newJournal(4)
 	for _, p := range []EndedPage{
 		{Cursor: j.cursor(0), Tasks: []EndedView{}},
-		{Cursor: j.cursor(7), Tasks: []EndedView{{TaskID: messages.TaskID(uuid.MustParse(ids[0])), State: messages.StateSuccess},
-			{TaskID: messages.TaskID(uuid.MustParse(ids[1])), State: messages.StateCancelled}}, More: true},
+		{Cursor: j.cursor(7), Tasks: []EndedView{{TaskID: ids[0], State: messages.StateSuccess}, {TaskID: ids[1], State: messages.StateCancelled}}, More: true},
 		{Cursor: j.cursor(9), Tasks: []EndedView{}, Reset: true},
 	} {
 		if got, want := string(p.appendJSON(nil)), enc(p); got != want {
