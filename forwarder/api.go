@@ -216,7 +216,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		state = messages.StateWaitingForEndpoint
 	}
 	now := time.Now()
-	ts := make([]*Task, len(specs))
+	ts := make([]*entry, len(specs))
 	ids := make([]messages.TaskID, len(specs))
 	for i, s := range specs {
 		u, err := uuid.NewRandom()
@@ -225,7 +225,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id := messages.TaskID(u)
-		ts[i] = &Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now}
+		ts[i] = &entry{Task: Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now}}
 		ids[i] = id
 	}
 	if err := f.tasks.add(ts, f.opts.MaxTasksPerUser); err != nil {
@@ -245,7 +245,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeRaw(w, http.StatusAccepted, appendIDs(nil, ids))
 		return
 	}
-	f.mbox.Post(event{kind: evSubmitted, ep: epID, ids: ids})
+	f.mbox.Post(event{kind: evSubmitted, ep: epID, tasks: ts})
 	writeRaw(w, http.StatusAccepted, appendIDs(nil, ids))
 }
 

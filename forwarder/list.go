@@ -58,8 +58,8 @@ func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool)
 	tt.mu.RLock()
 	var hits []*Task
 	for _, t := range tt.tasks {
-		if t.Seq > after && tf.match(t) {
-			hits = append(hits, t)
+		if t.Seq > after && tf.match(&t.Task) {
+			hits = append(hits, &t.Task)
 		}
 	}
 	slices.SortFunc(hits, func(a, b *Task) int { return cmp.Compare(a.Seq, b.Seq) })
@@ -87,7 +87,7 @@ func (tt *taskTable) listStored(tf TaskFilter, after uint64, limit int) ([]Task,
 		live, inMemory := tt.tasks[t.ID]
 		_, retired := tt.done[t.ID]
 		if inMemory {
-			*t = *live
+			*t = live.Task
 		}
 		tt.mu.RUnlock()
 		if (!inMemory && !retired) || !tf.match(t) {

@@ -42,6 +42,19 @@ type Task struct {
 	owner uint32
 }
 
+// entry is a task in the table. Task is guarded by taskTable.mu; sentAt
+// belongs to the loop, which holds entries in its own tables and so finds
+// a task by id once on each path instead of once in every table.
+type entry struct {
+	Task
+	// gone: the task has left tt.tasks (retired, pruned or not stored);
+	// under tt.mu.
+	gone bool
+	// sentAt is when the loop pushed the task, until the interchange
+	// acknowledges it (then 0); the loop's alone.
+	sentAt int64
+}
+
 // TaskView is the JSON form the API returns.
 type TaskView struct {
 	TaskID      string             `json:"task_id"`
@@ -240,7 +253,7 @@ func decodeTask(k, v []byte) (*Task, error) {
 // RAM each, not kilobytes.
 type taskTable struct {
 	mu      sync.RWMutex
-	tasks   map[messages.TaskID]*Task // not ended, or ended but not yet durable
+	tasks   map[messages.TaskID]*entry // not ended, or ended but not yet durable
 	done    map[messages.TaskID]doneRef
 	waiters map[messages.TaskID]chan struct{}
 	writes  atomic.Uint64 // stored state changes
@@ -363,7 +376,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 }
 
 func newTaskTable(st *store.Log, log *logrus.Entry) *taskTable {
-	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, tasks: make(map[messages.TaskID]*Task), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
+	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, tasks: make(map[messages.TaskID]*entry), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
@@ -374,12 +387,12 @@ func newTaskTable(st *store.Log, log *logrus.Entry) *taskTable {
 
 // load reads the store and returns the unfinished tasks per endpoint in
 // acceptance order.
-func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID, err error) {
-	unfinished = map[string][]messages.TaskID{}
+func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err error) {
+	unfinished = map[string][]*entry{}
 	if tt.st == nil {
 		return 0, unfinished, nil
 	}
-	var open []*Task
+	var open []*entry
 	err = tt.st.ForEach(tasksBucket, func(k, v []byte) error {
 		t, err := decodeTask(k, v)
 		if err != nil {
@@ -392,8 +405,9 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 			tt.done[t.ID] = tt.refOf(t)
 			return nil
 		}
-		tt.tasks[t.ID] = t
-		open = append(open, t)
+		e := &entry{Task: *t}
+		tt.tasks[t.ID] = e
+		open = append(open, e)
 		tt.open[t.Owner]++
 		return nil
 	})
@@ -401,23 +415,24 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 		return 0, nil, err
 	}
 	sort.Slice(open, func(i, j int) bool { return open[i].Seq < open[j].Seq })
-	for _, t := range open {
-		unfinished[t.Endpoint] = append(unfinished[t.Endpoint], t.ID)
+	for _, e := range open {
+		unfinished[e.Endpoint] = append(unfinished[e.Endpoint], e)
 	}
 	return len(tt.tasks) + len(tt.done), unfinished, nil
 }
 
-// retire drops from memory all but a doneRef of the tasks of ids whose end
-// is now durable.
-func (tt *taskTable) retire(ids []messages.TaskID) {
-	if tt.st == nil || len(ids) == 0 {
+// retire drops from memory all but a doneRef of the tasks whose end is
+// now durable.
+func (tt *taskTable) retire(es []*entry) {
+	if tt.st == nil || len(es) == 0 {
 		return
 	}
 	tt.mu.Lock()
-	for _, id := range ids {
-		if t, ok := tt.tasks[id]; ok && t.State.Terminal() {
-			tt.done[id] = tt.refOf(t)
-			delete(tt.tasks, id)
+	for _, e := range es {
+		if !e.gone && e.State.Terminal() {
+			tt.done[e.ID] = tt.refOf(&e.Task)
+			delete(tt.tasks, e.ID)
+			e.gone = true
 		}
 	}
 	tt.mu.Unlock()
@@ -496,7 +511,7 @@ func (tt *taskTable) storeErr() error {
 // add stores new tasks of one owner and returns once they are durable; on
 // failure they are removed again. limit > 0 caps the owner's tasks that
 // have not ended.
-func (tt *taskTable) add(ts []*Task, limit int) error {
+func (tt *taskTable) add(ts []*entry, limit int) error {
 	now := time.Now()
 	rec := newRecords(len(ts))
 	tt.mu.Lock()
@@ -517,7 +532,7 @@ func (tt *taskTable) add(ts []*Task, limit int) error {
 		t.Seq = tt.seq
 		tt.tasks[t.ID] = t
 		tt.byState[t.State].Add(1)
-		tt.touch(t, now, rec)
+		tt.touch(&t.Task, now, rec)
 	}
 	tt.mu.Unlock()
 	if tt.st == nil {
@@ -531,9 +546,10 @@ func (tt *taskTable) add(ts []*Task, limit int) error {
 	tt.mu.Lock()
 	for _, t := range ts {
 		delete(tt.tasks, t.ID)
+		t.gone = true
 		tt.byState[t.State].Add(-1)
 		if !t.State.Terminal() {
-			tt.closeOwned(t)
+			tt.closeOwned(&t.Task)
 		}
 		undo = append(undo, store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq)})
 	}
@@ -556,7 +572,7 @@ func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
 	tt.mu.RLock()
 	for i, id := range ids {
 		if t, ok := tt.tasks[id]; ok {
-			out[i], found[i] = *t, true
+			out[i], found[i] = t.Task, true
 		} else if r, ok := tt.done[id]; ok {
 			at = append(at, i)
 			seqs = append(seqs, r.seq)
@@ -611,25 +627,25 @@ func (tt *taskTable) len() int {
 	return len(tt.tasks) + len(tt.done)
 }
 
-// forSend returns the tasks of ids that still need sending, skipping
-// cancelled or finished ones, up to one batch's worth of payload bytes; it
-// also says how many ids it used.
-func (tt *taskTable) forSend(ids []messages.TaskID, out []messages.Task) ([]messages.Task, int) {
+// forSend returns the tasks of es that still need sending, skipping
+// cancelled or finished ones, up to one batch's worth of payload bytes,
+// and appends their entries to sent; it also says how many of es it used.
+func (tt *taskTable) forSend(es []*entry, out []messages.Task, sent []*entry) ([]messages.Task, []*entry, int) {
 	size := 0
 	tt.mu.RLock()
 	defer tt.mu.RUnlock()
-	for i, id := range ids {
-		t, ok := tt.tasks[id]
-		if !ok || t.State.Terminal() {
+	for i, t := range es {
+		if t.gone || t.State.Terminal() {
 			continue
 		}
 		size += len(t.Spec) + 32
 		if len(out) > 0 && size > messages.MaxBatchBytes {
-			return out, i
+			return out, sent, i
 		}
-		out = append(out, messages.Task{ID: id, Attempt: t.Attempts, Payload: t.Spec})
+		out = append(out, messages.Task{ID: t.ID, Attempt: t.Attempts, Payload: t.Spec})
+		sent = append(sent, t)
 	}
-	return out, len(ids)
+	return out, sent, len(es)
 }
 
 // applyDeltas moves tasks forward as the endpoint reports them and
@@ -652,9 +668,9 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 		}
 		switch messages.Apply(t.State, t.Attempts, to, d.Attempt) {
 		case messages.Applied:
-			tt.move(t, to)
+			tt.move(&t.Task, to)
 			t.Attempts = d.Attempt
-			tt.touch(t, now, nil)
+			tt.touch(&t.Task, now, nil)
 		case messages.Same:
 		default:
 			ignored++
@@ -665,16 +681,24 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 }
 
 // completeBatch stores results (the first terminal state wins) and calls
-// done once they are durable.
-func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdicts []messages.Verdict, done func(error)) []messages.Verdict {
+// done once they are durable. es, when not nil, holds the entries of the
+// results' tasks that the caller knows, nil for the others.
+func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*entry, verdicts []messages.Verdict, done func(error)) []messages.Verdict {
 	now := time.Now()
 	rec := newRecords(len(rs))
-	ended := make([]messages.TaskID, 0, len(rs))
+	ended := make([]*entry, 0, len(rs))
 	tt.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
 		to := r.Code.State()
-		t, ok := tt.tasks[r.ID]
+		var t *entry
+		if es != nil {
+			t = es[i]
+		}
+		ok := t != nil && !t.gone
+		if t == nil {
+			t, ok = tt.tasks[r.ID]
+		}
 		if !ok {
 			// A result again for a task whose end is stored: the
 			// interchange missed our ack.
@@ -694,7 +718,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 		if v != messages.Applied {
 			continue
 		}
-		tt.move(t, to)
+		tt.move(&t.Task, to)
 		t.Attempts = r.Attempt
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
@@ -706,8 +730,8 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 				tt.endLatency(now.Sub(t.CreatedAt))
 			}
 		}
-		tt.touch(t, now, rec)
-		ended = append(ended, t.ID)
+		tt.touch(&t.Task, now, rec)
+		ended = append(ended, t)
 	}
 	tt.mu.Unlock()
 	tt.persist(rec.ops, func(err error) {
@@ -730,7 +754,7 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 	out := make([]Task, len(ids))
 	known := make([]bool, len(ids))
 	changed := make([]bool, len(ids))
-	var ended []messages.TaskID
+	var ended []*entry
 	var stored []int
 	tt.mu.Lock()
 	for i, id := range ids {
@@ -743,13 +767,13 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 		}
 		known[i] = true
 		if !t.State.Terminal() {
-			tt.move(t, messages.StateCancelled)
+			tt.move(&t.Task, messages.StateCancelled)
 			t.Error = "cancelled by request"
-			tt.touch(t, now, rec)
+			tt.touch(&t.Task, now, rec)
 			changed[i] = true
-			ended = append(ended, id)
+			ended = append(ended, t)
 		}
-		out[i] = *t
+		out[i] = t.Task
 	}
 	tt.mu.Unlock()
 	if len(stored) > 0 {
@@ -776,16 +800,16 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 	now := time.Now()
 	rec := newRecords(0)
-	var ended []messages.TaskID
+	var ended []*entry
 	tt.mu.Lock()
 	for _, t := range tt.tasks {
 		if t.Endpoint != endpoint || t.State.Terminal() {
 			continue
 		}
-		tt.move(t, messages.StateFailed)
+		tt.move(&t.Task, messages.StateFailed)
 		t.Error = reason
-		tt.touch(t, now, rec)
-		ended = append(ended, t.ID)
+		tt.touch(&t.Task, now, rec)
+		ended = append(ended, t)
 	}
 	tt.mu.Unlock()
 	if tt.st == nil || len(rec.ops) == 0 {
@@ -800,21 +824,20 @@ func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 
 // endpointLost moves the endpoint's unfinished tasks back to
 // waiting-for-endpoint and returns them for re-sending.
-func (tt *taskTable) endpointLost(ids []messages.TaskID) []messages.TaskID {
+func (tt *taskTable) endpointLost(es []*entry) []*entry {
 	now := time.Now()
-	out := ids[:0]
-	rec := newRecords(len(ids))
+	out := es[:0]
+	rec := newRecords(len(es))
 	tt.mu.Lock()
-	for _, id := range ids {
-		t, ok := tt.tasks[id]
-		if !ok || t.State.Terminal() {
+	for _, t := range es {
+		if t.gone || t.State.Terminal() {
 			continue
 		}
 		if messages.Transition(t.State, messages.StateWaitingForEndpoint, messages.EventLost) {
-			tt.move(t, messages.StateWaitingForEndpoint)
-			tt.touch(t, now, rec)
+			tt.move(&t.Task, messages.StateWaitingForEndpoint)
+			tt.touch(&t.Task, now, rec)
 		}
-		out = append(out, id)
+		out = append(out, t)
 	}
 	tt.mu.Unlock()
 	tt.persist(rec.ops, nil)
@@ -830,7 +853,7 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 		return tt.get(id)
 	}
 	if t.State.Terminal() {
-		c := *t
+		c := t.Task
 		tt.mu.Unlock()
 		return c, true
 	}
@@ -871,6 +894,7 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 	for id, t := range tt.tasks {
 		if t.State.Terminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(cutoff) {
 			delete(tt.tasks, id)
+			t.gone = true
 			tt.byState[t.State].Add(-1)
 			n++
 			if tt.st != nil {

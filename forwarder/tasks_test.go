@@ -31,11 +31,11 @@ func openTable(t *testing.T, path string) (*taskTable, *store.Log) {
 	return tt, st
 }
 
-func newTasks(n int, owner string) []*Task {
-	ts := make([]*Task, n)
+func newTasks(n int, owner string) []*entry {
+	ts := make([]*entry, n)
 	for i := range ts {
-		ts[i] = &Task{ID: messages.TaskID(uuid.New()), Endpoint: "ep", Owner: owner, Kind: "noop",
-			Spec: []byte(`{"kind":"noop"}`), State: messages.StateReceived}
+		ts[i] = &entry{Task: Task{ID: messages.TaskID(uuid.New()), Endpoint: "ep", Owner: owner, Kind: "noop",
+			Spec: []byte(`{"kind":"noop"}`), State: messages.StateReceived}}
 	}
 	return ts
 }
@@ -54,7 +54,7 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 		rs = append(rs, messages.Result{ID: task.ID, Code: messages.Success, Payload: []byte(`"out-` + task.ID.String()[:4] + `"`)})
 	}
 	acked := make(chan error, 1)
-	tt.completeBatch("ep", rs, nil, func(err error) { acked <- err })
+	tt.completeBatch("ep", rs, nil, nil, func(err error) { acked <- err })
 	if err := <-acked; err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 	check(tt)
 
 	// A result again for a retired task is a duplicate, acked as before.
-	if v := tt.completeBatch("ep", rs[:1], nil, nil); v[0] != messages.Same {
+	if v := tt.completeBatch("ep", rs[:1], nil, nil, nil); v[0] != messages.Same {
 		t.Fatalf("repeated result: verdict %v, want Same", v[0])
 	}
 	// Cancelling a retired task leaves it and says what it is.
@@ -174,7 +174,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 						rs[i] = messages.Result{ID: t.ID, Code: messages.Success, Payload: []byte(`{"exit_code":0,"stdout":"ok\n","stderr":""}`)}
 					}
 					done := make(chan error, 1)
-					tt.completeBatch("ep", rs, nil, func(err error) { done <- err })
+					tt.completeBatch("ep", rs, nil, nil, func(err error) { done <- err })
 					if err := <-done; err != nil {
 						b.Fatal(err)
 					}
@@ -215,7 +215,7 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	ts := newTasks(2, "alice")
 	ts[0].Seq, ts[1].Seq = 1, 2
 	ts[0].State, ts[0].Result, ts[0].CompletedAt = messages.StateSuccess, []byte(`"done"`), time.Now()
-	if err := db.WriteSync([]store.Op{encodeTask(ts[0]), encodeTask(ts[1])}); err != nil {
+	if err := db.WriteSync([]store.Op{encodeTask(&ts[0].Task), encodeTask(&ts[1].Task)}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -227,7 +227,7 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	defer f.res.Close()
 	tt := newTaskTable(st, logx.Discard())
 	total, unfinished, err := tt.load()
-	if err != nil || total != 2 || len(unfinished["ep"]) != 1 || unfinished["ep"][0] != ts[1].ID {
+	if err != nil || total != 2 || len(unfinished["ep"]) != 1 || unfinished["ep"][0].ID != ts[1].ID {
 		t.Fatalf("load: %d tasks, unfinished %v, %v", total, unfinished, err)
 	}
 	if got, ok := tt.get(ts[0].ID); !ok || string(got.Result) != `"done"` || got.Owner != "alice" {
