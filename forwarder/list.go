@@ -57,8 +57,8 @@ func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool)
 	}
 	tt.mu.RLock()
 	var hits []*Task
-	for _, t := range tt.tasks {
-		if t.Seq > after && tf.match(&t.Task) {
+	for _, t := range tt.live {
+		if t != nil && t.Seq > after && tf.match(&t.Task) {
 			hits = append(hits, &t.Task)
 		}
 	}
@@ -84,8 +84,9 @@ func (tt *taskTable) listStored(tf TaskFilter, after uint64, limit int) ([]Task,
 			return false, fmt.Errorf("task record %x: %w", k, err)
 		}
 		tt.mu.RLock()
-		live, inMemory := tt.tasks[t.ID]
-		_, retired := tt.done[t.ID]
+		live, _, known := tt.find(t.ID)
+		inMemory := live != nil
+		retired := known && !inMemory
 		if inMemory {
 			*t = live.Task
 		}

@@ -47,9 +47,10 @@ type Task struct {
 // a task by id once on each path instead of once in every table.
 type entry struct {
 	Task
-	// gone: the task has left tt.tasks (retired, pruned or not stored);
+	// gone: the task has left tt.live (retired, pruned or not stored);
 	// under tt.mu.
 	gone bool
+	slot uint32 // in tt.live, under tt.mu
 	// sentAt is when the loop pushed the task, until the interchange
 	// acknowledges it (then 0); the loop's alone.
 	sentAt int64
@@ -252,9 +253,14 @@ func decodeTask(k, v []byte) (*Task, error) {
 // asked for, so tasks kept for the retention time cost tens of bytes of
 // RAM each, not kilobytes.
 type taskTable struct {
-	mu      sync.RWMutex
-	tasks   map[messages.TaskID]*entry // not ended, or ended but not yet durable
-	done    map[messages.TaskID]doneRef
+	mu sync.RWMutex
+	// index holds every task, each once for its whole life: a doneRef
+	// when its end is durable, else a ref to its entry in live (not
+	// ended, or ended but not yet durable), so retiring a task rewrites
+	// its slot in place.
+	index   map[messages.TaskID]doneRef
+	live    []*entry // by slot; nil slots are in free
+	free    []uint32
 	waiters map[messages.TaskID]chan struct{}
 	writes  atomic.Uint64 // stored state changes
 	// transitions counts every state change, stored or not.
@@ -276,7 +282,8 @@ type taskTable struct {
 }
 
 // doneRef is what stays in memory of a task whose end is stored: 16
-// bytes, about 50 with the map's share.
+// bytes, about 50 with the map's share. Final states code 1 to 3; code 0
+// marks a live task, whose slot in taskTable.live is in seq.
 type doneRef struct {
 	seq uint64
 	// end packs the completion time (unix seconds, 0 if unknown; 34
@@ -329,6 +336,38 @@ func (tt *taskTable) refOf(t *Task) doneRef {
 
 func (r doneRef) state() messages.TaskState { return endStates[r.end&3] }
 
+func (r doneRef) isLive() bool { return r.end&3 == 0 }
+
+// find returns the live entry of id, or else its doneRef (known says
+// there is one); tt.mu is held.
+func (tt *taskTable) find(id messages.TaskID) (e *entry, r doneRef, known bool) {
+	r, known = tt.index[id]
+	if known && r.isLive() {
+		return tt.live[r.seq], r, true
+	}
+	return nil, r, known
+}
+
+// insert makes e a live task; tt.mu is held.
+func (tt *taskTable) insert(e *entry) {
+	if n := len(tt.free); n > 0 {
+		e.slot = tt.free[n-1]
+		tt.free = tt.free[:n-1]
+		tt.live[e.slot] = e
+	} else {
+		e.slot = uint32(len(tt.live))
+		tt.live = append(tt.live, e)
+	}
+	tt.index[e.ID] = doneRef{seq: uint64(e.slot)}
+}
+
+// unlive frees e's slot; the caller rewrites or deletes its index entry.
+func (tt *taskTable) unlive(e *entry) {
+	tt.live[e.slot] = nil
+	tt.free = append(tt.free, e.slot)
+	e.gone = true
+}
+
 // completed is the completion time in unix seconds, 0 if unknown.
 func (r doneRef) completed() int64 { return int64(r.end >> 30) }
 
@@ -376,7 +415,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 }
 
 func newTaskTable(st *store.Log, log *logrus.Entry) *taskTable {
-	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, tasks: make(map[messages.TaskID]*entry), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
+	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, index: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
@@ -402,11 +441,11 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		tt.seq = max(tt.seq, t.Seq)
 		t.owner = tt.ownerIndex(t.Owner)
 		if t.State.Terminal() {
-			tt.done[t.ID] = tt.refOf(t)
+			tt.index[t.ID] = tt.refOf(t)
 			return nil
 		}
 		e := &entry{Task: *t}
-		tt.tasks[t.ID] = e
+		tt.insert(e)
 		open = append(open, e)
 		tt.open[t.Owner]++
 		return nil
@@ -418,7 +457,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 	for _, e := range open {
 		unfinished[e.Endpoint] = append(unfinished[e.Endpoint], e)
 	}
-	return len(tt.tasks) + len(tt.done), unfinished, nil
+	return len(tt.index), unfinished, nil
 }
 
 // retire drops from memory all but a doneRef of the tasks whose end is
@@ -430,9 +469,8 @@ func (tt *taskTable) retire(es []*entry) {
 	tt.mu.Lock()
 	for _, e := range es {
 		if !e.gone && e.State.Terminal() {
-			tt.done[e.ID] = tt.refOf(&e.Task)
-			delete(tt.tasks, e.ID)
-			e.gone = true
+			tt.index[e.ID] = tt.refOf(&e.Task)
+			tt.unlive(e)
 		}
 	}
 	tt.mu.Unlock()
@@ -530,7 +568,7 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 		tt.open[t.Owner]++
 		tt.seq++
 		t.Seq = tt.seq
-		tt.tasks[t.ID] = t
+		tt.insert(t)
 		tt.byState[t.State].Add(1)
 		tt.touch(&t.Task, now, rec)
 	}
@@ -545,8 +583,8 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 	var undo []store.Op
 	tt.mu.Lock()
 	for _, t := range ts {
-		delete(tt.tasks, t.ID)
-		t.gone = true
+		delete(tt.index, t.ID)
+		tt.unlive(t)
 		tt.byState[t.State].Add(-1)
 		if !t.State.Terminal() {
 			tt.closeOwned(&t.Task)
@@ -571,9 +609,9 @@ func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
 	var seqs []uint64
 	tt.mu.RLock()
 	for i, id := range ids {
-		if t, ok := tt.tasks[id]; ok {
+		if t, r, ok := tt.find(id); t != nil {
 			out[i], found[i] = t.Task, true
-		} else if r, ok := tt.done[id]; ok {
+		} else if ok {
 			at = append(at, i)
 			seqs = append(seqs, r.seq)
 		}
@@ -599,9 +637,9 @@ func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, o
 	var retired []messages.TaskID
 	tt.mu.RLock()
 	for _, id := range ids {
-		if t, ok := tt.tasks[id]; ok {
+		if t, r, ok := tt.find(id); t != nil {
 			fn(id, t.Owner, t.State, true)
-		} else if r, ok := tt.done[id]; ok {
+		} else if ok {
 			if owner, ok := tt.owner(r); ok {
 				fn(id, owner, r.state(), true)
 			} else {
@@ -624,7 +662,7 @@ func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, o
 func (tt *taskTable) len() int {
 	tt.mu.RLock()
 	defer tt.mu.RUnlock()
-	return len(tt.tasks) + len(tt.done)
+	return len(tt.index)
 }
 
 // forSend returns the tasks of es that still need sending, skipping
@@ -656,8 +694,8 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 	for i := range ds {
 		d := &ds[i]
 		to := d.Code.State()
-		t, ok := tt.tasks[d.ID]
-		if !ok || t.Endpoint != endpoint {
+		t, _, _ := tt.find(d.ID)
+		if t == nil || t.Endpoint != endpoint {
 			ignored++
 			continue
 		}
@@ -695,15 +733,16 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*
 		if es != nil {
 			t = es[i]
 		}
-		ok := t != nil && !t.gone
-		if t == nil {
-			t, ok = tt.tasks[r.ID]
+		var d doneRef
+		var known bool
+		if t == nil || t.gone {
+			t, d, known = tt.find(r.ID)
 		}
-		if !ok {
+		if t == nil {
 			// A result again for a task whose end is stored: the
 			// interchange missed our ack.
 			v := messages.Stale
-			if d, ok := tt.done[r.ID]; ok {
+			if known {
 				v = messages.Apply(d.state(), 0, to, r.Attempt)
 			}
 			verdicts = append(verdicts, v)
@@ -758,9 +797,9 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 	var stored []int
 	tt.mu.Lock()
 	for i, id := range ids {
-		t, ok := tt.tasks[id]
-		if !ok {
-			if _, ok := tt.done[id]; ok {
+		t, _, ok := tt.find(id)
+		if t == nil {
+			if ok {
 				stored = append(stored, i)
 			}
 			continue
@@ -802,8 +841,8 @@ func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 	rec := newRecords(0)
 	var ended []*entry
 	tt.mu.Lock()
-	for _, t := range tt.tasks {
-		if t.Endpoint != endpoint || t.State.Terminal() {
+	for _, t := range tt.live {
+		if t == nil || t.Endpoint != endpoint || t.State.Terminal() {
 			continue
 		}
 		tt.move(&t.Task, messages.StateFailed)
@@ -847,8 +886,8 @@ func (tt *taskTable) endpointLost(es []*entry) []*entry {
 // wait blocks until the task is terminal or ctx ends.
 func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) {
 	tt.mu.Lock()
-	t, ok := tt.tasks[id]
-	if !ok {
+	t, _, _ := tt.find(id)
+	if t == nil {
 		tt.mu.Unlock()
 		return tt.get(id)
 	}
@@ -891,10 +930,10 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 	var ops []store.Op
 	n := 0
 	tt.mu.Lock()
-	for id, t := range tt.tasks {
-		if t.State.Terminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(cutoff) {
-			delete(tt.tasks, id)
-			t.gone = true
+	for _, t := range tt.live {
+		if t != nil && t.State.Terminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(cutoff) {
+			delete(tt.index, t.ID)
+			tt.unlive(t)
 			tt.byState[t.State].Add(-1)
 			n++
 			if tt.st != nil {
@@ -903,9 +942,9 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 		}
 	}
 	before := cutoff.Unix()
-	for id, r := range tt.done {
-		if c := r.completed(); c != 0 && c < before {
-			delete(tt.done, id)
+	for id, r := range tt.index {
+		if c := r.completed(); !r.isLive() && c != 0 && c < before {
+			delete(tt.index, id)
 			tt.byState[r.state()].Add(-1)
 			n++
 			ops = append(ops, store.Op{Bucket: tasksBucket, Key: seqKey(r.seq)})

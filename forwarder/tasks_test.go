@@ -31,6 +31,20 @@ func openTable(t *testing.T, path string) (*taskTable, *store.Log) {
 	return tt, st
 }
 
+// counts says how many tasks are in memory and how many retired.
+func (tt *taskTable) counts() (live, retired int) {
+	tt.mu.RLock()
+	defer tt.mu.RUnlock()
+	for _, r := range tt.index {
+		if r.isLive() {
+			live++
+		} else {
+			retired++
+		}
+	}
+	return live, retired
+}
+
 func newTasks(n int, owner string) []*entry {
 	ts := make([]*entry, n)
 	for i := range ts {
@@ -60,7 +74,7 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 	}
 	// Tasks retire before the ack callback runs.
 	tt.mu.RLock()
-	live, retired := len(tt.tasks), len(tt.done)
+	live, retired := tt.counts()
 	tt.mu.RUnlock()
 	if live != 4 || retired != 6 {
 		t.Fatalf("%d tasks in memory, %d retired; want 4 and 6", live, retired)
@@ -112,8 +126,8 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 
 	tt, st = openTable(t, path)
 	defer st.Close()
-	if len(tt.tasks) != 3 || len(tt.done) != 7 {
-		t.Fatalf("after a restart: %d tasks in memory, %d retired; want 3 and 7", len(tt.tasks), len(tt.done))
+	if live, retired := tt.counts(); live != 3 || retired != 7 {
+		t.Fatalf("after a restart: %d tasks in memory, %d retired; want 3 and 7", live, retired)
 	}
 	check(tt)
 	if n := tt.prune(time.Now().Add(time.Hour)); n != 7 || tt.len() != 3 {
