@@ -225,7 +225,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id := messages.TaskID(u)
-		ts[i] = &entry{Task: Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now}}
+		ts[i] = &entry{Task: Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now.UnixNano()}}
 		ids[i] = id
 	}
 	if err := f.tasks.add(ts, f.opts.MaxTasksPerUser); err != nil {

@@ -40,7 +40,7 @@ func (tf *TaskFilter) match(t *Task) bool {
 	if len(tf.States) > 0 && !slices.Contains(tf.States, t.State) {
 		return false
 	}
-	return tf.Since.IsZero() || !t.CreatedAt.Before(tf.Since)
+	return tf.Since.IsZero() || !time.Unix(0, t.CreatedAt).Before(tf.Since)
 }
 
 // ListedTask is one task of a listing: the task view plus its owner.

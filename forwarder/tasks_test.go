@@ -228,7 +228,7 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	}
 	ts := newTasks(2, "alice")
 	ts[0].Seq, ts[1].Seq = 1, 2
-	ts[0].State, ts[0].Result, ts[0].CompletedAt = messages.StateSuccess, []byte(`"done"`), time.Now()
+	ts[0].State, ts[0].Result, ts[0].CompletedAt = messages.StateSuccess, []byte(`"done"`), time.Now().UnixNano()
 	if err := db.WriteSync([]store.Op{encodeTask(&ts[0].Task), encodeTask(&ts[1].Task)}); err != nil {
 		t.Fatal(err)
 	}
