@@ -216,9 +216,8 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		state = messages.StateWaitingForEndpoint
 	}
 	now := time.Now()
-	ts := make([]*Task, len(specs))
+	ts := make([]*entry, len(specs))
 	ids := make([]messages.TaskID, len(specs))
-	out := make([]string, len(specs))
 	for i, s := range specs {
 		u, err := uuid.NewRandom()
 		if err != nil {
@@ -226,9 +225,8 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id := messages.TaskID(u)
-		ts[i] = &Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now}
+		ts[i] = &entry{Task: Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now.UnixNano()}}
 		ids[i] = id
-		out[i] = id.String()
 	}
 	if err := f.tasks.add(ts, f.opts.MaxTasksPerUser); err != nil {
 		var tooMany *errTooManyTasks
@@ -244,11 +242,11 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		// Deleted while these were being stored: they fail like the
 		// endpoint's other tasks, and the loop never hears of it again.
 		_, _ = f.tasks.failEndpoint(epID, fmt.Sprintf("endpoint %s was deleted", epID))
-		writeRaw(w, http.StatusAccepted, appendIDs(nil, out))
+		writeRaw(w, http.StatusAccepted, appendIDs(nil, ids))
 		return
 	}
-	f.mbox.Post(event{kind: evSubmitted, ep: epID, ids: ids})
-	writeRaw(w, http.StatusAccepted, appendIDs(nil, out))
+	f.mbox.Post(event{kind: evSubmitted, ep: epID, tasks: ts})
+	writeRaw(w, http.StatusAccepted, appendIDs(nil, ids))
 }
 
 func (f *Forwarder) parseID(w http.ResponseWriter, s string) (messages.TaskID, bool) {

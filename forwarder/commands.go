@@ -18,7 +18,7 @@ func (l *loop) handleEvent(ev *event) {
 			return // deleted meanwhile; deleteEndpoint failed these tasks
 		}
 		ep := l.endpointFor(ev.ep)
-		ep.pending = append(ep.pending, ev.ids...)
+		ep.pending = append(ep.pending, ev.tasks...)
 		l.f.publish(ep)
 	case evCancel:
 		ep, ok := l.eps[ev.ep]
@@ -104,12 +104,11 @@ func (l *loop) commandDone(ep *endpoint, pc pendingCmd, rep *messages.CommandRep
 // nacked puts tasks the endpoint gave back (it is paused) in front of the
 // pending ones; they go again once it accepts pushes.
 func (l *loop) nacked(ep *endpoint, n *messages.Nack) {
-	back := make([]messages.TaskID, 0, len(n.IDs))
+	back := make([]*entry, 0, len(n.IDs))
 	for _, id := range n.IDs {
-		if _, ok := ep.inflight[id]; ok {
+		if e, ok := ep.inflight[id]; ok {
 			delete(ep.inflight, id)
-			ep.unacked.Ack(id)
-			back = append(back, id)
+			back = append(back, e)
 		}
 	}
 	// They wait here now, as for an endpoint that went away.

@@ -47,7 +47,7 @@ type Forwarder struct {
 	store      *store.Log
 	res        daemon.Resources
 	recovering bool
-	recovered  map[string][]messages.TaskID
+	recovered  map[string][]*entry
 
 	// access holds the API's tokens (access.go).
 	access     *access
@@ -75,6 +75,7 @@ type event struct {
 	kind  evKind
 	ep    string
 	ids   []messages.TaskID
+	tasks []*entry // evSubmitted
 	cmd   *messages.Command
 	reply chan commandResult
 	key   string // evRevoke, evDeleted: the key that no longer counts
@@ -233,11 +234,13 @@ type endpoint struct {
 	lostReason string
 	lostAt     time.Time
 	report     messages.EPStatusReport
-	pending    []messages.TaskID
-	inflight   map[messages.TaskID]struct{}
-	// unacked are sent tasks the interchange has not acknowledged; they go
-	// again if the ack does not come.
-	unacked *link.Unacked
+	pending    []*entry
+	// inflight are the tasks pushed that have not ended; those with a
+	// sentAt the interchange has not acknowledged, and they go again if
+	// the ack does not come.
+	inflight map[messages.TaskID]*entry
+	// lastDue is when unacknowledged tasks were last looked for.
+	lastDue time.Time
 	probes  map[uint64]chan commandResult
 	// holdPush stops pushes until the endpoint's next status report: it
 	// gave tasks back, or is being paused right now.
@@ -253,8 +256,9 @@ type loop struct {
 	commands map[uint64]pendingCmd
 	retryAt  time.Time
 	sendBuf  []messages.Task
+	sentBuf  []*entry
+	resBuf   []*entry
 	verdicts []messages.Verdict
-	dueBuf   []messages.TaskID
 }
 
 type pendingCmd struct {

@@ -40,7 +40,7 @@ func (tf *TaskFilter) match(t *Task) bool {
 	if len(tf.States) > 0 && !slices.Contains(tf.States, t.State) {
 		return false
 	}
-	return tf.Since.IsZero() || !t.CreatedAt.Before(tf.Since)
+	return tf.Since.IsZero() || !time.Unix(0, t.CreatedAt).Before(tf.Since)
 }
 
 // ListedTask is one task of a listing: the task view plus its owner.
@@ -57,9 +57,9 @@ func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool)
 	}
 	tt.mu.RLock()
 	var hits []*Task
-	for _, t := range tt.tasks {
-		if t.Seq > after && tf.match(t) {
-			hits = append(hits, t)
+	for _, t := range tt.live {
+		if t != nil && t.Seq > after && tf.match(&t.Task) {
+			hits = append(hits, &t.Task)
 		}
 	}
 	slices.SortFunc(hits, func(a, b *Task) int { return cmp.Compare(a.Seq, b.Seq) })
@@ -84,10 +84,11 @@ func (tt *taskTable) listStored(tf TaskFilter, after uint64, limit int) ([]Task,
 			return false, fmt.Errorf("task record %x: %w", k, err)
 		}
 		tt.mu.RLock()
-		live, inMemory := tt.tasks[t.ID]
-		_, retired := tt.done[t.ID]
+		live, _, known := tt.find(t.ID)
+		inMemory := live != nil
+		retired := known && !inMemory
 		if inMemory {
-			*t = *live
+			*t = live.Task
 		}
 		tt.mu.RUnlock()
 		if (!inMemory && !retired) || !tf.match(t) {

@@ -54,12 +54,11 @@ func (l *loop) register(env link.Envelope, reg *messages.Registration, now time.
 	// Whatever the endpoint held may be gone; re-send it. The interchange
 	// drops ids it already has.
 	if n := len(ep.inflight); n > 0 {
-		resend := make([]messages.TaskID, 0, n)
-		for id := range ep.inflight {
-			resend = append(resend, id)
+		resend := make([]*entry, 0, n)
+		for _, e := range ep.inflight {
+			resend = append(resend, e)
 		}
 		clear(ep.inflight)
-		ep.unacked.Clear()
 		ep.pending = append(resend, ep.pending...)
 	}
 	l.f.log.WithFields(logrus.Fields{"endpoint": id, "host": reg.Hostname, "version": reg.SoftwareVersion,
@@ -100,13 +99,12 @@ func (l *loop) endpointLost(ep *endpoint, why link.Reason, now time.Time) {
 	ep.holdPush = false
 	ep.lostReason = reason
 	ep.lostAt = now
-	ids := make([]messages.TaskID, 0, len(ep.inflight))
-	for id := range ep.inflight {
-		ids = append(ids, id)
+	es := make([]*entry, 0, len(ep.inflight))
+	for _, e := range ep.inflight {
+		es = append(es, e)
 	}
 	clear(ep.inflight)
-	ep.unacked.Clear()
-	back := l.f.tasks.endpointLost(ids)
+	back := l.f.tasks.endpointLost(es)
 	ep.pending = append(back, ep.pending...)
 	for n, ch := range ep.probes {
 		ch <- commandResult{err: errEndpointNotConnected}
@@ -123,11 +121,22 @@ func (l *loop) endpointLost(ep *endpoint, why link.Reason, now time.Time) {
 // did not acknowledge in time (a message lost in a reconnect that nobody
 // noticed); the interchange drops ids it already has.
 func (l *loop) resendUnacked(ep *endpoint, now time.Time) {
-	again := ep.unacked.Due(now, l.f.opts.HeartbeatThreshold, l.dueBuf[:0])
+	threshold := l.f.opts.HeartbeatThreshold
+	if len(ep.inflight) == 0 || now.Sub(ep.lastDue) < threshold {
+		return
+	}
+	ep.lastDue = now
+	cut := now.UnixNano() - int64(threshold)
+	var again []*entry
+	for _, e := range ep.inflight {
+		if e.sentAt != 0 && e.sentAt < cut {
+			again = append(again, e)
+			e.sentAt = 0
+		}
+	}
 	if len(again) > 0 {
 		l.f.m.resent.Add(float64(len(again)))
 		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(again)}).Warn("endpoint did not acknowledge tasks; sending them again")
-		ep.pending = append(append([]messages.TaskID(nil), again...), ep.pending...)
+		ep.pending = append(again, ep.pending...)
 	}
-	l.dueBuf = again[:0]
 }

@@ -18,8 +18,8 @@ import (
 func (l *loop) endpointFor(id string) *endpoint {
 	ep, ok := l.eps[id]
 	if !ok {
-		ep = &endpoint{Peer: link.Peer{ID: id}, id: id, inflight: make(map[messages.TaskID]struct{}),
-			unacked: link.NewUnacked(), probes: make(map[uint64]chan commandResult), lostReason: "never connected"}
+		ep = &endpoint{Peer: link.Peer{ID: id}, id: id, inflight: make(map[messages.TaskID]*entry),
+			probes: make(map[uint64]chan commandResult), lostReason: "never connected"}
 		l.eps[id] = ep
 	}
 	return ep
@@ -31,9 +31,9 @@ func newLoop(f *Forwarder) *loop {
 }
 
 func (l *loop) run(ctx context.Context) error {
-	for id, ids := range l.f.recovered {
+	for id, es := range l.f.recovered {
 		ep := l.endpointFor(id)
-		ep.pending = append(ep.pending, ids...)
+		ep.pending = append(ep.pending, es...)
 		ep.lostReason = "forwarder restarted; waiting for the endpoint"
 		l.f.publish(ep)
 	}
@@ -138,7 +138,9 @@ func (l *loop) handleZMQ(env link.Envelope) {
 	case *messages.Ack:
 		// The interchange has stored these tasks.
 		for _, id := range m.IDs {
-			ep.unacked.Ack(id)
+			if e, ok := ep.inflight[id]; ok {
+				e.sentAt = 0
+			}
 		}
 	case *messages.CommandReply:
 		if pc, ok := l.commands[m.ID]; ok && pc.ep == ep.id {
@@ -168,7 +170,7 @@ func (l *loop) flush(ep *endpoint) {
 	for len(ep.pending) > 0 && len(ep.inflight) < l.f.opts.MaxInflight {
 		var n int
 		room := min(len(ep.pending), l.f.opts.BatchSize, l.f.opts.MaxInflight-len(ep.inflight))
-		l.sendBuf, n = l.f.tasks.forSend(ep.pending[:room], l.sendBuf[:0])
+		l.sendBuf, l.sentBuf, n = l.f.tasks.forSend(ep.pending[:room], l.sendBuf[:0], l.sentBuf[:0])
 		if len(l.sendBuf) > 0 {
 			err := l.send(ep, &messages.TaskBatch{Tasks: l.sendBuf})
 			if err != nil {
@@ -181,12 +183,13 @@ func (l *loop) flush(ep *endpoint) {
 			}
 			l.f.m.sentBatches.Inc()
 			l.f.m.sentTasks.Add(float64(len(l.sendBuf)))
-			for i := range l.sendBuf {
-				ep.inflight[l.sendBuf[i].ID] = struct{}{}
-				ep.unacked.Sent(l.sendBuf[i].ID, now)
-				l.sendBuf[i] = messages.Task{}
+			for i, e := range l.sentBuf {
+				ep.inflight[e.ID] = e
+				e.sentAt = now
+				l.sendBuf[i], l.sentBuf[i] = messages.Task{}, nil
 			}
 		}
+		clear(ep.pending[:n])
 		ep.pending = ep.pending[n:]
 	}
 	if len(ep.pending) == 0 {

@@ -34,9 +34,13 @@ func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
 		ack[i] = b.Results[i].ID
 	}
 	epID := ep.id
+	es := l.resBuf[:0]
+	for i := range b.Results {
+		es = append(es, ep.inflight[b.Results[i].ID])
+	}
 	// Ack only once the results are durable; a crash before that makes
 	// the interchange send them again.
-	verdicts := l.f.tasks.completeBatch(ep.id, b.Results, l.verdicts[:0], func(err error) {
+	verdicts := l.f.tasks.completeBatch(ep.id, b.Results, es, l.verdicts[:0], func(err error) {
 		if err != nil {
 			l.f.log.WithError(err).WithField("endpoint", epID).Warn("results not stored; not acknowledged")
 			return
@@ -48,15 +52,19 @@ func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
 		r := &b.Results[i]
 		switch v {
 		case messages.Applied:
-			delete(ep.inflight, r.ID)
-			ep.unacked.Ack(r.ID)
+			if es[i] != nil {
+				delete(ep.inflight, r.ID)
+			}
 			l.f.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case messages.Same, messages.Regress:
-			delete(ep.inflight, r.ID)
-			ep.unacked.Ack(r.ID)
+			if es[i] != nil {
+				delete(ep.inflight, r.ID)
+			}
 			l.f.m.duplicates.Inc()
 		default:
 			l.f.m.staleUpdates.Inc()
 		}
 	}
+	clear(es)
+	l.resBuf = es[:0]
 }

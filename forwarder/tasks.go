@@ -26,17 +26,36 @@ type Task struct {
 	Endpoint string
 	// Owner is the user who submitted the task; only they (and admins)
 	// see it.
-	Owner       string
-	Kind        string
-	Spec        []byte
-	State       messages.TaskState
-	Attempts    uint32
-	Result      []byte
-	Error       string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-	CompletedAt time.Time
+	Owner    string
+	Kind     string
+	Spec     []byte
+	State    messages.TaskState
+	Attempts uint32
+	Result   []byte
+	Error    string
+	// Times are unix nanoseconds, 0 when unset: 8 bytes and no pointer
+	// each, where a time.Time takes 24 and one.
+	CreatedAt   int64
+	UpdatedAt   int64
+	CompletedAt int64
 	Writes      uint32
+	// owner indexes Owner in taskTable.owners; set when the table takes
+	// the task.
+	owner uint32
+}
+
+// entry is a task in the table. Task is guarded by taskTable.mu; sentAt
+// belongs to the loop, which holds entries in its own tables and so finds
+// a task by id once on each path instead of once in every table.
+type entry struct {
+	Task
+	// gone: the task has left tt.live (retired, pruned or not stored);
+	// under tt.mu.
+	gone bool
+	slot uint32 // in tt.live, under tt.mu
+	// sentAt is when the loop pushed the task, until the interchange
+	// acknowledges it (then 0); the loop's alone.
+	sentAt int64
 }
 
 // TaskView is the JSON form the API returns.
@@ -59,12 +78,12 @@ func (t *Task) View() TaskView {
 	if len(t.Result) > 0 {
 		v.Result = json.RawMessage(t.Result)
 	}
-	if !t.CreatedAt.IsZero() {
-		c := t.CreatedAt.UTC()
+	if t.CreatedAt != 0 {
+		c := time.Unix(0, t.CreatedAt).UTC()
 		v.CreatedAt = &c
 	}
-	if !t.CompletedAt.IsZero() {
-		c := t.CompletedAt.UTC()
+	if t.CompletedAt != 0 {
+		c := time.Unix(0, t.CompletedAt).UTC()
 		v.CompletedAt = &c
 	}
 	return v
@@ -119,7 +138,46 @@ func (f *Forwarder) openStore() (*store.Log, bool, error) {
 const recordVersion = 2
 
 func encodeTask(t *Task) store.Op {
-	w := binrec.Writer{B: make([]byte, 0, 64+len(t.Endpoint)+len(t.Spec)+len(t.Result)+len(t.Error))}
+	op, _ := encodeTaskIn(make([]byte, 0, recordBound(t)), t)
+	return op
+}
+
+// records are the store ops of one change to many tasks. Their keys and
+// values share a few buffers instead of taking two allocations each.
+type records struct {
+	ops   []store.Op
+	arena []byte
+	n     int // tasks expected, to size the buffers
+}
+
+// arenaChunk caps one shared buffer.
+const arenaChunk = 32 << 10
+
+func newRecords(n int) *records { return &records{ops: make([]store.Op, 0, n), n: n} }
+
+func (r *records) add(t *Task) {
+	need := recordBound(t)
+	if cap(r.arena)-len(r.arena) < need {
+		r.arena = make([]byte, 0, max(need, min(arenaChunk, need*(r.n-len(r.ops)))))
+	}
+	var op store.Op
+	op, r.arena = encodeTaskIn(r.arena, t)
+	r.ops = append(r.ops, op)
+}
+
+// recordBound is at least the size of t's key and record.
+func recordBound(t *Task) int {
+	return 8 + 128 + len(t.Endpoint) + len(t.Kind) + len(t.Spec) + len(t.State) + len(t.Result) + len(t.Error) + len(t.Owner)
+}
+
+func encodeTaskIn(arena []byte, t *Task) (store.Op, []byte) {
+	need := 8 + 128 + len(t.Endpoint) + len(t.Kind) + len(t.Spec) + len(t.State) + len(t.Result) + len(t.Error) + len(t.Owner)
+	if cap(arena)-len(arena) < need {
+		arena = make([]byte, 0, max(need, arenaChunk))
+	}
+	start := len(arena)
+	arena = binary.BigEndian.AppendUint64(arena, t.Seq)
+	w := binrec.Writer{B: arena}
 	w.Uvarint(recordVersion)
 	w.Bytes(t.ID[:])
 	w.String(t.Endpoint)
@@ -129,16 +187,14 @@ func encodeTask(t *Task) store.Op {
 	w.Uvarint(uint64(t.Attempts))
 	w.Bytes(t.Result)
 	w.String(t.Error)
-	w.Varint(t.CreatedAt.UnixNano())
-	w.Varint(t.UpdatedAt.UnixNano())
-	var done int64
-	if !t.CompletedAt.IsZero() {
-		done = t.CompletedAt.UnixNano()
-	}
-	w.Varint(done)
+	w.Varint(t.CreatedAt)
+	w.Varint(t.UpdatedAt)
+	w.Varint(t.CompletedAt)
 	w.Uvarint(uint64(t.Writes))
 	w.String(t.Owner)
-	return store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq), Value: w.B}
+	arena = w.B
+	end := len(arena)
+	return store.Op{Bucket: tasksBucket, Key: arena[start : start+8 : start+8], Value: arena[start+8 : end : end]}, arena
 }
 
 func seqKey(seq uint64) []byte {
@@ -162,11 +218,9 @@ func decodeTask(k, v []byte) (*Task, error) {
 	t.Attempts = uint32(r.Uvarint())
 	t.Result = r.Bytes()
 	t.Error = r.String()
-	t.CreatedAt = time.Unix(0, r.Varint())
-	t.UpdatedAt = time.Unix(0, r.Varint())
-	if done := r.Varint(); done != 0 {
-		t.CompletedAt = time.Unix(0, done)
-	}
+	t.CreatedAt = r.Varint()
+	t.UpdatedAt = r.Varint()
+	t.CompletedAt = r.Varint()
 	t.Writes = uint32(r.Uvarint())
 	if ver >= 2 {
 		t.Owner = r.String()
@@ -195,9 +249,14 @@ func decodeTask(k, v []byte) (*Task, error) {
 // asked for, so tasks kept for the retention time cost tens of bytes of
 // RAM each, not kilobytes.
 type taskTable struct {
-	mu      sync.RWMutex
-	tasks   map[messages.TaskID]*Task // not ended, or ended but not yet durable
-	done    map[messages.TaskID]doneRef
+	mu sync.RWMutex
+	// index holds every task, each once for its whole life: a doneRef
+	// when its end is durable, else a ref to its entry in live (not
+	// ended, or ended but not yet durable), so retiring a task rewrites
+	// its slot in place.
+	index   map[messages.TaskID]doneRef
+	live    []*entry // by slot; nil slots are in free
+	free    []uint32
 	waiters map[messages.TaskID]chan struct{}
 	writes  atomic.Uint64 // stored state changes
 	// transitions counts every state change, stored or not.
@@ -219,7 +278,8 @@ type taskTable struct {
 }
 
 // doneRef is what stays in memory of a task whose end is stored: 16
-// bytes, about 50 with the map's share.
+// bytes, about 50 with the map's share. Final states code 1 to 3; code 0
+// marks a live task, whose slot in taskTable.live is in seq.
 type doneRef struct {
 	seq uint64
 	// end packs the completion time (unix seconds, 0 if unknown; 34
@@ -232,28 +292,77 @@ var endStates = [...]messages.TaskState{messages.StateUnknown, messages.StateSuc
 
 const maxOwners = 1<<28 - 1
 
+// endCode is the index of a final state in endStates, 0 for others.
+func endCode(st messages.TaskState) uint8 {
+	switch st {
+	case messages.StateSuccess:
+		return 1
+	case messages.StateFailed:
+		return 2
+	case messages.StateCancelled:
+		return 3
+	}
+	return 0
+}
+
+// ownerIndex names owner by its index in tt.owners, adding it if new;
+// tt.mu is held.
+func (tt *taskTable) ownerIndex(owner string) uint32 {
+	i, ok := tt.ownerIdx[owner]
+	if !ok {
+		i = uint32(len(tt.owners))
+		tt.owners = append(tt.owners, owner)
+		tt.ownerIdx[owner] = i
+	}
+	return i
+}
+
 // refOf makes a task's doneRef; tt.mu is held.
 func (tt *taskTable) refOf(t *Task) doneRef {
-	var code uint64
-	for i, st := range endStates {
-		if st == t.State {
-			code = uint64(i)
-		}
-	}
 	var sec uint64
-	if !t.CompletedAt.IsZero() && t.CompletedAt.Unix() > 0 {
-		sec = uint64(t.CompletedAt.Unix()) & (1<<34 - 1)
+	if s := t.CompletedAt / 1e9; s > 0 {
+		sec = uint64(s) & (1<<34 - 1)
 	}
-	owner, ok := tt.ownerIdx[t.Owner]
-	if !ok && len(tt.owners) < maxOwners {
-		owner = uint32(len(tt.owners))
-		tt.owners = append(tt.owners, t.Owner)
-		tt.ownerIdx[t.Owner] = owner
+	owner := t.owner
+	if owner > maxOwners {
+		owner = 0
 	}
-	return doneRef{seq: t.Seq, end: sec<<30 | uint64(owner)<<2 | code}
+	return doneRef{seq: t.Seq, end: sec<<30 | uint64(owner)<<2 | uint64(endCode(t.State))}
 }
 
 func (r doneRef) state() messages.TaskState { return endStates[r.end&3] }
+
+func (r doneRef) isLive() bool { return r.end&3 == 0 }
+
+// find returns the live entry of id, or else its doneRef (known says
+// there is one); tt.mu is held.
+func (tt *taskTable) find(id messages.TaskID) (e *entry, r doneRef, known bool) {
+	r, known = tt.index[id]
+	if known && r.isLive() {
+		return tt.live[r.seq], r, true
+	}
+	return nil, r, known
+}
+
+// insert makes e a live task; tt.mu is held.
+func (tt *taskTable) insert(e *entry) {
+	if n := len(tt.free); n > 0 {
+		e.slot = tt.free[n-1]
+		tt.free = tt.free[:n-1]
+		tt.live[e.slot] = e
+	} else {
+		e.slot = uint32(len(tt.live))
+		tt.live = append(tt.live, e)
+	}
+	tt.index[e.ID] = doneRef{seq: uint64(e.slot)}
+}
+
+// unlive frees e's slot; the caller rewrites or deletes its index entry.
+func (tt *taskTable) unlive(e *entry) {
+	tt.live[e.slot] = nil
+	tt.free = append(tt.free, e.slot)
+	e.gone = true
+}
 
 // completed is the completion time in unix seconds, 0 if unknown.
 func (r doneRef) completed() int64 { return int64(r.end >> 30) }
@@ -302,7 +411,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 }
 
 func newTaskTable(st *store.Log, log *logrus.Entry) *taskTable {
-	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, tasks: make(map[messages.TaskID]*Task), done: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
+	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, index: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
@@ -313,12 +422,12 @@ func newTaskTable(st *store.Log, log *logrus.Entry) *taskTable {
 
 // load reads the store and returns the unfinished tasks per endpoint in
 // acceptance order.
-func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID, err error) {
-	unfinished = map[string][]messages.TaskID{}
+func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err error) {
+	unfinished = map[string][]*entry{}
 	if tt.st == nil {
 		return 0, unfinished, nil
 	}
-	var open []*Task
+	var open []*entry
 	err = tt.st.ForEach(tasksBucket, func(k, v []byte) error {
 		t, err := decodeTask(k, v)
 		if err != nil {
@@ -326,12 +435,14 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 		}
 		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
+		t.owner = tt.ownerIndex(t.Owner)
 		if t.State.Terminal() {
-			tt.done[t.ID] = tt.refOf(t)
+			tt.index[t.ID] = tt.refOf(t)
 			return nil
 		}
-		tt.tasks[t.ID] = t
-		open = append(open, t)
+		e := &entry{Task: *t}
+		tt.insert(e)
+		open = append(open, e)
 		tt.open[t.Owner]++
 		return nil
 	})
@@ -339,23 +450,23 @@ func (tt *taskTable) load() (total int, unfinished map[string][]messages.TaskID,
 		return 0, nil, err
 	}
 	sort.Slice(open, func(i, j int) bool { return open[i].Seq < open[j].Seq })
-	for _, t := range open {
-		unfinished[t.Endpoint] = append(unfinished[t.Endpoint], t.ID)
+	for _, e := range open {
+		unfinished[e.Endpoint] = append(unfinished[e.Endpoint], e)
 	}
-	return len(tt.tasks) + len(tt.done), unfinished, nil
+	return len(tt.index), unfinished, nil
 }
 
-// retire drops from memory all but a doneRef of the tasks of ids whose end
-// is now durable.
-func (tt *taskTable) retire(ids []messages.TaskID) {
-	if tt.st == nil || len(ids) == 0 {
+// retire drops from memory all but a doneRef of the tasks whose end is
+// now durable.
+func (tt *taskTable) retire(es []*entry) {
+	if tt.st == nil || len(es) == 0 {
 		return
 	}
 	tt.mu.Lock()
-	for _, id := range ids {
-		if t, ok := tt.tasks[id]; ok && t.State.Terminal() {
-			tt.done[id] = tt.refOf(t)
-			delete(tt.tasks, id)
+	for _, e := range es {
+		if !e.gone && e.State.Terminal() {
+			tt.index[e.ID] = tt.refOf(&e.Task)
+			tt.unlive(e)
 		}
 	}
 	tt.mu.Unlock()
@@ -388,16 +499,16 @@ func (tt *taskTable) readStored(seqs []uint64) ([]Task, []bool, error) {
 // endpoint are kept in memory only (ops nil): after a crash the endpoint
 // reports them again. Acceptance, cancellation, loss and the end are
 // stored.
-func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
-	t.UpdatedAt = now
+func (tt *taskTable) touch(t *Task, now time.Time, rec *records) {
+	t.UpdatedAt = now.UnixNano()
 	tt.transitions.Add(1)
-	if ops != nil {
+	if rec != nil {
 		t.Writes++
 		tt.writes.Add(1)
 	}
 	if t.State.Terminal() {
-		if t.CompletedAt.IsZero() {
-			t.CompletedAt = now
+		if t.CompletedAt == 0 {
+			t.CompletedAt = t.UpdatedAt
 		}
 		if ch, ok := tt.waiters[t.ID]; ok {
 			close(ch)
@@ -405,8 +516,8 @@ func (tt *taskTable) touch(t *Task, now time.Time, ops *[]store.Op) {
 		}
 		tt.journal.record(t)
 	}
-	if tt.st != nil && ops != nil {
-		*ops = append(*ops, encodeTask(t))
+	if tt.st != nil && rec != nil {
+		rec.add(t)
 	}
 }
 
@@ -434,9 +545,9 @@ func (tt *taskTable) storeErr() error {
 // add stores new tasks of one owner and returns once they are durable; on
 // failure they are removed again. limit > 0 caps the owner's tasks that
 // have not ended.
-func (tt *taskTable) add(ts []*Task, limit int) error {
+func (tt *taskTable) add(ts []*entry, limit int) error {
 	now := time.Now()
-	var ops []store.Op
+	rec := newRecords(len(ts))
 	tt.mu.Lock()
 	if len(ts) > 0 && limit > 0 {
 		if open := tt.open[ts[0].Owner]; open+len(ts) > limit {
@@ -444,29 +555,35 @@ func (tt *taskTable) add(ts []*Task, limit int) error {
 			return &errTooManyTasks{open: open, adding: len(ts), limit: limit}
 		}
 	}
-	for _, t := range ts {
+	owner, ownerName := uint32(0), ""
+	for i, t := range ts {
+		if i == 0 || t.Owner != ownerName {
+			owner, ownerName = tt.ownerIndex(t.Owner), t.Owner
+		}
+		t.owner = owner
 		tt.open[t.Owner]++
 		tt.seq++
 		t.Seq = tt.seq
-		tt.tasks[t.ID] = t
+		tt.insert(t)
 		tt.byState[t.State].Add(1)
-		tt.touch(t, now, &ops)
+		tt.touch(&t.Task, now, rec)
 	}
 	tt.mu.Unlock()
 	if tt.st == nil {
 		return nil
 	}
-	err := tt.st.WriteSync(ops)
+	err := tt.st.WriteSync(rec.ops)
 	if err == nil {
 		return nil
 	}
 	var undo []store.Op
 	tt.mu.Lock()
 	for _, t := range ts {
-		delete(tt.tasks, t.ID)
+		delete(tt.index, t.ID)
+		tt.unlive(t)
 		tt.byState[t.State].Add(-1)
 		if !t.State.Terminal() {
-			tt.closeOwned(t)
+			tt.closeOwned(&t.Task)
 		}
 		undo = append(undo, store.Op{Bucket: tasksBucket, Key: seqKey(t.Seq)})
 	}
@@ -488,9 +605,9 @@ func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
 	var seqs []uint64
 	tt.mu.RLock()
 	for i, id := range ids {
-		if t, ok := tt.tasks[id]; ok {
-			out[i], found[i] = *t, true
-		} else if r, ok := tt.done[id]; ok {
+		if t, r, ok := tt.find(id); t != nil {
+			out[i], found[i] = t.Task, true
+		} else if ok {
 			at = append(at, i)
 			seqs = append(seqs, r.seq)
 		}
@@ -516,9 +633,9 @@ func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, o
 	var retired []messages.TaskID
 	tt.mu.RLock()
 	for _, id := range ids {
-		if t, ok := tt.tasks[id]; ok {
+		if t, r, ok := tt.find(id); t != nil {
 			fn(id, t.Owner, t.State, true)
-		} else if r, ok := tt.done[id]; ok {
+		} else if ok {
 			if owner, ok := tt.owner(r); ok {
 				fn(id, owner, r.state(), true)
 			} else {
@@ -541,41 +658,40 @@ func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, o
 func (tt *taskTable) len() int {
 	tt.mu.RLock()
 	defer tt.mu.RUnlock()
-	return len(tt.tasks) + len(tt.done)
+	return len(tt.index)
 }
 
-// forSend returns the tasks of ids that still need sending, skipping
-// cancelled or finished ones, up to one batch's worth of payload bytes; it
-// also says how many ids it used.
-func (tt *taskTable) forSend(ids []messages.TaskID, out []messages.Task) ([]messages.Task, int) {
+// forSend returns the tasks of es that still need sending, skipping
+// cancelled or finished ones, up to one batch's worth of payload bytes,
+// and appends their entries to sent; it also says how many of es it used.
+func (tt *taskTable) forSend(es []*entry, out []messages.Task, sent []*entry) ([]messages.Task, []*entry, int) {
 	size := 0
 	tt.mu.RLock()
 	defer tt.mu.RUnlock()
-	for i, id := range ids {
-		t, ok := tt.tasks[id]
-		if !ok || t.State.Terminal() {
+	for i, t := range es {
+		if t.gone || t.State.Terminal() {
 			continue
 		}
 		size += len(t.Spec) + 32
 		if len(out) > 0 && size > messages.MaxBatchBytes {
-			return out, i
+			return out, sent, i
 		}
-		out = append(out, messages.Task{ID: id, Attempt: t.Attempts, Payload: t.Spec})
+		out = append(out, messages.Task{ID: t.ID, Attempt: t.Attempts, Payload: t.Spec})
+		sent = append(sent, t)
 	}
-	return out, len(ids)
+	return out, sent, len(es)
 }
 
 // applyDeltas moves tasks forward as the endpoint reports them and
 // returns how many were stale or regressing.
 func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored int) {
 	now := time.Now()
-	var ops []store.Op
 	tt.mu.Lock()
 	for i := range ds {
 		d := &ds[i]
 		to := d.Code.State()
-		t, ok := tt.tasks[d.ID]
-		if !ok || t.Endpoint != endpoint {
+		t, _, _ := tt.find(d.ID)
+		if t == nil || t.Endpoint != endpoint {
 			ignored++
 			continue
 		}
@@ -586,35 +702,43 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 		}
 		switch messages.Apply(t.State, t.Attempts, to, d.Attempt) {
 		case messages.Applied:
-			tt.move(t, to)
+			tt.move(&t.Task, to)
 			t.Attempts = d.Attempt
-			tt.touch(t, now, nil)
+			tt.touch(&t.Task, now, nil)
 		case messages.Same:
 		default:
 			ignored++
 		}
 	}
 	tt.mu.Unlock()
-	tt.persist(ops, nil)
 	return ignored
 }
 
 // completeBatch stores results (the first terminal state wins) and calls
-// done once they are durable.
-func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdicts []messages.Verdict, done func(error)) []messages.Verdict {
+// done once they are durable. es, when not nil, holds the entries of the
+// results' tasks that the caller knows, nil for the others.
+func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*entry, verdicts []messages.Verdict, done func(error)) []messages.Verdict {
 	now := time.Now()
-	var ops []store.Op
-	var ended []messages.TaskID
+	rec := newRecords(len(rs))
+	ended := make([]*entry, 0, len(rs))
 	tt.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
 		to := r.Code.State()
-		t, ok := tt.tasks[r.ID]
-		if !ok {
+		var t *entry
+		if es != nil {
+			t = es[i]
+		}
+		var d doneRef
+		var known bool
+		if t == nil || t.gone {
+			t, d, known = tt.find(r.ID)
+		}
+		if t == nil {
 			// A result again for a task whose end is stored: the
 			// interchange missed our ack.
 			v := messages.Stale
-			if d, ok := tt.done[r.ID]; ok {
+			if known {
 				v = messages.Apply(d.state(), 0, to, r.Attempt)
 			}
 			verdicts = append(verdicts, v)
@@ -629,23 +753,23 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 		if v != messages.Applied {
 			continue
 		}
-		tt.move(t, to)
+		tt.move(&t.Task, to)
 		t.Attempts = r.Attempt
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
 			t.Result = jsonResult(t.Kind, r.Payload)
 		}
 		if r.Finished > 0 {
-			t.CompletedAt = time.Unix(0, r.Finished)
+			t.CompletedAt = r.Finished
 			if tt.endLatency != nil {
-				tt.endLatency(now.Sub(t.CreatedAt))
+				tt.endLatency(time.Duration(now.UnixNano() - t.CreatedAt))
 			}
 		}
-		tt.touch(t, now, &ops)
-		ended = append(ended, t.ID)
+		tt.touch(&t.Task, now, rec)
+		ended = append(ended, t)
 	}
 	tt.mu.Unlock()
-	tt.persist(ops, func(err error) {
+	tt.persist(rec.ops, func(err error) {
 		if err == nil {
 			tt.retire(ended)
 		}
@@ -661,30 +785,30 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, verdic
 // returns once the change is durable.
 func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, error) {
 	now := time.Now()
-	var ops []store.Op
+	rec := newRecords(len(ids))
 	out := make([]Task, len(ids))
 	known := make([]bool, len(ids))
 	changed := make([]bool, len(ids))
-	var ended []messages.TaskID
+	var ended []*entry
 	var stored []int
 	tt.mu.Lock()
 	for i, id := range ids {
-		t, ok := tt.tasks[id]
-		if !ok {
-			if _, ok := tt.done[id]; ok {
+		t, _, ok := tt.find(id)
+		if t == nil {
+			if ok {
 				stored = append(stored, i)
 			}
 			continue
 		}
 		known[i] = true
 		if !t.State.Terminal() {
-			tt.move(t, messages.StateCancelled)
+			tt.move(&t.Task, messages.StateCancelled)
 			t.Error = "cancelled by request"
-			tt.touch(t, now, &ops)
+			tt.touch(&t.Task, now, rec)
 			changed[i] = true
-			ended = append(ended, id)
+			ended = append(ended, t)
 		}
-		out[i] = *t
+		out[i] = t.Task
 	}
 	tt.mu.Unlock()
 	if len(stored) > 0 {
@@ -698,8 +822,8 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 		}
 	}
 	var err error
-	if tt.st != nil && len(ops) > 0 {
-		if err = tt.st.WriteSync(ops); err == nil {
+	if tt.st != nil && len(rec.ops) > 0 {
+		if err = tt.st.WriteSync(rec.ops); err == nil {
 			tt.retire(ended)
 		}
 	}
@@ -710,23 +834,23 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 // as failed with reason, and returns how many once that is durable.
 func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 	now := time.Now()
-	var ops []store.Op
-	var ended []messages.TaskID
+	rec := newRecords(0)
+	var ended []*entry
 	tt.mu.Lock()
-	for _, t := range tt.tasks {
-		if t.Endpoint != endpoint || t.State.Terminal() {
+	for _, t := range tt.live {
+		if t == nil || t.Endpoint != endpoint || t.State.Terminal() {
 			continue
 		}
-		tt.move(t, messages.StateFailed)
+		tt.move(&t.Task, messages.StateFailed)
 		t.Error = reason
-		tt.touch(t, now, &ops)
-		ended = append(ended, t.ID)
+		tt.touch(&t.Task, now, rec)
+		ended = append(ended, t)
 	}
 	tt.mu.Unlock()
-	if tt.st == nil || len(ops) == 0 {
+	if tt.st == nil || len(rec.ops) == 0 {
 		return len(ended), nil
 	}
-	err := tt.st.WriteSync(ops)
+	err := tt.st.WriteSync(rec.ops)
 	if err == nil {
 		tt.retire(ended)
 	}
@@ -735,37 +859,36 @@ func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 
 // endpointLost moves the endpoint's unfinished tasks back to
 // waiting-for-endpoint and returns them for re-sending.
-func (tt *taskTable) endpointLost(ids []messages.TaskID) []messages.TaskID {
+func (tt *taskTable) endpointLost(es []*entry) []*entry {
 	now := time.Now()
-	out := ids[:0]
-	var ops []store.Op
+	out := es[:0]
+	rec := newRecords(len(es))
 	tt.mu.Lock()
-	for _, id := range ids {
-		t, ok := tt.tasks[id]
-		if !ok || t.State.Terminal() {
+	for _, t := range es {
+		if t.gone || t.State.Terminal() {
 			continue
 		}
 		if messages.Transition(t.State, messages.StateWaitingForEndpoint, messages.EventLost) {
-			tt.move(t, messages.StateWaitingForEndpoint)
-			tt.touch(t, now, &ops)
+			tt.move(&t.Task, messages.StateWaitingForEndpoint)
+			tt.touch(&t.Task, now, rec)
 		}
-		out = append(out, id)
+		out = append(out, t)
 	}
 	tt.mu.Unlock()
-	tt.persist(ops, nil)
+	tt.persist(rec.ops, nil)
 	return out
 }
 
 // wait blocks until the task is terminal or ctx ends.
 func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) {
 	tt.mu.Lock()
-	t, ok := tt.tasks[id]
-	if !ok {
+	t, _, _ := tt.find(id)
+	if t == nil {
 		tt.mu.Unlock()
 		return tt.get(id)
 	}
 	if t.State.Terminal() {
-		c := *t
+		c := t.Task
 		tt.mu.Unlock()
 		return c, true
 	}
@@ -803,9 +926,10 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 	var ops []store.Op
 	n := 0
 	tt.mu.Lock()
-	for id, t := range tt.tasks {
-		if t.State.Terminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(cutoff) {
-			delete(tt.tasks, id)
+	for _, t := range tt.live {
+		if t != nil && t.State.Terminal() && t.CompletedAt != 0 && t.CompletedAt < cutoff.UnixNano() {
+			delete(tt.index, t.ID)
+			tt.unlive(t)
 			tt.byState[t.State].Add(-1)
 			n++
 			if tt.st != nil {
@@ -814,9 +938,9 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 		}
 	}
 	before := cutoff.Unix()
-	for id, r := range tt.done {
-		if c := r.completed(); c != 0 && c < before {
-			delete(tt.done, id)
+	for id, r := range tt.index {
+		if c := r.completed(); !r.isLive() && c != 0 && c < before {
+			delete(tt.index, id)
 			tt.byState[r.state()].Add(-1)
 			n++
 			ops = append(ops, store.Op{Bucket: tasksBucket, Key: seqKey(r.seq)})

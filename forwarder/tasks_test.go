@@ -31,11 +31,25 @@ func openTable(t *testing.T, path string) (*taskTable, *store.Log) {
 	return tt, st
 }
 
-func newTasks(n int, owner string) []*Task {
-	ts := make([]*Task, n)
+// counts says how many tasks are in memory and how many retired.
+func (tt *taskTable) counts() (live, retired int) {
+	tt.mu.RLock()
+	defer tt.mu.RUnlock()
+	for _, r := range tt.index {
+		if r.isLive() {
+			live++
+		} else {
+			retired++
+		}
+	}
+	return live, retired
+}
+
+func newTasks(n int, owner string) []*entry {
+	ts := make([]*entry, n)
 	for i := range ts {
-		ts[i] = &Task{ID: messages.TaskID(uuid.New()), Endpoint: "ep", Owner: owner, Kind: "noop",
-			Spec: []byte(`{"kind":"noop"}`), State: messages.StateReceived}
+		ts[i] = &entry{Task: Task{ID: messages.TaskID(uuid.New()), Endpoint: "ep", Owner: owner, Kind: "noop",
+			Spec: []byte(`{"kind":"noop"}`), State: messages.StateReceived}}
 	}
 	return ts
 }
@@ -54,13 +68,13 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 		rs = append(rs, messages.Result{ID: task.ID, Code: messages.Success, Payload: []byte(`"out-` + task.ID.String()[:4] + `"`)})
 	}
 	acked := make(chan error, 1)
-	tt.completeBatch("ep", rs, nil, func(err error) { acked <- err })
+	tt.completeBatch("ep", rs, nil, nil, func(err error) { acked <- err })
 	if err := <-acked; err != nil {
 		t.Fatal(err)
 	}
 	// Tasks retire before the ack callback runs.
 	tt.mu.RLock()
-	live, retired := len(tt.tasks), len(tt.done)
+	live, retired := tt.counts()
 	tt.mu.RUnlock()
 	if live != 4 || retired != 6 {
 		t.Fatalf("%d tasks in memory, %d retired; want 4 and 6", live, retired)
@@ -97,7 +111,7 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 	check(tt)
 
 	// A result again for a retired task is a duplicate, acked as before.
-	if v := tt.completeBatch("ep", rs[:1], nil, nil); v[0] != messages.Same {
+	if v := tt.completeBatch("ep", rs[:1], nil, nil, nil); v[0] != messages.Same {
 		t.Fatalf("repeated result: verdict %v, want Same", v[0])
 	}
 	// Cancelling a retired task leaves it and says what it is.
@@ -112,8 +126,8 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 
 	tt, st = openTable(t, path)
 	defer st.Close()
-	if len(tt.tasks) != 3 || len(tt.done) != 7 {
-		t.Fatalf("after a restart: %d tasks in memory, %d retired; want 3 and 7", len(tt.tasks), len(tt.done))
+	if live, retired := tt.counts(); live != 3 || retired != 7 {
+		t.Fatalf("after a restart: %d tasks in memory, %d retired; want 3 and 7", live, retired)
 	}
 	check(tt)
 	if n := tt.prune(time.Now().Add(time.Hour)); n != 7 || tt.len() != 3 {
@@ -174,7 +188,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 						rs[i] = messages.Result{ID: t.ID, Code: messages.Success, Payload: []byte(`{"exit_code":0,"stdout":"ok\n","stderr":""}`)}
 					}
 					done := make(chan error, 1)
-					tt.completeBatch("ep", rs, nil, func(err error) { done <- err })
+					tt.completeBatch("ep", rs, nil, nil, func(err error) { done <- err })
 					if err := <-done; err != nil {
 						b.Fatal(err)
 					}
@@ -214,8 +228,8 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	}
 	ts := newTasks(2, "alice")
 	ts[0].Seq, ts[1].Seq = 1, 2
-	ts[0].State, ts[0].Result, ts[0].CompletedAt = messages.StateSuccess, []byte(`"done"`), time.Now()
-	if err := db.WriteSync([]store.Op{encodeTask(ts[0]), encodeTask(ts[1])}); err != nil {
+	ts[0].State, ts[0].Result, ts[0].CompletedAt = messages.StateSuccess, []byte(`"done"`), time.Now().UnixNano()
+	if err := db.WriteSync([]store.Op{encodeTask(&ts[0].Task), encodeTask(&ts[1].Task)}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -227,7 +241,7 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	defer f.res.Close()
 	tt := newTaskTable(st, logx.Discard())
 	total, unfinished, err := tt.load()
-	if err != nil || total != 2 || len(unfinished["ep"]) != 1 || unfinished["ep"][0] != ts[1].ID {
+	if err != nil || total != 2 || len(unfinished["ep"]) != 1 || unfinished["ep"][0].ID != ts[1].ID {
 		t.Fatalf("load: %d tasks, unfinished %v, %v", total, unfinished, err)
 	}
 	if got, ok := tt.get(ts[0].ID); !ok || string(got.Result) != `"done"` || got.Owner != "alice" {
@@ -245,8 +259,8 @@ func TestRawJSONMatchesEncoder(t *testing.T) {
 		_ = json.NewEncoder(&b).Encode(v)
 		return b.String()
 	}
-	ids := []string{uuid.NewString(), uuid.NewString()}
-	for _, list := range [][]string{nil, ids[:1], ids} {
+	ids := []messages.TaskID{messages.TaskID(uuid.New()), messages.TaskID(uuid.New())}
+	for _, list := range [][]messages.TaskID{nil, ids[:1], ids} {
 		want := enc(map[string]any{"task_ids": list})
 		if list == nil {
 			want = `{"task_ids":[]}` + "\n"
