@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
@@ -141,24 +142,48 @@ The ids print one per line (or as JSON with --json) in submission order.`,
 			if err != nil {
 				return err
 			}
+			// Ids are printed batch by batch, so a failure part way still
+			// names every task that was accepted.
+			out := bufio.NewWriterSize(os.Stdout, 64<<10)
 			var ids []string
+			var body []byte
 			for i := 0; i < len(tasks); i += 10000 {
 				j := min(i+10000, len(tasks))
-				batch := make([]any, j-i)
+				body = append(body[:0], `{"tasks":[`...)
 				for k, t := range tasks[i:j] {
-					batch[k] = t
+					if k > 0 {
+						body = append(body, ',')
+					}
+					body = append(body, t...)
 				}
-				got, err := c.Submit(cmd.Context(), endpoint, batch...)
+				body = append(body, "]}"...)
+				got, err := c.SubmitBody(cmd.Context(), endpoint, body)
+				if err == nil && len(got) != j-i {
+					err = fmt.Errorf("submit: %d ids for %d tasks", len(got), j-i)
+				}
+				if cf.asJSON {
+					ids = append(ids, got...)
+				} else {
+					for _, id := range got {
+						out.WriteString(id)
+						out.WriteByte('\n')
+					}
+					if ferr := out.Flush(); ferr != nil && err == nil {
+						err = ferr
+					}
+				}
 				if err != nil {
+					if i > 0 {
+						if cf.asJSON {
+							_ = printJSON(map[string]any{"task_ids": ids[:i]})
+						}
+						return fmt.Errorf("%w (the %d tasks before were accepted; their ids are printed)", err, i)
+					}
 					return err
 				}
-				ids = append(ids, got...)
 			}
 			if cf.asJSON {
 				return printJSON(map[string]any{"task_ids": ids})
-			}
-			for _, id := range ids {
-				fmt.Println(id)
 			}
 			return nil
 		},
