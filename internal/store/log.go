@@ -12,6 +12,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 )
 
 // Log is an append-only store: a commit is one write(2) of the records
@@ -543,21 +545,21 @@ func (l *Log) length(at loc) (int, error) {
 }
 
 // index is where each key's latest record is, per bucket. Buckets of
-// sequence numbers use a seqIndex; other keys (and a sequence number far
+// sequence numbers use a seqarr.Array; other keys (and a sequence number far
 // from the rest) a map of strings.
 type index struct {
-	seq []*seqIndex // nil for a bucket not sequenced
+	seq []*seqarr.Array[loc] // nil for a bucket not sequenced
 	str []map[string]loc
 	// bytes is the size of the live records.
 	bytes int64
 }
 
 func newIndex(sequenced []bool) *index {
-	x := &index{seq: make([]*seqIndex, len(sequenced)), str: make([]map[string]loc, len(sequenced))}
+	x := &index{seq: make([]*seqarr.Array[loc], len(sequenced)), str: make([]map[string]loc, len(sequenced))}
 	for i, sq := range sequenced {
 		x.str[i] = map[string]loc{}
 		if sq {
-			x.seq[i] = &seqIndex{}
+			x.seq[i] = &seqarr.Array[loc]{}
 		}
 	}
 	return x
@@ -575,7 +577,7 @@ type idxOp struct {
 
 // applyOp applies o for a commit written at base.
 func (x *index) applyOp(o *idxOp, base int64) {
-	if o.isSeq && x.seq[o.b].fits(o.seq) {
+	if o.isSeq && x.seq[o.b].Fits(o.seq) {
 		x.applySeq(o.op, o.b, o.seq, base+o.off, o.n)
 		return
 	}
@@ -587,7 +589,7 @@ func (x *index) applyOp(o *idxOp, base int64) {
 }
 
 func (x *index) apply(op, b byte, k []byte, off int64, n int) {
-	if s, ok := x.seqKey(b, k); ok && x.seq[b].fits(s) {
+	if s, ok := x.seqKey(b, k); ok && x.seq[b].Fits(s) {
 		x.applySeq(op, b, s, off, n)
 		return
 	}
@@ -610,10 +612,10 @@ func (x *index) applySeq(op, b byte, s uint64, off int64, n int) {
 	var old loc
 	var had bool
 	if op == opDelete {
-		old, had = x.seq[b].del(s)
+		old, had = x.seq[b].Delete(s)
 	} else {
 		at := mkloc(off, n)
-		old, had = x.seq[b].put(s, at)
+		old, had = x.seq[b].Put(s, at)
 		x.bytes += at.size()
 	}
 	if had {
@@ -636,7 +638,7 @@ func (x *index) applyStr(op, b byte, k string, off int64, n int) {
 
 func (x *index) get(b byte, k []byte) (loc, bool) {
 	if s, ok := x.seqKey(b, k); ok {
-		if at, ok := x.seq[b].get(s); ok {
+		if at, ok := x.seq[b].Get(s); ok {
 			return at, true
 		}
 	}
@@ -648,7 +650,7 @@ func (x *index) get(b byte, k []byte) (loc, bool) {
 func (x *index) keys(b byte, from []byte) [][]byte {
 	var out [][]byte
 	if sq := x.seq[b]; sq != nil {
-		_ = sq.each(func(s uint64, _ loc) error {
+		_ = sq.Each(func(s uint64, _ loc) error {
 			if k := binary.BigEndian.AppendUint64(nil, s); bytes.Compare(k, from) >= 0 {
 				out = append(out, k)
 			}
@@ -669,7 +671,7 @@ func (x *index) each(fn func(b byte, k []byte, at loc) error) error {
 	var k [8]byte
 	for b := range x.str {
 		if sq := x.seq[b]; sq != nil {
-			if err := sq.each(func(s uint64, at loc) error {
+			if err := sq.Each(func(s uint64, at loc) error {
 				binary.BigEndian.PutUint64(k[:], s)
 				return fn(byte(b), k[:], at)
 			}); err != nil {
@@ -768,7 +770,7 @@ func (l *Log) Scan(bucket string, from []byte, fn func(k, v []byte) (bool, error
 	for {
 		l.rmu.RLock()
 		// A compaction may have swapped the index meanwhile.
-		next, _, ok := l.idx.seq[b].next(s)
+		next, _, ok := l.idx.seq[b].Next(s)
 		l.rmu.RUnlock()
 		if !ok {
 			return nil

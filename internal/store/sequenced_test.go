@@ -112,27 +112,3 @@ func TestLogSequencedBucketMatchesAMap(t *testing.T) {
 	}
 	check(-1)
 }
-
-func TestSeqIndexFreesEmptyPages(t *testing.T) {
-	var x seqIndex
-	for s := uint64(1); s <= 10*seqPageLen; s++ {
-		x.put(s, mkloc(int64(s)+100, 1))
-	}
-	if len(x.pages) != 11 {
-		t.Fatalf("%d pages for 10 pages of keys from 1", len(x.pages))
-	}
-	for s := uint64(1); s <= 9*seqPageLen; s++ {
-		if _, ok := x.del(s); !ok {
-			t.Fatalf("key %d missing", s)
-		}
-	}
-	if len(x.pages) != 2 || x.n != seqPageLen || x.base != 9 {
-		t.Fatalf("after deleting the first 9 pages: %d pages from %d, %d keys", len(x.pages), x.base, x.n)
-	}
-	if s, at, ok := x.next(0); !ok || s != 9*seqPageLen+1 || at.off() != int64(s)+100 {
-		t.Fatalf("next(0) = %d %v %v", s, at.off(), ok)
-	}
-	if !x.fits(x.base<<seqPageBits+seqMaxSpan<<seqPageBits-seqPageLen) || x.fits(1<<40) {
-		t.Fatal("fits is wrong about the span")
-	}
-}
