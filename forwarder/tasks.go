@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/binrec"
+	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -250,12 +251,14 @@ func decodeTask(k, v []byte) (*Task, error) {
 // RAM each, not kilobytes.
 type taskTable struct {
 	mu sync.RWMutex
-	// index holds every task, each once for its whole life: a doneRef
-	// when its end is durable, else a ref to its entry in live (not
-	// ended, or ended but not yet durable), so retiring a task rewrites
-	// its slot in place.
-	index   map[messages.TaskID]doneRef
-	live    []*entry // by slot; nil slots are in free
+	// index holds every task's seq, once for its whole life; ends holds,
+	// by seq, a doneRef's end when its end is durable, else its slot in
+	// live (not ended, or ended but not yet durable), so retiring a task
+	// rewrites an array entry, not a map's.
+	index   map[messages.TaskID]uint64
+	ends    seqarr.Array[uint64]
+	farEnds map[uint64]uint64 // seqs too far from the rest for ends
+	live    []*entry          // by slot; nil slots are in free
 	free    []uint32
 	waiters map[messages.TaskID]chan struct{}
 	writes  atomic.Uint64 // stored state changes
@@ -277,9 +280,10 @@ type taskTable struct {
 	log        *logrus.Entry
 }
 
-// doneRef is what stays in memory of a task whose end is stored: 16
-// bytes, about 50 with the map's share. Final states code 1 to 3; code 0
-// marks a live task, whose slot in taskTable.live is in seq.
+// doneRef is what stays in memory of a task whose end is stored: its seq
+// (in the index) and end (in ends), about 40 bytes with the map's share.
+// Final states code 1 to 3; code 0 marks a live task, whose slot in
+// taskTable.live is in end.
 type doneRef struct {
 	seq uint64
 	// end packs the completion time (unix seconds, 0 if unknown; 34
@@ -334,14 +338,49 @@ func (r doneRef) state() messages.TaskState { return endStates[r.end&3] }
 
 func (r doneRef) isLive() bool { return r.end&3 == 0 }
 
+// liveEnd is the end of a live task in slot.
+func liveEnd(slot uint32) uint64 { return uint64(slot+1) << 2 }
+
+func (r doneRef) slot() uint32 { return uint32(r.end>>2) - 1 }
+
+// setEnd, getEnd and dropEnd keep the end of the task of seq; tt.mu is
+// held.
+func (tt *taskTable) setEnd(seq, end uint64) {
+	if tt.ends.Fits(seq) {
+		tt.ends.Put(seq, end)
+		return
+	}
+	if tt.farEnds == nil {
+		tt.farEnds = map[uint64]uint64{}
+	}
+	tt.farEnds[seq] = end
+}
+
+func (tt *taskTable) getEnd(seq uint64) uint64 {
+	if end, ok := tt.ends.Get(seq); ok {
+		return end
+	}
+	return tt.farEnds[seq]
+}
+
+func (tt *taskTable) dropEnd(seq uint64) {
+	if _, ok := tt.ends.Delete(seq); !ok {
+		delete(tt.farEnds, seq)
+	}
+}
+
 // find returns the live entry of id, or else its doneRef (known says
 // there is one); tt.mu is held.
 func (tt *taskTable) find(id messages.TaskID) (e *entry, r doneRef, known bool) {
-	r, known = tt.index[id]
-	if known && r.isLive() {
-		return tt.live[r.seq], r, true
+	seq, known := tt.index[id]
+	if !known {
+		return nil, doneRef{}, false
 	}
-	return nil, r, known
+	r = doneRef{seq: seq, end: tt.getEnd(seq)}
+	if r.isLive() {
+		return tt.live[r.slot()], r, true
+	}
+	return nil, r, true
 }
 
 // insert makes e a live task; tt.mu is held.
@@ -354,7 +393,8 @@ func (tt *taskTable) insert(e *entry) {
 		e.slot = uint32(len(tt.live))
 		tt.live = append(tt.live, e)
 	}
-	tt.index[e.ID] = doneRef{seq: uint64(e.slot)}
+	tt.index[e.ID] = e.Seq
+	tt.setEnd(e.Seq, liveEnd(e.slot))
 }
 
 // unlive frees e's slot; the caller rewrites or deletes its index entry.
@@ -411,7 +451,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 }
 
 func newTaskTable(st *store.Log, log *logrus.Entry) *taskTable {
-	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, index: make(map[messages.TaskID]doneRef), waiters: make(map[messages.TaskID]chan struct{}), st: st,
+	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: []string{""}, ownerIdx: map[string]uint32{}, index: make(map[messages.TaskID]uint64), waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
@@ -437,7 +477,8 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		tt.seq = max(tt.seq, t.Seq)
 		t.owner = tt.ownerIndex(t.Owner)
 		if t.State.Terminal() {
-			tt.index[t.ID] = tt.refOf(t)
+			tt.index[t.ID] = t.Seq
+			tt.setEnd(t.Seq, tt.refOf(t).end)
 			return nil
 		}
 		e := &entry{Task: *t}
@@ -465,7 +506,7 @@ func (tt *taskTable) retire(es []*entry) {
 	tt.mu.Lock()
 	for _, e := range es {
 		if !e.gone && e.State.Terminal() {
-			tt.index[e.ID] = tt.refOf(&e.Task)
+			tt.setEnd(e.Seq, tt.refOf(&e.Task).end)
 			tt.unlive(e)
 		}
 	}
@@ -580,6 +621,7 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 	tt.mu.Lock()
 	for _, t := range ts {
 		delete(tt.index, t.ID)
+		tt.dropEnd(t.Seq)
 		tt.unlive(t)
 		tt.byState[t.State].Add(-1)
 		if !t.State.Terminal() {
@@ -929,6 +971,7 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 	for _, t := range tt.live {
 		if t != nil && t.State.Terminal() && t.CompletedAt != 0 && t.CompletedAt < cutoff.UnixNano() {
 			delete(tt.index, t.ID)
+			tt.dropEnd(t.Seq)
 			tt.unlive(t)
 			tt.byState[t.State].Add(-1)
 			n++
@@ -938,9 +981,11 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 		}
 	}
 	before := cutoff.Unix()
-	for id, r := range tt.index {
+	for id, seq := range tt.index {
+		r := doneRef{seq: seq, end: tt.getEnd(seq)}
 		if c := r.completed(); !r.isLive() && c != 0 && c < before {
 			delete(tt.index, id)
+			tt.dropEnd(seq)
 			tt.byState[r.state()].Add(-1)
 			n++
 			ops = append(ops, store.Op{Bucket: tasksBucket, Key: seqKey(r.seq)})
