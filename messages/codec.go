@@ -71,7 +71,13 @@ func (w *writer) s(v string) {
 }
 func (w *writer) b(v bool)     { w.set(w.enc.EncodeBool(v)) }
 func (w *writer) bin(v []byte) { w.set(w.enc.EncodeBytes(v)) }
-func (w *writer) id(v *TaskID) { w.set(w.enc.EncodeBytes(v[:])) }
+
+// id writes bin8 of 16 bytes, as EncodeBytes does, without its calls
+// through io.Writer: ids are most of a busy header.
+func (w *writer) id(v *TaskID) {
+	w.buf.Write([]byte{msgpcode.Bin8, byte(len(v))})
+	w.buf.Write(v[:])
+}
 func (w *writer) ids(v []TaskID) {
 	w.arr(len(v))
 	for k := range v {
@@ -84,6 +90,7 @@ type reader struct {
 	dec *msgpack.Decoder
 	err error
 	tmp []byte // scratch for strings, at most MaxStringBytes
+	hdr []byte // what rd reads
 }
 
 var readers = sync.Pool{New: func() any {
@@ -310,6 +317,13 @@ func (r *reader) id(dst *TaskID) {
 	if r.err != nil {
 		return
 	}
+	// The usual bin8 of 16 bytes is copied straight from the header (the
+	// decoder reads r.rd byte by byte, never ahead).
+	if at := len(r.hdr) - r.rd.Len(); at+2+len(dst) <= len(r.hdr) && r.hdr[at] == msgpcode.Bin8 && int(r.hdr[at+1]) == len(dst) {
+		copy(dst[:], r.hdr[at+2:])
+		_, _ = r.rd.Seek(int64(2+len(dst)), io.SeekCurrent)
+		return
+	}
 	n, err := r.dec.DecodeBytesLen()
 	if err != nil {
 		r.fail(err)
@@ -386,6 +400,7 @@ func Unpack(frames [][]byte) (Message, error) {
 
 	r := readers.Get().(*reader)
 	r.rd.Reset(f[2:])
+	r.hdr = f[2:]
 	r.dec.Reset(&r.rd)
 	r.err = nil
 	m := decodeBody(t, r, payload)
@@ -394,6 +409,7 @@ func Unpack(frames [][]byte) (Message, error) {
 		err = derr(ErrMalformed, "%d trailing header bytes", r.rd.Len())
 	}
 	r.rd.Reset(nil)
+	r.hdr = nil
 	readers.Put(r)
 	if err != nil {
 		return nil, err

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,8 +68,10 @@ func TestManagersSbatchScript(t *testing.T) {
 	bin, script, c, ix, creds := e.bin, e.script, e.c, e.ix, e.creds
 	client := e.fwd.Client()
 
-	tmpBefore, _ := filepath.Glob("/tmp/switchyard-manager-*")
 	submitDir := t.TempDir()
+	// The job's temporary files go to a directory of its own: other
+	// tests' managers come and go in /tmp meanwhile.
+	jobTmp := t.TempDir()
 	port := freePort(t)
 	sbatch := func(env ...string) string {
 		cmd := c.Command(t.Context(), "sbatch", "--parsable", script, ix.ManagersAddr())
@@ -86,7 +87,7 @@ func TestManagersSbatchScript(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	id := sbatch("SWITCHYARD_BIN="+bin, fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", port), "SWITCHYARD_WORKERS=2", "SWITCHYARD_CREDENTIALS="+creds,
+	id := sbatch("TMPDIR="+jobTmp, "SWITCHYARD_BIN="+bin, fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", port), "SWITCHYARD_WORKERS=2", "SWITCHYARD_CREDENTIALS="+creds,
 		"SWITCHYARD_MANAGER_ARGS="+strings.Join(append([]string{"--heartbeat-interval=50ms", "--heartbeat-threshold=500ms"}, testutil.AllowRootArgs(bin)...), " "))
 	testutil.WaitFor(t, 60*time.Second, func() error {
 		for _, m := range ix.Status().ManagerList {
@@ -98,6 +99,9 @@ func TestManagersSbatchScript(t *testing.T) {
 		return fmt.Errorf("no manager of job %s (%s) registered: %+v", id, st, ix.Status().ManagerList)
 	})
 	registered := time.Since(t0)
+	if entries, _ := filepath.Glob(filepath.Join(jobTmp, "switchyard-manager-*")); len(entries) != 1 {
+		t.Errorf("the job's manager keeps %v in its TMPDIR, want one switchyard-manager-* directory", entries)
+	}
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
 		t.Fatalf("manager metrics port: %v", err)
@@ -128,16 +132,14 @@ func TestManagersSbatchScript(t *testing.T) {
 	if entries, _ := os.ReadDir(submitDir); len(entries) != 0 {
 		t.Errorf("the job wrote into the submit directory: %v", entries)
 	}
-	// Other tests' managers come and go in /tmp meanwhile: only a new
-	// entry that stays is this job's.
-	tmpAfter, _ := filepath.Glob("/tmp/switchyard-manager-*")
-	for _, p := range tmpAfter {
-		if !slices.Contains(tmpBefore, p) {
-			if st, err := os.Stat(p); err == nil && st.ModTime().After(t0) && st.ModTime().Before(t1) {
-				t.Errorf("the job left state in /tmp: %s", p)
-			}
+	// The manager wrote its python worker program there (as into /tmp
+	// by default) and removes it as it exits.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if entries, _ := os.ReadDir(jobTmp); len(entries) != 0 {
+			return fmt.Errorf("the job left files in its TMPDIR: %v", entries)
 		}
-	}
+		return nil
+	})
 	out, err := os.ReadFile("/tmp/switchyard-managers-root-" + id + ".out")
 	if err != nil {
 		t.Fatalf("job output not at /tmp/switchyard-managers-USER-JOBID.out: %v", err)
