@@ -909,3 +909,56 @@ func TestFullQueueRefusesPushesAtOnce(t *testing.T) {
 		return ok && x.ServingState == messages.PushPaused
 	})
 }
+
+// A manager that does not acknowledge a task batch gets it again after the
+// threshold; once it acknowledges, nothing more is re-sent.
+func TestUnacknowledgedTasksResent(t *testing.T) {
+	e := start(t, interchange.Options{HeartbeatThreshold: 300 * time.Millisecond}, false)
+	mute := testutil.NewDealer(t, "fake manager mute", "mute", e.ix.ManagersAddr(), testutil.PeerOptions{})
+	mute.Send(t, "", &messages.Registration{Role: messages.RoleManager, ID: "mute", Workers: 1, Prefetch: 1,
+		ProtocolVersion: messages.Version, SoftwareVersion: "test"})
+	mute.ExpectType(t, 5*time.Second, "", messages.TypeHeartbeat)
+	mute.SetHeartbeat(testutil.Interval)
+	ids := e.push(t, 2, 1)
+	sent := func(p *testutil.Peer, id messages.TaskID) int {
+		n := 0
+		for _, x := range p.Tasks("") {
+			if x.ID == id {
+				n++
+			}
+		}
+		return n
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		for _, id := range ids {
+			if n := sent(mute, id); n < 2 {
+				return fmt.Errorf("task %s sent %d times to a manager that never acks, want 2", id, n)
+			}
+		}
+		return nil
+	})
+	if v := e.metric(t, "tasks_resent_total"); v < 2 {
+		t.Errorf("tasks_resent_total = %g, want at least 2", v)
+	}
+	mute.Send(t, "", &messages.Ack{IDs: ids})
+	before := len(mute.Tasks(""))
+	acked := time.Now()
+	// Nothing can be re-sent before two thresholds have passed; then a
+	// HeartbeatReq is the fence: one connection keeps order, so a re-send
+	// would arrive before its answer.
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if d := time.Since(acked); d < 700*time.Millisecond {
+			return fmt.Errorf("only %s since the acks", d)
+		}
+		return nil
+	})
+	mute.Send(t, "", &messages.HeartbeatReq{Nonce: 77})
+	mute.ExpectType(t, 5*time.Second, "", messages.TypeHeartbeatResp)
+	if n := len(mute.Tasks("")); n != before {
+		t.Errorf("%d task sends after the acks, want %d", n, before)
+	}
+	for _, id := range ids {
+		mute.Send(t, "", result(id, 1, messages.Success, ""))
+		e.waitUpResult(t, id, 1)
+	}
+}
