@@ -1,6 +1,7 @@
 package interchange
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"time"
@@ -137,7 +138,7 @@ func (l *loop) resendAll() {
 			l.upQueue = append(l.upQueue, t)
 		}
 	}
-	slices.SortFunc(l.upQueue, func(a, b *itask) int { return int(a.seq - b.seq) })
+	slices.SortFunc(l.upQueue, func(a, b *itask) int { return cmp.Compare(a.seq, b.seq) })
 	clear(l.upSent)
 	l.upSent = l.upSent[:0]
 }
