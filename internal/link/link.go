@@ -1,9 +1,11 @@
 // Package link keeps a ZeroMQ link alive, once for every daemon: the
 // DEALER side (Uplink: dial, register, back off, soft heartbeat,
 // re-register), the ROUTER side (Router: who is behind which connection,
-// expiry, re-register requests, error replies) and the acknowledged outbox
-// (Outbox: held items re-sent until acknowledged). Everything here is a
-// plain struct owned by one event loop; nothing starts a goroutine.
+// expiry, re-register requests, error replies) and a generic acknowledged
+// outbox (Outbox: held items re-sent until acknowledged; the daemons keep
+// that state in their task records instead, the simulated managers use
+// this). Everything here is a plain struct owned by one event loop;
+// nothing starts a goroutine.
 package link
 
 import (

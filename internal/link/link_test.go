@@ -67,10 +67,6 @@ func TestUnackedDue(t *testing.T) {
 	if len(due) != 1 || due[0] != id(1) || u.Has(id(1)) || !u.Has(id(2)) {
 		t.Fatalf("due %v; has1=%v has2=%v", due, u.Has(id(1)), u.Has(id(2)))
 	}
-	u.Clear()
-	if u.Len() != 0 {
-		t.Fatal("Clear left items")
-	}
 }
 
 func TestReasonStrings(t *testing.T) {

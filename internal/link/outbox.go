@@ -29,9 +29,6 @@ func (u *Unacked) Has(id messages.TaskID) bool { _, ok := u.sentAt[id]; return o
 // Len is the number waiting.
 func (u *Unacked) Len() int { return len(u.sentAt) }
 
-// Clear forgets everything (the peer is gone; its items go elsewhere).
-func (u *Unacked) Clear() { clear(u.sentAt) }
-
 // Due returns, at most once per threshold, the ids sent longer than the
 // threshold ago, and forgets them: the caller sends them again.
 func (u *Unacked) Due(now time.Time, threshold time.Duration, out []messages.TaskID) []messages.TaskID {
@@ -139,12 +136,4 @@ func (o *Outbox[T]) ResendDue(now time.Time, threshold time.Duration) int {
 		}
 	}
 	return n
-}
-
-// Each calls fn for every held item.
-func (o *Outbox[T]) Each(fn func(*T)) {
-	for id := range o.held {
-		it := o.held[id]
-		fn(&it)
-	}
 }
