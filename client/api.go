@@ -112,43 +112,6 @@ func (c *Client) SubmitBody(ctx context.Context, ep string, body []byte) ([]stri
 	return out.TaskIDs, nil
 }
 
-// fastIDs reads {"task_ids":["…",…]} as the forwarder writes it, into one
-// string the ids share; ok is false for anything else, which
-// encoding/json then reads.
-func fastIDs(b []byte) ([]string, bool) {
-	const pre, post = `{"task_ids":[`, `]}`
-	b = bytes.TrimSpace(b)
-	if !bytes.HasPrefix(b, []byte(pre)) || !bytes.HasSuffix(b, []byte(post)) || len(b) < len(pre)+len(post) {
-		return nil, false
-	}
-	all := string(b[len(pre) : len(b)-len(post)])
-	out := make([]string, 0, strings.Count(all, ",")+1)
-	for i := 0; i < len(all); {
-		if all[i] != '"' {
-			return nil, false
-		}
-		end := i + 1
-		for end < len(all) && all[end] != '"' {
-			if c := all[end]; c < 0x20 || c >= 0x7f || c == '\\' {
-				return nil, false
-			}
-			end++
-		}
-		if end == len(all) {
-			return nil, false
-		}
-		out = append(out, all[i+1:end])
-		i = end + 1
-		if i < len(all) {
-			if all[i] != ',' || i+1 == len(all) {
-				return nil, false
-			}
-			i++
-		}
-	}
-	return out, true
-}
-
 // Task reads one task.
 func (c *Client) Task(ctx context.Context, id string) (Task, error) {
 	var t Task

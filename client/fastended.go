@@ -5,6 +5,19 @@ import (
 	"strings"
 )
 
+// fastIDs reads {"task_ids":["…",…]} as the forwarder writes it, like
+// fastEnded.
+func fastIDs(b []byte) ([]string, bool) {
+	s := scanner{s: string(bytes.TrimSpace(b)), ok: true}
+	s.lit(`{"task_ids":[`)
+	ids := s.strs()
+	s.lit(`]}`)
+	if ids == nil {
+		ids = []string{}
+	}
+	return ids, s.ok && s.i == len(s.s)
+}
+
 // fastEnded reads an ended page as the forwarder writes it, with one
 // string for all of it; anything else is left to encoding/json (ok false).
 // A page of thousands of ends is most of what a waiting client reads.
@@ -35,13 +48,7 @@ func fastCensus(b []byte) (Census, bool) {
 	s.lit(`{"ended":[`)
 	c.Ended = s.endedTasks()
 	s.lit(`],"unknown":[`)
-	if !s.peek(']') {
-		c.Unknown = append(c.Unknown, s.str())
-		for s.peek(',') {
-			s.i++
-			c.Unknown = append(c.Unknown, s.str())
-		}
-	}
+	c.Unknown = s.strs()
 	s.lit(`],"pending":`)
 	c.Pending = s.count()
 	s.lit(`}`)
@@ -66,6 +73,20 @@ func (s *scanner) endedTasks() []EndedTask {
 			break
 		}
 		s.i++
+	}
+	return out
+}
+
+// strs reads strings separated by commas up to a closing ].
+func (s *scanner) strs() []string {
+	if !s.ok || s.peek(']') {
+		return nil
+	}
+	out := make([]string, 0, strings.Count(s.s[s.i:], ",")+1)
+	out = append(out, s.str())
+	for s.peek(',') {
+		s.i++
+		out = append(out, s.str())
 	}
 	return out
 }
