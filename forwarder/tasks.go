@@ -257,8 +257,7 @@ type taskTable struct {
 	// rewrites an array entry, not a map's.
 	index   map[messages.TaskID]uint64
 	ends    seqarr.Array[uint64]
-	farEnds map[uint64]uint64 // seqs too far from the rest for ends
-	live    []*entry          // by slot; nil slots are in free
+	live    []*entry // by slot; nil slots are in free
 	free    []uint32
 	waiters map[messages.TaskID]chan struct{}
 	writes  atomic.Uint64 // stored state changes
@@ -343,30 +342,10 @@ func liveEnd(slot uint32) uint64 { return uint64(slot+1) << 2 }
 
 func (r doneRef) slot() uint32 { return uint32(r.end>>2) - 1 }
 
-// setEnd, getEnd and dropEnd keep the end of the task of seq; tt.mu is
-// held.
-func (tt *taskTable) setEnd(seq, end uint64) {
-	if tt.ends.Fits(seq) {
-		tt.ends.Put(seq, end)
-		return
-	}
-	if tt.farEnds == nil {
-		tt.farEnds = map[uint64]uint64{}
-	}
-	tt.farEnds[seq] = end
-}
-
+// getEnd is the end of the task of seq; tt.mu is held.
 func (tt *taskTable) getEnd(seq uint64) uint64 {
-	if end, ok := tt.ends.Get(seq); ok {
-		return end
-	}
-	return tt.farEnds[seq]
-}
-
-func (tt *taskTable) dropEnd(seq uint64) {
-	if _, ok := tt.ends.Delete(seq); !ok {
-		delete(tt.farEnds, seq)
-	}
+	end, _ := tt.ends.Get(seq)
+	return end
 }
 
 // find returns the live entry of id, or else its doneRef (known says
@@ -394,7 +373,7 @@ func (tt *taskTable) insert(e *entry) {
 		tt.live = append(tt.live, e)
 	}
 	tt.index[e.ID] = e.Seq
-	tt.setEnd(e.Seq, liveEnd(e.slot))
+	tt.ends.Put(e.Seq, liveEnd(e.slot))
 }
 
 // unlive frees e's slot; the caller rewrites or deletes its index entry.
@@ -478,7 +457,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		t.owner = tt.ownerIndex(t.Owner)
 		if t.State.Terminal() {
 			tt.index[t.ID] = t.Seq
-			tt.setEnd(t.Seq, tt.refOf(t).end)
+			tt.ends.Put(t.Seq, tt.refOf(t).end)
 			return nil
 		}
 		e := &entry{Task: *t}
@@ -506,7 +485,7 @@ func (tt *taskTable) retire(es []*entry) {
 	tt.mu.Lock()
 	for _, e := range es {
 		if !e.gone && e.State.Terminal() {
-			tt.setEnd(e.Seq, tt.refOf(&e.Task).end)
+			tt.ends.Put(e.Seq, tt.refOf(&e.Task).end)
 			tt.unlive(e)
 		}
 	}
@@ -621,7 +600,7 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 	tt.mu.Lock()
 	for _, t := range ts {
 		delete(tt.index, t.ID)
-		tt.dropEnd(t.Seq)
+		tt.ends.Delete(t.Seq)
 		tt.unlive(t)
 		tt.byState[t.State].Add(-1)
 		if !t.State.Terminal() {
@@ -971,7 +950,7 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 	for _, t := range tt.live {
 		if t != nil && t.State.Terminal() && t.CompletedAt != 0 && t.CompletedAt < cutoff.UnixNano() {
 			delete(tt.index, t.ID)
-			tt.dropEnd(t.Seq)
+			tt.ends.Delete(t.Seq)
 			tt.unlive(t)
 			tt.byState[t.State].Add(-1)
 			n++
@@ -985,7 +964,7 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 		r := doneRef{seq: seq, end: tt.getEnd(seq)}
 		if c := r.completed(); !r.isLive() && c != 0 && c < before {
 			delete(tt.index, id)
-			tt.dropEnd(seq)
+			tt.ends.Delete(seq)
 			tt.byState[r.state()].Add(-1)
 			n++
 			ops = append(ops, store.Op{Bucket: tasksBucket, Key: seqKey(r.seq)})

@@ -280,19 +280,3 @@ func TestRawJSONMatchesEncoder(t *testing.T) {
 		}
 	}
 }
-
-// A seq far from the others (a store from a much older run) is kept aside,
-// not by stretching the array.
-func TestEndsOfFarSeqs(t *testing.T) {
-	tt := newTaskTable(nil, logx.Discard())
-	tt.setEnd(7, 1<<30|1)
-	tt.setEnd(1<<45, 2<<30|2)
-	if tt.getEnd(7) != 1<<30|1 || tt.getEnd(1<<45) != 2<<30|2 || len(tt.farEnds) != 1 {
-		t.Fatalf("ends %d %d, %d far", tt.getEnd(7), tt.getEnd(1<<45), len(tt.farEnds))
-	}
-	tt.dropEnd(1 << 45)
-	tt.dropEnd(7)
-	if tt.getEnd(7) != 0 || tt.getEnd(1<<45) != 0 || len(tt.farEnds) != 0 || tt.ends.Len() != 0 {
-		t.Fatal("ends left after dropping them")
-	}
-}

@@ -2,11 +2,17 @@
 // to small values, kept in pages of an array.
 package seqarr
 
+import (
+	"maps"
+	"slices"
+)
+
 // Array maps sequence numbers to values: pages in a slice, so a put, get
 // or delete is arithmetic and a memory access next to the previous one,
 // not a hash lookup, and an entry costs the size of a value. The zero
 // value of T means absent. Pages that empty are freed; the slice spans
-// the oldest live page to the newest.
+// the oldest live page to the newest. A key too far from the others to
+// stretch the slice to (say, from a much older run) is kept in a map.
 type Array[T comparable] struct {
 	base  uint64 // page number of pages[0]
 	pages []*page[T]
@@ -14,13 +20,14 @@ type Array[T comparable] struct {
 	// last is the page of the latest put, for the next one.
 	last  *page[T]
 	lastP uint64
+	far   map[uint64]T
 }
 
 const (
 	PageBits = 9
 	PageLen  = 1 << PageBits
-	// MaxSpan bounds the slice (8 bytes a page): Fits refuses a key this
-	// many pages from the live ones.
+	// MaxSpan bounds the slice (8 bytes a page): a key this many pages
+	// from the live ones goes to the map.
 	MaxSpan = 1 << 22
 )
 
@@ -45,15 +52,16 @@ func (x *Array[T]) Get(s uint64) (T, bool) {
 	var zero T
 	pg := x.page(s)
 	if pg == nil {
-		return zero, false
+		at, ok := x.far[s]
+		return at, ok
 	}
 	at := pg.at[s&(PageLen-1)]
 	return at, at != zero
 }
 
-// Fits reports whether s can go in the slice without stretching it past
+// fits reports whether s can go in the slice without stretching it past
 // MaxSpan pages.
-func (x *Array[T]) Fits(s uint64) bool {
+func (x *Array[T]) fits(s uint64) bool {
 	p := s >> PageBits
 	if len(x.pages) == 0 {
 		return true
@@ -62,11 +70,21 @@ func (x *Array[T]) Fits(s uint64) bool {
 	return hi-lo < MaxSpan
 }
 
-// Put sets s (which Fits) to at, not zero, and returns what it replaced.
+// Put sets s to at, not zero, and returns what it replaced.
 func (x *Array[T]) Put(s uint64, at T) (T, bool) {
 	var zero T
 	pg := x.page(s)
 	p := s >> PageBits
+	if old, ok := x.far[s]; ok || pg == nil && !x.fits(s) {
+		if x.far == nil {
+			x.far = map[uint64]T{}
+		}
+		x.far[s] = at
+		if !ok {
+			x.n++
+		}
+		return old, ok
+	}
 	if pg == nil {
 		pg = &page[T]{}
 		switch {
@@ -101,7 +119,12 @@ func (x *Array[T]) Delete(s uint64) (T, bool) {
 	var zero T
 	pg := x.page(s)
 	if pg == nil {
-		return zero, false
+		old, ok := x.far[s]
+		if ok {
+			delete(x.far, s)
+			x.n--
+		}
+		return old, ok
 	}
 	i := s & (PageLen - 1)
 	old := pg.at[i]
@@ -137,6 +160,16 @@ func (x *Array[T]) free(p uint64) {
 
 // Next returns the first key at or after s.
 func (x *Array[T]) Next(s uint64) (uint64, T, bool) {
+	k, at, ok := x.nextInPages(s)
+	for fk, fat := range x.far {
+		if fk >= s && (!ok || fk < k) {
+			k, at, ok = fk, fat, true
+		}
+	}
+	return k, at, ok
+}
+
+func (x *Array[T]) nextInPages(s uint64) (uint64, T, bool) {
 	var zero T
 	p := s >> PageBits
 	if p < x.base {
@@ -162,6 +195,17 @@ func (x *Array[T]) Len() int { return x.n }
 // Each calls fn for every key in order.
 func (x *Array[T]) Each(fn func(s uint64, at T) error) error {
 	var zero T
+	far := slices.Sorted(maps.Keys(x.far))
+	// emit calls fn for the far keys before k.
+	emit := func(k uint64) error {
+		for len(far) > 0 && far[0] < k {
+			if err := fn(far[0], x.far[far[0]]); err != nil {
+				return err
+			}
+			far = far[1:]
+		}
+		return nil
+	}
 	for i, pg := range x.pages {
 		if pg == nil {
 			continue
@@ -171,9 +215,18 @@ func (x *Array[T]) Each(fn func(s uint64, at T) error) error {
 			if at == zero {
 				continue
 			}
-			if err := fn(p<<PageBits|uint64(j), at); err != nil {
+			k := p<<PageBits | uint64(j)
+			if err := emit(k); err != nil {
 				return err
 			}
+			if err := fn(k, at); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range far {
+		if err := fn(k, x.far[k]); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -545,8 +545,8 @@ func (l *Log) length(at loc) (int, error) {
 }
 
 // index is where each key's latest record is, per bucket. Buckets of
-// sequence numbers use a seqarr.Array; other keys (and a sequence number far
-// from the rest) a map of strings.
+// sequence numbers use a seqarr.Array for their 8-byte keys; other keys a
+// map of strings.
 type index struct {
 	seq []*seqarr.Array[loc] // nil for a bucket not sequenced
 	str []map[string]loc
@@ -577,19 +577,15 @@ type idxOp struct {
 
 // applyOp applies o for a commit written at base.
 func (x *index) applyOp(o *idxOp, base int64) {
-	if o.isSeq && x.seq[o.b].Fits(o.seq) {
+	if o.isSeq {
 		x.applySeq(o.op, o.b, o.seq, base+o.off, o.n)
 		return
 	}
-	k := o.str
-	if o.isSeq {
-		k = string(binary.BigEndian.AppendUint64(nil, o.seq))
-	}
-	x.applyStr(o.op, o.b, k, base+o.off, o.n)
+	x.applyStr(o.op, o.b, o.str, base+o.off, o.n)
 }
 
 func (x *index) apply(op, b byte, k []byte, off int64, n int) {
-	if s, ok := x.seqKey(b, k); ok && x.seq[b].Fits(s) {
+	if s, ok := x.seqKey(b, k); ok {
 		x.applySeq(op, b, s, off, n)
 		return
 	}
@@ -605,10 +601,6 @@ func (x *index) seqKey(b byte, k []byte) (uint64, bool) {
 }
 
 func (x *index) applySeq(op, b byte, s uint64, off int64, n int) {
-	if len(x.str[b]) > 0 {
-		// It may have gone to the map when it did not fit.
-		x.applyStr(opDelete, b, string(binary.BigEndian.AppendUint64(nil, s)), 0, 0)
-	}
 	var old loc
 	var had bool
 	if op == opDelete {
@@ -638,9 +630,7 @@ func (x *index) applyStr(op, b byte, k string, off int64, n int) {
 
 func (x *index) get(b byte, k []byte) (loc, bool) {
 	if s, ok := x.seqKey(b, k); ok {
-		if at, ok := x.seq[b].Get(s); ok {
-			return at, true
-		}
+		return x.seq[b].Get(s)
 	}
 	at, ok := x.str[b][string(k)]
 	return at, ok
