@@ -68,7 +68,8 @@ func (j *journal) record(t *Task) {
 func (j *journal) cursor(n uint64) string { return j.epoch + "-" + strconv.FormatUint(n, 10) }
 
 // parseCursor returns the position of an "EPOCH-N" cursor of this run, or
-// ok=false for one from another run or from the future.
+// ok=false for one from another run or from the future; the task table's
+// lock is held.
 func (j *journal) parseCursor(s string) (uint64, bool, error) {
 	epoch, num, found := strings.Cut(s, "-")
 	n, err := strconv.ParseUint(num, 10, 64)
@@ -176,7 +177,11 @@ func (f *Forwarder) handleEnded(w http.ResponseWriter, r *http.Request) {
 	valid := true
 	if s := q.Get("after"); s != "" {
 		var err error
-		if from, valid, err = f.tasks.journal.parseCursor(s); err != nil {
+		// The journal is guarded by the task table's lock.
+		f.tasks.mu.RLock()
+		from, valid, err = f.tasks.journal.parseCursor(s)
+		f.tasks.mu.RUnlock()
+		if err != nil {
 			f.fail(w, http.StatusBadRequest, "%v", err)
 			return
 		}
