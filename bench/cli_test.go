@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -80,9 +81,9 @@ func checkCLIReport(t *testing.T, rep *Report, n int) {
 			}
 			continue
 		}
-		// A daemon's CPU comes from /proc in 10 ms clock ticks, and a
-		// few thousand no-ops may take less than one in one of them;
-		// together they take many.
+		// A daemon's CPU comes from /proc in 10 ms clock ticks, and
+		// thousands of no-ops may take less than one in one of them;
+		// together they take several (20,000 take about 0.2 s).
 		daemons += p.CPUSeconds
 	}
 	if daemons <= 0 {
@@ -104,7 +105,9 @@ func checkCLIReport(t *testing.T, rep *Report, n int) {
 
 func TestCLIPath(t *testing.T) {
 	bin := testutil.BuildSwitchyard(t)
-	const n = 3000
+	// Enough tasks that the daemons' CPU shows in 10 ms ticks (3,000 took
+	// under one tick each once the daemons got fast).
+	const n = 20000
 	rep, err := Run(context.Background(), Config{Exe: bin, CLI: true, Tasks: n, Managers: 1, Workers: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +131,7 @@ func TestCLIPath(t *testing.T) {
 	}
 
 	// The command itself, with --json.
-	out, err := exec.Command(bin, "bench", "--cli", "--tasks", "3000", "--managers", "1", "--workers", "4", "--json", "--quiet").Output()
+	out, err := exec.Command(bin, "bench", "--cli", "--tasks", strconv.Itoa(n), "--managers", "1", "--workers", "4", "--json", "--quiet").Output()
 	if err != nil {
 		t.Fatalf("bench --cli --json: %v\n%s", err, out)
 	}
