@@ -1,7 +1,6 @@
 package forwarder
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -10,11 +9,8 @@ import (
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/internal/auth"
-	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 )
-
-// tokensBucket holds the forwarder's tokens, keyed by their hash.
-const tokensBucket = "tokens"
 
 // BootstrapUser owns the admin token of STATE_DIR/admin.token.
 const BootstrapUser = "admin"
@@ -30,46 +26,25 @@ func ValidUser(name string) error {
 }
 
 // TokenInfo is a stored token without its secret.
-type TokenInfo struct {
-	ID        string    `json:"token_id"`
-	User      string    `json:"user"`
-	Admin     bool      `json:"admin"`
-	CreatedAt time.Time `json:"created_at"`
-	CreatedBy string    `json:"created_by,omitempty"`
-	hash      string
-}
+type TokenInfo = taskstore.Token
 
-// access holds tokens (hashed), kept in the store. Created endpoints are
-// in the enrollment table (enroll.go).
+// access holds tokens (hashed), kept in the store and cached here for
+// every request's check. Created endpoints are in the enrollment table
+// (enroll.go).
 type access struct {
-	st *store.Log
+	st taskstore.Store
 
 	mu     sync.RWMutex
 	byHash map[string]*TokenInfo
 }
 
-func newAccess(st *store.Log) (*access, error) {
+func newAccess(st taskstore.Store) (*access, error) {
 	a := &access{st: st, byHash: map[string]*TokenInfo{}}
-	if st == nil {
-		return a, nil
+	ts, err := st.Tokens()
+	for i := range ts {
+		a.byHash[ts[i].Hash] = &ts[i]
 	}
-	err := st.ForEach(tokensBucket, func(k, v []byte) error {
-		var t TokenInfo
-		if err := json.Unmarshal(v, &t); err != nil {
-			return fmt.Errorf("token record: %w", err)
-		}
-		t.hash = string(k)
-		a.byHash[t.hash] = &t
-		return nil
-	})
 	return a, err
-}
-
-func (a *access) write(ops []store.Op) error {
-	if a.st == nil {
-		return nil
-	}
-	return a.st.WriteSync(ops)
 }
 
 // verify says who holds token.
@@ -98,13 +73,12 @@ func (a *access) add(token, user string, admin bool, by string) (TokenInfo, erro
 	if err != nil {
 		return TokenInfo{}, err
 	}
-	t := &TokenInfo{ID: id, User: user, Admin: admin, CreatedAt: time.Now().UTC(), CreatedBy: by, hash: auth.Hash(token)}
-	b, _ := json.Marshal(t)
-	if err := a.write([]store.Op{{Bucket: tokensBucket, Key: []byte(t.hash), Value: b}}); err != nil {
+	t := &TokenInfo{ID: id, User: user, Admin: admin, CreatedAt: time.Now().UTC(), CreatedBy: by, Hash: auth.Hash(token)}
+	if err := a.st.PutToken(*t); err != nil {
 		return TokenInfo{}, fmt.Errorf("token not stored: %w", err)
 	}
 	a.mu.Lock()
-	a.byHash[t.hash] = t
+	a.byHash[t.Hash] = t
 	a.mu.Unlock()
 	return *t, nil
 }
@@ -146,7 +120,7 @@ func (a *access) revoke(idOrUser, bootstrapHash string) ([]TokenInfo, error) {
 	a.mu.Lock()
 	var gone []*TokenInfo
 	for _, t := range a.byHash {
-		if (t.ID == idOrUser || t.User == idOrUser) && t.hash != bootstrapHash {
+		if (t.ID == idOrUser || t.User == idOrUser) && t.Hash != bootstrapHash {
 			gone = append(gone, t)
 		}
 	}
@@ -157,17 +131,17 @@ func (a *access) revoke(idOrUser, bootstrapHash string) ([]TokenInfo, error) {
 		}
 		return nil, fmt.Errorf("%w %q", errNothingToRevoke, idOrUser)
 	}
-	ops := make([]store.Op, len(gone))
+	hashes := make([]string, len(gone))
 	for i, t := range gone {
-		ops[i] = store.Op{Bucket: tokensBucket, Key: []byte(t.hash)}
+		hashes[i] = t.Hash
 	}
-	if err := a.write(ops); err != nil {
+	if err := a.st.DeleteTokens(hashes); err != nil {
 		return nil, fmt.Errorf("revocation not stored: %w", err)
 	}
 	out := make([]TokenInfo, len(gone))
 	a.mu.Lock()
 	for i, t := range gone {
-		delete(a.byHash, t.hash)
+		delete(a.byHash, t.Hash)
 		out[i] = *t
 	}
 	a.mu.Unlock()

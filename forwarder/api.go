@@ -289,7 +289,7 @@ func (f *Forwarder) handleGet(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusNotFound, "unknown task id %s (finished tasks are kept for %s)", id, f.opts.Retention)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, t.View())
+	httpx.WriteJSON(w, http.StatusOK, viewOf(&t))
 }
 
 func (f *Forwarder) readIDs(w http.ResponseWriter, r *http.Request) ([]messages.TaskID, bool) {
@@ -334,7 +334,7 @@ func (f *Forwarder) handleStatus(w http.ResponseWriter, r *http.Request) {
 	ts, found := f.tasks.getMany(ids)
 	for i, id := range ids {
 		if t := &ts[i]; found[i] && visible(r, t) {
-			out[i] = t.View()
+			out[i] = viewOf(t)
 		} else {
 			out[i] = map[string]string{"task_id": id.String(), "state": "unknown", "error": "unknown task id"}
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -35,7 +36,7 @@ const (
 type endedEntry struct {
 	id    messages.TaskID
 	owner uint32 // index into taskTable.owners
-	state uint8  // index into endStates
+	state uint8  // index into taskstore.EndStates
 }
 
 // journal is guarded by the task table's lock.
@@ -55,8 +56,8 @@ func newJournal(size int) *journal {
 	return &journal{epoch: hex.EncodeToString(b[:]), ring: make([]endedEntry, size), changed: make(chan struct{})}
 }
 
-func (j *journal) record(t *Task) {
-	j.ring[j.next%uint64(len(j.ring))] = endedEntry{id: t.ID, owner: t.owner, state: endCode(t.State)}
+func (j *journal) record(e *entry) {
+	j.ring[j.next%uint64(len(j.ring))] = endedEntry{id: e.ID, owner: e.owner, state: taskstore.EndCode(e.State)}
 	j.next++
 	if j.waiting {
 		close(j.changed)
@@ -104,7 +105,7 @@ func (tt *taskTable) ended(ctx context.Context, from uint64, valid bool, owner s
 	for {
 		tt.mu.Lock()
 		// Owners are never forgotten, so an index once found stays valid.
-		who, known := tt.ownerIdx[owner]
+		who, known := tt.owners.Lookup(owner)
 		var page EndedPage
 		size := uint64(len(j.ring))
 		if !valid || from+size < j.next {
@@ -115,7 +116,7 @@ func (tt *taskTable) ended(ctx context.Context, from uint64, valid bool, owner s
 		for ; n < j.next && len(page.Tasks) < limit; n++ {
 			e := &j.ring[n%size]
 			if admin || (known && e.owner == who) {
-				page.Tasks = append(page.Tasks, EndedView{TaskID: e.id, State: endStates[e.state]})
+				page.Tasks = append(page.Tasks, EndedView{TaskID: e.id, State: taskstore.EndStates[e.state]})
 			}
 		}
 		page.More = n < j.next

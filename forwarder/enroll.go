@@ -1,15 +1,16 @@
 package forwarder
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
+	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 )
 
 // ErrEndpointExists is returned when an endpoint is created twice.
@@ -18,104 +19,76 @@ var ErrEndpointExists = errors.New("endpoint already exists")
 // ErrNoEndpoint is returned for an endpoint that was never created.
 var ErrNoEndpoint = errors.New("no such endpoint")
 
-// enrollment is which CURVE public key may connect as which endpoint. The
-// ZAP handler reads it on its own goroutine, so it is locked; it is kept
-// in STATE_DIR/endpoints.json (0600) when there is a state dir.
+// enrollment is which CURVE public key may connect as which endpoint,
+// and who owns each endpoint: the store's endpoint records, cached here
+// because the ZAP handler reads them on its own goroutine for every
+// connection.
 type enrollment struct {
 	mu    sync.RWMutex
-	path  string
-	byID  map[string]string
+	st    taskstore.Store
+	byID  map[string]*taskstore.Endpoint
 	byKey map[string]string
 }
 
-type enrollmentFile struct {
-	Endpoints map[string]string `json:"endpoints"` // endpoint id → public key
-}
-
-func loadEnrollment(path string) (*enrollment, error) {
-	e := &enrollment{path: path, byID: make(map[string]string), byKey: make(map[string]string)}
-	if path == "" {
-		return e, nil
-	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return e, nil
-	}
+func loadEnrollment(st taskstore.Store) (*enrollment, error) {
+	e := &enrollment{st: st, byID: make(map[string]*taskstore.Endpoint), byKey: make(map[string]string)}
+	eps, err := st.Endpoints()
 	if err != nil {
-		return nil, fmt.Errorf("read enrolled endpoints: %w", err)
+		return nil, fmt.Errorf("read created endpoints: %w", err)
 	}
-	var f enrollmentFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("enrolled endpoints %s: %w", path, err)
-	}
-	for id, key := range f.Endpoints {
-		if !curve.Valid(key) || ValidEndpointID(id) != nil {
-			return nil, fmt.Errorf("enrolled endpoints %s: bad entry %q", path, id)
+	for i := range eps {
+		ep := &eps[i]
+		if !curve.Valid(ep.PublicKey) || ValidEndpointID(ep.ID) != nil {
+			return nil, fmt.Errorf("created endpoints in %s: bad entry %q", st.Describe(), ep.ID)
 		}
-		e.byID[id] = key
-		e.byKey[key] = id
+		e.byID[ep.ID] = ep
+		e.byKey[ep.PublicKey] = ep.ID
 	}
 	return e, nil
 }
 
-// save writes the table; the caller holds mu.
-func (e *enrollment) save() error {
-	if e.path == "" {
-		return nil
-	}
-	b, err := json.MarshalIndent(enrollmentFile{Endpoints: e.byID}, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := e.path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("save enrolled endpoints: %w", err)
-	}
-	if err := os.Rename(tmp, e.path); err != nil {
-		return fmt.Errorf("save enrolled endpoints: %w", err)
-	}
-	return nil
-}
-
-// add enrolls key for id; oldKey is the key it replaced, if any.
-func (e *enrollment) add(id, key string, replace bool) (oldKey string, err error) {
+// add enrolls rec (an endpoint id, its key, its owner); oldKey is the key
+// it replaced, if any. A replaced endpoint keeps its owner and shares.
+func (e *enrollment) add(rec taskstore.Endpoint, replace bool) (oldKey string, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	old, ok := e.byID[id]
+	old, ok := e.byID[rec.ID]
 	if ok && !replace {
-		return "", fmt.Errorf("%w: %q", ErrEndpointExists, id)
+		return "", fmt.Errorf("%w: %q", ErrEndpointExists, rec.ID)
 	}
 	if ok {
-		delete(e.byKey, old)
+		key := rec.PublicKey
+		rec = *old
+		rec.PublicKey = key
 	}
-	e.byID[id] = key
-	e.byKey[key] = id
-	if err := e.save(); err != nil {
-		delete(e.byKey, key)
-		if ok {
-			e.byID[id], e.byKey[old] = old, id
-		} else {
-			delete(e.byID, id)
-		}
-		return "", err
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = time.Now().UTC()
 	}
-	return old, nil
+	if err := e.st.PutEndpoint(rec); err != nil {
+		return "", fmt.Errorf("save created endpoint: %w", err)
+	}
+	if ok {
+		delete(e.byKey, old.PublicKey)
+		oldKey = old.PublicKey
+	}
+	e.byID[rec.ID] = &rec
+	e.byKey[rec.PublicKey] = rec.ID
+	return oldKey, nil
 }
 
 func (e *enrollment) remove(id string) (key string, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	key, ok := e.byID[id]
+	rec, ok := e.byID[id]
 	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrNoEndpoint, id)
 	}
-	delete(e.byID, id)
-	delete(e.byKey, key)
-	if err := e.save(); err != nil {
-		e.byID[id], e.byKey[key] = key, id
-		return "", err
+	if err := e.st.DeleteEndpoint(id); err != nil {
+		return "", fmt.Errorf("save deleted endpoint: %w", err)
 	}
-	return key, nil
+	delete(e.byID, id)
+	delete(e.byKey, rec.PublicKey)
+	return rec.PublicKey, nil
 }
 
 func (e *enrollment) has(id string) bool {
@@ -128,8 +101,11 @@ func (e *enrollment) has(id string) bool {
 func (e *enrollment) keyOf(id string) (string, bool) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	k, ok := e.byID[id]
-	return k, ok
+	rec, ok := e.byID[id]
+	if !ok {
+		return "", false
+	}
+	return rec.PublicKey, true
 }
 
 // idOf is the endpoint a key was enrolled for.
@@ -165,7 +141,7 @@ func (f *Forwarder) CreateEndpoint(id string, replace bool) (*curve.Credentials,
 	if err != nil {
 		return nil, err
 	}
-	old, err := f.enrolled.add(id, kp.Public, replace)
+	old, err := f.enrolled.add(taskstore.Endpoint{ID: id, PublicKey: kp.Public}, replace)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +183,12 @@ func EnrollOffline(stateDir, id, zmqAddr string) (*curve.Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := loadEnrollment(dir.File("endpoints.json"))
+	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir.Path, Durability: store.SurviveHostCrash})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	e, err := loadEnrollment(st)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +196,7 @@ func EnrollOffline(stateDir, id, zmqAddr string) (*curve.Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := e.add(id, kp.Public, true); err != nil {
+	if _, err := e.add(taskstore.Endpoint{ID: id, PublicKey: kp.Public, Owner: BootstrapUser}, true); err != nil {
 		return nil, err
 	}
 	return &curve.Credentials{Kind: curve.KindEndpoint, ID: id, ServerKey: server.Public, Client: kp, Address: zmqAddr}, nil

@@ -17,7 +17,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
-	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -44,7 +44,7 @@ type Forwarder struct {
 	enrolled  *enrollment
 	serverKey curve.KeyPair
 
-	store      *store.Log
+	store      taskstore.Store
 	res        daemon.Resources
 	recovering bool
 	recovered  map[string][]*entry
@@ -100,17 +100,20 @@ func New(opts Options) (*Forwarder, error) {
 	if f.dir, _, _, err = f.res.State(opts.StateDir, "forwarder", opts.NoPersist, "", "", nil, opts.durability(), f.log); err != nil {
 		return fail(err)
 	}
-	var st *store.Log
-	if f.dir != nil && !opts.NoPersist {
-		if st, f.recovering, err = f.openStore(); err != nil {
-			return fail(fmt.Errorf("forwarder: %w", err))
-		}
+	f.m = newMetrics(opts.Registry, f)
+	if f.store, f.recovering, err = f.openStore(); err != nil {
+		return fail(fmt.Errorf("forwarder: %w", err))
 	}
-	f.store = st
-	f.tasks = newTaskTable(st, f.log)
+	f.res.Add(func() {
+		if err := f.store.Close(); err != nil {
+			f.log.WithError(err).Error("closing the store")
+		}
+	})
+	f.tasks = newTaskTable(f.store, f.log)
+	f.tasks.endLatency = func(d time.Duration) { f.m.latency.Observe(d.Seconds()) }
 	total, unfinished, err := f.tasks.load()
 	if err != nil {
-		return fail(fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", st.Path(), err))
+		return fail(fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", f.store.Describe(), err))
 	}
 	f.recovered = unfinished
 	if f.recovering {
@@ -118,7 +121,7 @@ func New(opts Options) (*Forwarder, error) {
 		for _, ids := range unfinished {
 			n += len(ids)
 		}
-		f.log.WithFields(logrus.Fields{"tasks": total, "unfinished": n, "endpoints": len(unfinished), "store": st.Path()}).
+		f.log.WithFields(logrus.Fields{"tasks": total, "unfinished": n, "endpoints": len(unfinished), "store": f.store.Describe()}).
 			Infof("recovering: %d tasks unfinished of %d stored", n, total)
 	}
 	if f.zctx, err = f.res.ZMQ(); err != nil {
@@ -131,11 +134,6 @@ func New(opts Options) (*Forwarder, error) {
 		return fail(err)
 	}
 	f.res.Add(f.mbox.Close)
-	f.m = newMetrics(opts.Registry, f)
-	f.tasks.endLatency = func(d time.Duration) { f.m.latency.Observe(d.Seconds()) }
-	if f.store != nil {
-		f.store.OnCommit(f.m.observeStore)
-	}
 	if f.http, err = httpx.ListenConfig(opts.ListenHTTP, f.routes(), opts.HTTP); err != nil {
 		return fail(fmt.Errorf("forwarder: %w", err))
 	}
@@ -152,11 +150,7 @@ func New(opts Options) (*Forwarder, error) {
 // each connection after its endpoint.
 func (f *Forwarder) bindZMQ() error {
 	var err error
-	path := ""
-	if f.dir != nil {
-		path = f.dir.File("endpoints.json")
-	}
-	if f.enrolled, err = loadEnrollment(path); err != nil {
+	if f.enrolled, err = loadEnrollment(f.store); err != nil {
 		return fmt.Errorf("forwarder: %w", err)
 	}
 	opts := []zsock.Option{zsock.MaxMsgSize(messages.MaxBatchBytes + 1<<20)}
@@ -303,4 +297,21 @@ func (f *Forwarder) janitor(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// openStore opens the store --store names: the log in the state dir by
+// default, memory with no state dir or --no-persist.
+func (f *Forwarder) openStore() (taskstore.Store, bool, error) {
+	url := f.opts.Store
+	dir := ""
+	if f.dir != nil {
+		dir = f.dir.Path
+	}
+	if url == "" {
+		url = "log"
+		if dir == "" || f.opts.NoPersist {
+			url = "memory"
+		}
+	}
+	return taskstore.Open(taskstore.Config{URL: url, Dir: dir, Durability: f.opts.durability(), OnCommit: f.m.observeStore, Log: f.log})
 }

@@ -1,15 +1,13 @@
 package forwarder
 
 import (
-	"cmp"
-	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -20,28 +18,7 @@ const (
 )
 
 // TaskFilter selects tasks for a listing; zero fields match everything.
-type TaskFilter struct {
-	Endpoint string
-	States   []messages.TaskState
-	Owner    string
-	// OwnerSet makes Owner count even when it is empty (tasks of old
-	// records have no owner).
-	OwnerSet bool
-	Since    time.Time
-}
-
-func (tf *TaskFilter) match(t *Task) bool {
-	if tf.Endpoint != "" && t.Endpoint != tf.Endpoint {
-		return false
-	}
-	if tf.OwnerSet && t.Owner != tf.Owner {
-		return false
-	}
-	if len(tf.States) > 0 && !slices.Contains(tf.States, t.State) {
-		return false
-	}
-	return tf.Since.IsZero() || !time.Unix(0, t.CreatedAt).Before(tf.Since)
-}
+type TaskFilter = taskstore.Filter
 
 // ListedTask is one task of a listing: the task view plus its owner.
 type ListedTask struct {
@@ -51,55 +28,26 @@ type ListedTask struct {
 
 // list returns up to limit tasks matching tf accepted after the one of
 // sequence number after, in acceptance order, and whether more follow.
+// Every task is stored when accepted; a task still in memory is newer
+// there.
 func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool) {
-	if tt.st != nil {
-		return tt.listStored(tf, after, limit)
-	}
-	tt.mu.RLock()
-	var hits []*Task
-	for _, t := range tt.live {
-		if t != nil && t.Seq > after && tf.match(&t.Task) {
-			hits = append(hits, &t.Task)
-		}
-	}
-	slices.SortFunc(hits, func(a, b *Task) int { return cmp.Compare(a.Seq, b.Seq) })
-	more := len(hits) > limit
-	hits = hits[:min(len(hits), limit)]
-	out := make([]Task, len(hits))
-	for i, t := range hits {
-		out[i] = *t
-	}
-	tt.mu.RUnlock()
-	return out, more
-}
-
-// listStored walks the store in acceptance order: every task is stored
-// when accepted, and a task still in memory is newer there.
-func (tt *taskTable) listStored(tf TaskFilter, after uint64, limit int) ([]Task, bool) {
 	var out []Task
 	more := false
-	err := tt.st.Scan(tasksBucket, seqKey(after+1), func(k, v []byte) (bool, error) {
-		t, err := decodeTask(k, v)
-		if err != nil {
-			return false, fmt.Errorf("task record %x: %w", k, err)
-		}
+	err := tt.st.List(tf, after, func(t *Task) bool {
 		tt.mu.RLock()
-		live, _, known := tt.find(t.ID)
-		inMemory := live != nil
-		retired := known && !inMemory
-		if inMemory {
-			*t = live.Task
+		if e, ok := tt.live[t.ID]; ok {
+			*t = e.Task
 		}
 		tt.mu.RUnlock()
-		if (!inMemory && !retired) || !tf.match(t) {
-			return true, nil // pruned or refused, or not asked for
+		if !tf.Match(t) {
+			return true
 		}
 		if len(out) == limit {
 			more = true
-			return false, nil
+			return false
 		}
 		out = append(out, *t)
-		return true, nil
+		return true
 	})
 	if err != nil {
 		tt.log.WithError(err).Warn("cannot list tasks from the store")
@@ -170,7 +118,7 @@ func (f *Forwarder) handleList(w http.ResponseWriter, r *http.Request) {
 	ts, more := f.tasks.list(tf, after, limit)
 	out := make([]ListedTask, len(ts))
 	for i := range ts {
-		out[i] = ListedTask{TaskView: ts[i].View(), Owner: ts[i].Owner}
+		out[i] = ListedTask{TaskView: viewOf(&ts[i]), Owner: ts[i].Owner}
 	}
 	next := ""
 	if more && len(ts) > 0 {

@@ -26,6 +26,9 @@ type Options struct {
 	// store after pruning (default 1h): a compaction rewrites the file, so
 	// pruned tasks' arguments and results no longer sit in its free pages.
 	CompactInterval time.Duration
+	// Store names the task store: "log" (the default with a state dir),
+	// "memory", or another registered implementation (SCHEME:ADDRESS).
+	Store string
 	// NoPersist keeps tasks in memory only (for benchmarks and tests).
 	NoPersist          bool
 	HeartbeatInterval  time.Duration

@@ -4,20 +4,23 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 )
 
 // compactAfterPrune rewrites the store once pruning removed tasks, at
-// most once per CompactInterval: bbolt leaves deleted records in free
-// pages, so without it a pruned task's arguments stay readable in the file.
+// most once per CompactInterval: a deleted record stays in the log file
+// until then, so a pruned task's arguments stay readable on disk.
 // Called by the janitor only.
 func (f *Forwarder) compactAfterPrune(now time.Time) {
-	if f.store == nil || now.Sub(f.lastCompact) < f.opts.CompactInterval {
+	c, ok := f.store.(taskstore.Compacter)
+	if !ok || now.Sub(f.lastCompact) < f.opts.CompactInterval {
 		return
 	}
 	f.lastCompact = now
 	start := time.Now()
-	if err := f.store.Compact(); err != nil {
-		f.log.WithError(err).Warn("store compaction after pruning failed; pruned tasks may stay readable in free pages until the next one")
+	if err := c.Compact(); err != nil {
+		f.log.WithError(err).Warn("store compaction after pruning failed; pruned tasks stay readable in the store file until the next one")
 		return
 	}
 	f.log.WithFields(logrus.Fields{"took": time.Since(start).Round(time.Millisecond).String()}).Info("store compacted after pruning")

@@ -3,8 +3,6 @@ package forwarder
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -13,14 +11,13 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/switchyard-hpc/switchyard/internal/logx"
-	"github.com/switchyard-hpc/switchyard/internal/statedir"
-	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
-func openTable(t *testing.T, path string) (*taskTable, *store.Log) {
+func openTable(t *testing.T, dir string) (*taskTable, taskstore.Store) {
 	t.Helper()
-	st, _, err := store.OpenLog(path, stateFormat, stateBuckets, logOptions(store.SurviveProcessCrash))
+	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir, Log: logx.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,16 +30,7 @@ func openTable(t *testing.T, path string) (*taskTable, *store.Log) {
 
 // counts says how many tasks are in memory and how many retired.
 func (tt *taskTable) counts() (live, retired int) {
-	tt.mu.RLock()
-	defer tt.mu.RUnlock()
-	for _, seq := range tt.index {
-		if r := (doneRef{seq: seq, end: tt.getEnd(seq)}); r.isLive() {
-			live++
-		} else {
-			retired++
-		}
-	}
-	return live, retired
+	return len(tt.live), tt.len() - len(tt.live)
 }
 
 func newTasks(n int, owner string) []*entry {
@@ -57,7 +45,7 @@ func newTasks(n int, owner string) []*entry {
 // A task whose end is durable leaves memory but for a small reference, and
 // still reads, lists, survives a restart and is pruned as before.
 func TestFinishedTasksLeaveMemory(t *testing.T) {
-	path := filepath.Join(t.TempDir(), stateFile)
+	path := t.TempDir()
 	tt, st := openTable(t, path)
 	ts := newTasks(10, "alice")
 	if err := tt.add(ts, 0); err != nil {
@@ -169,12 +157,13 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			const n = 100000
 			for range b.N {
-				var st *store.Log
+				url := "memory"
 				if persist {
-					var err error
-					if st, _, err = store.OpenLog(filepath.Join(b.TempDir(), stateFile), stateFormat, stateBuckets, logOptions(store.SurviveProcessCrash)); err != nil {
-						b.Fatal(err)
-					}
+					url = "log"
+				}
+				st, _, err := taskstore.Open(taskstore.Config{URL: url, Dir: b.TempDir(), Log: logx.Discard()})
+				if err != nil {
+					b.Fatal(err)
 				}
 				tt := newTaskTable(st, logx.Discard())
 				before := heapLive()
@@ -198,9 +187,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 					b.Fatalf("%d tasks held, want %d", tt.len(), n)
 				}
 				b.ReportMetric(float64(after-before)/n, "B/finished-task")
-				if st != nil {
-					st.Close()
-				}
+				st.Close()
 			}
 		})
 	}
@@ -211,45 +198,6 @@ func heapLive() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapAlloc)
-}
-
-// Tasks kept by an earlier version in the B-tree file are moved into the
-// log on the first start and read back as before.
-func TestOldStateFileIsMigrated(t *testing.T) {
-	dir := t.TempDir()
-	sd, err := statedir.Open(dir, "forwarder")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sd.Close()
-	db, _, err := store.Open(sd.File(oldStateFile), oldStateFormat, stateBuckets, store.SurviveProcessCrash)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := newTasks(2, "alice")
-	ts[0].Seq, ts[1].Seq = 1, 2
-	ts[0].State, ts[0].Result, ts[0].CompletedAt = messages.StateSuccess, []byte(`"done"`), time.Now().UnixNano()
-	if err := db.WriteSync([]store.Op{encodeTask(&ts[0].Task), encodeTask(&ts[1].Task)}); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	f := &Forwarder{log: logx.Discard(), dir: sd}
-	st, recovering, err := f.openStore()
-	if err != nil || !recovering {
-		t.Fatalf("openStore: %v, recovering %v", err, recovering)
-	}
-	defer f.res.Close()
-	tt := newTaskTable(st, logx.Discard())
-	total, unfinished, err := tt.load()
-	if err != nil || total != 2 || len(unfinished["ep"]) != 1 || unfinished["ep"][0].ID != ts[1].ID {
-		t.Fatalf("load: %d tasks, unfinished %v, %v", total, unfinished, err)
-	}
-	if got, ok := tt.get(ts[0].ID); !ok || string(got.Result) != `"done"` || got.Owner != "alice" {
-		t.Fatalf("finished task after migration: %+v", got)
-	}
-	if _, err := os.Stat(sd.File(oldStateFile + ".migrated")); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // The hand-written answers are byte for byte what encoding/json writes.
