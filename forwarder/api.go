@@ -336,7 +336,7 @@ func (f *Forwarder) handleStatus(w http.ResponseWriter, r *http.Request) {
 		if t := &ts[i]; found[i] && visible(r, t) {
 			out[i] = viewOf(t)
 		} else {
-			out[i] = map[string]string{"task_id": id.String(), "state": "unknown", "error": "unknown task id"}
+			out[i] = map[string]string{"task_id": id.String(), "state": string(messages.StateNotFound), "error": "unknown task id"}
 		}
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"tasks": out})
@@ -362,7 +362,7 @@ func (f *Forwarder) Cancel(ids []messages.TaskID) ([]CancelView, error) {
 		t := ts[i]
 		switch {
 		case !known[i]:
-			out[i] = CancelView{TaskID: id.String(), State: "unknown", Message: "unknown task id"}
+			out[i] = CancelView{TaskID: id.String(), State: messages.StateNotFound, Message: "unknown task id"}
 		case changed[i]:
 			f.m.cancels.Inc()
 			byEP[t.Endpoint] = append(byEP[t.Endpoint], id)
@@ -393,7 +393,7 @@ func (f *Forwarder) handleCancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := all[0]
-	if res.State == "unknown" {
+	if res.State == messages.StateNotFound {
 		f.fail(w, http.StatusNotFound, "unknown task id %s", id)
 		return
 	}
@@ -417,7 +417,7 @@ func (f *Forwarder) handleCancelBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := f.Cancel(mine)
 	for _, i := range hidden {
-		res = slices.Insert(res, i, CancelView{TaskID: ids[i].String(), State: "unknown", Message: "unknown task id"})
+		res = slices.Insert(res, i, CancelView{TaskID: ids[i].String(), State: messages.StateNotFound, Message: "unknown task id"})
 	}
 	if err != nil {
 		f.fail(w, http.StatusServiceUnavailable, "cancel recorded but not yet stored (the task store is failing: %v); it is retried every second and the task reads cancelled meanwhile", err)

@@ -13,8 +13,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 

@@ -37,6 +37,9 @@ const (
 	StateSuccess            TaskState = "success"
 	StateFailed             TaskState = "failed"
 	StateCancelled          TaskState = "cancelled"
+	// StateNotFound is what the API answers for an id it does not know
+	// (never created, another user's, or forgotten after retention).
+	StateNotFound TaskState = "unknown"
 )
 
 // State is the one conversion from wire codes to user-visible states.

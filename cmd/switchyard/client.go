@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/switchyard-hpc/switchyard/client"
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 type clientFlags struct {
@@ -314,7 +315,7 @@ status 1.
 			}
 			var unknown []string
 			for _, t := range ts {
-				if t.State == "unknown" {
+				if t.State == string(messages.StateNotFound) {
 					unknown = append(unknown, t.TaskID)
 				}
 			}
@@ -414,7 +415,7 @@ is reported and makes the exit status 1; the others are still cancelled.
 			}
 			var unknown []string
 			for _, t := range res {
-				if t.State == "unknown" {
+				if t.State == string(messages.StateNotFound) {
 					unknown = append(unknown, t.TaskID)
 				}
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -17,6 +18,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/servingstate"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/manager"
 )
 
@@ -81,7 +83,7 @@ func (p *pressureFlags) add(fs *pflag.FlagSet) {
 
 func newForwarderCmd() *cobra.Command {
 	var df daemonFlags
-	var listenZMQ string
+	var listenZMQ, storeURL string
 	var noPersist, fsync bool
 	var retention time.Duration
 	var hc httpx.Config
@@ -100,7 +102,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 				return err
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
-				NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
+				Store: storeURL, NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
 				HTTP: hc, MaxTasksPerUser: maxPerUser, MaxInflight: maxInflight, Insecure: df.insecure})
 			if err != nil {
 				return err
@@ -113,7 +115,8 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	}
 	df.add(cmd.Flags(), forwarder.DefaultListenHTTP, "var/forwarder")
 	cmd.Flags().StringVar(&listenZMQ, "listen-zmq", forwarder.DefaultListenZMQ, "ZMQ ROUTER address interchanges connect to")
-	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks in memory only (benchmarks); a restart loses them")
+	cmd.Flags().StringVar(&storeURL, "store", "", "where tasks, tokens and endpoints are kept: log (the default: an append-only log in --state-dir) or memory (nothing survives a restart); one of: "+strings.Join(taskstore.Schemes(), ", "))
+	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks in memory only (benchmarks); a restart loses them; the same as --store memory")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
 	cmd.Flags().StringVar(&hc.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard-hpc/switchyard/client"
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // progress draws one line of states and rate on stderr.
@@ -328,7 +329,7 @@ func waitOne(ctx context.Context, c *client.Client, id string, deadline time.Tim
 	if spin {
 		window = time.Second
 	}
-	state := "unknown"
+	state := string(messages.StateNotFound)
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
