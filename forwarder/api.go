@@ -241,7 +241,11 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	if !f.endpointKnown(epID) {
 		// Deleted while these were being stored: they fail like the
 		// endpoint's other tasks, and the loop never hears of it again.
-		_, _ = f.tasks.failEndpoint(epID, fmt.Sprintf("endpoint %s was deleted", epID))
+		if _, err := f.tasks.failEndpoint(epID, fmt.Sprintf("endpoint %s was deleted", epID)); err != nil {
+			f.log.WithError(err).WithField("endpoint", epID).Error("tasks of a deleted endpoint read failed, but the store could not save that; they fail again at the next start")
+			f.fail(w, http.StatusServiceUnavailable, "endpoint %s was deleted while these tasks were stored; they read failed, but the task store could not save that (%v)", epID, err)
+			return
+		}
 		writeRaw(w, http.StatusAccepted, appendIDs(nil, ids))
 		return
 	}

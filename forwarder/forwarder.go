@@ -130,6 +130,9 @@ func New(opts Options) (*Forwarder, error) {
 	if err := f.bindZMQ(); err != nil {
 		return fail(err)
 	}
+	if err := f.failOrphans(); err != nil {
+		return fail(err)
+	}
 	if f.mbox, err = zsock.NewMailbox[event](f.zctx); err != nil {
 		return fail(err)
 	}
@@ -314,4 +317,24 @@ func (f *Forwarder) openStore() (taskstore.Store, bool, error) {
 		}
 	}
 	return taskstore.Open(taskstore.Config{URL: url, Dir: dir, Durability: f.opts.durability(), OnCommit: f.m.observeStore, Log: f.log})
+}
+
+// failOrphans fails the unfinished tasks of endpoints deleted before a
+// crash could store their end: no interchange will ever take them.
+func (f *Forwarder) failOrphans() error {
+	if f.opts.Insecure {
+		return nil
+	}
+	for id := range f.recovered {
+		if f.enrolled.has(id) {
+			continue
+		}
+		n, err := f.tasks.failEndpoint(id, "endpoint "+id+" was deleted")
+		if err != nil {
+			return fmt.Errorf("forwarder: fail the tasks of deleted endpoint %s: %w", id, err)
+		}
+		delete(f.recovered, id)
+		f.log.WithFields(logrus.Fields{"endpoint": id, "failed_tasks": n}).Warn("tasks of a deleted endpoint failed at start")
+	}
+	return nil
 }

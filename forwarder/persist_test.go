@@ -16,6 +16,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/manager"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -341,5 +342,37 @@ func TestResultsAckedOnlyWhenDurable(t *testing.T) {
 	}
 	if lost > 0 {
 		t.Fatalf("%d results were acknowledged but are not in the store after a restart; the interchange has forgotten them", lost)
+	}
+}
+
+// Tasks of an endpoint deleted before its tasks' failure was stored (a
+// crash in between) fail when the forwarder starts again, instead of
+// waiting forever for an interchange that can never connect.
+func TestDeletedEndpointsTasksFailAtStart(t *testing.T) {
+	dir := t.TempDir()
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f.Enroll(t, "gone")
+	ids, err := f.Client().Submit("gone", manyOf(map[string]any{"kind": "noop"}, 3)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Stop()
+	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteEndpoint("gone"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	ts, err := f2.Client().Status(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tv := range ts {
+		if tv.State != "failed" || !strings.Contains(tv.Error, "endpoint gone was deleted") {
+			t.Fatalf("task of a deleted endpoint after restart: %s %q", tv.State, tv.Error)
+		}
 	}
 }
