@@ -55,7 +55,7 @@ type Options struct {
 	Registry *prometheus.Registry
 }
 
-// Defaults as documented in design.md.
+// Defaults as documented in docs/contract.md, "Commands".
 const (
 	DefaultListenHTTP = "127.0.0.1:8080"
 	DefaultListenZMQ  = "tcp://127.0.0.1:55001"
