@@ -15,6 +15,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
 	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/internal/store/oldfiletest"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -213,7 +214,7 @@ func heapLive() int64 {
 	return int64(m.HeapAlloc)
 }
 
-// Tasks kept by an earlier version in the B-tree file are moved into the
+// Tasks kept by an earlier version in its bbolt file are moved into the
 // log on the first start and read back as before.
 func TestOldStateFileIsMigrated(t *testing.T) {
 	dir := t.TempDir()
@@ -222,17 +223,13 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sd.Close()
-	db, _, err := store.Open(sd.File(oldStateFile), oldStateFormat, stateBuckets, store.SurviveProcessCrash)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ts := newTasks(2, "alice")
 	ts[0].Seq, ts[1].Seq = 1, 2
 	ts[0].State, ts[0].Result, ts[0].CompletedAt = messages.StateSuccess, []byte(`"done"`), time.Now().UnixNano()
-	if err := db.WriteSync([]store.Op{encodeTask(&ts[0].Task), encodeTask(&ts[1].Task)}); err != nil {
+	if err := oldfiletest.Write(sd.File(oldStateFile), oldStateFormat, stateBuckets,
+		oldfiletest.Record(encodeTask(&ts[0].Task)), oldfiletest.Record(encodeTask(&ts[1].Task))); err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
 	f := &Forwarder{log: logx.Discard(), dir: sd}
 	st, recovering, err := f.openStore()
 	if err != nil || !recovering {
