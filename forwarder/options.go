@@ -24,7 +24,7 @@ type Options struct {
 	Retention time.Duration
 	// CompactInterval is the least time between two compactions of the
 	// store after pruning (default 1h): a compaction rewrites the file, so
-	// pruned tasks' arguments and results no longer sit in its free pages.
+	// pruned tasks' arguments and results no longer sit in its dead records.
 	CompactInterval time.Duration
 	// NoPersist keeps tasks in memory only (for benchmarks and tests).
 	NoPersist          bool
