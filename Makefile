@@ -62,11 +62,13 @@ bench: build
 	$(BIN) bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./messages
 
-# The contract check lives outside this repository; CONTRACT says where.
-CONTRACT ?= ../shared/contract_check.py
+# The contract check (of docs/contract.md) is not part of this repository;
+# CONTRACT says where it is: make contract CONTRACT=path/to/contract_check.py
+CONTRACT ?=
 
 contract: build
-	@test -f $(CONTRACT) || { echo "make contract: $(CONTRACT) not found; it is not part of a clone: set CONTRACT=path/to/contract_check.py"; exit 1; }
+	@test -n "$(CONTRACT)" || { echo "make contract: set CONTRACT=path/to/contract_check.py (the check is not part of a clone)"; exit 1; }
+	@test -f "$(CONTRACT)" || { echo "make contract: $(CONTRACT) not found; set CONTRACT=path/to/contract_check.py"; exit 1; }
 	python3 $(CONTRACT) e2e
 
 clean:

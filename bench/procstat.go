@@ -20,8 +20,8 @@ type ProcSample struct {
 	// CPU is utime+stime so far.
 	CPU time.Duration
 	// Memory in bytes: peak resident set (VmHWM), resident now (VmRSS)
-	// and its anonymous (heap, stacks) and file-backed (mapped files such
-	// as the bbolt store) parts.
+	// and its anonymous (heap, stacks) and file-backed (mapped files: the
+	// binary and shared libraries such as libzmq) parts.
 	HWM, RSS, RSSAnon, RSSFile uint64
 }
 

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// DefaultAPI is the forwarder's default address (design.md).
+// DefaultAPI is the forwarder's default address (docs/contract.md, Commands).
 const DefaultAPI = "http://127.0.0.1:8080"
 
 // Environment variables the CLI and FromEnv read.

@@ -1,6 +1,6 @@
 // Package e2e tests Switchyard end to end: it builds ./cmd/switchyard once,
 // starts the forwarder, interchange and managers as real processes on free
-// loopback ports with the flags of design.md, and talks to them only over
+// loopback ports with the flags of docs/contract.md, and talks to them only over
 // their public interfaces (HTTP, the CLI, signals).
 //
 // Set SWITCHYARD_E2E_RACE=1 to build the daemons with -race as well; their
@@ -269,7 +269,7 @@ func (p *proc) waitExit(d time.Duration) bool {
 
 // stop wakes a stopped process, asks it to end with SIGTERM and kills it if
 // it does not end in time. A process that needed SIGKILL fails the test:
-// design.md promises a prompt exit on SIGTERM.
+// docs/contract.md (Shutdown and drain) promises a prompt exit on SIGTERM.
 func (p *proc) stop() {
 	if p.exited() {
 		return

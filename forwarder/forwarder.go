@@ -97,7 +97,7 @@ func New(opts Options) (*Forwarder, error) {
 		return nil, err
 	}
 	var err error
-	if f.dir, _, _, err = f.res.State(opts.StateDir, "forwarder", opts.NoPersist, "", "", nil, opts.durability(), f.log); err != nil {
+	if f.dir, err = f.res.StateDir(opts.StateDir, "forwarder"); err != nil {
 		return fail(err)
 	}
 	f.m = newMetrics(opts.Registry, f)

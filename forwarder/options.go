@@ -24,7 +24,7 @@ type Options struct {
 	Retention time.Duration
 	// CompactInterval is the least time between two compactions of the
 	// store after pruning (default 1h): a compaction rewrites the file, so
-	// pruned tasks' arguments and results no longer sit in its free pages.
+	// pruned tasks' arguments and results no longer sit in its dead records.
 	CompactInterval time.Duration
 	// Store names the task store: "log" (the default with a state dir),
 	// "memory", or another registered implementation (SCHEME:ADDRESS).
@@ -58,7 +58,7 @@ type Options struct {
 	Registry *prometheus.Registry
 }
 
-// Defaults as documented in design.md.
+// Defaults as documented in docs/contract.md, "Commands".
 const (
 	DefaultListenHTTP = "127.0.0.1:8080"
 	DefaultListenZMQ  = "tcp://127.0.0.1:55001"

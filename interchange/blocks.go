@@ -12,7 +12,7 @@ import (
 )
 
 // startBlocks makes the block controller when a provider is configured:
-// the interchange then starts and stops its own managers (design.md,
+// the interchange then starts and stops its own managers (docs/contract.md,
 // "Blocks").
 func (ix *Interchange) startBlocks() error {
 	cfg := ix.opts.Blocks

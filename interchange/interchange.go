@@ -85,7 +85,7 @@ func New(opts Options) (*Interchange, error) {
 	}
 	var err error
 	var existed bool
-	if ix.dir, _, _, err = ix.res.State(opts.StateDir, "interchange", opts.NoPersist, "", "", nil, opts.durability(), ix.log); err != nil {
+	if ix.dir, err = ix.res.StateDir(opts.StateDir, "interchange"); err != nil {
 		return fail(err)
 	}
 	if ix.dir != nil && !opts.NoPersist {

@@ -65,7 +65,7 @@ func (o *Options) maxMsgSize() int64 {
 	return int64(max(messages.MaxBatchBytes, o.MaxResultBytes)) + 1<<20
 }
 
-// Defaults as documented in design.md.
+// Defaults as documented in docs/contract.md, "Commands".
 const (
 	DefaultForwarder      = "tcp://127.0.0.1:55001"
 	DefaultListenManagers = "tcp://127.0.0.1:55002"

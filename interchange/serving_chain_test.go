@@ -22,8 +22,9 @@ func endpointView(t *testing.T, c *testutil.Client) map[string]any {
 }
 
 // Overrides travel forwarder -> interchange -> manager as commands, the
-// effective state holds tasks where the design says, bad input changes
-// nothing, and an unforced override cannot hide real queue pressure.
+// effective state holds tasks where docs/contract.md (Serving states) says,
+// bad input changes nothing, and an unforced override cannot hide real
+// queue pressure.
 func TestServingStateThroughForwarder(t *testing.T) {
 	f := testutil.StartForwarder(t, forwarder.Options{})
 	c := f.Client()

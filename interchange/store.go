@@ -30,9 +30,10 @@ func managerDeleteOp(id string) store.Op {
 	return store.Op{Bucket: managersBucket, Key: []byte(id)}
 }
 
-// Keys are arrival sequence numbers, not task ids: new records append at
-// the end of the B+tree and old ones leave from its front, so a commit
-// touches few pages. The task id is in the value.
+// Keys are arrival sequence numbers, not task ids: they rise as tasks
+// arrive, so the log indexes them in an array (tasks and results are
+// sequenced buckets; 8 bytes of memory a key) instead of a map. The task
+// id is in the value.
 
 func seqKey(seq uint64) []byte {
 	k := make([]byte, 8)

@@ -10,11 +10,11 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
-	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/internal/store/oldfiletest"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
-// State kept by an earlier version in the B-tree file is moved into the
+// State kept by an earlier version in its bbolt file is moved into the
 // log once: the restarted interchange recovers the same tasks, results
 // and managers, and the old file is kept aside.
 func TestOldStateFileIsMigrated(t *testing.T) {
@@ -23,17 +23,13 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, _, err := store.Open(sd.File(oldStateFile), oldStateFormat, stateBuckets, store.SurviveProcessCrash)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t1 := &itask{id: messages.TaskID(uuid.New()), attempt: 1, payload: []byte(`{"kind":"noop"}`), seq: 7}
 	t2 := &itask{id: messages.TaskID(uuid.New()), attempt: 2, payload: []byte(`{"kind":"sleep","args":["1"]}`), seq: 9}
 	h := &heldResult{Result: messages.Result{ID: messages.TaskID(uuid.New()), Attempt: 1, Code: messages.Success, Payload: []byte(`"ok"`)}, seq: 8}
-	if err := db.WriteSync([]store.Op{taskOp(t1), taskOp(t2), resultOp(h.seq, &h.Result), managerOp("node-1")}); err != nil {
+	if err := oldfiletest.Write(sd.File(oldStateFile), oldStateFormat, stateBuckets, oldfiletest.Record(taskOp(t1)),
+		oldfiletest.Record(taskOp(t2)), oldfiletest.Record(resultOp(h.seq, &h.Result)), oldfiletest.Record(managerOp("node-1"))); err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
 
 	for run := 0; run < 2; run++ {
 		ix := &Interchange{opts: Options{}, log: logx.Discard(), dir: sd, res: daemon.Resources{}}

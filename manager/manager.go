@@ -106,7 +106,7 @@ func New(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	var err error
-	if mg.dir, _, _, err = mg.res.State(opts.StateDir, "manager", true, "", "", nil, 0, mg.log); err != nil {
+	if mg.dir, err = mg.res.StateDir(opts.StateDir, "manager"); err != nil {
 		return fail(err)
 	}
 	if mg.zctx, err = mg.res.ZMQ(); err != nil {

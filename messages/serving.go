@@ -41,7 +41,7 @@ func ParseServingState(v string) (ServingState, error) {
 	case "PUSH_AND_DISPATCH_PAUSED", "PUSH_AND_REPLICATE_PAUSED":
 		return PushAndDispatchPaused, nil
 	}
-	//lint:ignore ST1005 the operator-facing wording of design.md
+	//lint:ignore ST1005 the operator-facing wording of docs/contract.md, Serving states
 	return 0, fmt.Errorf("Invalid state '%s'. Legal values: %s", v, LegalServingStates)
 }
 

@@ -8,8 +8,9 @@ import (
 // everyState is AllStates plus the zero value and a name nobody defined.
 var everyState = append(append([]TaskState{}, AllStates...), StateUnknown, TaskState("bogus"))
 
-// allowedTransitions is the design's table written out by hand, so the test
-// does not repeat the ranks that Transition uses. Key "from>to".
+// allowedTransitions is the rule of docs/contract.md (Task states) written
+// out by hand, so the test does not repeat the ranks that Transition uses.
+// Key "from>to".
 var allowedTransitions = map[Event]map[string]bool{
 	EventProgress: set(
 		"received>waiting-for-endpoint", "received>waiting-for-nodes", "received>waiting-for-launch",

@@ -175,7 +175,7 @@ def main():
                     help="manager --prefetch: tasks a manager holds beyond its workers (bench/ uses 2000)")
     ap.add_argument("--url", help="a running forwarder's API instead of a new endpoint")
     ap.add_argument("--endpoint", default="bench-py")
-    ap.add_argument("--parsl-peer", help="Parsl HTEX harness folder (see /work/shared/peers/parsl/README.txt)")
+    ap.add_argument("--parsl-peer", help="Parsl HTEX harness folder: DIR/run.sh runs the same workload on Parsl (not part of this repository)")
     ap.add_argument("--out", help="write the results here as JSON")
     args = ap.parse_args()
 

@@ -119,7 +119,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				if maxManagers < managers {
 					return fmt.Errorf("--max-managers %d is below --managers %d", maxManagers, managers)
 				}
-				// The interchange scales its own managers (design.md, Blocks).
+				// The interchange scales its own managers (docs/contract.md, Blocks).
 				ix := []string{"--provider", "local", "--min-blocks", strconv.Itoa(managers), "--init-blocks", strconv.Itoa(managers),
 					"--max-blocks", strconv.Itoa(maxManagers), "--workers-per-node", strconv.Itoa(workers), "--max-idle", "1m", "--block-period", "1s",
 					"--walltime", "0", "--manager-arg=--heartbeat-interval=" + interval, "--manager-arg=--log-format=" + logFormat,

@@ -7,10 +7,8 @@ import (
 	"fmt"
 
 	zmq "github.com/pebbe/zmq4"
-	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
-	"github.com/switchyard-hpc/switchyard/internal/store"
 )
 
 // ErrDone is returned by a part whose work is over (a drained manager): the
@@ -94,29 +92,17 @@ func (r *Resources) ZMQ() (*zmq.Context, error) {
 	return c, nil
 }
 
-// State takes the state dir (if any) and, unless noPersist, opens its
-// store file. existed says the store was found, i.e. recovery mode.
-func (r *Resources) State(dir, component string, noPersist bool, file, format string, buckets []string,
-	d store.Durability, log *logrus.Entry) (*statedir.Dir, *store.Store, bool, error) {
+// StateDir takes (creates and locks) the daemon's state directory, if
+// dir is set, and releases it at Close. The daemons open their stores
+// themselves.
+func (r *Resources) StateDir(dir, component string) (*statedir.Dir, error) {
 	if dir == "" {
-		return nil, nil, false, nil
+		return nil, nil
 	}
 	sd, err := statedir.Open(dir, component)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, err
 	}
 	r.Add(func() { sd.Close() })
-	if noPersist || file == "" {
-		return sd, nil, false, nil
-	}
-	st, existed, err := store.Open(sd.File(file), format, buckets, d)
-	if err != nil {
-		return nil, nil, false, fmt.Errorf("%s: %w", component, err)
-	}
-	r.Add(func() {
-		if err := st.Close(); err != nil {
-			log.WithError(err).Error("closing the store")
-		}
-	})
-	return sd, st, existed, nil
+	return sd, nil
 }

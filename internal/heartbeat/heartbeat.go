@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// DefaultInterval is design.md's heartbeat_interval; the threshold
-// defaults to three intervals.
+// DefaultInterval is the default --heartbeat-interval (docs/contract.md,
+// Heartbeats); the threshold defaults to three intervals.
 const DefaultInterval = 10 * time.Second
 
 // Defaults fills zero values and checks that the pair makes sense.

@@ -203,7 +203,7 @@ func (e *ErrHidesPressure) Error() string {
 // Set installs an override (state nil clears it) and says what it did.
 func (c *Controller) Set(state *messages.ServingState, timeout time.Duration, force bool, who string, now time.Time) (string, error) {
 	if timeout < 0 {
-		//lint:ignore ST1005 the operator-facing wording of design.md
+		//lint:ignore ST1005 the operator-facing wording of docs/contract.md, Serving states
 		return "", fmt.Errorf("Invalid timeout '%s'. Use a positive Go duration like 30s, 1m or 500ms", timeout)
 	}
 	if state == nil {
@@ -319,7 +319,7 @@ func ParseRequest(state, timeout, force string) (*messages.ServingState, time.Du
 		var err error
 		d, err = time.ParseDuration(timeout)
 		if err != nil || d <= 0 {
-			//lint:ignore ST1005 the operator-facing wording of design.md
+			//lint:ignore ST1005 the operator-facing wording of docs/contract.md, Serving states
 			return nil, 0, false, fmt.Errorf("Invalid timeout '%s'. Use a positive Go duration like 30s, 1m or 500ms", timeout)
 		}
 	}
@@ -329,7 +329,7 @@ func ParseRequest(state, timeout, force string) (*messages.ServingState, time.Du
 	case "true", "1", "yes":
 		f = true
 	default:
-		//lint:ignore ST1005 the operator-facing wording of design.md
+		//lint:ignore ST1005 the operator-facing wording of docs/contract.md, Serving states
 		return nil, 0, false, fmt.Errorf("Invalid force '%s'. Use true or false", force)
 	}
 	return st, d, f, nil

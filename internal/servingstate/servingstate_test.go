@@ -278,7 +278,7 @@ func TestClearWithNil(t *testing.T) {
 		t.Fatalf("clear: %v", err)
 	}
 	if msg != "Override cleared. Current state: NONE_PAUSED" {
-		t.Errorf("clear message %q, want the design's %q", msg, "Override cleared. Current state: NONE_PAUSED")
+		t.Errorf("clear message %q, want the contract's %q", msg, "Override cleared. Current state: NONE_PAUSED")
 	}
 	if v := c.Snapshot(epoch); v.OverrideActive || v.Current != "NONE_PAUSED" {
 		t.Fatalf("after clear: %+v", v)
@@ -359,7 +359,7 @@ func TestExpiryRacingNewSet(t *testing.T) {
 	}
 }
 
-func TestTextMatchesDesignTranscript(t *testing.T) {
+func TestTextMatchesContractTranscript(t *testing.T) {
 	th := servingstate.Thresholds{PauseQueued: 10000}
 	if err := th.Validate(); err != nil {
 		t.Fatal(err)
@@ -375,7 +375,7 @@ func TestTextMatchesDesignTranscript(t *testing.T) {
 		"Measured state: NONE_PAUSED (queued 12 / pause at 10000; memory 31% / pause at 85%)\n" +
 		"Override: PUSH_PAUSED, set 2026-11-22T12:00:00Z, clears in 41s\n"
 	if got != want {
-		t.Fatalf("Text():\n%s\nwant (design.md):\n%s", got, want)
+		t.Fatalf("Text():\n%s\nwant (docs/contract.md, Serving states):\n%s", got, want)
 	}
 
 	c2 := servingstate.New(th)
@@ -389,15 +389,15 @@ func TestTextMatchesDesignTranscript(t *testing.T) {
 	}
 }
 
-// The POST answers of design.md's transcript.
-func TestSetMessagesMatchDesignTranscript(t *testing.T) {
+// The POST answers of the transcript in docs/contract.md, Serving states.
+func TestSetMessagesMatchContractTranscript(t *testing.T) {
 	c := newController(t)
 	msg, err := c.Set(st(push), time.Minute, false, "test", epoch)
 	if err != nil {
 		t.Fatalf("Set: %v", err)
 	}
 	if want := "Serving state forced to PUSH_PAUSED; the override clears itself after 1m."; msg != want {
-		t.Errorf("Set message %q, want the design's %q", msg, want)
+		t.Errorf("Set message %q, want the contract's %q", msg, want)
 	}
 	msg, err = c.Set(st(push), 30*time.Second, false, "test", epoch)
 	if err != nil {

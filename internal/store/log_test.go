@@ -21,6 +21,19 @@ func openLog(t *testing.T, path string) (*Log, bool) {
 	return l, existed
 }
 
+// read reads a bucket of a log.
+func read(t *testing.T, l *Log, bucket string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if err := l.ForEach(bucket, func(k, v []byte) error {
+		out[string(k)] = string(v)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func TestLogReopensWithLastWrites(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.log")
 	l, existed := openLog(t, path)

@@ -1,16 +1,16 @@
 package store
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 )
 
 // OpenLogFrom opens the log at path like OpenLog. When there is no log yet
-// but a B-tree file old of an earlier version (format oldFormat, the same
+// but a bbolt file old of an earlier version (format oldFormat, the same
 // buckets), its records are first copied into a new log, once, and old is
-// renamed to old+".migrated". It also returns how many records it copied.
+// renamed to old+".migrated"; its content is only read. It also returns
+// how many records it copied.
 func OpenLogFrom(path, format string, buckets []string, o LogOptions, old, oldFormat string) (*Log, bool, int, error) {
 	copied := 0
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
@@ -25,21 +25,10 @@ func OpenLogFrom(path, format string, buckets []string, o LogOptions, old, oldFo
 }
 
 func migrate(old, oldFormat, path, format string, buckets []string, o LogOptions) (int, error) {
-	db, _, err := Open(old, oldFormat, buckets, o.Durability)
+	ops, err := readOld(old, oldFormat, buckets)
 	if err != nil {
 		return 0, err
 	}
-	var ops []Op
-	for _, b := range buckets {
-		if err := db.ForEach(b, func(k, v []byte) error {
-			ops = append(ops, Op{Bucket: b, Key: bytes.Clone(k), Value: bytes.Clone(v)})
-			return nil
-		}); err != nil {
-			db.Close()
-			return 0, err
-		}
-	}
-	db.Close()
 	l, _, err := OpenLog(path, format, buckets, o)
 	if err != nil {
 		return 0, err

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/switchyard-hpc/switchyard/internal/logx"
-	"github.com/switchyard-hpc/switchyard/internal/store"
+	"github.com/switchyard-hpc/switchyard/internal/store/oldfiletest"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -18,22 +18,17 @@ import (
 // in endpoints.json, are moved into the log on the first start.
 func TestOldFilesAreMigrated(t *testing.T) {
 	dir := t.TempDir()
-	db, _, err := store.Open(filepath.Join(dir, OldLogFile), oldLogFormat, logBuckets[:2], store.SurviveProcessCrash)
-	if err != nil {
-		t.Fatal(err)
-	}
 	done := &Task{ID: messages.TaskID(uuid.New()), Seq: 1, Endpoint: "ep", Owner: "alice", Kind: "noop", State: messages.StateSuccess,
 		Result: []byte(`"done"`), CompletedAt: time.Now().UnixNano()}
 	open := &Task{ID: messages.TaskID(uuid.New()), Seq: 2, Endpoint: "ep", Owner: "alice", Kind: "noop", State: messages.StateReceived}
-	var ops []store.Op
+	var recs []oldfiletest.Record
 	for _, tk := range []*Task{done, open} {
 		k, v, _ := AppendRecord(nil, tk)
-		ops = append(ops, store.Op{Bucket: tasksBucket, Key: k, Value: v})
+		recs = append(recs, oldfiletest.Record{Bucket: tasksBucket, Key: k, Value: v})
 	}
-	if err := db.WriteSync(ops); err != nil {
+	if err := oldfiletest.Write(filepath.Join(dir, OldLogFile), oldLogFormat, logBuckets[:2], recs...); err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
 	b, _ := json.Marshal(map[string]any{"endpoints": map[string]string{"ep": "key-of-ep"}})
 	if err := os.WriteFile(filepath.Join(dir, oldEndpointsFile), b, 0o600); err != nil {
 		t.Fatal(err)

@@ -324,7 +324,7 @@ class ExecutorTest(unittest.TestCase):
 
 class TokenTest(unittest.TestCase):
     """The client side of tokens, against a stand-in that answers as the
-    contract says a forwarder does (design.md, Security): 401 with a JSON
+    contract says a forwarder does (docs/contract.md, Security): 401 with a JSON
     error unless the request carries "Authorization: Bearer good"."""
 
     def setUp(self):
