@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -316,7 +318,37 @@ func (f *Forwarder) openStore() (taskstore.Store, bool, error) {
 			url = "memory"
 		}
 	}
-	return taskstore.Open(taskstore.Config{URL: url, Dir: dir, Durability: f.opts.durability(), OnCommit: f.m.observeStore, Log: f.log})
+	st, existed, err := taskstore.Open(taskstore.Config{URL: url, Dir: dir, Durability: f.opts.durability(), OnCommit: f.m.observeStore, Log: f.log})
+	if err != nil || !f.opts.NoPersist || dir == "" {
+		return st, existed, err
+	}
+	// Endpoints enrolled offline in the state dir (endpoint up, bench)
+	// still count; nothing is written back.
+	if err := importEndpoints(st, dir, f.log); err != nil {
+		st.Close()
+		return nil, false, err
+	}
+	return st, false, nil
+}
+
+// importEndpoints copies the endpoints of the log in dir, if there is one,
+// into st.
+func importEndpoints(st taskstore.Store, dir string, log *logrus.Entry) error {
+	if _, err := os.Stat(filepath.Join(dir, taskstore.LogFile)); err != nil {
+		return nil
+	}
+	src, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir, Log: log})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	eps, err := src.Endpoints()
+	for _, e := range eps {
+		if err == nil {
+			err = st.PutEndpoint(e)
+		}
+	}
+	return err
 }
 
 // failOrphans fails the unfinished tasks of endpoints deleted before a
