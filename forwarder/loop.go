@@ -28,8 +28,10 @@ func (l *loop) endpointFor(id string) *endpoint {
 func entryDelivery(e *entry) *link.Delivery[entry] { return &e.delivery }
 
 func newLoop(f *Forwarder) *loop {
-	return &loop{f: f, router: f.router, quiet: link.NewQuiet(10 * time.Second), eps: make(map[string]*endpoint),
+	l := &loop{f: f, router: f.router, quiet: link.NewQuiet(10 * time.Second), eps: make(map[string]*endpoint),
 		commands: make(map[uint64]pendingCmd)}
+	l.router.Malformed = l.malformed
+	return l
 }
 
 func (l *loop) run(ctx context.Context) error {
@@ -94,6 +96,20 @@ func (l *loop) run(ctx context.Context) error {
 	}
 }
 
+// malformed counts a message the router dropped, and logs why.
+func (l *loop) malformed(route []byte, err error) {
+	l.f.m.malformed.Inc()
+	if err != nil {
+		l.quiet.Warn("undecodable:"+err.Error(), l.f.log.WithError(err).WithField("connection", string(route)), "dropped undecodable message")
+	}
+}
+
+// live reports whether endpoint id is connected.
+func (l *loop) live(id string) bool {
+	ep := l.eps[id]
+	return ep != nil && ep.connected
+}
+
 func (l *loop) send(ep *endpoint, m messages.Message) error { return l.router.Send(&ep.Peer, m) }
 
 // release takes e out of what ep holds: it ended, or came back.
@@ -125,34 +141,23 @@ func (l *loop) sendCancels(ep *endpoint) {
 }
 
 func (l *loop) handleZMQ(env link.Envelope) {
-	if env.Frames == nil {
-		l.f.m.malformed.Inc()
-		return
-	}
-	msg, err := messages.Unpack(env.Frames)
-	if err != nil {
-		l.f.m.malformed.Inc()
-		l.quiet.Warn("undecodable:"+err.Error(), l.f.log.WithError(err).WithField("connection", string(env.Route)), "dropped undecodable message")
-		l.router.Reply(env.Route, messages.ReplyFor(err))
-		return
-	}
 	now := time.Now()
-	if reg, ok := msg.(*messages.Registration); ok {
-		l.register(env, reg, now)
+	in := l.router.Accept(env, now, l.live, "unknown or expired endpoint; send Registration")
+	msg := in.Msg
+	switch in.Verdict {
+	case link.Malformed:
 		return
-	}
-	var ep *endpoint
-	if id, ok := l.router.PeerID(env.Route); ok {
-		ep = l.eps[id]
-	}
-	if ep == nil || !ep.connected {
-		// A connection we do not know (or expired) must register again.
-		if l.router.AskReregister(env.Route, "unknown or expired endpoint; send Registration", now) {
+	case link.Registering:
+		l.register(env, msg.(*messages.Registration), now)
+		return
+	case link.Unknown:
+		if in.Asked {
 			l.quiet.Info("rereg", l.f.log.WithFields(logrus.Fields{"connection": string(env.Route), "type": msg.Type().String()}),
 				"message from unregistered endpoint; asked it to re-register")
 		}
 		return
 	}
+	ep := l.eps[in.PeerID]
 	ep.LastSeen = now
 	switch m := msg.(type) {
 	case *messages.Heartbeat:

@@ -74,35 +74,36 @@ func (l *loop) sendManager(m *manager, msg messages.Message) error {
 	return nil
 }
 
-func (l *loop) handleManager(env link.Envelope) {
-	if env.Frames == nil {
-		l.ix.m.malformed.WithLabelValues("manager").Inc()
-		return
-	}
-	msg, err := messages.Unpack(env.Frames)
+// malformed counts a message from a manager the router dropped, and logs why.
+func (l *loop) malformed(route []byte, err error) {
+	l.ix.m.malformed.WithLabelValues("manager").Inc()
 	if err != nil {
-		l.ix.m.malformed.WithLabelValues("manager").Inc()
-		l.quiet.Warn("undecodable:"+err.Error(), l.log.WithError(err).WithField("connection", string(env.Route)), "dropped undecodable message from manager")
-		l.down.Reply(env.Route, messages.ReplyFor(err))
-		return
+		l.quiet.Warn("undecodable:"+err.Error(), l.log.WithError(err).WithField("connection", string(route)), "dropped undecodable message from manager")
 	}
+}
+
+// live reports whether manager id is registered.
+func (l *loop) live(id string) bool { return l.mgrs[id] != nil }
+
+func (l *loop) handleManager(env link.Envelope) {
 	now := time.Now()
-	if reg, ok := msg.(*messages.Registration); ok {
-		l.registerManager(env, reg, now)
+	in := l.down.Accept(env, now, l.live, "unknown or expired manager; send Registration")
+	msg := in.Msg
+	switch in.Verdict {
+	case link.Malformed:
 		return
-	}
-	var m *manager
-	if id, ok := l.down.PeerID(env.Route); ok {
-		m = l.mgrs[id]
-	}
-	if m == nil {
-		if l.down.AskReregister(env.Route, "unknown or expired manager; send Registration", now) {
+	case link.Registering:
+		l.registerManager(env, msg.(*messages.Registration), now)
+		return
+	case link.Unknown:
+		if in.Asked {
 			l.ix.m.reregisters.Inc()
 			l.quiet.Info("rereg:"+msg.Type().String(), l.log.WithFields(logrus.Fields{"connection": string(env.Route), "type": msg.Type().String()}),
 				"message from unknown or expired manager; asked it to re-register")
 		}
 		return
 	}
+	m := l.mgrs[in.PeerID]
 	m.LastSeen = now
 	switch x := msg.(type) {
 	case *messages.Heartbeat:

@@ -110,6 +110,7 @@ func newLoop(ix *Interchange) *loop {
 		results: link.NewOutbox(taskDelivery),
 		mgrCmds: make(map[uint64]mgrCmd), down: ix.down,
 		quiet: link.NewQuiet(10 * time.Second)}
+	l.down.Malformed = l.malformed
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: ix.zctx, Addr: ix.opts.Forwarder, ID: ix.opts.EndpointID,
 		Timing: ix.timing(), Keys: ix.upKeys(), Register: l.registration, Peer: "forwarder", Log: ix.log,
 		MaxMsgSize: ix.opts.maxMsgSize()})
