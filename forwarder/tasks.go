@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/binrec"
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
@@ -45,7 +46,7 @@ type Task struct {
 	owner uint32
 }
 
-// entry is a task in the table. Task is guarded by taskTable.mu; sentAt
+// entry is a task in the table. Task is guarded by taskTable.mu; delivery
 // belongs to the loop, which holds entries in its own tables and so finds
 // a task by id once on each path instead of once in every table.
 type entry struct {
@@ -54,9 +55,9 @@ type entry struct {
 	// under tt.mu.
 	gone bool
 	slot uint32 // in tt.live, under tt.mu
-	// sentAt is when the loop pushed the task, until the interchange
-	// acknowledges it (then 0); the loop's alone.
-	sentAt int64
+	// delivery holds the task once pushed, in its endpoint's
+	// deliveries, until it ends there; the loop's alone.
+	delivery link.Delivery[entry]
 }
 
 // TaskView is the JSON form the API returns.
