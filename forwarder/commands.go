@@ -22,20 +22,19 @@ func (l *loop) handleEvent(ev *event) {
 		l.f.publish(ep)
 	case evCancel:
 		ep, ok := l.eps[ev.ep]
-		if !ok || !ep.connected {
+		if !ok {
 			return
 		}
-		var down []messages.TaskID
 		for _, id := range ev.ids {
-			if _, ok := ep.inflight[id]; ok {
-				delete(ep.inflight, id)
-				down = append(down, id)
+			if e, ok := ep.inflight[id]; ok {
+				ep.release(e)
+				ep.cancels = append(ep.cancels, id)
+			} else if !ep.connected {
+				// Away: it may still hold tasks pushed before it went.
+				ep.cancels = append(ep.cancels, id)
 			}
 		}
-		if len(down) > 0 {
-			l.f.cmdSeq++
-			_ = l.send(ep, &messages.Command{ID: l.f.cmdSeq, Op: messages.OpCancel, TaskIDs: down})
-		}
+		l.sendCancels(ep)
 	case evCommand:
 		ep, ok := l.eps[ev.ep]
 		if !ok || !ep.connected {
@@ -107,7 +106,7 @@ func (l *loop) nacked(ep *endpoint, n *messages.Nack) {
 	back := make([]*entry, 0, len(n.IDs))
 	for _, id := range n.IDs {
 		if e, ok := ep.inflight[id]; ok {
-			delete(ep.inflight, id)
+			ep.release(e)
 			back = append(back, e)
 		}
 	}

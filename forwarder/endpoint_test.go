@@ -473,6 +473,30 @@ func TestCancelSentToEndpoint(t *testing.T) {
 	}
 }
 
+// A cancel made while the interchange is away waits for it: it may still
+// hold the task from before.
+func TestCancelWhileEndpointAwayReachesIt(t *testing.T) {
+	e := connect(t, forwarder.Options{HeartbeatThreshold: 300 * time.Millisecond})
+	ids, err := e.c.Submit(ep, map[string]any{"kind": "sleep", "args": []string{"30"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.received(t, ids)
+	e.SetHeartbeat(0)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if v, _ := e.f.Endpoint(ep); v.Connected {
+			return fmt.Errorf("endpoint still connected")
+		}
+		return nil
+	})
+	e.c.Must(t, http.StatusOK, "DELETE", "/v1/tasks/"+ids[0], nil, nil)
+	e.register(t)
+	cmd := e.ExpectType(t, 5*time.Second, "", messages.TypeCommand).Msg.(*messages.Command)
+	if cmd.Op != messages.OpCancel || len(cmd.TaskIDs) != 1 || cmd.TaskIDs[0].String() != ids[0] {
+		t.Errorf("command %+v, want the cancel of %s", cmd, ids[0])
+	}
+}
+
 func TestMalformedFromEndpoint(t *testing.T) {
 	e := connect(t, forwarder.Options{})
 	hb, _ := (&messages.Heartbeat{}).Pack()

@@ -234,12 +234,14 @@ type endpoint struct {
 	lostAt     time.Time
 	report     messages.EPStatusReport
 	pending    []*entry
-	// inflight are the tasks pushed that have not ended; those with a
-	// sentAt the interchange has not acknowledged, and they go again if
-	// the ack does not come.
+	// inflight are the tasks pushed that have not ended, by id; sent
+	// holds them until they end, and those the interchange has not
+	// acknowledged go again if the ack does not come.
 	inflight map[messages.TaskID]*entry
-	// lastDue is when unacknowledged tasks were last looked for.
-	lastDue time.Time
+	sent     *link.Deliveries[entry]
+	// cancels are task ids to cancel on the interchange, kept until a
+	// send succeeds (it may be away, or its pipe full).
+	cancels []messages.TaskID
 	probes  map[uint64]chan commandResult
 	// holdPush stops pushes until the endpoint's next status report: it
 	// gave tasks back, or is being paused right now.

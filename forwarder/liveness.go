@@ -51,16 +51,15 @@ func (l *loop) register(env link.Envelope, reg *messages.Registration, now time.
 	ep.reg = *reg
 	ep.connected = true
 	ep.lostReason = ""
-	// Whatever the endpoint held may be gone; re-send it. The interchange
-	// drops ids it already has.
-	if n := len(ep.inflight); n > 0 {
-		resend := make([]*entry, 0, n)
-		for _, e := range ep.inflight {
-			resend = append(resend, e)
-		}
-		clear(ep.inflight)
+	// Whatever the endpoint held may be gone; re-send it (those taken
+	// out to go again are pending already). The interchange drops ids it
+	// already has. Cancels go first.
+	if ep.sent.Len() > 0 {
+		resend := ep.sent.TakeAll(make([]*entry, 0, ep.sent.Len()))
 		ep.pending = append(resend, ep.pending...)
 	}
+	clear(ep.inflight)
+	l.sendCancels(ep)
 	l.f.log.WithFields(logrus.Fields{"endpoint": id, "host": reg.Hostname, "version": reg.SoftwareVersion,
 		"reconnect": wasConnected, "pending": len(ep.pending)}).Info("endpoint registered")
 	_ = l.send(ep, &messages.Heartbeat{})
@@ -99,11 +98,13 @@ func (l *loop) endpointLost(ep *endpoint, why link.Reason, now time.Time) {
 	ep.holdPush = false
 	ep.lostReason = reason
 	ep.lostAt = now
+	// All it held, those taken out to go again too (they are pending
+	// already, and wait for the endpoint like the rest).
 	es := make([]*entry, 0, len(ep.inflight))
 	for _, e := range ep.inflight {
+		ep.release(e)
 		es = append(es, e)
 	}
-	clear(ep.inflight)
 	back := l.f.tasks.endpointLost(es)
 	ep.pending = append(back, ep.pending...)
 	for n, ch := range ep.probes {
@@ -121,19 +122,8 @@ func (l *loop) endpointLost(ep *endpoint, why link.Reason, now time.Time) {
 // did not acknowledge in time (a message lost in a reconnect that nobody
 // noticed); the interchange drops ids it already has.
 func (l *loop) resendUnacked(ep *endpoint, now time.Time) {
-	threshold := l.f.opts.HeartbeatThreshold
-	if len(ep.inflight) == 0 || now.Sub(ep.lastDue) < threshold {
-		return
-	}
-	ep.lastDue = now
-	cut := now.UnixNano() - int64(threshold)
-	var again []*entry
-	for _, e := range ep.inflight {
-		if e.sentAt != 0 && e.sentAt < cut {
-			again = append(again, e)
-			e.sentAt = 0
-		}
-	}
+	// They stay in inflight until they end, and so count in the window.
+	again := ep.sent.Due(now, l.f.opts.HeartbeatThreshold, nil)
 	if len(again) > 0 {
 		l.f.m.resent.Add(float64(len(again)))
 		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(again)}).Warn("endpoint did not acknowledge tasks; sending them again")

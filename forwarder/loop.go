@@ -18,16 +18,20 @@ import (
 func (l *loop) endpointFor(id string) *endpoint {
 	ep, ok := l.eps[id]
 	if !ok {
-		ep = &endpoint{Peer: link.Peer{ID: id}, id: id, inflight: make(map[messages.TaskID]*entry),
+		ep = &endpoint{Peer: link.Peer{ID: id}, id: id, inflight: make(map[messages.TaskID]*entry), sent: link.NewDeliveries(entryDelivery),
 			probes: make(map[uint64]chan commandResult), lostReason: "never connected"}
 		l.eps[id] = ep
 	}
 	return ep
 }
 
+func entryDelivery(e *entry) *link.Delivery[entry] { return &e.delivery }
+
 func newLoop(f *Forwarder) *loop {
-	return &loop{f: f, router: f.router, quiet: link.NewQuiet(10 * time.Second), eps: make(map[string]*endpoint),
+	l := &loop{f: f, router: f.router, quiet: link.NewQuiet(10 * time.Second), eps: make(map[string]*endpoint),
 		commands: make(map[uint64]pendingCmd)}
+	l.router.Malformed = l.malformed
+	return l
 }
 
 func (l *loop) run(ctx context.Context) error {
@@ -78,6 +82,9 @@ func (l *loop) run(ctx context.Context) error {
 			l.retryAt = time.Time{}
 		}
 		for _, ep := range l.eps {
+			if len(ep.cancels) > 0 && l.retryAt.IsZero() {
+				l.sendCancels(ep)
+			}
 			if len(ep.pending) > 0 && l.retryAt.IsZero() {
 				l.flush(ep)
 			}
@@ -89,37 +96,68 @@ func (l *loop) run(ctx context.Context) error {
 	}
 }
 
+// malformed counts a message the router dropped, and logs why.
+func (l *loop) malformed(route []byte, err error) {
+	l.f.m.malformed.Inc()
+	if err != nil {
+		l.quiet.Warn("undecodable:"+err.Error(), l.f.log.WithError(err).WithField("connection", string(route)), "dropped undecodable message")
+	}
+}
+
+// live reports whether endpoint id is connected.
+func (l *loop) live(id string) bool {
+	ep := l.eps[id]
+	return ep != nil && ep.connected
+}
+
 func (l *loop) send(ep *endpoint, m messages.Message) error { return l.router.Send(&ep.Peer, m) }
 
+// release takes e out of what ep holds: it ended, or came back.
+func (ep *endpoint) release(e *entry) {
+	delete(ep.inflight, e.ID)
+	ep.sent.Drop(e)
+}
+
+// maxCancelIDs bounds one cancel command.
+const maxCancelIDs = 10000
+
+// sendCancels sends the cancels ep is owed while it is connected; a
+// failed send keeps them for the next pass.
+func (l *loop) sendCancels(ep *endpoint) {
+	for ep.connected && len(ep.cancels) > 0 {
+		n := min(len(ep.cancels), maxCancelIDs)
+		l.f.cmdSeq++
+		err := l.send(ep, &messages.Command{ID: l.f.cmdSeq, Op: messages.OpCancel, TaskIDs: ep.cancels[:n]})
+		if err != nil {
+			l.retryAt = time.Now().Add(5 * time.Millisecond)
+			l.f.log.WithError(err).WithField("endpoint", ep.id).Debug("cancel not sent; trying again")
+			return
+		}
+		ep.cancels = ep.cancels[n:]
+	}
+	if len(ep.cancels) == 0 {
+		ep.cancels = nil
+	}
+}
+
 func (l *loop) handleZMQ(env link.Envelope) {
-	if env.Frames == nil {
-		l.f.m.malformed.Inc()
-		return
-	}
-	msg, err := messages.Unpack(env.Frames)
-	if err != nil {
-		l.f.m.malformed.Inc()
-		l.quiet.Warn("undecodable:"+err.Error(), l.f.log.WithError(err).WithField("connection", string(env.Route)), "dropped undecodable message")
-		l.router.Reply(env.Route, messages.ReplyFor(err))
-		return
-	}
 	now := time.Now()
-	if reg, ok := msg.(*messages.Registration); ok {
-		l.register(env, reg, now)
+	in := l.router.Accept(env, now, l.live, "unknown or expired endpoint; send Registration")
+	msg := in.Msg
+	switch in.Verdict {
+	case link.Malformed:
 		return
-	}
-	var ep *endpoint
-	if id, ok := l.router.PeerID(env.Route); ok {
-		ep = l.eps[id]
-	}
-	if ep == nil || !ep.connected {
-		// A connection we do not know (or expired) must register again.
-		if l.router.AskReregister(env.Route, "unknown or expired endpoint; send Registration", now) {
+	case link.Registering:
+		l.register(env, msg.(*messages.Registration), now)
+		return
+	case link.Unknown:
+		if in.Asked {
 			l.quiet.Info("rereg", l.f.log.WithFields(logrus.Fields{"connection": string(env.Route), "type": msg.Type().String()}),
 				"message from unregistered endpoint; asked it to re-register")
 		}
 		return
 	}
+	ep := l.eps[in.PeerID]
 	ep.LastSeen = now
 	switch m := msg.(type) {
 	case *messages.Heartbeat:
@@ -139,7 +177,7 @@ func (l *loop) handleZMQ(env link.Envelope) {
 		// The interchange has stored these tasks.
 		for _, id := range m.IDs {
 			if e, ok := ep.inflight[id]; ok {
-				e.sentAt = 0
+				ep.sent.Ack(e)
 			}
 		}
 	case *messages.CommandReply:
@@ -185,7 +223,7 @@ func (l *loop) flush(ep *endpoint) {
 			l.f.m.sentTasks.Add(float64(len(l.sendBuf)))
 			for i, e := range l.sentBuf {
 				ep.inflight[e.ID] = e
-				e.sentAt = now
+				ep.sent.Sent(e, now)
 				l.sendBuf[i], l.sentBuf[i] = messages.Task{}, nil
 			}
 		}

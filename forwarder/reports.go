@@ -53,12 +53,12 @@ func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
 		switch v {
 		case messages.Applied:
 			if es[i] != nil {
-				delete(ep.inflight, r.ID)
+				ep.release(es[i])
 			}
 			l.f.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case messages.Same, messages.Regress:
 			if es[i] != nil {
-				delete(ep.inflight, r.ID)
+				ep.release(es[i])
 			}
 			l.f.m.duplicates.Inc()
 		default:

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -22,9 +23,9 @@ import (
 type Task = taskstore.Task
 
 // entry is a task that has not ended, or whose end is not yet durable.
-// Task is guarded by taskTable.mu; sentAt belongs to the loop, which holds
-// entries in its own tables and so finds a task by id once on each path
-// instead of once in every table.
+// Task is guarded by taskTable.mu; delivery belongs to the loop, which
+// holds entries in its own tables and so finds a task by id once on each
+// path instead of once in every table.
 type entry struct {
 	Task
 	// owner indexes Owner in taskTable.owners (for the journal).
@@ -32,9 +33,9 @@ type entry struct {
 	// gone: the task has left tt.live (its end is stored, or it was
 	// never stored); under tt.mu.
 	gone bool
-	// sentAt is when the loop pushed the task, until the interchange
-	// acknowledges it (then 0); the loop's alone.
-	sentAt int64
+	// delivery holds the task once pushed, in its endpoint's
+	// deliveries, until it ends there; the loop's alone.
+	delivery link.Delivery[entry]
 }
 
 // TaskView is the JSON form the API returns.

@@ -17,15 +17,16 @@ type manager struct {
 	link.Peer
 	reg         messages.Registration
 	outstanding map[messages.TaskID]*itask
-	idle        uint32
-	capacity    uint32 // what it last reported it would accept
-	serving     messages.ServingState
-	sendBuf     []messages.Task
+	// sent holds the outstanding tasks sent to it until it acknowledges
+	// them, to send again when the ack does not come.
+	sent     *link.Deliveries[itask]
+	idle     uint32
+	capacity uint32 // what it last reported it would accept
+	serving  messages.ServingState
+	sendBuf  []messages.Task
 	// resyncUntil: after a re-registration, tasks it does not report by
 	// then are taken as lost (it may be a new process with the same id).
 	resyncUntil time.Time
-	// lastResend is when tasks it did not acknowledge were last looked for.
-	lastResend time.Time
 	// draining: it said goodbye; it gets nothing new.
 	draining bool
 	// freedAt is when it got free slots while tasks were queued (unix
@@ -73,35 +74,36 @@ func (l *loop) sendManager(m *manager, msg messages.Message) error {
 	return nil
 }
 
-func (l *loop) handleManager(env link.Envelope) {
-	if env.Frames == nil {
-		l.ix.m.malformed.WithLabelValues("manager").Inc()
-		return
-	}
-	msg, err := messages.Unpack(env.Frames)
+// malformed counts a message from a manager the router dropped, and logs why.
+func (l *loop) malformed(route []byte, err error) {
+	l.ix.m.malformed.WithLabelValues("manager").Inc()
 	if err != nil {
-		l.ix.m.malformed.WithLabelValues("manager").Inc()
-		l.quiet.Warn("undecodable:"+err.Error(), l.log.WithError(err).WithField("connection", string(env.Route)), "dropped undecodable message from manager")
-		l.down.Reply(env.Route, messages.ReplyFor(err))
-		return
+		l.quiet.Warn("undecodable:"+err.Error(), l.log.WithError(err).WithField("connection", string(route)), "dropped undecodable message from manager")
 	}
+}
+
+// live reports whether manager id is registered.
+func (l *loop) live(id string) bool { return l.mgrs[id] != nil }
+
+func (l *loop) handleManager(env link.Envelope) {
 	now := time.Now()
-	if reg, ok := msg.(*messages.Registration); ok {
-		l.registerManager(env, reg, now)
+	in := l.down.Accept(env, now, l.live, "unknown or expired manager; send Registration")
+	msg := in.Msg
+	switch in.Verdict {
+	case link.Malformed:
 		return
-	}
-	var m *manager
-	if id, ok := l.down.PeerID(env.Route); ok {
-		m = l.mgrs[id]
-	}
-	if m == nil {
-		if l.down.AskReregister(env.Route, "unknown or expired manager; send Registration", now) {
+	case link.Registering:
+		l.registerManager(env, msg.(*messages.Registration), now)
+		return
+	case link.Unknown:
+		if in.Asked {
 			l.ix.m.reregisters.Inc()
 			l.quiet.Info("rereg:"+msg.Type().String(), l.log.WithFields(logrus.Fields{"connection": string(env.Route), "type": msg.Type().String()}),
 				"message from unknown or expired manager; asked it to re-register")
 		}
 		return
 	}
+	m := l.mgrs[in.PeerID]
 	m.LastSeen = now
 	switch x := msg.(type) {
 	case *messages.Heartbeat:
@@ -123,7 +125,7 @@ func (l *loop) handleManager(env link.Envelope) {
 		// The manager holds these tasks.
 		for _, id := range x.IDs {
 			if t, ok := m.outstanding[id]; ok {
-				t.unacked = false
+				m.sent.Ack(t)
 			}
 		}
 	case *messages.Goodbye:
@@ -245,12 +247,11 @@ func (l *loop) sendTasks(m *manager, want int) int {
 	now := time.Now().UnixNano()
 	l.gotWork(m, now)
 	for _, t := range sent {
-		l.ix.m.dispatchWait.Observe(time.Duration(now - t.at).Seconds())
+		l.ix.m.dispatchWait.Observe(time.Duration(now - t.queuedAt).Seconds())
 		// Counts as heard of for a re-registration's re-sync.
 		t.seen = now
-		t.at = now
 		t.recovered = false
-		t.unacked = true
+		m.sent.Sent(t, now)
 		t.mgr = m
 		t.code = messages.WaitingForLaunch
 		m.outstanding[t.id] = t
@@ -265,18 +266,16 @@ func (l *loop) sendTasks(m *manager, want int) int {
 // not acknowledged in time (a batch lost in a reconnect nobody noticed);
 // the manager drops ids it already holds.
 func (l *loop) resendTasks(m *manager, now time.Time) {
-	th := l.ix.opts.HeartbeatThreshold
-	if len(m.outstanding) == 0 || now.Sub(m.lastResend) < th {
+	l.dueBuf = m.sent.Due(now, l.ix.opts.HeartbeatThreshold, l.dueBuf[:0])
+	if len(l.dueBuf) == 0 {
 		return
 	}
-	m.lastResend = now
-	cut := now.UnixNano() - int64(th)
-	var again []messages.Task
-	for _, t := range m.outstanding {
-		if t.unacked && t.at < cut {
-			t.at = now.UnixNano()
-			again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
-		}
+	again := make([]messages.Task, 0, len(l.dueBuf))
+	for i, t := range l.dueBuf {
+		// Counted as sent even if the pipe is full: due again later.
+		m.sent.Sent(t, now.UnixNano())
+		again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
+		l.dueBuf[i] = nil
 	}
 	for len(again) > 0 {
 		n := messages.ChunkTasks(again, 1000)

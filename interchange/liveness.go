@@ -43,7 +43,7 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 		if l.ix.store != nil {
 			l.ops = append(l.ops, managerOp(id))
 		}
-		m = &manager{Peer: link.Peer{ID: id}, outstanding: make(map[messages.TaskID]*itask)}
+		m = &manager{Peer: link.Peer{ID: id}, outstanding: make(map[messages.TaskID]*itask), sent: link.NewDeliveries(taskDelivery)}
 		l.mgrs[id] = m
 		l.order = append(l.order, m)
 	}
@@ -126,10 +126,9 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 	var back []*itask
 	for _, t := range ts {
 		id := t.id
-		delete(m.outstanding, id)
+		l.takeBack(m, t)
 		var fail bool
 		t.attempt, fail = afterLoss(t.attempt, l.ix.opts.MaxRetries)
-		t.mgr = nil
 		if fail {
 			l.finishTask(t, messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
 				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.ID, reason)})
@@ -166,7 +165,7 @@ func (l *loop) housekeeping(now time.Time) {
 		l.ix.m.heartbeatsSent.WithLabelValues("forwarder").Inc()
 	}
 	if l.up.Registered() {
-		if n := l.resendDue(now, l.ix.opts.HeartbeatThreshold); n > 0 {
+		if n := l.results.ResendDue(now, l.ix.opts.HeartbeatThreshold); n > 0 {
 			l.ix.m.resultsResent.Add(float64(n))
 			l.log.WithField("results", n).Warn("forwarder did not acknowledge results; sending them again")
 		}
@@ -204,6 +203,13 @@ func (l *loop) housekeeping(now time.Time) {
 	l.publishView(now)
 }
 
+// takeBack takes t away from m: it no longer holds it, nor owes an ack.
+func (l *loop) takeBack(m *manager, t *itask) {
+	delete(m.outstanding, t.id)
+	m.sent.Drop(t)
+	t.mgr = nil
+}
+
 // managerGoodbye takes back the tasks a leaving manager returns: they are
 // queued again with the same attempt (no node failed, so no retry is
 // spent). A draining manager gets nothing new; a final goodbye removes it
@@ -215,8 +221,7 @@ func (l *loop) managerGoodbye(m *manager, g *messages.Goodbye, now time.Time) {
 		if !ok {
 			continue
 		}
-		delete(m.outstanding, id)
-		t.mgr = nil
+		l.takeBack(m, t)
 		back = append(back, t)
 	}
 	l.enqueueFront(back...)

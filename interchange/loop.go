@@ -24,8 +24,6 @@ type itask struct {
 	attempt uint32
 	code    messages.TaskStatusCode
 	queued  bool
-	// unacked: sent to its manager, which has not acknowledged it yet.
-	unacked bool
 	// dirty: it is in loop.dirty, for the next status report.
 	dirty bool
 	// fin: it has its result (res until the forwarder acknowledges it).
@@ -33,15 +31,16 @@ type itask struct {
 	payload []byte
 	mgr     *manager // nil while queued
 	seq     uint64   // store key
-	// at is, while queued, when it was queued; once sent to a manager,
-	// when it was (last) sent.
-	at   int64
-	seen int64 // unix ns of the last delta about it from its manager
+	// queuedAt is when it was last queued, for the dispatch wait.
+	queuedAt int64
+	seen     int64 // unix ns of the last delta about it from its manager
 	// stAt is when its state (code) last changed, for its delta.
 	stAt int64
 	res  *messages.Result
-	// sentAt is when res last went to the forwarder.
-	sentAt int64
+	// delivery holds it, once sent, until acknowledged: by its manager
+	// (manager.sent) while it runs, then with its result (loop.results)
+	// by the forwarder; never both at once.
+	delivery link.Delivery[itask]
 	// recovered: reloaded after a restart and not dispatched since, so a
 	// manager may still hold it from before.
 	recovered bool
@@ -72,17 +71,14 @@ type loop struct {
 	queue  []*itask
 	qhead  int
 	queued int
-	// upQueue are results to send up, oldest first; upSent those sent,
-	// in order, to send again when not acknowledged in time.
-	upQueue    []*itask
-	upSent     []sentResult
-	lastResend time.Time
+	// results are the results held until the forwarder acknowledges them.
+	results *link.Outbox[itask]
 	// dirty are tasks whose state changed since the last status report.
 	dirty   []*itask
 	seq     uint64 // last store key handed out
 	sendBuf []messages.Result
-	sendTs  []*itask
 	sendPos []int
+	dueBuf  []*itask
 	// commands sent to managers, waiting for their reply.
 	mgrCmds map[uint64]mgrCmd
 	cmdSeq  uint64
@@ -102,6 +98,8 @@ type loop struct {
 	hold *recoveryHold
 }
 
+func taskDelivery(t *itask) *link.Delivery[itask] { return &t.delivery }
+
 type mgrCmd struct {
 	upID     uint64
 	deadline time.Time
@@ -109,8 +107,10 @@ type mgrCmd struct {
 
 func newLoop(ix *Interchange) *loop {
 	l := &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
+		results: link.NewOutbox(taskDelivery),
 		mgrCmds: make(map[uint64]mgrCmd), down: ix.down,
 		quiet: link.NewQuiet(10 * time.Second)}
+	l.down.Malformed = l.malformed
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: ix.zctx, Addr: ix.opts.Forwarder, ID: ix.opts.EndpointID,
 		Timing: ix.timing(), Keys: ix.upKeys(), Register: l.registration, Peer: "forwarder", Log: ix.log,
 		MaxMsgSize: ix.opts.maxMsgSize()})

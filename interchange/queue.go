@@ -7,8 +7,8 @@ import (
 )
 
 func (l *loop) enqueueBack(t *itask) {
-	t.at = time.Now().UnixNano()
-	t.queued, t.unacked = true, false
+	t.queuedAt = time.Now().UnixNano()
+	t.queued = true
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
 	l.queue = append(l.queue, t)
@@ -20,8 +20,8 @@ func (l *loop) enqueueBack(t *itask) {
 func (l *loop) enqueueFront(ts ...*itask) {
 	now := time.Now().UnixNano()
 	for _, t := range ts {
-		t.at = now
-		t.queued, t.unacked = true, false
+		t.queuedAt = now
+		t.queued = true
 		t.mgr = nil
 		t.code = messages.WaitingForNodes
 	}

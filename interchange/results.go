@@ -1,20 +1,12 @@
 package interchange
 
 import (
-	"cmp"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
-
-// sentResult is one sending of a task's result, for re-sending.
-type sentResult struct {
-	t  *itask
-	at int64
-}
 
 // outstanding is how many tasks are not finished.
 func (l *loop) outstanding() int { return len(l.tasks) - l.nheld }
@@ -43,10 +35,9 @@ func (l *loop) finishTask(t *itask, r messages.Result) {
 	}
 	l.unqueue(t)
 	if t.mgr != nil {
-		delete(t.mgr.outstanding, t.id)
-		t.mgr = nil
+		l.takeBack(t.mgr, t)
 	}
-	t.payload, t.unacked = nil, false
+	t.payload = nil
 	l.holdResult(t, r)
 }
 
@@ -54,7 +45,7 @@ func (l *loop) holdResult(t *itask, r messages.Result) {
 	t.fin = true
 	t.res = &r
 	l.nheld++
-	l.upQueue = append(l.upQueue, t)
+	l.results.Put(t)
 	if l.ix.store != nil {
 		l.ops = append(l.ops, resultOp(t.seq, t.res))
 	}
@@ -68,6 +59,7 @@ func (l *loop) resultAcked(id messages.TaskID) {
 	}
 	delete(l.tasks, id)
 	l.nheld--
+	l.results.Ack(t)
 	t.res = nil
 	if l.ix.store != nil {
 		l.ops = append(l.ops, resultDeleteOp(t.seq))
@@ -77,25 +69,24 @@ func (l *loop) resultAcked(id messages.TaskID) {
 // requeueResult sends a held result again (the forwarder asked again).
 func (l *loop) requeueResult(t *itask) {
 	if t.res != nil {
-		l.upQueue = append(l.upQueue, t)
+		l.results.Requeue(t)
 	}
 }
 
 func (l *loop) flushResults() {
-	if len(l.upQueue) == 0 || !l.up.Registered() || !l.upRetryAt.IsZero() {
+	if len(l.results.Queued()) == 0 || !l.up.Registered() || !l.upRetryAt.IsZero() {
 		return
 	}
-	for len(l.upQueue) > 0 {
-		l.sendBuf, l.sendTs, l.sendPos = l.sendBuf[:0], l.sendTs[:0], l.sendPos[:0]
+	for q := l.results.Queued(); len(q) > 0; q = l.results.Queued() {
+		l.sendBuf, l.sendPos = l.sendBuf[:0], l.sendPos[:0]
 		taken := 0
-		for i, t := range l.upQueue {
+		for i, t := range q {
 			if len(l.sendBuf) == 1000 {
 				break
 			}
 			taken++
 			if t.res != nil {
 				l.sendBuf = append(l.sendBuf, *t.res)
-				l.sendTs = append(l.sendTs, t)
 				l.sendPos = append(l.sendPos, i)
 			}
 		}
@@ -111,73 +102,11 @@ func (l *loop) flushResults() {
 				}
 				break
 			}
-			now := time.Now().UnixNano()
-			for _, t := range l.sendTs[:n] {
-				t.sentAt = now
-				l.upSent = append(l.upSent, sentResult{t: t, at: now})
-			}
 			l.ix.m.resultsUp.Add(float64(n))
 		}
-		clear(l.upQueue[:taken])
-		l.upQueue = l.upQueue[taken:]
-	}
-	if len(l.upQueue) == 0 {
-		l.upQueue = nil
+		l.results.Sent(taken, time.Now().UnixNano())
 	}
 	clear(l.sendBuf)
-	clear(l.sendTs)
-}
-
-// resendAll queues every held result again, oldest first, after a
-// (re-)registration.
-func (l *loop) resendAll() {
-	clear(l.upQueue)
-	l.upQueue = l.upQueue[:0]
-	for _, t := range l.tasks {
-		if t.res != nil {
-			l.upQueue = append(l.upQueue, t)
-		}
-	}
-	slices.SortFunc(l.upQueue, func(a, b *itask) int { return cmp.Compare(a.seq, b.seq) })
-	clear(l.upSent)
-	l.upSent = l.upSent[:0]
-}
-
-// resendDue queues again, at most once per threshold, the results sent
-// longer than the threshold ago and not acknowledged; it returns how many.
-func (l *loop) resendDue(now time.Time, threshold time.Duration) int {
-	if len(l.upSent) == 0 || now.Sub(l.lastResend) < threshold {
-		return 0
-	}
-	l.lastResend = now
-	cut := now.UnixNano() - int64(threshold)
-	i, n := 0, 0
-	for ; i < len(l.upSent) && l.upSent[i].at < cut; i++ {
-		// A later sending of the same result has its own entry.
-		if s := l.upSent[i]; s.t.res != nil && s.t.sentAt == s.at {
-			l.upQueue = append(l.upQueue, s.t)
-			n++
-		}
-	}
-	clear(l.upSent[:i])
-	l.upSent = l.upSent[i:]
-	if len(l.upSent) == 0 {
-		l.upSent = nil
-	}
-	return n
-}
-
-// trimSent drops acknowledged results from the head of upSent, so the
-// tasks behind them are freed now, not at the next re-send check.
-func (l *loop) trimSent() {
-	i := 0
-	for i < len(l.upSent) && (l.upSent[i].t.res == nil || l.upSent[i].t.sentAt != l.upSent[i].at) {
-		i++
-	}
-	if i > 0 {
-		clear(l.upSent[:i])
-		l.upSent = l.upSent[i:]
-	}
 }
 
 // noteStatus records that t's state changed at at, for the next report.

@@ -23,7 +23,7 @@ func (l *loop) handleUpstream(frames [][]byte) {
 	registered, handled := l.up.Heard(msg, time.Now())
 	if registered {
 		l.log.WithField("held_results", l.nheld).Info("registered with forwarder")
-		l.resendAll()
+		l.results.ResendAll()
 	}
 	if handled {
 		return
@@ -39,7 +39,6 @@ func (l *loop) handleUpstream(frames [][]byte) {
 		for _, id := range m.IDs {
 			l.resultAcked(id)
 		}
-		l.trimSent()
 	case *messages.Command:
 		if rep := l.command(m); rep != nil {
 			l.up.TrySend(rep)

@@ -24,7 +24,7 @@ type loop struct {
 	poller     *zmq.Poller
 
 	// byID holds the tasks held (out not set) and, until the interchange
-	// acknowledges them, their results (held set): one map operation
+	// acknowledges them, their results (held by results): one map operation
 	// when a task comes and one when its result is acknowledged.
 	byID    map[messages.TaskID]*mtask
 	nTasks  int
@@ -286,7 +286,7 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 			have.cancel(errCancelled)
 		}
 		r := have
-		if !ok || !have.held {
+		if !ok || !l.results.held(have) {
 			r = l.results.older(t.ID)
 		}
 		if r != nil && r.res.Attempt >= t.Attempt {

@@ -77,8 +77,6 @@ type mtask struct {
 	// out is set once it is no longer a task held: ended, cancelled,
 	// given back or replaced by a newer attempt (loop only).
 	out bool
-	// held is set while the outbox holds its result.
-	held bool
 	// startedAt is set by the worker when it starts the task.
 	startedAt atomic.Int64
 	// parked is the result of a run a signal killed, held for parkGrace
@@ -88,10 +86,10 @@ type mtask struct {
 	// claim decides, once, between a worker starting the task (0->1) and
 	// the loop cancelling it before it started (0->2).
 	claim atomic.Int32
-	// res is the result, held in the outbox until acknowledged; sentAt is
-	// when it was last sent, 0 while queued (loop only).
-	res    messages.Result
-	sentAt int64
+	// res is the result, held in the outbox until acknowledged, and
+	// delivery its place there (loop only).
+	res      messages.Result
+	delivery link.Delivery[mtask]
 }
 
 // New validates options and binds the admin HTTP listener.

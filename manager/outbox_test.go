@@ -67,7 +67,7 @@ func TestOutboxHoldsUntilAcked(t *testing.T) {
 	}
 	o.sent(1, t0.Add(5*th).UnixNano())
 	o.put(byID[id(2)], messages.Result{ID: id(2), Attempt: 2})
-	if o.older(id(2)) != nil || o.len() != 1 || old.held {
+	if o.older(id(2)) != nil || o.len() != 1 || o.held(old) {
 		t.Fatalf("after the newer result: superseded %v, held %d", o.older(id(2)), o.len())
 	}
 	o.ack(id(2))

@@ -21,11 +21,19 @@ type sim struct {
 	registered bool // as last counted in the fleet's gauge
 	nextReport time.Time
 	// results are kept until the interchange acks them and are re-sent
-	// after every registration.
-	results *link.Outbox[messages.Result]
+	// after every registration; byID finds them by task id.
+	results *link.Outbox[simResult]
+	byID    map[messages.TaskID]*simResult
+	buf     []messages.Result
 }
 
-func resultID(r *messages.Result) messages.TaskID { return r.ID }
+// simResult is a result held until the interchange acks it.
+type simResult struct {
+	r messages.Result
+	d link.Delivery[simResult]
+}
+
+func resultDelivery(r *simResult) *link.Delivery[simResult] { return &r.d }
 
 // loop owns a share of the fleet's sockets.
 type loop struct {
@@ -186,7 +194,9 @@ func (l *loop) handle(s *sim, frames [][]byte) {
 		l.complete(s, m, now)
 	case *messages.Ack:
 		for _, id := range m.IDs {
-			if _, ok := s.results.Ack(id); ok {
+			if r, ok := s.byID[id]; ok {
+				delete(s.byID, id)
+				s.results.Ack(r)
 				l.f.c.acked.Add(1)
 			}
 		}
@@ -202,11 +212,17 @@ func (l *loop) complete(s *sim, b *messages.TaskBatch, now time.Time) {
 	at := now.UnixNano()
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
-		if r, ok := s.results.Get(t.ID); ok && r.Attempt >= t.Attempt {
-			s.results.Requeue(t.ID) // a duplicate: answer again
+		r, ok := s.byID[t.ID]
+		if ok && r.r.Attempt >= t.Attempt {
+			s.results.Requeue(r) // a duplicate: answer again
 			continue
 		}
-		s.results.Put(messages.Result{ID: t.ID, Attempt: t.Attempt, Code: messages.Success, Started: at, Finished: at})
+		if !ok {
+			r = &simResult{}
+			s.byID[t.ID] = r
+		}
+		r.r = messages.Result{ID: t.ID, Attempt: t.Attempt, Code: messages.Success, Started: at, Finished: at}
+		s.results.Put(r)
 		l.f.c.completed.Add(1)
 	}
 	l.flush(s)
@@ -221,7 +237,11 @@ func (l *loop) flush(s *sim) {
 	const batch = 1000
 	for q := s.results.Queued(); len(q) > 0; q = s.results.Queued() {
 		n := min(len(q), batch)
-		if !l.send(s, &messages.ResultBatch{Results: q[:n]}) {
+		s.buf = s.buf[:0]
+		for _, r := range q[:n] {
+			s.buf = append(s.buf, r.r)
+		}
+		if !l.send(s, &messages.ResultBatch{Results: s.buf}) {
 			return
 		}
 		s.results.Sent(n, time.Now().UnixNano())

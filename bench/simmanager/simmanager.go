@@ -206,7 +206,7 @@ func New(opts Options) (*Fleet, error) {
 		// Spread the status reports over one interval so a thousand
 		// managers do not all report in the same millisecond.
 		first := start.Add(time.Duration(int64(opts.HeartbeatInterval) * int64(i) / int64(opts.Count)))
-		sm := &sim{id: id, nextReport: first, results: link.NewOutbox(resultID)}
+		sm := &sim{id: id, nextReport: first, results: link.NewOutbox(resultDelivery), byID: make(map[messages.TaskID]*simResult)}
 		var keys *link.ClientKeys
 		if c := opts.Credentials; c != nil {
 			keys = &link.ClientKeys{ServerKey: c.ServerKey, Public: c.Client.Public, Secret: c.Client.Secret}

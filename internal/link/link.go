@@ -1,11 +1,11 @@
 // Package link keeps a ZeroMQ link alive, once for every daemon: the
 // DEALER side (Uplink: dial, register, back off, soft heartbeat,
 // re-register), the ROUTER side (Router: who is behind which connection,
-// expiry, re-register requests, error replies) and a generic acknowledged
-// outbox (Outbox: held items re-sent until acknowledged; the daemons keep
-// that state in their task records instead, the simulated managers use
-// this). Everything here is a plain struct owned by one event loop;
-// nothing starts a goroutine.
+// expiry, re-register requests, error replies) and delivery until
+// acknowledged (Deliveries, and Outbox with its send queue: held records
+// re-sent when due and after a re-registration; the state lives in a
+// Delivery embedded in the caller's record). Everything here is a plain
+// struct owned by one event loop; nothing starts a goroutine.
 package link
 
 import (

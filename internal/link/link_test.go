@@ -18,54 +18,145 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func id(b byte) messages.TaskID { return messages.TaskID{b} }
 
+// rec is a caller's record with its delivery state embedded.
+type rec struct {
+	id messages.TaskID
+	d  Delivery[rec]
+}
+
+func delivery(r *rec) *Delivery[rec] { return &r.d }
+
+func ids(rs []*rec) []messages.TaskID {
+	var out []messages.TaskID
+	for _, r := range rs {
+		out = append(out, r.id)
+	}
+	return out
+}
+
+func TestDeliveriesHoldAckDueAndTakeAll(t *testing.T) {
+	s := NewDeliveries(delivery)
+	r1, r2, r3 := &rec{id: id(1)}, &rec{id: id(2)}, &rec{id: id(3)}
+	t0 := time.Unix(100, 0)
+	th := time.Second
+	s.Sent(r1, t0.UnixNano())
+	s.Sent(r2, t0.Add(th/2).UnixNano())
+	s.Sent(r3, t0.Add(th/2).UnixNano())
+	if s.Len() != 3 || s.Unacked() != 3 || !s.Waiting(r1) {
+		t.Fatalf("held %d unacked %d", s.Len(), s.Unacked())
+	}
+	if !s.Ack(r3) || s.Ack(r3) || s.Waiting(r3) || s.Len() != 3 || s.Unacked() != 2 {
+		t.Fatalf("after ack: held %d unacked %d", s.Len(), s.Unacked())
+	}
+	if due := s.Due(t0.Add(th/2), th, nil); len(due) != 0 {
+		t.Fatalf("due %v before the threshold", ids(due))
+	}
+	// Only the one sent longer than the threshold ago, and held still.
+	due := s.Due(t0.Add(th+th/2), th, nil)
+	if len(due) != 1 || due[0] != r1 || s.Waiting(r1) || s.Unacked() != 1 {
+		t.Fatalf("due %v, unacked %d", ids(due), s.Unacked())
+	}
+	// At most once per threshold: r2 is due too by now, but not yet looked for.
+	if due := s.Due(t0.Add(2*th), th, nil); len(due) != 0 {
+		t.Fatalf("due %v twice within one threshold", ids(due))
+	}
+	if due := s.Due(t0.Add(3*th), th, nil); len(due) != 1 || due[0] != r2 {
+		t.Fatalf("due %v after the next threshold, want 2", ids(due))
+	}
+	s.Sent(r1, t0.Add(3*th).UnixNano())
+	if !s.Drop(r2) || s.Drop(r2) {
+		t.Fatal("drop of one taken out to be sent again")
+	}
+	// After a re-registration: everything sent, acknowledged or not.
+	all := s.TakeAll(nil)
+	if len(all) != 2 || all[0] != r3 || all[1] != r1 || s.Len() != 0 {
+		t.Fatalf("TakeAll %v, held %d", ids(all), s.Len())
+	}
+	if !s.Drop(r1) || !s.Drop(r3) || s.Drop(r3) {
+		t.Fatal("dropping what TakeAll returned")
+	}
+}
+
+func TestDeliveriesDropFromTheMiddle(t *testing.T) {
+	s := NewDeliveries(delivery)
+	rs := []*rec{{id: id(1)}, {id: id(2)}, {id: id(3)}, {id: id(4)}}
+	for i, r := range rs {
+		s.Sent(r, int64(i+1))
+	}
+	s.Drop(rs[1])
+	s.Ack(rs[3])
+	s.Drop(rs[0])
+	if due := s.Due(time.Unix(0, 100), 1, nil); len(due) != 1 || due[0] != rs[2] {
+		t.Fatalf("due %v, want 3", ids(due))
+	}
+	if all := s.TakeAll(nil); len(all) != 1 || all[0] != rs[3] {
+		t.Fatalf("TakeAll %v, want 4", ids(all))
+	}
+}
+
 func TestOutboxHoldsUntilAcked(t *testing.T) {
-	o := NewOutbox(func(r *messages.Result) messages.TaskID { return r.ID })
-	o.Put(messages.Result{ID: id(1), Attempt: 1})
-	o.Put(messages.Result{ID: id(2), Attempt: 1})
-	if q := o.Queued(); len(q) != 2 || o.Len() != 2 {
-		t.Fatalf("queued %d held %d, want 2 and 2", len(q), o.Len())
+	o := NewOutbox(delivery)
+	r1, r2 := &rec{id: id(1)}, &rec{id: id(2)}
+	o.Put(r1)
+	o.Put(r2)
+	if q := o.Queued(); len(q) != 2 || !o.Held(r1) {
+		t.Fatalf("queued %v", ids(q))
 	}
 	t0 := time.Unix(100, 0)
 	o.Sent(2, t0.UnixNano())
-	if len(o.Queued()) != 0 {
-		t.Fatal("sent items still queued")
+	if len(o.Queued()) != 0 || o.Unacked() != 2 {
+		t.Fatalf("sent items still queued, or not waiting: unacked %d", o.Unacked())
 	}
-	if _, ok := o.Ack(id(1)); !ok || o.Len() != 1 {
+	if !o.Ack(r1) || o.Ack(r1) || o.Held(r1) || o.Len() != 1 {
 		t.Fatalf("ack of a held item: held %d", o.Len())
-	}
-	if _, ok := o.Ack(id(1)); ok {
-		t.Fatal("a second ack found the item again")
 	}
 	th := time.Second
 	if n := o.ResendDue(t0.Add(th/2), th); n != 0 {
 		t.Fatalf("re-sent %d before the threshold", n)
 	}
-	if n := o.ResendDue(t0.Add(2*th), th); n != 1 || o.Queued()[0].ID != id(2) {
+	if n := o.ResendDue(t0.Add(2*th), th); n != 1 || o.Queued()[0] != r2 {
 		t.Fatalf("re-sent %d after the threshold, want only the unacked one", n)
 	}
-	// At most once per threshold.
 	o.Sent(1, t0.Add(2*th).UnixNano())
 	if n := o.ResendDue(t0.Add(2*th+th/2), th); n != 0 {
 		t.Fatalf("re-sent %d twice within one threshold", n)
 	}
-	o.ResendAll()
-	if len(o.Queued()) != 1 {
-		t.Fatalf("ResendAll queued %d, want the 1 held", len(o.Queued()))
+	// Acked while queued: skipped when sent, and not held again.
+	o.Put(r1)
+	o.Ack(r1)
+	o.Sent(1, t0.Add(3*th).UnixNano())
+	if o.Held(r1) || o.Len() != 1 {
+		t.Fatalf("a dropped record came back: held %d", o.Len())
 	}
-	if !o.Requeue(id(2)) || o.Requeue(id(9)) {
-		t.Fatal("Requeue of held/unknown ids")
+	if n := o.ResendAll(); n != 1 || len(o.Queued()) != 1 || o.Queued()[0] != r2 {
+		t.Fatalf("ResendAll queued %v, want the 1 held", ids(o.Queued()))
+	}
+	if !o.Requeue(r2) || o.Requeue(r1) {
+		t.Fatal("Requeue of held/unknown records")
 	}
 }
 
-func TestUnackedDue(t *testing.T) {
-	u := NewUnacked()
-	t0 := time.Unix(100, 0)
-	u.Sent(id(1), t0.UnixNano())
-	u.Sent(id(2), t0.Add(time.Second).UnixNano())
-	u.Ack(id(3))
-	due := u.Due(t0.Add(1500*time.Millisecond), time.Second, nil)
-	if len(due) != 1 || due[0] != id(1) || u.Has(id(1)) || !u.Has(id(2)) {
-		t.Fatalf("due %v; has1=%v has2=%v", due, u.Has(id(1)), u.Has(id(2)))
+func TestDeliveriesAllocateNothing(t *testing.T) {
+	s := NewDeliveries(delivery)
+	rs := make([]*rec, 64)
+	for i := range rs {
+		rs[i] = &rec{id: id(byte(i))}
+	}
+	buf := make([]*rec, 0, len(rs))
+	n := testing.AllocsPerRun(100, func() {
+		for i, r := range rs {
+			s.Sent(r, int64(i+1))
+		}
+		for _, r := range rs[:32] {
+			s.Ack(r)
+		}
+		buf = s.TakeAll(buf[:0])
+		for _, r := range buf {
+			s.Drop(r)
+		}
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per run", n)
 	}
 }
 

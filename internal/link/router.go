@@ -43,6 +43,9 @@ type Router struct {
 	routes map[string]string
 	// asked limits Reregister replies to one per interval per connection.
 	asked map[string]time.Time
+	// Malformed, when set, is told of each message Accept drops as
+	// malformed (err nil: no payload), before any answer goes out.
+	Malformed func(route []byte, err error)
 }
 
 // NewRouter wraps a bound ROUTER socket; secure says it is a CURVE server,
@@ -155,4 +158,51 @@ func (r *Router) Prune(now time.Time) {
 // Refuse answers a registration or message with an error reply.
 func (r *Router) Refuse(route []byte, code messages.ErrorCode, reason string) {
 	r.Reply(route, &messages.ErrorReply{Code: code, Reason: reason})
+}
+
+// Verdict is what Accept made of a message.
+type Verdict uint8
+
+// Verdicts of Accept.
+const (
+	FromPeer    Verdict = iota // from a live registered peer: the owner handles it
+	Registering                // a Registration: the owner decides
+	Malformed                  // no payload, or undecodable; counted and answered
+	Unknown                    // from a connection without a live peer
+)
+
+// Inbound is one message as Accept sorted it.
+type Inbound struct {
+	Msg     messages.Message
+	PeerID  string // FromPeer: who sent it
+	Verdict Verdict
+	Asked   bool // Unknown: a Reregister request went out this time
+}
+
+// Accept does what every ROUTER owner does first with a message: decode
+// it, report (to Malformed) and answer one that does not decode, and ask a connection without a
+// live peer (live says whether a registered id still is) to register
+// again, at most once per interval, with reason.
+func (r *Router) Accept(env Envelope, now time.Time, live func(id string) bool, reason string) Inbound {
+	if env.Frames == nil {
+		if r.Malformed != nil {
+			r.Malformed(env.Route, nil)
+		}
+		return Inbound{Verdict: Malformed}
+	}
+	msg, err := messages.Unpack(env.Frames)
+	if err != nil {
+		if r.Malformed != nil {
+			r.Malformed(env.Route, err)
+		}
+		r.Reply(env.Route, messages.ReplyFor(err))
+		return Inbound{Verdict: Malformed}
+	}
+	if _, ok := msg.(*messages.Registration); ok {
+		return Inbound{Msg: msg, Verdict: Registering}
+	}
+	if id, ok := r.PeerID(env.Route); ok && live(id) {
+		return Inbound{Msg: msg, PeerID: id, Verdict: FromPeer}
+	}
+	return Inbound{Msg: msg, Verdict: Unknown, Asked: r.AskReregister(env.Route, reason, now)}
 }
