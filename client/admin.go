@@ -14,6 +14,7 @@ type NewToken struct {
 	TokenID   string    `json:"token_id"`
 	User      string    `json:"user"`
 	Admin     bool      `json:"admin"`
+	Groups    []string  `json:"groups,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -22,14 +23,21 @@ type TokenInfo struct {
 	TokenID   string    `json:"token_id"`
 	User      string    `json:"user"`
 	Admin     bool      `json:"admin"`
+	Groups    []string  `json:"groups,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by,omitempty"`
 }
 
 // CreateToken makes a token for user (an admin call).
 func (c *Client) CreateToken(ctx context.Context, user string, admin bool) (NewToken, error) {
+	return c.CreateTokenIn(ctx, user, admin, nil)
+}
+
+// CreateTokenIn makes a token for user, a member of groups (endpoints
+// shared with a group let its members submit).
+func (c *Client) CreateTokenIn(ctx context.Context, user string, admin bool, groups []string) (NewToken, error) {
 	var out NewToken
-	err := c.call(ctx, http.MethodPost, "/v1/tokens", map[string]any{"user": user, "admin": admin}, &out)
+	err := c.call(ctx, http.MethodPost, "/v1/tokens", map[string]any{"user": user, "admin": admin, "groups": groups}, &out)
 	return out, err
 }
 
@@ -52,17 +60,46 @@ func (c *Client) RevokeTokens(ctx context.Context, idOrUser string) ([]TokenInfo
 	return out.Revoked, err
 }
 
-// CreateEndpoint enrolls endpoint id (an admin call) and returns its
+// CreateEndpoint creates endpoint id, owned by the caller, and returns its
 // enrollment credential as JSON: the file the interchange reads with
 // --credentials. It holds a secret key; keep it private. replace gives an
 // existing endpoint a new key (its old key stops working at once);
 // without it an existing endpoint is a 409.
 func (c *Client) CreateEndpoint(ctx context.Context, id string, replace bool) (json.RawMessage, error) {
+	return c.CreateEndpointWith(ctx, NewEndpoint{ID: id, Replace: replace})
+}
+
+// NewEndpoint says what endpoint to create.
+type NewEndpoint struct {
+	ID      string `json:"endpoint_id"`
+	Replace bool   `json:"replace,omitempty"`
+	// MultiUser (admins only): its interchange runs each user's tasks as
+	// her own account.
+	MultiUser bool `json:"multi_user,omitempty"`
+}
+
+// CreateEndpointWith creates the endpoint e describes.
+func (c *Client) CreateEndpointWith(ctx context.Context, e NewEndpoint) (json.RawMessage, error) {
 	var out struct {
 		Credentials json.RawMessage `json:"credentials"`
 	}
-	err := c.call(ctx, http.MethodPost, "/v1/endpoints", map[string]any{"endpoint_id": id, "replace": replace}, &out)
+	err := c.call(ctx, http.MethodPost, "/v1/endpoints", e, &out)
 	return out.Credentials, err
+}
+
+// ShareEndpoint lets users and groups submit to endpoint ep (its owner or
+// an admin), or with add false stops letting them; it returns whom ep is
+// shared with afterwards.
+func (c *Client) ShareEndpoint(ctx context.Context, ep string, add bool, s Shares) (Shares, error) {
+	var out struct {
+		SharedWith Shares `json:"shared_with"`
+	}
+	path := "/v1/endpoints/" + esc(ep) + "/share"
+	if !add {
+		path = "/v1/endpoints/" + esc(ep) + "/unshare"
+	}
+	err := c.call(ctx, http.MethodPost, path, s, &out)
+	return out.SharedWith, err
 }
 
 // DeleteEndpoint revokes endpoint id (an admin call); its tasks that had

@@ -65,7 +65,17 @@ type Endpoint struct {
 	Hostname        string          `json:"hostname,omitempty"`
 	SoftwareVersion string          `json:"software_version,omitempty"`
 	LostReason      string          `json:"lost_reason,omitempty"`
-	Probe           json.RawMessage `json:"probe,omitempty"`
+	Owner           string          `json:"owner,omitempty"`
+	MultiUser       bool            `json:"multi_user,omitempty"`
+	// SharedWith is shown to the endpoint's owner and admins.
+	SharedWith *Shares          `json:"shared_with,omitempty"`
+	Probe      json.RawMessage `json:"probe,omitempty"`
+}
+
+// Shares are the users and groups an endpoint is shared with.
+type Shares struct {
+	Users  []string `json:"users"`
+	Groups []string `json:"groups"`
 }
 
 // Cancel is the answer to cancelling one task.

@@ -56,7 +56,7 @@ func (a *access) verify(token string) (auth.Identity, bool) {
 	if !ok {
 		return auth.Identity{}, false
 	}
-	return auth.Identity{User: t.User, Admin: t.Admin, TokenID: t.ID}, true
+	return auth.Identity{User: t.User, Admin: t.Admin, Groups: t.Groups, TokenID: t.ID}, true
 }
 
 // bootstrap makes sure the admin token of the state dir is known.
@@ -64,16 +64,16 @@ func (a *access) bootstrap(token string) error {
 	if _, ok := a.verify(token); ok {
 		return nil
 	}
-	_, err := a.add(token, BootstrapUser, true, "")
+	_, err := a.add(token, BootstrapUser, true, nil, "")
 	return err
 }
 
-func (a *access) add(token, user string, admin bool, by string) (TokenInfo, error) {
+func (a *access) add(token, user string, admin bool, groups []string, by string) (TokenInfo, error) {
 	id, err := auth.NewID()
 	if err != nil {
 		return TokenInfo{}, err
 	}
-	t := &TokenInfo{ID: id, User: user, Admin: admin, CreatedAt: time.Now().UTC(), CreatedBy: by, Hash: auth.Hash(token)}
+	t := &TokenInfo{ID: id, User: user, Admin: admin, Groups: groups, CreatedAt: time.Now().UTC(), CreatedBy: by, Hash: auth.Hash(token)}
 	if err := a.st.PutToken(*t); err != nil {
 		return TokenInfo{}, fmt.Errorf("token not stored: %w", err)
 	}
@@ -84,15 +84,20 @@ func (a *access) add(token, user string, admin bool, by string) (TokenInfo, erro
 }
 
 // createToken makes a token for user and returns it with its record.
-func (a *access) createToken(user string, admin bool, by string) (string, TokenInfo, error) {
+func (a *access) createToken(user string, admin bool, groups []string, by string) (string, TokenInfo, error) {
 	if err := ValidUser(user); err != nil {
 		return "", TokenInfo{}, err
+	}
+	for _, g := range groups {
+		if err := ValidUser(g); err != nil {
+			return "", TokenInfo{}, fmt.Errorf("group: %w", err)
+		}
 	}
 	tok, err := auth.NewToken()
 	if err != nil {
 		return "", TokenInfo{}, err
 	}
-	info, err := a.add(tok, user, admin, by)
+	info, err := a.add(tok, user, admin, groups, by)
 	return tok, info, err
 }
 

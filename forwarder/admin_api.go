@@ -11,6 +11,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/internal/auth"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 )
 
 // user is who made the request (the auth middleware put it there).
@@ -54,20 +55,21 @@ func knownList(ids []string) string {
 
 func (f *Forwarder) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		User  string `json:"user"`
-		Admin bool   `json:"admin"`
+		User   string   `json:"user"`
+		Admin  bool     `json:"admin"`
+		Groups []string `json:"groups"`
 	}
 	if !f.readJSON(w, r, &req) {
 		return
 	}
-	tok, info, err := f.access.createToken(req.User, req.Admin, user(r).User)
+	tok, info, err := f.access.createToken(req.User, req.Admin, req.Groups, user(r).User)
 	if err != nil {
 		f.fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
 	f.log.WithFields(logrus.Fields{"user": user(r).User, "for": info.User, "admin": info.Admin, "token_id": info.ID}).Info("token created")
 	httpx.WriteJSON(w, http.StatusCreated, map[string]any{"token": tok, "token_id": info.ID, "user": info.User,
-		"admin": info.Admin, "created_at": info.CreatedAt})
+		"admin": info.Admin, "groups": info.Groups, "created_at": info.CreatedAt})
 }
 
 func (f *Forwarder) handleTokens(w http.ResponseWriter, r *http.Request) {
@@ -95,11 +97,27 @@ func (f *Forwarder) handleCreateEndpoint(w http.ResponseWriter, r *http.Request)
 		// Replace gives an existing endpoint a new key; its old key stops
 		// working at once and its tasks stay.
 		Replace bool `json:"replace"`
+		// MultiUser: an endpoint whose interchange runs each user's tasks
+		// as that user's own account (admins only).
+		MultiUser bool `json:"multi_user"`
 	}
 	if !f.readJSON(w, r, &req) {
 		return
 	}
-	cred, err := f.CreateEndpoint(req.ID, req.Replace)
+	who := user(r)
+	if req.MultiUser && !who.Admin {
+		f.fail(w, http.StatusForbidden, "only admins create multi-user endpoints (their interchange runs as root); leave out multi_user to create one of your own")
+		return
+	}
+	if rec, ok := f.enrolled.get(req.ID); ok && req.Replace && !mayManage(who, &rec) {
+		if !mayUse(who, &rec) {
+			f.unknownEndpoint(w, who, req.ID)
+		} else {
+			f.fail(w, http.StatusForbidden, "only the owner of endpoint %s (%s) or an admin may give it a new key", req.ID, rec.Owner)
+		}
+		return
+	}
+	cred, err := f.createEndpoint(taskstore.Endpoint{ID: req.ID, Owner: who.User, MultiUser: req.MultiUser}, req.Replace)
 	switch {
 	case errors.Is(err, ErrEndpointExists):
 		f.fail(w, http.StatusConflict, "%v; create it with replace (switchyard endpoint create --replace) to give it a new key, or delete it", err)
@@ -108,16 +126,24 @@ func (f *Forwarder) handleCreateEndpoint(w http.ResponseWriter, r *http.Request)
 		f.fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	f.log.WithFields(logrus.Fields{"endpoint": req.ID, "user": user(r).User, "replace": req.Replace}).Info("endpoint created")
+	f.log.WithFields(logrus.Fields{"endpoint": req.ID, "user": who.User, "replace": req.Replace, "multi_user": req.MultiUser}).Info("endpoint created")
 	httpx.WriteJSON(w, http.StatusCreated, map[string]any{"endpoint_id": cred.ID, "credentials": cred})
 }
 
 func (f *Forwarder) handleDeleteEndpoint(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("ep")
-	failed, err := f.deleteEndpoint(id, user(r).User)
+	id, who := r.PathValue("ep"), user(r)
+	if rec, ok := f.enrolled.get(id); ok && !mayManage(who, &rec) {
+		if !mayUse(who, &rec) {
+			f.unknownEndpoint(w, who, id)
+		} else {
+			f.fail(w, http.StatusForbidden, "only the owner of endpoint %s (%s) or an admin may delete it", id, rec.Owner)
+		}
+		return
+	}
+	failed, err := f.deleteEndpoint(id, who.User)
 	switch {
 	case errors.Is(err, ErrNoEndpoint):
-		f.fail(w, http.StatusNotFound, "unknown endpoint %q; known endpoints: %s", id, knownList(f.knownEndpoints()))
+		f.unknownEndpoint(w, who, id)
 		return
 	case err != nil && failed < 0:
 		f.fail(w, http.StatusServiceUnavailable, "endpoint %s not deleted: %v", id, err)
@@ -147,16 +173,14 @@ func (f *Forwarder) deleteEndpoint(id, by string) (failed int, err error) {
 	return failed, err
 }
 
-// endpointKnown says whether tasks may be submitted to endpoint id: it was
-// created, or, on an --insecure forwarder (whose interchanges connect
-// without enrollment), an interchange has registered as it or it has tasks.
+// endpointKnown says whether endpoint id was created, or, on an
+// --insecure forwarder, an interchange has registered as it.
 func (f *Forwarder) endpointKnown(id string) bool {
-	if f.enrolled.has(id) {
-		return true
-	}
-	if !f.opts.Insecure {
-		return false
-	}
+	return f.enrolled.has(id) || (f.opts.Insecure && f.endpointSeen(id))
+}
+
+// endpointSeen says whether an interchange has registered as id.
+func (f *Forwarder) endpointSeen(id string) bool {
 	f.viewMu.RLock()
 	defer f.viewMu.RUnlock()
 	_, ok := f.views[id]

@@ -49,10 +49,12 @@ func (f *Forwarder) routes() http.Handler {
 	mux.HandleFunc("/v1/endpoints/{ep}/servingState", f.methods(map[string]http.HandlerFunc{
 		"GET": f.handleServingState, "POST": f.admin(f.handleServingState)}))
 	mux.HandleFunc("/v1/endpoints/{ep}/managers/{id}/drain", f.methods(map[string]http.HandlerFunc{"POST": f.admin(f.handleDrain)}))
+	mux.HandleFunc("/v1/endpoints/{ep}/share", f.methods(map[string]http.HandlerFunc{"POST": f.handleShare(true)}))
+	mux.HandleFunc("/v1/endpoints/{ep}/unshare", f.methods(map[string]http.HandlerFunc{"POST": f.handleShare(false)}))
 	mux.HandleFunc("/v1/endpoints/{ep}", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoint,
-		"DELETE": f.admin(f.handleDeleteEndpoint)}))
+		"DELETE": f.handleDeleteEndpoint}))
 	mux.HandleFunc("/v1/endpoints", f.methods(map[string]http.HandlerFunc{"GET": f.handleEndpoints,
-		"POST": f.admin(f.handleCreateEndpoint)}))
+		"POST": f.handleCreateEndpoint}))
 	mux.HandleFunc("/v1/tokens", f.methods(map[string]http.HandlerFunc{"GET": f.admin(f.handleTokens),
 		"POST": f.admin(f.handleCreateToken)}))
 	mux.HandleFunc("/v1/tokens/{id}", f.methods(map[string]http.HandlerFunc{"DELETE": f.admin(f.handleRevokeToken)}))
@@ -165,15 +167,15 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if !f.endpointKnown(epID) {
-		how := "an admin creates one with 'switchyard endpoint create ID'"
+	who := user(r)
+	if !f.canUse(who, epID) {
+		how := "create one with 'switchyard endpoint create ID', or ask an endpoint's owner to share it with you"
 		if f.opts.Insecure {
 			how = "this forwarder runs --insecure: an endpoint is known once its interchange has registered"
 		}
-		f.fail(w, http.StatusNotFound, "unknown endpoint %q; known endpoints: %s (%s)", epID, knownList(f.knownEndpoints()), how)
+		f.fail(w, http.StatusNotFound, "unknown endpoint %q; endpoints you may use: %s (%s)", epID, knownList(f.usableEndpoints(who)), how)
 		return
 	}
-	who := user(r)
 	raw, ok := f.listField(w, r, "tasks", `{"tasks":[{"kind":"noop"}]}`)
 	if !ok {
 		return
@@ -431,14 +433,37 @@ func (f *Forwarder) handleCancelBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *Forwarder) handleEndpoints(w http.ResponseWriter, r *http.Request) {
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"endpoints": f.Endpoints()})
+	who := user(r)
+	all := f.Endpoints()
+	out := make([]EndpointView, 0, len(all))
+	for _, v := range all {
+		if v, ok := f.viewFor(who, v); ok {
+			out = append(out, v)
+		}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"endpoints": out})
+}
+
+// viewFor is endpoint view v as who may see it, or false when she may not.
+func (f *Forwarder) viewFor(who auth.Identity, v EndpointView) (EndpointView, bool) {
+	rec, ok := f.enrolled.get(v.EndpointID)
+	if !ok {
+		return v, f.opts.Insecure || who.Admin
+	}
+	if !mayUse(who, &rec) {
+		return v, false
+	}
+	return withAccess(v, &rec, who), true
 }
 
 func (f *Forwarder) handleEndpoint(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("ep")
+	id, who := r.PathValue("ep"), user(r)
 	v, ok := f.Endpoint(id)
+	if ok {
+		v, ok = f.viewFor(who, v)
+	}
 	if !ok {
-		f.fail(w, http.StatusNotFound, "unknown endpoint %q; known endpoints: %s", id, knownList(f.knownEndpoints()))
+		f.unknownEndpoint(w, who, id)
 		return
 	}
 	if p := r.URL.Query().Get("probe"); p != "" && p != "0" && p != "false" {

@@ -27,6 +27,7 @@ func TestEndedAndCensus(t *testing.T) {
 	f, admin := startForwarder(t, forwarder.Options{})
 	alice := f.User(t, "alice", false)
 	bob := f.User(t, "bob", false)
+	f.Share(t, "ep1", "alice", "bob")
 	ctx := t.Context()
 	start, err := alice.Ended(ctx, "", 0, 0)
 	if err != nil || start.Cursor == "" || len(start.Tasks) != 0 || start.Reset {

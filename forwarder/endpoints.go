@@ -24,6 +24,11 @@ type EndpointView struct {
 	Hostname        string `json:"hostname,omitempty"`
 	SoftwareVersion string `json:"software_version,omitempty"`
 	LostReason      string `json:"lost_reason,omitempty"`
+	// Owner created the endpoint; MultiUser runs each user's tasks as her
+	// own account. SharedWith is shown to the owner and admins only.
+	Owner      string        `json:"owner,omitempty"`
+	MultiUser  bool          `json:"multi_user,omitempty"`
+	SharedWith *ShareRequest `json:"shared_with,omitempty"`
 	// Blocks are the endpoint's batch jobs of managers, as its interchange
 	// reports them (absent without a provider).
 	Blocks json.RawMessage `json:"blocks,omitempty"`

@@ -127,10 +127,18 @@ func (e *enrollment) ids() []string {
 	return out
 }
 
-// CreateEndpoint enrolls an endpoint: it makes the key pair its
-// interchange will use and returns the credential to hand it. replace
-// gives an existing endpoint a new key (the old one stops working).
+// CreateEndpoint enrolls an endpoint owned by the bootstrap admin: it
+// makes the key pair its interchange will use and returns the credential
+// to hand it. replace gives an existing endpoint a new key (the old one
+// stops working).
 func (f *Forwarder) CreateEndpoint(id string, replace bool) (*curve.Credentials, error) {
+	return f.createEndpoint(taskstore.Endpoint{ID: id, Owner: BootstrapUser}, replace)
+}
+
+// createEndpoint enrolls rec with a new key pair; rec names the endpoint,
+// its owner and whether it is multi-user.
+func (f *Forwarder) createEndpoint(rec taskstore.Endpoint, replace bool) (*curve.Credentials, error) {
+	id := rec.ID
 	if err := ValidEndpointID(id); err != nil {
 		return nil, err
 	}
@@ -141,7 +149,8 @@ func (f *Forwarder) CreateEndpoint(id string, replace bool) (*curve.Credentials,
 	if err != nil {
 		return nil, err
 	}
-	old, err := f.enrolled.add(taskstore.Endpoint{ID: id, PublicKey: kp.Public}, replace)
+	rec.PublicKey = kp.Public
+	old, err := f.enrolled.add(rec, replace)
 	if err != nil {
 		return nil, err
 	}

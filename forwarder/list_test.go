@@ -17,6 +17,8 @@ func TestListTasks(t *testing.T) {
 	f.Enroll(t, "ep2")
 	alice := f.User(t, "alice", false)
 	bob := f.User(t, "bob", false)
+	f.Share(t, "ep1", "alice", "bob")
+	f.Share(t, "ep2", "alice", "bob")
 	before := time.Now().Add(-time.Second)
 	var aliceIDs []string
 	for range 5 {

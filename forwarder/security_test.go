@@ -95,6 +95,7 @@ func TestTasksBelongToTheirSubmitter(t *testing.T) {
 	f, admin := startForwarder(t, forwarder.Options{})
 	alice := f.User(t, "alice", false)
 	bob := f.User(t, "bob", false)
+	f.Share(t, "ep1", "alice", "bob")
 	ids, err := alice.Submit("ep1", map[string]any{"kind": "exec", "args": []string{"echo", "alice-secret"}})
 	if err != nil {
 		t.Fatal(err)
@@ -144,9 +145,7 @@ func TestAdminOperationsNeedAnAdmin(t *testing.T) {
 		{"POST", "/v1/tokens", map[string]any{"user": "alice", "admin": true}},
 		{"GET", "/v1/tokens", nil},
 		{"DELETE", "/v1/tokens/admin", nil},
-		{"POST", "/v1/endpoints", map[string]any{"endpoint_id": "mine"}},
-		{"DELETE", "/v1/endpoints/ep1", nil},
-		{"POST", "/v1/endpoints", map[string]any{"endpoint_id": "ep1", "replace": true}},
+		{"POST", "/v1/endpoints", map[string]any{"endpoint_id": "site", "multi_user": true}},
 		{"POST", "/v1/endpoints/ep1/managers/m1/drain", nil},
 		{"GET", "/debug/pprof/cmdline", nil},
 		{"GET", "/debug/pprof/heap", nil},
@@ -166,8 +165,8 @@ func TestAdminOperationsNeedAnAdmin(t *testing.T) {
 	if !f.EndpointEnrolled("ep1") {
 		t.Fatal("alice deleted ep1")
 	}
-	if f.EndpointEnrolled("mine") {
-		t.Fatal("alice created an endpoint")
+	if f.EndpointEnrolled("site") {
+		t.Fatal("alice created a multi-user endpoint")
 	}
 	// The admin may, and is logged by name.
 	admin.Must(t, http.StatusOK, "GET", "/debug/pprof/cmdline", nil, nil)
@@ -191,6 +190,7 @@ func TestTokenLifecycle(t *testing.T) {
 		t.Fatalf("admin.token mode %v, want 0600", fi.Mode().Perm())
 	}
 	alice := f.User(t, "alice", false)
+	f.Share(t, "ep1", "alice")
 	if _, err := alice.Submit("ep1", map[string]any{"kind": "noop"}); err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestUnknownEndpointsLeaveNoState(t *testing.T) {
 	f.Enroll(t, "local")
 	c := f.Client()
 	code, body, err := c.Do("POST", "/v1/endpoints/lcoal/tasks", map[string]any{"tasks": []any{map[string]any{"kind": "noop"}}}, nil)
-	if err != nil || code != http.StatusNotFound || !strings.Contains(string(body), "lcoal") || !strings.Contains(string(body), "known endpoints: local") {
+	if err != nil || code != http.StatusNotFound || !strings.Contains(string(body), "lcoal") || !strings.Contains(string(body), "endpoints you may use: local") {
 		t.Fatalf("typo endpoint: %d %s %v; want 404 naming the known endpoints", code, body, err)
 	}
 	for i := 0; i < 2000; i++ {
@@ -384,7 +384,7 @@ func TestInsecureForwarderKnowsConnectedEndpoints(t *testing.T) {
 	f := testutil.StartForwarder(t, forwarder.Options{Insecure: true})
 	anyone := f.Client().As("")
 	_, err := anyone.Submit("ep1", map[string]any{"kind": "noop"})
-	if client.StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "known endpoints: none") ||
+	if client.StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "endpoints you may use: none") ||
 		!strings.Contains(err.Error(), "once its interchange has registered") {
 		t.Fatalf("submit before any interchange connected: %v; want 404 saying how an endpoint becomes known", err)
 	}
@@ -400,7 +400,7 @@ func TestInsecureForwarderKnowsConnectedEndpoints(t *testing.T) {
 		return err
 	})
 	_, err = anyone.Submit("ep2", map[string]any{"kind": "noop"})
-	if client.StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "known endpoints: ep1") {
+	if client.StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "endpoints you may use: ep1") {
 		t.Fatalf("submit to a typo beside a connected endpoint: %v; want 404 naming ep1", err)
 	}
 }
@@ -411,6 +411,7 @@ func TestMaxTasksPerUser(t *testing.T) {
 	f, _ := startForwarder(t, forwarder.Options{MaxTasksPerUser: 5})
 	alice := f.User(t, "alice", false)
 	bob := f.User(t, "bob", false)
+	f.Share(t, "ep1", "alice", "bob")
 	ids, err := alice.Submit("ep1", manyOf(map[string]any{"kind": "noop"}, 4)...)
 	if err != nil {
 		t.Fatal(err)

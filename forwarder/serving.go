@@ -18,6 +18,10 @@ import (
 // interchange (or one of its managers) as a Command and returns its reply.
 func (f *Forwarder) handleServingState(w http.ResponseWriter, r *http.Request) {
 	ep := r.PathValue("ep")
+	if who := user(r); !f.canUse(who, ep) && f.endpointKnown(ep) {
+		f.unknownEndpoint(w, who, ep)
+		return
+	}
 	cmd := &messages.Command{Op: messages.OpGetServingState, Manager: r.URL.Query().Get("manager")}
 	if r.Method == http.MethodPost {
 		req, err := servingstate.ReadRequest(r)

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 )
 
@@ -19,8 +21,9 @@ admin token (the forwarder writes one to STATE_DIR/admin.token on its first
 start).`}
 	var cf clientFlags
 	var admin bool
+	var groups []string
 	create := &cobra.Command{
-		Use:   "create USER [--admin]",
+		Use:   "create USER [--admin] [--group G]...",
 		Short: "Make a token for USER and print it (shown only once)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -28,7 +31,7 @@ start).`}
 			if err != nil {
 				return err
 			}
-			t, err := c.CreateToken(cmd.Context(), args[0], admin)
+			t, err := c.CreateTokenIn(cmd.Context(), args[0], admin, groups)
 			if err != nil {
 				return err
 			}
@@ -42,6 +45,7 @@ start).`}
 	}
 	cf.add(create.Flags())
 	create.Flags().BoolVar(&admin, "admin", false, "the token may administer tokens, endpoints and serving states, and sees every task")
+	create.Flags().StringSliceVar(&groups, "group", nil, "USER is in this group (repeatable): endpoints shared with the group (endpoint share --group) take USER's tasks")
 
 	var lf clientFlags
 	list := &cobra.Command{
@@ -97,20 +101,31 @@ start).`}
 	return cmd
 }
 
-// endpoint create / delete / list (admin), beside 'endpoint up'.
+// endpoint create / delete / share / unshare / list, beside 'endpoint up'.
 func endpointAdminCmds() []*cobra.Command {
 	var cf clientFlags
 	var out string
-	var replace bool
+	var replace, multiUser bool
 	create := &cobra.Command{
-		Use:   "create ID --out FILE [--replace]",
-		Short: "Create endpoint ID and write its enrollment credential (admin)",
+		Use:   "create ID --out FILE [--replace] [--multi-user]",
+		Short: "Create endpoint ID, owned by you, and write its enrollment credential",
 		Long: `Create an endpoint and write its enrollment credential to FILE (mode 0600):
 the endpoint id, a CURVE key pair for its interchange and the forwarder's
 public key. Start the interchange with --credentials FILE. Tasks can be
-submitted to an endpoint only once it exists. --replace gives an existing
-endpoint a new key (a lost credential): its interchange is disconnected at
-once and must restart with the new file; its tasks stay.`,
+submitted to an endpoint only once it exists.
+
+Any user may create an endpoint; she owns it, and only she, the users and
+groups she shares it with (endpoint share) and admins may submit to it or
+see it. Its tasks run as the account that runs its managers: share it
+only with people you trust with that account.
+
+--multi-user (admins only) creates an endpoint whose interchange runs as
+root with --user-map FILE and runs each user's tasks on managers of her own
+POSIX account; every user may submit to it, and the map decides who runs.
+
+--replace gives an existing endpoint a new key (a lost credential): its
+interchange is disconnected at once and must restart with the new file; its
+tasks, owner and shares stay.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -120,7 +135,7 @@ once and must restart with the new file; its tasks stay.`,
 			if err != nil {
 				return err
 			}
-			raw, err := c.CreateEndpoint(cmd.Context(), args[0], replace)
+			raw, err := c.CreateEndpointWith(cmd.Context(), client.NewEndpoint{ID: args[0], Replace: replace, MultiUser: multiUser})
 			if err != nil {
 				return err
 			}
@@ -141,11 +156,14 @@ once and must restart with the new file; its tasks stay.`,
 	cf.add(create.Flags())
 	create.Flags().StringVarP(&out, "out", "o", "", "write the enrollment credential here (mode 0600)")
 	create.Flags().BoolVar(&replace, "replace", false, "give an existing endpoint a new key instead of refusing")
+	create.Flags().BoolVar(&multiUser, "multi-user", false, "an endpoint whose interchange runs each user's tasks as her own POSIX account (admins only)")
+
+	share, unshare := shareCmd(true), shareCmd(false)
 
 	var df clientFlags
 	del := &cobra.Command{
 		Use:   "delete ID",
-		Short: "Delete (revoke) endpoint ID; its tasks that have not ended fail (admin)",
+		Short: "Delete (revoke) endpoint ID; its tasks that have not ended fail (its owner or an admin)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := df.client()
@@ -164,5 +182,54 @@ once and must restart with the new file; its tasks stay.`,
 	list := newEndpointsCmd()
 	list.Use = "list"
 	list.Args = cobra.NoArgs
-	return []*cobra.Command{create, del, list}
+	return []*cobra.Command{create, del, share, unshare, list}
+}
+
+// shareCmd is endpoint share (add) or endpoint unshare.
+func shareCmd(add bool) *cobra.Command {
+	var cf clientFlags
+	var users, groups []string
+	verb, short := "share", "Let users and groups submit to endpoint EP (its owner or an admin)"
+	long := `Let the named users, and every user whose token is in one of the named groups
+(token create --group), submit tasks to endpoint EP and see it. Only EP's
+owner or an admin may do this.
+
+Sharing is trust: their tasks run as the account that runs EP's managers,
+so they can read what that account can read, including the endpoint's
+keys and other users' tasks on it. Share a single-user endpoint only with
+people you would give that account to; for users who must be kept apart,
+use a multi-user endpoint (endpoint create --multi-user).`
+	if !add {
+		verb, short = "unshare", "Stop letting users and groups submit to endpoint EP"
+		long = `Stop letting the named users and groups submit to endpoint EP; their tasks
+already accepted still run. Only EP's owner or an admin may do this.`
+	}
+	cmd := &cobra.Command{
+		Use:   verb + " EP [--user U]... [--group G]...",
+		Short: short,
+		Long:  long,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(users)+len(groups) == 0 {
+				return fmt.Errorf("name at least one --user or --group")
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			s, err := c.ShareEndpoint(cmd.Context(), args[0], add, client.Shares{Users: users, Groups: groups})
+			if err != nil {
+				return err
+			}
+			if cf.asJSON {
+				return printJSON(s)
+			}
+			fmt.Printf("endpoint %s is shared with users [%s] and groups [%s]\n", args[0], strings.Join(s.Users, " "), strings.Join(s.Groups, " "))
+			return nil
+		},
+	}
+	cf.add(cmd.Flags())
+	cmd.Flags().StringSliceVar(&users, "user", nil, "a user (repeatable)")
+	cmd.Flags().StringSliceVar(&groups, "group", nil, "a group of tokens (repeatable)")
+	return cmd
 }

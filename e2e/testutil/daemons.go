@@ -129,6 +129,13 @@ func (f *Forwarder) User(t testing.TB, name string, admin bool) *Client {
 	return NewClient(f.URL, out.Token)
 }
 
+// Share lets users submit to endpoint ep, as its owner (the admin) does
+// with `switchyard endpoint share`.
+func (f *Forwarder) Share(t testing.TB, ep string, users ...string) {
+	t.Helper()
+	f.Client().Must(t, http.StatusOK, http.MethodPost, "/v1/endpoints/"+ep+"/share", map[string]any{"users": users}, nil)
+}
+
 // Interchange is an interchange running inside the test.
 type Interchange struct {
 	*interchange.Interchange

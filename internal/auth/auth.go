@@ -90,8 +90,11 @@ func LoadOrCreateAdminToken(dir string) (token string, created bool, err error) 
 
 // Identity is who made a request.
 type Identity struct {
-	User    string
-	Admin   bool
+	User  string
+	Admin bool
+	// Groups are the groups the token's user is in, for endpoints shared
+	// with a group.
+	Groups  []string
 	TokenID string
 }
 

@@ -81,6 +81,7 @@ type Token struct {
 	ID        string    `json:"token_id"`
 	User      string    `json:"user"`
 	Admin     bool      `json:"admin"`
+	Groups    []string  `json:"groups,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by,omitempty"`
 }
