@@ -230,7 +230,7 @@ func (l *loop) sendTasks(m *manager, want int) int {
 		}
 		size += len(t.payload) + 32
 		sent = append(sent, t)
-		m.sendBuf = append(m.sendBuf, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
+		m.sendBuf = append(m.sendBuf, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload, Owner: ownerName(t.owner)})
 	}
 	if len(sent) == 0 {
 		return 0
@@ -275,7 +275,7 @@ func (l *loop) resendTasks(m *manager, now time.Time) {
 	for _, t := range m.outstanding {
 		if t.unacked && t.at < cut {
 			t.at = now.UnixNano()
-			again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
+			again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload, Owner: ownerName(t.owner)})
 		}
 	}
 	for len(again) > 0 {
