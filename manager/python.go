@@ -601,17 +601,23 @@ func (w *pyWorker) call(ctx context.Context, payload []byte, maxResult int) (byt
 }
 
 // pending reports whether the worker wrote something after its last
-// answer; it does not wait.
+// answer (or closed its pipe); it does not wait. A byte it reads is lost,
+// but such a worker is not used again.
 func (w *pyWorker) pending() bool {
 	if w.out.Buffered() > 0 {
 		return true
 	}
-	if w.outF.SetReadDeadline(time.Now()) != nil {
+	rc, err := w.outF.SyscallConn()
+	if err != nil {
 		return false
 	}
-	_, err := w.out.Peek(1)
-	_ = w.outF.SetReadDeadline(time.Time{})
-	return err == nil || !errors.Is(err, os.ErrDeadlineExceeded)
+	pending := false
+	_ = rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, err := syscall.Read(int(fd), b[:]) // the pipe is non-blocking
+		pending = n > 0 || (n == 0 && err == nil)
+	})
+	return pending
 }
 
 func (w *pyWorker) kill() { _ = syscall.Kill(-w.pid, syscall.SIGKILL) }
