@@ -328,13 +328,28 @@ func (r *reader) s() string {
 // batch's repeated owner costs one allocation, not one per task. It reads
 // straight from the header (the decoder never reads ahead).
 func (r *reader) sLike(prev string) string {
-	n := r.blobLen(MaxStringBytes)
-	if n <= 0 {
+	if r.err != nil {
 		return ""
 	}
+	// A short str's header is read here too, as id does for ids.
 	at := len(r.hdr) - r.rd.Len()
-	b := r.hdr[at : at+n]
-	_, _ = r.rd.Seek(int64(n), io.SeekCurrent)
+	n, head := -1, 0
+	if at < len(r.hdr) {
+		switch c := r.hdr[at]; {
+		case msgpcode.IsFixedString(c):
+			n, head = int(c&msgpcode.FixedStrMask), 1
+		case c == msgpcode.Str8 && at+1 < len(r.hdr):
+			n, head = int(r.hdr[at+1]), 2
+		}
+	}
+	if n < 0 || at+head+n > len(r.hdr) {
+		if n = r.blobLen(MaxStringBytes); n <= 0 {
+			return ""
+		}
+		at, head = len(r.hdr)-r.rd.Len(), 0
+	}
+	b := r.hdr[at+head : at+head+n]
+	_, _ = r.rd.Seek(int64(head+n), io.SeekCurrent)
 	if string(b) == prev {
 		return prev
 	}
