@@ -667,3 +667,27 @@ func TestInflightWindow(t *testing.T) {
 		t.Fatalf("%d tasks handed after 2 ended, want 7", n)
 	}
 }
+
+// The endpoint is told who submitted each task.
+func TestTasksCarryTheirOwner(t *testing.T) {
+	e := connect(t, forwarder.Options{})
+	alice := e.f.User(t, "alice", false)
+	bob := e.f.User(t, "bob", false)
+	a, err := alice.Submit(ep, map[string]any{"kind": "noop"}, map[string]any{"kind": "noop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bob.Submit(ep, map[string]any{"kind": "noop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := e.received(t, append(a, b...))
+	for _, id := range a {
+		if o := got[id].Owner; o != "alice" {
+			t.Errorf("alice's task %s sent as owned by %q", id, o)
+		}
+	}
+	if o := got[b[0]].Owner; o != "bob" {
+		t.Errorf("bob's task sent as owned by %q", o)
+	}
+}

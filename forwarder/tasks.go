@@ -341,7 +341,7 @@ func (tt *taskTable) forSend(es []*entry, out []messages.Task, sent []*entry) ([
 		if len(out) > 0 && size > messages.MaxBatchBytes {
 			return out, sent, i
 		}
-		out = append(out, messages.Task{ID: t.ID, Attempt: t.Attempts, Payload: t.Spec})
+		out = append(out, messages.Task{ID: t.ID, Attempt: t.Attempts, Payload: t.Spec, Owner: t.Owner})
 		sent = append(sent, t)
 	}
 	return out, sent, len(es)

@@ -232,7 +232,7 @@ func (l *loop) sendTasks(m *manager, want int) int {
 		}
 		size += len(t.payload) + 32
 		sent = append(sent, t)
-		m.sendBuf = append(m.sendBuf, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
+		m.sendBuf = append(m.sendBuf, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload, Owner: ownerName(t.owner)})
 	}
 	if len(sent) == 0 {
 		return 0
@@ -274,7 +274,7 @@ func (l *loop) resendTasks(m *manager, now time.Time) {
 	for i, t := range l.dueBuf {
 		// Counted as sent even if the pipe is full: due again later.
 		m.sent.Sent(t, now.UnixNano())
-		again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload})
+		again = append(again, messages.Task{ID: t.id, Attempt: t.attempt, Payload: t.payload, Owner: ownerName(t.owner)})
 		l.dueBuf[i] = nil
 	}
 	for len(again) > 0 {

@@ -962,3 +962,55 @@ func TestUnacknowledgedTasksResent(t *testing.T) {
 		e.waitUpResult(t, id, 1)
 	}
 }
+
+// Each task's owner reaches the manager, in the first batch and when it
+// is sent again, and survives a restart of the interchange.
+func TestOwnersReachManagers(t *testing.T) {
+	opts := interchange.Options{StateDir: t.TempDir()}
+	e := start(t, opts, true)
+	owners := []string{"alice", "bob", "alice", ""}
+	b := &messages.TaskBatch{}
+	for _, o := range owners {
+		b.Tasks = append(b.Tasks, messages.Task{ID: testutil.NewTaskID(), Attempt: 1, Owner: o, Payload: taskspec.Spec{Kind: "noop"}.Encode()})
+	}
+	e.fwd.Send(t, ep, b)
+	// A manager that never acknowledges is sent its tasks again.
+	p := testutil.NewDealer(t, "forgetful manager", "m1", e.ix.ManagersAddr(), testutil.PeerOptions{})
+	p.Send(t, "", &messages.Registration{Role: messages.RoleManager, ID: "m1", Workers: 4,
+		ProtocolVersion: messages.Version, SoftwareVersion: "test"})
+	p.SetHeartbeat(testutil.Interval)
+	check := func(p *testutil.Peer, times int) {
+		t.Helper()
+		testutil.WaitFor(t, 10*time.Second, func() error {
+			for _, want := range b.Tasks {
+				n := 0
+				for _, x := range p.Tasks("") {
+					if x.ID != want.ID {
+						continue
+					}
+					if x.Owner != want.Owner {
+						t.Fatalf("task %s reached the manager owned by %q, not %q", x.ID, x.Owner, want.Owner)
+					}
+					n++
+				}
+				if n < times {
+					return fmt.Errorf("task %s received %d times, want %d", want.ID, n, times)
+				}
+			}
+			return nil
+		})
+	}
+	check(p, 2)
+	p.Close()
+	e.ix.Stop()
+
+	opts.Forwarder = e.fwd.Addr()
+	opts.EndpointID = ep
+	ix := testutil.StartInterchange(t, opts)
+	p = testutil.NewDealer(t, "manager after the restart", "m1", ix.ManagersAddr(), testutil.PeerOptions{AckTasks: true})
+	p.Send(t, "", &messages.Registration{Role: messages.RoleManager, ID: "m1", Workers: 4,
+		ProtocolVersion: messages.Version, SoftwareVersion: "test"})
+	p.SetHeartbeat(testutil.Interval)
+	p.Send(t, "", &messages.ManagerStatusReport{Workers: 4, IdleWorkers: 4, Capacity: 4})
+	check(p, 1)
+}

@@ -44,6 +44,7 @@ type itask struct {
 	// recovered: reloaded after a restart and not dispatched since, so a
 	// manager may still hold it from before.
 	recovered bool
+	owner     owner
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -96,6 +97,8 @@ type loop struct {
 	// hold delays dispatch after a recovery until managers re-synced the
 	// tasks they still hold.
 	hold *recoveryHold
+	// owners interns the owners of tasks taken in.
+	owners owners
 }
 
 func taskDelivery(t *itask) *link.Delivery[itask] { return &t.delivery }

@@ -49,12 +49,49 @@ func keyAndValue(seq uint64, size int) (key []byte, w binrec.Writer) {
 	return b[:8:8], binrec.Writer{B: b[8:8]}
 }
 
+// taskRecordVersion starts a task record. Version 1 had no version: it
+// started with its id's length, 16, so 16 is never a version, and a
+// record whose first byte is 16 is read as version 1, owned by nobody.
+// Version 2 adds the owner at the end.
+const (
+	taskRecordV1      = 16
+	taskRecordVersion = 2
+)
+
 func taskOp(t *itask) store.Op {
-	k, w := keyAndValue(t.seq, 32+len(t.payload))
+	name := ownerName(t.owner)
+	k, w := keyAndValue(t.seq, 33+len(t.payload)+len(name))
+	w.Uvarint(taskRecordVersion)
 	w.Bytes(t.id[:])
 	w.Uvarint(uint64(t.attempt))
 	w.Bytes(t.payload)
+	w.String(name)
 	return store.Op{Bucket: tasksBucket, Key: k, Value: w.B}
+}
+
+// readTask reads a task record of any version.
+func readTask(seq uint64, v []byte, o *owners) (*itask, error) {
+	r := binrec.Reader{B: v}
+	ver := uint64(1)
+	if len(v) == 0 || v[0] != taskRecordV1 {
+		ver = r.Uvarint()
+		if r.Err == nil && (ver < 2 || ver > taskRecordVersion) {
+			return nil, fmt.Errorf("task record version %d, this build reads 1 to %d", ver, taskRecordVersion)
+		}
+	}
+	id := r.Bytes()
+	t := &itask{seq: seq, attempt: max(uint32(r.Uvarint()), 1), payload: r.Bytes()}
+	if ver >= 2 {
+		t.owner = o.intern(r.String())
+	}
+	if r.Err == nil && len(id) != 16 {
+		r.Err = fmt.Errorf("task id of %d bytes", len(id))
+	}
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	copy(t.id[:], id)
+	return t, nil
 }
 
 func taskDeleteOp(seq uint64) store.Op {
@@ -139,20 +176,15 @@ func loadState(st *store.Log) (*recovered, error) {
 	}); err != nil {
 		return nil, err
 	}
+	var names owners
 	err := st.ForEach(tasksBucket, func(k, v []byte) error {
 		if len(k) != 8 {
 			return fmt.Errorf("task key of %d bytes", len(k))
 		}
-		r := binrec.Reader{B: v}
-		id := r.Bytes()
-		t := &itask{seq: binary.BigEndian.Uint64(k), attempt: max(uint32(r.Uvarint()), 1), payload: r.Bytes()}
-		if r.Err == nil && len(id) != 16 {
-			r.Err = fmt.Errorf("task id of %d bytes", len(id))
+		t, err := readTask(binary.BigEndian.Uint64(k), v, &names)
+		if err != nil {
+			return fmt.Errorf("task record %x: %w", k, err)
 		}
-		if r.Err != nil {
-			return fmt.Errorf("task record %x: %w", k, r.Err)
-		}
-		copy(t.id[:], id)
 		rec.tasks = append(rec.tasks, t)
 		rec.maxSeq = max(rec.maxSeq, t.seq)
 		return nil

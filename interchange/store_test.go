@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/switchyard-hpc/switchyard/internal/binrec"
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
@@ -55,4 +56,38 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 		}
 	}
 	sd.Close()
+}
+
+// Task records keep their owner; a record of version 1 (written before
+// records had a version or an owner) still reads, owned by nobody.
+func TestTaskRecordVersions(t *testing.T) {
+	var names owners
+	id := messages.TaskID(uuid.New())
+	in := &itask{id: id, attempt: 3, payload: []byte(`{"kind":"noop"}`), seq: 5, owner: names.intern("alice")}
+	op := taskOp(in)
+	out, err := readTask(5, op.Value, &names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.id != id || out.attempt != 3 || string(out.payload) != `{"kind":"noop"}` || out.owner != in.owner || ownerName(out.owner) != "alice" {
+		t.Fatalf("version 2 read back as %+v (owner %q)", out, ownerName(out.owner))
+	}
+	// Version 1: id, attempt, payload and nothing else.
+	v1 := binrec.Writer{}
+	v1.Bytes(id[:])
+	v1.Uvarint(2)
+	v1.Bytes([]byte("p"))
+	out, err = readTask(6, v1.B, &names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.id != id || out.attempt != 2 || string(out.payload) != "p" || ownerName(out.owner) != "" {
+		t.Fatalf("version 1 read back as %+v (owner %q)", out, ownerName(out.owner))
+	}
+	if _, err := readTask(7, []byte{9, 16}, &names); err == nil {
+		t.Fatalf("a record of an unknown version was read")
+	}
+	if ownerName((&itask{}).owner) != "" || names.intern("") != (owner{}) {
+		t.Fatalf("no owner is not the zero handle")
+	}
 }

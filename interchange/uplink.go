@@ -88,7 +88,7 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 			}
 			continue
 		}
-		it := &itask{id: t.ID, seq: l.nextSeq(), attempt: max(t.Attempt, 1), payload: t.Payload}
+		it := &itask{id: t.ID, seq: l.nextSeq(), attempt: max(t.Attempt, 1), payload: t.Payload, owner: l.owners.intern(t.Owner)}
 		l.tasks[t.ID] = it
 		l.enqueueBack(it)
 		if l.ix.store != nil {

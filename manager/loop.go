@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"time"
+	"unique"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
@@ -45,6 +46,23 @@ type loop struct {
 	// inFlight counts tasks handed to workers whose run the loop has not
 	// seen end: queued in work or running.
 	inFlight int
+	// owners interns the owners of the tasks held.
+	owners owners
+}
+
+// owners interns owner names, so the tasks of one user share one copy of
+// the name; it remembers the last, since a batch's tasks usually share
+// their owner (and then their name string too).
+type owners struct{ last string }
+
+func (c *owners) intern(name string) string {
+	if name == "" {
+		return ""
+	}
+	if name != c.last {
+		c.last = unique.Make(name).Value()
+	}
+	return c.last
 }
 
 func (l *loop) close() { l.up.Close() }
@@ -300,6 +318,7 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 		} else if ok {
 			l.results.supersede(have)
 		}
+		t.Owner = l.owners.intern(t.Owner)
 		mt := &mtask{task: t, code: messages.WaitingForLaunch}
 		l.byID[t.ID] = mt
 		l.nTasks++

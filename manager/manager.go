@@ -115,9 +115,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	mg.res.Add(mg.mbox.Close)
 	mg.m = newMetrics(opts.Registry, mg)
-	if mg.py, err = newPyPool(opts.Python, opts.PythonWorkers, opts.StateDir, mg.env, mg.log, opts.Registry); err != nil {
-		return fail(err)
-	}
+	mg.py = newPyPool(opts.Python, opts.PythonWorkers, opts.PythonIdle, mg.env, mg.log, opts.Registry)
 	mg.res.Add(mg.py.close)
 	if opts.ListenHTTP != "" {
 		if err := mg.setupAdmin(); err != nil {

@@ -55,8 +55,13 @@ type Options struct {
 	DrainGrace time.Duration
 
 	// PythonWorkers is how many Python worker processes run python tasks
-	// (0: as many as Workers); they start at the first python task.
+	// (0: as many as Workers); they start at the first python task. A
+	// process serves one owner for its life; an owner may use them all.
 	PythonWorkers int
+	// PythonIdle is how long an idle Python worker is kept for its owner's
+	// next call (default DefaultPythonIdle); one is stopped sooner when
+	// another owner needs its slot.
+	PythonIdle time.Duration
 	// Python is the interpreter of the Python workers (default python3).
 	Python string
 }
@@ -71,6 +76,11 @@ func (o *Options) keys() *link.ClientKeys {
 
 // DefaultDrainGrace is --drain-grace's default.
 const DefaultDrainGrace = 10 * time.Second
+
+// DefaultPythonIdle is how long an idle Python worker waits for its
+// owner's next call: long enough to keep a user's burst warm, short
+// enough that workers of users gone quiet do not hold memory for long.
+const DefaultPythonIdle = 5 * time.Minute
 
 // DefaultInterchange is where a manager connects unless told otherwise.
 const DefaultInterchange = "tcp://127.0.0.1:55002"
@@ -120,6 +130,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Python == "" {
 		o.Python = "python3"
+	}
+	if o.PythonIdle <= 0 {
+		o.PythonIdle = DefaultPythonIdle
 	}
 	if o.OutputLimit <= 0 {
 		o.OutputLimit = 64 << 10

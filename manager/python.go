@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,8 +28,14 @@ import (
 //go:embed python_worker.py
 var pythonWorkerScript []byte
 
-// pythonWorkerFile is the worker program's name in the state directory.
-const pythonWorkerFile = "python_worker.py"
+// pyBootstrap is the interpreter's -c program: it drops the working
+// directory from the import path and runs the worker program it reads
+// from fd 3, so no file a task could rewrite is ever loaded as the worker.
+const pyBootstrap = `import os, sys
+if sys.path[:1] == [""]: del sys.path[0]
+with os.fdopen(3, "rb") as f: src = f.read()
+exec(compile(src, "<switchyard-worker>", "exec"))
+`
 
 // pythonMaxResult keeps a python result and its error summary within the
 // interchange's default --max-result-bytes (10 MiB): a larger result would
@@ -46,6 +52,7 @@ type pyMetrics struct {
 	starts    prometheus.Counter
 	restarts  prometheus.Counter
 	failures  *prometheus.CounterVec
+	retired   *prometheus.CounterVec
 	startTime prometheus.Histogram
 }
 
@@ -58,10 +65,16 @@ const (
 	pyIdleExit    = "idle_exit"    // found dead while idle
 )
 
+// Reasons a healthy idle worker was stopped.
+const (
+	pyRetiredIdle  = "idle"        // its owner sent no call for the idle time
+	pyRetiredOwner = "other_owner" // its slot went to another owner
+)
+
 func newPyMetrics(reg prometheus.Registerer) *pyMetrics {
 	m := &pyMetrics{
 		live: prometheus.NewGauge(prometheus.GaugeOpts{Name: "switchyard_manager_python_workers",
-			Help: "Python worker processes running (started at the first python task, then kept)."}),
+			Help: "Python worker processes running (started at an owner's python task, kept for the owner's next ones)."}),
 		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "switchyard_manager_python_workers_busy",
 			Help: "Python worker processes running a task."}),
 		starts: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_manager_python_worker_starts_total",
@@ -70,75 +83,63 @@ func newPyMetrics(reg prometheus.Registerer) *pyMetrics {
 			Help: "Python worker processes started to replace one that died or was killed."}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_manager_python_worker_failures_total",
 			Help: "Python worker processes lost, by reason: start_failed, died, killed, protocol, idle_exit."}, []string{"reason"}),
+		retired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_manager_python_workers_retired_total",
+			Help: "Idle Python worker processes stopped, by reason: idle (no call from their owner for the idle time), other_owner (another owner needed the slot)."}, []string{"reason"}),
 		startTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_manager_python_worker_start_seconds",
 			Help: "Time from starting a Python worker until it is ready.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 	}
 	for _, r := range []string{pyStartFailed, pyDied, pyKilled, pyProtocol, pyIdleExit} {
 		m.failures.WithLabelValues(r)
 	}
-	reg.MustRegister(m.live, m.busy, m.starts, m.restarts, m.failures, m.startTime)
+	for _, r := range []string{pyRetiredIdle, pyRetiredOwner} {
+		m.retired.WithLabelValues(r)
+	}
+	reg.MustRegister(m.live, m.busy, m.starts, m.restarts, m.failures, m.retired, m.startTime)
 	return m
 }
 
-// pyPool keeps up to size long-lived Python worker processes. Its tokens
-// channel holds one token per slot: an idle worker, or nil, the right to
-// start one. Whoever holds a token owns that slot, so the processes
-// never outnumber the slots and nothing else needs a lock.
+// pyPool runs python calls on long-lived worker processes. A process
+// serves one owner for its whole life, so nothing one user's function
+// leaves in a worker (patched modules, globals) reaches another user's
+// call. At most size processes run (slots); an owner may use all of them.
+// An owner's idle workers are kept for its next calls until idleAfter
+// passes, or until another owner needs a slot and none is free: then the
+// worker idle longest is stopped and its slot changes hands.
 type pyPool struct {
 	python    string
-	script    string
-	tmpDir    string // made when the manager has no state dir; removed at close
 	maxResult int
 	env       []string
 	log       *logrus.Entry
 	m         *pyMetrics
+	size      int
+	idleAfter time.Duration
 
 	// startErrLog keeps a bad --python from logging once per task.
 	startErrLog rateLimit
 
-	tokens chan *pyWorker
+	mu    sync.Mutex
+	slots int                    // processes running or starting
+	idle  map[string][]*pyWorker // by owner, the most recently used last
+	// freed is closed (and replaced) whenever a worker is put back or a
+	// slot is freed, waking callers that found every slot busy.
+	freed  chan struct{}
+	closed bool
+
 	ctx    context.Context // ends at close; stops replacements being started
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // replacements being started
+	wg     sync.WaitGroup // replacements being started, the idle reaper
 }
 
-// newPyPool writes the worker program to dir (a temp dir when dir is "").
-// No process starts until the first python task; workers get env, the
-// tasks' clean environment (baseEnv).
-func newPyPool(python string, size int, dir string, env []string, log *logrus.Entry, reg prometheus.Registerer) (*pyPool, error) {
-	p := &pyPool{python: python, maxResult: pythonMaxResult, env: env,
-		log: log.WithField("python", python), tokens: make(chan *pyWorker, size)}
-	if dir == "" {
-		d, err := os.MkdirTemp("", "switchyard-manager-")
-		if err != nil {
-			return nil, fmt.Errorf("python workers: temp dir for the worker program: %w", err)
-		}
-		p.tmpDir, dir = d, d
-	}
-	p.script = filepath.Join(dir, pythonWorkerFile)
-	// Write a new file and rename it, so a worker starting from an older
-	// copy never reads a half-written one.
-	tmp := p.script + ".tmp"
-	if err := os.WriteFile(tmp, pythonWorkerScript, 0o600); err != nil {
-		p.removeTmp()
-		return nil, fmt.Errorf("python workers: write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, p.script); err != nil {
-		p.removeTmp()
-		return nil, fmt.Errorf("python workers: %w", err)
-	}
-	for i := 0; i < size; i++ {
-		p.tokens <- nil
-	}
+// newPyPool makes the pool; no process starts until the first python
+// task. Workers get env, the tasks' clean environment (baseEnv).
+func newPyPool(python string, size int, idleAfter time.Duration, env []string, log *logrus.Entry, reg prometheus.Registerer) *pyPool {
+	p := &pyPool{python: python, maxResult: pythonMaxResult, env: env, size: size, idleAfter: idleAfter,
+		log: log.WithField("python", python), idle: map[string][]*pyWorker{}, freed: make(chan struct{})}
 	p.m = newPyMetrics(reg)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	return p, nil
-}
-
-func (p *pyPool) removeTmp() {
-	if p.tmpDir != "" {
-		_ = os.RemoveAll(p.tmpDir)
-	}
+	p.wg.Add(1)
+	go p.reapIdle()
+	return p
 }
 
 // close stops every worker; no task may be running. The workers are
@@ -146,12 +147,16 @@ func (p *pyPool) removeTmp() {
 func (p *pyPool) close() {
 	p.cancel()
 	p.wg.Wait()
+	p.mu.Lock()
+	p.closed = true
 	var ws []*pyWorker
-	for n := cap(p.tokens); n > 0; n-- {
-		if w := <-p.tokens; w != nil {
-			_ = w.in.Close()
-			ws = append(ws, w)
-		}
+	for _, list := range p.idle {
+		ws = append(ws, list...)
+	}
+	clear(p.idle)
+	p.mu.Unlock()
+	for _, w := range ws {
+		_ = w.in.Close()
 	}
 	deadline := time.Now().Add(time.Second)
 	for _, w := range ws {
@@ -162,70 +167,221 @@ func (p *pyPool) close() {
 		_ = w.outF.Close()
 		p.m.live.Dec()
 	}
-	p.removeTmp()
 }
 
-// get takes a worker for one task, starting one if its slot has none.
-func (p *pyPool) get(ctx context.Context) (*pyWorker, error) {
-	var w *pyWorker
-	select {
-	case w = <-p.tokens:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+// wake tells waiting callers that a worker or a slot may be free; mu held.
+func (p *pyPool) wake() {
+	close(p.freed)
+	p.freed = make(chan struct{})
+}
+
+// release frees the slot of a worker that is gone or never started.
+func (p *pyPool) release() {
+	p.mu.Lock()
+	p.slots--
+	p.wake()
+	p.mu.Unlock()
+}
+
+// takeIdle removes and returns owner's most recently used idle worker;
+// mu held.
+func (p *pyPool) takeIdle(owner string) *pyWorker {
+	ws := p.idle[owner]
+	if len(ws) == 0 {
+		return nil
 	}
-	if w != nil && w.exited() {
-		p.m.failures.WithLabelValues(pyIdleExit).Inc()
-		p.m.live.Dec()
-		p.log.WithFields(logrus.Fields{"pid": w.pid, "status": w.status()}).Warn("python worker exited while idle; starting another")
-		w.stop()
-		w = nil
+	w := ws[len(ws)-1]
+	ws[len(ws)-1] = nil
+	if len(ws) == 1 {
+		delete(p.idle, owner)
+	} else {
+		p.idle[owner] = ws[:len(ws)-1]
 	}
-	if w == nil {
-		var err error
-		if w, err = p.start(ctx); err != nil {
-			p.tokens <- nil
-			return nil, err
+	return w
+}
+
+// takeLongestIdle removes and returns the worker idle longest, of any
+// owner; mu held.
+func (p *pyPool) takeLongestIdle() *pyWorker {
+	var oldest string
+	var at time.Time
+	for owner, ws := range p.idle {
+		if len(ws) > 0 && (at.IsZero() || ws[0].idleSince.Before(at)) {
+			oldest, at = owner, ws[0].idleSince
 		}
 	}
-	p.m.busy.Inc()
-	return w, nil
+	if at.IsZero() {
+		return nil
+	}
+	ws := p.idle[oldest]
+	w := ws[0]
+	if len(ws) == 1 {
+		delete(p.idle, oldest)
+	} else {
+		p.idle[oldest] = append(ws[:0], ws[1:]...)
+	}
+	return w
 }
 
-// put returns a healthy worker after its task.
+// retire stops a healthy idle worker; its slot is the caller's to reuse
+// or release.
+func (p *pyPool) retire(w *pyWorker, reason string) {
+	p.m.retired.WithLabelValues(reason).Inc()
+	p.m.live.Dec()
+	p.log.WithFields(logrus.Fields{"pid": w.pid, "reason": reason}).Debug("python worker stopped")
+	w.stop()
+}
+
+// get takes a worker of owner for one call: an idle one of owner's, else
+// a new one in a free slot, else a new one in the slot of the worker idle
+// longest; it waits while every slot is busy.
+func (p *pyPool) get(ctx context.Context, owner string) (*pyWorker, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, errors.New("python workers: the manager is stopping")
+		}
+		if w := p.takeIdle(owner); w != nil {
+			p.mu.Unlock()
+			if w.exited() {
+				p.m.failures.WithLabelValues(pyIdleExit).Inc()
+				p.m.live.Dec()
+				p.log.WithFields(logrus.Fields{"pid": w.pid, "status": w.status()}).Warn("python worker exited while idle; starting another")
+				w.stop()
+				p.release()
+				continue
+			}
+			if w.pending() {
+				// An answer nobody asked for: written by the last call's
+				// function, or the worker's own answer after one the
+				// function forged. The next call must not read it.
+				p.m.failures.WithLabelValues(pyProtocol).Inc()
+				p.m.live.Dec()
+				p.log.WithFields(logrus.Fields{"pid": w.pid, "owner": owner}).Warn("python worker wrote more than its answer (or closed its pipe); it was stopped and is replaced")
+				w.stop()
+				p.release()
+				continue
+			}
+			p.m.busy.Inc()
+			return w, nil
+		}
+		var victim *pyWorker
+		if p.slots < p.size {
+			p.slots++
+		} else if victim = p.takeLongestIdle(); victim == nil {
+			freed := p.freed
+			p.mu.Unlock()
+			select {
+			case <-freed:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		p.mu.Unlock()
+		if victim != nil {
+			p.retire(victim, pyRetiredOwner) // its slot is ours now
+		}
+		w, err := p.start(ctx, owner)
+		if err != nil {
+			p.release()
+			return nil, err
+		}
+		p.m.busy.Inc()
+		return w, nil
+	}
+}
+
+// put returns a healthy worker after its call.
 func (p *pyPool) put(w *pyWorker) {
 	p.m.busy.Dec()
-	p.tokens <- w
+	p.idleWorker(w)
+}
+
+// idleWorker keeps w for its owner's next call.
+func (p *pyPool) idleWorker(w *pyWorker) {
+	w.idleSince = time.Now()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.retire(w, pyRetiredIdle)
+		return
+	}
+	p.idle[w.owner] = append(p.idle[w.owner], w)
+	p.wake()
+	p.mu.Unlock()
+}
+
+// reapIdle stops workers whose owner sent them nothing for idleAfter.
+func (p *pyPool) reapIdle() {
+	defer p.wg.Done()
+	t := time.NewTicker(min(max(p.idleAfter/4, 10*time.Millisecond), 30*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case now := <-t.C:
+			var old []*pyWorker
+			p.mu.Lock()
+			for owner, ws := range p.idle {
+				n := 0 // ws is oldest first
+				for n < len(ws) && now.Sub(ws[n].idleSince) >= p.idleAfter {
+					n++
+				}
+				if n == 0 {
+					continue
+				}
+				old = append(old, ws[:n]...)
+				if n == len(ws) {
+					delete(p.idle, owner)
+				} else {
+					p.idle[owner] = append(ws[:0], ws[n:]...)
+				}
+			}
+			p.mu.Unlock()
+			for _, w := range old {
+				p.retire(w, pyRetiredIdle)
+				p.release()
+			}
+		}
+	}
 }
 
 // discard stops a worker that died or was killed, and starts its
-// replacement in the background so the next task does not wait for it
-// (unless replace is false: the manager is shutting down).
+// replacement for the same owner in the background so the owner's next
+// task does not wait for it (unless replace is false: the manager is
+// shutting down).
 func (p *pyPool) discard(w *pyWorker, reason string, replace bool) {
 	p.m.busy.Dec()
 	p.m.live.Dec()
 	p.m.failures.WithLabelValues(reason).Inc()
 	w.stop()
 	if !replace || p.ctx.Err() != nil {
-		p.tokens <- nil
+		p.release()
 		return
 	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		nw, err := p.start(p.ctx)
-		if err == nil {
-			p.m.restarts.Inc()
+		nw, err := p.start(p.ctx, w.owner)
+		if err != nil {
+			p.release() // the next task tries again
+			return
 		}
-		p.tokens <- nw // nil when it failed: the next task tries again
+		p.m.restarts.Inc()
+		p.idleWorker(nw)
 	}()
 }
 
-// start runs one worker process and waits for its hello.
-func (p *pyPool) start(ctx context.Context) (*pyWorker, error) {
+// start runs one worker process for owner and waits for its hello.
+func (p *pyPool) start(ctx context.Context, owner string) (*pyWorker, error) {
 	begin := time.Now()
-	w, err := startPyWorker(p.python, p.script, p.maxResult, p.env)
+	w, err := startPyWorker(p.python, p.maxResult, p.env)
 	var hello pyHello
 	if err == nil {
+		w.owner = owner
 		if hello, err = w.hello(ctx); err != nil {
 			w.stop()
 		}
@@ -243,14 +399,14 @@ func (p *pyPool) start(ctx context.Context) (*pyWorker, error) {
 	p.m.starts.Inc()
 	p.m.live.Inc()
 	p.m.startTime.Observe(time.Since(begin).Seconds())
-	p.log.WithFields(logrus.Fields{"pid": w.pid, "version": hello.Version, "cloudpickle": hello.Cloudpickle,
+	p.log.WithFields(logrus.Fields{"pid": w.pid, "owner": owner, "version": hello.Version, "cloudpickle": hello.Cloudpickle,
 		"took": time.Since(begin).Round(time.Millisecond).String()}).Info("python worker ready")
 	return w, nil
 }
 
-// runPython runs one python task on a pooled worker.
-func (p *pyPool) runPython(ctx context.Context, spec taskspec.Spec, timeout time.Duration, r *messages.Result) {
-	w, err := p.get(ctx)
+// runPython runs one python task of owner on one of owner's workers.
+func (p *pyPool) runPython(ctx context.Context, owner string, spec taskspec.Spec, timeout time.Duration, r *messages.Result) {
+	w, err := p.get(ctx, owner)
 	if err != nil {
 		if ctx.Err() != nil {
 			r.Code, r.Error = stopped(ctx, timeout)
@@ -260,6 +416,7 @@ func (p *pyPool) runPython(ctx context.Context, spec taskspec.Spec, timeout time
 		return
 	}
 	kind, body, err := w.call(ctx, spec.Payload, p.maxResult)
+	var wrong errWrongAnswer
 	switch {
 	case ctx.Err() != nil:
 		// The run was stopped: its worker was killed mid-call (or may be).
@@ -267,6 +424,11 @@ func (p *pyPool) runPython(ctx context.Context, spec taskspec.Spec, timeout time
 		cause := context.Cause(ctx)
 		p.discard(w, pyKilled, errors.Is(cause, errCancelled) || errors.Is(cause, context.DeadlineExceeded))
 		r.Code, r.Error = stopped(ctx, timeout)
+	case errors.As(err, &wrong):
+		p.log.WithFields(logrus.Fields{"pid": w.pid, "owner": owner, "error": err.Error()}).Warn("python worker answered with the wrong call id")
+		p.discard(w, pyProtocol, true)
+		r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) sent %v: something other than the worker, "+
+			"perhaps the function, wrote to its answer pipe; the worker was killed and replaced, and this call's result is lost", w.pid, err)
 	case err != nil:
 		reason := pyDied
 		var big errFrameTooLarge
@@ -310,15 +472,18 @@ func (p *pyPool) runPython(ctx context.Context, spec taskspec.Spec, timeout time
 type pyWorker struct {
 	cmd     *exec.Cmd
 	pid     int
+	owner   string // the only owner whose calls it runs
 	in      *os.File
 	outF    *os.File
 	out     *bufio.Reader
 	scratch []byte
 	stderr  *tailBuffer
+	// idleSince is when it was last put back (pool's mu).
+	idleSince time.Time
 	// done is closed once the process has exited and waitErr is set.
 	done    chan struct{}
 	waitErr error
-	// errDone is closed when its stderr reached EOF.
+	// errDone is closed when its output pipe reached EOF.
 	errDone chan struct{}
 }
 
@@ -330,42 +495,49 @@ type pyHello struct {
 	Cloudpickle string `json:"cloudpickle"`
 }
 
-func startPyWorker(python, script string, maxResult int, env []string) (*pyWorker, error) {
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("python worker: pipe: %w", err)
+// startPyWorker starts the interpreter on the embedded program, which it
+// reads from fd 3; calls go in on fd 4, answers come back on fd 5. The
+// program's stdout and stderr (anything a function prints) go to a
+// capture of which the last 2 KiB are kept, never to the protocol.
+func startPyWorker(python string, maxResult int, env []string) (*pyWorker, error) {
+	var fds [8]*os.File // program r/w, calls r/w, answers r/w, output r/w
+	for i := 0; i < len(fds); i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(fds[:i]...)
+			return nil, fmt.Errorf("python worker: pipe: %w", err)
+		}
+		fds[i], fds[i+1] = r, w
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		closeAll(inR, inW)
-		return nil, fmt.Errorf("python worker: pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		closeAll(inR, inW, outR, outW)
-		return nil, fmt.Errorf("python worker: pipe: %w", err)
-	}
-	cmd := exec.Command(python, "-B", script, strconv.Itoa(maxResult))
+	progR, progW, callR, callW, ansR, ansW, outR, outW := fds[0], fds[1], fds[2], fds[3], fds[4], fds[5], fds[6], fds[7]
+	cmd := exec.Command(python, "-B", "-s", "-c", pyBootstrap, strconv.Itoa(maxResult))
 	cmd.Env = env
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.Stdout, cmd.Stderr = outW, outW // stdin: /dev/null
+	cmd.ExtraFiles = []*os.File{progR, callR, ansW}
 	// Its own process group, so a kill reaches what the task started too;
 	// and it dies with the manager.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	err = cmd.Start()
-	closeAll(inR, outW, errW) // the child holds its own copies
+	err := cmd.Start()
+	closeAll(progR, callR, ansW, outW) // the child holds its own copies
 	if err != nil {
-		closeAll(inW, outR, errR)
+		closeAll(progW, callW, ansR, outR)
 		return nil, fmt.Errorf("cannot start python worker %q: %w; set --python to a Python 3 interpreter that has cloudpickle", python, err)
 	}
-	w := &pyWorker{cmd: cmd, pid: cmd.Process.Pid, in: inW, outF: outR, out: bufio.NewReaderSize(outR, 64<<10),
+	go func() {
+		// A pipe holds the whole program; a worker that died early just
+		// makes this write fail.
+		_, _ = progW.Write(pythonWorkerScript)
+		progW.Close()
+	}()
+	w := &pyWorker{cmd: cmd, pid: cmd.Process.Pid, in: callW, outF: ansR, out: bufio.NewReaderSize(ansR, 64<<10),
 		stderr: &tailBuffer{limit: 2048}, done: make(chan struct{}), errDone: make(chan struct{})}
 	go func() {
 		w.waitErr = cmd.Wait()
 		close(w.done)
 	}()
 	go func() {
-		_, _ = io.Copy(w.stderr, errR)
-		errR.Close()
+		_, _ = io.Copy(w.stderr, outR)
+		outR.Close()
 		close(w.errDone)
 	}()
 	return w, nil
@@ -408,19 +580,44 @@ func (w *pyWorker) hello(ctx context.Context) (pyHello, error) {
 	return h, nil
 }
 
-// call sends one call and reads its answer. A cancelled ctx kills the
-// process, which ends the read.
+// call sends one call and reads its answer, which must carry the call's
+// id. A cancelled ctx kills the process, which ends the read.
 func (w *pyWorker) call(ctx context.Context, payload []byte, maxResult int) (byte, []byte, error) {
 	stop := context.AfterFunc(ctx, w.kill)
 	defer stop()
+	id := rand.Uint64()
 	var err error
-	if w.scratch, err = writeFrame(w.in, frameCall, payload, w.scratch); err != nil {
+	if w.scratch, err = writeCall(w.in, id, payload, w.scratch); err != nil {
 		return 0, nil, fmt.Errorf("send the call: %w", err)
 	}
 	if cap(w.scratch) > 256<<10 {
 		w.scratch = nil
 	}
-	return readFrame(w.out, maxResult+maxSummaryBytes+64)
+	kind, body, err := readFrame(w.out, callIDLen+maxResult+maxSummaryBytes+64)
+	if err == nil && (kind == frameReturn || kind == frameException) {
+		body, err = answerOf(body, id)
+	}
+	return kind, body, err
+}
+
+// pending reports whether the worker wrote something after its last
+// answer (or closed its pipe); it does not wait. A byte it reads is lost,
+// but such a worker is not used again.
+func (w *pyWorker) pending() bool {
+	if w.out.Buffered() > 0 {
+		return true
+	}
+	rc, err := w.outF.SyscallConn()
+	if err != nil {
+		return false
+	}
+	pending := false
+	_ = rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, err := syscall.Read(int(fd), b[:]) // the pipe is non-blocking
+		pending = n > 0 || (n == 0 && err == nil)
+	})
+	return pending
 }
 
 func (w *pyWorker) kill() { _ = syscall.Kill(-w.pid, syscall.SIGKILL) }
@@ -471,7 +668,7 @@ func (w *pyWorker) stderrNote() string {
 	return "; its stderr ended: " + s
 }
 
-// stop ends the process: closing its stdin asks it to leave; a kill
+// stop ends the process: closing its calls pipe asks it to leave; a kill
 // of its process group follows if it does not.
 func (w *pyWorker) stop() {
 	_ = w.in.Close()

@@ -11,40 +11,68 @@ import (
 const (
 	frameHello     byte = 'H' // worker -> manager, once: JSON
 	frameFatal     byte = 'F' // worker -> manager: UTF-8 text, then it exits
-	frameCall      byte = 'C' // manager -> worker: serialized call
-	frameReturn    byte = 'R' // worker -> manager: serialized ("ok", value)
-	frameException byte = 'X' // worker -> manager: summary length, summary, serialized ("err", exc, tb)
+	frameCall      byte = 'C' // manager -> worker: call id, serialized call
+	frameReturn    byte = 'R' // worker -> manager: call id, serialized ("ok", value)
+	frameException byte = 'X' // worker -> manager: call id, summary length, summary, serialized ("err", exc, tb)
 )
 
 // workerProtocol is the version a worker must announce in its hello.
-const workerProtocol = 1
+// Version 2 added call ids and moved the pipes to fds 4 and 5.
+const workerProtocol = 2
 
 const frameHeaderLen = 5
 
-// maxSummaryBytes caps the exception summary that becomes the task's error.
-const maxSummaryBytes = 4096
+// callIDLen is the size of the id that starts a call and its answer.
+const callIDLen = 8
 
-// writeFrame sends one frame; small ones go in a single write.
-func writeFrame(w io.Writer, kind byte, body []byte, scratch []byte) ([]byte, error) {
-	if len(body) > 1<<31 {
-		return scratch, fmt.Errorf("frame of %d bytes is too large", len(body))
+// writeCall sends a call frame: its id, then the payload.
+func writeCall(w io.Writer, id uint64, payload []byte, scratch []byte) ([]byte, error) {
+	if len(payload) > 1<<31 {
+		return scratch, fmt.Errorf("frame of %d bytes is too large", len(payload))
 	}
-	if len(body) <= 64<<10 {
-		scratch = append(scratch[:0], 0, 0, 0, 0, kind)
-		binary.BigEndian.PutUint32(scratch, uint32(len(body)))
-		scratch = append(scratch, body...)
+	scratch = append(scratch[:0], 0, 0, 0, 0, frameCall)
+	binary.BigEndian.PutUint32(scratch, uint32(callIDLen+len(payload)))
+	scratch = binary.BigEndian.AppendUint64(scratch, id)
+	if len(payload) <= 64<<10 {
+		scratch = append(scratch, payload...)
 		_, err := w.Write(scratch)
 		return scratch, err
 	}
-	var h [frameHeaderLen]byte
-	binary.BigEndian.PutUint32(h[:], uint32(len(body)))
-	h[4] = kind
-	if _, err := w.Write(h[:]); err != nil {
+	if _, err := w.Write(scratch); err != nil {
 		return scratch, err
 	}
-	_, err := w.Write(body)
+	_, err := w.Write(payload)
 	return scratch, err
 }
+
+// errWrongAnswer: an answer that does not carry its call's id, so not
+// the worker's answer to that call (the function may have written it).
+type errWrongAnswer struct {
+	want, got uint64
+	short     bool
+}
+
+func (e errWrongAnswer) Error() string {
+	if e.short {
+		return fmt.Sprintf("an answer without a call id to call %016x", e.want)
+	}
+	return fmt.Sprintf("an answer to call %016x carrying id %016x", e.want, e.got)
+}
+
+// answerOf checks that an answer's body starts with call id want and
+// returns the rest.
+func answerOf(body []byte, want uint64) ([]byte, error) {
+	if len(body) < callIDLen {
+		return nil, errWrongAnswer{want: want, short: true}
+	}
+	if got := binary.BigEndian.Uint64(body); got != want {
+		return nil, errWrongAnswer{want: want, got: got}
+	}
+	return body[callIDLen:], nil
+}
+
+// maxSummaryBytes caps the exception summary that becomes the task's error.
+const maxSummaryBytes = 4096
 
 // errFrameTooLarge is returned with the announced size of a frame over the limit.
 type errFrameTooLarge struct{ size, limit int }

@@ -12,20 +12,38 @@ import (
 func TestFrames(t *testing.T) {
 	var buf bytes.Buffer
 	big := bytes.Repeat([]byte("y"), 100<<10) // over the single-write size
-	for _, body := range [][]byte{nil, []byte("call"), big} {
-		if _, err := writeFrame(&buf, frameCall, body, nil); err != nil {
+	for i, body := range [][]byte{nil, []byte("call"), big} {
+		if _, err := writeCall(&buf, uint64(i)<<56|7, body, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := bufio.NewReader(&buf)
-	for _, want := range [][]byte{nil, []byte("call"), big} {
+	for i, want := range [][]byte{nil, []byte("call"), big} {
 		kind, body, err := readFrame(r, 1<<20)
-		if err != nil || kind != frameCall || !bytes.Equal(body, want) {
-			t.Fatalf("read %q %d bytes, %v; want %d bytes", kind, len(body), err, len(want))
+		if err != nil || kind != frameCall {
+			t.Fatalf("read %q, %v", kind, err)
+		}
+		if body, err = answerOf(body, uint64(i)<<56|7); err != nil || !bytes.Equal(body, want) {
+			t.Fatalf("read %d bytes, %v; want %d bytes", len(body), err, len(want))
 		}
 	}
 	if _, _, err := readFrame(r, 1<<20); err != io.EOF {
 		t.Fatalf("after the last frame: %v, want EOF", err)
+	}
+}
+
+// An answer must start with its call's id.
+func TestAnswerOf(t *testing.T) {
+	body := []byte{0, 0, 0, 0, 0, 0, 0, 9, 'R'}
+	if rest, err := answerOf(body, 9); err != nil || string(rest) != "R" {
+		t.Fatalf("right id: %q %v", rest, err)
+	}
+	var wrong errWrongAnswer
+	if _, err := answerOf(body, 10); !errors.As(err, &wrong) || !strings.Contains(err.Error(), "carrying id 0000000000000009") {
+		t.Fatalf("wrong id: %v", err)
+	}
+	if _, err := answerOf(body[:7], 9); !errors.As(err, &wrong) || !strings.Contains(err.Error(), "without a call id") {
+		t.Fatalf("short answer: %v", err)
 	}
 }
 

@@ -1,20 +1,25 @@
 """Switchyard Python worker: runs serialized calls sent by a manager.
 
-The manager embeds this file, writes it to its state directory and starts it
-as `PYTHON -B python_worker.py MAX_RESULT_BYTES`, one long-lived process per worker slot. It
-speaks the framed protocol of docs/worker-protocol.md over stdin/stdout:
+The manager embeds this program and hands it to the interpreter through a
+pipe, so nothing on disk that a task could rewrite is ever loaded: it runs
+`PYTHON -B -s -c BOOTSTRAP MAX_RESULT_BYTES`, and the bootstrap reads this
+text from fd 3. One process serves one owner (the user who submitted the
+calls) for its whole life. It speaks the framed protocol of
+docs/worker-protocol.md, reading calls from fd 4 and writing answers to fd 5:
 
     frame = 4-byte big-endian body length, 1 type byte, body
 
     worker -> manager  'H' hello (JSON), once, after start-up
                        'F' fatal (UTF-8 text), then the worker exits
-    manager -> worker  'C' call: cloudpickle of (fn, args, kwargs)
-    worker -> manager  'R' return: cloudpickle of ("ok", value)
-                       'X' exception: 4-byte length, UTF-8 summary, then
-                           cloudpickle of ("err", exception, traceback_text)
+    manager -> worker  'C' call: 8-byte call id, cloudpickle of (fn, args, kwargs)
+    worker -> manager  'R' return: the call's id, cloudpickle of ("ok", value)
+                       'X' exception: the call's id, 4-byte length, UTF-8
+                           summary, then cloudpickle of ("err", exception,
+                           traceback_text)
 
-User code never sees the protocol pipes: fd 0 is /dev/null and fd 1 goes to
-stderr, so a print() cannot corrupt a frame.
+fd 0 is /dev/null and fds 1 and 2 go to the manager's capture of the
+worker's output, so a print() cannot reach the protocol; the ids let the
+manager catch an answer that is not the one to its call.
 """
 import io
 import json
@@ -27,8 +32,11 @@ import traceback
 import types
 import zlib
 
-PROTOCOL = 1
+PROTOCOL = 2
+CALLS, ANSWERS = 4, 5
+HERE = sys._getframe().f_code.co_filename
 HEADER = struct.Struct(">IB")
+CALL_ID = struct.Struct(">Q")
 LENGTH = struct.Struct(">I")
 PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
 # Functions the SDK serialized once arrive as a call to pickle.loads of
@@ -75,20 +83,19 @@ def _no_op(signum, frame):
 
 
 def load_call(body):
-    return _Unpickler(io.BytesIO(body)).load()
+    f = io.BytesIO(body)  # shares body, unlike a memoryview slice
+    f.seek(CALL_ID.size)
+    return _Unpickler(f).load()
 
 
 def main():
     # The manager refuses bigger results; checking here gives a clear message.
     max_result = int(sys.argv[1]) if len(sys.argv) > 1 else 10 << 20
-    # Take the protocol pipes away from fds 0 and 1 before any user code runs.
-    proto_in = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
-    proto_out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(2, 1)
-    sys.stdin = open(os.devnull, "r")
+    # The protocol pipes are not for the programs a call starts.
+    os.set_inheritable(CALLS, False)
+    os.set_inheritable(ANSWERS, False)
+    proto_in = os.fdopen(CALLS, "rb", buffering=1 << 16)
+    proto_out = os.fdopen(ANSWERS, "wb", buffering=1 << 16)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     # A batch scheduler ending a job signals every process in it. The
     # manager decides when its workers stop (it gives running calls its
@@ -97,10 +104,6 @@ def main():
     # runs.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _no_op)
-    # The script's own directory (the manager's state dir) is no place to
-    # import user modules from.
-    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-        del sys.path[0]
 
     def send(kind, *parts):
         n = sum(len(p) for p in parts)
@@ -121,7 +124,7 @@ def main():
                                "version": sys.version.split()[0],
                                "cloudpickle": cloudpickle.__version__}).encode())
 
-    def failure(exc, tb_text):
+    def failure(call_id, exc, tb_text):
         summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         if len(summary) > 4000:
             summary = summary[:4000] + "..."
@@ -130,20 +133,21 @@ def main():
         except Exception as e:  # noqa: BLE001 - the exception itself may not pickle
             body = dumps(("err", RuntimeError(f"{summary} (the exception could not be serialized: {e})"), tb_text))
         s = summary.encode("utf-8", "replace")
-        send(ord("X"), LENGTH.pack(len(s)), s, body)
+        send(ord("X"), call_id, LENGTH.pack(len(s)), s, body)
 
     read = proto_in.read
     while True:
         head = read(HEADER.size)
         if len(head) < HEADER.size:
-            return 0  # the manager closed our stdin: time to go
+            return 0  # the manager closed the calls pipe: time to go
         n, kind = HEADER.unpack(head)
         body = read(n)
         if len(body) < n:
             return 0
-        if kind != ord("C"):
-            send(ord("F"), f"unknown frame type {kind!r}; this worker speaks protocol {PROTOCOL}".encode())
+        if kind != ord("C") or n < CALL_ID.size:
+            send(ord("F"), f"unknown frame type {kind!r} or no call id; this worker speaks protocol {PROTOCOL}".encode())
             return 2
+        call_id = body[:CALL_ID.size]
         try:
             fn, args, kwargs = load_call(body)
             del body
@@ -151,25 +155,25 @@ def main():
         except BaseException as e:  # noqa: BLE001 - the caller gets every exception back
             tb = e.__traceback__
             # Leave this file's frame out: the caller wants its own code.
-            if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            if tb is not None and tb.tb_frame.f_code.co_filename == HERE:
                 tb = tb.tb_next
-            failure(e, "".join(traceback.format_exception(type(e), e, tb)))
+            failure(call_id, e, "".join(traceback.format_exception(type(e), e, tb)))
             del e, tb
             continue
         try:
             # pickle writes these exactly as cloudpickle does, only faster.
             out = pickle.dumps(("ok", value), 5) if type(value) in PLAIN else dumps(("ok", value))
         except Exception as e:  # noqa: BLE001
-            failure(e, f"the return value of type {type(value).__name__} could not be serialized:\n"
+            failure(call_id, e, f"the return value of type {type(value).__name__} could not be serialized:\n"
                        + traceback.format_exc())
             continue
         finally:
             del value
         if len(out) > max_result:
-            failure(ValueError(f"switchyard: the serialized return value is {len(out)} bytes; "
+            failure(call_id, ValueError(f"switchyard: the serialized return value is {len(out)} bytes; "
                                f"the limit is {max_result}"), "")
             continue
-        send(ord("R"), out)
+        send(ord("R"), call_id, out)
         del out
 
 

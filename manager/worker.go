@@ -99,7 +99,7 @@ func run(ctx context.Context, t messages.Task, outputLimit int, env []string, py
 	case taskspec.KindExec:
 		runExec(ctx, spec, outputLimit, timeout, withOwnEnv(env, spec.Env), &r)
 	case taskspec.KindPython:
-		py.runPython(ctx, spec, timeout, &r)
+		py.runPython(ctx, t.Owner, spec, timeout, &r)
 	default:
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("unknown kind %q", spec.Kind)
 	}

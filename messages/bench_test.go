@@ -57,6 +57,16 @@ func BenchmarkTaskBatchRoundTrip(b *testing.B) {
 	roundTrip(b, &TaskBatch{Tasks: tasks}, benchItems)
 }
 
+// Owned tasks: two users' tasks interleaved in runs, as a batch of
+// several submissions holds them.
+func BenchmarkTaskBatchRoundTripOwned(b *testing.B) {
+	tasks := make([]Task, benchItems)
+	for k, id := range benchIDs() {
+		tasks[k] = Task{ID: id, Attempt: 1, Payload: noopPayload, Owner: [2]string{"alice", "bob"}[k/100%2]}
+	}
+	roundTrip(b, &TaskBatch{Tasks: tasks}, benchItems)
+}
+
 func BenchmarkResultBatchRoundTrip(b *testing.B) {
 	results := make([]Result, benchItems)
 	for k, id := range benchIDs() {

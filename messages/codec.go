@@ -69,6 +69,27 @@ func (w *writer) s(v string) {
 	}
 	w.set(w.enc.EncodeString(v))
 }
+
+// str writes a msgpack str as EncodeString does, without its calls
+// through io.Writer: an owner is in every task of a batch.
+func (w *writer) str(v string) {
+	n := len(v)
+	switch {
+	case n > MaxStringBytes:
+		w.set(derr(ErrOversized, "string of %d bytes (limit %d)", n, MaxStringBytes))
+		return
+	case n < 32:
+		w.buf.WriteByte(msgpcode.FixedStrLow | byte(n))
+	case n < 1<<8:
+		w.buf.Write([]byte{msgpcode.Str8, byte(n)})
+	case n < 1<<16:
+		w.buf.Write([]byte{msgpcode.Str16, byte(n >> 8), byte(n)})
+	default:
+		w.buf.Write([]byte{msgpcode.Str32, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+	}
+	w.buf.WriteString(v)
+}
+
 func (w *writer) b(v bool)     { w.set(w.enc.EncodeBool(v)) }
 func (w *writer) bin(v []byte) { w.set(w.enc.EncodeBytes(v)) }
 
@@ -299,6 +320,38 @@ func (r *reader) s() string {
 	if err := r.dec.ReadFull(b); err != nil {
 		r.fail(err)
 		return ""
+	}
+	return string(b)
+}
+
+// sLike reads a string and returns prev itself when they are equal, so a
+// batch's repeated owner costs one allocation, not one per task. It reads
+// straight from the header (the decoder never reads ahead).
+func (r *reader) sLike(prev string) string {
+	if r.err != nil {
+		return ""
+	}
+	// A short str's header is read here too, as id does for ids.
+	at := len(r.hdr) - r.rd.Len()
+	n, head := -1, 0
+	if at < len(r.hdr) {
+		switch c := r.hdr[at]; {
+		case msgpcode.IsFixedString(c):
+			n, head = int(c&msgpcode.FixedStrMask), 1
+		case c == msgpcode.Str8 && at+1 < len(r.hdr):
+			n, head = int(r.hdr[at+1]), 2
+		}
+	}
+	if n < 0 || at+head+n > len(r.hdr) {
+		if n = r.blobLen(MaxStringBytes); n <= 0 {
+			return ""
+		}
+		at, head = len(r.hdr)-r.rd.Len(), 0
+	}
+	b := r.hdr[at+head : at+head+n]
+	_, _ = r.rd.Seek(int64(head+n), io.SeekCurrent)
+	if string(b) == prev {
+		return prev
 	}
 	return string(b)
 }
@@ -641,18 +694,28 @@ func (m *Command) decode(r *reader) {
 // --- TaskBatch
 
 func (m *TaskBatch) Pack() ([][]byte, error) {
-	total := 0
+	total, owners := 0, 0
 	for k := range m.Tasks {
 		total += len(m.Tasks[k].Payload)
+		owners += len(m.Tasks[k].Owner)
 	}
-	w := getWriter(TypeTaskBatch, 5+30*len(m.Tasks))
+	w := getWriter(TypeTaskBatch, 5+32*len(m.Tasks)+owners)
 	w.arr(len(m.Tasks))
 	for k := range m.Tasks {
 		t := &m.Tasks[k]
-		w.arr(3)
+		// The owner is a fourth field, left out when empty: a peer that
+		// predates it skips it, and an owner-less task reads as before.
+		if t.Owner == "" {
+			w.arr(3)
+		} else {
+			w.arr(4)
+		}
 		w.id(&t.ID)
 		w.u(uint64(t.Attempt))
 		w.u(uint64(len(t.Payload)))
+		if t.Owner != "" {
+			w.str(t.Owner)
+		}
 	}
 	f, err := w.finish()
 	if err != nil {
@@ -676,13 +739,18 @@ func (m *TaskBatch) decode(r *reader, payload []byte) {
 	}
 	m.Tasks = make([]Task, n)
 	ps := payloadSplitter{frame: payload}
+	owner := ""
 	for k := range m.Tasks {
 		t := &m.Tasks[k]
 		nf := r.fields(3)
 		r.id(&t.ID)
 		t.Attempt = r.u32()
 		plen := r.u32()
-		r.skip(nf, 3)
+		if nf >= 4 {
+			owner = r.sLike(owner)
+			t.Owner = owner
+			r.skip(nf, 4)
+		}
 		if r.err != nil {
 			return
 		}

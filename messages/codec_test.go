@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -81,6 +82,16 @@ func roundTripCases() []struct {
 			{ID: tid(3), Attempt: math.MaxUint32, Payload: bytes.Repeat([]byte{0xff, 0x00}, 40000)},
 			{ID: tid(4), Payload: []byte{0}},
 		}}, 2},
+		{"task batch with owners", &TaskBatch{Tasks: []Task{
+			{ID: tid(1), Attempt: 1, Payload: []byte(`{"kind":"noop"}`), Owner: "alice"},
+			{ID: tid(2), Attempt: 1, Owner: "alice"},
+			{ID: tid(3), Attempt: 2, Payload: []byte("x")},
+			{ID: tid(4), Owner: "bob"},
+			{ID: tid(5), Owner: strings.Repeat("o", 31)},
+			{ID: tid(6), Owner: strings.Repeat("p", 32)},
+			{ID: tid(7), Owner: strings.Repeat("q", 256)},
+		}}, 2},
+		{"task batch owner str32", &TaskBatch{Tasks: []Task{{ID: tid(1), Owner: strings.Repeat("r", 1<<16)}}}, 1},
 		{"result batch empty", &ResultBatch{}, 1},
 		{"result batch without payloads", &ResultBatch{Results: []Result{
 			{ID: tid(1), Attempt: 1, Code: Success, Started: 1, Finished: 2},
@@ -194,8 +205,10 @@ func TestExtraFieldsSkipped(t *testing.T) {
 			0xcb, 0, 0, 0, 0, 0, 0, 0, 0)}, &Heartbeat{}}, // float64
 		{"heartbeat req extra", [][]byte{hdr(t, TypeHeartbeatReq, []any{7, nil, true, 1.5, []byte("z")})}, &HeartbeatReq{Nonce: 7}},
 		{"reregister extra", [][]byte{hdr(t, TypeReregister, []any{"why", map[int]int{1: 2}})}, &Reregister{Reason: "why"}},
-		{"task with extra field", [][]byte{hdr(t, TypeTaskBatch, []any{[]any{id[:], 1, 2, "later"}}), []byte("ab")},
-			&TaskBatch{Tasks: []Task{{ID: id, Attempt: 1, Payload: []byte("ab")}}}},
+		{"task with extra field", [][]byte{hdr(t, TypeTaskBatch, []any{[]any{id[:], 1, 2, "alice", "later"}}), []byte("ab")},
+			&TaskBatch{Tasks: []Task{{ID: id, Attempt: 1, Payload: []byte("ab"), Owner: "alice"}}}},
+		{"task with nil owner", [][]byte{hdr(t, TypeTaskBatch, []any{[]any{id[:], 1, 0, nil}})},
+			&TaskBatch{Tasks: []Task{{ID: id, Attempt: 1}}}},
 		{"delta with extra field", [][]byte{hdr(t, TypeManagerStatusReport, []any{[]any{[]any{id[:], 3, 1, 9, []any{}}}, 1, 1, 1, 1, 0, "new"})},
 			&ManagerStatusReport{Deltas: []Delta{{ID: id, Code: Running, Attempt: 1, At: 9}}, Workers: 1, IdleWorkers: 1, Capacity: 1, Outstanding: 1}},
 	}
@@ -703,5 +716,36 @@ func TestProtocolExamples(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A batch's repeated owner decodes to one string, and the owner is written
+// as the msgpack library writes a str.
+func TestTaskOwners(t *testing.T) {
+	tasks := []Task{{ID: tid(1), Owner: "alice"}, {ID: tid(2), Owner: "alice"}, {ID: tid(3)}, {ID: tid(4), Owner: "alice"}}
+	m, err := Unpack(mustPack(t, &TaskBatch{Tasks: tasks}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := m.(*TaskBatch).Tasks
+	if got[0].Owner != "alice" || got[2].Owner != "" || unsafe.StringData(got[0].Owner) != unsafe.StringData(got[1].Owner) ||
+		unsafe.StringData(got[0].Owner) != unsafe.StringData(got[3].Owner) {
+		t.Fatalf("owners %q, %q, %q, %q not shared", got[0].Owner, got[1].Owner, got[2].Owner, got[3].Owner)
+	}
+	for _, n := range []int{0, 1, 31, 32, 255, 256, 1<<16 - 1, 1 << 16} {
+		owner := strings.Repeat("u", n)
+		frames := mustPack(t, &TaskBatch{Tasks: []Task{{ID: tid(1), Owner: owner}}})
+		fields := 4
+		if n == 0 {
+			fields = 3
+		}
+		id := tid(1)
+		want := hdr(t, TypeTaskBatch, []any{[]any{id[:], 0, 0, owner}[:fields]})
+		if !bytes.Equal(frames[0], want) {
+			t.Fatalf("owner of %d bytes:\n got % x\nwant % x", n, frames[0][:min(40, len(frames[0]))], want[:min(40, len(want))])
+		}
+	}
+	if _, err := (&TaskBatch{Tasks: []Task{{Owner: strings.Repeat("x", MaxStringBytes+1)}}}).Pack(); !errors.Is(err, ErrOversized) {
+		t.Fatalf("owner over the limit: %v", err)
 	}
 }

@@ -87,6 +87,25 @@ func FuzzUnpack(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{modeSingle})
 	f.Add(encodeFramed([][]byte{{Version, byte(TypeHeartbeat), 0x91, 0x91, 0x90}}))
+	// Tasks with owners: the old three fields, a nil owner, an owner in
+	// str8 and in bin, a field after the owner, and a length past the end.
+	id := []byte{0xc4, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	task := func(fields byte, rest ...byte) []byte {
+		out := []byte{Version, byte(TypeTaskBatch), 0x92}
+		for range 2 {
+			out = append(out, 0x90|fields)
+			out = append(out, id...)
+			out = append(out, 1, 0)
+			out = append(out, rest...)
+		}
+		return out
+	}
+	f.Add(append([]byte{modeSingle}, task(3)...))
+	f.Add(append([]byte{modeSingle}, task(4, 0xc0)...))
+	f.Add(append([]byte{modeSingle}, task(4, 0xd9, 3, 'b', 'o', 'b')...))
+	f.Add(append([]byte{modeSingle}, task(4, 0xc4, 3, 'b', 'o', 'b')...))
+	f.Add(append([]byte{modeSingle}, task(5, 0xa5, 'a', 'l', 'i', 'c', 'e', 0x91, 0xa1, 'x')...))
+	f.Add(append([]byte{modeSingle}, task(4, 0xdb, 0x7f, 0xff, 0xff, 0xff, 'x')...))
 
 	sentinels := []error{ErrEmpty, ErrVersion, ErrUnknownType, ErrTruncated, ErrExtraFrames, ErrOversized, ErrMalformed, ErrPayload}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -35,6 +35,9 @@ type Task struct {
 	ID      TaskID
 	Attempt uint32
 	Payload []byte
+	// Owner is the user who submitted it; "" from a sender that predates
+	// owners. Managers never let one owner's task run where another's did.
+	Owner string
 }
 
 // TaskBatch carries tasks downward. Payloads travel in the last frame.

@@ -217,7 +217,7 @@ func newManagerCmd() *cobra.Command {
 	var pf pressureFlags
 	var ixAddr, id, block, credPath, python string
 	var workers, prefetch, pyWorkers int
-	var drainGrace time.Duration
+	var drainGrace, pyIdle time.Duration
 	var allowRoot bool
 	var taskEnv []string
 	cmd := &cobra.Command{
@@ -250,7 +250,7 @@ number; none fails because its node went away.`,
 			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
-				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, Python: python})
+				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, PythonIdle: pyIdle, Python: python})
 			if err != nil {
 				return err
 			}
@@ -270,7 +270,10 @@ number; none fails because its node went away.`,
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
 	cmd.Flags().DurationVar(&drainGrace, "drain-grace", manager.DefaultDrainGrace, "on SIGTERM, let running tasks go on this long before stopping them and giving them back")
 	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait; -1 holds as many as --workers")
-	cmd.Flags().IntVar(&pyWorkers, "python-workers", 0, "long-lived Python worker processes for python tasks (default: as many as --workers); none start before the first python task, then they are reused")
+	cmd.Flags().IntVar(&pyWorkers, "python-workers", 0, "long-lived Python worker processes for python tasks (default: as many as --workers); none start before the first python task. "+
+		"A process serves one owner (the submitting user) for its life and is reused only for that owner's calls; an owner may use them all. "+
+		"An idle one is stopped after --python-idle, or at once when another owner needs its slot (the one idle longest goes)")
+	cmd.Flags().DurationVar(&pyIdle, "python-idle", manager.DefaultPythonIdle, "how long an idle Python worker is kept for its owner's next call")
 	cmd.Flags().StringVar(&python, "python", "python3", "Python interpreter of the Python workers; it needs cloudpickle")
 	cmd.Flags().BoolVar(&allowRoot, "allow-root", false, "run even as root (every task then runs as root)")
 	cmd.Flags().StringArrayVar(&taskEnv, "task-env", nil, "pass this variable of the manager's environment on to tasks (repeatable); tasks otherwise get only PATH, HOME, USER, LANG, TMPDIR and their own \"env\"")

@@ -134,6 +134,7 @@ class ExecutorTest(unittest.TestCase):
             self.assertIn(frame, str(cause))
             self.assertIn(frame, str(local.exception.__cause__))
         self.assertNotIn("python_worker.py", str(cause))
+        self.assertNotIn("switchyard-worker", str(cause))
         # A builtin exception too.
         with self.assertRaises(ZeroDivisionError):
             self.ex.submit(divmod, 1, 0).result(timeout=60)
