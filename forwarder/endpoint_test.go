@@ -673,6 +673,7 @@ func TestTasksCarryTheirOwner(t *testing.T) {
 	e := connect(t, forwarder.Options{})
 	alice := e.f.User(t, "alice", false)
 	bob := e.f.User(t, "bob", false)
+	e.f.Share(t, ep, "alice", "bob")
 	a, err := alice.Submit(ep, map[string]any{"kind": "noop"}, map[string]any{"kind": "noop"})
 	if err != nil {
 		t.Fatal(err)
