@@ -54,8 +54,7 @@ func TestAdminCommandsCLI(t *testing.T) {
 	}
 	creds := filepath.Join(c.dir, "ep2.credentials")
 	for _, args := range [][]string{
-		{"endpoint", "create", "ep2", "--out", creds},
-		{"endpoint", "delete", c.ep},
+		{"endpoint", "create", "ep2", "--multi-user", "--out", creds},
 		{"manager", "drain", "admincli-m1", "-e", c.ep},
 		{"token", "list"},
 	} {
@@ -65,6 +64,24 @@ func TestAdminCommandsCLI(t *testing.T) {
 	}
 	if _, err := os.Stat(creds); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a refused endpoint create wrote %s: %v", creds, err)
+	}
+	// The admin's endpoint does not exist for alice until it is shared.
+	if r := c.cliAs(alice, "endpoint", "delete", c.ep); !refused(r, "HTTP 404") {
+		t.Errorf("alice deletes the admin's endpoint: %s; want a 404", r)
+	}
+	// alice creates an endpoint of her own, shares it, lists it.
+	aliceCreds := filepath.Join(c.dir, "alices.credentials")
+	if r := c.cliAs(alice, "endpoint", "create", "alices", "--out", aliceCreds); r.code != 0 {
+		t.Fatalf("alice creates her endpoint: %s", r)
+	}
+	if r := c.cliAs(alice, "endpoint", "share", "alices", "--user", "bob", "--group", "lab"); r.code != 0 || !strings.Contains(r.stdout, "users [bob] and groups [lab]") {
+		t.Fatalf("alice shares her endpoint: %s", r)
+	}
+	if r := c.cliAs(alice, "endpoint", "list"); r.code != 0 || !strings.Contains(r.stdout, "alices") || strings.Contains(r.stdout, c.ep) {
+		t.Fatalf("alice's endpoint list: %s; want alices and not %s", r, c.ep)
+	}
+	if r := c.cliAs(alice, "endpoint", "unshare", "alices", "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "users [] and groups [lab]") {
+		t.Fatalf("alice unshares bob: %s", r)
 	}
 
 	if r := c.cliAs(admin, "endpoint", "create", "ep2", "--out", creds); r.code != 0 {
@@ -88,6 +105,9 @@ func TestAdminCommandsCLI(t *testing.T) {
 	}
 
 	// A task waiting for ep2 fails when ep2 is deleted.
+	if r := c.cliAs(admin, "endpoint", "share", "ep2", "--user", "alice"); r.code != 0 {
+		t.Fatalf("endpoint share ep2 with alice: %s", r)
+	}
 	r = c.cliAs(alice, "submit", "-e", "ep2", "--kind", "noop")
 	id := strings.TrimSpace(r.stdout)
 	if r.code != 0 || id == "" {

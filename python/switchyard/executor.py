@@ -249,7 +249,7 @@ class Executor(concurrent.futures.Executor):
             try:
                 eps = self._request(conn, "GET", "/v1/endpoints").get("endpoints") or []
                 known = ", ".join(sorted(str(ep.get("endpoint_id")) for ep in eps)) or "none"
-                known = f"; known endpoints: {known}"
+                known = f"; endpoints you may use: {known}"
             except SwitchyardError:
                 pass
             raise UnknownEndpointError(f"endpoint {self.endpoint!r} is unknown to the forwarder at "
