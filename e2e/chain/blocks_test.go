@@ -17,7 +17,7 @@ import (
 // task succeeds, and idle blocks are drained back to --min-blocks.
 func TestLocalBlocksScaleOutAndIn(t *testing.T) {
 	bin := testutil.BuildSwitchyard(t)
-	cfg := &blocks.Config{Provider: "local", MinBlocks: 0, MaxBlocks: 2, InitBlocks: 0, NodesPerBlock: 1,
+	cfg := &blocks.Config{Provider: blocks.ProviderLocal, MinBlocks: 0, MaxBlocks: 2, InitBlocks: 0, NodesPerBlock: 1,
 		WorkersPerNode: 8, MaxIdle: time.Second, Period: 200 * time.Millisecond}
 	args := append([]string{"--heartbeat-interval=100ms", "--heartbeat-threshold=5s", "--prefetch=8"}, testutil.AllowRootArgs(bin)...)
 	cfg.ManagerArgs = args

@@ -29,7 +29,7 @@ func TestInterchangeScalesSlurmBlocks(t *testing.T) {
 		}
 	}
 	args := append([]string{"--heartbeat-interval=100ms", "--heartbeat-threshold=3s", "--drain-grace=1s"}, testutil.AllowRootArgs(bin)...)
-	cfg := &blocks.Config{Provider: "slurm", MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 8,
+	cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 8,
 		Walltime: time.Minute, MaxIdle: 2 * time.Second, Period: 500 * time.Millisecond, ManagerArgs: args}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

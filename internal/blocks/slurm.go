@@ -42,8 +42,8 @@ func NewSlurm(cfg *Config) *Slurm {
 	return &Slurm{Partition: cfg.Partition, Account: cfg.Account, SchedulerOptions: cfg.SchedulerOptions}
 }
 
-// Name is "slurm".
-func (s *Slurm) Name() string { return "slurm" }
+// Name is ProviderSlurm.
+func (s *Slurm) Name() string { return ProviderSlurm }
 
 // Script is the job script for spec.
 func (s *Slurm) Script(spec Spec) (string, error) {
