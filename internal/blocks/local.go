@@ -82,7 +82,7 @@ func (l *Local) Submit(ctx context.Context, spec Spec) (string, error) {
 
 	job := &localJob{started: time.Now(), stop: make(chan struct{})}
 	for i := range max(spec.Nodes, 1) {
-		args := append(spec.Manager.args(spec.BlockID, spec.WorkersPerNode), "--manager-id", fmt.Sprintf("%s-%d", spec.BlockID, i))
+		args := spec.Manager.args(spec.BlockID, fmt.Sprintf("%s-%d", spec.BlockID, i), spec.WorkersPerNode)
 		p, err := l.start(bin, args, spec, filepath.Join(spec.Dir, fmt.Sprintf("manager-%d.log", i)))
 		if err != nil {
 			l.kill(job)
