@@ -26,7 +26,7 @@ func TestLaunchSpecMatchesCLI(t *testing.T) {
 			Blocks: &launch.Blocks{Provider: blocks.ProviderLocal, MinBlocks: 1, InitBlocks: 1, MaxBlocks: 3, WorkersPerNode: 4, MaxIdle: time.Minute,
 				Period: time.Second, Walltime: new(time.Duration(0)), ManagerArgs: []string{"--python=py"}}}.Args()},
 		{newManagerCmd(), launch.Manager{Common: common, ManagerID: "m1", Interchange: "tcp://m:2", BlockID: "b1", Workers: 8, Prefetch: new(0),
-			Credentials: "/mc", Python: "python3", AllowRoot: true}.Args()},
+			Credentials: "/mc", Python: "python3", DrainGrace: time.Second, AllowRoot: true}.Args()},
 		// What an interchange passes on with --manager-arg.
 		{newManagerCmd(), append([]string{"manager"}, launch.Manager{Common: common, Workers: 2, Prefetch: new(-1), Python: "py", AllowRoot: true}.Flags()...)},
 	} {

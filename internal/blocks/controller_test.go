@@ -18,6 +18,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/blocks"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 // buildSwitchyard builds bin/switchyard into a temporary directory.
@@ -56,7 +57,7 @@ func newHarness(t *testing.T, cfg *blocks.Config, p blocks.Provider, bin string)
 	}
 	b, err := blocks.New(blocks.Options{Config: cfg, Provider: p, StateDir: t.TempDir(), Registry: h.reg, Log: log,
 		Manager: blocks.ManagerCommand{Binary: bin, Interchange: h.ix.ManagersAddr(), Credentials: creds,
-			AllowRoot: os.Geteuid() == 0, Args: []string{"--heartbeat-interval=50ms", "--heartbeat-threshold=500ms"}}})
+			AllowRoot: os.Geteuid() == 0, Args: launch.Manager{Common: launch.Common{HeartbeatInterval: 50 * time.Millisecond, HeartbeatThreshold: 500 * time.Millisecond}}.Flags()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,6 +82,7 @@ type Manager struct {
 	Prefetch    *int
 	Credentials string
 	Python      string
+	DrainGrace  time.Duration
 	AllowRoot   bool
 	Extra       []string
 }
@@ -207,5 +208,6 @@ func (m Manager) build(a *argv) {
 	a.str("--credentials", m.Credentials)
 	a.common(m.Common)
 	a.str("--python", m.Python)
+	a.dur("--drain-grace", m.DrainGrace)
 	a.flag("--allow-root", m.AllowRoot)
 }

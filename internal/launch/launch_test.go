@@ -29,8 +29,8 @@ func TestArgs(t *testing.T) {
 			Extra: []string{"--max-result-bytes=10"}}.Args(),
 			"interchange --endpoint-id ep --credentials /c --forwarder tcp://f:1 --listen-managers tcp://m:2 --listen-http 127.0.0.1:8080 --state-dir /s --heartbeat-interval 2s --heartbeat-threshold 5s --log-format json --log-level warn --pprof --insecure --no-persist --fsync --max-retries 0 --pause-queued-tasks 100 --resume-queued-tasks 50 --allow-root --provider local --min-blocks 1 --init-blocks 1 --max-blocks 3 --workers-per-node 4 --max-idle 1m0s --block-period 1s --walltime 0s --manager-arg=--python=py --manager-arg=--prefetch=0 --max-result-bytes=10"},
 		{"manager", launch.Manager{Common: common, ManagerID: "m1", Interchange: "tcp://m:2", BlockID: "b1", Workers: 8, Prefetch: new(0),
-			Credentials: "/mc", Python: "python3", AllowRoot: true, Extra: []string{"--drain-grace=1s"}}.Args(),
-			"manager --manager-id m1 --interchange tcp://m:2 --block-id b1 --workers 8 --prefetch 0 --credentials /mc --listen-http 127.0.0.1:8080 --state-dir /s --heartbeat-interval 2s --heartbeat-threshold 5s --log-format json --log-level warn --pprof --insecure --python python3 --allow-root --drain-grace=1s"},
+			Credentials: "/mc", Python: "python3", DrainGrace: time.Second, AllowRoot: true, Extra: []string{"--task-env=X"}}.Args(),
+			"manager --manager-id m1 --interchange tcp://m:2 --block-id b1 --workers 8 --prefetch 0 --credentials /mc --listen-http 127.0.0.1:8080 --state-dir /s --heartbeat-interval 2s --heartbeat-threshold 5s --log-format json --log-level warn --pprof --insecure --python python3 --drain-grace 1s --allow-root --task-env=X"},
 	} {
 		if got := strings.Join(tc.got, " "); got != tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, tc.want)
