@@ -151,12 +151,8 @@ func (c *cluster) with(t testing.TB) *cluster {
 }
 
 func (c *cluster) addr(port int) string { return testutil.Addr(port) }
-func (c *cluster) zmq(port int) string  { return testutil.ZMQ(port) }
 func (c *cluster) api() string          { return c.d.API() }
 func (c *cluster) ixAPI() string        { return c.d.IxAPI() }
-
-// managerCreds is the credential the interchange writes for its managers.
-func (c *cluster) managerCreds() string { return c.d.ManagerCreds() }
 
 // tokenFile is the admin token file of the daemon at host:port.
 func (c *cluster) tokenFile(host string) string {
@@ -172,12 +168,6 @@ func (c *cluster) tokenFile(host string) string {
 		}
 	}
 	return ""
-}
-
-// waitFileText waits until p has written path and returns its content.
-func waitFileText(t testing.TB, path string, p *proc) string {
-	t.Helper()
-	return p.WaitFile(t, path, 30*time.Second)
 }
 
 // addManager starts a manager with its own admin HTTP port and state dir
