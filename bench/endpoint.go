@@ -4,18 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 // Endpoint is the system under test: the forwarder's API plus, when the
@@ -70,18 +69,6 @@ type SpawnOptions struct {
 	Insecure bool
 }
 
-// freePort asks the kernel for a free loopback port. The port is released
-// before the child binds it; another process could take it meanwhile,
-// which shows as a start-up error.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Spawn starts a forwarder, an interchange and opts.Managers managers on
 // free loopback ports and waits until the endpoint is connected with all
 // its managers registered.
@@ -101,9 +88,9 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 	}
 	var ports [4]int
 	for i := range ports {
-		p, err := freePort()
+		p, err := launch.FreePort("127.0.0.1")
 		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
+			return nil, err
 		}
 		ports[i] = p
 	}
@@ -112,23 +99,13 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 		InterchangeHTTP: fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
 		ManagersAddr:    fmt.Sprintf("tcp://127.0.0.1:%d", ports[3])}
 	fwdZMQ := fmt.Sprintf("tcp://127.0.0.1:%d", ports[1])
-	iv := opts.Interval.String()
-	common := []string{"--heartbeat-interval", iv, "--log-format", "json", "--log-level", "warn"}
-	if opts.Insecure {
-		common = append(common, "--insecure")
-	}
+	common := launch.Common{HeartbeatInterval: opts.Interval, LogFormat: "json", LogLevel: "warn", Insecure: opts.Insecure}
 	fwdDir, ixDir := filepath.Join(dir, "forwarder"), filepath.Join(dir, "interchange")
-	fwd := append([]string{"forwarder", "--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--listen-zmq", fwdZMQ,
-		"--state-dir", fwdDir}, common...)
-	ix := append([]string{"interchange", "--endpoint-id", e.ID, "--forwarder", fwdZMQ, "--listen-managers", e.ManagersAddr,
-		"--listen-http", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--state-dir", ixDir}, common...)
-	if opts.NoPersist {
-		fwd = append(fwd, "--no-persist")
-		ix = append(ix, "--no-persist")
-	}
-	if opts.PauseQueued > 0 {
-		ix = append(ix, "--pause-queued-tasks", strconv.Itoa(opts.PauseQueued))
-	}
+	fwd := launch.Forwarder{Common: common, ListenZMQ: fwdZMQ, NoPersist: opts.NoPersist}
+	fwd.ListenHTTP, fwd.StateDir = fmt.Sprintf("127.0.0.1:%d", ports[0]), fwdDir
+	ix := launch.Interchange{Common: common, EndpointID: e.ID, Forwarder: fwdZMQ, ListenManagers: e.ManagersAddr,
+		NoPersist: opts.NoPersist, PauseQueued: max(opts.PauseQueued, 0)}
+	ix.ListenHTTP, ix.StateDir = fmt.Sprintf("127.0.0.1:%d", ports[2]), ixDir
 	hc := &http.Client{Timeout: 5 * time.Second}
 	start := func(name string, argv []string) (*Proc, error) {
 		p, err := startProc(opts.Exe, dir, name, argv)
@@ -151,11 +128,11 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 		if err := curve.WriteCredentials(path, creds); err != nil {
 			return nil, err
 		}
-		ix = append(ix, "--credentials", path)
+		ix.Credentials = path
 		mgrCreds = filepath.Join(ixDir, "manager.credentials")
 		e.ManagerCredentials = mgrCreds
 	}
-	fp, err := start("forwarder", fwd)
+	fp, err := start("forwarder", fwd.Args())
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +142,7 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 			return nil, err
 		}
 	}
-	ip, err := start("interchange", ix)
+	ip, err := start("interchange", ix.Args())
 	if err != nil {
 		return nil, err
 	}
@@ -181,15 +158,10 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 	}
 	for i := 1; i <= opts.Managers; i++ {
 		id := fmt.Sprintf("bench-manager-%d", i)
-		argv := append([]string{"manager", "--interchange", e.ManagersAddr, "--manager-id", id,
-			"--workers", strconv.Itoa(opts.Workers), "--prefetch", strconv.Itoa(opts.Prefetch),
-			"--state-dir", filepath.Join(dir, id)}, common...)
-		if mgrCreds != "" {
-			argv = append(argv, "--credentials", mgrCreds)
-		}
-		if os.Geteuid() == 0 {
-			argv = append(argv, "--allow-root")
-		}
+		m := launch.Manager{Common: common, ManagerID: id, Interchange: e.ManagersAddr, Workers: opts.Workers,
+			Prefetch: new(opts.Prefetch), Credentials: mgrCreds, AllowRoot: os.Geteuid() == 0}
+		m.StateDir = filepath.Join(dir, id)
+		argv := m.Args()
 		if _, err := start(fmt.Sprintf("manager-%d", i), argv); err != nil {
 			return nil, err
 		}

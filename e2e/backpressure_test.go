@@ -17,7 +17,7 @@ import (
 func TestBackpressureStoppedManager(t *testing.T) {
 	c := newCluster(t, clusterOpts{ixArgs: []string{"--pause-queued-tasks", "20000", "--resume-queued-tasks", "10000"}})
 	m := c.addManager("m1", 4, 1000)
-	m.signal(syscall.SIGSTOP)
+	m.Signal(syscall.SIGSTOP)
 
 	const n = 100000
 	ids := c.submit(manyOf(noop(), n), 10000)
@@ -38,7 +38,7 @@ func TestBackpressureStoppedManager(t *testing.T) {
 	}
 	t.Logf("BACKPRESSURE interchange queued %d and paused; forwarder holds %d", v.Queued, held.Held)
 
-	m.signal(syscall.SIGCONT)
+	m.Signal(syscall.SIGCONT)
 	final := c.waitTerminal(ids, 180*time.Second)
 	counts := countStates(final)
 	if counts["success"] != n {
@@ -80,9 +80,9 @@ func TestManagerKillLoop(t *testing.T) {
 			}
 			return nil
 		})
-		m2.kill9()
+		m2.Kill9()
 		kills++
-		m2.restart()
+		m2.Restart()
 		c.waitManagerListed("m2", 30*time.Second)
 	}
 	final := c.waitTerminal(ids, 120*time.Second)

@@ -62,14 +62,14 @@ func TestChaosKill9(t *testing.T) {
 	}
 
 	doneAtLeast(0.15)
-	killed := c.fwd.kill9()
-	c.fwd.restart()
+	killed := c.fwd.Kill9()
+	c.fwd.Restart()
 	c.waitEndpoint(60*time.Second, connected(2))
 	fwdRecovery := time.Since(killed)
 
 	doneAtLeast(0.40)
-	killed = c.ix.kill9()
-	c.ix.restart()
+	killed = c.ix.Kill9()
+	c.ix.Restart()
 	// The old process is gone, so any answer is the new one's.
 	waitFor(t, 60*time.Second, func() error {
 		st, err := c.ixStatus()
@@ -85,8 +85,8 @@ func TestChaosKill9(t *testing.T) {
 
 	doneAtLeast(0.65)
 	m1 := c.mgrs["m1"]
-	killed = m1.kill9()
-	m1.restart()
+	killed = m1.Kill9()
+	m1.Restart()
 	waitFor(t, 60*time.Second, func() error {
 		st, err := c.mgrStatus(m1)
 		if err != nil {

@@ -53,7 +53,7 @@ func TestManagerSIGSTOP(t *testing.T) {
 		return nil
 	})
 
-	a.signal(syscall.SIGSTOP)
+	a.Signal(syscall.SIGSTOP)
 	stopped := time.Now()
 	var detected, requeued time.Duration
 	waitFor(t, 10*time.Second, func() error {
@@ -88,7 +88,7 @@ func TestManagerSIGSTOP(t *testing.T) {
 	if limit := c.threshold + c.interval + slack; requeued > limit {
 		t.Errorf("tasks of the stopped manager re-queued (attempts 2) after %s; want <= threshold + interval + slack = %s", requeued, limit)
 	}
-	if len(c.ix.grepLog("manager lost", a.id)) == 0 {
+	if len(c.ix.GrepLog("manager lost", a.id)) == 0 {
 		t.Errorf("interchange log has no \"manager lost\" line for %s", a.id)
 	}
 
@@ -113,7 +113,7 @@ func TestManagerSIGSTOP(t *testing.T) {
 
 	// Wake a: it must re-register, and what it still holds (two sleeps of
 	// attempt 1) must change nothing.
-	a.signal(syscall.SIGCONT)
+	a.Signal(syscall.SIGCONT)
 	woken := time.Now()
 	c.waitManagerListed(a.id, 10*time.Second)
 	t.Logf("SIGCONT %s: listed again by the interchange after %s", a.id, ms(time.Since(woken)))
@@ -224,7 +224,7 @@ func interchangeKill9(t *testing.T, ixArgs []string) {
 		return nil
 	})
 
-	killed := c.ix.kill9()
+	killed := c.ix.Kill9()
 	// Submit while the forwarder still thinks the endpoint is up...
 	early := c.submit(mixedKill9Tasks(100), 50)
 	var detected time.Duration
@@ -268,7 +268,7 @@ func interchangeKill9(t *testing.T, ixArgs []string) {
 		t.Errorf("a lost endpoint still reports %d managers (%v); want 0", v.Managers, err)
 	}
 
-	c.ix.restart()
+	c.ix.Restart()
 	restarted := time.Now()
 	c.waitEndpoint(30*time.Second, func(v endpointView) error {
 		if !v.Connected {
@@ -292,11 +292,11 @@ func interchangeKill9(t *testing.T, ixArgs []string) {
 	if runs < len(all) {
 		t.Errorf("managers report %d executions for %d successful tasks", runs, len(all))
 	}
-	if lines := c.ix.grepLog("interchange starting"); len(lines) != 2 {
+	if lines := c.ix.GrepLog("interchange starting"); len(lines) != 2 {
 		t.Errorf("interchange log shows %d starts, want 2", len(lines))
 	}
 	for _, m := range []*manager{m1, m2} {
-		if len(m.grepLog("interchange lost")) == 0 {
+		if len(m.GrepLog("interchange lost")) == 0 {
 			t.Errorf("%s never logged that it lost the interchange", m.id)
 		}
 	}
@@ -473,7 +473,7 @@ func TestDetectionTimes(t *testing.T) {
 			}
 			return nil
 		})
-		killed := m.kill9()
+		killed := m.Kill9()
 		reaped := time.Since(killed)
 		var d time.Duration
 		err := poll(10*time.Second, 2*time.Millisecond, func() error {
@@ -496,7 +496,7 @@ func TestDetectionTimes(t *testing.T) {
 		}
 		if d < c.threshold-c.interval-50*time.Millisecond {
 			t.Logf("trial %d: %s dropped only %s after SIGKILL (process reaped after %s); interchange: %q",
-				i, m.id, d, reaped, c.ix.grepLog("manager lost", "manager="+m.id))
+				i, m.id, d, reaped, c.ix.GrepLog("manager lost", "manager="+m.id))
 		}
 	}
 	med, p99, mx := durationStats(ds)
@@ -512,7 +512,7 @@ func TestDetectionTimes(t *testing.T) {
 	if want := c.threshold + c.interval; med > want {
 		t.Errorf("median detection %s; want <= threshold + interval = %s", med, want)
 	}
-	if lost := c.ix.grepLog("manager lost"); len(lost) != trials {
+	if lost := c.ix.GrepLog("manager lost"); len(lost) != trials {
 		t.Errorf("interchange logged %d \"manager lost\" lines, want %d", len(lost), trials)
 	}
 	if st, err := c.ixStatus(); err != nil || st.Managers != 0 {

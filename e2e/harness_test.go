@@ -1,7 +1,8 @@
 // Package e2e tests Switchyard end to end: it builds ./cmd/switchyard once,
 // starts the forwarder, interchange and managers as real processes on free
-// loopback ports with the flags of docs/contract.md, and talks to them only over
-// their public interfaces (HTTP, the CLI, signals).
+// loopback ports (testutil's process kit, with the flags of the launch
+// spec), and talks to them only over their public interfaces (HTTP, the
+// CLI, signals).
 //
 // Set SWITCHYARD_E2E_RACE=1 to build the daemons with -race as well; their
 // logs are then checked for "DATA RACE". Set SWITCHYARD_E2E_LOGS=1 to print
@@ -9,7 +10,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -26,57 +25,26 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 // binPath is the switchyard binary built by TestMain.
 var binPath string
 
-// raceBinary is true when the daemons were built with -race.
-var raceBinary bool
-
 func TestMain(m *testing.M) {
-	code, err := buildAndRun(m)
-	if err != nil {
+	var err error
+	if binPath, err = testutil.BuildOnce(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(2)
 	}
+	code := m.Run()
+	testutil.RemoveBuilt()
 	os.Exit(code)
-}
-
-func buildAndRun(m *testing.M) (int, error) {
-	dir, err := os.MkdirTemp("", "switchyard-e2e-bin-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "switchyard")
-	root, err := filepath.Abs("..")
-	if err != nil {
-		return 0, err
-	}
-	if _, err := os.Stat(filepath.Join(root, "cmd", "switchyard")); err != nil {
-		return 0, fmt.Errorf("module root %s has no cmd/switchyard: %w", root, err)
-	}
-	args := []string{"build", "-o", binPath}
-	if v := os.Getenv("SWITCHYARD_E2E_RACE"); v != "" && v != "0" {
-		raceBinary = true
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/switchyard")
-	cmd := exec.Command(testutil.GoTool(), args...)
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
-	}
-	return m.Run(), nil
 }
 
 // ---------------------------------------------------------------- polling
@@ -105,220 +73,8 @@ func poll(timeout, step time.Duration, cond func() error) error {
 	}
 }
 
-// ---------------------------------------------------------------- ports
-
-var (
-	portMu sync.Mutex
-	given  = map[int]bool{}
-)
-
-// freePort picks a loopback port nobody listens on, never the same twice
-// in one test binary.
-func freePort(t testing.TB) int {
-	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("pick a free port: %v", err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !given[p] {
-			given[p] = true
-			return p
-		}
-	}
-	t.Fatal("no fresh free port after 100 tries")
-	return 0
-}
-
-// ---------------------------------------------------------------- processes
-
-// proc is one daemon process started from binPath. It can be signalled,
-// killed and started again with exactly the same command line.
-type proc struct {
-	t       testing.TB
-	name    string
-	args    []string
-	logPath string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // from Wait, once done is closed
-	runs int
-}
-
-// startProc starts binPath with args; its output goes to a log file in the
-// test's temp dir that is printed if the test fails. It is stopped when the
-// test ends.
-func startProc(t testing.TB, logDir, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{t: t, name: name, args: args, logPath: filepath.Join(logDir, name+".log")}
-	p.start()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() || os.Getenv("SWITCHYARD_E2E_LOGS") != "" {
-			p.dumpLog()
-		}
-		if raceBinary {
-			if b, _ := os.ReadFile(p.logPath); bytes.Contains(b, []byte("WARNING: DATA RACE")) {
-				t.Errorf("%s: data race reported by the daemon (log above)", name)
-				p.dumpLog()
-			}
-		}
-	})
-	return p
-}
-
-func (p *proc) start() {
-	p.t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		p.t.Fatalf("%s: open log: %v", p.name, err)
-	}
-	p.runs++
-	fmt.Fprintf(f, "=== e2e: start #%d: switchyard %s\n", p.runs, strings.Join(p.args, " "))
-	cmd := exec.Command(binPath, p.args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Dir = filepath.Dir(p.logPath)
-	// Own process group (a terminal's Ctrl-C does not reach it), and die
-	// with the test binary if that is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		p.t.Fatalf("%s: start: %v", p.name, err)
-	}
-	done := make(chan struct{})
-	p.cmd, p.done = cmd, done
-	go func() {
-		err := cmd.Wait()
-		f.Close()
-		p.mu.Lock()
-		p.err = err
-		p.mu.Unlock()
-		close(done)
-	}()
-}
-
-// restart starts the process again with its exact original command; it
-// must have exited.
-func (p *proc) restart() {
-	p.t.Helper()
-	if !p.exited() {
-		p.t.Fatalf("%s: restart while still running", p.name)
-	}
-	p.start()
-}
-
-func (p *proc) pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd.Process.Pid
-}
-
-func (p *proc) exited() bool {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
-	select {
-	case <-done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) signal(sig syscall.Signal) {
-	p.t.Helper()
-	if p.exited() {
-		p.t.Fatalf("%s: cannot send %v: process already exited", p.name, sig)
-	}
-	if err := syscall.Kill(p.pid(), sig); err != nil {
-		p.t.Fatalf("%s: kill -%d: %v", p.name, sig, err)
-	}
-}
-
-// kill9 sends SIGKILL and waits for the process to be gone; it returns
-// when the signal was sent.
-func (p *proc) kill9() time.Time {
-	p.t.Helper()
-	sent := time.Now()
-	p.signal(syscall.SIGKILL)
-	if !p.waitExit(10 * time.Second) {
-		p.t.Fatalf("%s: still running 10s after SIGKILL", p.name)
-	}
-	return sent
-}
-
-func (p *proc) waitExit(d time.Duration) bool {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
-	select {
-	case <-done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
-// stop wakes a stopped process, asks it to end with SIGTERM and kills it if
-// it does not end in time. A process that needed SIGKILL fails the test:
-// docs/contract.md (Shutdown and drain) promises a prompt exit on SIGTERM.
-func (p *proc) stop() {
-	if p.exited() {
-		return
-	}
-	pid := p.pid()
-	_ = syscall.Kill(pid, syscall.SIGCONT)
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	if p.waitExit(10 * time.Second) {
-		return
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	p.waitExit(5 * time.Second)
-	p.t.Errorf("%s (pid %d) did not exit within 10s of SIGTERM; killed", p.name, pid)
-}
-
-func (p *proc) log() string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return string(b)
-}
-
-// dumpLog prints the log, the tail only when it is long.
-func (p *proc) dumpLog() {
-	s := p.log()
-	const max = 60000
-	if len(s) > max {
-		s = "...(" + strconv.Itoa(len(s)-max) + " bytes cut)...\n" + s[len(s)-max:]
-	}
-	p.t.Logf("--- %s log (%s) ---\n%s--- end of %s log ---", p.name, p.logPath, s, p.name)
-}
-
-// grepLog returns the log lines containing every one of words.
-func (p *proc) grepLog(words ...string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(p.log()))
-	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-lines:
-	for sc.Scan() {
-		for _, w := range words {
-			if !strings.Contains(sc.Text(), w) {
-				continue lines
-			}
-		}
-		out = append(out, sc.Text())
-	}
-	return out
-}
+// proc is one daemon process (testutil's process kit).
+type proc = testutil.Proc
 
 // ---------------------------------------------------------------- cluster
 
@@ -339,6 +95,7 @@ type cluster struct {
 	fwdHTTP, fwdZMQ   int
 	ixHTTP, ixManager int
 
+	d    *testutil.Daemons
 	fwd  *proc
 	ix   *proc
 	mgrs map[string]*manager
@@ -377,32 +134,12 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	if o.threshold == 0 {
 		o.threshold = defaultThreshold
 	}
-	c := &cluster{t: t, dir: t.TempDir(), ep: o.endpoint, interval: o.interval, threshold: o.threshold,
+	d := testutil.StartDaemons(t, binPath, testutil.DaemonsOptions{Endpoint: o.endpoint, Interval: o.interval, Threshold: o.threshold,
+		Interchange: launch.Interchange{Extra: o.ixArgs}})
+	return &cluster{t: t, d: d, dir: d.Dir, ep: d.Endpoint, interval: o.interval, threshold: o.threshold,
+		fwdHTTP: d.FwdHTTP, fwdZMQ: d.FwdZMQ, ixHTTP: d.IxHTTP, ixManager: d.IxManagers,
+		fwd: d.Forwarder, ix: d.Interchange, token: d.Token, creds: d.Creds,
 		mgrs: map[string]*manager{}, http: &http.Client{Timeout: 60 * time.Second}}
-	c.fwdHTTP, c.fwdZMQ = freePort(t), freePort(t)
-	c.ixHTTP, c.ixManager = freePort(t), freePort(t)
-	// Enrolled in the forwarder's state dir before it starts, as `endpoint
-	// up` does; the interchange and managers connect with CurveZMQ.
-	c.creds = testutil.EnrollOffline(t, filepath.Join(c.dir, "state-forwarder"), c.ep, c.zmq(c.fwdZMQ))
-	c.fwd = startProc(t, c.dir, "forwarder", "forwarder",
-		"--listen-http", c.addr(c.fwdHTTP), "--listen-zmq", c.zmq(c.fwdZMQ),
-		"--state-dir", filepath.Join(c.dir, "state-forwarder"),
-		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String())
-	// Secure by default: the API takes the admin token the forwarder wrote.
-	c.token = waitFileText(t, filepath.Join(c.dir, "state-forwarder", "admin.token"), c.fwd)
-	ixArgs := []string{"interchange", "--endpoint-id", c.ep, "--credentials", c.creds,
-		"--forwarder", c.zmq(c.fwdZMQ), "--listen-managers", c.zmq(c.ixManager),
-		"--listen-http", c.addr(c.ixHTTP), "--state-dir", filepath.Join(c.dir, "state-interchange"),
-		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
-	c.ix = startProc(t, c.dir, "interchange", append(ixArgs, o.ixArgs...)...)
-	waitFileText(t, c.managerCreds(), c.ix)
-	c.waitEndpoint(30*time.Second, func(v endpointView) error {
-		if !v.Connected {
-			return errors.New("endpoint not connected yet")
-		}
-		return nil
-	})
-	return c
 }
 
 // with is the cluster seen from a subtest: helpers that fail, fail t.
@@ -413,15 +150,9 @@ func (c *cluster) with(t testing.TB) *cluster {
 	return &cc
 }
 
-func (c *cluster) addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
-func (c *cluster) zmq(port int) string  { return fmt.Sprintf("tcp://127.0.0.1:%d", port) }
-func (c *cluster) api() string          { return fmt.Sprintf("http://127.0.0.1:%d", c.fwdHTTP) }
-func (c *cluster) ixAPI() string        { return fmt.Sprintf("http://127.0.0.1:%d", c.ixHTTP) }
-
-// managerCreds is the credential the interchange writes for its managers.
-func (c *cluster) managerCreds() string {
-	return filepath.Join(c.dir, "state-interchange", "manager.credentials")
-}
+func (c *cluster) addr(port int) string { return testutil.Addr(port) }
+func (c *cluster) api() string          { return c.d.API() }
+func (c *cluster) ixAPI() string        { return c.d.IxAPI() }
 
 // tokenFile is the admin token file of the daemon at host:port.
 func (c *cluster) tokenFile(host string) string {
@@ -439,25 +170,6 @@ func (c *cluster) tokenFile(host string) string {
 	return ""
 }
 
-// waitFileText waits until p has written path and returns its content.
-func waitFileText(t testing.TB, path string, p *proc) string {
-	t.Helper()
-	var text string
-	waitFor(t, 30*time.Second, func() error {
-		if p.exited() {
-			p.dumpLog()
-			t.Fatalf("%s exited before writing %s", p.name, path)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil || len(b) == 0 {
-			return fmt.Errorf("%s not written yet", path)
-		}
-		text = strings.TrimSpace(string(b))
-		return nil
-	})
-	return text
-}
-
 // addManager starts a manager with its own admin HTTP port and state dir
 // and waits until the interchange lists it. prefetch < 0 keeps the
 // manager's default.
@@ -471,19 +183,12 @@ func (c *cluster) addManager(id string, workers, prefetch int, extra ...string) 
 // startManager starts a manager without waiting for it.
 func (c *cluster) startManager(id string, workers, prefetch int, extra ...string) *manager {
 	c.t.Helper()
-	port := freePort(c.t)
-	args := []string{"manager", "--interchange", c.zmq(c.ixManager), "--manager-id", id,
-		"--workers", strconv.Itoa(workers), "--listen-http", c.addr(port),
-		"--state-dir", filepath.Join(c.dir, "state-"+id), "--credentials", c.managerCreds(),
-		"--heartbeat-interval", c.interval.String(), "--heartbeat-threshold", c.threshold.String()}
-	if os.Geteuid() == 0 {
-		args = append(args, "--allow-root") // CI runs as root
-	}
+	spec := launch.Manager{ManagerID: id, Workers: workers, Extra: extra}
 	if prefetch >= 0 {
-		args = append(args, "--prefetch", strconv.Itoa(prefetch))
+		spec.Prefetch = new(prefetch)
 	}
-	args = append(args, extra...)
-	m := &manager{proc: startProc(c.t, c.dir, id, args...), id: id, port: port}
+	mp := c.d.StartManager(c.t, spec)
+	m := &manager{proc: mp.Proc, id: id, port: mp.Port}
 	c.mgrs[id] = m
 	return m
 }

@@ -61,8 +61,8 @@ func TestPartitionForwarderInterchange(t *testing.T) {
 	for _, factor := range []int{2, 10} {
 		before := c.submit(manyOf(noop(), 100), 100)
 		c.waitTerminal(before, 30*time.Second)
-		ixLost := len(c.ix.grepLog("forwarder lost"))
-		fwdLost := len(c.fwd.grepLog("endpoint lost"))
+		ixLost := len(c.ix.GrepLog("forwarder lost"))
+		fwdLost := len(c.fwd.GrepLog("endpoint lost"))
 
 		p := startPartition(t, c.fwdZMQ)
 		cut := time.Now()
@@ -74,7 +74,7 @@ func TestPartitionForwarderInterchange(t *testing.T) {
 		})
 		fwdDetect := time.Since(cut)
 		waitFor(t, 10*time.Second, func() error {
-			if len(c.ix.grepLog("forwarder lost")) == ixLost {
+			if len(c.ix.GrepLog("forwarder lost")) == ixLost {
 				return errors.New("interchange has not declared the forwarder lost")
 			}
 			return nil
@@ -108,7 +108,7 @@ func TestPartitionForwarderInterchange(t *testing.T) {
 				t.Fatalf("task %s submitted during the partition ended %s", id, final[id].State)
 			}
 		}
-		if len(c.fwd.grepLog("endpoint lost")) == fwdLost {
+		if len(c.fwd.GrepLog("endpoint lost")) == fwdLost {
 			t.Fatalf("the forwarder never logged the endpoint lost")
 		}
 		all = append(all, before...)
@@ -138,8 +138,8 @@ func TestPartitionInterchangeManager(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	m := c.addManager("m1", 2, 2)
 	for _, factor := range []int{2, 10} {
-		ixLost := len(c.ix.grepLog("manager lost"))
-		mLost := len(m.grepLog("interchange lost"))
+		ixLost := len(c.ix.GrepLog("manager lost"))
+		mLost := len(m.GrepLog("interchange lost"))
 		ids := c.submit(manyOf(sleepTask("0.3"), 8), 8)
 		waitFor(t, 10*time.Second, func() error {
 			s, err := c.statuses(ids)
@@ -156,14 +156,14 @@ func TestPartitionInterchangeManager(t *testing.T) {
 		p := startPartition(t, c.ixManager)
 		cut := time.Now()
 		waitFor(t, 10*time.Second, func() error {
-			if len(c.ix.grepLog("manager lost")) == ixLost {
+			if len(c.ix.GrepLog("manager lost")) == ixLost {
 				return errors.New("interchange has not declared the manager lost")
 			}
 			return nil
 		})
 		ixDetect := time.Since(cut)
 		waitFor(t, 10*time.Second, func() error {
-			if len(m.grepLog("interchange lost")) == mLost {
+			if len(m.GrepLog("interchange lost")) == mLost {
 				return errors.New("manager has not declared the interchange lost")
 			}
 			return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/internal/blocks"
@@ -12,8 +13,7 @@ import (
 )
 
 // startBlocks makes the block controller when a provider is configured:
-// the interchange then starts and stops its own managers (docs/contract.md,
-// "Blocks").
+// the interchange then starts and stops its own managers.
 func (ix *Interchange) startBlocks() error {
 	cfg := ix.opts.Blocks
 	if cfg == nil || !cfg.Enabled() {
@@ -24,12 +24,12 @@ func (ix *Interchange) startBlocks() error {
 	}
 	var p blocks.Provider
 	switch cfg.Provider {
-	case "local":
+	case blocks.ProviderLocal:
 		p = blocks.NewLocal(cfg.CancelGrace)
-	case "slurm":
+	case blocks.ProviderSlurm:
 		p = blocks.NewSlurm(cfg)
 	default:
-		return fmt.Errorf("unknown --provider %q; legal: local, slurm", cfg.Provider)
+		return fmt.Errorf("unknown --provider %q; legal: %s", cfg.Provider, strings.Join(blocks.Providers, ", "))
 	}
 	// Managers run elsewhere (another directory, another node): absolute paths.
 	dir, err := filepath.Abs(ix.dir.Path)

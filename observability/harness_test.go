@@ -1,15 +1,12 @@
 package observability
 
 import (
-	"github.com/switchyard-hpc/switchyard/e2e/testutil"
-
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,11 +15,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/client"
+	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 )
 
 // promBin and promtoolBin are Debian's prometheus package; scripts/install-deps.sh
@@ -55,40 +52,9 @@ func requireExecutable(t testing.TB, path string) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// switchyardBinary builds ./cmd/switchyard once per test binary.
-func switchyardBinary(t testing.TB) string {
-	t.Helper()
-	root := repoRoot(t)
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "switchyard-obs-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "switchyard")
-		cmd := exec.Command(testutil.GoTool(), "build", "-o", binPath, "./cmd/switchyard")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/switchyard: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testutil.RemoveBuilt()
 	os.Exit(code)
 }
 
@@ -111,138 +77,8 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error
 	}
 }
 
-// ---------------------------------------------------------------- ports
-
-var (
-	portMu sync.Mutex
-	given  = map[int]bool{}
-)
-
-// freePort picks a loopback port nobody listens on, never the same twice.
-func freePort(t testing.TB) int {
-	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("pick a free port: %v", err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !given[p] {
-			given[p] = true
-			return p
-		}
-	}
-	t.Fatal("no fresh free port after 100 tries")
-	return 0
-}
-
-func hostPort(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
-
-// ---------------------------------------------------------------- processes
-
-// proc is one child process whose output goes to a log file that is
-// printed when the test fails.
-type proc struct {
-	t       testing.TB
-	name    string
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
-}
-
-func startProc(t testing.TB, dir, name, bin string, args ...string) *proc {
-	t.Helper()
-	p := &proc{t: t, name: name, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
-	f, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	fmt.Fprintf(f, "=== %s %s\n", bin, strings.Join(args, " "))
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	// Own process group, and die with the test binary if that is killed.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("%s: start: %v", name, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() || os.Getenv("SWITCHYARD_OBS_LOGS") != "" {
-			p.dumpLog()
-		}
-	})
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) signal(sig syscall.Signal) {
-	p.t.Helper()
-	if p.exited() {
-		p.t.Fatalf("%s: cannot send %v: it has exited", p.name, sig)
-	}
-	if err := syscall.Kill(p.cmd.Process.Pid, sig); err != nil {
-		p.t.Fatalf("%s: kill %v: %v", p.name, sig, err)
-	}
-}
-
-func (p *proc) kill9() {
-	p.t.Helper()
-	p.signal(syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.t.Fatalf("%s: still running 10s after SIGKILL", p.name)
-	}
-}
-
-// stop sends SIGCONT and SIGTERM, then SIGKILL if it does not end in 10s.
-func (p *proc) stop() {
-	if p.exited() {
-		return
-	}
-	pid := p.cmd.Process.Pid
-	_ = syscall.Kill(pid, syscall.SIGCONT)
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(10 * time.Second):
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	<-p.done
-	p.t.Errorf("%s (pid %d) did not exit within 10s of SIGTERM; killed", p.name, pid)
-}
-
-func (p *proc) dumpLog() {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		p.t.Logf("--- %s: no log: %v", p.name, err)
-		return
-	}
-	const max = 20000
-	if len(b) > max {
-		b = append([]byte(fmt.Sprintf("...(%d bytes cut)...\n", len(b)-max)), b[len(b)-max:]...)
-	}
-	p.t.Logf("--- %s log (%s) ---\n%s--- end of %s log ---", p.name, p.logPath, b, p.name)
-}
+// proc is a child process (testutil's process kit).
+type proc = testutil.Proc
 
 // ---------------------------------------------------------------- HTTP
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 const (
@@ -136,43 +137,20 @@ func managerHeld(base string) (held, unacked int, err error) {
 // startEndpoint starts the daemons and waits until the forwarder sees the
 // endpoint connected with both managers.
 func startEndpoint(t *testing.T) *endpointRun {
-	bin := switchyardBinary(t)
-	r := &endpointRun{t: t, dir: t.TempDir()}
-	fwdHTTP, fwdZMQ, ixHTTP, ixMgr := freePort(t), freePort(t), freePort(t), freePort(t)
-	m1HTTP, m2HTTP := freePort(t), freePort(t)
-	r.fwdURL, r.ixURL = "http://"+hostPort(fwdHTTP), "http://"+hostPort(ixHTTP)
-	r.m1URL, r.m2URL = "http://"+hostPort(m1HTTP), "http://"+hostPort(m2HTTP)
-	hb := []string{"--heartbeat-interval", interval.String()}
-	state := func(name string) []string { return []string{"--state-dir", filepath.Join(r.dir, "state-"+name)} }
-	zmq := func(p int) string { return "tcp://" + hostPort(p) }
-
 	// Secure by default: the endpoint is enrolled before the forwarder
 	// starts, as `endpoint up` does, and each daemon's admin token is sent
-	// to it.
-	creds := testutil.EnrollOffline(t, filepath.Join(r.dir, "state-forwarder"), testEndpoint, zmq(fwdZMQ))
-	r.fwd = startProc(t, r.dir, "forwarder", bin, append(append([]string{"forwarder",
-		"--listen-http", hostPort(fwdHTTP), "--listen-zmq", zmq(fwdZMQ)}, state("forwarder")...), hb...)...)
-	tokens.Store(hostPort(fwdHTTP), readToken(t, filepath.Join(r.dir, "state-forwarder", "admin.token"), r.fwd))
-	// --max-retries 0: tasks of a lost manager fail at the interchange
-	// instead of running again (see the manager-loss step).
-	r.ix = startProc(t, r.dir, "interchange", bin, append(append([]string{"interchange",
-		"--endpoint-id", testEndpoint, "--credentials", creds, "--forwarder", zmq(fwdZMQ), "--listen-managers", zmq(ixMgr),
-		"--listen-http", hostPort(ixHTTP), "--max-retries", "0"}, state("interchange")...), hb...)...)
-	tokens.Store(hostPort(ixHTTP), readToken(t, filepath.Join(r.dir, "state-interchange", "admin.token"), r.ix))
-	mc := filepath.Join(r.dir, "state-interchange", "manager.credentials")
-	readToken(t, mc, r.ix)
-	mgr := []string{"--credentials", mc}
-	if os.Geteuid() == 0 {
-		mgr = append(mgr, "--allow-root")
-	}
-	r.m1 = startProc(t, r.dir, "manager-m1", bin, append(append(append([]string{"manager",
-		"--interchange", zmq(ixMgr), "--manager-id", "m1", "--workers", "4", "--listen-http", hostPort(m1HTTP)},
-		state("m1")...), hb...), mgr...)...)
-	r.m2 = startProc(t, r.dir, "manager-m2", bin, append(append(append([]string{"manager",
-		"--interchange", zmq(ixMgr), "--manager-id", "m2", "--workers", "2", "--listen-http", hostPort(m2HTTP)},
-		state("m2")...), hb...), mgr...)...)
-	tokens.Store(hostPort(m1HTTP), readToken(t, filepath.Join(r.dir, "state-m1", "admin.token"), r.m1))
-	tokens.Store(hostPort(m2HTTP), readToken(t, filepath.Join(r.dir, "state-m2", "admin.token"), r.m2))
+	// to it. --max-retries 0: tasks of a lost manager fail at the
+	// interchange instead of running again (see the manager-loss step).
+	d := testutil.StartDaemons(t, testutil.Switchyard(t), testutil.DaemonsOptions{Endpoint: testEndpoint, Interval: interval,
+		Interchange: launch.Interchange{MaxRetries: new(0)}})
+	r := &endpointRun{t: t, dir: d.Dir, fwd: d.Forwarder, ix: d.Interchange, fwdURL: d.API(), ixURL: d.IxAPI()}
+	tokens.Store(testutil.Addr(d.FwdHTTP), d.Token)
+	tokens.Store(testutil.Addr(d.IxHTTP), r.ix.WaitFile(t, filepath.Join(d.StateDir("interchange"), "admin.token"), 30*time.Second))
+	m1 := d.StartManager(t, launch.Manager{ManagerID: "m1", Workers: 4})
+	m2 := d.StartManager(t, launch.Manager{ManagerID: "m2", Workers: 2})
+	r.m1, r.m2, r.m1URL, r.m2URL = m1.Proc, m2.Proc, m1.URL(), m2.URL()
+	tokens.Store(testutil.Addr(m1.Port), m1.WaitFile(t, filepath.Join(d.StateDir("m1"), "admin.token"), 30*time.Second))
+	tokens.Store(testutil.Addr(m2.Port), m2.WaitFile(t, filepath.Join(d.StateDir("m2"), "admin.token"), 30*time.Second))
 	r.waitEndpoint("endpoint connected with 2 managers", 30*time.Second, func(v endpointView) error {
 		if !v.Connected || v.Managers != 2 {
 			return fmt.Errorf("connected %v, %d managers", v.Connected, v.Managers)
@@ -180,25 +158,6 @@ func startEndpoint(t *testing.T) *endpointRun {
 		return nil
 	})
 	return r
-}
-
-// readToken waits until p has written path and returns its content.
-func readToken(t *testing.T, path string, p *proc) string {
-	t.Helper()
-	var text string
-	waitFor(t, 30*time.Second, path+" written", func() error {
-		if p.exited() {
-			p.dumpLog()
-			t.Fatalf("%s exited before writing %s", p.name, path)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil || len(b) == 0 {
-			return fmt.Errorf("%s not written yet", path)
-		}
-		text = strings.TrimSpace(string(b))
-		return nil
-	})
-	return text
 }
 
 // startPrometheus runs /usr/bin/prometheus with scripts/prometheus.yml,
@@ -231,16 +190,16 @@ func (r *endpointRun) startPrometheus() {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	r.promURL = "http://" + hostPort(port)
+	port := testutil.Port(t)
+	r.promURL = "http://" + testutil.Addr(port)
 	r.pc = promClient{base: r.promURL}
-	r.prom = startProc(t, r.dir, "prometheus", promBin,
+	r.prom = testutil.StartProc(t, r.dir, "prometheus", promBin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(r.dir, "tsdb"),
-		"--web.listen-address="+hostPort(port),
+		"--web.listen-address="+testutil.Addr(port),
 		"--log.level=warn")
 	waitFor(t, 30*time.Second, "prometheus ready", func() error {
-		if r.prom.exited() {
+		if r.prom.Exited() {
 			t.Fatalf("prometheus exited at startup (log follows)")
 		}
 		resp, err := httpc.Get(r.promURL + "/-/ready")
@@ -371,7 +330,7 @@ func TestDashboardAgainstLivePrometheus(t *testing.T) {
 		}
 		return nil
 	})
-	r.m2.kill9()
+	r.m2.Kill9()
 	r.promAtLeast("manager lost", `sum(switchyard_interchange_managers_lost_total`+sel("")+`)`, 1)
 	var cancelled struct {
 		Tasks []struct {
@@ -401,14 +360,14 @@ func TestDashboardAgainstLivePrometheus(t *testing.T) {
 
 	// Endpoint loss: freeze the interchange past the forwarder's threshold,
 	// then let it go on.
-	r.ix.signal(syscall.SIGSTOP)
+	r.ix.Signal(syscall.SIGSTOP)
 	r.waitEndpoint("forwarder declares the endpoint lost", 20*time.Second, func(v endpointView) error {
 		if v.Connected {
 			return errors.New("still connected")
 		}
 		return nil
 	})
-	r.ix.signal(syscall.SIGCONT)
+	r.ix.Signal(syscall.SIGCONT)
 	r.waitEndpoint("endpoint back with m1", 30*time.Second, func(v endpointView) error {
 		if !v.Connected || v.Managers != 1 {
 			return fmt.Errorf("connected %v, %d managers", v.Connected, v.Managers)

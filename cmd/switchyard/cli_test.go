@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,32 +20,8 @@ import (
 
 func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
-var (
-	binOnce sync.Once
-	binFile string
-	binErr  error
-)
-
-// switchyardBin builds the binary once for the package's tests.
-func switchyardBin(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "switchyard-cli-test")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binFile = filepath.Join(dir, "switchyard")
-		out, err := exec.Command(testutil.GoTool(), "build", "-o", binFile, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binFile
-}
+// switchyardBin is the binary, built once for the package's tests.
+func switchyardBin(t *testing.T) string { return testutil.Switchyard(t) }
 
 type cliRun struct {
 	code           int

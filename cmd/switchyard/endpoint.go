@@ -20,7 +20,9 @@ import (
 
 	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/internal/blocks"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 func newEndpointCmd() *cobra.Command {
@@ -85,12 +87,19 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			if err != nil {
 				return err
 			}
-			common := []string{"--heartbeat-interval", interval, "--log-format", logFormat}
-			if insecure {
-				common = append(common, "--insecure")
+			iv, err := time.ParseDuration(interval)
+			if err == nil && iv <= 0 {
+				err = fmt.Errorf("must be positive")
 			}
+			if err != nil {
+				return fmt.Errorf("--heartbeat-interval %q: %v", interval, err)
+			}
+			common := launch.Common{HeartbeatInterval: iv, LogFormat: logFormat, Insecure: insecure}
 			ixState := filepath.Join(stateDir, "interchange")
-			ixSecurity := []string{}
+			fwd := launch.Forwarder{Common: common, ListenZMQ: zmqAddr}
+			fwd.ListenHTTP, fwd.StateDir = httpAddr, filepath.Join(stateDir, "forwarder")
+			ix := launch.Interchange{Common: common, EndpointID: endpointID, Forwarder: zmqAddr, ListenManagers: mgrAddr}
+			ix.ListenHTTP, ix.StateDir = ixHTTP, ixState
 			if !insecure {
 				// Enroll our own endpoint before the forwarder starts, in its
 				// state dir, so nothing else needs doing by hand.
@@ -105,54 +114,35 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				if err := curve.WriteCredentials(credPath, creds); err != nil {
 					return err
 				}
-				ixSecurity = []string{"--credentials", credPath}
+				ix.Credentials = credPath
 			}
-			specs := [][]string{
-				append([]string{"forwarder", "--listen-http", httpAddr, "--listen-zmq", zmqAddr,
-					"--state-dir", filepath.Join(stateDir, "forwarder")}, common...),
-				append(append([]string{"interchange", "--endpoint-id", endpointID, "--forwarder", zmqAddr,
-					"--listen-managers", mgrAddr, "--listen-http", ixHTTP,
-					"--state-dir", ixState}, ixSecurity...), common...),
-			}
-			names := []string{"forwarder", "interchange"}
 			if maxManagers > 0 {
 				if maxManagers < managers {
 					return fmt.Errorf("--max-managers %d is below --managers %d", maxManagers, managers)
 				}
-				// The interchange scales its own managers (docs/contract.md, Blocks).
-				ix := []string{"--provider", "local", "--min-blocks", strconv.Itoa(managers), "--init-blocks", strconv.Itoa(managers),
-					"--max-blocks", strconv.Itoa(maxManagers), "--workers-per-node", strconv.Itoa(workers), "--max-idle", "1m", "--block-period", "1s",
-					"--walltime", "0", "--manager-arg=--heartbeat-interval=" + interval, "--manager-arg=--log-format=" + logFormat,
-					"--manager-arg=--python=" + python}
+				// The interchange scales its own managers in local blocks.
 				// Managers keep the manager's own prefetch here, so a burst
 				// queues at the interchange and the demo shows a scale-out.
-				if allowRoot {
-					ix = append(ix, "--allow-root")
-				}
-				for _, a := range managerArgs {
-					ix = append(ix, "--manager-arg="+a)
-				}
-				if insecure {
-					ix = append(ix, "--manager-arg=--insecure")
-				}
-				specs[1] = append(specs[1], ix...)
+				mgr := launch.Manager{Common: common, Python: python}
+				ix.AllowRoot = allowRoot
+				ix.Blocks = &launch.Blocks{Provider: blocks.ProviderLocal, MinBlocks: managers, InitBlocks: managers,
+					MaxBlocks: maxManagers, WorkersPerNode: workers, MaxIdle: time.Minute, Period: time.Second,
+					Walltime: new(time.Duration(0)), ManagerArgs: append(mgr.Flags(), managerArgs...)}
 				managers = 0
 			}
+			specs := [][]string{fwd.Args(), ix.Args()}
+			names := []string{"forwarder", "interchange"}
 			for i := 1; i <= managers; i++ {
 				id := fmt.Sprintf("%s-manager-%d", endpointID, i)
-				argv := []string{"manager", "--interchange", mgrAddr, "--workers", strconv.Itoa(workers),
-					"--manager-id", id, "--state-dir", filepath.Join(stateDir, id), "--python", python}
-				if !insecure {
-					argv = append(argv, "--credentials", filepath.Join(ixState, "manager.credentials"))
-				}
-				if allowRoot {
-					argv = append(argv, "--allow-root")
-				}
 				// A deep prefetch keeps batches large, so the CLI path runs as
 				// fast as the benchmark; --manager-arg=--prefetch=N overrides it.
-				argv = append(argv, "--prefetch", strconv.Itoa(defaultUpPrefetch))
-				argv = append(argv, managerArgs...)
-				specs = append(specs, append(argv, common...))
+				m := launch.Manager{Common: common, ManagerID: id, Interchange: mgrAddr, Workers: workers,
+					Prefetch: new(defaultUpPrefetch), Python: python, AllowRoot: allowRoot, Extra: managerArgs}
+				m.StateDir = filepath.Join(stateDir, id)
+				if !insecure {
+					m.Credentials = filepath.Join(ixState, "manager.credentials")
+				}
+				specs = append(specs, m.Args())
 				names = append(names, fmt.Sprintf("manager-%d", i))
 			}
 			var mu sync.Mutex
@@ -352,12 +342,11 @@ func pickPorts(all bool, addrs ...*string) (bool, error) {
 		if !all && port != "0" {
 			continue
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		p, err := launch.FreePort(host)
 		if err != nil {
-			return false, fmt.Errorf("find a free port on %s for %q: %w", host, *a, err)
+			return false, fmt.Errorf("%q: %w", *a, err)
 		}
-		hostport = ln.Addr().String()
-		_ = ln.Close()
+		hostport = net.JoinHostPort(host, strconv.Itoa(p))
 		if zmq {
 			*a = scheme + "://" + hostport
 		} else {

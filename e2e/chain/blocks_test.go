@@ -9,6 +9,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/blocks"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 )
 
@@ -17,9 +18,10 @@ import (
 // task succeeds, and idle blocks are drained back to --min-blocks.
 func TestLocalBlocksScaleOutAndIn(t *testing.T) {
 	bin := testutil.BuildSwitchyard(t)
-	cfg := &blocks.Config{Provider: "local", MinBlocks: 0, MaxBlocks: 2, InitBlocks: 0, NodesPerBlock: 1,
+	cfg := &blocks.Config{Provider: blocks.ProviderLocal, MinBlocks: 0, MaxBlocks: 2, InitBlocks: 0, NodesPerBlock: 1,
 		WorkersPerNode: 8, MaxIdle: time.Second, Period: 200 * time.Millisecond}
-	args := append([]string{"--heartbeat-interval=100ms", "--heartbeat-threshold=5s", "--prefetch=8"}, testutil.AllowRootArgs(bin)...)
+	args := append(launch.Manager{Common: launch.Common{HeartbeatInterval: 100 * time.Millisecond, HeartbeatThreshold: 5 * time.Second},
+		Prefetch: new(8)}.Flags(), testutil.AllowRootArgs(bin)...)
 	cfg.ManagerArgs = args
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/blocks"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 )
 
@@ -28,8 +29,9 @@ func TestInterchangeScalesSlurmBlocks(t *testing.T) {
 			t.Setenv("SLURM_CONF", v)
 		}
 	}
-	args := append([]string{"--heartbeat-interval=100ms", "--heartbeat-threshold=3s", "--drain-grace=1s"}, testutil.AllowRootArgs(bin)...)
-	cfg := &blocks.Config{Provider: "slurm", MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 8,
+	args := append(launch.Manager{Common: launch.Common{HeartbeatInterval: 100 * time.Millisecond, HeartbeatThreshold: 3 * time.Second},
+		DrainGrace: time.Second}.Flags(), testutil.AllowRootArgs(bin)...)
+	cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 8,
 		Walltime: time.Minute, MaxIdle: 2 * time.Second, Period: 500 * time.Millisecond, ManagerArgs: args}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 // Batch jobs end with SIGTERM (scancel, the time limit): the managers they
@@ -20,14 +21,14 @@ func TestManagersDrainWhenTheirJobEnds(t *testing.T) {
 	e := newScriptEnv(t, 10*time.Second, 10*time.Second)
 	bin, script, c, ix, creds := e.bin, e.script, e.c, e.ix, e.creds
 	client := e.fwd.Client()
-	args := strings.Join(append([]string{"--heartbeat-interval=50ms", "--heartbeat-threshold=10s", "--drain-grace=500ms", "--prefetch=0"},
-		testutil.AllowRootArgs(bin)...), " ")
+	args := strings.Join(append(launch.Manager{Common: launch.Common{HeartbeatInterval: 50 * time.Millisecond, HeartbeatThreshold: 10 * time.Second},
+		DrainGrace: 500 * time.Millisecond, Prefetch: new(0)}.Flags(), testutil.AllowRootArgs(bin)...), " ")
 	sbatch := func(extra ...string) string {
 		t.Helper()
 		cmd := c.Command(t.Context(), "sbatch", append(append([]string{"--parsable"}, extra...), script, ix.ManagersAddr())...)
 		cmd.Dir = t.TempDir()
 		cmd.Env = append(cmd.Env, "SWITCHYARD_BIN="+bin, "SWITCHYARD_WORKERS=2", "SWITCHYARD_CREDENTIALS="+creds,
-			fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", freePort(t)), "SWITCHYARD_MANAGER_ARGS="+args)
+			fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", testutil.Port(t)), "SWITCHYARD_MANAGER_ARGS="+args)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("sbatch: %v: %s", err, out)

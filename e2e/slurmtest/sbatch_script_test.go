@@ -2,7 +2,6 @@ package slurmtest_test
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,16 +14,8 @@ import (
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // scriptEnv is what the tests of scripts/slurm-managers.sbatch share: the
 // binary, the script, a cluster, an endpoint and its manager credential.
@@ -72,7 +63,7 @@ func TestManagersSbatchScript(t *testing.T) {
 	// The job's temporary files go to a directory of its own: other
 	// tests' managers come and go in /tmp meanwhile.
 	jobTmp := t.TempDir()
-	port := freePort(t)
+	port := testutil.Port(t)
 	sbatch := func(env ...string) string {
 		cmd := c.Command(t.Context(), "sbatch", "--parsable", script, ix.ManagersAddr())
 		cmd.Dir = submitDir
@@ -88,7 +79,8 @@ func TestManagersSbatchScript(t *testing.T) {
 
 	t0 := time.Now()
 	id := sbatch("TMPDIR="+jobTmp, "SWITCHYARD_BIN="+bin, fmt.Sprintf("SWITCHYARD_METRICS_PORT=%d", port), "SWITCHYARD_WORKERS=2", "SWITCHYARD_CREDENTIALS="+creds,
-		"SWITCHYARD_MANAGER_ARGS="+strings.Join(append([]string{"--heartbeat-interval=50ms", "--heartbeat-threshold=500ms"}, testutil.AllowRootArgs(bin)...), " "))
+		"SWITCHYARD_MANAGER_ARGS="+strings.Join(append(launch.Manager{Common: launch.Common{HeartbeatInterval: 50 * time.Millisecond,
+			HeartbeatThreshold: 500 * time.Millisecond}}.Flags(), testutil.AllowRootArgs(bin)...), " "))
 	testutil.WaitFor(t, 60*time.Second, func() error {
 		for _, m := range ix.Status().ManagerList {
 			if m.BlockID == "slurm-"+id && m.ID == c.Node+"-"+id && m.Workers == 2 {

@@ -17,7 +17,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +29,7 @@ import (
 	"time"
 
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 // Options tune a cluster. The zero value is what most tests want.
@@ -159,9 +159,13 @@ func New(dir string, opts Options) (*Cluster, error) {
 	if err := os.WriteFile(keyFile, key, 0o400); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
-	if err != nil {
-		return nil, err
+	// Slurm binds every interface; launch.FreePort never gives the same
+	// port twice, so the two differ.
+	var ports [2]int
+	for i := range ports {
+		if ports[i], err = launch.FreePort("0.0.0.0"); err != nil {
+			return nil, err
+		}
 	}
 	memMB, err := memoryMB()
 	if err != nil {
@@ -419,27 +423,6 @@ func (c *Cluster) alive(name string) bool {
 		}
 	}
 	return false
-}
-
-// freePorts finds n TCP ports nobody listens on. Slurm binds them itself,
-// so there is a short window in which another process could take one.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "0.0.0.0:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // memoryMB is this host's memory as slurmd measures it.

@@ -47,8 +47,14 @@ type Config struct {
 	KeepEnded int
 }
 
+// Provider names: the legal --provider values.
+const (
+	ProviderLocal = "local"
+	ProviderSlurm = "slurm"
+)
+
 // Providers are the legal --provider values.
-var Providers = []string{"local", "slurm"}
+var Providers = []string{ProviderLocal, ProviderSlurm}
 
 // AddFlags adds the block flags to fs. Call Validate on the result once
 // the flags are parsed.
@@ -86,7 +92,7 @@ func (c *Config) Validate() error {
 	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.Provider != "local" && c.Provider != "slurm" {
+	if c.Provider != ProviderLocal && c.Provider != ProviderSlurm {
 		return fmt.Errorf("--provider %q is not known; legal values: %s (or empty for none)", c.Provider, strings.Join(Providers, ", "))
 	}
 	if c.MinBlocks < 0 || c.MaxBlocks < 0 || c.InitBlocks < 0 {
@@ -113,10 +119,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Walltime < 0:
 		bad("--walltime %s must not be negative", c.Walltime)
-	case c.Provider == "slurm" && c.Walltime < time.Minute:
+	case c.Provider == ProviderSlurm && c.Walltime < time.Minute:
 		bad("--walltime %s is too short: Slurm time limits are whole minutes, at least 1m", c.Walltime)
 	}
-	if c.Provider == "local" {
+	if c.Provider == ProviderLocal {
 		for _, f := range []struct {
 			name string
 			set  bool

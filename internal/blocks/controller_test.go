@@ -18,6 +18,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/interchange"
 	"github.com/switchyard-hpc/switchyard/internal/blocks"
 	"github.com/switchyard-hpc/switchyard/internal/curve"
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 // buildSwitchyard builds bin/switchyard into a temporary directory.
@@ -56,7 +57,7 @@ func newHarness(t *testing.T, cfg *blocks.Config, p blocks.Provider, bin string)
 	}
 	b, err := blocks.New(blocks.Options{Config: cfg, Provider: p, StateDir: t.TempDir(), Registry: h.reg, Log: log,
 		Manager: blocks.ManagerCommand{Binary: bin, Interchange: h.ix.ManagersAddr(), Credentials: creds,
-			AllowRoot: os.Geteuid() == 0, Args: []string{"--heartbeat-interval=50ms", "--heartbeat-threshold=500ms"}}})
+			AllowRoot: os.Geteuid() == 0, Args: launch.Manager{Common: launch.Common{HeartbeatInterval: 50 * time.Millisecond, HeartbeatThreshold: 500 * time.Millisecond}}.Flags()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 // tasks succeed, and idle blocks go away after max-idle, down to min.
 func TestLocalBlocksScaleOutAndIn(t *testing.T) {
 	bin := testutil.BuildSwitchyard(t)
-	cfg := &blocks.Config{Provider: "local", MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 4,
+	cfg := &blocks.Config{Provider: blocks.ProviderLocal, MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 4,
 		Walltime: 0, MaxIdle: time.Second, Period: 100 * time.Millisecond, CancelGrace: 5 * time.Second}
 	p := blocks.NewLocal(5 * time.Second)
 	h := newHarness(t, cfg, p, bin)
@@ -259,7 +260,7 @@ func TestSlurmBlocks(t *testing.T) {
 	c := slurmtest.Start(t, slurmtest.Options{KillWait: 5 * time.Second})
 
 	t.Run("scale out, tasks succeed, scale in", func(t *testing.T) {
-		cfg := &blocks.Config{Provider: "slurm", MinBlocks: 0, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 2,
+		cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MinBlocks: 0, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 2,
 			Walltime: 10 * time.Minute, MaxIdle: time.Second, Period: 200 * time.Millisecond}
 		p := blocks.NewSlurm(cfg)
 		p.Env = c.Env()
@@ -288,7 +289,7 @@ func TestSlurmBlocks(t *testing.T) {
 	})
 
 	t.Run("scancel of a running block: a new one replaces it", func(t *testing.T) {
-		cfg := &blocks.Config{Provider: "slurm", MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 2,
+		cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 2,
 			Walltime: 10 * time.Minute, MaxIdle: time.Minute, Period: 200 * time.Millisecond}
 		p := blocks.NewSlurm(cfg)
 		p.Env = c.Env()
@@ -318,7 +319,7 @@ func TestSlurmBlocks(t *testing.T) {
 	})
 
 	t.Run("rejected sbatch is a failure, backed off", func(t *testing.T) {
-		cfg := &blocks.Config{Provider: "slurm", MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, Walltime: 10 * time.Minute,
+		cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, Walltime: 10 * time.Minute,
 			Partition: "nosuchpartition", Period: 50 * time.Millisecond, BackoffBase: time.Second, BackoffMax: 4 * time.Second}
 		p := blocks.NewSlurm(cfg)
 		p.Env = c.Env()
@@ -366,7 +367,7 @@ func TestSlurmBlocks(t *testing.T) {
 // before the provider's limit ends it.
 func TestLocalBlocksWalltimeReplaced(t *testing.T) {
 	bin := testutil.BuildSwitchyard(t)
-	cfg := &blocks.Config{Provider: "local", MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 1,
+	cfg := &blocks.Config{Provider: blocks.ProviderLocal, MinBlocks: 1, MaxBlocks: 1, NodesPerBlock: 1, WorkersPerNode: 1,
 		Walltime: 4 * time.Second, WalltimeMargin: 2 * time.Second, MaxIdle: time.Minute, Period: 100 * time.Millisecond}
 	h := newHarness(t, cfg, blocks.NewLocal(5*time.Second), bin)
 	var first blocks.View
@@ -399,7 +400,7 @@ func TestLocalBlocksWalltimeReplaced(t *testing.T) {
 // TestDrainCallback: scale-in asks the interchange to drain the block's
 // managers (the callback), and cancels the job only once they are gone.
 func TestDrainCallback(t *testing.T) {
-	cfg := &blocks.Config{Provider: "local", MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 2,
+	cfg := &blocks.Config{Provider: blocks.ProviderLocal, MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 2,
 		MaxIdle: 0, Period: 20 * time.Millisecond, DrainTimeout: time.Minute}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -56,8 +56,8 @@ func NewLocal(grace time.Duration) *Local {
 	return &Local{Grace: grace, jobs: map[string]*localJob{}}
 }
 
-// Name is "local".
-func (l *Local) Name() string { return "local" }
+// Name is ProviderLocal.
+func (l *Local) Name() string { return ProviderLocal }
 
 // Submit starts one manager per node of the spec. The job id is
 // "local-N".
@@ -77,12 +77,12 @@ func (l *Local) Submit(ctx context.Context, spec Spec) (string, error) {
 		l.jobs = map[string]*localJob{}
 	}
 	l.seq++
-	id := fmt.Sprintf("local-%d", l.seq)
+	id := fmt.Sprintf("%s-%d", ProviderLocal, l.seq)
 	l.mu.Unlock()
 
 	job := &localJob{started: time.Now(), stop: make(chan struct{})}
 	for i := range max(spec.Nodes, 1) {
-		args := append(spec.Manager.args(spec.BlockID, spec.WorkersPerNode), "--manager-id", fmt.Sprintf("%s-%d", spec.BlockID, i))
+		args := spec.Manager.args(spec.BlockID, fmt.Sprintf("%s-%d", spec.BlockID, i), spec.WorkersPerNode)
 		p, err := l.start(bin, args, spec, filepath.Join(spec.Dir, fmt.Sprintf("manager-%d.log", i)))
 		if err != nil {
 			l.kill(job)

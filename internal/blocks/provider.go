@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/switchyard-hpc/switchyard/internal/launch"
 )
 
 // JobState is what a provider knows of a block's job.
@@ -120,20 +122,11 @@ func Binary() (string, error) {
 	return p, nil
 }
 
-// args is the manager's command line after the binary, without the
-// manager id (each provider names its managers).
-func (m ManagerCommand) args(blockID string, workers int) []string {
-	a := []string{"manager", "--interchange", m.Interchange, "--block-id", blockID}
-	if workers > 0 {
-		a = append(a, "--workers", fmt.Sprint(workers))
-	}
-	if m.Credentials != "" {
-		a = append(a, "--credentials", m.Credentials)
-	}
-	if m.AllowRoot {
-		a = append(a, "--allow-root")
-	}
-	return append(a, m.Args...)
+// args is the manager's command line after the binary; managerID may be
+// empty when the job script names the manager itself.
+func (m ManagerCommand) args(blockID, managerID string, workers int) []string {
+	return launch.Manager{ManagerID: managerID, Interchange: m.Interchange, BlockID: blockID, Workers: workers,
+		Credentials: m.Credentials, AllowRoot: m.AllowRoot, Extra: m.Args}.Args()
 }
 
 // shellQuote quotes s for a POSIX shell.

@@ -42,8 +42,8 @@ func NewSlurm(cfg *Config) *Slurm {
 	return &Slurm{Partition: cfg.Partition, Account: cfg.Account, SchedulerOptions: cfg.SchedulerOptions}
 }
 
-// Name is "slurm".
-func (s *Slurm) Name() string { return "slurm" }
+// Name is ProviderSlurm.
+func (s *Slurm) Name() string { return ProviderSlurm }
 
 // Script is the job script for spec.
 func (s *Slurm) Script(spec Spec) (string, error) {
@@ -94,7 +94,7 @@ func (s *Slurm) Script(spec Spec) (string, error) {
 	w("# process, so the SIGTERM of scancel or of the time limit reaches it and it")
 	w("# drains. The manager id names the block and the node.")
 	w(`srun --ntasks-per-node=1 --kill-on-bad-exit=0 /bin/bash -c 'exec "$0" "$@" --manager-id "%s-$(hostname -s)"' "$BIN" %s`,
-		spec.BlockID, shellJoin(spec.Manager.args(spec.BlockID, spec.WorkersPerNode)))
+		spec.BlockID, shellJoin(spec.Manager.args(spec.BlockID, "", spec.WorkersPerNode)))
 	w(`rc=$?`)
 	w(`echo "$rc" > "$BLOCK_DIR/exit"`)
 	w(`exit "$rc"`)

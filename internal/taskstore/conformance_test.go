@@ -2,6 +2,7 @@ package taskstore_test
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -226,7 +227,7 @@ func testAccess(t *testing.T, scheme string) {
 	dir := t.TempDir()
 	s := open(t, scheme, dir)
 	now := time.Now().UTC().Truncate(time.Second)
-	for _, tok := range []taskstore.Token{{Hash: "h1", ID: "t1", User: "alice", CreatedAt: now}, {Hash: "h2", ID: "t2", User: "root", Admin: true, CreatedAt: now, CreatedBy: "admin"}} {
+	for _, tok := range []taskstore.Token{{Hash: "h1", ID: "t1", User: "alice", CreatedAt: now}, {Hash: "h2", ID: "t2", User: "root", Admin: true, Groups: []string{"lab"}, CreatedAt: now, CreatedBy: "admin"}} {
 		if err := s.PutToken(tok); err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +252,7 @@ func testAccess(t *testing.T, scheme string) {
 	check := func(s taskstore.Store) {
 		t.Helper()
 		toks, err := s.Tokens()
-		if err != nil || len(toks) != 1 || toks[0] != (taskstore.Token{Hash: "h2", ID: "t2", User: "root", Admin: true, CreatedAt: now, CreatedBy: "admin"}) {
+		if err != nil || len(toks) != 1 || !reflect.DeepEqual(toks[0], taskstore.Token{Hash: "h2", ID: "t2", User: "root", Admin: true, Groups: []string{"lab"}, CreatedAt: now, CreatedBy: "admin"}) {
 			t.Fatalf("tokens: %+v %v", toks, err)
 		}
 		got, err := s.Endpoints()
