@@ -52,23 +52,23 @@ func (t Task) Exec() (ExecResult, error) {
 
 // Endpoint is what GET /v1/endpoints/{ep} returns.
 type Endpoint struct {
-	EndpointID      string          `json:"endpoint_id"`
-	Connected       bool            `json:"connected"`
-	LastHeartbeat   *time.Time      `json:"last_heartbeat"`
-	Managers        int             `json:"managers"`
-	Workers         int             `json:"workers"`
-	IdleWorkers     int             `json:"idle_workers"`
-	Queued          int             `json:"queued"`
-	Outstanding     int             `json:"outstanding"`
-	ServingState    string          `json:"serving_state"`
-	Held            int             `json:"held_by_forwarder"`
-	Hostname        string          `json:"hostname,omitempty"`
-	SoftwareVersion string          `json:"software_version,omitempty"`
-	LostReason      string          `json:"lost_reason,omitempty"`
-	Owner           string          `json:"owner,omitempty"`
-	MultiUser       bool            `json:"multi_user,omitempty"`
+	EndpointID      string     `json:"endpoint_id"`
+	Connected       bool       `json:"connected"`
+	LastHeartbeat   *time.Time `json:"last_heartbeat"`
+	Managers        int        `json:"managers"`
+	Workers         int        `json:"workers"`
+	IdleWorkers     int        `json:"idle_workers"`
+	Queued          int        `json:"queued"`
+	Outstanding     int        `json:"outstanding"`
+	ServingState    string     `json:"serving_state"`
+	Held            int        `json:"held_by_forwarder"`
+	Hostname        string     `json:"hostname,omitempty"`
+	SoftwareVersion string     `json:"software_version,omitempty"`
+	LostReason      string     `json:"lost_reason,omitempty"`
+	Owner           string     `json:"owner,omitempty"`
+	MultiUser       bool       `json:"multi_user,omitempty"`
 	// SharedWith is shown to the endpoint's owner and admins.
-	SharedWith *Shares          `json:"shared_with,omitempty"`
+	SharedWith *Shares         `json:"shared_with,omitempty"`
 	Probe      json.RawMessage `json:"probe,omitempty"`
 }
 
