@@ -35,11 +35,13 @@ func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool)
 	more := false
 	err := tt.st.List(tf, after, func(t *Task) bool {
 		tt.mu.RLock()
-		if e, ok := tt.live[t.ID]; ok {
+		e, _, _, known := tt.find(t.ID)
+		if e != nil {
 			*t = e.Task
 		}
 		tt.mu.RUnlock()
-		if !tf.Match(t) {
+		if !known || !tf.Match(t) {
+			// Pruned or refused (its delete not yet written), or not asked for.
 			return true
 		}
 		if len(out) == limit {

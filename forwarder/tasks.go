@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/switchyard-hpc/switchyard/internal/link"
+	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -33,6 +34,7 @@ type entry struct {
 	// gone: the task has left tt.live (its end is stored, or it was
 	// never stored); under tt.mu.
 	gone bool
+	slot uint32 // in tt.live, under tt.mu
 	// delivery holds the task once pushed, in its endpoint's
 	// deliveries, until it ends there; the loop's alone.
 	delivery link.Delivery[entry]
@@ -69,32 +71,84 @@ func viewOf(t *Task) TaskView {
 	return v
 }
 
-// taskTable is the forwarder's view of every task, above its store: the
-// tasks that have not ended (live), the ended journal, waiters, per-user
-// quotas and counts for metrics. Each change is a compare-and-set under
-// one lock: the caller states what it expects, terminal states are final,
-// and stale attempts never apply. A task whose end is durable leaves
-// memory and is read back from the store when asked for.
+// taskTable is the forwarder's view of every task, above its store: an
+// index of every task, the tasks that have not ended (live), the ended
+// journal, waiters, per-user quotas and counts for metrics. Each change is
+// a compare-and-set under one lock: the caller states what it expects,
+// terminal states are final, and stale attempts never apply. A task whose
+// end is durable leaves memory but for its index entry and a DoneRef, and
+// is read back from the store when asked for.
 type taskTable struct {
-	mu      sync.RWMutex
-	live    map[messages.TaskID]*entry
+	mu sync.RWMutex
+	// index holds every task's seq, once for its whole life; ends holds,
+	// by seq, a DoneRef when its end is durable, else its slot in live
+	// (liveRef), so retiring a task rewrites an array entry, not a map.
+	index   map[messages.TaskID]uint64
+	ends    seqarr.Array[taskstore.DoneRef]
+	live    []*entry // by slot; nil slots are in free
+	free    []uint32
 	waiters map[messages.TaskID]chan struct{}
 	writes  atomic.Uint64 // stored state changes
 	// transitions counts every state change, stored or not.
 	transitions atomic.Uint64
-	// total counts stored tasks.
-	total atomic.Int64
-	seq   uint64 // under mu
-	st    taskstore.Store
+	seq         uint64 // under mu
+	st          taskstore.Store
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
 	// open counts each owner's tasks that have not ended (under mu).
 	open    map[string]int
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
-	owners  *taskstore.Owners
+	// owners names the owners of DoneRefs and journal entries.
+	owners *taskstore.Owners
 	// endLatency, when set, sees each result's time from acceptance.
 	endLatency func(time.Duration)
 	log        *logrus.Entry
+}
+
+// liveRef is the ends entry of a live task in slot: no final state, and
+// never zero (which the array reads as absent).
+func liveRef(slot uint32) taskstore.DoneRef { return taskstore.DoneRef(uint64(slot+1) << 2) }
+
+func slotOf(r taskstore.DoneRef) uint32 { return uint32(uint64(r)>>2) - 1 }
+
+// doneRef packs the end of t, whose end is durable; tt.mu is held.
+func (tt *taskTable) doneRef(e *entry) taskstore.DoneRef {
+	return taskstore.NewDoneRef(e.State, e.CompletedAt, e.owner)
+}
+
+// find returns the live entry of id, or else its DoneRef and seq (known
+// says there is one); tt.mu is held.
+func (tt *taskTable) find(id messages.TaskID) (e *entry, r taskstore.DoneRef, seq uint64, known bool) {
+	seq, known = tt.index[id]
+	if !known {
+		return nil, 0, 0, false
+	}
+	r, _ = tt.ends.Get(seq)
+	if !r.Ended() {
+		return tt.live[slotOf(r)], r, seq, true
+	}
+	return nil, r, seq, true
+}
+
+// insert makes e a live task; tt.mu is held.
+func (tt *taskTable) insert(e *entry) {
+	if n := len(tt.free); n > 0 {
+		e.slot = tt.free[n-1]
+		tt.free = tt.free[:n-1]
+		tt.live[e.slot] = e
+	} else {
+		e.slot = uint32(len(tt.live))
+		tt.live = append(tt.live, e)
+	}
+	tt.index[e.ID] = e.Seq
+	tt.ends.Put(e.Seq, liveRef(e.slot))
+}
+
+// unlive frees e's slot; the caller rewrites or deletes its index entry.
+func (tt *taskTable) unlive(e *entry) {
+	tt.live[e.slot] = nil
+	tt.free = append(tt.free, e.slot)
+	e.gone = true
 }
 
 func (tt *taskTable) move(t *Task, to messages.TaskState) {
@@ -131,7 +185,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 }
 
 func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
-	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: taskstore.NewOwners(), live: make(map[messages.TaskID]*entry),
+	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: taskstore.NewOwners(), index: make(map[messages.TaskID]uint64),
 		waiters: make(map[messages.TaskID]chan struct{}), st: st,
 		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
 	for _, s := range messages.AllStates {
@@ -148,22 +202,23 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 	var open []*entry
 	tt.mu.Lock()
 	err = tt.st.Recover(func(t *Task) {
-		total++
 		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
+		e := &entry{Task: *t, owner: tt.owners.Index(t.Owner)}
 		if t.State.Terminal() {
+			tt.index[t.ID] = t.Seq
+			tt.ends.Put(t.Seq, tt.doneRef(e))
 			return
 		}
-		e := &entry{Task: *t, owner: tt.owners.Index(t.Owner)}
-		tt.live[e.ID] = e
+		tt.insert(e)
 		open = append(open, e)
 		tt.open[t.Owner]++
 	})
+	total = len(tt.index)
 	tt.mu.Unlock()
 	if err != nil {
 		return 0, nil, err
 	}
-	tt.total.Store(int64(total))
 	slices.SortFunc(open, func(a, b *entry) int { return cmp.Compare(a.Seq, b.Seq) })
 	for _, e := range open {
 		unfinished[e.Endpoint] = append(unfinished[e.Endpoint], e)
@@ -171,7 +226,8 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 	return total, unfinished, nil
 }
 
-// retire drops from memory the tasks whose end is now durable.
+// retire drops from memory all but a DoneRef of the tasks whose end is
+// now durable.
 func (tt *taskTable) retire(es []*entry) {
 	if len(es) == 0 {
 		return
@@ -179,8 +235,8 @@ func (tt *taskTable) retire(es []*entry) {
 	tt.mu.Lock()
 	for _, e := range es {
 		if !e.gone && e.State.Terminal() {
-			delete(tt.live, e.ID)
-			e.gone = true
+			tt.ends.Put(e.Seq, tt.doneRef(e))
+			tt.unlive(e)
 		}
 	}
 	tt.mu.Unlock()
@@ -242,30 +298,29 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 		t.owner = idx
 		tt.seq++
 		t.Seq = tt.seq
-		t.UpdatedAt = now.UnixNano()
-		t.Writes++
+		tt.insert(t)
+		tt.byState[t.State].Add(1)
+		tt.touch(t, now, true)
 	}
 	tt.mu.Unlock()
-	// Not yet in live: nobody can change them while they are written.
-	if err := tt.st.Add(tasksOf(ts)); err != nil {
-		tt.mu.Lock()
-		tt.open[owner] -= len(ts)
-		if tt.open[owner] <= 0 {
-			delete(tt.open, owner)
-		}
-		tt.mu.Unlock()
-		return err
+	// A task is read only by id, and its id is not yet given out, so
+	// nobody changes these while they are written.
+	err := tt.st.Add(tasksOf(ts))
+	if err == nil {
+		return nil
 	}
 	tt.mu.Lock()
 	for _, t := range ts {
-		tt.live[t.ID] = t
-		tt.byState[t.State].Add(1)
+		delete(tt.index, t.ID)
+		tt.ends.Delete(t.Seq)
+		tt.unlive(t)
+		tt.byState[t.State].Add(-1)
+		if !t.State.Terminal() {
+			tt.closeOwned(&t.Task)
+		}
 	}
 	tt.mu.Unlock()
-	tt.total.Add(int64(len(ts)))
-	tt.transitions.Add(uint64(len(ts)))
-	tt.writes.Add(uint64(len(ts)))
-	return nil
+	return err
 }
 
 func (tt *taskTable) get(id messages.TaskID) (Task, bool) {
@@ -278,22 +333,22 @@ func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
 	out := make([]Task, len(ids))
 	found := make([]bool, len(ids))
 	var at []int
-	var rest []messages.TaskID
+	var keys []taskstore.Key
 	tt.mu.RLock()
 	for i, id := range ids {
-		if e, ok := tt.live[id]; ok {
-			out[i], found[i] = e.Task, true
-		} else {
+		if t, _, seq, ok := tt.find(id); t != nil {
+			out[i], found[i] = t.Task, true
+		} else if ok {
 			at = append(at, i)
-			rest = append(rest, id)
+			keys = append(keys, taskstore.Key{ID: id, Seq: seq})
 		}
 	}
 	tt.mu.RUnlock()
-	if len(rest) == 0 {
+	if len(keys) == 0 {
 		return out, found
 	}
-	stored, ok := make([]Task, len(rest)), make([]bool, len(rest))
-	if err := tt.st.Get(rest, stored, ok); err != nil {
+	stored, ok := make([]Task, len(keys)), make([]bool, len(keys))
+	if err := tt.st.Get(keys, stored, ok); err != nil {
 		// Repeats are rate-limited by the daemon's log formatter.
 		tt.log.WithError(err).Warn("cannot read finished tasks from the store; they read as unknown")
 	}
@@ -303,28 +358,42 @@ func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
 	return out, found
 }
 
-// census calls fn with the owner and state of each id; the store answers
-// for tasks no longer in memory, reading records only where it must.
+// census calls fn with the owner and state of each id; a retired task's
+// owner is read from the store only when its DoneRef cannot name it.
 func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, owner string, st messages.TaskState, known bool)) {
-	var rest []messages.TaskID
+	var keys []taskstore.Key
 	tt.mu.RLock()
 	for _, id := range ids {
-		if e, ok := tt.live[id]; ok {
-			fn(id, e.Owner, e.State, true)
-		} else {
-			rest = append(rest, id)
+		t, r, seq, ok := tt.find(id)
+		switch {
+		case t != nil:
+			fn(id, t.Owner, t.State, true)
+		case !ok:
+			fn(id, "", messages.StateUnknown, false)
+		default:
+			if owner, named := tt.owners.Name(r.Owner()); named {
+				fn(id, owner, r.State(), true)
+			} else {
+				keys = append(keys, taskstore.Key{ID: id, Seq: seq})
+			}
 		}
 	}
 	tt.mu.RUnlock()
-	if len(rest) == 0 {
+	if len(keys) == 0 {
 		return
 	}
-	if err := tt.st.Census(rest, fn); err != nil {
+	if err := tt.st.Census(keys, func(k taskstore.Key, owner string, st messages.TaskState, known bool) {
+		fn(k.ID, owner, st, known)
+	}); err != nil {
 		tt.log.WithError(err).Warn("cannot read finished tasks from the store; they read as unknown")
 	}
 }
 
-func (tt *taskTable) len() int { return int(tt.total.Load()) }
+func (tt *taskTable) len() int {
+	tt.mu.RLock()
+	defer tt.mu.RUnlock()
+	return len(tt.index)
+}
 
 // forSend returns the tasks of es that still need sending, skipping
 // cancelled or finished ones, up to one batch's worth of payload bytes,
@@ -355,7 +424,7 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 	for i := range ds {
 		d := &ds[i]
 		to := d.Code.State()
-		t := tt.live[d.ID]
+		t, _, _, _ := tt.find(d.ID)
 		if t == nil || t.Endpoint != endpoint {
 			ignored++
 			continue
@@ -385,8 +454,6 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*entry, verdicts []messages.Verdict, done func(error)) []messages.Verdict {
 	now := time.Now()
 	ended := make([]*entry, 0, len(rs))
-	first := len(verdicts)
-	var storedAt []int // results for tasks no longer in memory
 	tt.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
@@ -395,14 +462,19 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*
 		if es != nil {
 			t = es[i]
 		}
+		var d taskstore.DoneRef
+		var known bool
 		if t == nil || t.gone {
-			t = tt.live[r.ID]
+			t, d, _, known = tt.find(r.ID)
 		}
 		if t == nil {
 			// A result again for a task whose end is stored: the
-			// interchange missed our ack. The store says how it ended.
-			storedAt = append(storedAt, i)
-			verdicts = append(verdicts, messages.Stale)
+			// interchange missed our ack.
+			v := messages.Stale
+			if known {
+				v = messages.Apply(d.State(), 0, to, r.Attempt)
+			}
+			verdicts = append(verdicts, v)
 			continue
 		}
 		if t.Endpoint != endpoint {
@@ -430,23 +502,6 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*
 		ended = append(ended, t)
 	}
 	tt.mu.Unlock()
-	if len(storedAt) > 0 {
-		ids := make([]messages.TaskID, len(storedAt))
-		for j, i := range storedAt {
-			ids[j] = rs[i].ID
-		}
-		endOf := make(map[messages.TaskID]messages.TaskState, len(ids))
-		_ = tt.st.Census(ids, func(id messages.TaskID, _ string, st messages.TaskState, known bool) {
-			if known {
-				endOf[id] = st
-			}
-		})
-		for _, i := range storedAt {
-			if st, ok := endOf[rs[i].ID]; ok {
-				verdicts[first+i] = messages.Apply(st, 0, rs[i].Code.State(), rs[i].Attempt)
-			}
-		}
-	}
 	// Ended tasks no longer change, so the store reads them unlocked.
 	tt.st.Complete(tasksOf(ended), func(err error) {
 		if err == nil {
@@ -471,9 +526,11 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 	var stored []int
 	tt.mu.Lock()
 	for i, id := range ids {
-		t := tt.live[id]
+		t, _, _, ok := tt.find(id)
 		if t == nil {
-			stored = append(stored, i)
+			if ok {
+				stored = append(stored, i)
+			}
 			continue
 		}
 		known[i] = true
@@ -511,7 +568,7 @@ func (tt *taskTable) failEndpoint(endpoint, reason string) (int, error) {
 	var ended []*entry
 	tt.mu.Lock()
 	for _, t := range tt.live {
-		if t.Endpoint != endpoint || t.State.Terminal() {
+		if t == nil || t.Endpoint != endpoint || t.State.Terminal() {
 			continue
 		}
 		tt.move(&t.Task, messages.StateFailed)
@@ -555,7 +612,7 @@ func (tt *taskTable) endpointLost(es []*entry) []*entry {
 // wait blocks until the task is terminal or ctx ends.
 func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) {
 	tt.mu.Lock()
-	t := tt.live[id]
+	t, _, _, _ := tt.find(id)
 	if t == nil {
 		tt.mu.Unlock()
 		return tt.get(id)
@@ -593,18 +650,25 @@ func jsonResult(kind string, p []byte) []byte {
 	return b
 }
 
-// prune forgets ended tasks completed before cutoff and returns how many.
-// Tasks whose end is not yet durable stay until it is.
+// prune forgets ended tasks completed before cutoff, in memory and in
+// the store, and returns how many. Tasks whose end is not yet durable stay
+// until it is.
 func (tt *taskTable) prune(cutoff time.Time) int {
-	gone, err := tt.st.Prune(cutoff)
-	if err != nil {
-		tt.log.WithError(err).Warn("pruning finished tasks failed; they stay until the next try")
+	var keys []taskstore.Key
+	before := cutoff.Unix()
+	tt.mu.Lock()
+	for id, seq := range tt.index {
+		r, _ := tt.ends.Get(seq)
+		if c := r.Completed(); r.Ended() && c != 0 && c < before {
+			delete(tt.index, id)
+			tt.ends.Delete(seq)
+			tt.byState[r.State()].Add(-1)
+			keys = append(keys, taskstore.Key{ID: id, Seq: seq})
+		}
 	}
-	n := 0
-	for st, c := range gone {
-		tt.byState[st].Add(int64(-c))
-		n += c
+	tt.mu.Unlock()
+	if err := tt.st.Prune(keys); err != nil {
+		tt.log.WithError(err).Warn("pruning finished tasks from the store failed; they stay on disk until the next try")
 	}
-	tt.total.Add(int64(-n))
-	return n
+	return len(keys)
 }

@@ -30,7 +30,12 @@ func openTable(t *testing.T, dir string) (*taskTable, taskstore.Store) {
 
 // counts says how many tasks are in memory and how many retired.
 func (tt *taskTable) counts() (live, retired int) {
-	return len(tt.live), tt.len() - len(tt.live)
+	for _, e := range tt.live {
+		if e != nil {
+			live++
+		}
+	}
+	return live, len(tt.index) - live
 }
 
 func newTasks(n int, owner string) []*entry {

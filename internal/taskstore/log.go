@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -33,24 +30,13 @@ const (
 
 var logBuckets = []string{tasksBucket, "tokens", "endpoints"}
 
-// logStore keeps tasks in the append-only log of internal/store; finished
-// tasks are read back from it when asked for, so memory holds only an
-// index: each task's seq by id, and by seq a DoneRef.
+// logStore keeps tasks in the append-only log of internal/store, keyed
+// by seq (the log indexes seq keys in arrays, 8 bytes a task); finished
+// tasks are read back from it when asked for.
 type logStore struct {
 	l   *store.Log
 	log *logrus.Entry
-
-	mu sync.RWMutex
-	// index holds every stored task's seq; ends holds by seq a DoneRef,
-	// with pendingRef for a task whose end is not stored.
-	index  map[messages.TaskID]uint64
-	ends   seqarr.Array[DoneRef]
-	owners *Owners
 }
-
-// pendingRef marks a stored task that has not ended: not the zero value,
-// which seqarr reads as absent, and no final state.
-const pendingRef = DoneRef(1 << 30)
 
 func openLog(cfg Config) (Store, bool, error) {
 	if cfg.Dir == "" {
@@ -72,7 +58,7 @@ func openLog(cfg Config) (Store, bool, error) {
 	if cfg.OnCommit != nil {
 		l.OnCommit(cfg.OnCommit)
 	}
-	s := &logStore{l: l, log: cfg.Log, index: make(map[messages.TaskID]uint64), owners: NewOwners()}
+	s := &logStore{l: l, log: cfg.Log}
 	moved, err := migrateEndpointsFile(s, filepath.Join(cfg.Dir, oldEndpointsFile))
 	if err != nil {
 		l.Close()
@@ -92,23 +78,12 @@ func (s *logStore) Err() error { return s.l.Err() }
 
 func (s *logStore) Compact() error { return s.l.Compact() }
 
-func (s *logStore) ref(t *Task) DoneRef {
-	if !t.State.Terminal() {
-		return pendingRef
-	}
-	return NewDoneRef(t.State, t.CompletedAt, s.owners.Index(t.Owner))
-}
-
 func (s *logStore) Recover(fn func(t *Task)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.l.ForEach(tasksBucket, func(k, v []byte) error {
 		t, err := DecodeRecord(k, v)
 		if err != nil {
 			return fmt.Errorf("task record %x: %w", k, err)
 		}
-		s.index[t.ID] = t.Seq
-		s.ends.Put(t.Seq, s.ref(t))
 		fn(t)
 		return nil
 	})
@@ -130,84 +105,33 @@ func records(ts []*Task) []store.Op {
 }
 
 func (s *logStore) Add(ts []*Task) error {
-	ops := records(ts)
-	s.mu.Lock()
-	for _, t := range ts {
-		s.index[t.ID] = t.Seq
-		s.ends.Put(t.Seq, s.ref(t))
-	}
-	s.mu.Unlock()
-	err := s.l.WriteSync(ops)
+	err := s.l.WriteSync(records(ts))
 	if err == nil {
 		return nil
 	}
+	// Some may be in the log's buffer still: they must not come back.
 	undo := make([]store.Op, len(ts))
-	s.mu.Lock()
 	for i, t := range ts {
-		delete(s.index, t.ID)
-		s.ends.Delete(t.Seq)
 		undo[i] = store.Op{Bucket: tasksBucket, Key: SeqKey(t.Seq)}
 	}
-	s.mu.Unlock()
 	s.l.Write(undo, nil)
 	return err
-}
-
-// ended notes the ends of ts once they are durable. Ends are copied out
-// first: the caller may change ts after Complete returns.
-type endNote struct {
-	seq uint64
-	ref DoneRef
-}
-
-func (s *logStore) notes(ts []*Task) []endNote {
-	out := make([]endNote, 0, len(ts))
-	s.mu.Lock()
-	for _, t := range ts {
-		out = append(out, endNote{t.Seq, s.ref(t)})
-	}
-	s.mu.Unlock()
-	return out
-}
-
-func (s *logStore) noteEnds(ns []endNote) {
-	s.mu.Lock()
-	for _, n := range ns {
-		// A prune may have removed it meanwhile.
-		if _, ok := s.ends.Get(n.seq); ok {
-			s.ends.Put(n.seq, n.ref)
-		}
-	}
-	s.mu.Unlock()
 }
 
 func (s *logStore) Complete(ts []*Task, done func(error)) {
 	if len(ts) == 0 && done == nil {
 		return
 	}
-	ops, ns := records(ts), s.notes(ts)
 	// With no ops of its own, done still waits for a commit: what it
 	// confirms (a re-sent result, say) may rest on a write still queued.
-	s.l.Write(ops, func(err error) {
-		if err == nil {
-			s.noteEnds(ns)
-		}
-		if done != nil {
-			done(err)
-		}
-	})
+	s.l.Write(records(ts), done)
 }
 
 func (s *logStore) CompleteNow(ts []*Task) error {
 	if len(ts) == 0 {
 		return nil
 	}
-	ops, ns := records(ts), s.notes(ts)
-	if err := s.l.WriteSync(ops); err != nil {
-		return err
-	}
-	s.noteEnds(ns)
-	return nil
+	return s.l.WriteSync(records(ts))
 }
 
 func (s *logStore) Requeue(ts []*Task) {
@@ -216,55 +140,42 @@ func (s *logStore) Requeue(ts []*Task) {
 	}
 }
 
-func (s *logStore) Get(ids []messages.TaskID, out []Task, found []bool) error {
-	keys := make([][]byte, 0, len(ids))
-	at := make([]int, 0, len(ids))
-	s.mu.RLock()
-	for i, id := range ids {
+func (s *logStore) Get(keys []Key, out []Task, found []bool) error {
+	ks := make([][]byte, 0, len(keys))
+	at := make([]int, 0, len(keys))
+	for i, k := range keys {
 		found[i] = false
-		if seq, ok := s.index[id]; ok {
-			keys = append(keys, SeqKey(seq))
+		if k.Seq != 0 {
+			ks = append(ks, SeqKey(k.Seq))
 			at = append(at, i)
 		}
 	}
-	s.mu.RUnlock()
-	return s.l.Get(tasksBucket, keys, func(j int, v []byte) error {
+	return s.l.Get(tasksBucket, ks, func(j int, v []byte) error {
 		if v == nil {
-			return nil // pruned meanwhile
+			return nil // pruned, or never stored
 		}
-		t, err := DecodeRecord(keys[j], v)
+		t, err := DecodeRecord(ks[j], v)
 		if err != nil {
-			return fmt.Errorf("task record %x: %w", keys[j], err)
+			return fmt.Errorf("task record %x: %w", ks[j], err)
+		}
+		if t.ID != keys[at[j]].ID {
+			return nil // another task's seq
 		}
 		out[at[j]], found[at[j]] = *t, true
 		return nil
 	})
 }
 
-func (s *logStore) Census(ids []messages.TaskID, fn func(id messages.TaskID, owner string, st messages.TaskState, known bool)) error {
-	var read []messages.TaskID
-	s.mu.RLock()
-	for _, id := range ids {
-		seq, ok := s.index[id]
-		if !ok {
-			fn(id, "", messages.StateUnknown, false)
-			continue
-		}
-		r, _ := s.ends.Get(seq)
-		if owner, ok := s.owners.Name(r.Owner()); ok && r.Ended() {
-			fn(id, owner, r.State(), true)
-			continue
-		}
-		read = append(read, id)
-	}
-	s.mu.RUnlock()
-	if len(read) == 0 {
-		return nil
-	}
-	out, found := make([]Task, len(read)), make([]bool, len(read))
-	err := s.Get(read, out, found)
-	for i, id := range read {
-		fn(id, out[i].Owner, out[i].State, found[i])
+func (s *logStore) Census(keys []Key, fn func(k Key, owner string, st messages.TaskState, known bool)) error {
+	return census(s, keys, fn)
+}
+
+// census answers Census from whole records.
+func census(s Store, keys []Key, fn func(k Key, owner string, st messages.TaskState, known bool)) error {
+	out, found := make([]Task, len(keys)), make([]bool, len(keys))
+	err := s.Get(keys, out, found)
+	for i, k := range keys {
+		fn(k, out[i].Owner, out[i].State, found[i])
 	}
 	return err
 }
@@ -282,26 +193,16 @@ func (s *logStore) List(f Filter, after uint64, fn func(t *Task) bool) error {
 	})
 }
 
-func (s *logStore) Prune(cutoff time.Time) (map[messages.TaskState]int, error) {
-	var ops []store.Op
-	gone := map[messages.TaskState]int{}
-	before := cutoff.Unix()
-	s.mu.Lock()
-	for id, seq := range s.index {
-		r, _ := s.ends.Get(seq)
-		if c := r.Completed(); r.Ended() && c != 0 && c < before {
-			delete(s.index, id)
-			s.ends.Delete(seq)
-			gone[r.State()]++
-			ops = append(ops, store.Op{Bucket: tasksBucket, Key: SeqKey(seq)})
-		}
+func (s *logStore) Prune(keys []Key) error {
+	if len(keys) == 0 {
+		return nil
 	}
-	s.mu.Unlock()
-	if len(ops) == 0 {
-		return gone, nil
+	ops := make([]store.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = store.Op{Bucket: tasksBucket, Key: SeqKey(k.Seq)}
 	}
 	s.l.Write(ops, nil)
-	return gone, nil
+	return nil
 }
 
 func (s *logStore) Tokens() ([]Token, error) {

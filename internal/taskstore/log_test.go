@@ -47,7 +47,7 @@ func TestOldFilesAreMigrated(t *testing.T) {
 		t.Fatalf("recover: %v %v", unfinished, err)
 	}
 	out, found := make([]Task, 1), make([]bool, 1)
-	if err := s.Get([]messages.TaskID{done.ID}, out, found); err != nil || !found[0] || string(out[0].Result) != `"done"` || out[0].Owner != "alice" {
+	if err := s.Get([]Key{KeyOf(done)}, out, found); err != nil || !found[0] || string(out[0].Result) != `"done"` || out[0].Owner != "alice" {
 		t.Fatalf("finished task after migration: %+v %v", out[0], err)
 	}
 	eps, err := s.Endpoints()

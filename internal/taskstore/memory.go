@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -82,11 +81,11 @@ func (m *Memory) CompleteNow(ts []*Task) error { return m.put(ts) }
 
 func (m *Memory) Requeue(ts []*Task) { _ = m.put(ts) }
 
-func (m *Memory) Get(ids []messages.TaskID, out []Task, found []bool) error {
+func (m *Memory) Get(keys []Key, out []Task, found []bool) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	for i, id := range ids {
-		t, ok := m.tasks[id]
+	for i, k := range keys {
+		t, ok := m.tasks[k.ID]
 		found[i] = ok
 		if ok {
 			out[i] = *t
@@ -95,17 +94,8 @@ func (m *Memory) Get(ids []messages.TaskID, out []Task, found []bool) error {
 	return nil
 }
 
-func (m *Memory) Census(ids []messages.TaskID, fn func(id messages.TaskID, owner string, st messages.TaskState, known bool)) error {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	for _, id := range ids {
-		if t, ok := m.tasks[id]; ok {
-			fn(id, t.Owner, t.State, true)
-		} else {
-			fn(id, "", messages.StateUnknown, false)
-		}
-	}
-	return nil
+func (m *Memory) Census(keys []Key, fn func(k Key, owner string, st messages.TaskState, known bool)) error {
+	return census(m, keys, fn)
 }
 
 func (m *Memory) List(f Filter, after uint64, fn func(t *Task) bool) error {
@@ -126,17 +116,13 @@ func (m *Memory) List(f Filter, after uint64, fn func(t *Task) bool) error {
 	return nil
 }
 
-func (m *Memory) Prune(cutoff time.Time) (map[messages.TaskState]int, error) {
-	gone := map[messages.TaskState]int{}
+func (m *Memory) Prune(keys []Key) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for id, t := range m.tasks {
-		if t.State.Terminal() && t.CompletedAt != 0 && t.CompletedAt < cutoff.UnixNano() {
-			delete(m.tasks, id)
-			gone[t.State]++
-		}
+	for _, k := range keys {
+		delete(m.tasks, k.ID)
 	}
-	return gone, nil
+	return nil
 }
 
 func (m *Memory) Tokens() ([]Token, error) {

@@ -98,12 +98,25 @@ type Endpoint struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// Key names a stored task: its id, and the seq it was accepted with
+// (0 when the caller does not know it; a store that cannot look a task
+// up by id alone then reports it not found).
+type Key struct {
+	ID  messages.TaskID
+	Seq uint64
+}
+
+// KeyOf is t's key.
+func KeyOf(t *Task) Key { return Key{ID: t.ID, Seq: t.Seq} }
+
 // Store keeps tasks, tokens and endpoints durably. Methods are safe for
 // concurrent use. Tasks passed in are read during the call only (Complete
 // and Requeue: until they return, not until done).
 //
 // Ends and re-queues are stored; intermediate states (waiting-for-nodes,
 // running, ...) are not: after a crash the endpoint reports them again.
+// The caller indexes tasks in memory (which are live, how ended ones
+// ended) and comes to the store for whole records.
 type Store interface {
 	// Recover calls fn with every stored task, in no particular order;
 	// it is called once, before any other method.
@@ -120,19 +133,18 @@ type Store interface {
 	// Requeue stores tasks sent back to waiting (their endpoint was
 	// lost) without waiting for durability.
 	Requeue(ts []*Task)
-	// Get reads tasks by id into out; found[i] says ids[i] is stored.
-	Get(ids []messages.TaskID, out []Task, found []bool) error
-	// Census calls fn with the owner and state of every id, known false
-	// for an id not stored, without reading whole records where it can.
-	Census(ids []messages.TaskID, fn func(id messages.TaskID, owner string, st messages.TaskState, known bool)) error
+	// Get reads tasks into out; found[i] says keys[i] is stored.
+	Get(keys []Key, out []Task, found []bool) error
+	// Census calls fn with the owner and state of every key, known false
+	// for one not stored.
+	Census(keys []Key, fn func(k Key, owner string, st messages.TaskState, known bool)) error
 	// List calls fn with the stored tasks after seq `after`, in
 	// acceptance order, that match f.MatchStored; states are the stored
 	// ones, so the caller filters on states after putting newer ones in.
 	// fn returns false to stop.
 	List(f Filter, after uint64, fn func(t *Task) bool) error
-	// Prune forgets ended tasks completed before cutoff and returns how
-	// many of each state.
-	Prune(cutoff time.Time) (map[messages.TaskState]int, error)
+	// Prune forgets ended tasks (the caller picks those past retention).
+	Prune(keys []Key) error
 	// Err is why new work must be refused now (the disk fails), or nil.
 	Err() error
 
