@@ -88,6 +88,23 @@ func TestEndpointUpOnFreePorts(t *testing.T) {
 	if w := run(t, env, r.stdout, "wait", "--timeout", "60s", "-"); w.code != 0 || !strings.Contains(w.stdout, "success") {
 		t.Fatalf("wait: %s", w)
 	}
+	// Its tasks run as the account holding the daemons' secrets, so the
+	// endpoint takes tasks only from its owner (the admin token's user)
+	// and whom she shares it with: another user's task never runs there.
+	mk := run(t, env, "", "token", "create", "alice")
+	aliceEnv := []string{"SWITCHYARD_API=" + api[1], "SWITCHYARD_TOKEN=" + strings.TrimSpace(mk.stdout)}
+	if mk.code != 0 {
+		t.Fatalf("token create alice: %s", mk)
+	}
+	if r := run(t, aliceEnv, "", "submit", "-e", "local", "--", "cat", "/proc/self/cmdline"); r.code == 0 || !strings.Contains(r.stderr, "HTTP 404") {
+		t.Fatalf("alice submits to endpoint up's endpoint: %s; want a 404", r)
+	}
+	if r := run(t, env, "", "endpoint", "share", "local", "--user", "alice"); r.code != 0 {
+		t.Fatalf("endpoint share local --user alice: %s", r)
+	}
+	if r := run(t, aliceEnv, "", "submit", "-e", "local", "--", "true"); r.code != 0 {
+		t.Fatalf("alice submits once shared: %s", r)
+	}
 	if err := up.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
