@@ -70,7 +70,7 @@ type loop struct {
 	freeBuf []int
 	// tasks holds every task from arrival to the forwarder's ack of its
 	// result; nheld of them are finished.
-	tasks  map[messages.TaskID]*itask
+	tasks map[messages.TaskID]*itask
 	nheld int
 	// q is the queue of a single-user endpoint; a multi-user one queues
 	// per POSIX account. queued counts every queue's tasks.
