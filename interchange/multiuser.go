@@ -95,6 +95,11 @@ func (ix *Interchange) setupMultiUser() error {
 	}
 	mu := &multiUser{m: m, byName: map[string]*account{}, byOwner: map[owner]ownerAcct{}}
 	ix.multi = mu
+	// Users' managers reach their own users/NAME through it; everything
+	// else in it is 0600 or 0700, and it cannot be listed.
+	if err := os.Chmod(ix.dir.Path, 0o711); err != nil {
+		return fmt.Errorf("interchange: state dir: %w", err)
+	}
 	seen := map[string]mapLine{}
 	for _, ml := range m.explicit {
 		if prev, ok := seen[ml.posix]; ok && prev.slurm != ml.slurm {
