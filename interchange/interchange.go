@@ -67,6 +67,7 @@ const (
 	evDurable
 	evBlocks
 	evDrainBlock
+	evReloadMap
 )
 
 type event struct {
@@ -110,17 +111,17 @@ func New(opts Options) (*Interchange, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if opts.UserMap != "" {
-		if err := ix.setupMultiUser(); err != nil {
-			return fail(err)
-		}
-	}
 	ix.down = link.NewRouter(sock, ix.timing(), !opts.Insecure)
 	if ix.mbox, err = zsock.NewMailbox[event](ix.zctx); err != nil {
 		return fail(err)
 	}
 	ix.res.Add(ix.mbox.Close)
 	ix.m = newMetrics(opts.Registry, ix)
+	if opts.UserMap != "" {
+		if err := ix.setupMultiUser(); err != nil {
+			return fail(err)
+		}
+	}
 	if err := ix.startBlocks(); err != nil {
 		return fail(fmt.Errorf("interchange: %w", err))
 	}
@@ -256,6 +257,9 @@ func (ix *Interchange) Run(ctx context.Context) error {
 	g.Add("loop", l.run)
 	g.Add("http", func(c context.Context) error { return ix.http.Serve(c, ix.log) })
 	g.Add("status reports", func(c context.Context) error { ix.reportLoop(c); return nil })
+	if ix.multi != nil {
+		g.Add("user map reloads", func(c context.Context) error { ix.watchHUP(c); return nil })
+	}
 	err := g.Run(ctx)
 	l.close()
 	ix.res.Close()

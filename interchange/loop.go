@@ -224,5 +224,7 @@ func (l *loop) handleEvent(ev *event) {
 		l.tickBlocks(time.Now())
 	case evDrainBlock:
 		l.drainBlock(ev.block)
+	case evReloadMap:
+		l.reloadMap()
 	}
 }

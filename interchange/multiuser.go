@@ -3,7 +3,9 @@ package interchange
 import (
 	"errors"
 	"fmt"
+	"context"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,7 +51,8 @@ type multiUser struct {
 	// byOwner caches each owner's account; refusals are kept for a while
 	// (a flood from an unmapped user costs one lookup, not one a task).
 	byOwner map[owner]ownerAcct
-	rr      int
+	// rr and brr: which account goes first at dispatch and at blocks.
+	rr, brr int
 }
 
 type ownerAcct struct {
@@ -362,4 +365,40 @@ func (l *loop) dispatchMulti() {
 			}
 		}
 	}
+}
+
+// watchHUP asks the loop to re-read the user map at each SIGHUP.
+func (ix *Interchange) watchHUP(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			ix.mbox.Post(event{kind: evReloadMap})
+		}
+	}
+}
+
+// reloadMap re-reads the user map; a bad one is logged and the old one
+// kept. The new map decides for tasks that arrive from now on; queued
+// tasks keep the account they were given.
+func (l *loop) reloadMap() {
+	mu := l.multi
+	m, err := readUserMap(mu.m.path)
+	if err != nil {
+		l.log.WithError(err).Error("multi-user: user map not reloaded; the old one stays in force")
+		return
+	}
+	for _, ml := range m.explicit {
+		if _, err := l.ix.addAccount(ml.acct); err != nil {
+			l.log.WithError(err).Error("multi-user: user map not reloaded; the old one stays in force")
+			return
+		}
+	}
+	mu.m = m
+	clear(mu.byOwner)
+	l.log.WithFields(logrus.Fields{"path": m.path, "users": len(m.explicit), "default": m.star != nil}).Info("multi-user: user map reloaded")
 }
