@@ -1,9 +1,9 @@
 package interchange
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"context"
 	"os"
 	"os/signal"
 	"path/filepath"
