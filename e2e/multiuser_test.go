@@ -26,6 +26,7 @@ type muSite struct {
 	ix                                   *testutil.Proc
 }
 
+// startMultiUser starts the site; an empty mapText makes it single-user.
 func startMultiUser(t *testing.T, mapText string, ixFlags ...string) *muSite {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "sy-mu-")
@@ -52,13 +53,15 @@ func startMultiUser(t *testing.T, mapText string, ixFlags ...string) *muSite {
 	var out struct {
 		Credentials json.RawMessage `json:"credentials"`
 	}
-	admin.Must(t, http.StatusCreated, http.MethodPost, "/v1/endpoints", map[string]any{"endpoint_id": "mu", "multi_user": true}, &out)
+	admin.Must(t, http.StatusCreated, http.MethodPost, "/v1/endpoints", map[string]any{"endpoint_id": "mu", "multi_user": mapText != ""}, &out)
 	creds := filepath.Join(dir, "mu.credentials")
 	if err := os.WriteFile(creds, out.Credentials, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ix := launch.Interchange{Credentials: creds, ListenManagers: testutil.ZMQ(testutil.Port(t)),
-		Extra: append([]string{"--user-map", s.mapPath}, ixFlags...)}
+	ix := launch.Interchange{Credentials: creds, ListenManagers: testutil.ZMQ(testutil.Port(t)), Extra: ixFlags}
+	if mapText != "" {
+		ix.Extra = append([]string{"--user-map", s.mapPath}, ixFlags...)
+	}
 	ix.ListenHTTP, ix.StateDir, ix.HeartbeatInterval = testutil.Addr(testutil.Port(t)), s.state, 500*time.Millisecond
 	s.ix = testutil.StartProc(t, dir, "interchange", s.bin, ix.Args()...)
 	testutil.WaitFor(t, 30*time.Second, func() error {
