@@ -44,7 +44,10 @@ type itask struct {
 	// recovered: reloaded after a restart and not dispatched since, so a
 	// manager may still hold it from before.
 	recovered bool
-	owner     owner
+	// acct is the task's POSIX account on a multi-user endpoint (an index
+	// into multi.list, plus one); 0 otherwise. It fits in padding.
+	acct  uint32
+	owner owner
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -67,11 +70,14 @@ type loop struct {
 	freeBuf []int
 	// tasks holds every task from arrival to the forwarder's ack of its
 	// result; nheld of them are finished.
-	tasks  map[messages.TaskID]*itask
-	nheld  int
-	queue  []*itask
-	qhead  int
+	tasks map[messages.TaskID]*itask
+	nheld int
+	// q is the queue of a single-user endpoint; a multi-user one queues
+	// per POSIX account. queued counts every queue's tasks.
+	q      tqueue
 	queued int
+	// multi is the user map's state; nil on a single-user endpoint.
+	multi *multiUser
 	// results are the results held until the forwarder acknowledges them.
 	results *link.Outbox[itask]
 	// dirty are tasks whose state changed since the last status report.
@@ -111,7 +117,7 @@ type mgrCmd struct {
 func newLoop(ix *Interchange) *loop {
 	l := &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
 		results: link.NewOutbox(taskDelivery),
-		mgrCmds: make(map[uint64]mgrCmd), down: ix.down,
+		mgrCmds: make(map[uint64]mgrCmd), down: ix.down, multi: ix.multi,
 		quiet: link.NewQuiet(10 * time.Second)}
 	l.down.Malformed = l.malformed
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: ix.zctx, Addr: ix.opts.Forwarder, ID: ix.opts.EndpointID,
@@ -218,5 +224,7 @@ func (l *loop) handleEvent(ev *event) {
 		l.tickBlocks(time.Now())
 	case evDrainBlock:
 		l.drainBlock(ev.block)
+	case evReloadMap:
+		l.reloadMap()
 	}
 }

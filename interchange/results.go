@@ -11,20 +11,6 @@ import (
 // outstanding is how many tasks are not finished.
 func (l *loop) outstanding() int { return len(l.tasks) - l.nheld }
 
-// finish takes a task's result: it is held until the forwarder acks it.
-func (l *loop) finish(r messages.Result) {
-	t, ok := l.tasks[r.ID]
-	if !ok {
-		// Unknown here (we restarted, or it was cancelled): passed up all
-		// the same; the forwarder decides by task id and attempt.
-		t = &itask{id: r.ID, seq: l.nextSeq()}
-		l.tasks[r.ID] = t
-		l.holdResult(t, r)
-		return
-	}
-	l.finishTask(t, r)
-}
-
 // finishTask ends a task we hold with its result.
 func (l *loop) finishTask(t *itask, r messages.Result) {
 	if t.fin {

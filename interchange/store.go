@@ -249,6 +249,7 @@ func (l *loop) recover() {
 		return
 	}
 	ops := l.ops
+	now := time.Now()
 	for _, h := range rec.results {
 		t := &itask{id: h.ID, seq: h.seq, attempt: h.Attempt}
 		l.tasks[t.id] = t
@@ -262,7 +263,7 @@ func (l *loop) recover() {
 		}
 		t.recovered = true
 		l.tasks[t.id] = t
-		l.enqueueBack(t)
+		l.placeTask(t, now)
 	}
 	l.seq = rec.maxSeq
 	l.log.WithFields(logrus.Fields{"unfinished": len(rec.tasks), "undelivered": len(rec.results)}).
@@ -271,7 +272,6 @@ func (l *loop) recover() {
 		// Managers that held tasks before the restart may still run them:
 		// wait until they have re-registered and reported what they hold,
 		// not longer than two intervals (a manager that stays away is lost).
-		now := time.Now()
 		l.hold = &recoveryHold{since: now, until: now.Add(2 * l.ix.opts.HeartbeatInterval), waiting: map[string]bool{}}
 		for _, id := range rec.managers {
 			l.hold.waiting[id] = true

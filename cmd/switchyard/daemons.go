@@ -131,8 +131,9 @@ func newInterchangeCmd() *cobra.Command {
 	var df daemonFlags
 	var pf pressureFlags
 	var endpointID, fwd, listenManagers, credPath string
-	var maxRetries, maxResult int
+	var maxRetries, maxResult, maxBlocksPerUser int
 	var noPersist, fsync, ixAllowRoot bool
+	var userMap string
 	var bcfg *blocks.Config
 	cmd := &cobra.Command{
 		Use:   "interchange --credentials FILE | --insecure --endpoint-id ID",
@@ -147,7 +148,19 @@ With --provider it starts and stops its own managers in blocks: local
 STATE_DIR/blocks/ID/job.sh). It scales out while tasks queue beyond free
 and pending capacity, up to --max-blocks, drains blocks idle for
 --max-idle down to --min-blocks, and replaces a block before its walltime.
-Managers of a block get this interchange's manager credential and address.`,
+Managers of a block get this interchange's manager credential and address.
+
+With --user-map FILE the endpoint is multi-user (created with 'switchyard
+endpoint create ID --multi-user'): the interchange runs as root and each
+user's tasks run only on managers running as the POSIX account the map
+names for her. Map lines: 'SWITCHYARD_USER POSIX_USER [SLURM_ACCOUNT]',
+'# comments', and '* = [SLURM_ACCOUNT]' for "the account of the same
+name". Root and accounts with uid below 1000 are refused. Each account gets
+a manager key of its own in STATE_DIR/users/POSIX_USER/manager.credentials
+(hers, mode 0600); the plain manager key is not made. Blocks are per user:
+her queued tasks against her managers' capacity, at most
+--max-blocks-per-user each and --max-blocks in all, her managers started
+as her (local) or her jobs submitted as her (slurm, --account from the map).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()
@@ -171,7 +184,8 @@ Managers of a block get this interchange's manager credential and address.`,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
 				Pprof: df.pprof, Log: log, Version: version,
-				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult, Blocks: bcfg, AllowRoot: ixAllowRoot})
+				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult, Blocks: bcfg, AllowRoot: ixAllowRoot,
+				UserMap: userMap, MaxBlocksPerUser: maxBlocksPerUser})
 			if err != nil {
 				return err
 			}
@@ -188,6 +202,8 @@ Managers of a block get this interchange's manager credential and address.`,
 	cmd.Flags().StringVar(&credPath, "credentials", "", "the endpoint's `FILE` written by 'switchyard endpoint create ID --out FILE' (required unless --insecure)")
 	cmd.Flags().IntVar(&maxResult, "max-result-bytes", interchange.DefaultMaxResultBytes, "refuse results larger than this from managers")
 	cmd.Flags().BoolVar(&ixAllowRoot, "allow-root", false, "pass --allow-root to the managers of blocks")
+	cmd.Flags().StringVar(&userMap, "user-map", "", "make this a multi-user endpoint: `FILE` maps Switchyard users to POSIX accounts (lines 'SWITCHYARD_USER POSIX_USER [SLURM_ACCOUNT]' or '* = [SLURM_ACCOUNT]'); run as root; re-read on SIGHUP")
+	cmd.Flags().IntVar(&maxBlocksPerUser, "max-blocks-per-user", 0, "with --user-map: start at most this many blocks for one user (0: only --max-blocks caps them)")
 	bcfg = blocks.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
