@@ -131,7 +131,7 @@ func New(opts Options) (*Interchange, error) {
 	if err := ix.setupAccess(); err != nil {
 		return fail(err)
 	}
-	if ix.http, err = httpx.Listen(opts.ListenHTTP, ix.routes()); err != nil {
+	if ix.http, err = httpx.ListenConfig(opts.ListenHTTP, ix.routes(), opts.HTTP); err != nil {
 		return fail(fmt.Errorf("interchange: %w", err))
 	}
 	return ix, nil

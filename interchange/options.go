@@ -2,6 +2,7 @@ package interchange
 
 import (
 	"fmt"
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"os"
 	"time"
 
@@ -22,7 +23,9 @@ type Options struct {
 	Forwarder      string
 	ListenManagers string
 	ListenHTTP     string
-	StateDir       string
+	// HTTP sets TLS and the connection caps of the admin HTTP listener.
+	HTTP     httpx.Config
+	StateDir string
 	// Fsync makes every store commit survive a host crash, not only a
 	// process crash (each group commit then waits for the disk).
 	Fsync bool

@@ -33,6 +33,8 @@ type daemonFlags struct {
 	logLevel   string
 	pprof      bool
 	insecure   bool
+	// http: TLS and connection caps of the daemon's HTTP listener.
+	http httpx.Config
 }
 
 func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
@@ -44,6 +46,10 @@ func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
 	fs.StringVar(&d.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&d.pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on the HTTP listener (admin token needed)")
 	fs.BoolVar(&d.insecure, "insecure", false, "turn security off: no CurveZMQ on the ZMQ links, no tokens on the HTTP API (benchmark comparisons, debugging); logs a warning at every start")
+	fs.StringVar(&d.http.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
+	fs.StringVar(&d.http.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.IntVar(&d.http.MaxConns, "max-connections", httpx.DefaultMaxConns, "cap on open HTTP connections; at the cap a new one takes the place of the one idle longest, and waits only while all are busy")
+	fs.IntVar(&d.http.MaxConnsPerClient, "max-connections-per-client", 0, fmt.Sprintf("cap on one client address's HTTP connections; past it, when all of them are busy, its new ones are refused (default %d, or none when --max-connections is not larger)", httpx.DefaultMaxConnsPerClient))
 }
 
 // credentials reads --credentials of the given kind, unless --insecure.
@@ -86,7 +92,6 @@ func newForwarderCmd() *cobra.Command {
 	var listenZMQ, storeURL string
 	var noPersist, fsync bool
 	var retention time.Duration
-	var hc httpx.Config
 	var maxPerUser, maxInflight int
 	cmd := &cobra.Command{
 		Use:   "forwarder",
@@ -103,7 +108,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
 				Store: storeURL, NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
-				HTTP: hc, MaxTasksPerUser: maxPerUser, MaxInflight: maxInflight, Insecure: df.insecure})
+				HTTP: df.http, MaxTasksPerUser: maxPerUser, MaxInflight: maxInflight, Insecure: df.insecure})
 			if err != nil {
 				return err
 			}
@@ -119,9 +124,6 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks, tokens and endpoints in memory only (benchmarks; endpoints enrolled offline in --state-dir are read at start); a restart loses them; the same as --store memory")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
-	cmd.Flags().StringVar(&hc.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
-	cmd.Flags().StringVar(&hc.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
-	cmd.Flags().IntVar(&hc.MaxConns, "max-connections", httpx.DefaultMaxConns, "cap on open HTTP connections; more wait until one closes")
 	cmd.Flags().IntVar(&maxPerUser, "max-tasks-per-user", forwarder.DefaultMaxTasksPerUser, "refuse (429) a submission that would give one user more tasks than this not yet ended (0: no cap)")
 	cmd.Flags().IntVar(&maxInflight, "max-inflight", forwarder.DefaultMaxInflight, "tasks handed to one endpoint and not yet ended; more wait here until some end (keep it near the endpoint's --pause-queued-tasks: more is pushed and given back)")
 	return cmd
@@ -180,7 +182,7 @@ as her (local) or her jobs submitted as her (slurm, --account from the map).`,
 			if !cmd.Flags().Changed("forwarder") && creds != nil && creds.Address != "" {
 				fwd = "" // the address the credential names
 			}
-			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
+			ix, err := interchange.New(interchange.Options{HTTP: df.http, EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
 				Pprof: df.pprof, Log: log, Version: version,
@@ -263,7 +265,7 @@ number; none fails because its node went away.`,
 			if !cmd.Flags().Changed("interchange") && creds != nil && creds.Address != "" {
 				ixAddr = creds.Address
 			}
-			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
+			mg, err := manager.New(manager.Options{HTTP: df.http, DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
 				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, PythonIdle: pyIdle, Python: python})
