@@ -486,7 +486,6 @@ func TestHTTPS(t *testing.T) {
 	}
 }
 
-
 // Issue 14: a state directory that already existed kept a loose mode
 // (0755 seen). It is tightened to 0700 and the store file to 0600.
 func TestStateDirIsPrivate(t *testing.T) {
