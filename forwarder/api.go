@@ -213,6 +213,25 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusServiceUnavailable, "not accepting tasks: the task store is failing (%v); reads still work", err)
 		return
 	}
+	var accepted []messages.TaskID
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		if err := validIdemKey(key); err != nil {
+			f.fail(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		e, replay, err := f.idem.begin(r.Context(), who.User+"\x00"+epID+"\x00"+key, hashTasks(raw))
+		switch {
+		case errors.Is(err, errIdemMismatch):
+			f.fail(w, http.StatusUnprocessableEntity, "%v; use a new key for new tasks", err)
+			return
+		case err != nil:
+			return // the client went away
+		case replay != nil:
+			writeRaw(w, http.StatusAccepted, appendIDs(nil, replay))
+			return
+		}
+		defer func() { f.idem.finish(e, accepted) }()
+	}
 	state := messages.StateReceived
 	if v, ok := f.Endpoint(epID); !ok || !v.Connected || v.ServingState != messages.NonePaused.String() {
 		state = messages.StateWaitingForEndpoint
@@ -239,6 +258,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusServiceUnavailable, "tasks not accepted: the task store could not save them (%v); nothing was queued", err)
 		return
 	}
+	accepted = ids
 	f.m.submitted.Add(float64(len(ts)))
 	if !f.endpointKnown(epID) {
 		// Deleted while these were being stored: they fail like the

@@ -51,6 +51,8 @@ type Forwarder struct {
 	recovering bool
 	recovered  map[string][]*entry
 
+	// idem remembers submits by Idempotency-Key (idempotency.go).
+	idem *idempotency
 	// access holds the API's tokens (access.go).
 	access     *access
 	adminToken string
@@ -93,7 +95,7 @@ func New(opts Options) (*Forwarder, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	f := &Forwarder{opts: opts, log: opts.Log, views: make(map[string]EndpointView)}
+	f := &Forwarder{opts: opts, log: opts.Log, views: make(map[string]EndpointView), idem: newIdempotency()}
 	fail := func(err error) (*Forwarder, error) {
 		f.res.Close()
 		return nil, err
