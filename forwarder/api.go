@@ -249,7 +249,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		ts[i] = &entry{Task: Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now.UnixNano()}}
 		ids[i] = id
 	}
-	if err := f.tasks.add(ts, f.opts.MaxTasksPerUser); err != nil {
+	if err := f.tasks.add(ts, quota{tasks: f.opts.MaxTasksPerUser, bytes: f.opts.MaxPendingBytesPerUser}); err != nil {
 		var tooMany *errTooManyTasks
 		if errors.As(err, &tooMany) {
 			f.fail(w, http.StatusTooManyRequests, "user %s: %v", who.User, err)

@@ -48,6 +48,10 @@ type Options struct {
 	// MaxTasksPerUser caps one user's tasks that have not ended (0: no
 	// cap); a submission past it is refused with 429.
 	MaxTasksPerUser int
+	// MaxPendingBytesPerUser caps the bytes of one user's task specs not
+	// yet ended, which the forwarder holds in memory (0: no cap); past it
+	// a submission is refused with 429.
+	MaxPendingBytesPerUser int64
 	// Insecure turns security off, for benchmark comparisons and
 	// debugging: the API takes requests without a token (every caller is
 	// an admin) and CurveZMQ is off, so any interchange may register as
@@ -66,6 +70,9 @@ const (
 	// DefaultMaxTasksPerUser is the CLI's cap on one user's unfinished
 	// tasks.
 	DefaultMaxTasksPerUser = 1000000
+	// DefaultMaxPendingBytesPerUser is the CLI's cap on the bytes of one
+	// user's unfinished tasks' specs.
+	DefaultMaxPendingBytesPerUser = 1 << 30
 	// DefaultMaxInflight is an interchange's default pause threshold
 	// (100,000 queued): tasks in flight include those on managers, so
 	// the queue stays under it and no push is given back.

@@ -599,3 +599,23 @@ func TestIdleSocketFloodLocksNobodyOut(t *testing.T) {
 		t.Fatalf("%d of %d unauthenticated connections closed after their 401", closed, len(conns)/2)
 	}
 }
+
+// One user could pin gigabytes of forwarder memory with large specs that
+// wait (the cap counted tasks, not bytes). Specs not yet ended are now
+// capped per user in bytes too: 429 past it, per user.
+func TestMaxPendingBytesPerUser(t *testing.T) {
+	f, _ := startForwarder(t, forwarder.Options{MaxPendingBytesPerUser: 64 << 10})
+	alice, bob := f.User(t, "alice", false), f.User(t, "bob", false)
+	f.Share(t, "ep1", "alice", "bob")
+	big := map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("x", 20<<10)}}
+	if _, err := alice.Submit("ep1", big, big); err != nil {
+		t.Fatal(err)
+	}
+	code, body, _ := alice.Do("POST", "/v1/endpoints/ep1/tasks", map[string]any{"tasks": []any{big, big}}, nil)
+	if code != http.StatusTooManyRequests || !strings.Contains(string(body), "bytes") || !strings.Contains(string(body), "limit of 65536") {
+		t.Fatalf("alice past her byte cap: %d %s; want 429 naming the byte limit", code, body)
+	}
+	if _, err := bob.Submit("ep1", big, big); err != nil {
+		t.Fatalf("bob has his own cap: %v", err)
+	}
+}

@@ -96,7 +96,7 @@ type taskTable struct {
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
 	// open counts each owner's tasks that have not ended (under mu).
-	open    map[string]int
+	open    map[string]openTasks
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
 	// owners names the owners of DoneRefs and journal entries.
 	owners *taskstore.Owners
@@ -160,18 +160,38 @@ func (tt *taskTable) move(t *Task, to messages.TaskState) {
 	t.State = to
 }
 
+// openTasks is what one owner's tasks that have not ended hold.
+type openTasks struct {
+	n     int
+	bytes int64 // of their specs, which stay in memory until they end
+}
+
 func (tt *taskTable) closeOwned(t *Task) {
-	if n := tt.open[t.Owner] - 1; n > 0 {
-		tt.open[t.Owner] = n
+	o := tt.open[t.Owner]
+	if o.n--; o.n > 0 {
+		o.bytes -= int64(len(t.Spec))
+		tt.open[t.Owner] = o
 	} else {
 		delete(tt.open, t.Owner)
 	}
 }
 
-// errTooManyTasks refuses a submission past the per-user limit.
-type errTooManyTasks struct{ open, adding, limit int }
+// quota caps one owner's tasks that have not ended (0: no cap).
+type quota struct {
+	tasks int
+	bytes int64
+}
+
+// errTooManyTasks refuses a submission past a per-user limit.
+type errTooManyTasks struct {
+	open, adding, limit int
+	bytes               bool // the limit is of bytes of specs
+}
 
 func (e *errTooManyTasks) Error() string {
+	if e.bytes {
+		return fmt.Sprintf("%d bytes of tasks not yet ended plus %d new would pass the limit of %d per user; wait for some to end", e.open, e.adding, e.limit)
+	}
 	return fmt.Sprintf("%d tasks not yet ended plus %d new would pass the limit of %d per user; wait for some to end", e.open, e.adding, e.limit)
 }
 
@@ -187,7 +207,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: taskstore.NewOwners(), index: make(map[messages.TaskID]uint64),
 		waiters: make(map[messages.TaskID]chan struct{}), st: st,
-		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
+		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]openTasks)}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
 	}
@@ -212,7 +232,10 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		}
 		tt.insert(e)
 		open = append(open, e)
-		tt.open[t.Owner]++
+		o := tt.open[t.Owner]
+		o.n++
+		o.bytes += int64(len(t.Spec))
+		tt.open[t.Owner] = o
 	})
 	total = len(tt.index)
 	tt.mu.Unlock()
@@ -279,21 +302,32 @@ func tasksOf(es []*entry) []*Task {
 }
 
 // add stores new tasks of one owner and returns once they are durable; on
-// failure they are removed again. limit > 0 caps the owner's tasks that
-// have not ended.
-func (tt *taskTable) add(ts []*entry, limit int) error {
+// failure they are removed again. limit caps the owner's tasks that have
+// not ended.
+func (tt *taskTable) add(ts []*entry, limit quota) error {
 	if len(ts) == 0 {
 		return nil
+	}
+	var size int64
+	for _, t := range ts {
+		size += int64(len(t.Spec))
 	}
 	now := time.Now()
 	tt.mu.Lock()
 	owner := ts[0].Owner
-	if open := tt.open[owner]; limit > 0 && open+len(ts) > limit {
+	o := tt.open[owner]
+	if limit.tasks > 0 && o.n+len(ts) > limit.tasks {
 		tt.mu.Unlock()
-		return &errTooManyTasks{open: open, adding: len(ts), limit: limit}
+		return &errTooManyTasks{open: o.n, adding: len(ts), limit: limit.tasks}
+	}
+	if limit.bytes > 0 && o.bytes+size > limit.bytes {
+		tt.mu.Unlock()
+		return &errTooManyTasks{open: int(o.bytes), adding: int(size), limit: int(limit.bytes), bytes: true}
 	}
 	idx := tt.owners.Index(owner)
-	tt.open[owner] += len(ts)
+	o.n += len(ts)
+	o.bytes += size
+	tt.open[owner] = o
 	for _, t := range ts {
 		t.owner = idx
 		tt.seq++

@@ -53,7 +53,7 @@ func TestFinishedTasksLeaveMemory(t *testing.T) {
 	path := t.TempDir()
 	tt, st := openTable(t, path)
 	ts := newTasks(10, "alice")
-	if err := tt.add(ts, 0); err != nil {
+	if err := tt.add(ts, quota{}); err != nil {
 		t.Fatal(err)
 	}
 	var rs []messages.Result
@@ -174,7 +174,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 				before := heapLive()
 				for off := 0; off < n; off += 5000 {
 					ts := newTasks(5000, "alice")
-					if err := tt.add(ts, 0); err != nil {
+					if err := tt.add(ts, quota{}); err != nil {
 						b.Fatal(err)
 					}
 					rs := make([]messages.Result, len(ts))

@@ -93,6 +93,7 @@ func newForwarderCmd() *cobra.Command {
 	var noPersist, fsync bool
 	var retention time.Duration
 	var maxPerUser, maxInflight int
+	var maxBytesPerUser int64
 	cmd := &cobra.Command{
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
@@ -108,7 +109,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
 				Store: storeURL, NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
-				HTTP: df.http, MaxTasksPerUser: maxPerUser, MaxInflight: maxInflight, Insecure: df.insecure})
+				HTTP: df.http, MaxTasksPerUser: maxPerUser, MaxPendingBytesPerUser: maxBytesPerUser, MaxInflight: maxInflight, Insecure: df.insecure})
 			if err != nil {
 				return err
 			}
@@ -125,6 +126,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
 	cmd.Flags().IntVar(&maxPerUser, "max-tasks-per-user", forwarder.DefaultMaxTasksPerUser, "refuse (429) a submission that would give one user more tasks than this not yet ended (0: no cap)")
+	cmd.Flags().Int64Var(&maxBytesPerUser, "max-pending-bytes-per-user", forwarder.DefaultMaxPendingBytesPerUser, "refuse (429) a submission that would give one user more bytes of task specs than this not yet ended: they are held in memory (0: no cap)")
 	cmd.Flags().IntVar(&maxInflight, "max-inflight", forwarder.DefaultMaxInflight, "tasks handed to one endpoint and not yet ended; more wait here until some end (keep it near the endpoint's --pause-queued-tasks: more is pushed and given back)")
 	return cmd
 }
