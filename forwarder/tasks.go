@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
@@ -490,7 +492,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*
 		t.Attempts = r.Attempt
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
-			t.Result = jsonResult(t.Kind, r.Payload)
+			t.Result = jsonResult(t.Kind, r.Payload, r.Text)
 		}
 		if r.Finished > 0 {
 			t.CompletedAt = r.Finished
@@ -637,10 +639,11 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 
 // jsonResult keeps a result that is JSON as it is and wraps anything else,
 // so one odd payload cannot break the API's answers. A python task's
-// result is the worker's serialized bytes: {"payload": "<base64>"}.
-func jsonResult(kind string, p []byte) []byte {
+// result is the worker's serialized bytes, with the manager's readable
+// form beside it when there is one: {"payload": "<base64>", "text": "..."}.
+func jsonResult(kind string, p []byte, text string) []byte {
 	if kind == taskspec.KindPython {
-		b, _ := json.Marshal(map[string][]byte{"payload": p})
+		b, _ := json.Marshal(pythonResult{Payload: p, Text: capString(strings.ToValidUTF8(text, "?"), MaxResultText)})
 		return b
 	}
 	if json.Valid(p) {
@@ -648,6 +651,28 @@ func jsonResult(kind string, p []byte) []byte {
 	}
 	b, _ := json.Marshal(map[string]string{"raw_base64": base64.StdEncoding.EncodeToString(p)})
 	return b
+}
+
+// MaxResultText caps the readable form of a python result kept beside its
+// payload: it is for people, and the payload has the whole value.
+const MaxResultText = 2048
+
+// pythonResult is a python task's result as the API shows it.
+type pythonResult struct {
+	Payload []byte `json:"payload"`
+	Text    string `json:"text,omitempty"`
+}
+
+// capString cuts s to at most n bytes on a rune boundary, marking the cut.
+func capString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // prune forgets ended tasks completed before cutoff, in memory and in
