@@ -126,7 +126,9 @@ func (f *Forwarder) uiRoutes() http.Handler {
 		h.Set("Content-Security-Policy", uiCSP)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		// same-origin, not no-referrer: with no-referrer browsers send "Origin: null"
+		// on form posts, and the Origin check needs it.
+		h.Set("Referrer-Policy", "same-origin")
 		if !strings.HasPrefix(r.URL.Path, "/ui/static/") {
 			h.Set("Cache-Control", "no-store")
 		}
