@@ -272,6 +272,34 @@ func TestWebUI(t *testing.T) {
 		}
 	})
 
+	t.Run("paging", func(t *testing.T) {
+		admin := adminTab.on(t)
+		specs := make([]any, 120)
+		for i := range specs {
+			specs[i] = map[string]any{"kind": "noop"}
+		}
+		ids, err := s.admin.Submit("ep1", specs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows := `[...document.querySelectorAll('#task-rows tr')].map(r => r.dataset.id).join(" ")`
+		admin.navigate(base + "/ui/tasks?endpoint=ep1")
+		first := strings.Fields(admin.str(rows))
+		if len(first) != 50 || first[0] != ids[119] || first[49] != ids[70] {
+			t.Fatalf("newest page: %d rows from %s to %s; want 50, newest first", len(first), first[0], first[len(first)-1])
+		}
+		admin.navigate(base + admin.str(`document.getElementById("older").getAttribute("href")`))
+		second := strings.Fields(admin.str(rows))
+		if len(second) != 50 || second[0] != ids[69] || second[49] != ids[20] {
+			t.Errorf("older page: %d rows from %s; want the next 50", len(second), second[0])
+		}
+		admin.navigate(base + "/ui/tasks?order=oldest&endpoint=ep1")
+		admin.navigate(base + admin.str(`document.getElementById("next").getAttribute("href")`))
+		if got := strings.Fields(admin.str(rows)); len(got) != 50 {
+			t.Errorf("second page oldest first: %d rows", len(got))
+		}
+	})
+
 	t.Run("task pages", func(t *testing.T) {
 		admin := adminTab.on(t)
 		admin.navigate(base + "/ui/tasks/" + execIDs[0])
