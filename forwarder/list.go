@@ -34,9 +34,17 @@ type ListedTask struct {
 // Every task is stored when accepted; a task still in memory is newer
 // there.
 func (tt *taskTable) list(tf TaskFilter, after uint64, limit int) ([]Task, bool) {
+	return tt.listRange(tf, after, 0, limit)
+}
+
+// listRange is list of the tasks with seq up to hi (0: no bound).
+func (tt *taskTable) listRange(tf TaskFilter, after, hi uint64, limit int) ([]Task, bool) {
 	var out []Task
 	more := false
 	err := tt.st.List(tf, after, func(t *Task) bool {
+		if hi > 0 && t.Seq > hi {
+			return false
+		}
 		tt.mu.RLock()
 		e, _, _, known := tt.find(t.ID)
 		if e != nil {
@@ -153,11 +161,16 @@ func (f *Forwarder) handleList(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"tasks": out, "next_cursor": next})
 }
 
-// lastSeq is the sequence number of the newest task.
-func (tt *taskTable) lastSeq() uint64 {
+// storedSeq is the highest seq below which every task is in the store
+// (or was refused): a listing up to it misses nothing later.
+func (tt *taskTable) storedSeq() uint64 {
 	tt.mu.RLock()
 	defer tt.mu.RUnlock()
-	return tt.seq
+	s := tt.seq
+	for first := range tt.adding {
+		s = min(s, first-1)
+	}
+	return s
 }
 
 // latest returns up to n tasks matching tf with seq below before (0: any),

@@ -98,7 +98,11 @@ type taskTable struct {
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
 	// open counts each owner's tasks that have not ended (under mu).
-	open    map[string]int
+	open map[string]int
+	// adding holds the first seq of each batch being written to the
+	// store (under mu): seqs are given out before the write, so a
+	// follower of new tasks reads only up to storedSeq.
+	adding  map[uint64]struct{}
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
 	// owners names the owners of DoneRefs and journal entries.
 	owners *taskstore.Owners
@@ -189,7 +193,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: taskstore.NewOwners(), index: make(map[messages.TaskID]uint64),
 		waiters: make(map[messages.TaskID]chan struct{}), st: st,
-		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
+		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int), adding: make(map[uint64]struct{})}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
 	}
@@ -296,6 +300,8 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 	}
 	idx := tt.owners.Index(owner)
 	tt.open[owner] += len(ts)
+	first := tt.seq + 1
+	tt.adding[first] = struct{}{}
 	for _, t := range ts {
 		t.owner = idx
 		tt.seq++
@@ -308,10 +314,12 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 	// A task is read only by id, and its id is not yet given out, so
 	// nobody changes these while they are written.
 	err := tt.st.Add(tasksOf(ts))
+	tt.mu.Lock()
+	delete(tt.adding, first)
 	if err == nil {
+		tt.mu.Unlock()
 		return nil
 	}
-	tt.mu.Lock()
 	for _, t := range ts {
 		delete(tt.index, t.ID)
 		tt.ends.Delete(t.Seq)

@@ -515,7 +515,7 @@ func (u *webUI) tasksPage(w http.ResponseWriter, r *uiReq) {
 		// Read before the listing: a task added meanwhile shows in both,
 		// and the script drops the second.
 		if before == 0 {
-			data["After"] = strconv.FormatUint(u.f.tasks.lastSeq(), 36)
+			data["After"] = strconv.FormatUint(u.f.tasks.storedSeq(), 36)
 		}
 		ts := u.f.tasks.latest(lr.filter, before, uiPageSize+1)
 		if len(ts) > uiPageSize {
@@ -576,11 +576,22 @@ func (u *webUI) tasksPoll(w http.ResponseWriter, r *uiReq) {
 		u.pollJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid after"})
 		return
 	}
+	// Up to the stored watermark only, and the next poll goes on from
+	// where this one stopped, so a scan never repeats and a batch still
+	// being written is not skipped.
 	var fresh []uiTask
+	next := ""
 	if in.Get("after") != "" {
-		ts, _ := u.f.tasks.list(lr.filter, after, 200)
-		for i := range ts {
-			fresh = append(fresh, rowOf(&ts[i]))
+		top := u.f.tasks.storedSeq()
+		next = strconv.FormatUint(max(after, top), 36)
+		if top > after {
+			ts, more := u.f.tasks.listRange(lr.filter, after, top, 200)
+			for i := range ts {
+				fresh = append(fresh, rowOf(&ts[i]))
+			}
+			if more && len(ts) > 0 {
+				next = strconv.FormatUint(ts[len(ts)-1].Seq, 36)
+			}
 		}
 	}
 	states := map[string]uiTask{}
@@ -598,7 +609,7 @@ func (u *webUI) tasksPoll(w http.ResponseWriter, r *uiReq) {
 			}
 		}
 	}
-	u.pollJSON(w, http.StatusOK, map[string]any{"tasks": orEmptyRows(fresh), "states": states})
+	u.pollJSON(w, http.StatusOK, map[string]any{"tasks": orEmptyRows(fresh), "states": states, "after": next})
 }
 
 func orEmptyRows(r []uiTask) []uiTask {

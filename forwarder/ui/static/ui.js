@@ -67,8 +67,8 @@
         live.classList.remove("stale");
         var seen = {};
         for (var i = 0; i < body.rows.length; i++) { seen[body.rows[i].dataset.id] = body.rows[i]; }
+        if (res.after) { after = res.after; }
         (res.tasks || []).forEach(function (t) {
-          if (parseInt(t.seq, 36) > parseInt(after || "0", 36)) { after = t.seq; }
           var old = seen[t.id];
           var tr = rowOf(t, admin);
           if (old) { body.replaceChild(tr, old); return; }
