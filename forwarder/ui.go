@@ -798,12 +798,9 @@ func (u *webUI) createEndpoint(w http.ResponseWriter, r *uiReq) {
 	http.Redirect(w, r.Request, "/ui/endpoints/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
+// splitNames reads "alice, bob lab" as a list of names.
 func splitNames(s string) []string {
-	var out []string
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
-		out = append(out, f)
-	}
-	return out
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
 }
 
 // endpointAction runs one endpoint form through the API.
