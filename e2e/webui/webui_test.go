@@ -446,6 +446,30 @@ func TestWebUI(t *testing.T) {
 		}
 	})
 
+	t.Run("share and drain", func(t *testing.T) {
+		admin := adminTab.on(t)
+		admin.navigate(base + "/ui/endpoints/broken")
+		admin.submitForm(`form[action="/ui/endpoints/broken/share"]`, map[string]string{"users": "alice"})
+		if code, _, _ := s.alice.Do(http.MethodGet, "/v1/endpoints/broken", nil, nil); code != http.StatusOK {
+			t.Errorf("shared in the UI, broken is %d to alice", code)
+		}
+		admin.navigate(base + "/ui/endpoints/ep1")
+		admin.submitForm(`form[action="/ui/endpoints/ep1/drain"]`, map[string]string{"manager": "no-such-manager"})
+		if msg := admin.str(`(document.querySelector(".flash.error")||{}).textContent||""`); !strings.Contains(msg, "no-such-manager") {
+			t.Errorf("draining an unknown manager: %q; want the endpoint's refusal", msg)
+		}
+		admin.submitForm(`form[action="/ui/endpoints/ep1/drain"]`, map[string]string{"manager": "m1", "grace": "1s"})
+		if msg := admin.str(`(document.querySelector(".flash")||{}).textContent||""`); !strings.Contains(msg, "m1 is draining") {
+			t.Errorf("draining m1: %q", msg)
+		}
+		testutil.WaitFor(t, 20*time.Second, func() error {
+			if v, _ := s.fwd.Endpoint("ep1"); v.Managers != 0 {
+				return fmt.Errorf("ep1 has %d managers", v.Managers)
+			}
+			return nil
+		})
+	})
+
 	if p := admin.consoleProblems(); len(p) > 0 {
 		t.Errorf("console of the admin's tab (CSP violations or script errors): %v", p)
 	}
