@@ -53,6 +53,24 @@ func (t Task) Exec() (ExecResult, error) {
 	return r, err
 }
 
+// PythonResult is the result of a python task: the serialized value (or
+// exception) and, from managers that make one, a short readable form of
+// it (the value's repr() or the traceback's end, at most 2 KiB).
+type PythonResult struct {
+	Payload []byte `json:"payload"`
+	Text    string `json:"text,omitempty"`
+}
+
+// Python decodes the task's result as a python result.
+func (t Task) Python() (PythonResult, error) {
+	var r PythonResult
+	if len(t.Result) == 0 || string(t.Result) == "null" {
+		return r, nil
+	}
+	err := json.Unmarshal(t.Result, &r)
+	return r, err
+}
+
 // Endpoint is what GET /v1/endpoints/{ep} returns.
 type Endpoint struct {
 	EndpointID      string     `json:"endpoint_id"`

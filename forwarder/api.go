@@ -76,11 +76,24 @@ func (f *Forwarder) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusNotFound, "no such path %s; see GET /v1/endpoints, POST /v1/endpoints/{ep}/tasks, GET /v1/tasks, GET /v1/tasks/{id}", r.URL.Path)
 	})
+	// The web UI calls this mux with its session's identity, so its pages
+	// and forms pass the API's own checks.
+	f.api = mux
+	var api http.Handler
 	if f.opts.Insecure {
-		return httpx.Identify("forwarder", auth.Anonymous(mux))
+		api = auth.Anonymous(mux)
+	} else {
+		verify := func(tok string) (auth.Identity, bool) { return f.access.verify(tok) }
+		api = auth.Require(verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() })
 	}
-	verify := func(tok string) (auth.Identity, bool) { return f.access.verify(tok) }
-	return httpx.Identify("forwarder", auth.Require(verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() }))
+	if f.opts.NoUI {
+		return httpx.Identify("forwarder", api)
+	}
+	outer := http.NewServeMux()
+	outer.Handle("/ui/", f.uiRoutes())
+	outer.Handle("/ui", http.RedirectHandler("/ui/", http.StatusSeeOther))
+	outer.Handle("/", api)
+	return httpx.Identify("forwarder", outer)
 }
 
 func (f *Forwarder) methods(h map[string]http.HandlerFunc) http.HandlerFunc {

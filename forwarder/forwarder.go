@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -58,6 +59,11 @@ type Forwarder struct {
 	adminToken string
 	// lastCompact is when the janitor last compacted the store.
 	lastCompact time.Time
+
+	// api is the API's mux without the token check; ui serves /ui/
+	// (ui.go) over it.
+	api http.Handler
+	ui  *webUI
 }
 
 type evKind uint8

@@ -58,8 +58,12 @@ type Options struct {
 	// any endpoint. Tasks are still refused for an endpoint that has
 	// neither been created nor connected.
 	Insecure bool
-	Log      *logrus.Entry
-	Registry *prometheus.Registry
+	// NoUI turns off the web UI at /ui/ (docs/contract.md, Web UI).
+	NoUI bool
+	// UISessionTTL is how long a web UI sign-in lasts (default 8h).
+	UISessionTTL time.Duration
+	Log          *logrus.Entry
+	Registry     *prometheus.Registry
 }
 
 // Defaults as documented in docs/contract.md, "Commands".
@@ -77,6 +81,8 @@ const (
 	// (100,000 queued): tasks in flight include those on managers, so
 	// the queue stays under it and no push is given back.
 	DefaultMaxInflight = 100000
+	// DefaultUISessionTTL is how long a web UI sign-in lasts.
+	DefaultUISessionTTL = 8 * time.Hour
 )
 
 func (o *Options) setDefaults() error {
@@ -100,6 +106,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000
+	}
+	if o.UISessionTTL <= 0 {
+		o.UISessionTTL = DefaultUISessionTTL
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 64 << 20

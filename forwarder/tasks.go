@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
@@ -96,7 +98,11 @@ type taskTable struct {
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
 	// open counts each owner's tasks that have not ended (under mu).
-	open    map[string]openTasks
+	open map[string]openTasks
+	// adding holds the first seq of each batch being written to the
+	// store (under mu): seqs are given out before the write, so a
+	// follower of new tasks reads only up to storedSeq.
+	adding  map[uint64]struct{}
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
 	// owners names the owners of DoneRefs and journal entries.
 	owners *taskstore.Owners
@@ -207,7 +213,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: taskstore.NewOwners(), index: make(map[messages.TaskID]uint64),
 		waiters: make(map[messages.TaskID]chan struct{}), st: st,
-		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]openTasks)}
+		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]openTasks), adding: make(map[uint64]struct{})}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
 	}
@@ -328,6 +334,8 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 	o.n += len(ts)
 	o.bytes += size
 	tt.open[owner] = o
+	first := tt.seq + 1
+	tt.adding[first] = struct{}{}
 	for _, t := range ts {
 		t.owner = idx
 		tt.seq++
@@ -340,10 +348,12 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 	// A task is read only by id, and its id is not yet given out, so
 	// nobody changes these while they are written.
 	err := tt.st.Add(tasksOf(ts))
+	tt.mu.Lock()
+	delete(tt.adding, first)
 	if err == nil {
+		tt.mu.Unlock()
 		return nil
 	}
-	tt.mu.Lock()
 	for _, t := range ts {
 		delete(tt.index, t.ID)
 		tt.ends.Delete(t.Seq)
@@ -524,7 +534,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*
 		t.Attempts = r.Attempt
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
-			t.Result = jsonResult(t.Kind, r.Payload)
+			t.Result = jsonResult(t.Kind, r.Payload, r.Text)
 		}
 		if r.Finished > 0 {
 			t.CompletedAt = r.Finished
@@ -671,10 +681,11 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 
 // jsonResult keeps a result that is JSON as it is and wraps anything else,
 // so one odd payload cannot break the API's answers. A python task's
-// result is the worker's serialized bytes: {"payload": "<base64>"}.
-func jsonResult(kind string, p []byte) []byte {
+// result is the worker's serialized bytes, with the manager's readable
+// form beside it when there is one: {"payload": "<base64>", "text": "..."}.
+func jsonResult(kind string, p []byte, text string) []byte {
 	if kind == taskspec.KindPython {
-		b, _ := json.Marshal(map[string][]byte{"payload": p})
+		b, _ := json.Marshal(pythonResult{Payload: p, Text: capString(strings.ToValidUTF8(text, "?"), MaxResultText)})
 		return b
 	}
 	if json.Valid(p) {
@@ -682,6 +693,28 @@ func jsonResult(kind string, p []byte) []byte {
 	}
 	b, _ := json.Marshal(map[string]string{"raw_base64": base64.StdEncoding.EncodeToString(p)})
 	return b
+}
+
+// MaxResultText caps the readable form of a python result kept beside its
+// payload: it is for people, and the payload has the whole value.
+const MaxResultText = 2048
+
+// pythonResult is a python task's result as the API shows it.
+type pythonResult struct {
+	Payload []byte `json:"payload"`
+	Text    string `json:"text,omitempty"`
+}
+
+// capString cuts s to at most n bytes on a rune boundary, marking the cut.
+func capString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // prune forgets ended tasks completed before cutoff, in memory and in

@@ -150,12 +150,12 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		ack = append(ack, r.ID)
 		t, ok := l.tasks[r.ID]
 		switch {
-		case len(r.Payload)+len(r.Error) > l.ix.opts.MaxResultBytes:
+		case len(r.Payload)+len(r.Error)+len(r.Text) > l.ix.opts.MaxResultBytes:
 			// Refused and not acknowledged: nothing changes.
 			ack = ack[:len(ack)-1]
 			l.ix.m.refused.WithLabelValues("oversized-result").Inc()
 			l.down.Refuse(m.Route, messages.CodeOversized, fmt.Sprintf("result for task %s is %d bytes; the limit is %d (--max-result-bytes)",
-				r.ID, len(r.Payload)+len(r.Error), l.ix.opts.MaxResultBytes))
+				r.ID, len(r.Payload)+len(r.Error)+len(r.Text), l.ix.opts.MaxResultBytes))
 		case ok && t.fin:
 			// Its result is held already.
 			l.ix.m.duplicates.Inc()

@@ -780,7 +780,13 @@ func (m *ResultBatch) Pack() ([][]byte, error) {
 	w.arr(len(m.Results))
 	for k := range m.Results {
 		x := &m.Results[k]
-		w.arr(7)
+		// The 8th field, text, only when there is one: peers that
+		// predate it skip it, and results without one stay as they were.
+		if x.Text != "" {
+			w.arr(8)
+		} else {
+			w.arr(7)
+		}
 		w.id(&x.ID)
 		w.u(uint64(x.Attempt))
 		w.u(uint64(x.Code))
@@ -788,6 +794,9 @@ func (m *ResultBatch) Pack() ([][]byte, error) {
 		w.i(x.Started)
 		w.i(x.Finished)
 		w.u(uint64(len(x.Payload)))
+		if x.Text != "" {
+			w.s(x.Text)
+		}
 	}
 	f, err := w.finish()
 	if err != nil {
@@ -821,7 +830,10 @@ func (m *ResultBatch) decode(r *reader, payload []byte) {
 		x.Started = r.i64()
 		x.Finished = r.i64()
 		plen := r.u32()
-		r.skip(nf, 7)
+		if nf >= 8 {
+			x.Text = r.s()
+		}
+		r.skip(nf, 8)
 		if r.err != nil {
 			return
 		}

@@ -104,6 +104,11 @@ func roundTripCases() []struct {
 			{ID: tid(2), Attempt: 1, Code: Failed, Error: "lost"},
 			{ID: tid(3), Attempt: 2, Code: Failed, Error: "exit status 1", Payload: []byte("x")},
 		}}, 2},
+		{"result batch with text", &ResultBatch{Results: []Result{
+			{ID: tid(1), Attempt: 1, Code: Success, Payload: []byte("pickle"), Text: "[1, 2, 3]"},
+			{ID: tid(2), Attempt: 1, Code: Failed, Error: "ValueError: x", Payload: []byte("p"), Text: "Traceback ..."},
+			{ID: tid(3), Attempt: 1, Code: Success, Payload: []byte("no text")},
+		}}, 2},
 		{"manager status report empty", &ManagerStatusReport{}, 1},
 		{"manager status report", &ManagerStatusReport{Deltas: []Delta{
 			{ID: tid(1), Code: Running, Attempt: 1, At: 1700000000000000000},

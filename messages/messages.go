@@ -52,6 +52,9 @@ type Result struct {
 	Started  int64 // unix nanoseconds
 	Finished int64
 	Payload  []byte
+	// Text is a short readable form of a python result (its repr() or
+	// exception), for people; Payload stays the authority.
+	Text string
 }
 
 // ResultBatch carries results upward.

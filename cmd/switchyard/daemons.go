@@ -90,8 +90,8 @@ func (p *pressureFlags) add(fs *pflag.FlagSet) {
 func newForwarderCmd() *cobra.Command {
 	var df daemonFlags
 	var listenZMQ, storeURL string
-	var noPersist, fsync bool
-	var retention time.Duration
+	var noPersist, fsync, noUI bool
+	var retention, uiSession time.Duration
 	var maxPerUser, maxInflight int
 	var maxBytesPerUser int64
 	cmd := &cobra.Command{
@@ -100,7 +100,8 @@ func newForwarderCmd() *cobra.Command {
 		Long: `Run the forwarder. Users submit tasks over its HTTP API; interchanges connect
 to its ZMQ ROUTER over CurveZMQ; only endpoints created with
 ` + "`switchyard endpoint create`" + ` may connect, each only as itself. One forwarder
-serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
+serves many endpoints. Its web UI is at /ui/ on the same listener (sign in
+with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()
@@ -109,7 +110,8 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
 				Store: storeURL, NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
-				HTTP: df.http, MaxTasksPerUser: maxPerUser, MaxPendingBytesPerUser: maxBytesPerUser, MaxInflight: maxInflight, Insecure: df.insecure})
+				HTTP: df.http, MaxTasksPerUser: maxPerUser, MaxPendingBytesPerUser: maxBytesPerUser, MaxInflight: maxInflight, Insecure: df.insecure,
+				NoUI: noUI, UISessionTTL: uiSession})
 			if err != nil {
 				return err
 			}
@@ -127,6 +129,8 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
 	cmd.Flags().IntVar(&maxPerUser, "max-tasks-per-user", forwarder.DefaultMaxTasksPerUser, "refuse (429) a submission that would give one user more tasks than this not yet ended (0: no cap)")
 	cmd.Flags().Int64Var(&maxBytesPerUser, "max-pending-bytes-per-user", forwarder.DefaultMaxPendingBytesPerUser, "refuse (429) a submission that would give one user more bytes of task specs than this not yet ended: they are held in memory (0: no cap)")
+	cmd.Flags().BoolVar(&noUI, "no-ui", false, "do not serve the web UI at /ui/ (the status pages and forms that sign in with a token)")
+	cmd.Flags().DurationVar(&uiSession, "ui-session", forwarder.DefaultUISessionTTL, "how long a web UI sign-in lasts before it must sign in again")
 	cmd.Flags().IntVar(&maxInflight, "max-inflight", forwarder.DefaultMaxInflight, "tasks handed to one endpoint and not yet ended; more wait here until some end (keep it near the endpoint's --pause-queued-tasks: more is pushed and given back)")
 	return cmd
 }
