@@ -106,6 +106,10 @@ type taskTable struct {
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
 	// owners names the owners of DoneRefs and journal entries.
 	owners *taskstore.Owners
+	// byOwner holds each owner's seqs in rising order, by owner index, so
+	// listing one user's tasks reads hers, not everyone's (8 bytes a
+	// task; pruned seqs leave at the next prune).
+	byOwner [][]uint64
 	// endLatency, when set, sees each result's time from acceptance.
 	endLatency func(time.Duration)
 	log        *logrus.Entry
@@ -148,6 +152,29 @@ func (tt *taskTable) insert(e *entry) {
 	}
 	tt.index[e.ID] = e.Seq
 	tt.ends.Put(e.Seq, liveRef(e.slot))
+}
+
+// ownerSeq notes seq as a task of owner idx; tt.mu is held.
+func (tt *taskTable) ownerSeq(idx uint32, seq uint64) {
+	for int(idx) >= len(tt.byOwner) {
+		tt.byOwner = append(tt.byOwner, nil)
+	}
+	tt.byOwner[idx] = append(tt.byOwner[idx], seq)
+}
+
+// dropOwnerSeqs removes from these owners' lists the seqs no longer
+// indexed (0 in owners: every owner, for an owner a DoneRef cannot name);
+// tt.mu is held.
+func (tt *taskTable) dropOwnerSeqs(owners map[uint32]bool) {
+	for i := range tt.byOwner {
+		if !owners[uint32(i)] && !owners[0] {
+			continue
+		}
+		tt.byOwner[i] = slices.DeleteFunc(tt.byOwner[i], func(seq uint64) bool {
+			_, ok := tt.ends.Get(seq)
+			return !ok
+		})
+	}
 }
 
 // unlive frees e's slot; the caller rewrites or deletes its index entry.
@@ -231,6 +258,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
 		e := &entry{Task: *t, owner: tt.owners.Index(t.Owner)}
+		tt.ownerSeq(e.owner, t.Seq)
 		if t.State.Terminal() {
 			tt.index[t.ID] = t.Seq
 			tt.ends.Put(t.Seq, tt.doneRef(e))
@@ -244,6 +272,9 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		tt.open[t.Owner] = o
 	})
 	total = len(tt.index)
+	for _, seqs := range tt.byOwner {
+		slices.Sort(seqs)
+	}
 	tt.mu.Unlock()
 	if err != nil {
 		return 0, nil, err
@@ -340,6 +371,7 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 		t.owner = idx
 		tt.seq++
 		t.Seq = tt.seq
+		tt.ownerSeq(idx, t.Seq)
 		tt.insert(t)
 		tt.byState[t.State].Add(1)
 		tt.touch(t, now, true)
@@ -363,6 +395,7 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 			tt.closeOwned(&t.Task)
 		}
 	}
+	tt.dropOwnerSeqs(map[uint32]bool{idx: true})
 	tt.mu.Unlock()
 	return err
 }
@@ -723,6 +756,7 @@ func capString(s string, n int) string {
 func (tt *taskTable) prune(cutoff time.Time) int {
 	var keys []taskstore.Key
 	before := cutoff.Unix()
+	owners := map[uint32]bool{}
 	tt.mu.Lock()
 	for id, seq := range tt.index {
 		r, _ := tt.ends.Get(seq)
@@ -731,8 +765,10 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 			tt.ends.Delete(seq)
 			tt.byState[r.State()].Add(-1)
 			keys = append(keys, taskstore.Key{ID: id, Seq: seq})
+			owners[r.Owner()] = true
 		}
 	}
+	tt.dropOwnerSeqs(owners)
 	tt.mu.Unlock()
 	if err := tt.st.Prune(keys); err != nil {
 		tt.log.WithError(err).Warn("pruning finished tasks from the store failed; they stay on disk until the next try")
