@@ -199,6 +199,17 @@ func (f *Forwarder) bindZMQ() error {
 	}
 	f.res.Add(func() { zsock.Close(sock) })
 	f.zmqAddr = addr
+	if !f.opts.Insecure {
+		logFail := zsock.QuietFailures(f.log, time.Minute, "interchanges")
+		w, err := zsock.WatchHandshakes(f.zctx, sock, func(why zsock.HandshakeFailure, addr string) {
+			f.m.handshakeFailures.WithLabelValues(string(why)).Inc()
+			logFail(why, addr)
+		})
+		if err != nil {
+			return fmt.Errorf("forwarder: %w", err)
+		}
+		f.res.Add(w.Stop)
+	}
 	f.router = link.NewRouter(sock, f.timing(), !f.opts.Insecure)
 	return nil
 }

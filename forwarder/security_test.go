@@ -17,11 +17,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
+	zmq "github.com/pebbe/zmq4"
 	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -617,5 +620,50 @@ func TestMaxPendingBytesPerUser(t *testing.T) {
 	}
 	if _, err := bob.Submit("ep1", big, big); err != nil {
 		t.Fatalf("bob has his own cap: %v", err)
+	}
+}
+
+// Failed CURVE handshakes left no log line or metric: libzmq drops the
+// connection before the loop sees it. They are now counted by reason and
+// logged, once a minute per reason, however many come.
+func TestFailedHandshakesAreCountedAndLogged(t *testing.T) {
+	f := testutil.StartForwarder(t, forwarder.Options{})
+	creds := f.Enroll(t, "ep1")
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zctx.Term()
+	stranger, err := curve.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongServer, _ := curve.NewKeyPair()
+	for i := range 5 {
+		for _, c := range []struct{ server, pub, sec string }{
+			{creds.ServerKey, stranger.Public, stranger.Secret},            // a key never enrolled
+			{wrongServer.Public, creds.Client.Public, creds.Client.Secret}, // the wrong server key
+		} {
+			sock, err := zsock.NewDealer(zctx, fmt.Sprintf("x-%d", i), f.ZMQAddr(), zsock.CurveClient(c.server, c.pub, c.sec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = sock.SendMessageDontwait("hello")
+			defer zsock.Close(sock)
+		}
+	}
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		auth := testutil.Metric(t, f.Reg, "switchyard_forwarder_handshake_failures_total", "reason", "auth")
+		var other float64
+		for _, r := range []string{"protocol", "other"} {
+			other += testutil.Metric(t, f.Reg, "switchyard_forwarder_handshake_failures_total", "reason", r)
+		}
+		if auth < 5 || other < 1 {
+			return fmt.Errorf("handshake failures: auth %v, wrong server key %v", auth, other)
+		}
+		return nil
+	})
+	if n := strings.Count(f.Log.String(), "CURVE handshake on the interchanges socket failed"); n < 1 || n > 3 {
+		t.Fatalf("%d log lines for 10+ failed handshakes; want one per reason", n)
 	}
 }

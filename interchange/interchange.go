@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
@@ -117,6 +118,17 @@ func New(opts Options) (*Interchange, error) {
 	}
 	ix.res.Add(ix.mbox.Close)
 	ix.m = newMetrics(opts.Registry, ix)
+	if !opts.Insecure {
+		logFail := zsock.QuietFailures(ix.log, time.Minute, "managers")
+		w, err := zsock.WatchHandshakes(ix.zctx, sock, func(why zsock.HandshakeFailure, addr string) {
+			ix.m.handshakeFailures.WithLabelValues(string(why)).Inc()
+			logFail(why, addr)
+		})
+		if err != nil {
+			return fail(fmt.Errorf("interchange: %w", err))
+		}
+		ix.res.Add(w.Stop)
+	}
 	if opts.UserMap != "" {
 		if err := ix.setupMultiUser(); err != nil {
 			return fail(err)
