@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
+	"github.com/switchyard-hpc/switchyard/internal/textcap"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -718,7 +717,7 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 // form beside it when there is one: {"payload": "<base64>", "text": "..."}.
 func jsonResult(kind string, p []byte, text string) []byte {
 	if kind == taskspec.KindPython {
-		b, _ := json.Marshal(pythonResult{Payload: p, Text: capString(strings.ToValidUTF8(text, "?"), MaxResultText)})
+		b, _ := json.Marshal(pythonResult{Payload: p, Text: textcap.Cap(text, MaxResultText)})
 		return b
 	}
 	if json.Valid(p) {
@@ -736,18 +735,6 @@ const MaxResultText = 2048
 type pythonResult struct {
 	Payload []byte `json:"payload"`
 	Text    string `json:"text,omitempty"`
-}
-
-// capString cuts s to at most n bytes on a rune boundary, marking the cut.
-func capString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 // prune forgets ended tasks completed before cutoff, in memory and in
