@@ -87,6 +87,41 @@ func (p *pressureFlags) add(fs *pflag.FlagSet) {
 	fs.Float64Var(&p.th.ResumeMemoryPercent, "resume-memory-percent", 0, "resume pushes when memory falls below this percent (default pause minus 10)")
 }
 
+func newMigrateStoreCmd() *cobra.Command {
+	var from, fromStore, to string
+	cmd := &cobra.Command{
+		Use:   "migrate-store",
+		Short: "Copy a stopped forwarder's embedded store into another store (PostgreSQL)",
+		Long: `Copy everything a stopped forwarder keeps in its state directory (tasks with
+their results, API tokens, created endpoints with their keys, owners and
+shares) into the store --to names, which must hold no task yet; then start
+the forwarder with --store set to the same value. The state directory stays
+as it was (keep curve.key: it is the forwarder's CURVE key that endpoints'
+credentials name). A running forwarder holds the state directory's lock, and
+this command then refuses.
+
+  switchyard forwarder migrate-store --from var/forwarder --to postgres://switchyard@db:5432/switchyard`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if from == "" || to == "" {
+				return fmt.Errorf("migrate-store needs --from STATE_DIR and --to STORE")
+			}
+			log := logrus.New()
+			start := time.Now()
+			n, err := forwarder.MigrateStore(from, fromStore, to, logrus.NewEntry(log))
+			if err != nil {
+				return err
+			}
+			fmt.Printf("copied %d tasks (%d not ended), %d tokens and %d endpoints in %s\n", n.Tasks, n.Unfinished, n.Tokens, n.Endpoints, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "the stopped forwarder's state directory")
+	cmd.Flags().StringVar(&fromStore, "from-store", "log", "the store in --from to read")
+	cmd.Flags().StringVar(&to, "to", "", "the store to copy into, e.g. postgres://USER@HOST:PORT/DB")
+	return cmd
+}
+
 func newForwarderCmd() *cobra.Command {
 	var df daemonFlags
 	var listenZMQ, storeURL string
@@ -131,6 +166,7 @@ with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().Int64Var(&maxBytesPerUser, "max-pending-bytes-per-user", forwarder.DefaultMaxPendingBytesPerUser, "refuse (429) a submission that would give one user more bytes of task specs than this not yet ended: they are held in memory (0: no cap)")
 	cmd.Flags().BoolVar(&noUI, "no-ui", false, "do not serve the web UI at /ui/ (the status pages and forms that sign in with a token)")
 	cmd.Flags().DurationVar(&uiSession, "ui-session", forwarder.DefaultUISessionTTL, "how long a web UI sign-in lasts before it must sign in again")
+	cmd.AddCommand(newMigrateStoreCmd())
 	cmd.Flags().IntVar(&maxInflight, "max-inflight", forwarder.DefaultMaxInflight, "tasks handed to one endpoint and not yet ended; more wait here until some end (keep it near the endpoint's --pause-queued-tasks: more is pushed and given back)")
 	return cmd
 }
