@@ -174,7 +174,8 @@ with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 func newInterchangeCmd() *cobra.Command {
 	var df daemonFlags
 	var pf pressureFlags
-	var endpointID, fwd, listenManagers, credPath string
+	var endpointID, listenManagers, credPath string
+	var fwds []string
 	var maxRetries, maxResult, maxBlocksPerUser int
 	var noPersist, fsync, ixAllowRoot bool
 	var userMap string
@@ -221,8 +222,9 @@ as her (local) or her jobs submitted as her (slurm, --account from the map).`,
 			if err != nil {
 				return err
 			}
+			fwd := strings.Join(fwds, ",")
 			if !cmd.Flags().Changed("forwarder") && creds != nil && creds.Address != "" {
-				fwd = "" // the address the credential names
+				fwd = "" // the address(es) the credential names
 			}
 			ix, err := interchange.New(interchange.Options{HTTP: df.http, EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
@@ -249,7 +251,7 @@ as her (local) or her jobs submitted as her (slurm, --account from the map).`,
 	cmd.Flags().StringVar(&userMap, "user-map", "", "make this a multi-user endpoint: `FILE` maps Switchyard users to POSIX accounts (lines 'SWITCHYARD_USER POSIX_USER [SLURM_ACCOUNT]' or '* = [SLURM_ACCOUNT]'); run as root; re-read on SIGHUP")
 	cmd.Flags().IntVar(&maxBlocksPerUser, "max-blocks-per-user", 0, "with --user-map: start at most this many blocks for one user (0: only --max-blocks caps them)")
 	bcfg = blocks.AddFlags(cmd.Flags())
-	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
+	cmd.Flags().StringArrayVar(&fwds, "forwarder", []string{interchange.DefaultForwarder}, "forwarder ZMQ address to connect to; repeat it (or separate with commas) for forwarders that share one database: a lost one makes the interchange try the next")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep state in memory only (benchmarks); a restart loses it")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so state survives a host crash, not only a process crash")
