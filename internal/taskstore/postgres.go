@@ -182,6 +182,9 @@ func (s *pgStore) migrate(ctx context.Context) (bool, error) {
 
 func (s *pgStore) Describe() string { return s.desc }
 
+// FindsByID: tasks are keyed by id here.
+func (s *pgStore) FindsByID() bool { return true }
+
 func (s *pgStore) Close() error {
 	s.mu.Lock()
 	if s.closed {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/switchyard-hpc/switchyard/e2e/pgtest"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 )
 
 // pg is the PostgreSQL server of this package's tests, started by TestMain
@@ -48,5 +49,23 @@ func init() {
 			pgDBs[dir] = u
 			return u
 		}
+	}
+}
+
+// The postgres store finds a task by its id alone, as a forwarder that
+// did not store it asks.
+func TestPostgresFindsByID(t *testing.T) {
+	s := open(t, "postgres", t.TempDir())
+	defer s.Close()
+	if f, ok := s.(taskstore.IDFinder); !ok || !f.FindsByID() {
+		t.Fatal("the postgres store does not say it finds tasks by id")
+	}
+	tk := newTask(7, "alice", "ep")
+	if err := s.Add([]*taskstore.Task{tk}); err != nil {
+		t.Fatal(err)
+	}
+	out, found := get(t, s, taskstore.Key{ID: tk.ID}, taskstore.Key{ID: tk.ID, Seq: 8})
+	if !found[0] || out[0].Seq != 7 || found[1] {
+		t.Fatalf("by id: %v %+v", found, out[0])
 	}
 }
