@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-hpc/switchyard/e2e/pgtest"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
@@ -22,10 +23,16 @@ import (
 )
 
 // A restarted forwarder finds every task it accepted, and re-sends the
-// unfinished ones to the endpoint when it connects.
+// unfinished ones to the endpoint when it connects: with the log in its
+// state dir, and with PostgreSQL.
 func TestForwarderRestartKeepsTasks(t *testing.T) {
+	t.Run("log", func(t *testing.T) { testRestartKeepsTasks(t, "") })
+	t.Run("postgres", func(t *testing.T) { testRestartKeepsTasks(t, pgtest.Start(t).Database(t)) })
+}
+
+func testRestartKeepsTasks(t *testing.T, storeURL string) {
 	dir := t.TempDir()
-	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Store: storeURL})
 	f.Enroll(t, "ep1")
 	c := f.Client()
 	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", "kept"}}, 300)...)
@@ -36,7 +43,11 @@ func TestForwarderRestartKeepsTasks(t *testing.T) {
 	c.Must(t, http.StatusOK, http.MethodDelete, "/v1/tasks/"+cancelled, nil, nil)
 	f.Stop()
 
-	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	// With a database the state dir holds nothing of the tasks.
+	if storeURL != "" {
+		dir = t.TempDir()
+	}
+	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Store: storeURL})
 	f2.Enroll(t, "ep1")
 	if !f2.Log.Contains("recovering: 299 tasks unfinished of 300 stored") {
 		t.Fatalf("no recovery line in the log:\n%s", f2.Log.String())

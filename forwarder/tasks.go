@@ -112,6 +112,9 @@ type taskTable struct {
 	// endLatency, when set, sees each result's time from acceptance.
 	endLatency func(time.Duration)
 	log        *logrus.Entry
+	// byID: the store finds tasks this index does not know (another
+	// forwarder stored them), so a miss asks it.
+	byID bool
 }
 
 // liveRef is the ends entry of a live task in slot: no final state, and
@@ -244,6 +247,9 @@ func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 		tt.byState[s] = new(atomic.Int64)
 	}
 	tt.byState[messages.StateUnknown] = new(atomic.Int64)
+	if f, ok := st.(taskstore.IDFinder); ok {
+		tt.byID = f.FindsByID()
+	}
 	return tt
 }
 
@@ -414,7 +420,7 @@ func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
 	for i, id := range ids {
 		if t, _, seq, ok := tt.find(id); t != nil {
 			out[i], found[i] = t.Task, true
-		} else if ok {
+		} else if ok || tt.byID {
 			at = append(at, i)
 			keys = append(keys, taskstore.Key{ID: id, Seq: seq})
 		}
@@ -444,6 +450,8 @@ func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, o
 		switch {
 		case t != nil:
 			fn(id, t.Owner, t.State, true)
+		case !ok && tt.byID:
+			keys = append(keys, taskstore.Key{ID: id})
 		case !ok:
 			fn(id, "", messages.StateUnknown, false)
 		default:
@@ -688,9 +696,12 @@ func (tt *taskTable) endpointLost(es []*entry) []*entry {
 // wait blocks until the task is terminal or ctx ends.
 func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) {
 	tt.mu.Lock()
-	t, _, _, _ := tt.find(id)
+	t, _, _, known := tt.find(id)
 	if t == nil {
 		tt.mu.Unlock()
+		if !known && tt.byID {
+			return tt.waitStored(ctx, id)
+		}
 		return tt.get(id)
 	}
 	if t.State.Terminal() {
@@ -709,6 +720,24 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 	case <-ctx.Done():
 	}
 	return tt.get(id)
+}
+
+// waitStored polls the store for a task another forwarder holds until it
+// ends or ctx ends; that forwarder's end reaches only the database.
+func (tt *taskTable) waitStored(ctx context.Context, id messages.TaskID) (Task, bool) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		t, ok := tt.get(id)
+		if !ok || t.State.Terminal() {
+			return t, ok
+		}
+		select {
+		case <-ctx.Done():
+			return t, ok
+		case <-tick.C:
+		}
+	}
 }
 
 // jsonResult keeps a result that is JSON as it is and wraps anything else,

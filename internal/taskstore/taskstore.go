@@ -168,6 +168,13 @@ type Compacter interface {
 	Compact() error
 }
 
+// IDFinder is a Store whose Get finds a task by its id alone (Key.Seq 0),
+// whoever stored it: a database several forwarders share, where one
+// forwarder's index knows only its own tasks.
+type IDFinder interface {
+	FindsByID() bool
+}
+
 // Config is what an implementation is opened with.
 type Config struct {
 	// URL is the --store value: "scheme:rest" or "scheme://rest".
