@@ -496,22 +496,42 @@ func (s *pgStore) Requeue(ts []*Task) {
 // Get finds tasks by id; a key's seq, when set, must match.
 func (s *pgStore) Get(keys []Key, out []Task, found []bool) error {
 	at := make(map[messages.TaskID][]int, len(keys))
+	bySeq := map[uint64][]int{}
 	ids := make([]messages.TaskID, 0, len(keys))
+	var seqs []int64
 	for i, k := range keys {
 		found[i] = false
+		if k.ID == (messages.TaskID{}) {
+			// An owner's index holds seqs alone.
+			if _, dup := bySeq[k.Seq]; !dup {
+				seqs = append(seqs, int64(k.Seq))
+			}
+			bySeq[k.Seq] = append(bySeq[k.Seq], i)
+			continue
+		}
 		if _, dup := at[k.ID]; !dup {
 			ids = append(ids, k.ID)
 		}
 		at[k.ID] = append(at[k.ID], i)
 	}
-	if len(ids) == 0 {
+	if len(ids) > 0 {
+		if err := s.query("SELECT "+pgTaskColumns+" FROM tasks WHERE id = ANY($1)", []any{uuids(ids)}, func(t *Task) bool {
+			for _, i := range at[t.ID] {
+				if keys[i].Seq == 0 || keys[i].Seq == t.Seq {
+					out[i], found[i] = *t, true
+				}
+			}
+			return true
+		}); err != nil {
+			return err
+		}
+	}
+	if len(seqs) == 0 {
 		return nil
 	}
-	return s.query("SELECT "+pgTaskColumns+" FROM tasks WHERE id = ANY($1)", []any{uuids(ids)}, func(t *Task) bool {
-		for _, i := range at[t.ID] {
-			if keys[i].Seq == 0 || keys[i].Seq == t.Seq {
-				out[i], found[i] = *t, true
-			}
+	return s.query("SELECT "+pgTaskColumns+" FROM tasks WHERE seq = ANY($1)", []any{seqs}, func(t *Task) bool {
+		for _, i := range bySeq[t.Seq] {
+			out[i], found[i] = *t, true
 		}
 		return true
 	})
