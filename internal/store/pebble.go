@@ -30,8 +30,9 @@ import (
 // Pebble treats a failed WAL write as fatal (it panics), so a DB refuses
 // writes before the disk is full: while the file system has less than
 // DiskReserve free, commits fail with ErrDiskFull and nothing is kept for
-// a retry (the callers keep their own state); reads go on, and writes
-// succeed again once space returns.
+// a retry but what Write queued (bounded by what the callers hold in
+// memory anyway); reads go on, and writes succeed again once space
+// returns.
 type DB struct {
 	dir     string
 	dur     Durability
@@ -44,17 +45,19 @@ type DB struct {
 	// WriteSync caller that found no commit running.
 	commitMu sync.Mutex
 	mu       sync.Mutex
-	batch    *pebble.Batch
-	nops     int
-	puts     int // of nops, how many are not deletes
-	cbs      []func(error)
-	err      error     // the last commit's failure
-	checked  time.Time // when Err last looked at the free space
-	onCommit func(ops int, d time.Duration, err error)
-	wake     chan struct{}
-	quit     chan struct{}
-	done     chan struct{}
-	closed   bool
+	batch    *pebble.Batch // ops kept until they are committed
+	// syncBatch holds WriteSync's ops, dropped if their commit fails.
+	syncBatch *pebble.Batch
+	nops      int
+	puts      int // of nops, how many are not deletes
+	cbs       []func(error)
+	err       error     // the last commit's failure
+	checked   time.Time // when Err last looked at the free space
+	onCommit  func(ops int, d time.Duration, err error)
+	wake      chan struct{}
+	quit      chan struct{}
+	done      chan struct{}
+	closed    bool
 }
 
 // ErrDiskFull means the file system of a store is (nearly) full.
@@ -94,14 +97,18 @@ func OpenDB(dir string, buckets []string, o DBOptions) (*DB, bool, error) {
 	for i, b := range buckets {
 		d.bidx[b] = byte(i + 1) // 0 is never a bucket
 	}
-	_, err := os.Stat(filepath.Join(dir, "CURRENT"))
-	existed := err == nil
+	ms, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+	existed := len(ms) > 0
+	var err error
 	if o.ReadOnly && !existed {
 		return nil, false, fmt.Errorf("open %s: no store there", dir)
 	}
 	if !o.ReadOnly {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, false, err
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, false, fmt.Errorf("make %s private (mode 0700): %w", dir, err)
 		}
 	}
 	if d.db, err = pebble.Open(dir, d.options(o.ReadOnly)); err != nil {
@@ -154,27 +161,36 @@ func (d *DB) key(bucket string, k []byte) []byte {
 }
 
 // Write queues ops; cb (may be nil) runs once they are committed, or with
-// the error if the commit failed. Failed writes are not retried.
-func (d *DB) Write(ops []Op, cb func(error)) {
+// the error if the commit failed. Failed ops stay queued and go with the
+// next commits until one succeeds (a commit also waits for them), so a
+// later callback never confirms a write that was lost.
+func (d *DB) Write(ops []Op, cb func(error)) { d.queue(ops, cb, false) }
+
+func (d *DB) queue(ops []Op, cb func(error), once bool) {
 	d.mu.Lock()
-	if d.batch == nil {
-		d.batch = d.db.NewBatch()
+	bp := &d.batch
+	if once {
+		bp = &d.syncBatch
 	}
+	if *bp == nil {
+		*bp = d.db.NewBatch()
+	}
+	b := *bp
 	for _, op := range ops {
-		b, ok := d.bidx[op.Bucket]
+		k, ok := d.bidx[op.Bucket]
 		if !ok {
 			panic(fmt.Sprintf("store: no bucket %q", op.Bucket))
 		}
 		if op.Value == nil {
-			w := d.batch.DeleteDeferred(1 + len(op.Key))
-			w.Key[0] = b
+			w := b.DeleteDeferred(1 + len(op.Key))
+			w.Key[0] = k
 			copy(w.Key[1:], op.Key)
 			w.Finish()
 			continue
 		}
 		d.puts++
-		w := d.batch.SetDeferred(1+len(op.Key), len(op.Value))
-		w.Key[0] = b
+		w := b.SetDeferred(1+len(op.Key), len(op.Value))
+		w.Key[0] = k
 		copy(w.Key[1:], op.Key)
 		copy(w.Value, op.Value)
 		w.Finish()
@@ -190,12 +206,13 @@ func (d *DB) Write(ops []Op, cb func(error)) {
 	}
 }
 
-// WriteSync queues ops and waits until they are committed. When no
-// commit is running the caller commits itself, with whatever else is
-// queued, and saves two goroutine hand-offs.
+// WriteSync queues ops and waits until they are committed; if that
+// fails they are dropped (the caller is told). When no commit is running
+// the caller commits itself, with whatever else is queued, and saves two
+// goroutine hand-offs.
 func (d *DB) WriteSync(ops []Op) error {
 	ch := make(chan error, 1)
-	d.Write(ops, func(err error) { ch <- err })
+	d.queue(ops, func(err error) { ch <- err }, true)
 	if d.commitMu.TryLock() {
 		d.commit()
 		d.commitMu.Unlock()
@@ -205,6 +222,8 @@ func (d *DB) WriteSync(ops []Op) error {
 
 func (d *DB) writer() {
 	defer close(d.done)
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
 	for {
 		select {
 		case <-d.quit:
@@ -213,47 +232,78 @@ func (d *DB) writer() {
 			d.commitMu.Unlock()
 			return
 		case <-d.wake:
+		case <-retry.C:
 		}
 		d.commitMu.Lock()
-		d.commit()
+		err := d.commit()
 		d.commitMu.Unlock()
+		if err != nil {
+			retry.Reset(time.Second)
+		}
 	}
 }
 
-func (d *DB) commit() {
+func (d *DB) commit() error {
 	d.mu.Lock()
-	b, nops, puts, cbs := d.batch, d.nops, d.puts, d.cbs
-	d.batch, d.nops, d.puts, d.cbs = nil, 0, 0, nil
+	keep, once, nops, puts, cbs := d.batch, d.syncBatch, d.nops, d.puts, d.cbs
+	d.batch, d.syncBatch, d.nops, d.puts, d.cbs = nil, nil, 0, 0, nil
 	d.mu.Unlock()
-	if b == nil && len(cbs) == 0 {
-		return
+	if keep == nil && once == nil && len(cbs) == 0 {
+		return nil
+	}
+	all := keep
+	if once != nil {
+		if keep == nil {
+			all = once
+		} else {
+			all = d.db.NewBatch()
+			_ = all.Apply(keep, nil)
+			_ = all.Apply(once, nil)
+		}
 	}
 	start := time.Now()
 	var err error
-	if b != nil && !b.Empty() {
+	if all != nil && !all.Empty() {
 		// Deletes only free space: they pass while the disk is full.
 		if puts > 0 || !hasRoom(d.dir, 1<<20) {
-			err = d.room(int64(b.Len()))
+			err = d.room(int64(all.Len()))
 		}
 		if err == nil {
-			err = d.db.Apply(b, pebble.Sync)
+			err = d.db.Apply(all, pebble.Sync)
 		}
-	}
-	if b != nil {
-		_ = b.Close()
 	}
 	if err != nil && !errors.Is(err, ErrDiskFull) {
 		err = Damage(d.dir, err)
+	}
+	if all != nil && all != keep {
+		_ = all.Close()
+	}
+	if once != nil && once != all {
+		_ = once.Close()
+	}
+	if keep != nil && err == nil {
+		_ = keep.Close()
+		keep = nil
 	}
 	if d.onCommit != nil {
 		d.onCommit(nops, time.Since(start), err)
 	}
 	d.mu.Lock()
 	d.err = err
+	if keep != nil {
+		// Before anything queued meanwhile, to keep the order.
+		if d.batch != nil {
+			_ = keep.Apply(d.batch, nil)
+			_ = d.batch.Close()
+		}
+		d.batch = keep
+		d.puts += puts // an upper bound is enough
+	}
 	d.mu.Unlock()
 	for _, cb := range cbs {
 		cb(err)
 	}
+	return err
 }
 
 // room fails with ErrDiskFull when writing n bytes would leave less than
@@ -360,8 +410,12 @@ func (d *DB) ForEach(bucket string, fn func(k, v []byte) error) error {
 // are gone from every file once Pebble deletes the old ones. The deletes
 // themselves must be written before. It runs beside writers.
 func (d *DB) Forget(bucket string, from, to []byte) error {
-	if err := d.db.Flush(); err != nil {
-		return Damage(d.dir, err)
+	// Each flush starts a new WAL, taking an old one Pebble kept for
+	// reuse (ReuseForWrite deletes it); one more than Pebble keeps.
+	for range 4 {
+		if err := d.db.Flush(); err != nil {
+			return Damage(d.dir, err)
+		}
 	}
 	lo, hi := d.key(bucket, from), d.key(bucket, to)
 	if to == nil {
@@ -398,7 +452,14 @@ type noSyncWAL struct {
 	sync bool
 }
 
+// wrap makes new files private (the store holds task arguments) and
+// wraps WAL files.
 func (fs noSyncWAL) wrap(name string, f vfs.File, err error) (vfs.File, error) {
+	if err == nil {
+		if err = os.Chmod(name, 0o600); err != nil {
+			f.Close()
+		}
+	}
 	if err != nil || fs.sync || !strings.HasSuffix(name, ".log") {
 		return f, err
 	}
@@ -410,9 +471,13 @@ func (fs noSyncWAL) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, er
 	return fs.wrap(name, f, err)
 }
 
+// ReuseForWrite starts a new file: a reused WAL would keep what it held
+// (pruned tasks, say) readable past its new end.
 func (fs noSyncWAL) ReuseForWrite(old, name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
-	f, err := fs.FS.ReuseForWrite(old, name, cat)
-	return fs.wrap(name, f, err)
+	if err := fs.FS.Remove(old); err != nil {
+		return nil, err
+	}
+	return fs.Create(name, cat)
 }
 
 type noSyncFile struct{ vfs.File }
@@ -420,6 +485,17 @@ type noSyncFile struct{ vfs.File }
 func (noSyncFile) Sync() error                { return nil }
 func (noSyncFile) SyncData() error            { return nil }
 func (noSyncFile) SyncTo(int64) (bool, error) { return true, nil }
+
+// deleteCleaner deletes obsolete files, WALs too: by default Pebble
+// keeps a few for reuse, with what they held readable until overwritten,
+// which would keep pruned tasks on disk. The ArchiveCleaner inside only
+// tells Pebble not to recycle (the shallower DeleteCleaner does the work).
+type deleteCleaner struct {
+	pebble.DeleteCleaner
+	noRecycle
+}
+
+type noRecycle struct{ pebble.ArchiveCleaner }
 
 // pebbleLogger sends Pebble's messages to the daemon's log. Pebble calls
 // Fatalf for what it cannot go on from; that stops the daemon, loudly.
