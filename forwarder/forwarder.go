@@ -115,7 +115,7 @@ func New(opts Options) (*Forwarder, error) {
 	f.tasks.endLatency = func(d time.Duration) { f.m.latency.Observe(d.Seconds()) }
 	total, unfinished, err := f.tasks.load()
 	if err != nil {
-		return fail(fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", f.store.Describe(), err))
+		return fail(fmt.Errorf("forwarder: read %s: %w", f.store.Describe(), err))
 	}
 	f.recovered = unfinished
 	if f.recovering {

@@ -402,3 +402,50 @@ func TestDeletedEndpointsTasksFailAtStart(t *testing.T) {
 		}
 	}
 }
+
+// A damaged store (a bit flipped in the middle of its largest table, or
+// that table cut short; a clean stop leaves everything in tables) stops the start with an error naming it; nothing
+// is truncated or dropped.
+func TestForwarderRefusesDamagedStore(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		damage func(b []byte) []byte
+	}{
+		{"bit flip", func(b []byte) []byte { b[len(b)/2] ^= 0x10; return b }},
+		{"truncation", func(b []byte) []byte { return b[:len(b)-37] }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+			f.Enroll(t, "ep1")
+			if _, err := f.Client().Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("y", 300)}}, 2000)...); err != nil {
+				t.Fatal(err)
+			}
+			f.Stop()
+			var big string
+			var size int64
+			_ = filepath.WalkDir(filepath.Join(dir, taskstore.PebbleDir), func(p string, d fs.DirEntry, err error) error {
+				if fi, ferr := d.Info(); err == nil && ferr == nil && !d.IsDir() && strings.HasSuffix(p, ".sst") && fi.Size() > size {
+					big, size = p, fi.Size()
+				}
+				return err
+			})
+			b, err := os.ReadFile(big)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = c.damage(b)
+			if err := os.WriteFile(big, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err = forwarder.New(forwarder.Options{StateDir: dir, ListenHTTP: "127.0.0.1:0", ListenZMQ: "tcp://127.0.0.1:*"})
+			if err == nil || !strings.Contains(err.Error(), taskstore.PebbleDir) || !strings.Contains(err.Error(), "store check") {
+				t.Fatalf("start on a store with a %s in %s: %v", c.name, filepath.Base(big), err)
+			}
+			t.Logf("operator sees (%s in %s): %v", c.name, filepath.Base(big), err)
+			if after, _ := os.ReadFile(big); !bytes.Equal(after, b) {
+				t.Fatalf("the failed start changed %s", big)
+			}
+		})
+	}
+}

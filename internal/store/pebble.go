@@ -131,6 +131,12 @@ func (d *DB) options(readOnly bool) *pebble.Options {
 		FormatMajorVersion: pebble.FormatNewest,
 		MaxOpenFiles:       256,
 		BytesPerSync:       512 << 10,
+		Cleaner:            deleteCleaner{},
+		// Pebble's default stops the process; the caller reports the
+		// error (which names the file) instead.
+		EventListener: &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
+			d.log.WithField("file", info.Path).Errorf("store damaged: %v", info.Details)
+		}},
 	}
 }
 
@@ -140,7 +146,7 @@ func Damage(dir string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, pebble.ErrCorruption) || strings.Contains(err.Error(), "corrupt") || strings.Contains(err.Error(), "checksum") {
+	if errors.Is(err, pebble.ErrCorruption) || strings.Contains(err.Error(), "corrupt") || strings.Contains(err.Error(), "checksum") || strings.Contains(err.Error(), "size mismatch") {
 		return fmt.Errorf("%w: %s: %v (nothing was changed; run `switchyard store check --state-dir %s`)", ErrDamaged, dir, err, filepath.Dir(dir))
 	}
 	return fmt.Errorf("store %s: %w", dir, err)
@@ -438,11 +444,18 @@ func (d *DB) Close() error {
 	d.mu.Unlock()
 	select {
 	case <-d.done:
+		return d.db.Close() // read-only
 	default:
 		close(d.quit)
 		<-d.done
 	}
-	return d.db.Close()
+	// Everything into checksummed tables of known length: a WAL cut
+	// short reads as a torn write, indistinguishable from a crash.
+	err := d.db.Flush()
+	if cerr := d.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // noSyncWAL skips the fsync of WAL files unless sync: their writes still
