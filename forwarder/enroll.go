@@ -192,7 +192,7 @@ func EnrollOffline(stateDir, id, zmqAddr string) (*curve.Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir.Path, Durability: store.SurviveHostCrash})
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: dir.Path, Durability: store.SurviveHostCrash})
 	if err != nil {
 		return nil, err
 	}

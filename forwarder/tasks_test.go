@@ -17,7 +17,7 @@ import (
 
 func openTable(t *testing.T, dir string) (*taskTable, taskstore.Store) {
 	t.Helper()
-	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir, Log: logx.Discard()})
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: dir, Log: logx.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 			for range b.N {
 				url := "memory"
 				if persist {
-					url = "log"
+					url = "pebble"
 				}
 				st, _, err := taskstore.Open(taskstore.Config{URL: url, Dir: b.TempDir(), Log: logx.Discard()})
 				if err != nil {

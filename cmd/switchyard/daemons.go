@@ -115,7 +115,7 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	}
 	df.add(cmd.Flags(), forwarder.DefaultListenHTTP, "var/forwarder")
 	cmd.Flags().StringVar(&listenZMQ, "listen-zmq", forwarder.DefaultListenZMQ, "ZMQ ROUTER address interchanges connect to")
-	cmd.Flags().StringVar(&storeURL, "store", "", "where tasks, tokens and endpoints are kept: log (the default: an append-only log in --state-dir) or memory (nothing survives a restart); one of: "+strings.Join(taskstore.Schemes(), ", "))
+	cmd.Flags().StringVar(&storeURL, "store", "", "where tasks, tokens and endpoints are kept: pebble (the default: a Pebble store in --state-dir) or memory (nothing survives a restart); one of: "+strings.Join(taskstore.Schemes(), ", "))
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks, tokens and endpoints in memory only (benchmarks; endpoints enrolled offline in --state-dir are read at start); a restart loses them; the same as --store memory")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")

@@ -775,3 +775,68 @@ func (l *Log) Scan(bucket string, from []byte, fn func(k, v []byte) (bool, error
 		s = next + 1
 	}
 }
+
+// ReadLog reads the live records of the log at path, read-only. A torn
+// last write (a crash while writing; never acknowledged) is skipped; a
+// damaged record with whole records after it is refused with ErrDamaged
+// naming the offset, since what follows was acknowledged.
+func ReadLog(path, format string, buckets []string) ([]Op, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	nl := bytes.IndexByte(data, '\n')
+	if nl < 0 || !bytes.HasPrefix(data, []byte(logMagic)) {
+		return nil, fmt.Errorf("%w: %s is not a switchyard log", ErrForeign, path)
+	}
+	if got := string(data[len(logMagic):nl]); got != format {
+		return nil, fmt.Errorf("%w: %s holds %q, want %q", ErrForeign, path, got, format)
+	}
+	type rec struct {
+		b byte
+		v []byte
+	}
+	live := map[string]rec{}
+	var order []string
+	off := nl + 1
+	good, err := replay(data[off:], len(buckets), func(op, b byte, k, v []byte, _, _ int) {
+		key := string([]byte{b}) + string(k)
+		if op == opDelete {
+			delete(live, key)
+			return
+		}
+		if _, ok := live[key]; !ok {
+			order = append(order, key)
+		}
+		live[key] = rec{b, v}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDamaged, path, err)
+	}
+	if end := off + good; end < len(data) {
+		if at, ok := nextRecord(data[end:], len(buckets)); ok {
+			return nil, fmt.Errorf("%w: %s: bad record at offset %d with whole records after it (at %d): acknowledged data would be lost; the file was not changed",
+				ErrDamaged, path, end, end+at)
+		}
+	}
+	ops := make([]Op, 0, len(live))
+	for _, key := range order {
+		if r, ok := live[key]; ok {
+			ops = append(ops, Op{Bucket: buckets[r.b], Key: []byte(key[1:]), Value: r.v})
+			delete(live, key)
+		}
+	}
+	return ops, nil
+}
+
+// nextRecord finds a whole record with a good checksum in data after its
+// first byte: proof that data is damage, not a torn end.
+func nextRecord(data []byte, buckets int) (int, bool) {
+	for at := 1; at < len(data); at++ {
+		n, err := replay(data[at:], buckets, func(byte, byte, []byte, []byte, int, int) {})
+		if n > 0 && err == nil {
+			return at, true
+		}
+	}
+	return 0, false
+}
