@@ -7,11 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -22,26 +20,19 @@ func init() { Register("pebble", openPebble) }
 const PebbleDir = "forwarder.pebble"
 
 // The buckets of the Pebble store; their order is part of the format.
-var pebbleBuckets = []string{"tasks", "tokens", "endpoints"}
+var pebbleBuckets = []string{tasksBucket, "tokens", "endpoints"}
 
 // pebbleStore keeps tasks in Pebble (internal/store.DB: group commit,
-// compaction in the background). Memory holds only an index: each task's
-// seq by id, and by seq a DoneRef, so Census and Prune read no records.
+// compaction in the background), keyed by seq. It holds no index: the
+// task table above knows each task's seq.
 type pebbleStore struct {
 	db  *store.DB
 	log *logrus.Entry
 
-	mu     sync.RWMutex
-	index  map[messages.TaskID]uint64
-	ends   seqarr.Array[DoneRef]
-	owners *Owners
+	mu sync.Mutex
 	// pruned is the span of seqs deleted since the last Compact.
 	prunedLo, prunedHi uint64
 }
-
-// pebblePending marks a stored task that has not ended: not the zero
-// value, which seqarr reads as absent, and no final state.
-const pebblePending = DoneRef(1 << 30)
 
 func openPebble(cfg Config) (Store, bool, error) {
 	if cfg.Dir == "" {
@@ -65,7 +56,7 @@ func openPebble(cfg Config) (Store, bool, error) {
 	if cfg.OnCommit != nil {
 		db.OnCommit(cfg.OnCommit)
 	}
-	s := &pebbleStore{db: db, log: cfg.Log, index: make(map[messages.TaskID]uint64), owners: NewOwners()}
+	s := &pebbleStore{db: db, log: cfg.Log}
 	moved, err := migrateEndpointsFile(s, filepath.Join(cfg.Dir, "endpoints.json"))
 	if err != nil {
 		db.Close()
@@ -90,174 +81,80 @@ func (s *pebbleStore) Compact() error {
 	if hi == 0 {
 		return nil
 	}
-	return s.db.Forget("tasks", SeqKey(lo), SeqKey(hi+1))
-}
-
-func (s *pebbleStore) ref(t *Task) DoneRef {
-	if !t.State.Terminal() {
-		return pebblePending
+	// The deletes first: Prune only queued them.
+	if err := s.db.WriteSync(nil); err != nil {
+		return err
 	}
-	return NewDoneRef(t.State, t.CompletedAt, s.owners.Index(t.Owner))
+	return s.db.Forget(tasksBucket, SeqKey(lo), SeqKey(hi+1))
 }
 
 func (s *pebbleStore) Recover(fn func(t *Task)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.db.ForEach("tasks", func(k, v []byte) error {
+	return s.db.ForEach(tasksBucket, func(k, v []byte) error {
 		t, err := DecodeRecord(k, v)
 		if err != nil {
 			return fmt.Errorf("task record %x: %w", k, err)
 		}
-		s.index[t.ID] = t.Seq
-		s.ends.Put(t.Seq, s.ref(t))
 		fn(t)
 		return nil
 	})
 }
 
-// ops encodes ts into store ops sharing one buffer (the DB copies them).
-func pebbleOps(ts []*Task) []store.Op {
-	ops := make([]store.Op, 0, len(ts))
-	var arena []byte
-	for _, t := range ts {
-		var k, v []byte
-		k, v, arena = AppendRecord(arena, t)
-		ops = append(ops, store.Op{Bucket: "tasks", Key: k, Value: v})
-	}
-	return ops
-}
-
-func (s *pebbleStore) Add(ts []*Task) error {
-	if err := s.db.WriteSync(pebbleOps(ts)); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	for _, t := range ts {
-		s.index[t.ID] = t.Seq
-		s.ends.Put(t.Seq, s.ref(t))
-	}
-	s.mu.Unlock()
-	return nil
-}
-
-type pebbleEnd struct {
-	seq uint64
-	ref DoneRef
-}
-
-// notes copies the ends out of ts: the caller may change ts once
-// Complete returns.
-func (s *pebbleStore) notes(ts []*Task) []pebbleEnd {
-	out := make([]pebbleEnd, 0, len(ts))
-	s.mu.Lock()
-	for _, t := range ts {
-		out = append(out, pebbleEnd{t.Seq, s.ref(t)})
-	}
-	s.mu.Unlock()
-	return out
-}
-
-func (s *pebbleStore) noteEnds(ns []pebbleEnd) {
-	s.mu.Lock()
-	for _, n := range ns {
-		// A prune may have removed it meanwhile.
-		if _, ok := s.ends.Get(n.seq); ok {
-			s.ends.Put(n.seq, n.ref)
-		}
-	}
-	s.mu.Unlock()
-}
+func (s *pebbleStore) Add(ts []*Task) error { return s.db.WriteSync(records(ts)) }
 
 func (s *pebbleStore) Complete(ts []*Task, done func(error)) {
 	if len(ts) == 0 && done == nil {
 		return
 	}
-	ops, ns := pebbleOps(ts), s.notes(ts)
 	// With no ops of its own, done still waits for a commit: what it
-	// confirms may rest on a write still queued.
-	s.db.Write(ops, func(err error) {
-		if err == nil {
-			s.noteEnds(ns)
-		}
-		if done != nil {
-			done(err)
-		}
-	})
+	// confirms (a re-sent result, say) may rest on a write still queued.
+	s.db.Write(records(ts), done)
 }
 
 func (s *pebbleStore) CompleteNow(ts []*Task) error {
 	if len(ts) == 0 {
 		return nil
 	}
-	ops, ns := pebbleOps(ts), s.notes(ts)
-	if err := s.db.WriteSync(ops); err != nil {
-		return err
-	}
-	s.noteEnds(ns)
-	return nil
+	return s.db.WriteSync(records(ts))
 }
 
 func (s *pebbleStore) Requeue(ts []*Task) {
 	if len(ts) > 0 {
-		s.db.Write(pebbleOps(ts), nil)
+		s.db.Write(records(ts), nil)
 	}
 }
 
-func (s *pebbleStore) Get(ids []messages.TaskID, out []Task, found []bool) error {
-	keys := make([][]byte, 0, len(ids))
-	at := make([]int, 0, len(ids))
-	s.mu.RLock()
-	for i, id := range ids {
+func (s *pebbleStore) Get(keys []Key, out []Task, found []bool) error {
+	ks := make([][]byte, 0, len(keys))
+	at := make([]int, 0, len(keys))
+	for i, k := range keys {
 		found[i] = false
-		if seq, ok := s.index[id]; ok {
-			keys = append(keys, SeqKey(seq))
+		if k.Seq != 0 {
+			ks = append(ks, SeqKey(k.Seq))
 			at = append(at, i)
 		}
 	}
-	s.mu.RUnlock()
-	return s.db.Get("tasks", keys, func(j int, v []byte) error {
+	return s.db.Get(tasksBucket, ks, func(j int, v []byte) error {
 		if v == nil {
-			return nil // pruned meanwhile
+			return nil // pruned, or never stored
 		}
-		t, err := DecodeRecord(keys[j], v)
+		t, err := DecodeRecord(ks[j], v)
 		if err != nil {
-			return fmt.Errorf("task record %x: %w", keys[j], err)
+			return fmt.Errorf("task record %x: %w", ks[j], err)
+		}
+		if t.ID != keys[at[j]].ID {
+			return nil // another task's seq
 		}
 		out[at[j]], found[at[j]] = *t, true
 		return nil
 	})
 }
 
-func (s *pebbleStore) Census(ids []messages.TaskID, fn func(id messages.TaskID, owner string, st messages.TaskState, known bool)) error {
-	var read []messages.TaskID
-	s.mu.RLock()
-	for _, id := range ids {
-		seq, ok := s.index[id]
-		if !ok {
-			fn(id, "", messages.StateUnknown, false)
-			continue
-		}
-		r, _ := s.ends.Get(seq)
-		if owner, ok := s.owners.Name(r.Owner()); ok && r.Ended() {
-			fn(id, owner, r.State(), true)
-			continue
-		}
-		read = append(read, id)
-	}
-	s.mu.RUnlock()
-	if len(read) == 0 {
-		return nil
-	}
-	out, found := make([]Task, len(read)), make([]bool, len(read))
-	err := s.Get(read, out, found)
-	for i, id := range read {
-		fn(id, out[i].Owner, out[i].State, found[i])
-	}
-	return err
+func (s *pebbleStore) Census(keys []Key, fn func(k Key, owner string, st messages.TaskState, known bool)) error {
+	return census(s, keys, fn)
 }
 
 func (s *pebbleStore) List(f Filter, after uint64, fn func(t *Task) bool) error {
-	return s.db.Scan("tasks", SeqKey(after+1), func(k, v []byte) (bool, error) {
+	return s.db.Scan(tasksBucket, SeqKey(after+1), func(k, v []byte) (bool, error) {
 		t, err := DecodeRecord(k, v)
 		if err != nil {
 			return false, fmt.Errorf("task record %x: %w", k, err)
@@ -269,29 +166,23 @@ func (s *pebbleStore) List(f Filter, after uint64, fn func(t *Task) bool) error 
 	})
 }
 
-func (s *pebbleStore) Prune(cutoff time.Time) (map[messages.TaskState]int, error) {
-	var ops []store.Op
-	gone := map[messages.TaskState]int{}
-	before := cutoff.Unix()
+func (s *pebbleStore) Prune(keys []Key) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	ops := make([]store.Op, len(keys))
 	s.mu.Lock()
-	for id, seq := range s.index {
-		r, _ := s.ends.Get(seq)
-		if c := r.Completed(); r.Ended() && c != 0 && c < before {
-			delete(s.index, id)
-			s.ends.Delete(seq)
-			gone[r.State()]++
-			ops = append(ops, store.Op{Bucket: "tasks", Key: SeqKey(seq)})
-			if s.prunedHi == 0 || seq < s.prunedLo {
-				s.prunedLo = seq
-			}
-			s.prunedHi = max(s.prunedHi, seq)
+	for i, k := range keys {
+		ops[i] = store.Op{Bucket: tasksBucket, Key: SeqKey(k.Seq)}
+		if s.prunedHi == 0 || k.Seq < s.prunedLo {
+			s.prunedLo = k.Seq
 		}
+		s.prunedHi = max(s.prunedHi, k.Seq)
 	}
 	s.mu.Unlock()
-	if len(ops) == 0 {
-		return gone, nil
-	}
-	return gone, s.db.WriteSync(ops)
+	// Deletes pass while the disk is full (they free space).
+	s.db.Write(ops, nil)
+	return nil
 }
 
 func (s *pebbleStore) Tokens() ([]Token, error) {
