@@ -52,6 +52,7 @@ type DB struct {
 	puts      int // of nops, how many are not deletes
 	cbs       []func(error)
 	err       error     // the last commit's failure
+	kept      bool      // ops of a failed commit wait for a retry
 	checked   time.Time // when Err last looked at the free space
 	onCommit  func(ops int, d time.Duration, err error)
 	wake      chan struct{}
@@ -296,6 +297,7 @@ func (d *DB) commit() error {
 	}
 	d.mu.Lock()
 	d.err = err
+	d.kept = keep != nil
 	if keep != nil {
 		// Before anything queued meanwhile, to keep the order.
 		if d.batch != nil {
@@ -359,6 +361,14 @@ func (d *DB) Err() error {
 	return d.err
 }
 
+// Retrying says ops of a failed commit wait to be written again: an
+// acknowledgement resting on them must wait for a commit too.
+func (d *DB) Retrying() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.kept
+}
+
 // Get calls fn with the value of each key of bucket, nil for a missing
 // one; fn may keep v.
 func (d *DB) Get(bucket string, keys [][]byte, fn func(i int, v []byte) error) error {
@@ -418,6 +428,10 @@ func (d *DB) ForEach(bucket string, fn func(k, v []byte) error) error {
 func (d *DB) Forget(bucket string, from, to []byte) error {
 	// Each flush starts a new WAL, taking an old one Pebble kept for
 	// reuse (ReuseForWrite deletes it); one more than Pebble keeps.
+	// A flush that fails for want of space is retried until it succeeds.
+	if err := d.room(0); err != nil {
+		return err
+	}
 	for range 4 {
 		if err := d.db.Flush(); err != nil {
 			return Damage(d.dir, err)
@@ -450,8 +464,13 @@ func (d *DB) Close() error {
 		<-d.done
 	}
 	// Everything into checksummed tables of known length: a WAL cut
-	// short reads as a torn write, indistinguishable from a crash.
-	err := d.db.Flush()
+	// short reads as a torn write, indistinguishable from a crash. Not on
+	// a full disk: Pebble retries a failed flush until it succeeds, and
+	// the WAL holds it all anyway.
+	var err error
+	if d.room(0) == nil {
+		err = d.db.Flush()
+	}
 	if cerr := d.db.Close(); err == nil {
 		err = cerr
 	}
