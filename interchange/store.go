@@ -3,6 +3,7 @@ package interchange
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -140,6 +141,13 @@ const (
 )
 
 var stateBuckets = []string{tasksBucket, resultsBucket, managersBucket}
+
+// StoreDir is the store's directory in the state dir.
+const StoreDir = stateDir
+
+// StoreBuckets names the store's buckets in order, for `switchyard store
+// check|repair`.
+func StoreBuckets() []string { return slices.Clone(stateBuckets) }
 
 // openStore opens the Pebble store and closes it with the interchange.
 func (ix *Interchange) openStore() (*store.DB, bool, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -21,6 +22,10 @@ const PebbleDir = "forwarder.pebble"
 
 // The buckets of the Pebble store; their order is part of the format.
 var pebbleBuckets = []string{tasksBucket, "tokens", "endpoints"}
+
+// PebbleBuckets names the buckets of the forwarder's store in order, for
+// `switchyard store check|repair`.
+func PebbleBuckets() []string { return slices.Clone(pebbleBuckets) }
 
 // pebbleStore keeps tasks in Pebble (internal/store.DB: group commit,
 // compaction in the background), keyed by seq. It holds no index: the
