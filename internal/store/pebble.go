@@ -75,6 +75,11 @@ var DiskReserve int64 = 64 << 20
 // lower it.
 var MemTableSize uint64 = 4 << 20
 
+// TableSize caps a table at every level (Pebble doubles it per level by
+// default, to 128 MiB at the last): a damaged table costs a repair at most
+// this much. Tests lower it.
+var TableSize int64 = 8 << 20
+
 // DBOptions say how a DB is opened.
 type DBOptions struct {
 	Durability Durability
@@ -124,7 +129,7 @@ func OpenDB(dir string, buckets []string, o DBOptions) (*DB, bool, error) {
 }
 
 func (d *DB) options(readOnly bool) *pebble.Options {
-	return &pebble.Options{
+	o := &pebble.Options{
 		FS:                 noSyncWAL{FS: vfs.Default, sync: d.dur == SurviveHostCrash},
 		ReadOnly:           readOnly,
 		MemTableSize:       MemTableSize,
@@ -139,6 +144,10 @@ func (d *DB) options(readOnly bool) *pebble.Options {
 			d.log.WithField("file", info.Path).Errorf("store damaged: %v", info.Details)
 		}},
 	}
+	for i := range o.TargetFileSizes {
+		o.TargetFileSizes[i] = TableSize
+	}
+	return o
 }
 
 // Damage turns a Pebble error that says the files are damaged into
@@ -148,7 +157,9 @@ func Damage(dir string, err error) error {
 		return nil
 	}
 	if errors.Is(err, pebble.ErrCorruption) || strings.Contains(err.Error(), "corrupt") || strings.Contains(err.Error(), "checksum") || strings.Contains(err.Error(), "size mismatch") {
-		return fmt.Errorf("%w: %s: %v (nothing was changed; run `switchyard store check --state-dir %s`)", ErrDamaged, dir, err, filepath.Dir(dir))
+		// Pebble's message may carry a line of its own plumbing.
+		msg := strings.ReplaceAll(err.Error(), "\n<corruption detail carrier>", "")
+		return fmt.Errorf("%w: %s: %s (nothing was changed; run `switchyard store check --state-dir %s`)", ErrDamaged, dir, msg, filepath.Dir(dir))
 	}
 	return fmt.Errorf("store %s: %w", dir, err)
 }
