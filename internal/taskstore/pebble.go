@@ -20,6 +20,18 @@ func init() { Register("pebble", openPebble) }
 // PebbleDir is the Pebble store's directory in the state dir.
 const PebbleDir = "forwarder.pebble"
 
+// Files of earlier versions, each read once into a new store and renamed
+// aside: the append-only log, the B-tree file before it, and the created
+// endpoints before they moved into the store.
+const (
+	tasksBucket      = "tasks"
+	OldLogFile       = "forwarder.log"
+	oldLogFormat     = "switchyard-forwarder-v2"
+	OldBoltFile      = "forwarder.db"
+	oldBoltFormat    = "switchyard-forwarder-v1"
+	oldEndpointsFile = "endpoints.json"
+)
+
 // The buckets of the Pebble store; their order is part of the format.
 var pebbleBuckets = []string{tasksBucket, "tokens", "endpoints"}
 
@@ -49,8 +61,8 @@ func openPebble(cfg Config) (Store, bool, error) {
 		dir = strings.TrimPrefix(rest, "//")
 	}
 	db, existed, from, copied, err := store.OpenDBFrom(dir, pebbleBuckets, store.DBOptions{Durability: cfg.Durability, Log: cfg.Log},
-		store.Old{Path: filepath.Join(cfg.Dir, "forwarder.log"), Format: "switchyard-forwarder-v2"},
-		store.Old{Path: filepath.Join(cfg.Dir, "forwarder.db"), Format: "switchyard-forwarder-v1", Bolt: true})
+		store.Old{Path: filepath.Join(cfg.Dir, OldLogFile), Format: oldLogFormat},
+		store.Old{Path: filepath.Join(cfg.Dir, OldBoltFile), Format: oldBoltFormat, Bolt: true})
 	if err != nil {
 		return nil, false, err
 	}
@@ -62,7 +74,7 @@ func openPebble(cfg Config) (Store, bool, error) {
 		db.OnCommit(cfg.OnCommit)
 	}
 	s := &pebbleStore{db: db, log: cfg.Log}
-	moved, err := migrateEndpointsFile(s, filepath.Join(cfg.Dir, "endpoints.json"))
+	moved, err := migrateEndpointsFile(s, filepath.Join(cfg.Dir, oldEndpointsFile))
 	if err != nil {
 		db.Close()
 		return nil, false, err
@@ -91,6 +103,22 @@ func (s *pebbleStore) Compact() error {
 		return err
 	}
 	return s.db.Forget(tasksBucket, SeqKey(lo), SeqKey(hi+1))
+}
+
+// records encodes ts into ops that share a few buffers (the DB copies
+// them).
+func records(ts []*Task) []store.Op {
+	ops := make([]store.Op, 0, len(ts))
+	var arena []byte
+	for i, t := range ts {
+		if need := recordBound(t); cap(arena)-len(arena) < need {
+			arena = make([]byte, 0, max(need, min(arenaChunk, need*(len(ts)-i))))
+		}
+		var k, v []byte
+		k, v, arena = AppendRecord(arena, t)
+		ops = append(ops, store.Op{Bucket: tasksBucket, Key: k, Value: v})
+	}
+	return ops
 }
 
 func (s *pebbleStore) Recover(fn func(t *Task)) error {
