@@ -180,7 +180,7 @@ func (f *Forwarder) EnrolledEndpoints() []string { return f.enrolled.ids() }
 // is not running (it takes the dir's lock), the way `endpoint up` sets up
 // its own endpoint. An endpoint already enrolled gets a new key.
 func EnrollOffline(stateDir, id, zmqAddr string) (*curve.Credentials, error) {
-	return EnrollOfflineIn(stateDir, "log", id, zmqAddr)
+	return EnrollOfflineIn(stateDir, "pebble", id, zmqAddr)
 }
 
 // EnrollOfflineIn is EnrollOffline into the store storeURL names (the

@@ -31,7 +31,7 @@ func MigrateStore(stateDir, fromURL, toURL string, log *logrus.Entry) (Migrated,
 		log = logx.Discard()
 	}
 	if fromURL == "" {
-		fromURL = "log"
+		fromURL = "pebble"
 	}
 	dir, err := statedir.Open(stateDir, "forwarder")
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -199,12 +200,8 @@ func TestTokenLifecycle(t *testing.T) {
 		t.Fatalf("GET /v1/tokens shows a secret: %s", raw)
 	}
 	f.Stop()
-	db, err := os.ReadFile(filepath.Join(dir, "forwarder.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(db, []byte(alice.Token())) || bytes.Contains(db, []byte(f.AdminToken())) {
-		t.Fatal("a token is stored in clear in forwarder.log; only its hash may be")
+	if in := append(filesHolding(t, filepath.Join(dir, taskstore.PebbleDir), alice.Token()), filesHolding(t, filepath.Join(dir, taskstore.PebbleDir), f.AdminToken())...); len(in) > 0 {
+		t.Fatalf("a token is stored in clear in %v; only its hash may be", in)
 	}
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	if f2.AdminToken() != f.AdminToken() {
@@ -490,7 +487,7 @@ func TestHTTPS(t *testing.T) {
 }
 
 // Issue 14: a state directory that already existed kept a loose mode
-// (0755 seen). It is tightened to 0700 and the store file to 0600.
+// (0755 seen). It is tightened to 0700, and so is the store's directory.
 func TestStateDirIsPrivate(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -498,15 +495,15 @@ func TestStateDirIsPrivate(t *testing.T) {
 	}
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	f.Stop()
-	db := filepath.Join(dir, "forwarder.log")
-	if err := os.Chmod(db, 0o644); err != nil {
+	db := filepath.Join(dir, taskstore.PebbleDir)
+	if err := os.Chmod(db, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
-	for path, want := range map[string]os.FileMode{dir: 0o700, db: 0o600, filepath.Join(dir, "admin.token"): 0o600,
+	for path, want := range map[string]os.FileMode{dir: 0o700, db: 0o700, filepath.Join(dir, "admin.token"): 0o600,
 		filepath.Join(dir, "curve.key"): 0o600, filepath.Join(dir, "LOCK"): 0o600} {
 		fi, err := os.Stat(path)
 		if err != nil {

@@ -17,7 +17,7 @@ import (
 
 func openTable(t *testing.T, dir string) (*taskTable, taskstore.Store) {
 	t.Helper()
-	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir, Log: logx.Discard()})
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: dir, Log: logx.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 			for range b.N {
 				url := "memory"
 				if persist {
-					url = "log"
+					url = "pebble"
 				}
 				st, _, err := taskstore.Open(taskstore.Config{URL: url, Dir: b.TempDir(), Log: logx.Discard()})
 				if err != nil {
@@ -284,7 +284,7 @@ func tableWith(tb testing.TB, st taskstore.Store, n, mine int) (*taskTable, []*e
 // Listing one user's tasks reads her index, not the whole store: a user
 // with no tasks among many once cost seconds of CPU.
 func TestListByOwnerUsesItsIndex(t *testing.T) {
-	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: t.TempDir(), Log: logx.Discard()})
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: t.TempDir(), Log: logx.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestListByOwnerUsesItsIndex(t *testing.T) {
 // BenchmarkListByOwner: GET /v1/tasks of a user with no tasks, and of one
 // with 10, while another user has 200,000 in the store.
 func BenchmarkListByOwner(b *testing.B) {
-	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: b.TempDir(), Log: logx.Discard()})
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: b.TempDir(), Log: logx.Discard()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -40,7 +40,7 @@ type Interchange struct {
 	status   *statusBuffer
 	m        *metrics
 	hostname string
-	store    *store.Log
+	store    *store.DB
 	res      daemon.Resources
 	recovery *recovered
 	// mgrCreds is what managers of this endpoint need (nil when insecure).
@@ -102,7 +102,7 @@ func New(opts Options) (*Interchange, error) {
 	}
 	if existed {
 		if ix.recovery, err = loadState(ix.store); err != nil {
-			return fail(fmt.Errorf("interchange: read %s: %w (move the file aside to start empty)", ix.store.Path(), err))
+			return fail(fmt.Errorf("interchange: read pebble %s: %w", ix.store.Path(), err))
 		}
 	}
 	if ix.zctx, err = ix.res.ZMQ(); err != nil {

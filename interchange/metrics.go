@@ -69,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		reregisters:       c("reregister_requests_total", "Messages from unknown managers answered with Reregister."),
 		refused:           cv("refused_total", "Messages from managers refused, by reason.", "reason"),
 		handshakeFailures: cv("handshake_failures_total", "CURVE handshakes on the managers' socket that failed (a key not admitted, a wrong server key, not CURVE), by reason.", "reason"),
-		refusedBatches:    c("task_batches_refused_total", "Task batches from the forwarder given back (Nack) because pushes were paused."),
+		refusedBatches:    c("task_batches_refused_total", "Task batches from the forwarder given back (Nack) because pushes were paused or the store refused writes."),
 		returned:          c("tasks_returned_total", "Tasks given back by draining managers and queued again with the same attempt."),
 		dispatchWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_dispatch_wait_seconds",
 			Help: "Time a task waited in the queue before it was handed to a manager.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}),

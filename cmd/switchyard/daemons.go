@@ -117,7 +117,7 @@ this command then refuses.
 		},
 	}
 	cmd.Flags().StringVar(&from, "from", "", "the stopped forwarder's state directory")
-	cmd.Flags().StringVar(&fromStore, "from-store", "log", "the store in --from to read")
+	cmd.Flags().StringVar(&fromStore, "from-store", "pebble", "the store in --from to read (an older log or bbolt file there is read into it first)")
 	cmd.Flags().StringVar(&to, "to", "", "the store to copy into, e.g. postgres://USER@HOST:PORT/DB")
 	return cmd
 }
@@ -158,7 +158,7 @@ with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 	}
 	df.add(cmd.Flags(), forwarder.DefaultListenHTTP, "var/forwarder")
 	cmd.Flags().StringVar(&listenZMQ, "listen-zmq", forwarder.DefaultListenZMQ, "ZMQ ROUTER address interchanges connect to")
-	cmd.Flags().StringVar(&storeURL, "store", "", "where tasks, tokens and endpoints are kept: log (the default: an append-only log in --state-dir), memory (nothing survives a restart) or postgres://USER@HOST:PORT/DB (PostgreSQL, which several forwarders can share); one of: "+strings.Join(taskstore.Schemes(), ", "))
+	cmd.Flags().StringVar(&storeURL, "store", "", "where tasks, tokens and endpoints are kept: pebble (the default: a Pebble store in --state-dir), memory (nothing survives a restart) or postgres://USER@HOST:PORT/DB (PostgreSQL, which several forwarders can share); one of: "+strings.Join(taskstore.Schemes(), ", "))
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks, tokens and endpoints in memory only (benchmarks; endpoints enrolled offline in --state-dir are read at start); a restart loses them; the same as --store memory")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")

@@ -107,7 +107,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				if err := os.MkdirAll(stateDir, 0o700); err != nil {
 					return err
 				}
-				creds, err := forwarder.EnrollOfflineIn(filepath.Join(stateDir, "forwarder"), cmp.Or(storeURL, "log"), endpointID, zmqAddr)
+				creds, err := forwarder.EnrollOfflineIn(filepath.Join(stateDir, "forwarder"), cmp.Or(storeURL, "pebble"), endpointID, zmqAddr)
 				if err != nil {
 					return fmt.Errorf("enroll endpoint %s: %w", endpointID, err)
 				}
@@ -223,7 +223,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.StringVar(&mgrAddr, "listen-managers", "tcp://127.0.0.1:55002", "interchange address for managers")
 	f.StringVar(&ixHTTP, "interchange-http", "127.0.0.1:8081", "interchange admin HTTP address")
 	f.StringVar(&stateDir, "state-dir", "var", "state directory for all three")
-	f.StringVar(&storeURL, "store", "", "the forwarder's --store (default: the log in its state directory), e.g. postgres://USER@HOST:PORT/DB")
+	f.StringVar(&storeURL, "store", "", "the forwarder's --store (default: the Pebble store in its state directory), e.g. postgres://USER@HOST:PORT/DB")
 	f.StringVar(&interval, "heartbeat-interval", "2s", "heartbeat interval for all links")
 	f.StringVar(&logFormat, "log-format", "text", "log format of the children: text or json")
 	f.StringVar(&python, "python", "python3", "Python interpreter of the managers' Python workers; it needs cloudpickle")

@@ -61,7 +61,7 @@ func get(t *testing.T, s taskstore.Store, keys ...taskstore.Key) ([]taskstore.Ta
 
 func TestConformance(t *testing.T) {
 	schemes := taskstore.Schemes()
-	for _, want := range []string{"log", "memory", "postgres"} {
+	for _, want := range []string{"pebble", "memory", "postgres"} {
 		if !slices.Contains(schemes, want) {
 			t.Fatalf("%s store not registered: %v", want, schemes)
 		}

@@ -4,9 +4,9 @@
 // sits above a Store and never sees how it keeps things.
 //
 // Implementations register themselves by name (Register); the forwarder
-// opens one by the scheme of its --store value. "log" (the default with a
-// state directory) is the embedded append-only log; "memory" keeps
-// everything in memory (tests, --no-persist). Every implementation passes
+// opens one by the scheme of its --store value. "pebble" (the default with a
+// state directory) is Pebble; "memory" keeps everything in memory
+// (tests, --no-persist). Every implementation passes
 // the conformance suite in this package's tests.
 package taskstore
 
@@ -157,7 +157,7 @@ type Store interface {
 	PutEndpoint(e Endpoint) error
 	DeleteEndpoint(id string) error
 
-	// Describe names the store for logs ("log /var/forwarder/forwarder.log").
+	// Describe names the store for logs ("pebble /var/forwarder/forwarder.pebble").
 	Describe() string
 	Close() error
 }
@@ -241,3 +241,13 @@ func Open(cfg Config) (Store, bool, error) {
 
 // ErrClosed is returned by a closed store.
 var ErrClosed = errors.New("task store is closed")
+
+// census answers Census from whole records.
+func census(s Store, keys []Key, fn func(k Key, owner string, st messages.TaskState, known bool)) error {
+	out, found := make([]Task, len(keys)), make([]bool, len(keys))
+	err := s.Get(keys, out, found)
+	for i, k := range keys {
+		fn(k, out[i].Owner, out[i].State, found[i])
+	}
+	return err
+}
