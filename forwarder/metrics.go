@@ -89,6 +89,10 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 	}
 	reg.MustRegister(m.pruned, m.resent, m.nacked, m.runningDelay, m.storeCommit, m.storeOps, m.storeErrors, &stateCollector{f: f,
 		desc: prometheus.NewDesc("switchyard_forwarder_tasks_by_state", "Tasks held by the forwarder, by state.", []string{"state"}, nil)})
+	// The refusals an API client can cause, present at zero.
+	for _, code := range []string{"400", "401", "403", "404", "405", "409", "413", "422", "429", "503"} {
+		m.httpErrors.WithLabelValues(code)
+	}
 	for _, r := range []zsock.HandshakeFailure{zsock.FailedAuth, zsock.FailedProtocol, zsock.FailedOther} {
 		m.handshakeFailures.WithLabelValues(string(r))
 	}
