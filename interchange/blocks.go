@@ -67,11 +67,10 @@ func (l *loop) tickBlocks(now time.Time) {
 	}
 	load := blocks.Load{Queued: l.queued, Managers: make([]blocks.Manager, 0, len(l.mgrs))}
 	for _, m := range l.mgrs {
-		if m.draining {
-			continue
-		}
+		// Draining managers count for their block until they exit, so it
+		// is not cancelled under their running tasks.
 		load.Managers = append(load.Managers, blocks.Manager{BlockID: m.reg.BlockID,
-			Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding)})
+			Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding), Draining: m.draining})
 	}
 	b.Tick(now, load)
 	l.nextBlocks = now.Add(b.Period())

@@ -38,6 +38,9 @@ type Manager struct {
 	BlockID  string
 	Capacity int // tasks it accepts (workers plus prefetch)
 	Held     int // tasks it holds
+	// Draining: it said goodbye and finishes what it runs. It adds no
+	// capacity but keeps its block alive until it exits.
+	Draining bool
 }
 
 // Load is the loop's view of work and managers at a tick.
@@ -218,7 +221,9 @@ func (b *Blocks) Tick(now time.Time, load Load) []Decision {
 	b.observe(now, load)
 	free := 0
 	for _, m := range load.Managers {
-		free += max(m.Capacity-m.Held, 0)
+		if !m.Draining {
+			free += max(m.Capacity-m.Held, 0)
+		}
 	}
 	in := Input{Now: now, Queued: load.Queued, Free: free, BlockCapacity: b.blockCapacity(),
 		Started: b.started, Failures: b.failures, LastFailure: b.lastFailure}
@@ -257,7 +262,7 @@ func (b *Blocks) observe(now time.Time, load Load) {
 		if m.BlockID == "" {
 			continue
 		}
-		if m.Capacity > b.observedCap {
+		if m.Capacity > b.observedCap && !m.Draining {
 			b.observedCap = m.Capacity
 		}
 		a := per[m.BlockID]
@@ -315,8 +320,10 @@ func (b *Blocks) apply(now time.Time, d Decision) {
 			b.submit(now, log)
 		}
 	case Replace:
-		b.drain(now, d.Block, log)
+		// The replacement is on its way before the old block stops taking
+		// tasks.
 		b.submit(now, log)
+		b.drain(now, d.Block, log)
 	case Drain:
 		b.drain(now, d.Block, log)
 	case Cancel:
