@@ -478,8 +478,14 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 		return m
 	case TypeHeartbeat:
 		n := r.fields(0)
+		m := &Heartbeat{}
+		if n >= 2 {
+			m.Interval, m.Threshold = r.i64(), r.i64()
+			r.skip(n, 2)
+			return m
+		}
 		r.skip(n, 0)
-		return &Heartbeat{}
+		return m
 	case TypeHeartbeatReq:
 		n := r.fields(1)
 		m := &HeartbeatReq{Nonce: r.u64()}
@@ -581,8 +587,16 @@ func (m *Registration) decode(r *reader) {
 // --- small messages
 
 func (m *Heartbeat) Pack() ([][]byte, error) {
-	w := getWriter(TypeHeartbeat, 1)
-	w.arr(0)
+	w := getWriter(TypeHeartbeat, 20)
+	// The timing fields are left out when unset: a plain heartbeat stays
+	// one empty array, as older peers send and expect it.
+	if m.Interval == 0 && m.Threshold == 0 {
+		w.arr(0)
+	} else {
+		w.arr(2)
+		w.i(m.Interval)
+		w.i(m.Threshold)
+	}
 	f, err := w.finish()
 	return [][]byte{f}, err
 }

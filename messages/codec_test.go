@@ -69,6 +69,7 @@ func roundTripCases() []struct {
 		{"registration interchange", &Registration{Role: RoleInterchange, ID: "demo", Hostname: "login1",
 			Workers: math.MaxUint32, ProtocolVersion: 255}, 1},
 		{"heartbeat", &Heartbeat{}, 1},
+		{"heartbeat with timing", &Heartbeat{Interval: 200e6, Threshold: 600e6}, 1},
 		{"heartbeat req zero", &HeartbeatReq{}, 1},
 		{"heartbeat req max", &HeartbeatReq{Nonce: math.MaxUint64}, 1},
 		{"heartbeat resp", &HeartbeatResp{Nonce: 0xdeadbeef}, 1},
@@ -195,14 +196,15 @@ func TestExtraFieldsSkipped(t *testing.T) {
 		frames [][]byte
 		want   Message
 	}{
-		{"heartbeat with fields", [][]byte{hdr(t, TypeHeartbeat, []any{1, "x", []any{[]any{}, map[string]any{"a": []any{1}}}})}, &Heartbeat{}},
+		{"heartbeat with fields", [][]byte{hdr(t, TypeHeartbeat, []any{1, 2, "x", []any{[]any{}, map[string]any{"a": []any{1}}}})}, &Heartbeat{Interval: 1, Threshold: 2}},
+		{"heartbeat with one unknown field", [][]byte{hdr(t, TypeHeartbeat, []any{"x"})}, &Heartbeat{}},
 		{"heartbeat nil header", [][]byte{raw(TypeHeartbeat, 0xc0)}, &Heartbeat{}},
-		{"heartbeat with bin, str and ext fields", [][]byte{raw(TypeHeartbeat, 0x95,
+		{"heartbeat with bin, str and ext fields", [][]byte{raw(TypeHeartbeat, 0x97, 0x01, 0x02,
 			0xc4, 0x02, 'a', 'b', // bin8
 			0xa3, 'x', 'y', 'z', // fixstr
 			0xd4, 0x01, 0x07, // fixext1
 			0xc7, 0x02, 0x05, 'x', 'y', // ext8
-			0xcb, 0, 0, 0, 0, 0, 0, 0, 0)}, &Heartbeat{}}, // float64
+			0xcb, 0, 0, 0, 0, 0, 0, 0, 0)}, &Heartbeat{Interval: 1, Threshold: 2}}, // float64
 		{"heartbeat req extra", [][]byte{hdr(t, TypeHeartbeatReq, []any{7, nil, true, 1.5, []byte("z")})}, &HeartbeatReq{Nonce: 7}},
 		{"reregister extra", [][]byte{hdr(t, TypeReregister, []any{"why", map[int]int{1: 2}})}, &Reregister{Reason: "why"}},
 		{"task with extra field", [][]byte{hdr(t, TypeTaskBatch, []any{[]any{id[:], 1, 2, "alice", "later"}}), []byte("ab")},

@@ -22,7 +22,13 @@ type Registration struct {
 }
 
 // Heartbeat is one-way and never answered; any traffic counts as one.
-type Heartbeat struct{}
+// The interchange's answer to a manager's registration carries its own
+// heartbeat interval and threshold (nanoseconds; 0 when absent, as from
+// an older peer), which a manager adopts unless told otherwise.
+type Heartbeat struct {
+	Interval  int64
+	Threshold int64
+}
 
 // HeartbeatReq is the one synchronous probe; the peer echoes Nonce.
 type HeartbeatReq struct{ Nonce uint64 }

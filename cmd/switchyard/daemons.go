@@ -233,7 +233,11 @@ SIGTERM or SIGINT (scancel, a batch job's time limit, Ctrl-C) drains it: it
 takes nothing new, tells the interchange at once, gives back the tasks it has
 not started, lets running tasks go on for --drain-grace, then stops them and
 gives them back too. Tasks given back run elsewhere with the same attempt
-number; none fails because its node went away.`,
+number; none fails because its node went away.
+
+Without --heartbeat-interval and --heartbeat-threshold it takes both from the
+interchange when it registers, so it reports as often as that interchange
+expects.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()
@@ -250,6 +254,7 @@ number; none fails because its node went away.`,
 			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
+				InheritHeartbeat: !cmd.Flags().Changed("heartbeat-interval") && !cmd.Flags().Changed("heartbeat-threshold"),
 				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, PythonIdle: pyIdle, Python: python})
 			if err != nil {
 				return err

@@ -55,6 +55,10 @@ func NewUplink(cfg UplinkConfig) *Uplink {
 	return &Uplink{cfg: cfg, log: cfg.Log.WithField("peer", cfg.Peer)}
 }
 
+// SetTiming changes the heartbeat interval and threshold, e.g. to the
+// ones the server announced.
+func (u *Uplink) SetTiming(t Timing) { u.cfg.Timing = t }
+
 // Connect makes a new socket and registers.
 func (u *Uplink) Connect(now time.Time) {
 	u.Close()
