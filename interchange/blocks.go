@@ -49,7 +49,11 @@ func (ix *Interchange) startBlocks() error {
 	}
 	ix.blocks = b
 	ix.res.Add(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		wait := 30 * time.Second
+		if cfg.CancelOnExit {
+			wait = 3 * time.Minute // drains up to the cluster's KillWait
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		if err := b.Close(ctx); err != nil {
 			ix.log.WithError(err).Warn("stopping blocks")

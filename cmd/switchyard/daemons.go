@@ -147,7 +147,13 @@ With --provider it starts and stops its own managers in blocks: local
 STATE_DIR/blocks/ID/job.sh). It scales out while tasks queue beyond free
 and pending capacity, up to --max-blocks, drains blocks idle for
 --max-idle down to --min-blocks, and replaces a block before its walltime.
-Managers of a block get this interchange's manager credential and address.`,
+Managers of a block get this interchange's manager credential and address.
+
+It keeps its live blocks in STATE_DIR/blocks/blocks.json. A plain SIGTERM
+leaves slurm jobs running (local managers stop with it): started again, the
+interchange adopts them, matched with squeue, before it starts any block.
+To stop it for good, give it --cancel-blocks-on-exit: at SIGTERM it then
+cancels its blocks (their managers drain) and waits for the jobs to end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()

@@ -75,6 +75,7 @@ type block struct {
 	idleSince   time.Time
 	everManaged bool // a manager of it registered once
 	firstSeen   time.Time
+	adopted     bool // saved by a previous run of the interchange
 }
 
 // Blocks keeps an endpoint's blocks. The interchange's loop owns it and
@@ -104,6 +105,11 @@ type Blocks struct {
 	observedCap int
 	polling     bool
 	lastPoll    time.Time
+	// recovering: blocks adopted from a previous run wait for their jobs'
+	// state; nothing is decided until then.
+	recovering  bool
+	recoverFrom time.Time
+	saved       []byte // blocks.json as last written
 
 	work    chan op
 	mu      sync.Mutex
@@ -163,6 +169,10 @@ func New(opts Options) (*Blocks, error) {
 	b := &Blocks{cfg: opts.Config, opts: opts, log: opts.Log.WithField("provider", opts.Provider.Name()),
 		m: newMetrics(opts.Registry), blocks: map[string]*block{}, work: make(chan op, 1024),
 		ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	if err := b.load(time.Now()); err != nil {
+		cancel()
+		return nil, err
+	}
 	go b.worker()
 	return b, nil
 }
@@ -219,6 +229,11 @@ func (b *Blocks) enqueue(o op) bool {
 func (b *Blocks) Tick(now time.Time, load Load) []Decision {
 	b.collect(now)
 	b.observe(now, load)
+	if b.recovered(now, false); b.recovering {
+		b.poll(now)
+		b.gauge()
+		return nil
+	}
 	free := 0
 	for _, m := range load.Managers {
 		if !m.Draining {
@@ -243,6 +258,7 @@ func (b *Blocks) Tick(now time.Time, load Load) []Decision {
 	b.poll(now)
 	b.prune()
 	b.gauge()
+	b.save()
 	return ds
 }
 
@@ -440,6 +456,7 @@ func (b *Blocks) collect(now time.Time) {
 				continue
 			}
 			b.statuses(now, r.statuses)
+			b.recovered(now, true)
 		}
 	}
 }
@@ -452,7 +469,8 @@ func (b *Blocks) statuses(now time.Time, st map[string]JobStatus) {
 		s, ok := st[bl.jobID]
 		if !ok {
 			// Just submitted jobs may not show yet; later, gone means ended.
-			if now.Sub(bl.firstSeen) > 3*b.cfg.Period {
+			// An adopted job has no such grace.
+			if bl.adopted || now.Sub(bl.firstSeen) > 3*b.cfg.Period {
 				b.end(bl, now, Done, "job no longer known to the provider")
 			}
 			continue
@@ -562,5 +580,11 @@ func (b *Blocks) Pending() bool {
 func (b *Blocks) Close(ctx context.Context) error {
 	b.cancel()
 	<-b.done
-	return b.opts.Provider.Close(ctx)
+	var err error
+	if b.cfg.CancelOnExit {
+		err = b.cancelAll(ctx)
+	} else {
+		b.save()
+	}
+	return errors.Join(err, b.opts.Provider.Close(ctx))
 }

@@ -30,6 +30,10 @@ type Config struct {
 	NoExclusive bool
 	MemPerNode  string // Slurm --mem, e.g. 64G; empty: the cluster's default
 	GPUsPerNode int
+	// CancelOnExit: the interchange cancels its blocks when it stops and
+	// waits for their jobs to end. Without it slurm jobs keep running and
+	// the interchange adopts them when it starts again.
+	CancelOnExit bool
 
 	// Period is how often the strategy runs and jobs are polled.
 	Period time.Duration
@@ -81,6 +85,8 @@ func AddFlags(fs *pflag.FlagSet) *Config {
 	fs.BoolVar(&c.NoExclusive, "no-exclusive", false, "slurm: share nodes with other jobs, asking for --cpus-per-task=--workers-per-node, instead of whole nodes (#SBATCH --exclusive, the default)")
 	fs.StringVar(&c.MemPerNode, "mem-per-node", "", "slurm: memory per node (#SBATCH --mem), e.g. 64G; default: the cluster's")
 	fs.IntVar(&c.GPUsPerNode, "gpus-per-node", 0, "slurm: GPUs per node (#SBATCH --gpus-per-node)")
+	fs.BoolVar(&c.CancelOnExit, "cancel-blocks-on-exit", false, "when the interchange stops (SIGTERM), cancel its blocks and wait for their jobs to end: for stopping it for good. "+
+		"Without it slurm jobs keep running and the interchange adopts them when it starts again (from STATE_DIR/blocks/blocks.json)")
 	fs.StringArrayVar(&c.ManagerArgs, "manager-arg", nil, "extra argument for the block's managers, e.g. --manager-arg=--prefetch=0 (repeatable)")
 	return c
 }

@@ -285,6 +285,16 @@ func (s *Slurm) lookupGone(ctx context.Context, ids []string, out map[string]Job
 	}
 }
 
+// Adopt follows a job a previous run of the interchange submitted.
+func (s *Slurm) Adopt(jobID, dir string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dirs == nil {
+		s.dirs = map[string]string{}
+	}
+	s.dirs[jobID] = dir
+}
+
 // Cancel runs scancel: Slurm sends SIGTERM to the job's processes, then
 // SIGKILL after its KillWait.
 func (s *Slurm) Cancel(ctx context.Context, id string) error {

@@ -71,6 +71,7 @@ type Blocks struct {
 	NoExclusive    bool
 	MemPerNode     string
 	GPUsPerNode    int
+	CancelOnExit   bool
 	// ManagerArgs go to every manager of a block (--manager-arg).
 	ManagerArgs []string
 }
@@ -180,6 +181,7 @@ func (ix Interchange) Args() []string {
 		a.flag("--no-exclusive", b.NoExclusive)
 		a.str("--mem-per-node", b.MemPerNode)
 		a.num("--gpus-per-node", b.GPUsPerNode)
+		a.flag("--cancel-blocks-on-exit", b.CancelOnExit)
 		for _, m := range b.ManagerArgs {
 			// One argument each, so a manager flag is never read as the
 			// interchange's.
