@@ -66,6 +66,9 @@ func (ix *Interchange) reportLoop(ctx context.Context) {
 			ix.serving.Measure(servingstate.Sample{Queued: int(ix.status.queued.Load()),
 				MemoryPercent: servingstate.MemoryPercent()}, now)
 			r := ix.status.build(ix.serving.Effective(now))
+			// Built here, off the loop, and on the periodic report only:
+			// last_seen changes all the time.
+			r.ManagerList = managerListJSON(ix.Status().ManagerList)
 			ix.mbox.Post(event{kind: evReport, report: r})
 		}
 	}

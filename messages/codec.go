@@ -554,8 +554,12 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 // --- Registration
 
 func (m *Registration) Pack() ([][]byte, error) {
-	w := getWriter(TypeRegistration, 64+len(m.ID)+len(m.Hostname)+len(m.SoftwareVersion)+len(m.BlockID))
-	w.arr(8)
+	w := getWriter(TypeRegistration, 64+len(m.ID)+len(m.Hostname)+len(m.SoftwareVersion)+len(m.BlockID)+len(m.HTTPAddr))
+	if m.HTTPAddr != "" {
+		w.arr(9)
+	} else {
+		w.arr(8)
+	}
 	w.u(uint64(m.Role))
 	w.s(m.ID)
 	w.s(m.Hostname)
@@ -564,6 +568,9 @@ func (m *Registration) Pack() ([][]byte, error) {
 	w.u(uint64(m.ProtocolVersion))
 	w.s(m.SoftwareVersion)
 	w.s(m.BlockID)
+	if m.HTTPAddr != "" {
+		w.s(m.HTTPAddr)
+	}
 	f, err := w.finish()
 	return [][]byte{f}, err
 }
@@ -578,10 +585,15 @@ func (m *Registration) decode(r *reader) {
 	m.ProtocolVersion = r.u8()
 	m.SoftwareVersion = r.s()
 	m.BlockID = r.s()
+	want := 8
+	if n >= 9 {
+		m.HTTPAddr = r.s()
+		want = 9
+	}
 	if r.err == nil && m.Role != RoleManager && m.Role != RoleInterchange {
 		r.err = derr(ErrMalformed, "unknown role %d", m.Role)
 	}
-	r.skip(n, 8)
+	r.skip(n, want)
 }
 
 // --- small messages
@@ -924,10 +936,13 @@ func (m *ManagerStatusReport) decode(r *reader) {
 }
 
 func (m *EPStatusReport) Pack() ([][]byte, error) {
-	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks))
-	if len(m.Blocks) > 0 {
+	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks)+len(m.ManagerList))
+	switch {
+	case len(m.ManagerList) > 0:
+		w.arr(9)
+	case len(m.Blocks) > 0:
 		w.arr(8)
-	} else {
+	default:
 		w.arr(7)
 	}
 	writeDeltas(w, m.Deltas)
@@ -937,8 +952,11 @@ func (m *EPStatusReport) Pack() ([][]byte, error) {
 	w.u(uint64(m.Queued))
 	w.u(uint64(m.Outstanding))
 	w.u(uint64(m.ServingState))
-	if len(m.Blocks) > 0 {
+	if len(m.Blocks) > 0 || len(m.ManagerList) > 0 {
 		w.bin(m.Blocks)
+	}
+	if len(m.ManagerList) > 0 {
+		w.bin(m.ManagerList)
 	}
 	f, err := w.finish()
 	return [][]byte{f}, err
@@ -953,6 +971,12 @@ func (m *EPStatusReport) decode(r *reader) {
 	m.Queued = r.u32()
 	m.Outstanding = r.u32()
 	m.ServingState = r.serving()
+	if n >= 9 {
+		m.Blocks = r.bin()
+		m.ManagerList = r.bin()
+		r.skip(n, 9)
+		return
+	}
 	if n >= 8 {
 		m.Blocks = r.bin()
 		r.skip(n, 8)

@@ -64,6 +64,7 @@ func roundTripCases() []struct {
 		msg    Message
 		frames int
 	}{
+		{"registration manager with http", &Registration{Role: RoleManager, ID: "m", Hostname: "n1", Workers: 1, ProtocolVersion: Version, BlockID: "b1", HTTPAddr: "n1:39123"}, 1},
 		{"registration manager", &Registration{Role: RoleManager, ID: "mgr-1", Hostname: "node042",
 			Workers: 8, Prefetch: 2, ProtocolVersion: Version, SoftwareVersion: "0.1.0", BlockID: "job-991"}, 1},
 		{"registration interchange", &Registration{Role: RoleInterchange, ID: "demo", Hostname: "login1",
@@ -113,6 +114,7 @@ func roundTripCases() []struct {
 		}, Workers: 4, IdleWorkers: 1, Capacity: 3, Outstanding: 5, ServingState: PushAndDispatchPaused}, 1},
 		{"ep status report empty", &EPStatusReport{ServingState: PushPaused}, 1},
 		{"ep status report with blocks", &EPStatusReport{Managers: 1, Blocks: []byte(`[{"block_id":"b1","state":"pending"}]`)}, 1},
+		{"ep status report with managers", &EPStatusReport{Managers: 1, Blocks: []byte(`[]`), ManagerList: []byte(`[{"manager_id":"m1"}]`)}, 1},
 		{"ep status report", &EPStatusReport{Deltas: []Delta{
 			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42},
 			{ID: tid(10), Code: Success, Attempt: math.MaxUint32, At: math.MaxInt64},

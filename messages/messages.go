@@ -19,6 +19,9 @@ type Registration struct {
 	ProtocolVersion uint8
 	SoftwareVersion string
 	BlockID         string
+	// HTTPAddr is where a manager serves /metrics (host:port), or "";
+	// left off the wire when empty, and older peers skip it.
+	HTTPAddr string
 }
 
 // Heartbeat is one-way and never answered; any traffic counts as one.
@@ -94,6 +97,10 @@ type EPStatusReport struct {
 	// managers), opaque to the forwarder, which shows it as it is; empty
 	// without a provider.
 	Blocks []byte
+	// ManagerList is the JSON list of the endpoint's managers, opaque to
+	// the forwarder; it rides on the periodic reports only (empty: keep
+	// the last one).
+	ManagerList []byte
 }
 
 // Command asks a peer to act; the answer is a CommandReply with the same ID.

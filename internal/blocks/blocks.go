@@ -478,7 +478,11 @@ func (b *Blocks) statuses(now time.Time, st map[string]JobStatus) {
 		switch s.State {
 		case JobPending:
 			bl.reason = s.Reason
+			if bl.reason == "None" {
+				bl.reason = "" // squeue's word for no reason
+			}
 		case JobRunning:
+			bl.reason = "" // a pending reason no longer holds
 			if bl.state == Pending {
 				if !s.Since.IsZero() && s.Since.Before(now) {
 					bl.startedAt = s.Since

@@ -82,7 +82,9 @@ func (l *Local) Submit(ctx context.Context, spec Spec) (string, error) {
 
 	job := &localJob{started: time.Now(), stop: make(chan struct{})}
 	for i := range max(spec.Nodes, 1) {
-		args := spec.Manager.args(spec.BlockID, fmt.Sprintf("%s-%d", spec.BlockID, i), spec.WorkersPerNode)
+		// A free port each, so every manager can be scraped (--manager-arg
+		// may name another address; it comes later and wins).
+		args := spec.Manager.args(spec.BlockID, fmt.Sprintf("%s-%d", spec.BlockID, i), spec.WorkersPerNode, "127.0.0.1:0")
 		p, err := l.start(bin, args, spec, filepath.Join(spec.Dir, fmt.Sprintf("manager-%d.log", i)))
 		if err != nil {
 			l.kill(job)

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -122,4 +124,53 @@ func parseKillWait(out string) (time.Duration, error) {
 		return time.Duration(n) * time.Second, nil
 	}
 	return 0, fmt.Errorf("no KillWait in scontrol show config")
+}
+
+// explainFailures adds the end of a failed job's output to its reason:
+// Slurm says only "NonZeroExitCode"; the why is in job.out.
+func (s *Slurm) explainFailures(out map[string]JobStatus) {
+	for id, st := range out {
+		if st.State != JobFailed {
+			continue
+		}
+		s.mu.Lock()
+		dir := s.dirs[id]
+		s.mu.Unlock()
+		if dir == "" {
+			continue
+		}
+		path := filepath.Join(dir, "job.out")
+		if tail := lastLines(path, 5, 600); tail != "" {
+			st.Reason += "; " + path + " ends: " + tail
+		} else {
+			st.Reason += "; see " + path
+		}
+		out[id] = st
+	}
+}
+
+// lastLines is the last n non-empty lines of a file joined by " | ", at
+// most max bytes.
+func lastLines(path string, n, limit int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(data) > 64<<10 {
+		data = data[len(data)-64<<10:]
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	s := strings.Join(lines, " | ")
+	if len(s) > limit {
+		s = "…" + s[len(s)-limit:]
+	}
+	return s
 }

@@ -105,14 +105,20 @@ func (s *Slurm) Script(spec Spec) (string, error) {
 	w("# srun starts one manager per node; exec makes the manager the step's")
 	w("# process, so the SIGTERM of scancel or of the time limit reaches it and it")
 	w("# drains. The manager id names the block and the node.")
-	args := spec.Manager.args(spec.BlockID, "", spec.WorkersPerNode)
+	args := spec.Manager.args(spec.BlockID, "", spec.WorkersPerNode, "")
 	if a, grace := drainGraceArg(s.KillWait, args); a != "" {
 		w("# The cluster's KillWait is %s: the managers' drain grace is %s, so they give", s.KillWait, grace)
 		w("# running tasks back before Slurm's SIGKILL.")
 		args = append(args, a)
 	}
-	w(`srun --ntasks-per-node=1 %s --kill-on-bad-exit=0 /bin/bash -c 'exec "$0" "$@" --manager-id "%s-$(hostname -s)"' "$BIN" %s`,
-		s.srunResources(spec.WorkersPerNode), spec.BlockID, shellJoin(args))
+	// Each manager serves /metrics on a free port of its node, which it
+	// reports when it registers (unless --manager-arg chose an address).
+	listen := ` --listen-http "$(hostname):0"`
+	if spec.Manager.setsHTTP() {
+		listen = ""
+	}
+	w(`srun --ntasks-per-node=1 %s --kill-on-bad-exit=0 /bin/bash -c 'exec "$0" "$@" --manager-id "%s-$(hostname -s)"%s' "$BIN" %s`,
+		s.srunResources(spec.WorkersPerNode), spec.BlockID, listen, shellJoin(args))
 	w(`rc=$?`)
 	w(`echo "$rc" > "$BLOCK_DIR/exit"`)
 	w(`exit "$rc"`)
@@ -203,6 +209,7 @@ func (s *Slurm) Status(ctx context.Context, ids []string) (map[string]JobStatus,
 	if len(gone) > 0 {
 		s.lookupGone(ctx, gone, out)
 	}
+	s.explainFailures(out)
 	return out, nil
 }
 
@@ -253,7 +260,7 @@ func (s *Slurm) lookupGone(ctx context.Context, ids []string, out map[string]Job
 				if rc := strings.TrimSpace(string(data)); rc == "0" {
 					out[id] = JobStatus{State: JobDone}
 				} else {
-					out[id] = JobStatus{State: JobFailed, Reason: "srun of the managers exited " + rc + "; see " + filepath.Join(dir, "job.out")}
+					out[id] = JobStatus{State: JobFailed, Reason: "srun of the managers exited " + rc}
 				}
 				continue
 			}
