@@ -159,6 +159,9 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		case ok && r.Attempt == t.attempt && (t.mgr == m || t.mgr == nil && t.recovered):
 			// From the manager it was handed to, or one that held it across
 			// our restart (nobody holds it since).
+			if r.Started != 0 {
+				t.countStart() // it ended before a report said it ran
+			}
 			l.finishTask(t, r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case ok && r.Attempt == t.attempt:
@@ -170,6 +173,9 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		default:
 			// Unknown here (we restarted, or it was cancelled): pass it
 			// up; the forwarder decides by task id and attempt.
+			if r.Started != 0 {
+				r.Runs = 1 // at least; the forwarder keeps the larger count
+			}
 			l.finish(r)
 		}
 	}
@@ -251,6 +257,7 @@ func (l *loop) sendTasks(m *manager, want int) int {
 		// Counts as heard of for a re-registration's re-sync.
 		t.seen = now
 		t.recovered = false
+		t.started = false // a new dispatch: its start is a new run
 		m.sent.Sent(t, now)
 		t.mgr = m
 		t.code = messages.WaitingForLaunch

@@ -44,7 +44,11 @@ type itask struct {
 	// recovered: reloaded after a restart and not dispatched since, so a
 	// manager may still hold it from before.
 	recovered bool
-	owner     owner
+	// started: a worker started it in its current dispatch; runs counts
+	// such starts over its life (in the padding after recovered).
+	started bool
+	runs    uint32
+	owner   owner
 }
 
 // loop owns the sockets and every table below; nothing here is locked.

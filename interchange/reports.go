@@ -33,6 +33,9 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 			continue
 		}
 		t.code = d.Code
+		if d.Code == messages.Running {
+			t.countStart()
+		}
 		l.noteStatus(t, d.At)
 	}
 	l.statusNoted()

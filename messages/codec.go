@@ -806,7 +806,11 @@ func (m *ResultBatch) Pack() ([][]byte, error) {
 	w.arr(len(m.Results))
 	for k := range m.Results {
 		x := &m.Results[k]
-		w.arr(7)
+		if x.Runs > 0 {
+			w.arr(8)
+		} else {
+			w.arr(7)
+		}
 		w.id(&x.ID)
 		w.u(uint64(x.Attempt))
 		w.u(uint64(x.Code))
@@ -814,6 +818,9 @@ func (m *ResultBatch) Pack() ([][]byte, error) {
 		w.i(x.Started)
 		w.i(x.Finished)
 		w.u(uint64(len(x.Payload)))
+		if x.Runs > 0 {
+			w.u(uint64(x.Runs))
+		}
 	}
 	f, err := w.finish()
 	if err != nil {
@@ -847,7 +854,12 @@ func (m *ResultBatch) decode(r *reader, payload []byte) {
 		x.Started = r.i64()
 		x.Finished = r.i64()
 		plen := r.u32()
-		r.skip(nf, 7)
+		if nf >= 8 {
+			x.Runs = r.u32()
+			r.skip(nf, 8)
+		} else {
+			r.skip(nf, 7)
+		}
 		if r.err != nil {
 			return
 		}
@@ -870,11 +882,18 @@ func writeDeltas(w *writer, ds []Delta) {
 	w.arr(len(ds))
 	for k := range ds {
 		d := &ds[k]
-		w.arr(4)
+		if d.Runs > 0 {
+			w.arr(5)
+		} else {
+			w.arr(4)
+		}
 		w.id(&d.ID)
 		w.u(uint64(d.Code))
 		w.u(uint64(d.Attempt))
 		w.i(d.At)
+		if d.Runs > 0 {
+			w.u(uint64(d.Runs))
+		}
 	}
 }
 
@@ -891,7 +910,12 @@ func readDeltas(r *reader) []Delta {
 		d.Code = TaskStatusCode(r.u8())
 		d.Attempt = r.u32()
 		d.At = r.i64()
-		r.skip(nf, 4)
+		if nf >= 5 {
+			d.Runs = r.u32()
+			r.skip(nf, 5)
+		} else {
+			r.skip(nf, 4)
+		}
 		if r.err != nil {
 			return nil
 		}

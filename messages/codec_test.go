@@ -106,6 +106,10 @@ func roundTripCases() []struct {
 			{ID: tid(2), Attempt: 1, Code: Failed, Error: "lost"},
 			{ID: tid(3), Attempt: 2, Code: Failed, Error: "exit status 1", Payload: []byte("x")},
 		}}, 2},
+		{"result batch with runs", &ResultBatch{Results: []Result{
+			{ID: tid(1), Attempt: 1, Code: Success, Started: 1, Finished: 2, Runs: 2, Payload: []byte("p")},
+			{ID: tid(2), Attempt: 1, Code: Success},
+		}}, 2},
 		{"manager status report empty", &ManagerStatusReport{}, 1},
 		{"manager status report", &ManagerStatusReport{Deltas: []Delta{
 			{ID: tid(1), Code: Running, Attempt: 1, At: 1700000000000000000},
@@ -116,7 +120,7 @@ func roundTripCases() []struct {
 		{"ep status report with blocks", &EPStatusReport{Managers: 1, Blocks: []byte(`[{"block_id":"b1","state":"pending"}]`)}, 1},
 		{"ep status report with managers", &EPStatusReport{Managers: 1, Blocks: []byte(`[]`), ManagerList: []byte(`[{"manager_id":"m1"}]`)}, 1},
 		{"ep status report", &EPStatusReport{Deltas: []Delta{
-			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42},
+			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42, Runs: 3},
 			{ID: tid(10), Code: Success, Attempt: math.MaxUint32, At: math.MaxInt64},
 		}, Managers: 2, Workers: 8, IdleWorkers: 3, Queued: 100000, Outstanding: 5, ServingState: NonePaused}, 1},
 		{"command set serving state", &Command{ID: 1, Op: OpSetServingState, State: PushPaused,
@@ -213,8 +217,8 @@ func TestExtraFieldsSkipped(t *testing.T) {
 			&TaskBatch{Tasks: []Task{{ID: id, Attempt: 1, Payload: []byte("ab"), Owner: "alice"}}}},
 		{"task with nil owner", [][]byte{hdr(t, TypeTaskBatch, []any{[]any{id[:], 1, 0, nil}})},
 			&TaskBatch{Tasks: []Task{{ID: id, Attempt: 1}}}},
-		{"delta with extra field", [][]byte{hdr(t, TypeManagerStatusReport, []any{[]any{[]any{id[:], 3, 1, 9, []any{}}}, 1, 1, 1, 1, 0, "new"})},
-			&ManagerStatusReport{Deltas: []Delta{{ID: id, Code: Running, Attempt: 1, At: 9}}, Workers: 1, IdleWorkers: 1, Capacity: 1, Outstanding: 1}},
+		{"delta with extra field", [][]byte{hdr(t, TypeManagerStatusReport, []any{[]any{[]any{id[:], 3, 1, 9, 2, []any{}}}, 1, 1, 1, 1, 0, "new"})},
+			&ManagerStatusReport{Deltas: []Delta{{ID: id, Code: Running, Attempt: 1, At: 9, Runs: 2}}, Workers: 1, IdleWorkers: 1, Capacity: 1, Outstanding: 1}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

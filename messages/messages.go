@@ -61,6 +61,10 @@ type Result struct {
 	Started  int64 // unix nanoseconds
 	Finished int64
 	Payload  []byte
+	// Runs is how many times a worker started the task, as the
+	// interchange counted (0: not counted, as from a manager or an older
+	// peer; left off the wire then).
+	Runs uint32
 }
 
 // ResultBatch carries results upward.
@@ -72,6 +76,8 @@ type Delta struct {
 	Code    TaskStatusCode
 	Attempt uint32
 	At      int64 // unix nanoseconds
+	// Runs: as in Result; only the interchange sets it.
+	Runs uint32
 }
 
 // ManagerStatusReport is sent by a manager every heartbeat interval.
