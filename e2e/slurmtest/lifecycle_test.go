@@ -1,7 +1,10 @@
 package slurmtest_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -376,6 +379,11 @@ func TestRestartAdoptsRunningBlocks(t *testing.T) {
 	if p := peak(); p > cfg.MaxBlocks {
 		t.Errorf("%d jobs at once, --max-blocks %d", p, cfg.MaxBlocks)
 	}
+	for _, want := range []string{"adopting a block of the previous run", "blocks of the previous run recovered"} {
+		if !e.ix.Log.Contains(want) {
+			t.Errorf("the restarted interchange's log lacks %q", want)
+		}
+	}
 	sort.Strings(jobs)
 	t.Logf("restart with jobs %v running: listed again %s after the start (period %s), peak %d jobs (max-blocks 2), all 8 tasks done, idle blocks drained and gone %s after the restart (max-idle 3s); log: %d starts, %d ends",
 		jobs, listed.Round(time.Millisecond), envPeriod, peak(), drained.Round(100*time.Millisecond), e.count("start"), e.count("end"))
@@ -415,4 +423,93 @@ func TestFailingBlockSaysWhy(t *testing.T) {
 		}
 	}
 	t.Logf("failed block %s: reason %q", failed.BlockID, failed.Reason)
+}
+
+// Prometheus (Debian's /usr/bin/prometheus) finds the managers of blocks
+// through the interchange's GET /sd (http_sd_configs) and scrapes each on
+// the free port it reported, with manager_id and block_id labels.
+func TestPrometheusScrapesBlockManagersThroughSD(t *testing.T) {
+	const prom = "/usr/bin/prometheus"
+	if _, err := os.Stat(prom); err != nil {
+		t.Fatalf("%s is missing (%v): install Debian's prometheus package (scripts/install-deps.sh)", prom, err)
+	}
+	cfg := &blocks.Config{MinBlocks: 2, MaxBlocks: 2, InitBlocks: 2, WorkersPerNode: 1, Walltime: 10 * time.Minute, MaxIdle: time.Minute}
+	e := newBlockEnv(t, cfg)
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		if rs := e.blocksIn("running"); len(rs) != 2 || rs[0].Managers != 1 || rs[1].Managers != 1 {
+			return fmt.Errorf("blocks %+v", e.ix.Status().Blocks)
+		}
+		return nil
+	})
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: switchyard-block-managers
+    http_sd_configs:
+      - url: %s/sd
+        refresh_interval: 1s
+`, e.ix.URL)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := testutil.Port(t)
+	p := testutil.StartProc(t, dir, "prometheus", prom, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+testutil.Addr(port), "--log.level=warn")
+	query := func(q string) ([]map[string]string, error) {
+		resp, err := http.Get("http://" + testutil.Addr(port) + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Data struct {
+				Result []struct {
+					Metric map[string]string `json:"metric"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			return nil, err
+		}
+		var ms []map[string]string
+		for _, r := range out.Data.Result {
+			ms = append(ms, r.Metric)
+		}
+		return ms, nil
+	}
+	t0 := time.Now()
+	var up []map[string]string
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		if p.Exited() {
+			t.Fatal("prometheus exited")
+		}
+		var err error
+		up, err = query(`up{job="switchyard-block-managers"} == 1`)
+		if err != nil {
+			return err
+		}
+		if len(up) != 2 {
+			return fmt.Errorf("%d managers up in Prometheus: %v", len(up), up)
+		}
+		return nil
+	})
+	blocksSeen := map[string]bool{}
+	for _, m := range up {
+		if m["manager_id"] == "" || m["block_id"] == "" || !strings.HasPrefix(m["manager_id"], m["block_id"]) {
+			t.Errorf("target labels %v", m)
+		}
+		blocksSeen[m["block_id"]] = true
+	}
+	if len(blocksSeen) != 2 {
+		t.Errorf("targets of %d blocks, want 2: %v", len(blocksSeen), up)
+	}
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		ms, err := query(`switchyard_manager_heartbeats_received_total{job="switchyard-block-managers"}`)
+		if err != nil || len(ms) != 2 {
+			return fmt.Errorf("manager metrics in Prometheus: %v %v", ms, err)
+		}
+		return nil
+	})
+	t.Logf("Prometheus scraped both block managers through %s/sd %s after it started: %v", e.ix.URL, time.Since(t0).Round(100*time.Millisecond), up)
 }
