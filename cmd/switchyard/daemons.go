@@ -260,8 +260,8 @@ expects.`,
 			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
-				InheritHeartbeat: !cmd.Flags().Changed("heartbeat-interval") && !cmd.Flags().Changed("heartbeat-threshold"),
-				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, PythonIdle: pyIdle, Python: python})
+				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, PythonIdle: pyIdle, Python: python,
+				InheritHeartbeat: !cmd.Flags().Changed("heartbeat-interval") && !cmd.Flags().Changed("heartbeat-threshold")})
 			if err != nil {
 				return err
 			}
