@@ -16,7 +16,9 @@ func (ix *Interchange) scrapeTargets() []SDTarget {
 		if m.HTTPAddr == "" {
 			continue
 		}
-		l := map[string]string{"manager_id": m.ID, "endpoint_id": ix.opts.EndpointID}
+		// endpoint and component as the dashboard and scripts/prometheus.yml
+		// label every daemon.
+		l := map[string]string{"manager_id": m.ID, "endpoint": ix.opts.EndpointID, "component": "manager"}
 		if m.BlockID != "" {
 			l["block_id"] = m.BlockID
 		}
