@@ -26,6 +26,8 @@ type savedBlock struct {
 	SubmittedAt time.Time `json:"submitted_at"`
 	StartedAt   time.Time `json:"started_at,omitzero"`
 	DrainedAt   time.Time `json:"drained_at,omitzero"`
+	// Pids are a local block's managers (each its own process group).
+	Pids []int `json:"pids,omitempty"`
 }
 
 type savedBlocks struct {
@@ -68,10 +70,10 @@ func (b *Blocks) load(now time.Time) error {
 			b.end(bl, now, Failed, fmt.Sprintf("started by provider %s, this interchange runs %s: not adopted", sv.Provider, b.opts.Provider.Name()))
 		case s.JobID == "":
 			b.end(bl, now, Failed, "the interchange stopped while submitting it; its job, if any, is not adopted")
-		case b.opts.Provider.Name() == ProviderLocal:
-			// Local managers are children of the interchange that started
-			// them and stop with it.
-			b.end(bl, now, Done, "local managers end with their interchange; not adopted after a restart")
+		case b.opts.Provider.Name() == ProviderLocal && !b.adoptLocal(s):
+			// Local managers stop with the interchange that started them,
+			// unless it died without a word.
+			b.end(bl, now, Done, "local managers end with their interchange; none of this block is still running")
 		default:
 			if a, ok := b.opts.Provider.(adopter); ok {
 				a.Adopt(s.JobID, bl.dir)
@@ -105,8 +107,12 @@ func (b *Blocks) save() {
 		if bl.state.ended() {
 			continue
 		}
-		sv.Blocks = append(sv.Blocks, savedBlock{ID: id, JobID: bl.jobID, State: bl.state.String(), SubmittedAt: bl.submittedAt,
-			StartedAt: bl.startedAt, DrainedAt: bl.drainedAt})
+		s := savedBlock{ID: id, JobID: bl.jobID, State: bl.state.String(), SubmittedAt: bl.submittedAt,
+			StartedAt: bl.startedAt, DrainedAt: bl.drainedAt}
+		if l, ok := b.opts.Provider.(*Local); ok {
+			s.Pids = l.pidsOf(bl.jobID)
+		}
+		sv.Blocks = append(sv.Blocks, s)
 	}
 	data, err := json.MarshalIndent(sv, "", "  ")
 	if err != nil || bytes.Equal(data, b.saved) {

@@ -42,7 +42,8 @@ type localJob struct {
 }
 
 type localProc struct {
-	cmd  *exec.Cmd
+	cmd  *exec.Cmd // nil for a manager adopted from a previous run
+	pid  int       // also its process group
 	log  string
 	done chan struct{}
 	err  error
@@ -120,7 +121,7 @@ func (l *Local) start(bin string, args []string, spec Spec, logPath string) (*lo
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start manager %s: %w", bin, err)
 	}
-	p := &localProc{cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &localProc{cmd: cmd, pid: cmd.Process.Pid, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -168,7 +169,7 @@ func (j *localJob) signal(sig syscall.Signal) {
 		select {
 		case <-p.done:
 		default:
-			_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+			_ = syscall.Kill(-p.pid, sig)
 		}
 	}
 }
