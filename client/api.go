@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Task is the forwarder's task object.
@@ -44,6 +47,24 @@ type ExecResult struct {
 // Exec decodes the task's result as an exec result.
 func (t Task) Exec() (ExecResult, error) {
 	var r ExecResult
+	if len(t.Result) == 0 || string(t.Result) == "null" {
+		return r, nil
+	}
+	err := json.Unmarshal(t.Result, &r)
+	return r, err
+}
+
+// PythonResult is the result of a python task: the serialized value (or
+// exception) and, from managers that make one, a short readable form of
+// it (the value's repr() or the traceback's end, at most 2 KiB).
+type PythonResult struct {
+	Payload []byte `json:"payload"`
+	Text    string `json:"text,omitempty"`
+}
+
+// Python decodes the task's result as a python result.
+func (t Task) Python() (PythonResult, error) {
+	var r PythonResult
 	if len(t.Result) == 0 || string(t.Result) == "null" {
 		return r, nil
 	}
@@ -105,12 +126,44 @@ func (c *Client) Submit(ctx context.Context, ep string, tasks ...any) ([]string,
 }
 
 // SubmitBody posts a ready-made body {"tasks":[...]} (the benchmark builds
-// it once).
+// it once). It sends an Idempotency-Key and, when the answer is lost (the
+// forwarder unreachable mid-request), sends the same request again with
+// the same key, so the tasks are created once.
 func (c *Client) SubmitBody(ctx context.Context, ep string, body []byte) ([]string, error) {
-	var raw json.RawMessage
-	if err := c.call(ctx, http.MethodPost, "/v1/endpoints/"+esc(ep)+"/tasks", body, &raw); err != nil {
+	key := uuid.NewString()
+	delay := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		ids, err := c.SubmitBodyKey(ctx, ep, body, key)
+		var unreachable *UnreachableError
+		if err == nil || !errors.As(err, &unreachable) || try == submitTries {
+			return ids, err
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		delay *= 2
+	}
+}
+
+// submitTries is how many times SubmitBody sends a request whose answer
+// was lost.
+const submitTries = 4
+
+// SubmitBodyKey posts body once with Idempotency-Key key: the same key and
+// tasks again return the first request's ids.
+func (c *Client) SubmitBodyKey(ctx context.Context, ep string, body []byte, key string) ([]string, error) {
+	path := "/v1/endpoints/" + esc(ep) + "/tasks"
+	resp, err := c.Do(ctx, Request{Method: http.MethodPost, Path: path, Body: bytes.NewReader(body),
+		Header: http.Header{"Idempotency-Key": {key}}})
+	if err != nil {
 		return nil, err
 	}
+	if resp.Status >= 400 {
+		return nil, errorOf(http.MethodPost, path, resp)
+	}
+	raw := resp.Body
 	if ids, ok := fastIDs(raw); ok {
 		return ids, nil
 	}

@@ -49,7 +49,12 @@ func newAccess(st taskstore.Store) (*access, error) {
 
 // verify says who holds token.
 func (a *access) verify(token string) (auth.Identity, bool) {
-	h := auth.Hash(token)
+	return a.verifyHash(auth.Hash(token))
+}
+
+// verifyHash says who holds the token of hash h (a web UI session keeps
+// the hash, never the token, so a revoked token ends its sessions).
+func (a *access) verifyHash(h string) (auth.Identity, bool) {
 	a.mu.RLock()
 	t, ok := a.byHash[h]
 	a.mu.RUnlock()

@@ -76,11 +76,24 @@ func (f *Forwarder) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusNotFound, "no such path %s; see GET /v1/endpoints, POST /v1/endpoints/{ep}/tasks, GET /v1/tasks, GET /v1/tasks/{id}", r.URL.Path)
 	})
+	// The web UI calls this mux with its session's identity, so its pages
+	// and forms pass the API's own checks.
+	f.api = mux
+	var api http.Handler
 	if f.opts.Insecure {
-		return httpx.Identify("forwarder", auth.Anonymous(mux))
+		api = auth.Anonymous(mux)
+	} else {
+		verify := func(tok string) (auth.Identity, bool) { return f.access.verify(tok) }
+		api = auth.Require(verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() })
 	}
-	verify := func(tok string) (auth.Identity, bool) { return f.access.verify(tok) }
-	return httpx.Identify("forwarder", auth.Require(verify, mux, func() { f.m.httpErrors.WithLabelValues("401").Inc() }))
+	if f.opts.NoUI {
+		return httpx.Identify("forwarder", api)
+	}
+	outer := http.NewServeMux()
+	outer.Handle("/ui/", f.uiRoutes())
+	outer.Handle("/ui", http.RedirectHandler("/ui/", http.StatusSeeOther))
+	outer.Handle("/", api)
+	return httpx.Identify("forwarder", outer)
 }
 
 func (f *Forwarder) methods(h map[string]http.HandlerFunc) http.HandlerFunc {
@@ -213,6 +226,25 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusServiceUnavailable, "not accepting tasks: the task store is failing (%v); reads still work", err)
 		return
 	}
+	var accepted []messages.TaskID
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		if err := validIdemKey(key); err != nil {
+			f.fail(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		e, replay, err := f.idem.begin(r.Context(), who.User+"\x00"+epID+"\x00"+key, hashTasks(raw))
+		switch {
+		case errors.Is(err, errIdemMismatch):
+			f.fail(w, http.StatusUnprocessableEntity, "%v; use a new key for new tasks", err)
+			return
+		case err != nil:
+			return // the client went away
+		case replay != nil:
+			writeRaw(w, http.StatusAccepted, appendIDs(nil, replay))
+			return
+		}
+		defer func() { f.idem.finish(e, accepted) }()
+	}
 	state := messages.StateReceived
 	if v, ok := f.Endpoint(epID); !ok || !v.Connected || v.ServingState != messages.NonePaused.String() {
 		state = messages.StateWaitingForEndpoint
@@ -230,7 +262,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		ts[i] = &entry{Task: Task{ID: id, Endpoint: epID, Owner: who.User, Kind: s.Kind, Spec: encoded[i], State: state, Attempts: 1, CreatedAt: now.UnixNano()}}
 		ids[i] = id
 	}
-	if err := f.tasks.add(ts, f.opts.MaxTasksPerUser); err != nil {
+	if err := f.tasks.add(ts, quota{tasks: f.opts.MaxTasksPerUser, bytes: f.opts.MaxPendingBytesPerUser}); err != nil {
 		var tooMany *errTooManyTasks
 		if errors.As(err, &tooMany) {
 			f.fail(w, http.StatusTooManyRequests, "user %s: %v", who.User, err)
@@ -239,6 +271,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusServiceUnavailable, "tasks not accepted: the task store could not save them (%v); nothing was queued", err)
 		return
 	}
+	accepted = ids
 	f.m.submitted.Add(float64(len(ts)))
 	if !f.endpointKnown(epID) {
 		// Deleted while these were being stored: they fail like the

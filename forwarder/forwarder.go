@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -51,11 +52,18 @@ type Forwarder struct {
 	recovering bool
 	recovered  map[string][]*entry
 
+	// idem remembers submits by Idempotency-Key (idempotency.go).
+	idem *idempotency
 	// access holds the API's tokens (access.go).
 	access     *access
 	adminToken string
 	// lastCompact is when the janitor last compacted the store.
 	lastCompact time.Time
+
+	// api is the API's mux without the token check; ui serves /ui/
+	// (ui.go) over it.
+	api http.Handler
+	ui  *webUI
 }
 
 type evKind uint8
@@ -93,7 +101,7 @@ func New(opts Options) (*Forwarder, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	f := &Forwarder{opts: opts, log: opts.Log, views: make(map[string]EndpointView)}
+	f := &Forwarder{opts: opts, log: opts.Log, views: make(map[string]EndpointView), idem: newIdempotency()}
 	fail := func(err error) (*Forwarder, error) {
 		f.res.Close()
 		return nil, err
@@ -191,6 +199,17 @@ func (f *Forwarder) bindZMQ() error {
 	}
 	f.res.Add(func() { zsock.Close(sock) })
 	f.zmqAddr = addr
+	if !f.opts.Insecure {
+		logFail := zsock.QuietFailures(f.log, time.Minute, "interchanges")
+		w, err := zsock.WatchHandshakes(f.zctx, sock, func(why zsock.HandshakeFailure, addr string) {
+			f.m.handshakeFailures.WithLabelValues(string(why)).Inc()
+			logFail(why, addr)
+		})
+		if err != nil {
+			return fmt.Errorf("forwarder: %w", err)
+		}
+		f.res.Add(w.Stop)
+	}
 	f.router = link.NewRouter(sock, f.timing(), !f.opts.Insecure)
 	return nil
 }

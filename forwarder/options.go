@@ -48,14 +48,22 @@ type Options struct {
 	// MaxTasksPerUser caps one user's tasks that have not ended (0: no
 	// cap); a submission past it is refused with 429.
 	MaxTasksPerUser int
+	// MaxPendingBytesPerUser caps the bytes of one user's task specs not
+	// yet ended, which the forwarder holds in memory (0: no cap); past it
+	// a submission is refused with 429.
+	MaxPendingBytesPerUser int64
 	// Insecure turns security off, for benchmark comparisons and
 	// debugging: the API takes requests without a token (every caller is
 	// an admin) and CurveZMQ is off, so any interchange may register as
 	// any endpoint. Tasks are still refused for an endpoint that has
 	// neither been created nor connected.
 	Insecure bool
-	Log      *logrus.Entry
-	Registry *prometheus.Registry
+	// NoUI turns off the web UI at /ui/ (docs/contract.md, Web UI).
+	NoUI bool
+	// UISessionTTL is how long a web UI sign-in lasts (default 8h).
+	UISessionTTL time.Duration
+	Log          *logrus.Entry
+	Registry     *prometheus.Registry
 }
 
 // Defaults as documented in docs/contract.md, "Commands".
@@ -66,10 +74,15 @@ const (
 	// DefaultMaxTasksPerUser is the CLI's cap on one user's unfinished
 	// tasks.
 	DefaultMaxTasksPerUser = 1000000
+	// DefaultMaxPendingBytesPerUser is the CLI's cap on the bytes of one
+	// user's unfinished tasks' specs.
+	DefaultMaxPendingBytesPerUser = 1 << 30
 	// DefaultMaxInflight is an interchange's default pause threshold
 	// (100,000 queued): tasks in flight include those on managers, so
 	// the queue stays under it and no push is given back.
 	DefaultMaxInflight = 100000
+	// DefaultUISessionTTL is how long a web UI sign-in lasts.
+	DefaultUISessionTTL = 8 * time.Hour
 )
 
 func (o *Options) setDefaults() error {
@@ -93,6 +106,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000
+	}
+	if o.UISessionTTL <= 0 {
+		o.UISessionTTL = DefaultUISessionTTL
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 64 << 20

@@ -2,17 +2,10 @@ package forwarder_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,11 +17,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
+	zmq "github.com/pebbe/zmq4"
 	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -456,7 +452,8 @@ func TestSlowClientsAreBounded(t *testing.T) {
 		}
 		conn.Close()
 	}
-	// While maxConns connections are held, no more are served.
+	// Connections held open without a request no longer lock clients
+	// out: a new one takes the place of the idlest.
 	var held []net.Conn
 	for i := 0; i < maxConns; i++ {
 		conn, err := net.Dial("tcp", addr)
@@ -465,24 +462,16 @@ func TestSlowClientsAreBounded(t *testing.T) {
 		}
 		held = append(held, conn)
 	}
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		quick := testutil.NewClient(f.URL, f.AdminToken())
-		_, err := quick.Send(testutil.Request{Method: "GET", Path: "/healthz", Timeout: 200 * time.Millisecond})
-		if err == nil {
-			return fmt.Errorf("a request was served past the cap of %d connections", maxConns)
-		}
-		return nil
-	})
+	c.Must(t, http.StatusOK, "GET", "/v1/endpoints", nil, nil)
 	for _, conn := range held {
 		conn.Close()
 	}
-	c.Must(t, http.StatusOK, "GET", "/v1/endpoints", nil, nil)
 }
 
 // --tls-cert/--tls-key serve HTTPS; plain HTTP is then refused.
 func TestHTTPS(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile, pool := selfSigned(t, dir)
+	certFile, keyFile, pool := testutil.SelfSigned(t, dir)
 	f := testutil.StartForwarder(t, forwarder.Options{HTTP: httpx.Config{TLSCert: certFile, TLSKey: keyFile}})
 	f.Enroll(t, "ep1")
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
@@ -498,37 +487,6 @@ func TestHTTPS(t *testing.T) {
 		HTTP: httpx.Config{TLSCert: certFile}}); err == nil || !strings.Contains(err.Error(), "--tls-key") {
 		t.Fatalf("a certificate without a key: %v", err)
 	}
-}
-
-func selfSigned(t *testing.T, dir string) (string, string, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "switchyard test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, kf := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(cf, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(kf, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return cf, kf, pool
 }
 
 // Issue 14: a state directory that already existed kept a loose mode
@@ -597,3 +555,115 @@ func taskCount(t *testing.T, c *testutil.Client) int {
 }
 
 func logrusEntry(l *logrus.Logger) *logrus.Entry { return logrus.NewEntry(l) }
+
+// An adversary opening 1,030 idle sockets (some sending an unauthenticated
+// request and keeping the connection, some sending nothing) once locked
+// every client out for the 2-minute idle timeout. Idle connections now give
+// their place to new ones, and a failed authentication closes its
+// connection, so a real client is answered at once.
+func TestIdleSocketFloodLocksNobodyOut(t *testing.T) {
+	f, c := startForwarder(t, forwarder.Options{})
+	addr := f.HTTPAddr()
+	var conns []net.Conn
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	for i := 0; i < 1030; i++ {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		if i%2 == 0 {
+			fmt.Fprintf(conn, "GET /v1/endpoints HTTP/1.1\r\nHost: x\r\n\r\n")
+		}
+	}
+	start := time.Now()
+	var got []string
+	for range 5 {
+		t0 := time.Now()
+		if _, err := c.Send(testutil.Request{Method: "GET", Path: "/v1/endpoints", Timeout: 5 * time.Second}); err != nil {
+			t.Fatalf("a real client under 1,030 idle sockets: %v after %v", err, time.Since(t0))
+		}
+		got = append(got, time.Since(t0).Round(time.Microsecond).String())
+	}
+	t.Logf("5 requests under 1,030 idle sockets answered in %v (%v)", time.Since(start).Round(time.Millisecond), got)
+	// The unauthenticated connections were closed after their 401.
+	closed := 0
+	for i := 0; i < len(conns); i += 2 {
+		_ = conns[i].SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, conns[i]); err == nil {
+			closed++
+		}
+	}
+	if closed != len(conns)/2 {
+		t.Fatalf("%d of %d unauthenticated connections closed after their 401", closed, len(conns)/2)
+	}
+}
+
+// One user could pin gigabytes of forwarder memory with large specs that
+// wait (the cap counted tasks, not bytes). Specs not yet ended are now
+// capped per user in bytes too: 429 past it, per user.
+func TestMaxPendingBytesPerUser(t *testing.T) {
+	f, _ := startForwarder(t, forwarder.Options{MaxPendingBytesPerUser: 64 << 10})
+	alice, bob := f.User(t, "alice", false), f.User(t, "bob", false)
+	f.Share(t, "ep1", "alice", "bob")
+	big := map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("x", 20<<10)}}
+	if _, err := alice.Submit("ep1", big, big); err != nil {
+		t.Fatal(err)
+	}
+	code, body, _ := alice.Do("POST", "/v1/endpoints/ep1/tasks", map[string]any{"tasks": []any{big, big}}, nil)
+	if code != http.StatusTooManyRequests || !strings.Contains(string(body), "bytes") || !strings.Contains(string(body), "limit of 65536") {
+		t.Fatalf("alice past her byte cap: %d %s; want 429 naming the byte limit", code, body)
+	}
+	if _, err := bob.Submit("ep1", big, big); err != nil {
+		t.Fatalf("bob has his own cap: %v", err)
+	}
+}
+
+// Failed CURVE handshakes left no log line or metric: libzmq drops the
+// connection before the loop sees it. They are now counted by reason and
+// logged, once a minute per reason, however many come.
+func TestFailedHandshakesAreCountedAndLogged(t *testing.T) {
+	f := testutil.StartForwarder(t, forwarder.Options{})
+	creds := f.Enroll(t, "ep1")
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zctx.Term()
+	stranger, err := curve.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongServer, _ := curve.NewKeyPair()
+	for i := range 5 {
+		for _, c := range []struct{ server, pub, sec string }{
+			{creds.ServerKey, stranger.Public, stranger.Secret},            // a key never enrolled
+			{wrongServer.Public, creds.Client.Public, creds.Client.Secret}, // the wrong server key
+		} {
+			sock, err := zsock.NewDealer(zctx, fmt.Sprintf("x-%d", i), f.ZMQAddr(), zsock.CurveClient(c.server, c.pub, c.sec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = sock.SendMessageDontwait("hello")
+			defer zsock.Close(sock)
+		}
+	}
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		auth := testutil.Metric(t, f.Reg, "switchyard_forwarder_handshake_failures_total", "reason", "auth")
+		var other float64
+		for _, r := range []string{"protocol", "other"} {
+			other += testutil.Metric(t, f.Reg, "switchyard_forwarder_handshake_failures_total", "reason", r)
+		}
+		if auth < 5 || other < 1 {
+			return fmt.Errorf("handshake failures: auth %v, wrong server key %v", auth, other)
+		}
+		return nil
+	})
+	if n := strings.Count(f.Log.String(), "CURVE handshake on the interchanges socket failed"); n < 1 || n > 3 {
+		t.Fatalf("%d log lines for 10+ failed handshakes; want one per reason", n)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
+	"github.com/switchyard-hpc/switchyard/internal/textcap"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -97,10 +98,18 @@ type taskTable struct {
 	// byState counts tasks per state, for metrics.
 	byState map[messages.TaskState]*atomic.Int64
 	// open counts each owner's tasks that have not ended (under mu).
-	open    map[string]int
+	open map[string]openTasks
+	// adding holds the first seq of each batch being written to the
+	// store (under mu): seqs are given out before the write, so a
+	// follower of new tasks reads only up to storedSeq.
+	adding  map[uint64]struct{}
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
 	// owners names the owners of DoneRefs and journal entries.
 	owners *taskstore.Owners
+	// byOwner holds each owner's seqs in rising order, by owner index, so
+	// listing one user's tasks reads hers, not everyone's (8 bytes a
+	// task; pruned seqs leave at the next prune).
+	byOwner [][]uint64
 	// endLatency, when set, sees each result's time from acceptance.
 	endLatency func(time.Duration)
 	log        *logrus.Entry
@@ -145,6 +154,29 @@ func (tt *taskTable) insert(e *entry) {
 	tt.ends.Put(e.Seq, liveRef(e.slot))
 }
 
+// ownerSeq notes seq as a task of owner idx; tt.mu is held.
+func (tt *taskTable) ownerSeq(idx uint32, seq uint64) {
+	for int(idx) >= len(tt.byOwner) {
+		tt.byOwner = append(tt.byOwner, nil)
+	}
+	tt.byOwner[idx] = append(tt.byOwner[idx], seq)
+}
+
+// dropOwnerSeqs removes from these owners' lists the seqs no longer
+// indexed (0 in owners: every owner, for an owner a DoneRef cannot name);
+// tt.mu is held.
+func (tt *taskTable) dropOwnerSeqs(owners map[uint32]bool) {
+	for i := range tt.byOwner {
+		if !owners[uint32(i)] && !owners[0] {
+			continue
+		}
+		tt.byOwner[i] = slices.DeleteFunc(tt.byOwner[i], func(seq uint64) bool {
+			_, ok := tt.ends.Get(seq)
+			return !ok
+		})
+	}
+}
+
 // unlive frees e's slot; the caller rewrites or deletes its index entry.
 func (tt *taskTable) unlive(e *entry) {
 	tt.live[e.slot] = nil
@@ -161,18 +193,38 @@ func (tt *taskTable) move(t *Task, to messages.TaskState) {
 	t.State = to
 }
 
+// openTasks is what one owner's tasks that have not ended hold.
+type openTasks struct {
+	n     int
+	bytes int64 // of their specs, which stay in memory until they end
+}
+
 func (tt *taskTable) closeOwned(t *Task) {
-	if n := tt.open[t.Owner] - 1; n > 0 {
-		tt.open[t.Owner] = n
+	o := tt.open[t.Owner]
+	if o.n--; o.n > 0 {
+		o.bytes -= int64(len(t.Spec))
+		tt.open[t.Owner] = o
 	} else {
 		delete(tt.open, t.Owner)
 	}
 }
 
-// errTooManyTasks refuses a submission past the per-user limit.
-type errTooManyTasks struct{ open, adding, limit int }
+// quota caps one owner's tasks that have not ended (0: no cap).
+type quota struct {
+	tasks int
+	bytes int64
+}
+
+// errTooManyTasks refuses a submission past a per-user limit.
+type errTooManyTasks struct {
+	open, adding, limit int
+	bytes               bool // the limit is of bytes of specs
+}
 
 func (e *errTooManyTasks) Error() string {
+	if e.bytes {
+		return fmt.Sprintf("%d bytes of tasks not yet ended plus %d new would pass the limit of %d per user; wait for some to end", e.open, e.adding, e.limit)
+	}
 	return fmt.Sprintf("%d tasks not yet ended plus %d new would pass the limit of %d per user; wait for some to end", e.open, e.adding, e.limit)
 }
 
@@ -188,7 +240,7 @@ func (tt *taskTable) countByState() map[messages.TaskState]int64 {
 func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 	tt := &taskTable{log: log, journal: newJournal(journalSize), owners: taskstore.NewOwners(), index: make(map[messages.TaskID]uint64),
 		waiters: make(map[messages.TaskID]chan struct{}), st: st,
-		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]int)}
+		byState: make(map[messages.TaskState]*atomic.Int64), open: make(map[string]openTasks), adding: make(map[uint64]struct{})}
 	for _, s := range messages.AllStates {
 		tt.byState[s] = new(atomic.Int64)
 	}
@@ -206,6 +258,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
 		e := &entry{Task: *t, owner: tt.owners.Index(t.Owner)}
+		tt.ownerSeq(e.owner, t.Seq)
 		if t.State.Terminal() {
 			tt.index[t.ID] = t.Seq
 			tt.ends.Put(t.Seq, tt.doneRef(e))
@@ -213,9 +266,15 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		}
 		tt.insert(e)
 		open = append(open, e)
-		tt.open[t.Owner]++
+		o := tt.open[t.Owner]
+		o.n++
+		o.bytes += int64(len(t.Spec))
+		tt.open[t.Owner] = o
 	})
 	total = len(tt.index)
+	for _, seqs := range tt.byOwner {
+		slices.Sort(seqs)
+	}
 	tt.mu.Unlock()
 	if err != nil {
 		return 0, nil, err
@@ -280,25 +339,39 @@ func tasksOf(es []*entry) []*Task {
 }
 
 // add stores new tasks of one owner and returns once they are durable; on
-// failure they are removed again. limit > 0 caps the owner's tasks that
-// have not ended.
-func (tt *taskTable) add(ts []*entry, limit int) error {
+// failure they are removed again. limit caps the owner's tasks that have
+// not ended.
+func (tt *taskTable) add(ts []*entry, limit quota) error {
 	if len(ts) == 0 {
 		return nil
+	}
+	var size int64
+	for _, t := range ts {
+		size += int64(len(t.Spec))
 	}
 	now := time.Now()
 	tt.mu.Lock()
 	owner := ts[0].Owner
-	if open := tt.open[owner]; limit > 0 && open+len(ts) > limit {
+	o := tt.open[owner]
+	if limit.tasks > 0 && o.n+len(ts) > limit.tasks {
 		tt.mu.Unlock()
-		return &errTooManyTasks{open: open, adding: len(ts), limit: limit}
+		return &errTooManyTasks{open: o.n, adding: len(ts), limit: limit.tasks}
+	}
+	if limit.bytes > 0 && o.bytes+size > limit.bytes {
+		tt.mu.Unlock()
+		return &errTooManyTasks{open: int(o.bytes), adding: int(size), limit: int(limit.bytes), bytes: true}
 	}
 	idx := tt.owners.Index(owner)
-	tt.open[owner] += len(ts)
+	o.n += len(ts)
+	o.bytes += size
+	tt.open[owner] = o
+	first := tt.seq + 1
+	tt.adding[first] = struct{}{}
 	for _, t := range ts {
 		t.owner = idx
 		tt.seq++
 		t.Seq = tt.seq
+		tt.ownerSeq(idx, t.Seq)
 		tt.insert(t)
 		tt.byState[t.State].Add(1)
 		tt.touch(t, now, true)
@@ -307,10 +380,12 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 	// A task is read only by id, and its id is not yet given out, so
 	// nobody changes these while they are written.
 	err := tt.st.Add(tasksOf(ts))
+	tt.mu.Lock()
+	delete(tt.adding, first)
 	if err == nil {
+		tt.mu.Unlock()
 		return nil
 	}
-	tt.mu.Lock()
 	for _, t := range ts {
 		delete(tt.index, t.ID)
 		tt.ends.Delete(t.Seq)
@@ -320,6 +395,7 @@ func (tt *taskTable) add(ts []*entry, limit int) error {
 			tt.closeOwned(&t.Task)
 		}
 	}
+	tt.dropOwnerSeqs(map[uint32]bool{idx: true})
 	tt.mu.Unlock()
 	return err
 }
@@ -495,7 +571,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*
 		t.Runs = max(t.Runs, r.Runs)
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
-			t.Result = jsonResult(t.Kind, r.Payload)
+			t.Result = jsonResult(t.Kind, r.Payload, r.Text)
 		}
 		if r.Finished > 0 {
 			t.CompletedAt = r.Finished
@@ -642,10 +718,11 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 
 // jsonResult keeps a result that is JSON as it is and wraps anything else,
 // so one odd payload cannot break the API's answers. A python task's
-// result is the worker's serialized bytes: {"payload": "<base64>"}.
-func jsonResult(kind string, p []byte) []byte {
+// result is the worker's serialized bytes, with the manager's readable
+// form beside it when there is one: {"payload": "<base64>", "text": "..."}.
+func jsonResult(kind string, p []byte, text string) []byte {
 	if kind == taskspec.KindPython {
-		b, _ := json.Marshal(map[string][]byte{"payload": p})
+		b, _ := json.Marshal(pythonResult{Payload: p, Text: textcap.Cap(text, MaxResultText)})
 		return b
 	}
 	if json.Valid(p) {
@@ -655,12 +732,23 @@ func jsonResult(kind string, p []byte) []byte {
 	return b
 }
 
+// MaxResultText caps the readable form of a python result kept beside its
+// payload: it is for people, and the payload has the whole value.
+const MaxResultText = 2048
+
+// pythonResult is a python task's result as the API shows it.
+type pythonResult struct {
+	Payload []byte `json:"payload"`
+	Text    string `json:"text,omitempty"`
+}
+
 // prune forgets ended tasks completed before cutoff, in memory and in
 // the store, and returns how many. Tasks whose end is not yet durable stay
 // until it is.
 func (tt *taskTable) prune(cutoff time.Time) int {
 	var keys []taskstore.Key
 	before := cutoff.Unix()
+	owners := map[uint32]bool{}
 	tt.mu.Lock()
 	for id, seq := range tt.index {
 		r, _ := tt.ends.Get(seq)
@@ -669,8 +757,10 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 			tt.ends.Delete(seq)
 			tt.byState[r.State()].Add(-1)
 			keys = append(keys, taskstore.Key{ID: id, Seq: seq})
+			owners[r.Owner()] = true
 		}
 	}
+	tt.dropOwnerSeqs(owners)
 	tt.mu.Unlock()
 	if err := tt.st.Prune(keys); err != nil {
 		tt.log.WithError(err).Warn("pruning finished tasks from the store failed; they stay on disk until the next try")

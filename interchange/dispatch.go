@@ -32,6 +32,9 @@ type manager struct {
 	// freedAt is when it got free slots while tasks were queued (unix
 	// nanoseconds; 0 when not waiting): how long it idles for work we hold.
 	freedAt int64
+	// acct is the account it runs as on a multi-user endpoint (an index
+	// into multi.list, plus one); it gets that account's tasks only.
+	acct uint32
 }
 
 // waitsForWork starts m's idle clock when it has room and tasks wait.
@@ -147,18 +150,19 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		ack = append(ack, r.ID)
 		t, ok := l.tasks[r.ID]
 		switch {
-		case len(r.Payload)+len(r.Error) > l.ix.opts.MaxResultBytes:
+		case len(r.Payload)+len(r.Error)+len(r.Text) > l.ix.opts.MaxResultBytes:
 			// Refused and not acknowledged: nothing changes.
 			ack = ack[:len(ack)-1]
 			l.ix.m.refused.WithLabelValues("oversized-result").Inc()
 			l.down.Refuse(m.Route, messages.CodeOversized, fmt.Sprintf("result for task %s is %d bytes; the limit is %d (--max-result-bytes)",
-				r.ID, len(r.Payload)+len(r.Error), l.ix.opts.MaxResultBytes))
+				r.ID, len(r.Payload)+len(r.Error)+len(r.Text), l.ix.opts.MaxResultBytes))
 		case ok && t.fin:
 			// Its result is held already.
 			l.ix.m.duplicates.Inc()
-		case ok && r.Attempt == t.attempt && (t.mgr == m || t.mgr == nil && t.recovered):
+		case ok && r.Attempt == t.attempt && (t.mgr == m || t.mgr == nil && t.recovered && t.acct == m.acct):
 			// From the manager it was handed to, or one that held it across
-			// our restart (nobody holds it since).
+			// our restart (nobody holds it since; on a multi-user endpoint
+			// one of its owner's account).
 			if r.Started != 0 {
 				t.countStart() // it ended before a report said it ran
 			}
@@ -171,12 +175,13 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		case ok:
 			l.ix.m.staleUpdates.Inc()
 		default:
-			// Unknown here (we restarted, or it was cancelled): pass it
-			// up; the forwarder decides by task id and attempt.
-			if r.Started != 0 {
-				r.Runs = 1 // at least; the forwarder keeps the larger count
-			}
-			l.finish(r)
+			// Not held here: never handed to anyone (it may still wait at
+			// the forwarder), or its result went up already. Acknowledged,
+			// so the manager forgets it, and dropped: a result counts only
+			// from the manager its attempt was handed to.
+			l.ix.m.refused.WithLabelValues("not-held").Inc()
+			l.quiet.Warn("notheld:"+m.ID, l.log.WithFields(logrus.Fields{"manager": m.ID, "task_id": r.ID.String()}),
+				"result for a task this interchange does not hold refused")
 		}
 	}
 	l.waitsForWork(m, time.Now().UnixNano())
@@ -199,6 +204,11 @@ func (l *loop) dispatch() {
 		l.hold != nil {
 		return
 	}
+	if l.multi != nil {
+		l.dispatchMulti()
+		l.idleClocks()
+		return
+	}
 	n := len(l.order)
 	free := l.freeBuf[:0]
 	for _, m := range l.order {
@@ -210,15 +220,20 @@ func (l *loop) dispatch() {
 	l.rr = (l.rr + 1) % n
 	for i, m := range l.order {
 		for share[i] > 0 {
-			sent := l.sendTasks(m, share[i])
+			sent := l.sendTasks(m, share[i], &l.q)
 			if sent == 0 {
 				break
 			}
 			share[i] -= sent
 		}
 	}
+	l.idleClocks()
+}
+
+// idleClocks stops the idle clocks without counting when nothing is left
+// to wait for.
+func (l *loop) idleClocks() {
 	if l.queued == 0 {
-		// Nothing left to wait for: idle clocks stop without counting.
 		for _, m := range l.order {
 			m.freedAt = 0
 		}
@@ -227,12 +242,12 @@ func (l *loop) dispatch() {
 
 // sendTasks sends m up to want queued tasks in one batch and reports how
 // many went; a full pipe puts them back and retries shortly.
-func (l *loop) sendTasks(m *manager, want int) int {
+func (l *loop) sendTasks(m *manager, want int, q *tqueue) int {
 	m.sendBuf = m.sendBuf[:0]
 	var sent []*itask
 	size := 0
 	for len(m.sendBuf) < want && size < messages.MaxBatchBytes {
-		t := l.pop()
+		t := l.pop(q)
 		if t == nil {
 			break
 		}

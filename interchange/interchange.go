@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
@@ -50,6 +51,11 @@ type Interchange struct {
 	// only the loop calls it. blocksView is its last view, for HTTP.
 	blocks     *blocks.Blocks
 	blocksView atomic.Pointer[[]blocks.View]
+	// multi is the user map's state on a multi-user endpoint (the loop
+	// owns it once running); keys are the user keys the ZAP handler admits.
+	multi        *multiUser
+	keys         userKeys
+	serverPublic string
 
 	viewMu sync.RWMutex
 	view   StatusView
@@ -62,6 +68,7 @@ const (
 	evDurable
 	evBlocks
 	evDrainBlock
+	evReloadMap
 )
 
 type event struct {
@@ -111,6 +118,22 @@ func New(opts Options) (*Interchange, error) {
 	}
 	ix.res.Add(ix.mbox.Close)
 	ix.m = newMetrics(opts.Registry, ix)
+	if !opts.Insecure {
+		logFail := zsock.QuietFailures(ix.log, time.Minute, "managers")
+		w, err := zsock.WatchHandshakes(ix.zctx, sock, func(why zsock.HandshakeFailure, addr string) {
+			ix.m.handshakeFailures.WithLabelValues(string(why)).Inc()
+			logFail(why, addr)
+		})
+		if err != nil {
+			return fail(fmt.Errorf("interchange: %w", err))
+		}
+		ix.res.Add(w.Stop)
+	}
+	if opts.UserMap != "" {
+		if err := ix.setupMultiUser(); err != nil {
+			return fail(err)
+		}
+	}
 	if err := ix.startBlocks(); err != nil {
 		return fail(fmt.Errorf("interchange: %w", err))
 	}
@@ -120,7 +143,7 @@ func New(opts Options) (*Interchange, error) {
 	if err := ix.setupAccess(); err != nil {
 		return fail(err)
 	}
-	if ix.http, err = httpx.Listen(opts.ListenHTTP, ix.routes()); err != nil {
+	if ix.http, err = httpx.ListenConfig(opts.ListenHTTP, ix.routes(), opts.HTTP); err != nil {
 		return fail(fmt.Errorf("interchange: %w", err))
 	}
 	return ix, nil
@@ -139,11 +162,20 @@ func (ix *Interchange) bindManagers() (*zmq.Socket, error) {
 		if err != nil {
 			return nil, fmt.Errorf("interchange: manager keys: %w", err)
 		}
+		ix.serverPublic = server.Public
+		check := func(domain, _, key string) (string, bool) {
+			return managerUser, domain == "managers" && key == creds.Client.Public
+		}
+		if ix.opts.UserMap != "" {
+			// Only users' keys: the plain key would run anyone's tasks.
+			check = func(domain, _, key string) (string, bool) {
+				name, ok := ix.keys.lookup(key)
+				return userIDPrefix + name, ok && domain == "managers"
+			}
+			creds = nil
+		}
 		ix.mgrCreds = creds
-		allowed := creds.Client.Public
-		zap, err := zsock.StartZAP(ix.zctx, func(domain, _, key string) (string, bool) {
-			return managerUser, domain == "managers" && key == allowed
-		})
+		zap, err := zsock.StartZAP(ix.zctx, check)
 		if err != nil {
 			return nil, err
 		}
@@ -158,6 +190,12 @@ func (ix *Interchange) bindManagers() (*zmq.Socket, error) {
 	}
 	ix.res.Add(func() { zsock.Close(sock) })
 	ix.downAddr = addr
+	if ix.opts.UserMap != "" && ix.dir != nil {
+		// A plain key left by a single-user run is not admitted here.
+		if err := os.Remove(ix.dir.File("manager.credentials")); err == nil {
+			ix.log.Info("multi-user: removed the plain manager.credentials of an earlier single-user run; it is not admitted")
+		}
+	}
 	if ix.mgrCreds != nil {
 		ix.mgrCreds.Address = addr
 		if ix.dir != nil {
@@ -184,6 +222,9 @@ func (ix *Interchange) managerKeys() (server curve.KeyPair, creds *curve.Credent
 	}
 	if server, _, err = curve.LoadOrCreate(ix.dir.File("curve.key")); err != nil {
 		return server, nil, err
+	}
+	if ix.opts.UserMap != "" {
+		return server, &curve.Credentials{Kind: curve.KindManager, ServerKey: server.Public}, nil
 	}
 	path := ix.dir.File("manager.credentials")
 	creds, err = curve.ReadCredentials(path, curve.KindManager)
@@ -228,6 +269,9 @@ func (ix *Interchange) Run(ctx context.Context) error {
 	g.Add("loop", l.run)
 	g.Add("http", func(c context.Context) error { return ix.http.Serve(c, ix.log) })
 	g.Add("status reports", func(c context.Context) error { ix.reportLoop(c); return nil })
+	if ix.multi != nil {
+		g.Add("user map reloads", func(c context.Context) error { ix.watchHUP(c); return nil })
+	}
 	err := g.Run(ctx)
 	l.close()
 	ix.res.Close()

@@ -29,7 +29,7 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 		l.log.WithField("manager", reg.ID).Warn("manager with another protocol version refused")
 		return
 	}
-	if l.down.Secure() && env.User != managerUser {
+	if l.down.Secure() && env.User != managerUser && l.multi == nil {
 		l.down.Refuse(env.Route, messages.CodeRefused, "this key is not enrolled as a manager of this endpoint")
 		return
 	}
@@ -39,6 +39,15 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 	}
 	id := reg.ID
 	m, known := l.mgrs[id]
+	var acct *account
+	if l.multi != nil {
+		var why string
+		if acct, why = l.bindAccount(m, known, env.User); acct == nil {
+			l.down.Refuse(env.Route, messages.CodeRefused, why)
+			l.quiet.Warn("badbind:"+id, l.log.WithFields(logrus.Fields{"manager": id, "key": env.User}), "multi-user: registration refused: "+why)
+			return
+		}
+	}
 	if !known {
 		if l.ix.store != nil {
 			l.ops = append(l.ops, managerOp(id))
@@ -46,6 +55,10 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 		m = &manager{Peer: link.Peer{ID: id}, outstanding: make(map[messages.TaskID]*itask), sent: link.NewDeliveries(taskDelivery)}
 		l.mgrs[id] = m
 		l.order = append(l.order, m)
+		if acct != nil {
+			m.acct = acct.idx
+			acct.mgrs = append(acct.mgrs, m)
+		}
 	}
 	if known && len(m.outstanding) > 0 {
 		m.resyncUntil = now.Add(2 * l.ix.opts.HeartbeatInterval)
@@ -60,6 +73,9 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 		"prefetch": reg.Prefetch, "known": known, "held": len(m.outstanding)}
 	if reg.BlockID != "" {
 		f["block"] = reg.BlockID
+	}
+	if acct != nil {
+		f["posix_user"] = acct.Name
 	}
 	l.log.WithFields(f).Info("manager registered")
 	// The answer carries our timing: a manager that keeps its own default
@@ -100,6 +116,7 @@ func (l *loop) managerLost(m *manager, why link.Reason, now time.Time) {
 	}
 	l.resynced(m.ID, now) // a lost manager is not waited for
 	l.down.Unbind(&m.Peer)
+	l.unbindAccount(m)
 	for i, x := range l.order {
 		if x == m {
 			l.order = append(l.order[:i:i], l.order[i+1:]...)
@@ -129,14 +146,16 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 	for _, t := range ts {
 		id := t.id
 		l.takeBack(m, t)
-		var fail bool
-		t.attempt, fail = afterLoss(t.attempt, l.ix.opts.MaxRetries)
+		next, fail := afterLoss(t.attempt, l.ix.opts.MaxRetries)
 		if fail {
+			// The task ends on its last attempt, so its attempts and the
+			// message agree.
 			l.finishTask(t, messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
-				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.ID, reason)})
+				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt, m.ID, reason)})
 			failed++
 			continue
 		}
+		t.attempt = next
 		back = append(back, t)
 		if l.ix.store != nil {
 			l.ops = append(l.ops, taskOp(t))

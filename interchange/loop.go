@@ -45,10 +45,13 @@ type itask struct {
 	// manager may still hold it from before.
 	recovered bool
 	// started: a worker started it in its current dispatch; runs counts
-	// such starts over its life (in the padding after recovered).
+	// such starts over its life. Both fit in padding, beside acct.
 	started bool
-	runs    uint32
-	owner   owner
+	runs    uint16
+	// acct is the task's POSIX account on a multi-user endpoint (an index
+	// into multi.list, plus one); 0 otherwise. It fits in padding.
+	acct  uint32
+	owner owner
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -71,11 +74,14 @@ type loop struct {
 	freeBuf []int
 	// tasks holds every task from arrival to the forwarder's ack of its
 	// result; nheld of them are finished.
-	tasks  map[messages.TaskID]*itask
-	nheld  int
-	queue  []*itask
-	qhead  int
+	tasks map[messages.TaskID]*itask
+	nheld int
+	// q is the queue of a single-user endpoint; a multi-user one queues
+	// per POSIX account. queued counts every queue's tasks.
+	q      tqueue
 	queued int
+	// multi is the user map's state; nil on a single-user endpoint.
+	multi *multiUser
 	// results are the results held until the forwarder acknowledges them.
 	results *link.Outbox[itask]
 	// dirty are tasks whose state changed since the last status report.
@@ -115,7 +121,7 @@ type mgrCmd struct {
 func newLoop(ix *Interchange) *loop {
 	l := &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
 		results: link.NewOutbox(taskDelivery),
-		mgrCmds: make(map[uint64]mgrCmd), down: ix.down,
+		mgrCmds: make(map[uint64]mgrCmd), down: ix.down, multi: ix.multi,
 		quiet: link.NewQuiet(10 * time.Second)}
 	l.down.Malformed = l.malformed
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: ix.zctx, Addr: ix.opts.Forwarder, ID: ix.opts.EndpointID,
@@ -222,5 +228,7 @@ func (l *loop) handleEvent(ev *event) {
 		l.tickBlocks(time.Now())
 	case evDrainBlock:
 		l.drainBlock(ev.block)
+	case evReloadMap:
+		l.reloadMap()
 	}
 }

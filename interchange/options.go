@@ -2,6 +2,8 @@ package interchange
 
 import (
 	"fmt"
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +23,9 @@ type Options struct {
 	Forwarder      string
 	ListenManagers string
 	ListenHTTP     string
-	StateDir       string
+	// HTTP sets TLS and the connection caps of the admin HTTP listener.
+	HTTP     httpx.Config
+	StateDir string
 	// Fsync makes every store commit survive a host crash, not only a
 	// process crash (each group commit then waits for the disk).
 	Fsync bool
@@ -54,6 +58,12 @@ type Options struct {
 	// ManagerBinary is the switchyard binary blocks run (default:
 	// $SWITCHYARD_BIN, else this executable).
 	ManagerBinary string
+	// UserMap makes a multi-user endpoint (--user-map FILE): each user's
+	// tasks run only on managers running as her mapped POSIX account.
+	UserMap string
+	// MaxBlocksPerUser caps each user's blocks on a multi-user endpoint
+	// (--max-blocks-per-user; 0: only --max-blocks).
+	MaxBlocksPerUser int
 }
 
 // DefaultMaxResultBytes is --max-result-bytes' default.
@@ -93,6 +103,23 @@ func (o *Options) setDefaults() error {
 	}
 	if o.EndpointID == "" {
 		return fmt.Errorf("--endpoint-id is required: the name users submit tasks to")
+	}
+	if o.UserMap != "" {
+		switch {
+		case o.Insecure:
+			return fmt.Errorf("--user-map needs CurveZMQ: a multi-user endpoint tells users' managers apart by their keys (drop --insecure)")
+		case o.StateDir == "":
+			return fmt.Errorf("--user-map needs a --state-dir for the users' manager credentials")
+		case o.AllowRoot:
+			return fmt.Errorf("--user-map with --allow-root: a multi-user endpoint never runs managers as root")
+		case os.Geteuid() != 0:
+			return fmt.Errorf("--user-map needs the interchange to run as root, to write each user's credentials as hers and start her managers as her")
+		}
+	} else if o.MaxBlocksPerUser != 0 {
+		return fmt.Errorf("--max-blocks-per-user applies to multi-user endpoints only (with --user-map)")
+	}
+	if o.MaxBlocksPerUser < 0 {
+		return fmt.Errorf("--max-blocks-per-user %d must be 0 (no cap but --max-blocks) or more", o.MaxBlocksPerUser)
 	}
 	switch {
 	case o.MaxResultBytes == 0:

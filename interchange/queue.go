@@ -6,18 +6,39 @@ import (
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
+// tqueue is a FIFO of queued tasks. A task taken out of it meanwhile
+// (cancelled, finished) stays in items with queued false and is skipped.
+type tqueue struct {
+	items []*itask
+	head  int
+	n     int // tasks in it with queued set
+}
+
+// queueOf is the queue t waits in: the endpoint's one queue, or on a
+// multi-user endpoint its POSIX account's.
+func (l *loop) queueOf(t *itask) *tqueue {
+	if t.acct == 0 {
+		return &l.q
+	}
+	return &l.multi.list[t.acct-1].q
+}
+
 func (l *loop) enqueueBack(t *itask) {
 	t.queuedAt = time.Now().UnixNano()
 	t.queued = true
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
-	l.queue = append(l.queue, t)
+	q := l.queueOf(t)
+	q.items = append(q.items, t)
+	q.n++
 	l.queued++
 }
 
-// enqueueFront puts tasks back at the head of the queue, in order, with
-// one copy however many there are.
+// enqueueFront puts tasks back at the head of their queue, in order.
 func (l *loop) enqueueFront(ts ...*itask) {
+	if len(ts) == 0 {
+		return
+	}
 	now := time.Now().UnixNano()
 	for _, t := range ts {
 		t.queuedAt = now
@@ -26,54 +47,75 @@ func (l *loop) enqueueFront(ts ...*itask) {
 		t.code = messages.WaitingForNodes
 	}
 	l.queued += len(ts)
-	if len(ts) <= l.qhead {
-		l.qhead -= len(ts)
-		copy(l.queue[l.qhead:], ts)
+	if l.multi == nil {
+		l.q.pushFront(ts)
 		return
 	}
-	rest := l.queue[l.qhead:]
-	q := make([]*itask, 0, len(ts)+len(rest)+len(rest)/4)
-	q = append(q, ts...)
-	l.queue = append(q, rest...)
-	l.qhead = 0
+	// Usually all of one account (one manager's tasks); split otherwise.
+	for len(ts) > 0 {
+		a := ts[0].acct
+		n := 1
+		for n < len(ts) && ts[n].acct == a {
+			n++
+		}
+		l.queueOf(ts[0]).pushFront(ts[:n])
+		ts = ts[n:]
+	}
 }
 
-// pop returns the next queued task, skipping those removed meanwhile.
-func (l *loop) pop() *itask {
-	for l.qhead < len(l.queue) {
-		t := l.queue[l.qhead]
-		l.queue[l.qhead] = nil
-		l.qhead++
+// pushFront puts ts at the head, in order, with one copy however many.
+func (q *tqueue) pushFront(ts []*itask) {
+	q.n += len(ts)
+	if len(ts) <= q.head {
+		q.head -= len(ts)
+		copy(q.items[q.head:], ts)
+		return
+	}
+	rest := q.items[q.head:]
+	nq := make([]*itask, 0, len(ts)+len(rest)+len(rest)/4)
+	nq = append(nq, ts...)
+	q.items = append(nq, rest...)
+	q.head = 0
+}
+
+// pop returns the next task queued in q, skipping those removed meanwhile.
+func (l *loop) pop(q *tqueue) *itask {
+	for q.head < len(q.items) {
+		t := q.items[q.head]
+		q.items[q.head] = nil
+		q.head++
 		if t.queued {
 			t.queued = false
+			q.n--
 			l.queued--
-			l.compact()
+			q.compact()
 			return t
 		}
 	}
-	l.queue = l.queue[:0]
-	l.qhead = 0
+	q.items = q.items[:0]
+	q.head = 0
 	return nil
 }
 
 // compact keeps the queue's backing array from growing with every task
 // ever queued: reset when drained, slide down when the dead head is large.
-func (l *loop) compact() {
+func (q *tqueue) compact() {
 	switch {
-	case l.qhead == len(l.queue):
-		l.queue = l.queue[:0]
-		l.qhead = 0
-	case l.qhead > 4096 && l.qhead > len(l.queue)/2:
-		n := copy(l.queue, l.queue[l.qhead:])
-		clear(l.queue[n:])
-		l.queue = l.queue[:n]
-		l.qhead = 0
+	case q.head == len(q.items):
+		q.items = q.items[:0]
+		q.head = 0
+	case q.head > 4096 && q.head > len(q.items)/2:
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items = q.items[:n]
+		q.head = 0
 	}
 }
 
 func (l *loop) unqueue(t *itask) {
 	if t.queued {
 		t.queued = false
+		l.queueOf(t).n--
 		l.queued--
 	}
 }

@@ -18,8 +18,9 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 		d := &r.Deltas[i]
 		t, ok := l.tasks[d.ID]
 		ok = ok && !t.fin
-		if ok && t.mgr == nil && t.queued && d.Attempt == t.attempt {
-			// After our restart: the manager still holds this task.
+		if ok && t.mgr == nil && t.queued && t.recovered && d.Attempt == t.attempt && (l.multi == nil || t.acct == m.acct) {
+			// After our restart: the manager still holds this task (only a
+			// recovered one: a live queued task was handed to nobody).
 			l.unqueue(t)
 			t.mgr = m
 			m.outstanding[t.id] = t

@@ -11,26 +11,12 @@ import (
 // outstanding is how many tasks are not finished.
 func (l *loop) outstanding() int { return len(l.tasks) - l.nheld }
 
-// finish takes a task's result: it is held until the forwarder acks it.
-func (l *loop) finish(r messages.Result) {
-	t, ok := l.tasks[r.ID]
-	if !ok {
-		// Unknown here (we restarted, or it was cancelled): passed up all
-		// the same; the forwarder decides by task id and attempt.
-		t = &itask{id: r.ID, seq: l.nextSeq()}
-		l.tasks[r.ID] = t
-		l.holdResult(t, r)
-		return
-	}
-	l.finishTask(t, r)
-}
-
 // finishTask ends a task we hold with its result.
 func (l *loop) finishTask(t *itask, r messages.Result) {
 	if t.fin {
 		return
 	}
-	r.Runs = max(r.Runs, t.runs)
+	r.Runs = max(r.Runs, uint32(t.runs))
 	if l.ix.store != nil {
 		l.ops = append(l.ops, taskDeleteOp(t.seq))
 	}
@@ -146,7 +132,7 @@ func (l *loop) takeDeltas() []messages.Delta {
 	for _, t := range l.dirty {
 		t.dirty = false
 		if !t.fin {
-			ds = append(ds, messages.Delta{ID: t.id, Code: t.code, Attempt: t.attempt, At: t.stAt, Runs: t.runs})
+			ds = append(ds, messages.Delta{ID: t.id, Code: t.code, Attempt: t.attempt, At: t.stAt, Runs: uint32(t.runs)})
 		}
 	}
 	if cap(l.dirty) > 4096 {

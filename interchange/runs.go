@@ -1,5 +1,7 @@
 package interchange
 
+import "math"
+
 // countStart notes that a worker started t in its current dispatch: the
 // first running report, or a result with a start time, of a dispatch is
 // one run. A task given back or taken from a lost node and started again
@@ -7,6 +9,8 @@ package interchange
 func (t *itask) countStart() {
 	if !t.started {
 		t.started = true
-		t.runs++
+		if t.runs < math.MaxUint16 {
+			t.runs++
+		}
 	}
 }

@@ -99,7 +99,7 @@ func taskDeleteOp(seq uint64) store.Op {
 }
 
 func resultOp(seq uint64, r *messages.Result) store.Op {
-	k, w := keyAndValue(seq, 48+len(r.Error)+len(r.Payload))
+	k, w := keyAndValue(seq, 48+len(r.Error)+len(r.Payload)+len(r.Text))
 	w.Bytes(r.ID[:])
 	w.Uvarint(uint64(r.Attempt))
 	w.Uvarint(uint64(r.Code))
@@ -107,6 +107,10 @@ func resultOp(seq uint64, r *messages.Result) store.Op {
 	w.Varint(r.Started)
 	w.Varint(r.Finished)
 	w.Bytes(r.Payload)
+	// Last and optional, so records written before it read as they were.
+	if r.Text != "" {
+		w.String(r.Text)
+	}
 	return store.Op{Bucket: resultsBucket, Key: k, Value: w.B}
 }
 
@@ -201,6 +205,9 @@ func loadState(st *store.Log) (*recovered, error) {
 		h := &heldResult{seq: binary.BigEndian.Uint64(k)}
 		h.Attempt, h.Code, h.Error = uint32(r.Uvarint()), messages.TaskStatusCode(r.Uvarint()), r.String()
 		h.Started, h.Finished, h.Payload = r.Varint(), r.Varint(), r.Bytes()
+		if r.Err == nil && len(r.B) > 0 {
+			h.Text = r.String()
+		}
 		if r.Err == nil && len(id) != 16 {
 			r.Err = fmt.Errorf("task id of %d bytes", len(id))
 		}
@@ -249,6 +256,7 @@ func (l *loop) recover() {
 		return
 	}
 	ops := l.ops
+	now := time.Now()
 	for _, h := range rec.results {
 		t := &itask{id: h.ID, seq: h.seq, attempt: h.Attempt}
 		l.tasks[t.id] = t
@@ -262,7 +270,7 @@ func (l *loop) recover() {
 		}
 		t.recovered = true
 		l.tasks[t.id] = t
-		l.enqueueBack(t)
+		l.placeTask(t, now)
 	}
 	l.seq = rec.maxSeq
 	l.log.WithFields(logrus.Fields{"unfinished": len(rec.tasks), "undelivered": len(rec.results)}).
@@ -271,7 +279,6 @@ func (l *loop) recover() {
 		// Managers that held tasks before the restart may still run them:
 		// wait until they have re-registered and reported what they hold,
 		// not longer than two intervals (a manager that stays away is lost).
-		now := time.Now()
 		l.hold = &recoveryHold{since: now, until: now.Add(2 * l.ix.opts.HeartbeatInterval), waiting: map[string]bool{}}
 		for _, id := range rec.managers {
 			l.hold.waiting[id] = true

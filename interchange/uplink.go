@@ -75,7 +75,8 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 		return
 	}
 	ids := make([]messages.TaskID, len(b.Tasks))
-	now := time.Now().UnixNano()
+	tnow := time.Now()
+	now := tnow.UnixNano()
 	for i := range b.Tasks {
 		t := &b.Tasks[i]
 		ids[i] = t.ID
@@ -90,10 +91,10 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 		}
 		it := &itask{id: t.ID, seq: l.nextSeq(), attempt: max(t.Attempt, 1), payload: t.Payload, owner: l.owners.intern(t.Owner)}
 		l.tasks[t.ID] = it
-		l.enqueueBack(it)
 		if l.ix.store != nil {
 			l.ops = append(l.ops, taskOp(it))
 		}
+		l.placeTask(it, tnow)
 		l.noteStatus(it, now)
 	}
 	l.ix.m.received.Add(float64(len(b.Tasks)))

@@ -121,7 +121,7 @@ func New(opts Options) (*Manager, error) {
 		if err := mg.setupAdmin(); err != nil {
 			return fail(err)
 		}
-		if mg.http, err = httpx.Listen(opts.ListenHTTP, mg.routes()); err != nil {
+		if mg.http, err = httpx.ListenConfig(opts.ListenHTTP, mg.routes(), opts.HTTP); err != nil {
 			return fail(fmt.Errorf("manager: %w", err))
 		}
 	}

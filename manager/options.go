@@ -3,6 +3,7 @@ package manager
 import (
 	"errors"
 	"fmt"
+	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"os"
 	"runtime"
 	"strings"
@@ -20,11 +21,13 @@ import (
 
 // Options configure a Manager.
 type Options struct {
-	Interchange        string
-	ManagerID          string
-	Workers            int
-	Prefetch           int
-	ListenHTTP         string
+	Interchange string
+	ManagerID   string
+	Workers     int
+	Prefetch    int
+	ListenHTTP  string
+	// HTTP sets TLS and the connection caps of the admin HTTP listener.
+	HTTP               httpx.Config
 	StateDir           string
 	BlockID            string
 	HeartbeatInterval  time.Duration

@@ -37,11 +37,11 @@ with os.fdopen(3, "rb") as f: src = f.read()
 exec(compile(src, "<switchyard-worker>", "exec"))
 `
 
-// pythonMaxResult keeps a python result and its error summary within the
+// pythonMaxResult keeps a python result, its error summary and text within the
 // interchange's default --max-result-bytes (10 MiB): a larger result would
 // be refused there and its task would never end. The worker refuses it
 // with a clear exception instead.
-const pythonMaxResult = 10<<20 - maxSummaryBytes - 1024
+const pythonMaxResult = 10<<20 - maxSummaryBytes - maxTextBytes - 1024
 
 // helloTimeout bounds a worker's start-up (interpreter and cloudpickle import).
 const helloTimeout = time.Minute
@@ -448,11 +448,22 @@ func (p *pyPool) runPython(ctx context.Context, owner string, spec taskspec.Spec
 		p.discard(w, reason, true)
 		r.Code = messages.Failed
 	case kind == frameReturn:
+		if w.protocol >= 3 {
+			if r.Text, body, err = splitText(body); err != nil {
+				p.discard(w, pyProtocol, true)
+				r.Code, r.Text, r.Error = messages.Failed, "", fmt.Sprintf("python worker (pid %d) broke the worker protocol: %v", w.pid, err)
+				return
+			}
+		}
 		p.put(w)
 		r.Code, r.Payload = messages.Success, body
 	case kind == frameException:
 		summary, payload, err := splitException(body)
+		if err == nil && w.protocol >= 3 {
+			r.Text, payload, err = splitText(payload)
+		}
 		if err != nil {
+			r.Text = ""
 			p.discard(w, pyProtocol, true)
 			r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) broke the worker protocol: %v", w.pid, err)
 			return
@@ -470,14 +481,16 @@ func (p *pyPool) runPython(ctx context.Context, owner string, spec taskspec.Spec
 
 // pyWorker is one worker process and our ends of its pipes.
 type pyWorker struct {
-	cmd     *exec.Cmd
-	pid     int
-	owner   string // the only owner whose calls it runs
-	in      *os.File
-	outF    *os.File
-	out     *bufio.Reader
-	scratch []byte
-	stderr  *tailBuffer
+	cmd   *exec.Cmd
+	pid   int
+	owner string // the only owner whose calls it runs
+	// protocol is the version its hello announced (3 adds answer text).
+	protocol int
+	in       *os.File
+	outF     *os.File
+	out      *bufio.Reader
+	scratch  []byte
+	stderr   *tailBuffer
 	// idleSince is when it was last put back (pool's mu).
 	idleSince time.Time
 	// done is closed once the process has exited and waitErr is set.
@@ -574,9 +587,10 @@ func (w *pyWorker) hello(ctx context.Context) (pyHello, error) {
 	if err := json.Unmarshal(body, &h); err != nil {
 		return h, fmt.Errorf("python worker %s sent a hello that is not JSON: %v", w.cmd.Path, err)
 	}
-	if h.Protocol != workerProtocol {
-		return h, fmt.Errorf("python worker %s speaks protocol %d; this manager speaks %d", w.cmd.Path, h.Protocol, workerProtocol)
+	if h.Protocol < minWorkerProtocol || h.Protocol > workerProtocol {
+		return h, fmt.Errorf("python worker %s speaks protocol %d; this manager speaks %d to %d", w.cmd.Path, h.Protocol, minWorkerProtocol, workerProtocol)
 	}
+	w.protocol = h.Protocol
 	return h, nil
 }
 
@@ -593,7 +607,7 @@ func (w *pyWorker) call(ctx context.Context, payload []byte, maxResult int) (byt
 	if cap(w.scratch) > 256<<10 {
 		w.scratch = nil
 	}
-	kind, body, err := readFrame(w.out, callIDLen+maxResult+maxSummaryBytes+64)
+	kind, body, err := readFrame(w.out, callIDLen+maxResult+maxSummaryBytes+maxTextBytes+64)
 	if err == nil && (kind == frameReturn || kind == frameException) {
 		body, err = answerOf(body, id)
 	}

@@ -156,7 +156,7 @@ func TestPythonExtraAnswerIsNotReadByTheNextCall(t *testing.T) {
 	f := start(t, pythonOpts(1), true)
 	wantOwnResults(t, f, "alice")
 	forge := `(lambda: (lambda loc: (
-		loc['send'](82, *([loc['call_id']] if 'call_id' in loc else []), __import__('pickle').dumps(('ok', 'FORGED-OWN'))),
+		loc['send'](82, *([loc['call_id']] if 'call_id' in loc else []), bytes(4), __import__('pickle').dumps(('ok', 'FORGED-OWN'))),
 		'real')[-1])(__import__('sys')._getframe(1).f_locals), (), {})`
 	runAs(t, f, "alice", forge) // its own result: whatever it forged
 	wantOwnResults(t, f, "alice", "alice", "bob", "alice")

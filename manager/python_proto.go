@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"github.com/switchyard-hpc/switchyard/internal/textcap"
 	"io"
 )
 
@@ -16,9 +17,19 @@ const (
 	frameException byte = 'X' // worker -> manager: call id, summary length, summary, serialized ("err", exc, tb)
 )
 
-// workerProtocol is the version a worker must announce in its hello.
-// Version 2 added call ids and moved the pipes to fds 4 and 5.
-const workerProtocol = 2
+// workerProtocol is the version this manager's worker announces in its
+// hello; minWorkerProtocol is the oldest one it still speaks. Version 2
+// added call ids and moved the pipes to fds 4 and 5; version 3 added the
+// readable text to 'R' and 'X' answers.
+const (
+	workerProtocol    = 3
+	minWorkerProtocol = 2
+)
+
+// maxTextBytes caps the readable form of a result (docs/contract.md,
+// Python tasks): enough to read a value or a traceback's end, small
+// beside the payload.
+const maxTextBytes = 2048
 
 const frameHeaderLen = 5
 
@@ -99,6 +110,19 @@ func readFrame(r *bufio.Reader, limit int) (byte, []byte, error) {
 		return h[4], nil, err
 	}
 	return h[4], body, nil
+}
+
+// splitText reads the length-prefixed text that starts a protocol 3
+// answer's body and returns it, capped, with the rest of the body.
+func splitText(body []byte) (text string, rest []byte, err error) {
+	if len(body) < 4 {
+		return "", nil, fmt.Errorf("answer of %d bytes is shorter than its 4-byte text length", len(body))
+	}
+	n := int(binary.BigEndian.Uint32(body[:4]))
+	if n > len(body)-4 {
+		return "", nil, fmt.Errorf("answer announces a %d-byte text in %d bytes", n, len(body)-4)
+	}
+	return textcap.Cap(string(body[4:4+n]), maxTextBytes), body[4+n:], nil
 }
 
 // splitException reads an exception frame's body: the summary and the

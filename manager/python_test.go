@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
@@ -71,17 +72,19 @@ func TestPythonTasks(t *testing.T) {
 		code  messages.TaskStatusCode
 		error string // substring of the task's error
 		want  []string
+		text  string // substring of the result's readable text
 	}{
-		{"builtin", pyCall(t, "(pow, (2, 10), {})"), messages.Success, "", []string{"ok 1024"}},
-		{"lambda with kwargs", pyCall(t, "(lambda a, b=1: [a, b], (5,), {'b': 7})"), messages.Success, "", []string{"ok [5, 7]"}},
+		{"builtin", pyCall(t, "(pow, (2, 10), {})"), messages.Success, "", []string{"ok 1024"}, "1024"},
+		{"lambda with kwargs", pyCall(t, "(lambda a, b=1: [a, b], (5,), {'b': 7})"), messages.Success, "", []string{"ok [5, 7]"}, "[5, 7]"},
 		{"raises", pyCall(t, "(lambda: 1 / 0, (), {})"), messages.Failed, "ZeroDivisionError: division by zero",
-			[]string{"err ZeroDivisionError division by zero", "Traceback (most recent call last)", "in <lambda>"}},
-		{"print does not break the pipe", pyCall(t, "(lambda: print('noise on stdout') or 7, (), {})"), messages.Success, "", []string{"ok 7"}},
-		{"reads stdin", pyCall(t, "(lambda: __import__('sys').stdin.read(), (), {})"), messages.Success, "", []string{"ok ''"}},
-		{"clean environment", pyCall(t, "(lambda: sorted(__import__('os').environ), (), {})"), messages.Success, "", nil},
+			[]string{"err ZeroDivisionError division by zero", "Traceback (most recent call last)", "in <lambda>"}, "ZeroDivisionError: division by zero"},
+		{"long text is capped", pyCall(t, "(lambda: 'é' * 5000, (), {})"), messages.Success, "", nil, "éé"},
+		{"print does not break the pipe", pyCall(t, "(lambda: print('noise on stdout') or 7, (), {})"), messages.Success, "", []string{"ok 7"}, "7"},
+		{"reads stdin", pyCall(t, "(lambda: __import__('sys').stdin.read(), (), {})"), messages.Success, "", []string{"ok ''"}, "''"},
+		{"clean environment", pyCall(t, "(lambda: sorted(__import__('os').environ), (), {})"), messages.Success, "", nil, "PATH"},
 		{"unpicklable result", pyCall(t, "(lambda: __import__('threading').Lock(), (), {})"), messages.Failed, "",
-			[]string{"err TypeError", "could not be serialized"}},
-		{"system exit", pyCall(t, "(__import__('sys').exit, (4,), {})"), messages.Failed, "SystemExit: 4", []string{"err SystemExit 4"}},
+			[]string{"err TypeError", "could not be serialized"}, "could not be serialized"},
+		{"system exit", pyCall(t, "(__import__('sys').exit, (4,), {})"), messages.Failed, "SystemExit: 4", []string{"err SystemExit 4"}, "SystemExit: 4"},
 	}
 	specs := make([]taskspec.Spec, len(cases))
 	for i, tc := range cases {
@@ -93,6 +96,9 @@ func TestPythonTasks(t *testing.T) {
 			r := f.result(t, ids[i], 30*time.Second)
 			if r.Code != tc.code || !strings.Contains(r.Error, tc.error) {
 				t.Fatalf("%s %q; want %s with an error holding %q", r.Code.State(), r.Error, tc.code.State(), tc.error)
+			}
+			if !strings.Contains(r.Text, tc.text) || len(r.Text) > 2048 || !utf8.ValidString(r.Text) {
+				t.Errorf("text %q (%d bytes); want valid UTF-8 of at most 2048 bytes holding %q", r.Text, len(r.Text), tc.text)
 			}
 			got := pyResult(t, r.Payload)
 			for _, w := range tc.want {

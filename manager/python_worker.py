@@ -12,10 +12,12 @@ docs/worker-protocol.md, reading calls from fd 4 and writing answers to fd 5:
     worker -> manager  'H' hello (JSON), once, after start-up
                        'F' fatal (UTF-8 text), then the worker exits
     manager -> worker  'C' call: 8-byte call id, cloudpickle of (fn, args, kwargs)
-    worker -> manager  'R' return: the call's id, cloudpickle of ("ok", value)
+    worker -> manager  'R' return: the call's id, 4-byte length, UTF-8
+                           text (repr of the value), cloudpickle of ("ok", value)
                        'X' exception: the call's id, 4-byte length, UTF-8
-                           summary, then cloudpickle of ("err", exception,
-                           traceback_text)
+                           summary, 4-byte length, UTF-8 text (the
+                           traceback's end), then cloudpickle of ("err",
+                           exception, traceback_text)
 
 fd 0 is /dev/null and fds 1 and 2 go to the manager's capture of the
 worker's output, so a print() cannot reach the protocol; the ids let the
@@ -25,6 +27,7 @@ import io
 import json
 import os
 import pickle
+import reprlib
 import signal
 import struct
 import sys
@@ -32,7 +35,32 @@ import traceback
 import types
 import zlib
 
-PROTOCOL = 2
+PROTOCOL = 3
+# The readable text beside a result is for people (the web UI, `switchyard
+# result`); the pickle stays the value. reprlib keeps repr() of a big value
+# cheap; the manager caps the text again.
+MAX_TEXT = 2048
+_repr = reprlib.Repr()
+_repr.maxlevel = 4
+_repr.maxdict = _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxfrozenset = _repr.maxdeque = 50
+_repr.maxarray = 50
+_repr.maxstring = _repr.maxlong = _repr.maxother = MAX_TEXT
+
+
+def _text(s, tail=False):
+    b = s.encode("utf-8", "replace")
+    if len(b) <= MAX_TEXT:
+        return b
+    if tail:
+        return b"..." + b[len(b) - MAX_TEXT + 3:]
+    return b[:MAX_TEXT - 3] + b"..."
+
+
+def value_text(value):
+    try:
+        return _text(_repr.repr(value))
+    except BaseException as e:  # noqa: BLE001 - a broken __repr__ must not lose the value
+        return _text(f"<{type(value).__name__} whose repr() raised {type(e).__name__}>")
 CALLS, ANSWERS = 4, 5
 HERE = sys._getframe().f_code.co_filename
 HEADER = struct.Struct(">IB")
@@ -133,7 +161,8 @@ def main():
         except Exception as e:  # noqa: BLE001 - the exception itself may not pickle
             body = dumps(("err", RuntimeError(f"{summary} (the exception could not be serialized: {e})"), tb_text))
         s = summary.encode("utf-8", "replace")
-        send(ord("X"), call_id, LENGTH.pack(len(s)), s, body)
+        t = _text(tb_text.strip() or summary, tail=True)
+        send(ord("X"), call_id, LENGTH.pack(len(s)), s, LENGTH.pack(len(t)), t, body)
 
     read = proto_in.read
     while True:
@@ -166,14 +195,16 @@ def main():
         except Exception as e:  # noqa: BLE001
             failure(call_id, e, f"the return value of type {type(value).__name__} could not be serialized:\n"
                        + traceback.format_exc())
-            continue
-        finally:
             del value
+            continue
         if len(out) > max_result:
+            del value
             failure(call_id, ValueError(f"switchyard: the serialized return value is {len(out)} bytes; "
                                f"the limit is {max_result}"), "")
             continue
-        send(ord("R"), call_id, out)
+        t = value_text(value)
+        del value
+        send(ord("R"), call_id, LENGTH.pack(len(t)), t, out)
         del out
 
 

@@ -806,9 +806,15 @@ func (m *ResultBatch) Pack() ([][]byte, error) {
 	w.arr(len(m.Results))
 	for k := range m.Results {
 		x := &m.Results[k]
-		if x.Runs > 0 {
+		// The 8th field, text, only when there is one (or runs follow):
+		// peers that predate it skip it, and results without one stay as
+		// they were. The 9th, runs, only when counted.
+		switch {
+		case x.Runs > 0:
+			w.arr(9)
+		case x.Text != "":
 			w.arr(8)
-		} else {
+		default:
 			w.arr(7)
 		}
 		w.id(&x.ID)
@@ -818,6 +824,9 @@ func (m *ResultBatch) Pack() ([][]byte, error) {
 		w.i(x.Started)
 		w.i(x.Finished)
 		w.u(uint64(len(x.Payload)))
+		if x.Text != "" || x.Runs > 0 {
+			w.s(x.Text)
+		}
 		if x.Runs > 0 {
 			w.u(uint64(x.Runs))
 		}
@@ -855,10 +864,13 @@ func (m *ResultBatch) decode(r *reader, payload []byte) {
 		x.Finished = r.i64()
 		plen := r.u32()
 		if nf >= 8 {
+			x.Text = r.s()
+		}
+		if nf >= 9 {
 			x.Runs = r.u32()
-			r.skip(nf, 8)
+			r.skip(nf, 9)
 		} else {
-			r.skip(nf, 7)
+			r.skip(nf, 8)
 		}
 		if r.err != nil {
 			return

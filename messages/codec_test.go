@@ -106,8 +106,14 @@ func roundTripCases() []struct {
 			{ID: tid(2), Attempt: 1, Code: Failed, Error: "lost"},
 			{ID: tid(3), Attempt: 2, Code: Failed, Error: "exit status 1", Payload: []byte("x")},
 		}}, 2},
+		{"result batch with text", &ResultBatch{Results: []Result{
+			{ID: tid(1), Attempt: 1, Code: Success, Payload: []byte("pickle"), Text: "[1, 2, 3]"},
+			{ID: tid(2), Attempt: 1, Code: Failed, Error: "ValueError: x", Payload: []byte("p"), Text: "Traceback ..."},
+			{ID: tid(3), Attempt: 1, Code: Success, Payload: []byte("no text")},
+		}}, 2},
 		{"result batch with runs", &ResultBatch{Results: []Result{
 			{ID: tid(1), Attempt: 1, Code: Success, Started: 1, Finished: 2, Runs: 2, Payload: []byte("p")},
+			{ID: tid(3), Attempt: 1, Code: Success, Runs: 1, Text: "t"},
 			{ID: tid(2), Attempt: 1, Code: Success},
 		}}, 2},
 		{"manager status report empty", &ManagerStatusReport{}, 1},

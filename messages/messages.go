@@ -61,6 +61,9 @@ type Result struct {
 	Started  int64 // unix nanoseconds
 	Finished int64
 	Payload  []byte
+	// Text is a short readable form of a python result (its repr() or
+	// exception), for people; Payload stays the authority.
+	Text string
 	// Runs is how many times a worker started the task, as the
 	// interchange counted (0: not counted, as from a manager or an older
 	// peer; left off the wire then).

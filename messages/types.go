@@ -164,7 +164,7 @@ func ChunkTasks(ts []Task, maxItems int) int {
 func ChunkResults(rs []Result, maxItems int) int {
 	size := 0
 	for i := range rs {
-		size += len(rs[i].Payload) + len(rs[i].Error) + 48
+		size += len(rs[i].Payload) + len(rs[i].Error) + len(rs[i].Text) + 48
 		if i > 0 && (i >= maxItems || size > MaxBatchBytes) {
 			return i
 		}

@@ -10,7 +10,8 @@
 # e2e/slurmtest starts as a one-node cluster for the Slurm tests, and
 # python3-cloudpickle and python3-requests for the Python SDK and the
 # manager's Python workers, and tmux, in which the CLI tests drive the
-# commands on a terminal.
+# commands on a terminal, and chromium, which the web UI's tests drive
+# headless.
 set -e
 what="${1:-test}"
 case "$what" in
@@ -48,6 +49,10 @@ fi
 if ! command -v tmux >/dev/null 2>&1; then
 	need="$need tmux"
 fi
+# Headless Chromium drives the web UI's browser tests (forwarder/webui).
+if [ ! -x /usr/bin/chromium ]; then
+	need="$need chromium"
+fi
 fi
 if [ -z "$need" ]; then
 	exit 0
@@ -57,7 +62,7 @@ if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "missing:$need; install libzmq (>= 4.3) development files and pkg-config to build; for the tests also prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch), munge, tmux and python3 with cloudpickle and requests" >&2
+	echo "missing:$need; install libzmq (>= 4.3) development files and pkg-config to build; for the tests also prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch), munge, tmux, chromium and python3 with cloudpickle and requests" >&2
 	exit 1
 fi
 echo "installing$need with apt-get" >&2

@@ -352,9 +352,12 @@ func newResultCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "result TASK_ID",
-		Short: "Print a task's result (stdout of an exec task; JSON with --json)",
+		Short: "Print a task's result (stdout of an exec task, a python call's value; JSON with --json)",
 		Long: `Print a task's result. For an exec task, its stdout goes to stdout and its
-stderr to stderr. With --json the whole task object is printed.
+stderr to stderr. For a python task, the readable form of its value (its
+repr()) goes to stdout, or for a call that raised, the traceback's end to
+stderr; the serialized value itself is in --json's "payload". With --json
+the whole task object is printed.
 
 Exit status: 0 success, 3 when the task failed or was cancelled (its error,
 such as "exit status 7", goes to stderr), 2 when it has not ended yet (see
@@ -375,9 +378,13 @@ such as "exit status 7", goes to stderr), 2 when it has not ended yet (see
 			if !t.Terminal() {
 				return exitf(exitTimeout, "task %s is %s; no result yet (try 'switchyard wait %s')", t.TaskID, t.State, t.TaskID)
 			}
-			r, _ := t.Exec()
-			fmt.Print(r.Stdout)
-			fmt.Fprint(os.Stderr, r.Stderr)
+			if t.Kind == "python" {
+				printPython(t)
+			} else {
+				r, _ := t.Exec()
+				fmt.Print(r.Stdout)
+				fmt.Fprint(os.Stderr, r.Stderr)
+			}
 			if t.Runs > 1 {
 				// stdout is the task's own; this goes with its stderr.
 				fmt.Fprintf(os.Stderr, "switchyard: task %s ran %d times (a node was lost or drained while it ran)\n", t.TaskID, t.Runs)
@@ -390,6 +397,22 @@ such as "exit status 7", goes to stderr), 2 when it has not ended yet (see
 	}
 	cf.add(cmd.Flags())
 	return cmd
+}
+
+// printPython shows a python task's readable result: the value on stdout,
+// a traceback on stderr. Without a text (a manager that predates it) it
+// says where the value is.
+func printPython(t client.Task) {
+	r, err := t.Python()
+	switch {
+	case err != nil || len(r.Payload) == 0:
+	case r.Text == "":
+		fmt.Fprintf(os.Stderr, "(a %d-byte serialized result without a readable form; --json shows it as base64 in \"payload\")\n", len(r.Payload))
+	case t.State == "success":
+		fmt.Println(r.Text)
+	default:
+		fmt.Fprintln(os.Stderr, r.Text)
+	}
 }
 
 func newCancelCmd() *cobra.Command {

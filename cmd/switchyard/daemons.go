@@ -33,6 +33,8 @@ type daemonFlags struct {
 	logLevel   string
 	pprof      bool
 	insecure   bool
+	// http: TLS and connection caps of the daemon's HTTP listener.
+	http httpx.Config
 }
 
 func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
@@ -44,6 +46,10 @@ func (d *daemonFlags) add(fs *pflag.FlagSet, httpDefault, stateDefault string) {
 	fs.StringVar(&d.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&d.pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on the HTTP listener (admin token needed)")
 	fs.BoolVar(&d.insecure, "insecure", false, "turn security off: no CurveZMQ on the ZMQ links, no tokens on the HTTP API (benchmark comparisons, debugging); logs a warning at every start")
+	fs.StringVar(&d.http.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
+	fs.StringVar(&d.http.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.IntVar(&d.http.MaxConns, "max-connections", httpx.DefaultMaxConns, "cap on open HTTP connections; at the cap a new one takes the place of the one idle longest, and waits only while all are busy")
+	fs.IntVar(&d.http.MaxConnsPerClient, "max-connections-per-client", 0, fmt.Sprintf("cap on one client address's HTTP connections; past it, when all of them are busy, its new ones are refused (default %d, or none when --max-connections is not larger)", httpx.DefaultMaxConnsPerClient))
 }
 
 // credentials reads --credentials of the given kind, unless --insecure.
@@ -84,17 +90,18 @@ func (p *pressureFlags) add(fs *pflag.FlagSet) {
 func newForwarderCmd() *cobra.Command {
 	var df daemonFlags
 	var listenZMQ, storeURL string
-	var noPersist, fsync bool
-	var retention time.Duration
-	var hc httpx.Config
+	var noPersist, fsync, noUI bool
+	var retention, uiSession time.Duration
 	var maxPerUser, maxInflight int
+	var maxBytesPerUser int64
 	cmd := &cobra.Command{
 		Use:   "forwarder",
 		Short: "Run the service side: HTTP API, task store, ROUTER for interchanges",
 		Long: `Run the forwarder. Users submit tasks over its HTTP API; interchanges connect
 to its ZMQ ROUTER over CurveZMQ; only endpoints created with
 ` + "`switchyard endpoint create`" + ` may connect, each only as itself. One forwarder
-serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
+serves many endpoints. Its web UI is at /ui/ on the same listener (sign in
+with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()
@@ -103,7 +110,8 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
 				Store: storeURL, NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
-				HTTP: hc, MaxTasksPerUser: maxPerUser, MaxInflight: maxInflight, Insecure: df.insecure})
+				HTTP: df.http, MaxTasksPerUser: maxPerUser, MaxPendingBytesPerUser: maxBytesPerUser, MaxInflight: maxInflight, Insecure: df.insecure,
+				NoUI: noUI, UISessionTTL: uiSession})
 			if err != nil {
 				return err
 			}
@@ -119,10 +127,10 @@ serves many endpoints. Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks, tokens and endpoints in memory only (benchmarks; endpoints enrolled offline in --state-dir are read at start); a restart loses them; the same as --store memory")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
-	cmd.Flags().StringVar(&hc.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
-	cmd.Flags().StringVar(&hc.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
-	cmd.Flags().IntVar(&hc.MaxConns, "max-connections", httpx.DefaultMaxConns, "cap on open HTTP connections; more wait until one closes")
 	cmd.Flags().IntVar(&maxPerUser, "max-tasks-per-user", forwarder.DefaultMaxTasksPerUser, "refuse (429) a submission that would give one user more tasks than this not yet ended (0: no cap)")
+	cmd.Flags().Int64Var(&maxBytesPerUser, "max-pending-bytes-per-user", forwarder.DefaultMaxPendingBytesPerUser, "refuse (429) a submission that would give one user more bytes of task specs than this not yet ended: they are held in memory (0: no cap)")
+	cmd.Flags().BoolVar(&noUI, "no-ui", false, "do not serve the web UI at /ui/ (the status pages and forms that sign in with a token)")
+	cmd.Flags().DurationVar(&uiSession, "ui-session", forwarder.DefaultUISessionTTL, "how long a web UI sign-in lasts before it must sign in again")
 	cmd.Flags().IntVar(&maxInflight, "max-inflight", forwarder.DefaultMaxInflight, "tasks handed to one endpoint and not yet ended; more wait here until some end (keep it near the endpoint's --pause-queued-tasks: more is pushed and given back)")
 	return cmd
 }
@@ -131,8 +139,9 @@ func newInterchangeCmd() *cobra.Command {
 	var df daemonFlags
 	var pf pressureFlags
 	var endpointID, fwd, listenManagers, credPath string
-	var maxRetries, maxResult int
+	var maxRetries, maxResult, maxBlocksPerUser int
 	var noPersist, fsync, ixAllowRoot bool
+	var userMap string
 	var bcfg *blocks.Config
 	cmd := &cobra.Command{
 		Use:   "interchange --credentials FILE | --insecure --endpoint-id ID",
@@ -148,6 +157,18 @@ STATE_DIR/blocks/ID/job.sh). It scales out while tasks queue beyond free
 and pending capacity, up to --max-blocks, drains blocks idle for
 --max-idle down to --min-blocks, and replaces a block before its walltime.
 Managers of a block get this interchange's manager credential and address.
+
+With --user-map FILE the endpoint is multi-user (created with 'switchyard
+endpoint create ID --multi-user'): the interchange runs as root and each
+user's tasks run only on managers running as the POSIX account the map
+names for her. Map lines: 'SWITCHYARD_USER POSIX_USER [SLURM_ACCOUNT]',
+'# comments', and '* = [SLURM_ACCOUNT]' for "the account of the same
+name". Root and accounts with uid below 1000 are refused. Each account gets
+a manager key of its own in STATE_DIR/users/POSIX_USER/manager.credentials
+(hers, mode 0600); the plain manager key is not made. Blocks are per user:
+her queued tasks against her managers' capacity, at most
+--max-blocks-per-user each and --max-blocks in all, her managers started
+as her (local) or her jobs submitted as her (slurm, --account from the map).
 
 It keeps its live blocks in STATE_DIR/blocks/blocks.json. A plain SIGTERM
 leaves slurm jobs running (local managers stop with it): started again, the
@@ -173,11 +194,12 @@ cancels its blocks (their managers drain) and waits for the jobs to end.`,
 			if !cmd.Flags().Changed("forwarder") && creds != nil && creds.Address != "" {
 				fwd = "" // the address the credential names
 			}
-			ix, err := interchange.New(interchange.Options{EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
+			ix, err := interchange.New(interchange.Options{HTTP: df.http, EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
 				Pprof: df.pprof, Log: log, Version: version,
-				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult, Blocks: bcfg, AllowRoot: ixAllowRoot})
+				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult, Blocks: bcfg, AllowRoot: ixAllowRoot,
+				UserMap: userMap, MaxBlocksPerUser: maxBlocksPerUser})
 			if err != nil {
 				return err
 			}
@@ -194,6 +216,8 @@ cancels its blocks (their managers drain) and waits for the jobs to end.`,
 	cmd.Flags().StringVar(&credPath, "credentials", "", "the endpoint's `FILE` written by 'switchyard endpoint create ID --out FILE' (required unless --insecure)")
 	cmd.Flags().IntVar(&maxResult, "max-result-bytes", interchange.DefaultMaxResultBytes, "refuse results larger than this from managers")
 	cmd.Flags().BoolVar(&ixAllowRoot, "allow-root", false, "pass --allow-root to the managers of blocks")
+	cmd.Flags().StringVar(&userMap, "user-map", "", "make this a multi-user endpoint: `FILE` maps Switchyard users to POSIX accounts (lines 'SWITCHYARD_USER POSIX_USER [SLURM_ACCOUNT]' or '* = [SLURM_ACCOUNT]'); run as root; re-read on SIGHUP")
+	cmd.Flags().IntVar(&maxBlocksPerUser, "max-blocks-per-user", 0, "with --user-map: start at most this many blocks for one user (0: only --max-blocks caps them)")
 	bcfg = blocks.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
@@ -257,7 +281,7 @@ expects.`,
 			if !cmd.Flags().Changed("interchange") && creds != nil && creds.Address != "" {
 				ixAddr = creds.Address
 			}
-			mg, err := manager.New(manager.Options{DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
+			mg, err := manager.New(manager.Options{HTTP: df.http, DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
 				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, PythonIdle: pyIdle, Python: python,

@@ -165,6 +165,8 @@ func unauthorized(w http.ResponseWriter, refused func(), msg string) {
 		refused()
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+	// A connection that failed to authenticate is not kept for more.
+	w.Header().Set("Connection", "close")
 	httpx.Fail(w, http.StatusUnauthorized, "%s", msg)
 }
 

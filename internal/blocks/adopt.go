@@ -42,7 +42,12 @@ type adopter interface {
 	Adopt(jobID, dir string)
 }
 
-func (b *Blocks) savedPath() string { return filepath.Join(b.opts.StateDir, "blocks", savedName) }
+func (b *Blocks) savedPath() string {
+	if b.opts.SavedFile != "" {
+		return b.opts.SavedFile
+	}
+	return filepath.Join(b.opts.StateDir, "blocks", savedName)
+}
 
 // load adopts the live blocks a previous run of this interchange saved.
 func (b *Blocks) load(now time.Time) error {

@@ -31,6 +31,10 @@ type Options struct {
 	Wake     func()
 	Registry prometheus.Registerer
 	Log      *logrus.Entry
+	// SavedFile is where the live blocks are kept for a restart (default
+	// StateDir/blocks/blocks.json); controllers sharing a StateDir each
+	// need their own.
+	SavedFile string
 }
 
 // Manager is what the loop tells the controller about one manager.
@@ -47,6 +51,10 @@ type Manager struct {
 type Load struct {
 	Queued   int // tasks waiting for a manager
 	Managers []Manager
+	// Capped: MaxBlocks caps blocks below the configured max this tick
+	// (one user's share of what a multi-user endpoint's total leaves).
+	Capped    bool
+	MaxBlocks int
 }
 
 // View is one block in GET /v1/endpoints/{ep}.
@@ -58,6 +66,8 @@ type View struct {
 	SubmittedAt time.Time  `json:"submitted_at"`
 	StartedAt   *time.Time `json:"started_at,omitempty"`
 	Reason      string     `json:"reason,omitempty"`
+	// User is the POSIX account the block runs as (multi-user endpoints).
+	User string `json:"user,omitempty"`
 }
 
 type block struct {
@@ -250,7 +260,13 @@ func (b *Blocks) Tick(now time.Time, load Load) []Decision {
 		in.Blocks = append(in.Blocks, BlockInfo{ID: id, State: bl.state, SubmittedAt: bl.submittedAt, StartedAt: bl.startedAt,
 			DrainedAt: bl.drainedAt, Managers: bl.managers, Busy: bl.busy, IdleSince: bl.idleSince})
 	}
-	ds := Decide(b.cfg, in)
+	cfg := b.cfg
+	if load.Capped && load.MaxBlocks < cfg.MaxBlocks {
+		c := *cfg
+		c.MaxBlocks = load.MaxBlocks
+		cfg = &c
+	}
+	ds := Decide(cfg, in)
 	b.started = true
 	for _, d := range ds {
 		b.apply(now, d)
@@ -566,6 +582,18 @@ func (b *Blocks) View() []View {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].SubmittedAt.Before(out[j].SubmittedAt) })
 	return out
+}
+
+// Live is how many blocks count against --max-blocks: pending and
+// running ones (draining ones do not).
+func (b *Blocks) Live() int {
+	n := 0
+	for _, bl := range b.blocks {
+		if bl.state == Pending || bl.state == Running {
+			n++
+		}
+	}
+	return n
 }
 
 // Pending reports whether a block is on its way (pending), so tasks wait

@@ -24,6 +24,11 @@ type Local struct {
 	Grace time.Duration
 	// Env is the managers' environment (default: the interchange's).
 	Env []string
+	// Cred, when set, runs the managers as that account (a user's blocks
+	// on a multi-user endpoint); Dir is then their working directory, since
+	// the block's own directory is root's.
+	Cred *syscall.Credential
+	Dir  string
 
 	mu   sync.Mutex
 	seq  int
@@ -116,8 +121,11 @@ func (l *Local) start(bin string, args []string, spec Spec, logPath string) (*lo
 	}
 	cmd.Env = l.Env
 	cmd.Dir = spec.Dir
+	if l.Dir != "" {
+		cmd.Dir = l.Dir
+	}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: l.Cred}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start manager %s: %w", bin, err)
 	}

@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -38,6 +40,11 @@ type Slurm struct {
 	// KillWait is the cluster's; Submit reads it once when zero. The
 	// managers' drain grace is kept below it.
 	KillWait time.Duration
+	// Cred, when set, submits and cancels as that account (a user's
+	// blocks on a multi-user endpoint): her job, charged to her, with its
+	// directory written by her (it lies in a directory she owns, where
+	// root must not follow what she put there).
+	Cred *syscall.Credential
 
 	mu   sync.Mutex
 	dirs map[string]string // job id → block dir, for the exit file
@@ -149,12 +156,19 @@ func (s *Slurm) Submit(ctx context.Context, spec Spec) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
-		return "", fmt.Errorf("block dir: %w", err)
-	}
 	path := filepath.Join(spec.Dir, "job.sh")
-	if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
-		return "", fmt.Errorf("write job script: %w", err)
+	if s.Cred != nil {
+		if _, err := s.runIn(ctx, "", strings.NewReader(script), "/bin/sh", "-c",
+			`umask 077 && mkdir -p "$1" && cat > "$1/job.sh" && chmod 700 "$1/job.sh"`, "sh", spec.Dir); err != nil {
+			return "", fmt.Errorf("write job script as uid %d: %w", s.Cred.Uid, err)
+		}
+	} else {
+		if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
+			return "", fmt.Errorf("block dir: %w", err)
+		}
+		if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
+			return "", fmt.Errorf("write job script: %w", err)
+		}
 	}
 	out, err := s.run(ctx, spec.Dir, "sbatch", "--parsable", path)
 	if err != nil {
@@ -256,7 +270,7 @@ func (s *Slurm) lookupGone(ctx context.Context, ids []string, out map[string]Job
 		dir := s.dirs[id]
 		s.mu.Unlock()
 		if dir != "" {
-			if data, err := os.ReadFile(filepath.Join(dir, "exit")); err == nil {
+			if data, err := s.readExit(filepath.Join(dir, "exit")); err == nil {
 				if rc := strings.TrimSpace(string(data)); rc == "0" {
 					out[id] = JobStatus{State: JobDone}
 				} else {
@@ -313,10 +327,44 @@ func (s *Slurm) Cancel(ctx context.Context, id string) error {
 // interchange.
 func (s *Slurm) Close(ctx context.Context) error { return nil }
 
+// readExit reads a job's exit file. In a user's directory it must be a
+// plain file of hers: root follows no link she may have put there.
+func (s *Slurm) readExit(path string) ([]byte, error) {
+	if s.Cred == nil {
+		return os.ReadFile(path)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || !fi.Mode().IsRegular() || st.Uid != s.Cred.Uid || st.Nlink != 1 {
+		return nil, fmt.Errorf("%s is not a plain file of uid %d", path, s.Cred.Uid)
+	}
+	b := make([]byte, 32)
+	n, err := f.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	return b[:n], nil
+}
+
 func (s *Slurm) run(ctx context.Context, dir, name string, args ...string) (string, error) {
+	return s.runIn(ctx, dir, nil, name, args...)
+}
+
+func (s *Slurm) runIn(ctx context.Context, dir string, stdin io.Reader, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = s.Env
 	cmd.Dir = dir
+	cmd.Stdin = stdin
+	if s.Cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.Cred}
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

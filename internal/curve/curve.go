@@ -90,11 +90,20 @@ func (c *Credentials) Check(kind string) error {
 
 // WriteCredentials writes c to path with mode 0600, atomically.
 func WriteCredentials(path string, c *Credentials) error {
-	b, err := json.MarshalIndent(c, "", "  ")
+	b, err := Marshal(c)
 	if err != nil {
 		return err
 	}
-	return writeFile0600(path, append(b, '\n'))
+	return writeFile0600(path, b)
+}
+
+// Marshal is the text of a credential file.
+func Marshal(c *Credentials) ([]byte, error) {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }
 
 // ReadCredentials reads and checks a credential file of the given kind.

@@ -10,7 +10,6 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -43,8 +42,16 @@ type Config struct {
 	// and the whole request; WriteTimeout bounds the answer (longer than
 	// the longest long-poll); IdleTimeout closes idle keep-alives.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
-	// MaxConns caps open connections; more wait in the kernel's backlog.
+	// MaxConns caps open connections. At the cap a new connection takes
+	// the place of the one idle longest (no request under way), so idle
+	// sockets cannot lock clients out; when every one is busy, new ones
+	// wait in the kernel's backlog.
 	MaxConns int
+	// MaxConnsPerClient caps one client address's connections; past it
+	// that address's idlest connection goes, or, when all of them are
+	// busy, the new one is refused (0: DefaultMaxConnsPerClient when
+	// below MaxConns, else no cap of its own).
+	MaxConnsPerClient int
 }
 
 // Defaults for every HTTP server of the daemons.
@@ -54,6 +61,7 @@ const (
 	DefaultWriteTimeout      = 6 * time.Minute // long-polls wait up to 5 minutes
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultMaxConns          = 1024
+	DefaultMaxConnsPerClient = 256
 )
 
 func (c *Config) setDefaults() {
@@ -68,6 +76,11 @@ func (c *Config) setDefaults() {
 	def(&c.IdleTimeout, DefaultIdleTimeout)
 	if c.MaxConns <= 0 {
 		c.MaxConns = DefaultMaxConns
+	}
+	// A cap per client as large as the whole one would only refuse
+	// where the whole one waits.
+	if c.MaxConnsPerClient <= 0 && DefaultMaxConnsPerClient < c.MaxConns {
+		c.MaxConnsPerClient = DefaultMaxConnsPerClient
 	}
 }
 
@@ -103,12 +116,13 @@ func ListenConfig(addr string, h http.Handler, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	ln = newLimitListener(ln, cfg.MaxConns)
+	guard := newConnGuard(ln, cfg.MaxConns, cfg.MaxConnsPerClient)
+	ln = guard
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout,
-		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: 64 << 10}
+		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: 64 << 10, ConnState: guard.state}
 	return &Server{ln: ln, srv: srv, tls: tlsCfg != nil}, nil
 }
 
@@ -154,48 +168,4 @@ func (s *Server) Serve(ctx context.Context, log *logrus.Entry) error {
 func (s *Server) Close() {
 	_ = s.srv.Close()
 	_ = s.ln.Close()
-}
-
-// limitListener holds at most n connections open; Accept waits for one to
-// close (golang.org/x/net/netutil.LimitListener, without the dependency).
-type limitListener struct {
-	net.Listener
-	sem  chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
-func newLimitListener(l net.Listener, n int) *limitListener {
-	return &limitListener{Listener: l, sem: make(chan struct{}, n), done: make(chan struct{})}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.sem <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-func (l *limitListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }

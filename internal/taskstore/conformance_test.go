@@ -78,6 +78,9 @@ func testTasks(t *testing.T, scheme string) {
 		t.Fatal(err)
 	}
 	out, found := get(t, s, taskstore.KeyOf(ts[0]), taskstore.Key{ID: messages.TaskID(uuid.New()), Seq: 99})
+	if bySeq, ok := get(t, s, taskstore.Key{Seq: ts[1].Seq}); !ok[0] || bySeq[0].ID != ts[1].ID {
+		t.Fatalf("get by seq alone: %+v %v", bySeq[0], ok[0])
+	}
 	if !found[0] || found[1] || out[0].Owner != "alice" || out[0].State != messages.StateReceived || string(out[0].Spec) != `{"kind":"noop"}` {
 		t.Fatalf("get after add: %+v %v", out[0], found)
 	}

@@ -158,7 +158,7 @@ func (s *logStore) Get(keys []Key, out []Task, found []bool) error {
 		if err != nil {
 			return fmt.Errorf("task record %x: %w", ks[j], err)
 		}
-		if t.ID != keys[at[j]].ID {
+		if id := keys[at[j]].ID; id != (messages.TaskID{}) && t.ID != id {
 			return nil // another task's seq
 		}
 		out[at[j]], found[at[j]] = *t, true

@@ -103,7 +103,8 @@ type Endpoint struct {
 
 // Key names a stored task: its id, and the seq it was accepted with
 // (0 when the caller does not know it; a store that cannot look a task
-// up by id alone then reports it not found).
+// up by id alone then reports it not found). A zero ID with a seq reads
+// the task of that seq, whatever its id (an index by owner holds seqs).
 type Key struct {
 	ID  messages.TaskID
 	Seq uint64

@@ -30,12 +30,13 @@ class Connection:
         if requests.utils.get_environ_proxies(url):
             self._session = requests.Session()
 
-    def request(self, method, path, body=None):
+    def request(self, method, path, body=None, headers=None):
         """Returns (status, body bytes); raises SwitchyardError when the
-        forwarder cannot be reached."""
+        forwarder cannot be reached. headers are sent besides the usual ones."""
+        hdrs = self._headers if not headers else {**self._headers, **headers}
         try:
             if self._session is not None:
-                r = self._session.request(method, self.url + path, data=body, headers=self._headers,
+                r = self._session.request(method, self.url + path, data=body, headers=hdrs,
                                           timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
                 return r.status_code, r.content
             # A kept-alive connection the server has closed fails at once:
@@ -46,7 +47,7 @@ class Connection:
                     cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
                     self._conn = cls(self._host, self._port, timeout=READ_TIMEOUT)
                 try:
-                    self._conn.request(method, self._prefix + path, body, self._headers)
+                    self._conn.request(method, self._prefix + path, body, hdrs)
                     r = self._conn.getresponse()
                     return r.status, r.read()
                 except (http.client.HTTPException, OSError):

@@ -7,6 +7,7 @@ import os
 import pickle
 import threading
 import time
+import uuid
 import types
 import weakref
 import zlib
@@ -217,9 +218,9 @@ class Executor(concurrent.futures.Executor):
     def _connect(self):
         return Connection(self.url, self._headers)
 
-    def _request(self, conn, method, path, body=None, expect=200):
+    def _request(self, conn, method, path, body=None, expect=200, headers=None):
         """One API call; returns the decoded JSON or raises an APIError."""
-        status, data = conn.request(method, path, body)
+        status, data = conn.request(method, path, body, headers)
         if status == expect:
             return json.loads(data)
         text = data.decode("utf-8", "replace").strip()
@@ -352,10 +353,13 @@ class Executor(concurrent.futures.Executor):
     def _submit(self, session, batch, body):
         """POSTs a batch; returns its task ids, or None once its futures failed."""
         delay = 0.1
+        # The same key on every try: a retry after a lost answer gets the
+        # first try's ids instead of creating the tasks again.
+        key = {"Idempotency-Key": uuid.uuid4().hex}
         for attempt in range(6):
             try:
                 self._count(submit_requests=1)
-                ids = self._request(session, "POST", self._submit_path, body, expect=202)["task_ids"]
+                ids = self._request(session, "POST", self._submit_path, body, expect=202, headers=key)["task_ids"]
                 break
             except (APIError, SwitchyardError) as e:
                 # Refused outright: every call of the batch fails with the reason.
