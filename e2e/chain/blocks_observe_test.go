@@ -17,8 +17,8 @@ import (
 )
 
 // Managers of blocks, started without heartbeat flags, take the
-// interchange's 200ms interval, so tasks longer than its threshold are not
-// taken for lost; each serves /metrics on a free port, which the
+// interchange's 200ms interval and 2s threshold, so busy managers are not
+// taken for lost between reports (at their own 10s default they were); each serves /metrics on a free port, which the
 // interchange lists at GET /sd (no token, like /metrics), and the
 // forwarder's GET /v1/endpoints/{ep} lists them under manager_list.
 func TestLocalBlockManagersHeartbeatAndDiscovery(t *testing.T) {
@@ -30,7 +30,7 @@ func TestLocalBlockManagersHeartbeatAndDiscovery(t *testing.T) {
 	}
 	fwd := testutil.StartForwarder(t, forwarder.Options{HeartbeatInterval: 200 * time.Millisecond, HeartbeatThreshold: 5 * time.Second})
 	ix := testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: fwd.ZMQAddr(), StateDir: t.TempDir(),
-		HeartbeatInterval: 200 * time.Millisecond, HeartbeatThreshold: 600 * time.Millisecond, Blocks: cfg, ManagerBinary: bin})
+		HeartbeatInterval: 200 * time.Millisecond, HeartbeatThreshold: 2 * time.Second, Blocks: cfg, ManagerBinary: bin})
 	client := fwd.Client()
 
 	type epManager struct {
@@ -91,12 +91,11 @@ func TestLocalBlockManagersHeartbeatAndDiscovery(t *testing.T) {
 		}
 	}
 
-	// Four tasks of 2s, each over three times the interchange's 600ms
-	// threshold: with the managers' own 10s default they were taken for
-	// lost and ran again.
+	// Four tasks of 4s, twice the interchange's 2s threshold: with the
+	// managers' own 10s default they were taken for lost and ran again.
 	specs := make([]any, 4)
 	for i := range specs {
-		specs[i] = taskspec.Spec{Kind: "sleep", Args: []string{"2"}}
+		specs[i] = taskspec.Spec{Kind: "sleep", Args: []string{"4"}}
 	}
 	ids, err := client.Submit("ep1", specs...)
 	if err != nil {
@@ -110,5 +109,5 @@ func TestLocalBlockManagersHeartbeatAndDiscovery(t *testing.T) {
 	if n := testutil.Metric(t, ix.Reg, "switchyard_interchange_managers_lost_total", "reason", "heartbeat timeout"); n != 0 {
 		t.Errorf("%g managers lost to the heartbeat timeout", n)
 	}
-	t.Logf("2 block managers took the 200ms interval; /sd lists %d scrape targets; 4 × sleep 2 succeeded at attempt 1", len(sd))
+	t.Logf("2 block managers took the 200ms interval; /sd lists %d scrape targets; 4 × sleep 4 succeeded at attempt 1", len(sd))
 }
