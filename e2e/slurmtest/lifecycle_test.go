@@ -515,3 +515,28 @@ scrape_configs:
 	})
 	t.Logf("Prometheus scraped both block managers through %s/sd %s after it started: %v", e.ix.URL, time.Since(t0).Round(100*time.Millisecond), up)
 }
+
+// An interchange stopped for good (--cancel-blocks-on-exit) cancels its
+// blocks at SIGTERM and returns once their jobs ended: no job is left.
+func TestCancelBlocksOnExit(t *testing.T) {
+	cfg := &blocks.Config{MinBlocks: 2, MaxBlocks: 2, InitBlocks: 2, WorkersPerNode: 1, Walltime: 10 * time.Minute, MaxIdle: time.Minute,
+		CancelOnExit: true}
+	e := newBlockEnv(t, cfg)
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		if rs := e.blocksIn("running"); len(rs) != 2 || rs[0].Managers != 1 || rs[1].Managers != 1 {
+			return fmt.Errorf("blocks %+v", e.ix.Status().Blocks)
+		}
+		return nil
+	})
+	t0 := time.Now()
+	e.ix.Stop()
+	stopped := time.Since(t0)
+	if jobs := e.liveJobs(); len(jobs) != 0 {
+		t.Fatalf("jobs %v still live after the interchange stopped with --cancel-blocks-on-exit", jobs)
+	}
+	data, err := os.ReadFile(filepath.Join(e.dir, "blocks", "blocks.json"))
+	if err != nil || strings.Contains(string(data), `"state": "running"`) {
+		t.Errorf("blocks file after the stop: %s (%v)", data, err)
+	}
+	t.Logf("interchange with 2 running blocks stopped in %s with --cancel-blocks-on-exit; squeue shows no live job", stopped.Round(100*time.Millisecond))
+}
