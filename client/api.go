@@ -22,6 +22,7 @@ type Task struct {
 	Kind        string          `json:"kind,omitempty"`
 	State       string          `json:"state"`
 	Attempts    int             `json:"attempts"`
+	Runs        int             `json:"runs"`
 	Result      json.RawMessage `json:"result"`
 	Error       string          `json:"error,omitempty"`
 	CreatedAt   *time.Time      `json:"created_at,omitempty"`

@@ -512,7 +512,7 @@ func (f *Forwarder) handleEndpoint(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"endpoint_id": v.EndpointID, "connected": v.Connected,
 			"last_heartbeat": v.LastHeartbeat, "managers": v.Managers, "workers": v.Workers,
 			"idle_workers": v.IdleWorkers, "queued": v.Queued, "outstanding": v.Outstanding,
-			"serving_state": v.ServingState, "held_by_forwarder": v.Held, "blocks": v.Blocks, "probe": probe})
+			"serving_state": v.ServingState, "held_by_forwarder": v.Held, "blocks": v.Blocks, "manager_list": v.ManagerList, "probe": probe})
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, v)

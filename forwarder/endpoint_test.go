@@ -211,16 +211,17 @@ func TestDeltasMoveStatesForwardOnly(t *testing.T) {
 		wantAtt   int
 		ignored   bool
 	}{
-		{"queued", messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: 1}, "waiting-for-nodes", 1, false},
-		{"same again", messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: 1}, "waiting-for-nodes", 1, false},
-		{"running", messages.Delta{ID: id, Code: messages.Running, Attempt: 1}, "running", 1, false},
+		// attempts reads 0 until the task is handed to a manager.
+		{"queued", messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: 1}, "waiting-for-nodes", 0, false},
+		{"same again", messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: 1}, "waiting-for-nodes", 0, false},
+		{"running", messages.Delta{ID: id, Code: messages.Running, Attempt: 1, Runs: 1}, "running", 1, false},
 		{"regress to launch", messages.Delta{ID: id, Code: messages.WaitingForLaunch, Attempt: 1}, "running", 1, true},
 		{"regress to nodes", messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: 1}, "running", 1, true},
 		{"stale attempt", messages.Delta{ID: id, Code: messages.Running, Attempt: 0}, "running", 1, true},
 		{"terminal code is only a hint", messages.Delta{ID: id, Code: messages.Success, Attempt: 1}, "running", 1, false},
 		{"re-queued after a lost node", messages.Delta{ID: id, Code: messages.WaitingForNodes, Attempt: 2}, "waiting-for-nodes", 2, false},
 		{"old attempt after re-queue", messages.Delta{ID: id, Code: messages.Running, Attempt: 1}, "waiting-for-nodes", 2, true},
-		{"new attempt runs", messages.Delta{ID: id, Code: messages.Running, Attempt: 2}, "running", 2, false},
+		{"new attempt runs", messages.Delta{ID: id, Code: messages.Running, Attempt: 2, Runs: 2}, "running", 2, false},
 		{"unknown task", messages.Delta{ID: testutil.NewTaskID(), Code: messages.Running, Attempt: 1}, "running", 2, true},
 	}
 	for _, s := range steps {
@@ -242,6 +243,9 @@ func TestDeltasMoveStatesForwardOnly(t *testing.T) {
 				t.Errorf("stale_updates_total %g -> %g for a delta that is not stale", before, after)
 			}
 		})
+	}
+	if v := e.task(t, ids[0]); v.Runs != 2 {
+		t.Errorf("runs %d after two starts, want 2", v.Runs)
 	}
 	if v := e.task(t, ids[1]); v.State != "received" {
 		t.Errorf("the other task moved: %s", v.State)

@@ -32,6 +32,9 @@ type EndpointView struct {
 	// Blocks are the endpoint's batch jobs of managers, as its interchange
 	// reports them (absent without a provider).
 	Blocks json.RawMessage `json:"blocks,omitempty"`
+	// ManagerList is the endpoint's managers as its interchange last
+	// listed them (an interchange that predates it sends none).
+	ManagerList json.RawMessage `json:"manager_list,omitempty"`
 }
 
 func (f *Forwarder) publish(ep *endpoint) {
@@ -51,6 +54,9 @@ func (f *Forwarder) publish(ep *endpoint) {
 	}
 	if len(ep.report.Blocks) > 0 {
 		v.Blocks = json.RawMessage(ep.report.Blocks)
+	}
+	if len(ep.report.ManagerList) > 0 {
+		v.ManagerList = json.RawMessage(ep.report.ManagerList)
 	}
 	if !ep.LastSeen.IsZero() {
 		t := ep.LastSeen.UTC()

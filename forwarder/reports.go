@@ -21,6 +21,9 @@ func (l *loop) applyReport(ep *endpoint, r *messages.EPStatusReport) {
 	ep.holdPush = false
 	wasPaused := !ep.report.ServingState.PushAllowed()
 	r.Deltas = nil
+	if len(r.ManagerList) == 0 && ep.connected {
+		r.ManagerList = ep.report.ManagerList // only periodic reports carry it
+	}
 	ep.report = *r
 	if wasPaused != !r.ServingState.PushAllowed() {
 		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "serving_state": r.ServingState.String()}).Info("endpoint serving state changed")

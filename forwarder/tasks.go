@@ -48,6 +48,7 @@ type TaskView struct {
 	Kind        string             `json:"kind,omitempty"`
 	State       messages.TaskState `json:"state"`
 	Attempts    uint32             `json:"attempts"`
+	Runs        uint32             `json:"runs"`
 	Result      json.RawMessage    `json:"result"`
 	Error       string             `json:"error,omitempty"`
 	CreatedAt   *time.Time         `json:"created_at,omitempty"`
@@ -57,7 +58,7 @@ type TaskView struct {
 // viewOf renders a task for the API.
 func viewOf(t *Task) TaskView {
 	v := TaskView{TaskID: t.ID.String(), EndpointID: t.Endpoint, Kind: t.Kind, State: t.State,
-		Attempts: t.Attempts, Error: t.Error}
+		Attempts: shownAttempts(t), Runs: t.Runs, Error: t.Error}
 	if len(t.Result) > 0 {
 		v.Result = json.RawMessage(t.Result)
 	}
@@ -518,6 +519,9 @@ func (tt *taskTable) applyDeltas(endpoint string, ds []messages.Delta) (ignored 
 		if to.Terminal() {
 			continue
 		}
+		if d.Runs > t.Runs && d.Attempt >= t.Attempts {
+			t.Runs = d.Runs // counted by the interchange; never goes back
+		}
 		switch messages.Apply(t.State, t.Attempts, to, d.Attempt) {
 		case messages.Applied:
 			tt.move(&t.Task, to)
@@ -572,6 +576,7 @@ func (tt *taskTable) completeBatch(endpoint string, rs []messages.Result, es []*
 		}
 		tt.move(&t.Task, to)
 		t.Attempts = r.Attempt
+		t.Runs = max(t.Runs, r.Runs)
 		t.Error = r.Error
 		if len(r.Payload) > 0 {
 			t.Result = jsonResult(t.Kind, r.Payload, r.Text)
@@ -790,4 +795,15 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 		tt.log.WithError(err).Warn("pruning finished tasks from the store failed; they stay on disk until the next try")
 	}
 	return len(keys)
+}
+
+// shownAttempts is attempts as the API shows it: 0 while the task waits
+// and no worker has started it, 1 once it is handed to a manager, more
+// after each node lost with it. The wire keeps counting from 1, so
+// attempt comparisons do not change.
+func shownAttempts(t *Task) uint32 {
+	if t.Runs == 0 && t.Attempts <= 1 && (t.State == messages.StateWaitingForEndpoint || t.State == messages.StateWaitingForNodes) {
+		return 0
+	}
+	return t.Attempts
 }

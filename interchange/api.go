@@ -16,7 +16,7 @@ func (ix *Interchange) routes() http.Handler {
 			return map[string]any{"forwarder_connected": s.ForwarderConnected, "managers": s.Managers}
 		},
 		Registry: ix.opts.Registry, Serving: servingstate.Handler(ix.serving, ix.log), Pprof: ix.opts.Pprof,
-		Token: ix.adminToken, Insecure: ix.opts.Insecure}.Handler()
+		Token: ix.adminToken, Insecure: ix.opts.Insecure, SD: func() any { return ix.scrapeTargets() }}.Handler()
 }
 
 // setupAccess reads or makes the admin HTTP token.

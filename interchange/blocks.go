@@ -60,7 +60,11 @@ func (ix *Interchange) startBlocks() error {
 	}
 	ix.blocks = b
 	ix.res.Add(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		wait := 30 * time.Second
+		if cfg.CancelOnExit {
+			wait = 3 * time.Minute // drains up to the cluster's KillWait
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		if err := b.Close(ctx); err != nil {
 			ix.log.WithError(err).Warn("stopping blocks")
@@ -82,11 +86,10 @@ func (l *loop) tickBlocks(now time.Time) {
 	}
 	load := blocks.Load{Queued: l.queued, Managers: make([]blocks.Manager, 0, len(l.mgrs))}
 	for _, m := range l.mgrs {
-		if m.draining {
-			continue
-		}
+		// Draining managers count for their block until they exit, so it
+		// is not cancelled under their running tasks.
 		load.Managers = append(load.Managers, blocks.Manager{BlockID: m.reg.BlockID,
-			Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding)})
+			Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding), Draining: m.draining})
 	}
 	b.Tick(now, load)
 	l.nextBlocks = now.Add(b.Period())
@@ -160,7 +163,9 @@ func (ix *Interchange) startUserBlocks(a *account) error {
 		return fmt.Errorf("unknown --provider %q; legal: %s", cfg.Provider, strings.Join(blocks.Providers, ", "))
 	}
 	mc := blocks.ManagerCommand{Interchange: ix.downAddr, Binary: ix.opts.ManagerBinary, Credentials: a.credPath}
-	b, err := blocks.New(blocks.Options{Config: &ucfg, Provider: p, StateDir: blockRoot, Manager: mc,
+	// Her blocks file is root's, beside the others, never in her directory.
+	saved := filepath.Join(dir, "blocks", "user-"+a.Name+".json")
+	b, err := blocks.New(blocks.Options{Config: &ucfg, Provider: p, StateDir: blockRoot, Manager: mc, SavedFile: saved,
 		Drain:    func(id string) { ix.mbox.Post(event{kind: evDrainBlock, block: id}) },
 		Wake:     func() { ix.mbox.Post(event{kind: evBlocks}) },
 		Registry: prometheus.WrapRegistererWith(prometheus.Labels{"user": a.Name}, ix.opts.Registry),
@@ -174,7 +179,11 @@ func (ix *Interchange) startUserBlocks(a *account) error {
 		ix.blocks = b
 	}
 	ix.res.Add(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		wait := 30 * time.Second
+		if cfg.CancelOnExit {
+			wait = 3 * time.Minute // drains up to the cluster's KillWait
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		if err := b.Close(ctx); err != nil {
 			ix.log.WithError(err).WithField("posix_user", a.Name).Warn("stopping blocks")
@@ -217,10 +226,9 @@ func (l *loop) tickUserBlocks(now time.Time) {
 		own := a.blocks.Live()
 		load := blocks.Load{Queued: a.q.n, Capped: true, MaxBlocks: max(own+total-used, 0), Managers: make([]blocks.Manager, 0, len(a.mgrs))}
 		for _, m := range a.mgrs {
-			if !m.draining {
-				load.Managers = append(load.Managers, blocks.Manager{BlockID: m.reg.BlockID,
-					Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding)})
-			}
+			// Draining managers keep their block alive until they exit.
+			load.Managers = append(load.Managers, blocks.Manager{BlockID: m.reg.BlockID,
+				Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding), Draining: m.draining})
 		}
 		a.blocks.Tick(now, load)
 		used += a.blocks.Live() - own

@@ -163,6 +163,9 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 			// From the manager it was handed to, or one that held it across
 			// our restart (nobody holds it since; on a multi-user endpoint
 			// one of its owner's account).
+			if r.Started != 0 {
+				t.countStart() // it ended before a report said it ran
+			}
 			l.finishTask(t, r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case ok && r.Attempt == t.attempt:
@@ -269,6 +272,7 @@ func (l *loop) sendTasks(m *manager, want int, q *tqueue) int {
 		// Counts as heard of for a re-registration's re-sync.
 		t.seen = now
 		t.recovered = false
+		t.started = false // a new dispatch: its start is a new run
 		m.sent.Sent(t, now)
 		t.mgr = m
 		t.code = messages.WaitingForLaunch

@@ -78,7 +78,9 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 		f["posix_user"] = acct.Name
 	}
 	l.log.WithFields(f).Info("manager registered")
-	_ = l.sendManager(m, &messages.Heartbeat{})
+	// The answer carries our timing: a manager that keeps its own default
+	// would report too seldom for a short threshold here.
+	_ = l.sendManager(m, &messages.Heartbeat{Interval: int64(l.ix.opts.HeartbeatInterval), Threshold: int64(l.ix.opts.HeartbeatThreshold)})
 	l.waitsForWork(m, now.UnixNano())
 	l.publishTotals()
 }

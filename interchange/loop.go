@@ -44,6 +44,10 @@ type itask struct {
 	// recovered: reloaded after a restart and not dispatched since, so a
 	// manager may still hold it from before.
 	recovered bool
+	// started: a worker started it in its current dispatch; runs counts
+	// such starts over its life. Both fit in padding, beside acct.
+	started bool
+	runs    uint16
 	// acct is the task's POSIX account on a multi-user endpoint (an index
 	// into multi.list, plus one); 0 otherwise. It fits in padding.
 	acct  uint32

@@ -34,6 +34,9 @@ func (l *loop) managerReport(m *manager, r *messages.ManagerStatusReport) {
 			continue
 		}
 		t.code = d.Code
+		if d.Code == messages.Running {
+			t.countStart()
+		}
 		l.noteStatus(t, d.At)
 	}
 	l.statusNoted()
@@ -67,6 +70,9 @@ func (ix *Interchange) reportLoop(ctx context.Context) {
 			ix.serving.Measure(servingstate.Sample{Queued: int(ix.status.queued.Load()),
 				MemoryPercent: servingstate.MemoryPercent()}, now)
 			r := ix.status.build(ix.pushState(now))
+			// Built here, off the loop, and on the periodic report only:
+			// last_seen changes all the time.
+			r.ManagerList = managerListJSON(ix.Status().ManagerList)
 			ix.mbox.Post(event{kind: evReport, report: r})
 		}
 	}

@@ -16,6 +16,7 @@ func (l *loop) finishTask(t *itask, r messages.Result) {
 	if t.fin {
 		return
 	}
+	r.Runs = max(r.Runs, uint32(t.runs))
 	if l.ix.store != nil {
 		l.ops = append(l.ops, taskDeleteOp(t.seq))
 	}
@@ -131,7 +132,7 @@ func (l *loop) takeDeltas() []messages.Delta {
 	for _, t := range l.dirty {
 		t.dirty = false
 		if !t.fin {
-			ds = append(ds, messages.Delta{ID: t.id, Code: t.code, Attempt: t.attempt, At: t.stAt})
+			ds = append(ds, messages.Delta{ID: t.id, Code: t.code, Attempt: t.attempt, At: t.stAt, Runs: uint32(t.runs)})
 		}
 	}
 	if cap(l.dirty) > 4096 {

@@ -20,6 +20,8 @@ type ManagerView struct {
 	LastSeen     time.Time `json:"last_seen"`
 	Registered   time.Time `json:"registered_at"`
 	Draining     bool      `json:"draining"`
+	// HTTPAddr is where it serves /metrics, as it reported.
+	HTTPAddr string `json:"http_addr,omitempty"`
 }
 
 // StatusView is GET /status.
@@ -56,7 +58,8 @@ func (l *loop) publishView(now time.Time) {
 		v.IdleWorkers += m.idle
 		v.ManagerList = append(v.ManagerList, ManagerView{ID: m.ID, Hostname: m.reg.Hostname, BlockID: m.reg.BlockID,
 			Workers: m.reg.Workers, IdleWorkers: m.idle, Prefetch: m.reg.Prefetch, Outstanding: len(m.outstanding),
-			ServingState: m.serving.String(), LastSeen: m.LastSeen.UTC(), Registered: m.Registered.UTC(), Draining: m.draining})
+			ServingState: m.serving.String(), LastSeen: m.LastSeen.UTC(), Registered: m.Registered.UTC(), Draining: m.draining,
+			HTTPAddr: m.reg.HTTPAddr})
 	}
 	if bv := l.ix.blocksView.Load(); bv != nil {
 		v.Blocks = *bv

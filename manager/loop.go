@@ -10,7 +10,6 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
 
-	"github.com/switchyard-hpc/switchyard/internal/heartbeat"
 	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/internal/zsock"
@@ -23,6 +22,9 @@ type loop struct {
 	up         *link.Uplink
 	lastReport time.Time
 	poller     *zmq.Poller
+	// hb is the heartbeat timing in force: the options', or the
+	// interchange's once adopted.
+	hb link.Timing
 
 	// byID holds the tasks held (out not set) and, until the interchange
 	// acknowledges them, their results (held by results): one map operation
@@ -71,13 +73,13 @@ func (l *loop) registration() messages.Message {
 	o := l.mg.opts
 	return &messages.Registration{Role: messages.RoleManager, ID: o.ManagerID, Hostname: l.mg.hostname,
 		Workers: uint32(o.Workers), Prefetch: uint32(o.Prefetch), ProtocolVersion: messages.Version,
-		SoftwareVersion: o.Version, BlockID: o.BlockID}
+		SoftwareVersion: o.Version, BlockID: o.BlockID, HTTPAddr: l.mg.advertisedHTTP()}
 }
 
 func (l *loop) run(ctx context.Context) error {
 	l.up.Connect(time.Now())
-	tick := heartbeat.Tick(l.mg.opts.HeartbeatInterval)
-	nextHK := time.Now().Add(tick)
+	l.hb = link.Timing{Interval: l.mg.opts.HeartbeatInterval, Threshold: l.mg.opts.HeartbeatThreshold}
+	nextHK := time.Now().Add(l.hb.Tick())
 	for {
 		if ctx.Err() != nil && l.drain == nil {
 			l.startDrain("manager stopping (signal)", l.mg.opts.DrainGrace, time.Now())
@@ -128,13 +130,13 @@ func (l *loop) run(ctx context.Context) error {
 		l.unpark(now)
 		l.startWork()
 		l.mg.m.flush()
-		if now.Sub(l.lastReport) >= l.mg.opts.HeartbeatInterval || (len(l.deltas) > 0 && now.Sub(l.lastReport) >= deltaDelay) {
+		if now.Sub(l.lastReport) >= l.hb.Interval || (len(l.deltas) > 0 && now.Sub(l.lastReport) >= deltaDelay) {
 			l.report(now)
 		}
 		l.flushResults()
 		if !now.Before(nextHK) {
 			l.housekeeping(now)
-			nextHK = now.Add(tick)
+			nextHK = now.Add(l.hb.Tick())
 		}
 	}
 }
@@ -247,6 +249,7 @@ func (l *loop) handleMessage(frames [][]byte) {
 	switch m := msg.(type) {
 	case *messages.Heartbeat:
 		l.mg.m.heartbeatsRecv.Inc()
+		l.adoptTiming(m)
 	case *messages.TaskBatch:
 		l.acceptTasks(m)
 	case *messages.Ack:
@@ -360,7 +363,7 @@ func (l *loop) housekeeping(now time.Time) {
 		l.mg.m.heartbeatsSent.Inc()
 	}
 	if l.up.Registered() {
-		if n := l.results.resendDue(now, l.mg.opts.HeartbeatThreshold); n > 0 {
+		if n := l.results.resendDue(now, l.hb.Threshold); n > 0 {
 			l.log.WithField("results", n).Warn("interchange did not acknowledge results; sending them again")
 		}
 	}

@@ -32,6 +32,10 @@ type Options struct {
 	BlockID            string
 	HeartbeatInterval  time.Duration
 	HeartbeatThreshold time.Duration
+	// InheritHeartbeat: take the interchange's heartbeat interval and
+	// threshold from its answer to the registration (the command line
+	// sets it when neither flag was given).
+	InheritHeartbeat bool
 	// OutputLimit caps each of stdout and stderr kept from an exec task.
 	OutputLimit int
 	Pressure    servingstate.Thresholds

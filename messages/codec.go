@@ -478,8 +478,14 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 		return m
 	case TypeHeartbeat:
 		n := r.fields(0)
+		m := &Heartbeat{}
+		if n >= 2 {
+			m.Interval, m.Threshold = r.i64(), r.i64()
+			r.skip(n, 2)
+			return m
+		}
 		r.skip(n, 0)
-		return &Heartbeat{}
+		return m
 	case TypeHeartbeatReq:
 		n := r.fields(1)
 		m := &HeartbeatReq{Nonce: r.u64()}
@@ -548,8 +554,12 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 // --- Registration
 
 func (m *Registration) Pack() ([][]byte, error) {
-	w := getWriter(TypeRegistration, 64+len(m.ID)+len(m.Hostname)+len(m.SoftwareVersion)+len(m.BlockID))
-	w.arr(8)
+	w := getWriter(TypeRegistration, 64+len(m.ID)+len(m.Hostname)+len(m.SoftwareVersion)+len(m.BlockID)+len(m.HTTPAddr))
+	if m.HTTPAddr != "" {
+		w.arr(9)
+	} else {
+		w.arr(8)
+	}
 	w.u(uint64(m.Role))
 	w.s(m.ID)
 	w.s(m.Hostname)
@@ -558,6 +568,9 @@ func (m *Registration) Pack() ([][]byte, error) {
 	w.u(uint64(m.ProtocolVersion))
 	w.s(m.SoftwareVersion)
 	w.s(m.BlockID)
+	if m.HTTPAddr != "" {
+		w.s(m.HTTPAddr)
+	}
 	f, err := w.finish()
 	return [][]byte{f}, err
 }
@@ -572,17 +585,30 @@ func (m *Registration) decode(r *reader) {
 	m.ProtocolVersion = r.u8()
 	m.SoftwareVersion = r.s()
 	m.BlockID = r.s()
+	want := 8
+	if n >= 9 {
+		m.HTTPAddr = r.s()
+		want = 9
+	}
 	if r.err == nil && m.Role != RoleManager && m.Role != RoleInterchange {
 		r.err = derr(ErrMalformed, "unknown role %d", m.Role)
 	}
-	r.skip(n, 8)
+	r.skip(n, want)
 }
 
 // --- small messages
 
 func (m *Heartbeat) Pack() ([][]byte, error) {
-	w := getWriter(TypeHeartbeat, 1)
-	w.arr(0)
+	w := getWriter(TypeHeartbeat, 20)
+	// The timing fields are left out when unset: a plain heartbeat stays
+	// one empty array, as older peers send and expect it.
+	if m.Interval == 0 && m.Threshold == 0 {
+		w.arr(0)
+	} else {
+		w.arr(2)
+		w.i(m.Interval)
+		w.i(m.Threshold)
+	}
 	f, err := w.finish()
 	return [][]byte{f}, err
 }
@@ -780,11 +806,15 @@ func (m *ResultBatch) Pack() ([][]byte, error) {
 	w.arr(len(m.Results))
 	for k := range m.Results {
 		x := &m.Results[k]
-		// The 8th field, text, only when there is one: peers that
-		// predate it skip it, and results without one stay as they were.
-		if x.Text != "" {
+		// The 8th field, text, only when there is one (or runs follow):
+		// peers that predate it skip it, and results without one stay as
+		// they were. The 9th, runs, only when counted.
+		switch {
+		case x.Runs > 0:
+			w.arr(9)
+		case x.Text != "":
 			w.arr(8)
-		} else {
+		default:
 			w.arr(7)
 		}
 		w.id(&x.ID)
@@ -794,8 +824,11 @@ func (m *ResultBatch) Pack() ([][]byte, error) {
 		w.i(x.Started)
 		w.i(x.Finished)
 		w.u(uint64(len(x.Payload)))
-		if x.Text != "" {
+		if x.Text != "" || x.Runs > 0 {
 			w.s(x.Text)
+		}
+		if x.Runs > 0 {
+			w.u(uint64(x.Runs))
 		}
 	}
 	f, err := w.finish()
@@ -833,7 +866,12 @@ func (m *ResultBatch) decode(r *reader, payload []byte) {
 		if nf >= 8 {
 			x.Text = r.s()
 		}
-		r.skip(nf, 8)
+		if nf >= 9 {
+			x.Runs = r.u32()
+			r.skip(nf, 9)
+		} else {
+			r.skip(nf, 8)
+		}
 		if r.err != nil {
 			return
 		}
@@ -856,11 +894,18 @@ func writeDeltas(w *writer, ds []Delta) {
 	w.arr(len(ds))
 	for k := range ds {
 		d := &ds[k]
-		w.arr(4)
+		if d.Runs > 0 {
+			w.arr(5)
+		} else {
+			w.arr(4)
+		}
 		w.id(&d.ID)
 		w.u(uint64(d.Code))
 		w.u(uint64(d.Attempt))
 		w.i(d.At)
+		if d.Runs > 0 {
+			w.u(uint64(d.Runs))
+		}
 	}
 }
 
@@ -877,7 +922,12 @@ func readDeltas(r *reader) []Delta {
 		d.Code = TaskStatusCode(r.u8())
 		d.Attempt = r.u32()
 		d.At = r.i64()
-		r.skip(nf, 4)
+		if nf >= 5 {
+			d.Runs = r.u32()
+			r.skip(nf, 5)
+		} else {
+			r.skip(nf, 4)
+		}
 		if r.err != nil {
 			return nil
 		}
@@ -922,10 +972,13 @@ func (m *ManagerStatusReport) decode(r *reader) {
 }
 
 func (m *EPStatusReport) Pack() ([][]byte, error) {
-	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks))
-	if len(m.Blocks) > 0 {
+	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks)+len(m.ManagerList))
+	switch {
+	case len(m.ManagerList) > 0:
+		w.arr(9)
+	case len(m.Blocks) > 0:
 		w.arr(8)
-	} else {
+	default:
 		w.arr(7)
 	}
 	writeDeltas(w, m.Deltas)
@@ -935,8 +988,11 @@ func (m *EPStatusReport) Pack() ([][]byte, error) {
 	w.u(uint64(m.Queued))
 	w.u(uint64(m.Outstanding))
 	w.u(uint64(m.ServingState))
-	if len(m.Blocks) > 0 {
+	if len(m.Blocks) > 0 || len(m.ManagerList) > 0 {
 		w.bin(m.Blocks)
+	}
+	if len(m.ManagerList) > 0 {
+		w.bin(m.ManagerList)
 	}
 	f, err := w.finish()
 	return [][]byte{f}, err
@@ -951,6 +1007,12 @@ func (m *EPStatusReport) decode(r *reader) {
 	m.Queued = r.u32()
 	m.Outstanding = r.u32()
 	m.ServingState = r.serving()
+	if n >= 9 {
+		m.Blocks = r.bin()
+		m.ManagerList = r.bin()
+		r.skip(n, 9)
+		return
+	}
 	if n >= 8 {
 		m.Blocks = r.bin()
 		r.skip(n, 8)

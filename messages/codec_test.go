@@ -64,11 +64,13 @@ func roundTripCases() []struct {
 		msg    Message
 		frames int
 	}{
+		{"registration manager with http", &Registration{Role: RoleManager, ID: "m", Hostname: "n1", Workers: 1, ProtocolVersion: Version, BlockID: "b1", HTTPAddr: "n1:39123"}, 1},
 		{"registration manager", &Registration{Role: RoleManager, ID: "mgr-1", Hostname: "node042",
 			Workers: 8, Prefetch: 2, ProtocolVersion: Version, SoftwareVersion: "0.1.0", BlockID: "job-991"}, 1},
 		{"registration interchange", &Registration{Role: RoleInterchange, ID: "demo", Hostname: "login1",
 			Workers: math.MaxUint32, ProtocolVersion: 255}, 1},
 		{"heartbeat", &Heartbeat{}, 1},
+		{"heartbeat with timing", &Heartbeat{Interval: 200e6, Threshold: 600e6}, 1},
 		{"heartbeat req zero", &HeartbeatReq{}, 1},
 		{"heartbeat req max", &HeartbeatReq{Nonce: math.MaxUint64}, 1},
 		{"heartbeat resp", &HeartbeatResp{Nonce: 0xdeadbeef}, 1},
@@ -109,6 +111,11 @@ func roundTripCases() []struct {
 			{ID: tid(2), Attempt: 1, Code: Failed, Error: "ValueError: x", Payload: []byte("p"), Text: "Traceback ..."},
 			{ID: tid(3), Attempt: 1, Code: Success, Payload: []byte("no text")},
 		}}, 2},
+		{"result batch with runs", &ResultBatch{Results: []Result{
+			{ID: tid(1), Attempt: 1, Code: Success, Started: 1, Finished: 2, Runs: 2, Payload: []byte("p")},
+			{ID: tid(3), Attempt: 1, Code: Success, Runs: 1, Text: "t"},
+			{ID: tid(2), Attempt: 1, Code: Success},
+		}}, 2},
 		{"manager status report empty", &ManagerStatusReport{}, 1},
 		{"manager status report", &ManagerStatusReport{Deltas: []Delta{
 			{ID: tid(1), Code: Running, Attempt: 1, At: 1700000000000000000},
@@ -117,8 +124,9 @@ func roundTripCases() []struct {
 		}, Workers: 4, IdleWorkers: 1, Capacity: 3, Outstanding: 5, ServingState: PushAndDispatchPaused}, 1},
 		{"ep status report empty", &EPStatusReport{ServingState: PushPaused}, 1},
 		{"ep status report with blocks", &EPStatusReport{Managers: 1, Blocks: []byte(`[{"block_id":"b1","state":"pending"}]`)}, 1},
+		{"ep status report with managers", &EPStatusReport{Managers: 1, Blocks: []byte(`[]`), ManagerList: []byte(`[{"manager_id":"m1"}]`)}, 1},
 		{"ep status report", &EPStatusReport{Deltas: []Delta{
-			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42},
+			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42, Runs: 3},
 			{ID: tid(10), Code: Success, Attempt: math.MaxUint32, At: math.MaxInt64},
 		}, Managers: 2, Workers: 8, IdleWorkers: 3, Queued: 100000, Outstanding: 5, ServingState: NonePaused}, 1},
 		{"command set serving state", &Command{ID: 1, Op: OpSetServingState, State: PushPaused,
@@ -200,22 +208,23 @@ func TestExtraFieldsSkipped(t *testing.T) {
 		frames [][]byte
 		want   Message
 	}{
-		{"heartbeat with fields", [][]byte{hdr(t, TypeHeartbeat, []any{1, "x", []any{[]any{}, map[string]any{"a": []any{1}}}})}, &Heartbeat{}},
+		{"heartbeat with fields", [][]byte{hdr(t, TypeHeartbeat, []any{1, 2, "x", []any{[]any{}, map[string]any{"a": []any{1}}}})}, &Heartbeat{Interval: 1, Threshold: 2}},
+		{"heartbeat with one unknown field", [][]byte{hdr(t, TypeHeartbeat, []any{"x"})}, &Heartbeat{}},
 		{"heartbeat nil header", [][]byte{raw(TypeHeartbeat, 0xc0)}, &Heartbeat{}},
-		{"heartbeat with bin, str and ext fields", [][]byte{raw(TypeHeartbeat, 0x95,
+		{"heartbeat with bin, str and ext fields", [][]byte{raw(TypeHeartbeat, 0x97, 0x01, 0x02,
 			0xc4, 0x02, 'a', 'b', // bin8
 			0xa3, 'x', 'y', 'z', // fixstr
 			0xd4, 0x01, 0x07, // fixext1
 			0xc7, 0x02, 0x05, 'x', 'y', // ext8
-			0xcb, 0, 0, 0, 0, 0, 0, 0, 0)}, &Heartbeat{}}, // float64
+			0xcb, 0, 0, 0, 0, 0, 0, 0, 0)}, &Heartbeat{Interval: 1, Threshold: 2}}, // float64
 		{"heartbeat req extra", [][]byte{hdr(t, TypeHeartbeatReq, []any{7, nil, true, 1.5, []byte("z")})}, &HeartbeatReq{Nonce: 7}},
 		{"reregister extra", [][]byte{hdr(t, TypeReregister, []any{"why", map[int]int{1: 2}})}, &Reregister{Reason: "why"}},
 		{"task with extra field", [][]byte{hdr(t, TypeTaskBatch, []any{[]any{id[:], 1, 2, "alice", "later"}}), []byte("ab")},
 			&TaskBatch{Tasks: []Task{{ID: id, Attempt: 1, Payload: []byte("ab"), Owner: "alice"}}}},
 		{"task with nil owner", [][]byte{hdr(t, TypeTaskBatch, []any{[]any{id[:], 1, 0, nil}})},
 			&TaskBatch{Tasks: []Task{{ID: id, Attempt: 1}}}},
-		{"delta with extra field", [][]byte{hdr(t, TypeManagerStatusReport, []any{[]any{[]any{id[:], 3, 1, 9, []any{}}}, 1, 1, 1, 1, 0, "new"})},
-			&ManagerStatusReport{Deltas: []Delta{{ID: id, Code: Running, Attempt: 1, At: 9}}, Workers: 1, IdleWorkers: 1, Capacity: 1, Outstanding: 1}},
+		{"delta with extra field", [][]byte{hdr(t, TypeManagerStatusReport, []any{[]any{[]any{id[:], 3, 1, 9, 2, []any{}}}, 1, 1, 1, 1, 0, "new"})},
+			&ManagerStatusReport{Deltas: []Delta{{ID: id, Code: Running, Attempt: 1, At: 9, Runs: 2}}, Workers: 1, IdleWorkers: 1, Capacity: 1, Outstanding: 1}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -19,10 +19,19 @@ type Registration struct {
 	ProtocolVersion uint8
 	SoftwareVersion string
 	BlockID         string
+	// HTTPAddr is where a manager serves /metrics (host:port), or "";
+	// left off the wire when empty, and older peers skip it.
+	HTTPAddr string
 }
 
 // Heartbeat is one-way and never answered; any traffic counts as one.
-type Heartbeat struct{}
+// The interchange's answer to a manager's registration carries its own
+// heartbeat interval and threshold (nanoseconds; 0 when absent, as from
+// an older peer), which a manager adopts unless told otherwise.
+type Heartbeat struct {
+	Interval  int64
+	Threshold int64
+}
 
 // HeartbeatReq is the one synchronous probe; the peer echoes Nonce.
 type HeartbeatReq struct{ Nonce uint64 }
@@ -55,6 +64,10 @@ type Result struct {
 	// Text is a short readable form of a python result (its repr() or
 	// exception), for people; Payload stays the authority.
 	Text string
+	// Runs is how many times a worker started the task, as the
+	// interchange counted (0: not counted, as from a manager or an older
+	// peer; left off the wire then).
+	Runs uint32
 }
 
 // ResultBatch carries results upward.
@@ -66,6 +79,8 @@ type Delta struct {
 	Code    TaskStatusCode
 	Attempt uint32
 	At      int64 // unix nanoseconds
+	// Runs: as in Result; only the interchange sets it.
+	Runs uint32
 }
 
 // ManagerStatusReport is sent by a manager every heartbeat interval.
@@ -91,6 +106,10 @@ type EPStatusReport struct {
 	// managers), opaque to the forwarder, which shows it as it is; empty
 	// without a provider.
 	Blocks []byte
+	// ManagerList is the JSON list of the endpoint's managers, opaque to
+	// the forwarder; it rides on the periodic reports only (empty: keep
+	// the last one).
+	ManagerList []byte
 }
 
 // Command asks a peer to act; the answer is a CommandReply with the same ID.

@@ -291,7 +291,7 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status TASK_ID... | -",
 		Short: "Show the state of tasks",
-		Long: `Show each task's state, attempts and error, one line per task in the order
+		Long: `Show each task's state, attempts, runs and error, one line per task in the order
 given ('-' reads the ids from stdin). It does not wait: see 'switchyard wait'.
 An id the forwarder does not know (never submitted, another user's, or
 forgotten after the retention time) reads "unknown" and makes the exit
@@ -325,7 +325,7 @@ status 1.
 				}
 			} else {
 				for _, t := range ts {
-					line := fmt.Sprintf("%s  %-20s attempts=%d", t.TaskID, t.State, t.Attempts)
+					line := fmt.Sprintf("%s  %-20s attempts=%d runs=%d", t.TaskID, t.State, t.Attempts, t.Runs)
 					if t.Error != "" {
 						line += "  error=" + t.Error
 					}
@@ -384,6 +384,10 @@ such as "exit status 7", goes to stderr), 2 when it has not ended yet (see
 				r, _ := t.Exec()
 				fmt.Print(r.Stdout)
 				fmt.Fprint(os.Stderr, r.Stderr)
+			}
+			if t.Runs > 1 {
+				// stdout is the task's own; this goes with its stderr.
+				fmt.Fprintf(os.Stderr, "switchyard: task %s ran %d times (a node was lost or drained while it ran)\n", t.TaskID, t.Runs)
 			}
 			if t.State != "success" {
 				return exitf(exitTaskFailed, "task %s %s: %s", t.TaskID, t.State, t.Error)

@@ -205,7 +205,13 @@ a manager key of its own in STATE_DIR/users/POSIX_USER/manager.credentials
 (hers, mode 0600); the plain manager key is not made. Blocks are per user:
 her queued tasks against her managers' capacity, at most
 --max-blocks-per-user each and --max-blocks in all, her managers started
-as her (local) or her jobs submitted as her (slurm, --account from the map).`,
+as her (local) or her jobs submitted as her (slurm, --account from the map).
+
+It keeps its live blocks in STATE_DIR/blocks/blocks.json. A plain SIGTERM
+leaves slurm jobs running (local managers stop with it): started again, the
+interchange adopts them, matched with squeue, before it starts any block.
+To stop it for good, give it --cancel-blocks-on-exit: at SIGTERM it then
+cancels its blocks (their managers drain) and waits for the jobs to end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()
@@ -295,7 +301,11 @@ SIGTERM or SIGINT (scancel, a batch job's time limit, Ctrl-C) drains it: it
 takes nothing new, tells the interchange at once, gives back the tasks it has
 not started, lets running tasks go on for --drain-grace, then stops them and
 gives them back too. Tasks given back run elsewhere with the same attempt
-number; none fails because its node went away.`,
+number; none fails because its node went away.
+
+Without --heartbeat-interval and --heartbeat-threshold it takes both from the
+interchange when it registers, so it reports as often as that interchange
+expects.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := df.logger()
@@ -312,7 +322,8 @@ number; none fails because its node went away.`,
 			mg, err := manager.New(manager.Options{HTTP: df.http, DrainGrace: drainGrace, Credentials: creds, Insecure: df.insecure, Interchange: ixAddr, ManagerID: id, Workers: workers, Prefetch: prefetch,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, BlockID: block, HeartbeatInterval: df.interval,
 				HeartbeatThreshold: df.thresholdOrDefault(), Pressure: pf.th, Pprof: df.pprof, Log: log, Version: version,
-				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, PythonIdle: pyIdle, Python: python})
+				AllowRoot: allowRoot, TaskEnv: taskEnv, PythonWorkers: pyWorkers, PythonIdle: pyIdle, Python: python,
+				InheritHeartbeat: !cmd.Flags().Changed("heartbeat-interval") && !cmd.Flags().Changed("heartbeat-threshold")})
 			if err != nil {
 				return err
 			}

@@ -24,7 +24,7 @@ func TestLaunchSpecMatchesCLI(t *testing.T) {
 		{newInterchangeCmd(), launch.Interchange{Common: common, EndpointID: "ep", Credentials: "/c", Forwarder: "tcp://f:1", ListenManagers: "tcp://m:2",
 			NoPersist: true, Fsync: true, MaxRetries: new(0), PauseQueued: 100, ResumeQueued: 50, AllowRoot: true,
 			Blocks: &launch.Blocks{Provider: blocks.ProviderLocal, MinBlocks: 1, InitBlocks: 1, MaxBlocks: 3, WorkersPerNode: 4, MaxIdle: time.Minute,
-				Period: time.Second, Walltime: new(time.Duration(0)), ManagerArgs: []string{"--python=py"}}}.Args()},
+				Period: time.Second, Walltime: new(time.Duration(0)), NoExclusive: true, MemPerNode: "8G", GPUsPerNode: 1, CancelOnExit: true, ManagerArgs: []string{"--python=py"}}}.Args()},
 		{newManagerCmd(), launch.Manager{Common: common, ManagerID: "m1", Interchange: "tcp://m:2", BlockID: "b1", Workers: 8, Prefetch: new(0),
 			Credentials: "/mc", Python: "python3", DrainGrace: time.Second, AllowRoot: true}.Args()},
 		// What an interchange passes on with --manager-arg.

@@ -73,13 +73,13 @@ waiting-for-nodes, waiting-for-launch, running, success, failed, cancelled.`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TASK_ID\tENDPOINT\tKIND\tSTATE\tATTEMPTS\tCREATED\tOWNER\tERROR")
+			fmt.Fprintln(tw, "TASK_ID\tENDPOINT\tKIND\tSTATE\tATTEMPTS\tRUNS\tCREATED\tOWNER\tERROR")
 			for _, t := range ts {
 				created := ""
 				if t.CreatedAt != nil {
 					created = t.CreatedAt.Local().Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskID, t.EndpointID, t.Kind, t.State, t.Attempts,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", t.TaskID, t.EndpointID, t.Kind, t.State, t.Attempts, t.Runs,
 					created, t.Owner, oneLine(t.Error, 60))
 			}
 			if err := tw.Flush(); err != nil {

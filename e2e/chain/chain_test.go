@@ -399,7 +399,7 @@ func TestManagerStoppedMidRunReturnsItsTasks(t *testing.T) {
 	stopped := time.Now()
 	victim.Stop()
 	views := ch.Client.WaitTerminal(t, ids, 60*time.Second)
-	retried := 0
+	retried, ranTwice := 0, 0
 	for i, v := range views {
 		if v.State != "success" {
 			t.Errorf("task %d: %s (%q) after its manager stopped", i, v.State, v.Error)
@@ -407,6 +407,17 @@ func TestManagerStoppedMidRunReturnsItsTasks(t *testing.T) {
 		if v.Attempts > 1 {
 			retried++
 		}
+		if v.Runs < 1 || v.Runs > 2 {
+			t.Errorf("task %d ran %d times", i, v.Runs)
+		}
+		if v.Runs == 2 {
+			ranTwice++
+		}
+	}
+	// The victim's running tasks (sleep 1 against a 300ms grace) were
+	// stopped and given back: they ran again, and runs says so.
+	if ranTwice == 0 {
+		t.Errorf("no task reads runs 2, yet the stopped manager was running some")
 	}
 	if retried != 0 {
 		t.Errorf("%d tasks took a second attempt; a drained manager gives tasks back with the same attempt", retried)
@@ -417,6 +428,6 @@ func TestManagerStoppedMidRunReturnsItsTasks(t *testing.T) {
 	if v := testutil.Metric(t, ch.Interchange.Reg, "switchyard_interchange_tasks_returned_total"); v == 0 {
 		t.Errorf("the stopped manager returned no task, yet it held some")
 	}
-	t.Logf("manager stopped with tasks in hand: all %d done %s after the stop, none retried",
-		len(ids), time.Since(stopped).Round(time.Millisecond))
+	t.Logf("manager stopped with tasks in hand: all %d done %s after the stop, none retried, %d ran twice (runs 2, attempts 1)",
+		len(ids), time.Since(stopped).Round(time.Millisecond), ranTwice)
 }

@@ -23,7 +23,7 @@ import (
 // replaced before Slurm kills it.
 func TestInterchangeScalesSlurmBlocks(t *testing.T) {
 	bin := testutil.BuildSwitchyard(t)
-	c := slurmtest.Start(t, slurmtest.Options{KillWait: 10 * time.Second})
+	c := slurmtest.Start(t, slurmtest.Options{KillWait: 10 * time.Second, CPUs: 16})
 	for _, kv := range c.Env() {
 		if k, v, ok := strings.Cut(kv, "="); ok && k == "SLURM_CONF" {
 			t.Setenv("SLURM_CONF", v)
@@ -31,7 +31,7 @@ func TestInterchangeScalesSlurmBlocks(t *testing.T) {
 	}
 	args := append(launch.Manager{Common: launch.Common{HeartbeatInterval: 100 * time.Millisecond, HeartbeatThreshold: 3 * time.Second},
 		DrainGrace: time.Second}.Flags(), testutil.AllowRootArgs(bin)...)
-	cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 8,
+	cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MinBlocks: 0, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 8, NoExclusive: true,
 		Walltime: time.Minute, MaxIdle: 2 * time.Second, Period: 500 * time.Millisecond, ManagerArgs: args}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

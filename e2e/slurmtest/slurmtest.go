@@ -39,6 +39,9 @@ type Options struct {
 	KillWait time.Duration
 	// StartTimeout bounds the wait for the node to show idle (default 60s).
 	StartTimeout time.Duration
+	// CPUs the node offers (default: this host's); more than the host has
+	// lets jobs that share the node ask for a CPU per worker.
+	CPUs int
 }
 
 // Cluster is a running single-node Slurm cluster.
@@ -144,6 +147,11 @@ func New(dir string, opts Options) (*Cluster, error) {
 	}
 	host, _, _ = strings.Cut(host, ".")
 	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "slurm.conf"), Node: host, Partition: Partition, CPUs: runtime.NumCPU()}
+	overrides := ""
+	if opts.CPUs > 0 && opts.CPUs != c.CPUs {
+		// slurmd would drain a node that claims more CPUs than it has.
+		c.CPUs, overrides = opts.CPUs, "SlurmdParameters=config_overrides\n"
+	}
 	// Jobs (root here, but any user on a real node) reach munged's socket,
 	// so its directory is searchable by all.
 	for _, d := range []string{"munge", "state", "spool/slurmd-" + host, "log", "run"} {
@@ -172,7 +180,7 @@ func New(dir string, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	sock := filepath.Join(dir, "munge", "munge.socket")
-	conf := c.config(sock, ports[0], ports[1], memMB, opts.KillWait)
+	conf := c.config(sock, ports[0], ports[1], memMB, opts.KillWait) + overrides
 	if err := os.WriteFile(c.Conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}

@@ -23,6 +23,8 @@ type Admin struct {
 	Pprof    bool
 	Token    string
 	Insecure bool
+	// SD, when set, serves GET /sd: Prometheus HTTP service discovery.
+	SD func() any
 }
 
 // Handler builds the admin HTTP handler.
@@ -38,6 +40,11 @@ func (a Admin) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/servingState", a.Serving)
+	if a.SD != nil {
+		mux.HandleFunc("GET /sd", func(w http.ResponseWriter, r *http.Request) {
+			httpx.WriteJSON(w, http.StatusOK, a.SD())
+		})
+	}
 	if a.Pprof {
 		httpx.MountPprof(mux)
 	}

@@ -127,13 +127,14 @@ func Single(token string) Verifier {
 	}
 }
 
-// Open reports whether a request needs no token: GET (or HEAD) /healthz
-// and /metrics carry no task data, so Prometheus scrapes them as usual.
+// Open reports whether a request needs no token: GET (or HEAD) /healthz,
+// /metrics and the interchange's /sd (scrape targets) carry no task data,
+// so Prometheus reads them as usual.
 func Open(r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return false
 	}
-	return r.URL.Path == "/healthz" || r.URL.Path == "/metrics"
+	return r.URL.Path == "/healthz" || r.URL.Path == "/metrics" || r.URL.Path == "/sd"
 }
 
 // Require lets a request through to next only with a valid bearer token

@@ -31,6 +31,10 @@ type Options struct {
 	Wake     func()
 	Registry prometheus.Registerer
 	Log      *logrus.Entry
+	// SavedFile is where the live blocks are kept for a restart (default
+	// StateDir/blocks/blocks.json); controllers sharing a StateDir each
+	// need their own.
+	SavedFile string
 }
 
 // Manager is what the loop tells the controller about one manager.
@@ -38,6 +42,9 @@ type Manager struct {
 	BlockID  string
 	Capacity int // tasks it accepts (workers plus prefetch)
 	Held     int // tasks it holds
+	// Draining: it said goodbye and finishes what it runs. It adds no
+	// capacity but keeps its block alive until it exits.
+	Draining bool
 }
 
 // Load is the loop's view of work and managers at a tick.
@@ -78,6 +85,7 @@ type block struct {
 	idleSince   time.Time
 	everManaged bool // a manager of it registered once
 	firstSeen   time.Time
+	adopted     bool // saved by a previous run of the interchange
 }
 
 // Blocks keeps an endpoint's blocks. The interchange's loop owns it and
@@ -107,6 +115,11 @@ type Blocks struct {
 	observedCap int
 	polling     bool
 	lastPoll    time.Time
+	// recovering: blocks adopted from a previous run wait for their jobs'
+	// state; nothing is decided until then.
+	recovering  bool
+	recoverFrom time.Time
+	saved       []byte // blocks.json as last written
 
 	work    chan op
 	mu      sync.Mutex
@@ -166,6 +179,10 @@ func New(opts Options) (*Blocks, error) {
 	b := &Blocks{cfg: opts.Config, opts: opts, log: opts.Log.WithField("provider", opts.Provider.Name()),
 		m: newMetrics(opts.Registry), blocks: map[string]*block{}, work: make(chan op, 1024),
 		ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	if err := b.load(time.Now()); err != nil {
+		cancel()
+		return nil, err
+	}
 	go b.worker()
 	return b, nil
 }
@@ -222,9 +239,16 @@ func (b *Blocks) enqueue(o op) bool {
 func (b *Blocks) Tick(now time.Time, load Load) []Decision {
 	b.collect(now)
 	b.observe(now, load)
+	if b.recovered(now, false); b.recovering {
+		b.poll(now)
+		b.gauge()
+		return nil
+	}
 	free := 0
 	for _, m := range load.Managers {
-		free += max(m.Capacity-m.Held, 0)
+		if !m.Draining {
+			free += max(m.Capacity-m.Held, 0)
+		}
 	}
 	in := Input{Now: now, Queued: load.Queued, Free: free, BlockCapacity: b.blockCapacity(),
 		Started: b.started, Failures: b.failures, LastFailure: b.lastFailure}
@@ -250,6 +274,7 @@ func (b *Blocks) Tick(now time.Time, load Load) []Decision {
 	b.poll(now)
 	b.prune()
 	b.gauge()
+	b.save()
 	return ds
 }
 
@@ -269,7 +294,7 @@ func (b *Blocks) observe(now time.Time, load Load) {
 		if m.BlockID == "" {
 			continue
 		}
-		if m.Capacity > b.observedCap {
+		if m.Capacity > b.observedCap && !m.Draining {
 			b.observedCap = m.Capacity
 		}
 		a := per[m.BlockID]
@@ -327,8 +352,10 @@ func (b *Blocks) apply(now time.Time, d Decision) {
 			b.submit(now, log)
 		}
 	case Replace:
-		b.drain(now, d.Block, log)
+		// The replacement is on its way before the old block stops taking
+		// tasks.
 		b.submit(now, log)
+		b.drain(now, d.Block, log)
 	case Drain:
 		b.drain(now, d.Block, log)
 	case Cancel:
@@ -445,6 +472,7 @@ func (b *Blocks) collect(now time.Time) {
 				continue
 			}
 			b.statuses(now, r.statuses)
+			b.recovered(now, true)
 		}
 	}
 }
@@ -457,7 +485,8 @@ func (b *Blocks) statuses(now time.Time, st map[string]JobStatus) {
 		s, ok := st[bl.jobID]
 		if !ok {
 			// Just submitted jobs may not show yet; later, gone means ended.
-			if now.Sub(bl.firstSeen) > 3*b.cfg.Period {
+			// An adopted job has no such grace.
+			if bl.adopted || now.Sub(bl.firstSeen) > 3*b.cfg.Period {
 				b.end(bl, now, Done, "job no longer known to the provider")
 			}
 			continue
@@ -465,7 +494,11 @@ func (b *Blocks) statuses(now time.Time, st map[string]JobStatus) {
 		switch s.State {
 		case JobPending:
 			bl.reason = s.Reason
+			if bl.reason == "None" {
+				bl.reason = "" // squeue's word for no reason
+			}
 		case JobRunning:
+			bl.reason = "" // a pending reason no longer holds
 			if bl.state == Pending {
 				if !s.Since.IsZero() && s.Since.Before(now) {
 					bl.startedAt = s.Since
@@ -579,5 +612,11 @@ func (b *Blocks) Pending() bool {
 func (b *Blocks) Close(ctx context.Context) error {
 	b.cancel()
 	<-b.done
-	return b.opts.Provider.Close(ctx)
+	var err error
+	if b.cfg.CancelOnExit {
+		err = b.cancelAll(ctx)
+	} else {
+		b.save()
+	}
+	return errors.Join(err, b.opts.Provider.Close(ctx))
 }

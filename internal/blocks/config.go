@@ -25,6 +25,15 @@ type Config struct {
 	WorkerInit       string
 	MaxIdle          time.Duration
 	ManagerArgs      []string
+	// NoExclusive: slurm jobs share their nodes and ask for
+	// --cpus-per-task=WorkersPerNode instead of whole nodes.
+	NoExclusive bool
+	MemPerNode  string // Slurm --mem, e.g. 64G; empty: the cluster's default
+	GPUsPerNode int
+	// CancelOnExit: the interchange cancels its blocks when it stops and
+	// waits for their jobs to end. Without it slurm jobs keep running and
+	// the interchange adopts them when it starts again.
+	CancelOnExit bool
 
 	// Period is how often the strategy runs and jobs are polled.
 	Period time.Duration
@@ -73,6 +82,11 @@ func AddFlags(fs *pflag.FlagSet) *Config {
 	fs.StringVar(&c.WorkerInit, "worker-init", "", "shell commands run before the managers start, e.g. 'module load x'")
 	fs.DurationVar(&c.MaxIdle, "max-idle", 2*time.Minute, "drain a block whose managers were idle this long, down to --min-blocks")
 	fs.DurationVar(&c.Period, "block-period", 5*time.Second, "how often the block strategy runs and the provider is polled")
+	fs.BoolVar(&c.NoExclusive, "no-exclusive", false, "slurm: share nodes with other jobs, asking for --cpus-per-task=--workers-per-node, instead of whole nodes (#SBATCH --exclusive, the default)")
+	fs.StringVar(&c.MemPerNode, "mem-per-node", "", "slurm: memory per node (#SBATCH --mem), e.g. 64G; default: the cluster's")
+	fs.IntVar(&c.GPUsPerNode, "gpus-per-node", 0, "slurm: GPUs per node (#SBATCH --gpus-per-node)")
+	fs.BoolVar(&c.CancelOnExit, "cancel-blocks-on-exit", false, "when the interchange stops (SIGTERM), cancel its blocks and wait for their jobs to end: for stopping it for good. "+
+		"Without it slurm jobs keep running and the interchange adopts them when it starts again (from STATE_DIR/blocks/blocks.json)")
 	fs.StringArrayVar(&c.ManagerArgs, "manager-arg", nil, "extra argument for the block's managers, e.g. --manager-arg=--prefetch=0 (repeatable)")
 	return c
 }
@@ -132,6 +146,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, c.validateResources()...)
 	for _, v := range []struct{ name, val string }{{"--partition", c.Partition}, {"--account", c.Account}} {
 		if strings.ContainsAny(v.val, " \t\n\r'\"\\$`") {
 			bad("%s %q: only a plain name is legal (no spaces, quotes or $)", v.name, v.val)

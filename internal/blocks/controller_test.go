@@ -448,8 +448,13 @@ func TestDrainCallback(t *testing.T) {
 	if st := b.View()[0].State; st != "draining" {
 		t.Fatalf("state %s after the drain, want draining", st)
 	}
-	// Still a manager: no cancel yet. Then it leaves, and the job is cancelled.
+	// Still a manager, which said goodbye and runs a task to its end: no
+	// cancel yet. Then it leaves, and the job is cancelled.
+	load.Managers[0].Draining, load.Managers[0].Held = true, 1
 	tick()
+	if vs := b.View(); vs[0].Managers != 1 {
+		t.Fatalf("draining manager not counted: %+v", vs)
+	}
 	if n := metric(t, reg, "switchyard_interchange_scale_decisions_total", "decision", "cancel"); n != 0 {
 		t.Fatalf("cancelled while its manager drains")
 	}

@@ -47,7 +47,8 @@ type localJob struct {
 }
 
 type localProc struct {
-	cmd  *exec.Cmd
+	cmd  *exec.Cmd // nil for a manager adopted from a previous run
+	pid  int       // also its process group
 	log  string
 	done chan struct{}
 	err  error
@@ -87,7 +88,9 @@ func (l *Local) Submit(ctx context.Context, spec Spec) (string, error) {
 
 	job := &localJob{started: time.Now(), stop: make(chan struct{})}
 	for i := range max(spec.Nodes, 1) {
-		args := spec.Manager.args(spec.BlockID, fmt.Sprintf("%s-%d", spec.BlockID, i), spec.WorkersPerNode)
+		// A free port each, so every manager can be scraped (--manager-arg
+		// may name another address; it comes later and wins).
+		args := spec.Manager.args(spec.BlockID, fmt.Sprintf("%s-%d", spec.BlockID, i), spec.WorkersPerNode, "127.0.0.1:0")
 		p, err := l.start(bin, args, spec, filepath.Join(spec.Dir, fmt.Sprintf("manager-%d.log", i)))
 		if err != nil {
 			l.kill(job)
@@ -126,7 +129,7 @@ func (l *Local) start(bin string, args []string, spec Spec, logPath string) (*lo
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start manager %s: %w", bin, err)
 	}
-	p := &localProc{cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &localProc{cmd: cmd, pid: cmd.Process.Pid, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -174,7 +177,7 @@ func (j *localJob) signal(sig syscall.Signal) {
 		select {
 		case <-p.done:
 		default:
-			_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+			_ = syscall.Kill(-p.pid, sig)
 		}
 	}
 }

@@ -115,7 +115,8 @@ func TestLocalSubmitStatusCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "manager\n--manager-id\nb1-1\n--interchange\ntcp://127.0.0.1:1\n--block-id\nb1\n--workers\n3\n--credentials\n/x/manager.credentials\n--allow-root\n--prefetch=0"
+	// Each manager serves its metrics on a free port of its own.
+	want := "manager\n--manager-id\nb1-1\n--interchange\ntcp://127.0.0.1:1\n--block-id\nb1\n--workers\n3\n--credentials\n/x/manager.credentials\n--listen-http\n127.0.0.1:0\n--allow-root\n--prefetch=0"
 	if string(args) != want {
 		t.Fatalf("manager args:\n%s\nwant:\n%s", args, want)
 	}

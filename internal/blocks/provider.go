@@ -124,9 +124,19 @@ func Binary() (string, error) {
 
 // args is the manager's command line after the binary; managerID may be
 // empty when the job script names the manager itself.
-func (m ManagerCommand) args(blockID, managerID string, workers int) []string {
-	return launch.Manager{ManagerID: managerID, Interchange: m.Interchange, BlockID: blockID, Workers: workers,
-		Credentials: m.Credentials, AllowRoot: m.AllowRoot, Extra: m.Args}.Args()
+func (m ManagerCommand) args(blockID, managerID string, workers int, listenHTTP string) []string {
+	return launch.Manager{Common: launch.Common{ListenHTTP: listenHTTP}, ManagerID: managerID, Interchange: m.Interchange,
+		BlockID: blockID, Workers: workers, Credentials: m.Credentials, AllowRoot: m.AllowRoot, Extra: m.Args}.Args()
+}
+
+// setsHTTP reports whether --manager-arg chose the managers' HTTP address.
+func (m ManagerCommand) setsHTTP() bool {
+	for _, a := range m.Args {
+		if a == "--listen-http" || strings.HasPrefix(a, "--listen-http=") {
+			return true
+		}
+	}
+	return false
 }
 
 // shellQuote quotes s for a POSIX shell.

@@ -32,6 +32,14 @@ type Slurm struct {
 	// Env is the environment of the Slurm commands (default: the
 	// interchange's), e.g. with SLURM_CONF.
 	Env []string
+	// NoExclusive, MemPerNode, GPUsPerNode: what each node gives a block
+	// (the flags of the same names).
+	NoExclusive bool
+	MemPerNode  string
+	GPUsPerNode int
+	// KillWait is the cluster's; Submit reads it once when zero. The
+	// managers' drain grace is kept below it.
+	KillWait time.Duration
 	// Cred, when set, submits and cancels as that account (a user's
 	// blocks on a multi-user endpoint): her job, charged to her, with its
 	// directory written by her (it lies in a directory she owns, where
@@ -46,7 +54,8 @@ type Slurm struct {
 
 // NewSlurm makes a slurm provider from the block configuration.
 func NewSlurm(cfg *Config) *Slurm {
-	return &Slurm{Partition: cfg.Partition, Account: cfg.Account, SchedulerOptions: cfg.SchedulerOptions}
+	return &Slurm{Partition: cfg.Partition, Account: cfg.Account, SchedulerOptions: cfg.SchedulerOptions,
+		NoExclusive: cfg.NoExclusive, MemPerNode: cfg.MemPerNode, GPUsPerNode: cfg.GPUsPerNode}
 }
 
 // Name is ProviderSlurm.
@@ -69,6 +78,9 @@ func (s *Slurm) Script(spec Spec) (string, error) {
 	w("#SBATCH --job-name=%s", shellQuote("switchyard-"+spec.BlockID))
 	w("#SBATCH --nodes=%d", max(spec.Nodes, 1))
 	w("#SBATCH --ntasks-per-node=1")
+	for _, l := range s.resourceLines(spec.WorkersPerNode) {
+		w("%s", l)
+	}
 	if spec.Walltime > 0 {
 		w("#SBATCH --time=%s", slurmDuration(spec.Walltime))
 	}
@@ -100,8 +112,20 @@ func (s *Slurm) Script(spec Spec) (string, error) {
 	w("# srun starts one manager per node; exec makes the manager the step's")
 	w("# process, so the SIGTERM of scancel or of the time limit reaches it and it")
 	w("# drains. The manager id names the block and the node.")
-	w(`srun --ntasks-per-node=1 --kill-on-bad-exit=0 /bin/bash -c 'exec "$0" "$@" --manager-id "%s-$(hostname -s)"' "$BIN" %s`,
-		spec.BlockID, shellJoin(spec.Manager.args(spec.BlockID, "", spec.WorkersPerNode)))
+	args := spec.Manager.args(spec.BlockID, "", spec.WorkersPerNode, "")
+	if a, grace := drainGraceArg(s.KillWait, args); a != "" {
+		w("# The cluster's KillWait is %s: the managers' drain grace is %s, so they give", s.KillWait, grace)
+		w("# running tasks back before Slurm's SIGKILL.")
+		args = append(args, a)
+	}
+	// Each manager serves /metrics on a free port of its node, which it
+	// reports when it registers (unless --manager-arg chose an address).
+	listen := ` --listen-http "$(hostname):0"`
+	if spec.Manager.setsHTTP() {
+		listen = ""
+	}
+	w(`srun --ntasks-per-node=1 %s --kill-on-bad-exit=0 /bin/bash -c 'exec "$0" "$@" --manager-id "%s-$(hostname -s)"%s' "$BIN" %s`,
+		s.srunResources(spec.WorkersPerNode), spec.BlockID, listen, shellJoin(args))
 	w(`rc=$?`)
 	w(`echo "$rc" > "$BLOCK_DIR/exit"`)
 	w(`exit "$rc"`)
@@ -119,6 +143,14 @@ func slurmDuration(d time.Duration) string {
 func (s *Slurm) Submit(ctx context.Context, spec Spec) (string, error) {
 	if strings.ContainsAny(spec.BlockID, "'\"\\$` \n") {
 		return "", fmt.Errorf("block id %q has shell characters", spec.BlockID)
+	}
+	if s.KillWait == 0 {
+		// Submit runs on the controller's one goroutine. Unknown (scontrol
+		// failed): -1, and the drain grace stays as set.
+		s.KillWait = -1
+		if kw, err := s.readKillWait(ctx); err == nil {
+			s.KillWait = kw
+		}
 	}
 	script, err := s.Script(spec)
 	if err != nil {
@@ -191,6 +223,7 @@ func (s *Slurm) Status(ctx context.Context, ids []string) (map[string]JobStatus,
 	if len(gone) > 0 {
 		s.lookupGone(ctx, gone, out)
 	}
+	s.explainFailures(out)
 	return out, nil
 }
 
@@ -241,7 +274,7 @@ func (s *Slurm) lookupGone(ctx context.Context, ids []string, out map[string]Job
 				if rc := strings.TrimSpace(string(data)); rc == "0" {
 					out[id] = JobStatus{State: JobDone}
 				} else {
-					out[id] = JobStatus{State: JobFailed, Reason: "srun of the managers exited " + rc + "; see " + filepath.Join(dir, "job.out")}
+					out[id] = JobStatus{State: JobFailed, Reason: "srun of the managers exited " + rc}
 				}
 				continue
 			}
@@ -271,6 +304,16 @@ func (s *Slurm) lookupGone(ctx context.Context, ids []string, out map[string]Job
 		code, _ := strconv.Atoi(rc)
 		out[f[0]] = squeueStatus(state, "", "", strconv.Itoa(code<<8))
 	}
+}
+
+// Adopt follows a job a previous run of the interchange submitted.
+func (s *Slurm) Adopt(jobID, dir string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dirs == nil {
+		s.dirs = map[string]string{}
+	}
+	s.dirs[jobID] = dir
 }
 
 // Cancel runs scancel: Slurm sends SIGTERM to the job's processes, then

@@ -40,7 +40,7 @@ func TestSlurmScript(t *testing.T) {
 		"#SBATCH --exclusive\n",
 		"module load x\n",
 		"BIN='/opt/sy bin/switchyard'\n",
-		`srun --ntasks-per-node=1 --kill-on-bad-exit=0 /bin/bash -c 'exec "$0" "$@" --manager-id "b1-$(hostname -s)"' "$BIN" manager --interchange tcp://login1:55002 --block-id b1 --workers 8 --credentials /state/manager.credentials --allow-root --prefetch=0 --heartbeat-interval 1s` + "\n",
+		`srun --ntasks-per-node=1 --whole --kill-on-bad-exit=0 /bin/bash -c 'exec "$0" "$@" --manager-id "b1-$(hostname -s)" --listen-http "$(hostname):0"' "$BIN" manager --interchange tcp://login1:55002 --block-id b1 --workers 8 --credentials /state/manager.credentials --allow-root --prefetch=0 --heartbeat-interval 1s` + "\n",
 		`echo "$rc" > "$BLOCK_DIR/exit"`,
 	} {
 		if !strings.Contains(script, want) {

@@ -107,8 +107,9 @@ func BackoffDelay(cfg *Config, failures int) time.Duration {
 //   - Blocks idle for max-idle with nothing queued: drained, longest idle
 //     first, down to min. Pending blocks not needed for that long are
 //     cancelled.
-//   - A draining block that has no managers left, or outlasted the drain
-//     timeout, is cancelled.
+//   - A draining block is cancelled once its managers (draining ones
+//     included) have exited, or at its walltime; without a walltime,
+//     after the drain timeout.
 //   - After a block failed to start, no submission until the back-off
 //     (doubling per failure in a row) has passed.
 func Decide(cfg *Config, in Input) []Decision {
@@ -121,12 +122,17 @@ func Decide(cfg *Config, in Input) []Decision {
 		case Running:
 			running = append(running, b)
 		case Draining:
-			if b.Managers == 0 && !b.StartedAt.IsZero() || in.Now.Sub(b.DrainedAt) >= cfg.DrainTimeout {
-				why := "draining block has no managers left"
-				if b.Managers > 0 {
-					why = fmt.Sprintf("drain not finished after %s", cfg.DrainTimeout)
+			// Draining managers still count: the block ends when they have
+			// exited, or when its running tasks can no longer finish.
+			switch {
+			case b.Managers == 0 && !b.StartedAt.IsZero():
+				out = append(out, Decision{Kind: Cancel, Block: b.ID, Reason: "draining block has no managers left"})
+			case cfg.Walltime > 0 && !b.StartedAt.IsZero():
+				if !in.Now.Before(b.StartedAt.Add(cfg.Walltime)) {
+					out = append(out, Decision{Kind: Cancel, Block: b.ID, Reason: fmt.Sprintf("walltime reached with %d managers still draining", b.Managers)})
 				}
-				out = append(out, Decision{Kind: Cancel, Block: b.ID, Reason: why})
+			case in.Now.Sub(b.DrainedAt) >= cfg.DrainTimeout:
+				out = append(out, Decision{Kind: Cancel, Block: b.ID, Reason: fmt.Sprintf("drain not finished after %s", cfg.DrainTimeout)})
 			}
 		}
 	}

@@ -70,6 +70,10 @@ type Blocks struct {
 	MaxIdle        time.Duration
 	Period         time.Duration // --block-period
 	Walltime       *time.Duration
+	NoExclusive    bool
+	MemPerNode     string
+	GPUsPerNode    int
+	CancelOnExit   bool
 	// ManagerArgs go to every manager of a block (--manager-arg).
 	ManagerArgs []string
 }
@@ -177,6 +181,10 @@ func (ix Interchange) Args() []string {
 		if b.Walltime != nil {
 			a.out = append(a.out, "--walltime", b.Walltime.String())
 		}
+		a.flag("--no-exclusive", b.NoExclusive)
+		a.str("--mem-per-node", b.MemPerNode)
+		a.num("--gpus-per-node", b.GPUsPerNode)
+		a.flag("--cancel-blocks-on-exit", b.CancelOnExit)
 		for _, m := range b.ManagerArgs {
 			// One argument each, so a manager flag is never read as the
 			// interchange's.

@@ -81,6 +81,10 @@ func (u *Uplink) failOver() {
 	}
 }
 
+// SetTiming changes the heartbeat interval and threshold, e.g. to the
+// ones the server announced.
+func (u *Uplink) SetTiming(t Timing) { u.cfg.Timing = t }
+
 // Connect makes a new socket and registers.
 func (u *Uplink) Connect(now time.Time) {
 	u.Close()

@@ -10,12 +10,13 @@ import (
 
 // recordVersion starts every encoded task so the layout can change.
 // Version 2 adds the owner at the end; version 1 records read as owned by
-// nobody (admins only).
-const recordVersion = 2
+// nobody (admins only). Version 3 adds runs after it; older records read
+// runs 0.
+const recordVersion = 3
 
 // recordBound is at least the size of t's key and record.
 func recordBound(t *Task) int {
-	return 8 + 128 + len(t.Endpoint) + len(t.Kind) + len(t.Spec) + len(t.State) + len(t.Result) + len(t.Error) + len(t.Owner)
+	return 8 + 133 + len(t.Endpoint) + len(t.Kind) + len(t.Spec) + len(t.State) + len(t.Result) + len(t.Error) + len(t.Owner)
 }
 
 // SeqKey is the 8-byte big-endian key of a sequence number.
@@ -47,6 +48,7 @@ func AppendRecord(arena []byte, t *Task) (key, value, out []byte) {
 	w.Varint(t.CompletedAt)
 	w.Uvarint(uint64(t.Writes))
 	w.String(t.Owner)
+	w.Uvarint(uint64(t.Runs))
 	arena = w.B
 	end := len(arena)
 	return arena[start : start+8 : start+8], arena[start+8 : end : end], arena
@@ -77,6 +79,9 @@ func DecodeRecord(k, v []byte) (*Task, error) {
 	t.Writes = uint32(r.Uvarint())
 	if ver >= 2 {
 		t.Owner = r.String()
+	}
+	if ver >= 3 {
+		t.Runs = uint32(r.Uvarint())
 	}
 	if r.Err != nil {
 		return nil, r.Err

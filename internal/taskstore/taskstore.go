@@ -45,6 +45,9 @@ type Task struct {
 	UpdatedAt   int64
 	CompletedAt int64
 	Writes      uint32
+	// Runs is how many times a worker started the task (an at-least-once
+	// execution runs again when its node vanished mid-run).
+	Runs uint32
 }
 
 // Filter selects tasks of a listing; zero fields match everything.
