@@ -119,10 +119,7 @@ func (l *loop) drainBlock(id string) {
 func (ix *Interchange) startUserBlocks(a *account) error {
 	cfg := ix.opts.Blocks
 	if cfg == nil || !cfg.Enabled() {
-		if ix.opts.Registry != nil {
-			blocks.RegisterIdle(ix.opts.Registry)
-		}
-		return nil
+		return nil // startBlocks registered the metrics at zero
 	}
 	dir, err := filepath.Abs(ix.dir.Path)
 	if err != nil {
