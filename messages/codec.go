@@ -549,7 +549,13 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 
 func (m *Registration) Pack() ([][]byte, error) {
 	w := getWriter(TypeRegistration, 64+len(m.ID)+len(m.Hostname)+len(m.SoftwareVersion)+len(m.BlockID))
-	w.arr(8)
+	// The adaptive flag is a ninth field, left out when false: an older
+	// interchange skips it, and an older manager reads as explicit.
+	if m.AdaptivePrefetch {
+		w.arr(9)
+	} else {
+		w.arr(8)
+	}
 	w.u(uint64(m.Role))
 	w.s(m.ID)
 	w.s(m.Hostname)
@@ -558,6 +564,9 @@ func (m *Registration) Pack() ([][]byte, error) {
 	w.u(uint64(m.ProtocolVersion))
 	w.s(m.SoftwareVersion)
 	w.s(m.BlockID)
+	if m.AdaptivePrefetch {
+		w.b(true)
+	}
 	f, err := w.finish()
 	return [][]byte{f}, err
 }
@@ -574,6 +583,11 @@ func (m *Registration) decode(r *reader) {
 	m.BlockID = r.s()
 	if r.err == nil && m.Role != RoleManager && m.Role != RoleInterchange {
 		r.err = derr(ErrMalformed, "unknown role %d", m.Role)
+	}
+	if n >= 9 {
+		m.AdaptivePrefetch = r.b()
+		r.skip(n, 9)
+		return
 	}
 	r.skip(n, 8)
 }
@@ -922,10 +936,17 @@ func (m *ManagerStatusReport) decode(r *reader) {
 }
 
 func (m *EPStatusReport) Pack() ([][]byte, error) {
-	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks))
-	if len(m.Blocks) > 0 {
+	owners := 0
+	for _, o := range m.QueuedByOwner {
+		owners += len(o.Owner) + 8
+	}
+	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks)+owners)
+	switch {
+	case len(m.QueuedByOwner) > 0:
+		w.arr(9)
+	case len(m.Blocks) > 0:
 		w.arr(8)
-	} else {
+	default:
 		w.arr(7)
 	}
 	writeDeltas(w, m.Deltas)
@@ -935,8 +956,16 @@ func (m *EPStatusReport) Pack() ([][]byte, error) {
 	w.u(uint64(m.Queued))
 	w.u(uint64(m.Outstanding))
 	w.u(uint64(m.ServingState))
-	if len(m.Blocks) > 0 {
+	if len(m.Blocks) > 0 || len(m.QueuedByOwner) > 0 {
 		w.bin(m.Blocks)
+	}
+	if len(m.QueuedByOwner) > 0 {
+		// Flat: owner, count, owner, count, ...
+		w.arr(2 * len(m.QueuedByOwner))
+		for _, o := range m.QueuedByOwner {
+			w.s(o.Owner)
+			w.u(uint64(o.N))
+		}
 	}
 	f, err := w.finish()
 	return [][]byte{f}, err
@@ -951,12 +980,24 @@ func (m *EPStatusReport) decode(r *reader) {
 	m.Queued = r.u32()
 	m.Outstanding = r.u32()
 	m.ServingState = r.serving()
-	if n >= 8 {
-		m.Blocks = r.bin()
-		r.skip(n, 8)
+	if n < 8 {
 		return
 	}
-	r.skip(n, 7)
+	m.Blocks = r.bin()
+	if n < 9 {
+		return
+	}
+	k := r.arr(2)
+	if r.err == nil && k%2 != 0 {
+		r.err = derr(ErrMalformed, "queued by owner has %d values, want pairs", k)
+	}
+	if r.err == nil && k > 0 {
+		m.QueuedByOwner = make([]OwnerCount, 0, k/2)
+		for i := 0; i < k/2 && r.err == nil; i++ {
+			m.QueuedByOwner = append(m.QueuedByOwner, OwnerCount{Owner: r.s(), N: r.u32()})
+		}
+	}
+	r.skip(n, 9)
 }
 
 // ReplyFor builds the refusal sent to a peer whose message failed to decode.

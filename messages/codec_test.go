@@ -66,6 +66,8 @@ func roundTripCases() []struct {
 	}{
 		{"registration manager", &Registration{Role: RoleManager, ID: "mgr-1", Hostname: "node042",
 			Workers: 8, Prefetch: 2, ProtocolVersion: Version, SoftwareVersion: "0.1.0", BlockID: "job-991"}, 1},
+		{"registration adaptive prefetch", &Registration{Role: RoleManager, ID: "mgr-2", Workers: 4, Prefetch: 1000,
+			ProtocolVersion: Version, AdaptivePrefetch: true}, 1},
 		{"registration interchange", &Registration{Role: RoleInterchange, ID: "demo", Hostname: "login1",
 			Workers: math.MaxUint32, ProtocolVersion: 255}, 1},
 		{"heartbeat", &Heartbeat{}, 1},
@@ -117,6 +119,8 @@ func roundTripCases() []struct {
 		}, Workers: 4, IdleWorkers: 1, Capacity: 3, Outstanding: 5, ServingState: PushAndDispatchPaused}, 1},
 		{"ep status report empty", &EPStatusReport{ServingState: PushPaused}, 1},
 		{"ep status report with blocks", &EPStatusReport{Managers: 1, Blocks: []byte(`[{"block_id":"b1","state":"pending"}]`)}, 1},
+		{"ep status report by owner", &EPStatusReport{Queued: 12, QueuedByOwner: []OwnerCount{{"alice", 10}, {"", 2}}}, 1},
+		{"ep status report by owner with blocks", &EPStatusReport{Blocks: []byte(`[]`), QueuedByOwner: []OwnerCount{{"bob", math.MaxUint32}}}, 1},
 		{"ep status report", &EPStatusReport{Deltas: []Delta{
 			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42},
 			{ID: tid(10), Code: Success, Attempt: math.MaxUint32, At: math.MaxInt64},
@@ -127,6 +131,7 @@ func roundTripCases() []struct {
 		{"command cancel", &Command{ID: math.MaxUint64, Op: OpCancel, TaskIDs: []TaskID{tid(1), tid(2), tid(3)}}, 1},
 		{"command drain", &Command{ID: 4, Op: OpDrain, Timeout: -1}, 1},
 		{"command get serving state", &Command{ID: 6, Op: OpGetServingState, Manager: "m"}, 1},
+		{"command give back", &Command{ID: 7, Op: OpGiveBack, TaskIDs: []TaskID{tid(4), tid(5)}}, 1},
 		{"command reply", &CommandReply{ID: 1, Message: "Serving state forced to PUSH_PAUSED",
 			Body: []byte(`{"state":"PUSH_PAUSED"}`)}, 1},
 		{"command reply empty", &CommandReply{}, 1},

@@ -19,6 +19,10 @@ type Registration struct {
 	ProtocolVersion uint8
 	SoftwareVersion string
 	BlockID         string
+	// AdaptivePrefetch: the manager was not given --prefetch, so the
+	// interchange decides how many tasks it holds beyond its workers, up
+	// to Prefetch. A manager that predates it reads as explicit.
+	AdaptivePrefetch bool
 }
 
 // Heartbeat is one-way and never answered; any traffic counts as one.
@@ -91,6 +95,15 @@ type EPStatusReport struct {
 	// managers), opaque to the forwarder, which shows it as it is; empty
 	// without a provider.
 	Blocks []byte
+	// QueuedByOwner is Queued per task owner, for owners with queued
+	// tasks ("" for tasks without one).
+	QueuedByOwner []OwnerCount
+}
+
+// OwnerCount is one owner's count of tasks.
+type OwnerCount struct {
+	Owner string
+	N     uint32
 }
 
 // Command asks a peer to act; the answer is a CommandReply with the same ID.
