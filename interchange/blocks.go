@@ -79,11 +79,9 @@ func (l *loop) tickBlocks(now time.Time) {
 	}
 	load := blocks.Load{Queued: l.queued, Managers: make([]blocks.Manager, 0, len(l.mgrs))}
 	for _, m := range l.mgrs {
-		if m.draining {
-			continue
+		if !m.draining {
+			addLoad(&load, m)
 		}
-		load.Managers = append(load.Managers, blocks.Manager{BlockID: m.reg.BlockID,
-			Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding)})
 	}
 	b.Tick(now, load)
 	l.nextBlocks = now.Add(b.Period())
@@ -212,8 +210,7 @@ func (l *loop) tickUserBlocks(now time.Time) {
 		load := blocks.Load{Queued: a.q.n, Capped: true, MaxBlocks: max(own+total-used, 0), Managers: make([]blocks.Manager, 0, len(a.mgrs))}
 		for _, m := range a.mgrs {
 			if !m.draining {
-				load.Managers = append(load.Managers, blocks.Manager{BlockID: m.reg.BlockID,
-					Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding)})
+				addLoad(&load, m)
 			}
 		}
 		a.blocks.Tick(now, load)

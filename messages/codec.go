@@ -987,7 +987,7 @@ func (m *EPStatusReport) decode(r *reader) {
 	if n < 9 {
 		return
 	}
-	k := r.arr(2)
+	k := r.arr(1)
 	if r.err == nil && k%2 != 0 {
 		r.err = derr(ErrMalformed, "queued by owner has %d values, want pairs", k)
 	}

@@ -119,7 +119,7 @@ func roundTripCases() []struct {
 		}, Workers: 4, IdleWorkers: 1, Capacity: 3, Outstanding: 5, ServingState: PushAndDispatchPaused}, 1},
 		{"ep status report empty", &EPStatusReport{ServingState: PushPaused}, 1},
 		{"ep status report with blocks", &EPStatusReport{Managers: 1, Blocks: []byte(`[{"block_id":"b1","state":"pending"}]`)}, 1},
-		{"ep status report by owner", &EPStatusReport{Queued: 12, QueuedByOwner: []OwnerCount{{"alice", 10}, {"", 2}}}, 1},
+		{"ep status report by owner", &EPStatusReport{Queued: 12, QueuedByOwner: []OwnerCount{{"alice", 10}, {"", 2}, {"", 0}}}, 1},
 		{"ep status report by owner with blocks", &EPStatusReport{Blocks: []byte(`[]`), QueuedByOwner: []OwnerCount{{"bob", math.MaxUint32}}}, 1},
 		{"ep status report", &EPStatusReport{Deltas: []Delta{
 			{ID: tid(9), Code: WaitingForNodes, Attempt: 1, At: 42},
