@@ -71,7 +71,7 @@ func (l *loop) registration() messages.Message {
 	o := l.mg.opts
 	return &messages.Registration{Role: messages.RoleManager, ID: o.ManagerID, Hostname: l.mg.hostname,
 		Workers: uint32(o.Workers), Prefetch: uint32(o.Prefetch), ProtocolVersion: messages.Version,
-		SoftwareVersion: o.Version, BlockID: o.BlockID}
+		SoftwareVersion: o.Version, BlockID: o.BlockID, AdaptivePrefetch: o.adaptive}
 }
 
 func (l *loop) run(ctx context.Context) error {
