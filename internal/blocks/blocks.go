@@ -90,8 +90,8 @@ type block struct {
 // command to the managers whose block id matches) and Wake (post to the
 // loop's mailbox); the loop calls Tick every Period and on Wake with the
 // demand (queued plus prefetched, not started) and its managers (block
-// id, workers, tasks running),
-// serves View under "blocks", and calls Close on shutdown.
+// id, workers, tasks running), serves View under "blocks", and calls Close
+// on shutdown.
 type Blocks struct {
 	cfg  *Config
 	opts Options
