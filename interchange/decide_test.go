@@ -74,9 +74,11 @@ func TestPrefetchDepth(t *testing.T) {
 		{"nothing measured: as many as workers", 4, 0, 0, false, 1000, 4},
 		{"nothing measured, low ceiling", 4, 0, 0, false, 2, 2},
 		{"no-ops take no time: the ceiling", 8, 0.001, 0, true, 1000, 1000},
-		{"short tasks: deep", 8, 0.002, 0.0001, true, 1000, 320},
+		{"short tasks: deep", 8, 0.002, 0.0001, true, 1000, 960},
 		{"short tasks past the ceiling", 8, 0.01, 0.00001, true, 1000, 1000},
-		{"1 ms tasks, 0.5 ms trips", 4, 0.0005, 0.001, true, 1000, 4},
+		{"1 ms tasks, 0.5 ms trips", 4, 0.0005, 0.001, true, 1000, 24},
+		{"10 ms tasks", 4, 0.001, 0.01, true, 1000, 3},
+		{"100 ms tasks", 4, 0.001, 0.1, true, 1000, 0},
 		{"long tasks: none", 4, 0.001, 6, true, 1000, 0},
 		{"no trip measured yet", 4, 0, 0.5, true, 1000, 0},
 	}

@@ -30,15 +30,19 @@ const (
 	ewmaAlpha = 0.1
 	// prefetchMargin: queued work for this many round trips, since
 	// results and batches travel in bursts, not one by one.
-	prefetchMargin = 2
+	prefetchMargin = 4
+	// resultPath is what a refill takes beyond the batch's round trip
+	// the ack times: the result waits for the manager's flush and our
+	// store commit before the next batch leaves.
+	resultPath = time.Millisecond
 	// stealMin: a manager's unstarted backlog shorter than this (in run
 	// time) is not worth a round trip to take back.
 	stealMin = 2 * time.Millisecond
 )
 
 // prefetchDepth is how many tasks beyond its workers a manager should
-// hold: enough to keep every worker busy for a round trip (margin
-// included), within [0, ceiling]. Before any task of it ended, as many as
+// hold: enough to keep every worker busy while a result goes up and the
+// next batch comes down (margin included), within [0, ceiling]. Before any task of it ended, as many as
 // its workers; tasks that take no measurable time: the ceiling.
 func prefetchDepth(workers int, rtt, dur float64, haveDur bool, ceiling int) int {
 	if !haveDur {
@@ -47,7 +51,7 @@ func prefetchDepth(workers int, rtt, dur float64, haveDur bool, ceiling int) int
 	if dur <= 0 {
 		return ceiling
 	}
-	d := prefetchMargin * float64(workers) * rtt / dur
+	d := prefetchMargin * float64(workers) * (rtt + resultPath.Seconds()) / dur
 	if d >= float64(ceiling) {
 		return ceiling
 	}
