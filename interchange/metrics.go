@@ -93,7 +93,7 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		g("workers", "Workers across managers.", func() float64 { return float64(ix.Status().Workers) }),
 		g("idle_workers", "Idle workers across managers.", func() float64 { return float64(ix.Status().IdleWorkers) }),
 		queuedCollector{ix: ix, desc: prometheus.NewDesc("switchyard_interchange_queued_tasks",
-			"Tasks waiting for a manager, by owner (owners with queued tasks only).", []string{"owner"}, nil)},
+			"Tasks waiting for a manager, by owner (owners with queued tasks only; owner \"\" at 0 when none).", []string{"owner"}, nil)},
 		g("outstanding_tasks", "Tasks held (queued or on managers).", func() float64 { return float64(ix.Status().Outstanding) }),
 		g("forwarder_connected", "1 when the forwarder link is up.", func() float64 {
 			if ix.Status().ForwarderConnected {
@@ -140,7 +140,12 @@ type queuedCollector struct {
 func (c queuedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c queuedCollector) Collect(ch chan<- prometheus.Metric) {
-	for o, n := range c.ix.Status().QueuedByOwner {
+	by := c.ix.Status().QueuedByOwner
+	if len(by) == 0 {
+		// A zero, so the sum reads 0 rather than "No data".
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 0, "")
+	}
+	for o, n := range by {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), o)
 	}
 }
