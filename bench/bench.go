@@ -39,6 +39,8 @@ type Config struct {
 	// Insecure starts every daemon with --insecure (no CurveZMQ, no
 	// tokens).
 	Insecure bool
+	// Store is the forwarder's --store with --cli ("" for the log).
+	Store string
 	// Throughput: Tasks submitted in Batch-sized POSTs by Submitters.
 	Tasks, Batch, Submitters int
 	// RTT sequential single-task round trips.

@@ -302,6 +302,9 @@ func runCLI(ctx context.Context, cfg Config, rep *Report, progress func(string, 
 	rep.Mode = "cli"
 	rep.Persist = true
 	rep.Config = map[string]any{"tasks": cfg.Tasks, "managers": cfg.Managers, "workers": cfg.Workers, "insecure": cfg.Insecure}
+	if cfg.Store != "" {
+		rep.Config["store"] = cfg.Store
+	}
 	dir := cfg.Dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "switchyard-bench-cli-"); err != nil {
@@ -320,6 +323,9 @@ func runCLI(ctx context.Context, cfg Config, rep *Report, progress func(string, 
 		"--managers", strconv.Itoa(cfg.Managers), "--workers", strconv.Itoa(cfg.Workers)}
 	if cfg.Insecure {
 		upArgs = append(upArgs, "--insecure")
+	}
+	if cfg.Store != "" {
+		upArgs = append(upArgs, "--store", cfg.Store)
 	}
 	if os.Geteuid() == 0 {
 		// Managers refuse to run tasks as root without it.

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -139,6 +141,14 @@ func run(t *testing.T, c *testutil.Client, script string, env map[string]string)
 // state or the other's manager key; an unmapped user's task fails naming
 // the map.
 func TestMultiUserLocalBlocks(t *testing.T) {
+	// The deployment operations.md asks for: /proc with hidepid, so a
+	// user sees no other user's processes (their arguments included).
+	if !hidepid() {
+		if out, err := exec.Command("mount", "-o", "remount,hidepid=invisible", "/proc").CombinedOutput(); err != nil {
+			t.Fatalf("mount /proc with hidepid=invisible: %v: %s", err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("mount", "-o", "remount,hidepid=0", "/proc").Run() })
+	}
 	alice, bob := testutil.AddUser(t, "sy-alice"), testutil.AddUser(t, "sy-bob")
 	s := startMultiUser(t, fmt.Sprintf("alice-sy %s\nbob-sy %s\n", alice.Name, bob.Name),
 		"--provider", "local", "--max-blocks", "4", "--max-blocks-per-user", "1", "--workers-per-node", "4",
@@ -190,15 +200,22 @@ func TestMultiUserLocalBlocks(t *testing.T) {
 	if v, o := run(t, asAlice, fmt.Sprintf("ls %q", s.state), nil); v.State == "success" {
 		t.Errorf("alice listed the interchange's state dir: %q", o.Stdout)
 	}
-	// cmdline: readable by every user unless /proc is mounted with
-	// hidepid; say which this host does.
-	v, o := run(t, asAlice, fmt.Sprintf("tr '\\0' ' ' < %s/cmdline", proc), nil)
-	if hidepid() {
-		if v.State == "success" {
-			t.Errorf("alice read bob's cmdline under hidepid: %q", o.Stdout)
-		}
+	// Her own manager (her task's parent) was started with a clean
+	// environment: nothing of the interchange's, no secrets.
+	if v, o := run(t, asAlice, "tr '\\0' '\\n' < /proc/$PPID/environ", nil); v.State != "success" {
+		t.Errorf("alice's task reads its manager's environment: %s %q", v.State, o.Stderr)
 	} else {
-		t.Logf("/proc has no hidepid here: alice reads bob's cmdline %q (its environment stays unreadable); mount /proc with hidepid=invisible to hide it", o.Stdout)
+		for _, kv := range strings.Fields(o.Stdout) {
+			name, _, _ := strings.Cut(kv, "=")
+			if !slices.Contains([]string{"HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG"}, name) {
+				t.Errorf("alice's manager has %s in its environment; want only HOME, USER, LOGNAME, SHELL, PATH, LANG", kv)
+			}
+		}
+		t.Logf("alice's manager's environment: %q", o.Stdout)
+	}
+	// cmdline: hidden by hidepid, as the deployment asks.
+	if v, o := run(t, asAlice, fmt.Sprintf("tr '\\0' ' ' < %s/cmdline", proc), nil); v.State == "success" {
+		t.Errorf("alice read bob's cmdline under hidepid: %q", o.Stdout)
 	}
 	if _, err := asBob.Client.CancelMany(t.Context(), long); err != nil {
 		t.Fatal(err)

@@ -180,6 +180,12 @@ func (f *Forwarder) EnrolledEndpoints() []string { return f.enrolled.ids() }
 // is not running (it takes the dir's lock), the way `endpoint up` sets up
 // its own endpoint. An endpoint already enrolled gets a new key.
 func EnrollOffline(stateDir, id, zmqAddr string) (*curve.Credentials, error) {
+	return EnrollOfflineIn(stateDir, "pebble", id, zmqAddr)
+}
+
+// EnrollOfflineIn is EnrollOffline into the store storeURL names (the
+// forwarder's --store).
+func EnrollOfflineIn(stateDir, storeURL, id, zmqAddr string) (*curve.Credentials, error) {
 	if err := ValidEndpointID(id); err != nil {
 		return nil, err
 	}
@@ -192,7 +198,7 @@ func EnrollOffline(stateDir, id, zmqAddr string) (*curve.Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir.Path, Durability: store.SurviveHostCrash})
+	st, _, err := taskstore.Open(taskstore.Config{URL: storeURL, Dir: dir.Path, Durability: store.SurviveHostCrash})
 	if err != nil {
 		return nil, err
 	}

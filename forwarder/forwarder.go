@@ -123,7 +123,7 @@ func New(opts Options) (*Forwarder, error) {
 	f.tasks.endLatency = func(d time.Duration) { f.m.latency.Observe(d.Seconds()) }
 	total, unfinished, err := f.tasks.load()
 	if err != nil {
-		return fail(fmt.Errorf("forwarder: read %s: %w (move the file aside to start empty)", f.store.Describe(), err))
+		return fail(fmt.Errorf("forwarder: read %s: %w", f.store.Describe(), err))
 	}
 	f.recovered = unfinished
 	if f.recovering {
@@ -199,6 +199,17 @@ func (f *Forwarder) bindZMQ() error {
 	}
 	f.res.Add(func() { zsock.Close(sock) })
 	f.zmqAddr = addr
+	if !f.opts.Insecure {
+		logFail := zsock.QuietFailures(f.log, time.Minute, "interchanges")
+		w, err := zsock.WatchHandshakes(f.zctx, sock, func(why zsock.HandshakeFailure, addr string) {
+			f.m.handshakeFailures.WithLabelValues(string(why)).Inc()
+			logFail(why, addr)
+		})
+		if err != nil {
+			return fmt.Errorf("forwarder: %w", err)
+		}
+		f.res.Add(w.Stop)
+	}
 	f.router = link.NewRouter(sock, f.timing(), !f.opts.Insecure)
 	return nil
 }
@@ -314,7 +325,7 @@ func (f *Forwarder) janitor(ctx context.Context) {
 	}
 }
 
-// openStore opens the store --store names: the log in the state dir by
+// openStore opens the store --store names: Pebble in the state dir by
 // default, memory with no state dir or --no-persist.
 func (f *Forwarder) openStore() (taskstore.Store, bool, error) {
 	url := f.opts.Store
@@ -323,7 +334,7 @@ func (f *Forwarder) openStore() (taskstore.Store, bool, error) {
 		dir = f.dir.Path
 	}
 	if url == "" {
-		url = "log"
+		url = "pebble"
 		if dir == "" || f.opts.NoPersist {
 			url = "memory"
 		}
@@ -341,13 +352,13 @@ func (f *Forwarder) openStore() (taskstore.Store, bool, error) {
 	return st, false, nil
 }
 
-// importEndpoints copies the endpoints of the log in dir, if there is one,
-// into st.
+// importEndpoints copies the endpoints of the store in dir, if there is
+// one, into st.
 func importEndpoints(st taskstore.Store, dir string, log *logrus.Entry) error {
-	if _, err := os.Stat(filepath.Join(dir, taskstore.LogFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, taskstore.PebbleDir)); err != nil {
 		return nil
 	}
-	src, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir, Log: log})
+	src, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: dir, Log: log})
 	if err != nil {
 		return err
 	}

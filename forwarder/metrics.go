@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,21 +19,23 @@ type metrics struct {
 	// refusedRegistrations counts registrations refused (wrong key, role,
 	// version); one counter, so refused ids add no series.
 	refusedRegistrations prometheus.Counter
-	sentBatches          prometheus.Counter
-	sentTasks            prometheus.Counter
-	heartbeatsSent       prometheus.Counter
-	heartbeatsRecv       prometheus.Counter
-	endpointsLost        *prometheus.CounterVec
-	httpErrors           *prometheus.CounterVec
-	cancels              prometheus.Counter
-	resent               prometheus.Counter
-	nacked               prometheus.Counter
-	pruned               prometheus.Counter
-	latency              prometheus.Histogram
-	runningDelay         prometheus.Histogram
-	storeCommit          prometheus.Histogram
-	storeOps             prometheus.Counter
-	storeErrors          prometheus.Counter
+	// handshakeFailures counts failed CURVE handshakes of interchanges.
+	handshakeFailures *prometheus.CounterVec
+	sentBatches       prometheus.Counter
+	sentTasks         prometheus.Counter
+	heartbeatsSent    prometheus.Counter
+	heartbeatsRecv    prometheus.Counter
+	endpointsLost     *prometheus.CounterVec
+	httpErrors        *prometheus.CounterVec
+	cancels           prometheus.Counter
+	resent            prometheus.Counter
+	nacked            prometheus.Counter
+	pruned            prometheus.Counter
+	latency           prometheus.Histogram
+	runningDelay      prometheus.Histogram
+	storeCommit       prometheus.Histogram
+	storeOps          prometheus.Counter
+	storeErrors       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
@@ -47,6 +50,8 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 			Help: "Deltas or results ignored as stale or regressing."}),
 		malformed: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_malformed_messages_total",
 			Help: "ZMQ messages dropped because they did not decode."}),
+		handshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_forwarder_handshake_failures_total",
+			Help: "CURVE handshakes of interchanges that failed (a key not enrolled, a wrong server key, not CURVE), by reason."}, []string{"reason"}),
 		refusedRegistrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_registrations_refused_total",
 			Help: "Interchange registrations refused (key not enrolled for that endpoint, wrong role or protocol version)."}),
 		sentBatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forwarder_task_batches_sent_total",
@@ -84,6 +89,14 @@ func newMetrics(reg prometheus.Registerer, f *Forwarder) *metrics {
 	}
 	reg.MustRegister(m.pruned, m.resent, m.nacked, m.runningDelay, m.storeCommit, m.storeOps, m.storeErrors, &stateCollector{f: f,
 		desc: prometheus.NewDesc("switchyard_forwarder_tasks_by_state", "Tasks held by the forwarder, by state.", []string{"state"}, nil)})
+	// The refusals an API client can cause, present at zero.
+	for _, code := range []string{"400", "401", "403", "404", "405", "409", "413", "422", "429", "503"} {
+		m.httpErrors.WithLabelValues(code)
+	}
+	for _, r := range []zsock.HandshakeFailure{zsock.FailedAuth, zsock.FailedProtocol, zsock.FailedOther} {
+		m.handshakeFailures.WithLabelValues(string(r))
+	}
+	reg.MustRegister(m.handshakeFailures)
 	reg.MustRegister(m.submitted, m.results, m.duplicates, m.staleUpdates, m.malformed, m.refusedRegistrations, m.sentBatches,
 		m.sentTasks, m.heartbeatsSent, m.heartbeatsRecv, m.endpointsLost, m.httpErrors, m.cancels, m.latency,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "switchyard_forwarder_state_writes_total",

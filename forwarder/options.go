@@ -23,10 +23,10 @@ type Options struct {
 	// 0 means the default (24h), negative means forever.
 	Retention time.Duration
 	// CompactInterval is the least time between two compactions of the
-	// store after pruning (default 1h): a compaction rewrites the file, so
-	// pruned tasks' arguments and results no longer sit in its dead records.
+	// store after pruning (default 1h): a compaction makes pruned tasks'
+	// arguments and results leave the store's files.
 	CompactInterval time.Duration
-	// Store names the task store: "log" (the default with a state dir),
+	// Store names the task store: "pebble" (the default with a state dir),
 	// "memory", or another registered implementation (SCHEME:ADDRESS).
 	Store string
 	// NoPersist keeps tasks in memory only (for benchmarks and tests).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,19 +14,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-hpc/switchyard/e2e/pgtest"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
+	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/manager"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 // A restarted forwarder finds every task it accepted, and re-sends the
-// unfinished ones to the endpoint when it connects.
+// unfinished ones to the endpoint when it connects: with the log in its
+// state dir, and with PostgreSQL.
 func TestForwarderRestartKeepsTasks(t *testing.T) {
+	t.Run("log", func(t *testing.T) { testRestartKeepsTasks(t, "") })
+	t.Run("postgres", func(t *testing.T) { testRestartKeepsTasks(t, pgtest.Start(t).Database(t)) })
+}
+
+func testRestartKeepsTasks(t *testing.T, storeURL string) {
 	dir := t.TempDir()
-	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Store: storeURL})
 	f.Enroll(t, "ep1")
 	c := f.Client()
 	ids, err := c.Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", "kept"}}, 300)...)
@@ -36,7 +45,11 @@ func TestForwarderRestartKeepsTasks(t *testing.T) {
 	c.Must(t, http.StatusOK, http.MethodDelete, "/v1/tasks/"+cancelled, nil, nil)
 	f.Stop()
 
-	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+	// With a database the state dir holds nothing of the tasks.
+	if storeURL != "" {
+		dir = t.TempDir()
+	}
+	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir, Store: storeURL})
 	f2.Enroll(t, "ep1")
 	if !f2.Log.Contains("recovering: 299 tasks unfinished of 300 stored") {
 		t.Fatalf("no recovery line in the log:\n%s", f2.Log.String())
@@ -116,20 +129,20 @@ func TestForwarderRefusesForeignStateFile(t *testing.T) {
 }
 
 // On a full filesystem new submissions get a 503 naming the cause, what
-// was accepted stays readable, and once space returns submissions work.
+// was accepted stays readable, and once space returns submissions work
+// again without a restart; nothing accepted is lost.
 func TestForwarderDiskFull(t *testing.T) {
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount a small tmpfs (the test needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	dir := smallDisk(t, "8m")
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	f.Enroll(t, "ep1")
 	c := f.Client()
 	big := map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("x", 2000)}}
-	var accepted []string
-	var refusal string
-	for i := 0; i < 400 && refusal == ""; i++ {
+	accepted, err := c.Submit("ep1", manyOf(big, 50)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, dir)
+	submit := func() (int, string) {
 		var resp struct {
 			TaskIDs []string `json:"task_ids"`
 			Error   string   `json:"error"`
@@ -141,22 +154,17 @@ func TestForwarderDiskFull(t *testing.T) {
 		if err := json.Unmarshal(body, &resp); err != nil {
 			t.Fatalf("HTTP %d body %q: %v", code, body, err)
 		}
-		switch code {
-		case http.StatusAccepted:
-			accepted = append(accepted, resp.TaskIDs...)
-		case http.StatusServiceUnavailable:
-			refusal = resp.Error
-		default:
-			t.Fatalf("submit: HTTP %d %s", code, resp.Error)
-		}
+		accepted = append(accepted, resp.TaskIDs...)
+		return code, resp.Error
 	}
-	if refusal == "" {
-		t.Fatalf("no 503 after %d tasks on a 512k filesystem", len(accepted))
+	code, refusal := submit()
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("submit on a full disk: HTTP %d", code)
 	}
-	if !strings.Contains(refusal, "store") || !strings.Contains(refusal, "no space") {
+	if !strings.Contains(refusal, "store") || !strings.Contains(refusal, "disk full") {
 		t.Fatalf("refusal %q should name the store and the cause", refusal)
 	}
-	t.Logf("accepted %d tasks, then: %s", len(accepted), refusal)
+	t.Logf("operator sees: HTTP 503 %s", refusal)
 	ts, err := c.Status(accepted)
 	if err != nil {
 		t.Fatal(err)
@@ -166,16 +174,12 @@ func TestForwarderDiskFull(t *testing.T) {
 			t.Fatalf("accepted task %s reads %q", tv.TaskID, tv.State)
 		}
 	}
-	if out, err := exec.Command("mount", "-o", "remount,size=64m", dir).CombinedOutput(); err != nil {
-		t.Fatalf("grow the tmpfs: %v: %s", err, out)
+	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 15*time.Second, func() error {
-		code, body, err := c.Do(http.MethodPost, "/v1/endpoints/ep1/tasks", map[string]any{"tasks": manyOf(big, 1)}, nil)
-		if err != nil {
-			return err
-		}
-		if code != http.StatusAccepted {
-			return fmt.Errorf("HTTP %d %s", code, body)
+		if code, msg := submit(); code != http.StatusAccepted {
+			return fmt.Errorf("HTTP %d %s", code, msg)
 		}
 		return nil
 	})
@@ -191,6 +195,47 @@ func TestForwarderDiskFull(t *testing.T) {
 			t.Fatalf("after restart, accepted task %s reads %q", tv.TaskID, tv.State)
 		}
 	}
+}
+
+// smallDisk mounts a tmpfs of size for a state dir (the test needs root)
+// and shrinks the store's disk reserve and memtable to fit it.
+func smallDisk(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs (the test needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	reserve, mem := store.DiskReserve, store.MemTableSize
+	store.DiskReserve, store.MemTableSize = 1<<20, 512<<10
+	t.Cleanup(func() { store.DiskReserve, store.MemTableSize = reserve, mem })
+	return dir
+}
+
+// filesHolding names the files under dir that contain s.
+func filesHolding(t *testing.T, dir, s string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // deleted meanwhile by the store
+		}
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(s)) {
+			out = append(out, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // Finished tasks are forgotten after the retention period, in memory and
@@ -230,19 +275,15 @@ func TestRetentionForgetsFinishedTasks(t *testing.T) {
 	if v, err := c.Get(waiting[0]); err != nil || v.State != "waiting-for-endpoint" {
 		t.Fatalf("an unfinished task was forgotten: %+v %v", v, err)
 	}
-	// Pruned tasks' arguments do not stay readable in the store file's free
-	// pages: the janitor compacts the file after pruning.
-	db := filepath.Join(dir, "forwarder.log")
+	// Pruned tasks' arguments do not stay readable in any file of the
+	// state dir: the janitor compacts what it pruned. Pebble deletes the
+	// files a compaction replaced in the background, hence the wait.
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		b, err := os.ReadFile(db)
-		if err != nil {
-			return err
+		if in := filesHolding(t, dir, secret); len(in) > 0 {
+			return fmt.Errorf("%v still hold the arguments of pruned tasks", in)
 		}
-		if bytes.Contains(b, []byte(secret)) {
-			return fmt.Errorf("%s still holds the arguments of pruned tasks", db)
-		}
-		if !bytes.Contains(b, []byte(kept)) {
-			return fmt.Errorf("%s lost the unfinished task's arguments", db)
+		if len(filesHolding(t, dir, kept)) == 0 {
+			return errors.New("the store lost the unfinished task's arguments")
 		}
 		return nil
 	})
@@ -276,11 +317,7 @@ func fill(t *testing.T, dir string) {
 // results were lost. A result, re-sent or not, is acknowledged only once
 // it is durable: every acknowledged result survives a restart.
 func TestResultsAckedOnlyWhenDurable(t *testing.T) {
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount a small tmpfs (the test needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	dir := smallDisk(t, "8m")
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	f.Enroll(t, ep)
 	e := &fakeEndpoint{Peer: testutil.NewDealer(t, "interchange", ep, f.ZMQAddr(), testutil.PeerOptions{AckTasks: true}), f: f, c: f.Client()}
@@ -357,7 +394,7 @@ func TestDeletedEndpointsTasksFailAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Stop()
-	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir})
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,5 +411,52 @@ func TestDeletedEndpointsTasksFailAtStart(t *testing.T) {
 		if tv.State != "failed" || !strings.Contains(tv.Error, "endpoint gone was deleted") {
 			t.Fatalf("task of a deleted endpoint after restart: %s %q", tv.State, tv.Error)
 		}
+	}
+}
+
+// A damaged store (a bit flipped in the middle of its largest table, or
+// that table cut short; a clean stop leaves everything in tables) stops the start with an error naming it; nothing
+// is truncated or dropped.
+func TestForwarderRefusesDamagedStore(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		damage func(b []byte) []byte
+	}{
+		{"bit flip", func(b []byte) []byte { b[len(b)/2] ^= 0x10; return b }},
+		{"truncation", func(b []byte) []byte { return b[:len(b)-37] }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
+			f.Enroll(t, "ep1")
+			if _, err := f.Client().Submit("ep1", manyOf(map[string]any{"kind": "exec", "args": []string{"echo", strings.Repeat("y", 300)}}, 2000)...); err != nil {
+				t.Fatal(err)
+			}
+			f.Stop()
+			var big string
+			var size int64
+			_ = filepath.WalkDir(filepath.Join(dir, taskstore.PebbleDir), func(p string, d fs.DirEntry, err error) error {
+				if fi, ferr := d.Info(); err == nil && ferr == nil && !d.IsDir() && strings.HasSuffix(p, ".sst") && fi.Size() > size {
+					big, size = p, fi.Size()
+				}
+				return err
+			})
+			b, err := os.ReadFile(big)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = c.damage(b)
+			if err := os.WriteFile(big, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err = forwarder.New(forwarder.Options{StateDir: dir, ListenHTTP: "127.0.0.1:0", ListenZMQ: "tcp://127.0.0.1:*"})
+			if err == nil || !strings.Contains(err.Error(), taskstore.PebbleDir) || !strings.Contains(err.Error(), "store check") {
+				t.Fatalf("start on a store with a %s in %s: %v", c.name, filepath.Base(big), err)
+			}
+			t.Logf("operator sees (%s in %s): %v", c.name, filepath.Base(big), err)
+			if after, _ := os.ReadFile(big); !bytes.Equal(after, b) {
+				t.Fatalf("the failed start changed %s", big)
+			}
+		})
 	}
 }

@@ -8,11 +8,11 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 )
 
-// compactAfterPrune rewrites the store once pruning removed tasks, at
-// most once per CompactInterval: a delete only appends a record to the
-// log, which compacts by itself only once its dead records outweigh twice
-// the live ones and store.CompactAfter, so without this a pruned task's
-// arguments stay readable in the file. Called by the janitor only.
+// compactAfterPrune compacts what pruning deleted, at most once per
+// CompactInterval: a delete only writes a tombstone, so without this a
+// pruned task's arguments stay readable in the store's files until Pebble
+// happens to compact them. It runs beside writers. Called by the janitor
+// only.
 func (f *Forwarder) compactAfterPrune(now time.Time) {
 	c, ok := f.store.(taskstore.Compacter)
 	if !ok || now.Sub(f.lastCompact) < f.opts.CompactInterval {
@@ -21,7 +21,7 @@ func (f *Forwarder) compactAfterPrune(now time.Time) {
 	f.lastCompact = now
 	start := time.Now()
 	if err := c.Compact(); err != nil {
-		f.log.WithError(err).Warn("store compaction after pruning failed; pruned tasks may stay readable in the store file until the next one")
+		f.log.WithError(err).Warn("store compaction after pruning failed; pruned tasks may stay readable in the store files until the next one")
 		return
 	}
 	f.log.WithFields(logrus.Fields{"took": time.Since(start).Round(time.Millisecond).String()}).Info("store compacted after pruning")

@@ -17,11 +17,15 @@ import (
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
+	zmq "github.com/pebbe/zmq4"
 	"github.com/switchyard-hpc/switchyard/client"
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
+	"github.com/switchyard-hpc/switchyard/internal/taskstore"
+	"github.com/switchyard-hpc/switchyard/internal/zsock"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -196,12 +200,8 @@ func TestTokenLifecycle(t *testing.T) {
 		t.Fatalf("GET /v1/tokens shows a secret: %s", raw)
 	}
 	f.Stop()
-	db, err := os.ReadFile(filepath.Join(dir, "forwarder.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(db, []byte(alice.Token())) || bytes.Contains(db, []byte(f.AdminToken())) {
-		t.Fatal("a token is stored in clear in forwarder.log; only its hash may be")
+	if in := append(filesHolding(t, filepath.Join(dir, taskstore.PebbleDir), alice.Token()), filesHolding(t, filepath.Join(dir, taskstore.PebbleDir), f.AdminToken())...); len(in) > 0 {
+		t.Fatalf("a token is stored in clear in %v; only its hash may be", in)
 	}
 	f2 := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	if f2.AdminToken() != f.AdminToken() {
@@ -487,7 +487,7 @@ func TestHTTPS(t *testing.T) {
 }
 
 // Issue 14: a state directory that already existed kept a loose mode
-// (0755 seen). It is tightened to 0700 and the store file to 0600.
+// (0755 seen). It is tightened to 0700, and so is the store's directory.
 func TestStateDirIsPrivate(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -495,15 +495,15 @@ func TestStateDirIsPrivate(t *testing.T) {
 	}
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	f.Stop()
-	db := filepath.Join(dir, "forwarder.log")
-	if err := os.Chmod(db, 0o644); err != nil {
+	db := filepath.Join(dir, taskstore.PebbleDir)
+	if err := os.Chmod(db, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
-	for path, want := range map[string]os.FileMode{dir: 0o700, db: 0o600, filepath.Join(dir, "admin.token"): 0o600,
+	for path, want := range map[string]os.FileMode{dir: 0o700, db: 0o700, filepath.Join(dir, "admin.token"): 0o600,
 		filepath.Join(dir, "curve.key"): 0o600, filepath.Join(dir, "LOCK"): 0o600} {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -617,5 +617,50 @@ func TestMaxPendingBytesPerUser(t *testing.T) {
 	}
 	if _, err := bob.Submit("ep1", big, big); err != nil {
 		t.Fatalf("bob has his own cap: %v", err)
+	}
+}
+
+// Failed CURVE handshakes left no log line or metric: libzmq drops the
+// connection before the loop sees it. They are now counted by reason and
+// logged, once a minute per reason, however many come.
+func TestFailedHandshakesAreCountedAndLogged(t *testing.T) {
+	f := testutil.StartForwarder(t, forwarder.Options{})
+	creds := f.Enroll(t, "ep1")
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zctx.Term()
+	stranger, err := curve.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongServer, _ := curve.NewKeyPair()
+	for i := range 5 {
+		for _, c := range []struct{ server, pub, sec string }{
+			{creds.ServerKey, stranger.Public, stranger.Secret},            // a key never enrolled
+			{wrongServer.Public, creds.Client.Public, creds.Client.Secret}, // the wrong server key
+		} {
+			sock, err := zsock.NewDealer(zctx, fmt.Sprintf("x-%d", i), f.ZMQAddr(), zsock.CurveClient(c.server, c.pub, c.sec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = sock.SendMessageDontwait("hello")
+			defer zsock.Close(sock)
+		}
+	}
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		auth := testutil.Metric(t, f.Reg, "switchyard_forwarder_handshake_failures_total", "reason", "auth")
+		var other float64
+		for _, r := range []string{"protocol", "other"} {
+			other += testutil.Metric(t, f.Reg, "switchyard_forwarder_handshake_failures_total", "reason", r)
+		}
+		if auth < 5 || other < 1 {
+			return fmt.Errorf("handshake failures: auth %v, wrong server key %v", auth, other)
+		}
+		return nil
+	})
+	if n := strings.Count(f.Log.String(), "CURVE handshake on the interchanges socket failed"); n < 1 || n > 3 {
+		t.Fatalf("%d log lines for 10+ failed handshakes; want one per reason", n)
 	}
 }

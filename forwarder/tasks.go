@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/seqarr"
 	"github.com/switchyard-hpc/switchyard/internal/taskspec"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
+	"github.com/switchyard-hpc/switchyard/internal/textcap"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -106,9 +105,16 @@ type taskTable struct {
 	journal *journal // tasks that ended, for GET /v1/tasks/ended
 	// owners names the owners of DoneRefs and journal entries.
 	owners *taskstore.Owners
+	// byOwner holds each owner's seqs in rising order, by owner index, so
+	// listing one user's tasks reads hers, not everyone's (8 bytes a
+	// task; pruned seqs leave at the next prune).
+	byOwner [][]uint64
 	// endLatency, when set, sees each result's time from acceptance.
 	endLatency func(time.Duration)
 	log        *logrus.Entry
+	// byID: the store finds tasks this index does not know (another
+	// forwarder stored them), so a miss asks it.
+	byID bool
 }
 
 // liveRef is the ends entry of a live task in slot: no final state, and
@@ -148,6 +154,29 @@ func (tt *taskTable) insert(e *entry) {
 	}
 	tt.index[e.ID] = e.Seq
 	tt.ends.Put(e.Seq, liveRef(e.slot))
+}
+
+// ownerSeq notes seq as a task of owner idx; tt.mu is held.
+func (tt *taskTable) ownerSeq(idx uint32, seq uint64) {
+	for int(idx) >= len(tt.byOwner) {
+		tt.byOwner = append(tt.byOwner, nil)
+	}
+	tt.byOwner[idx] = append(tt.byOwner[idx], seq)
+}
+
+// dropOwnerSeqs removes from these owners' lists the seqs no longer
+// indexed (0 in owners: every owner, for an owner a DoneRef cannot name);
+// tt.mu is held.
+func (tt *taskTable) dropOwnerSeqs(owners map[uint32]bool) {
+	for i := range tt.byOwner {
+		if !owners[uint32(i)] && !owners[0] {
+			continue
+		}
+		tt.byOwner[i] = slices.DeleteFunc(tt.byOwner[i], func(seq uint64) bool {
+			_, ok := tt.ends.Get(seq)
+			return !ok
+		})
+	}
 }
 
 // unlive frees e's slot; the caller rewrites or deletes its index entry.
@@ -218,6 +247,9 @@ func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 		tt.byState[s] = new(atomic.Int64)
 	}
 	tt.byState[messages.StateUnknown] = new(atomic.Int64)
+	if f, ok := st.(taskstore.IDFinder); ok {
+		tt.byID = f.FindsByID()
+	}
 	return tt
 }
 
@@ -231,6 +263,7 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		tt.byState[t.State].Add(1)
 		tt.seq = max(tt.seq, t.Seq)
 		e := &entry{Task: *t, owner: tt.owners.Index(t.Owner)}
+		tt.ownerSeq(e.owner, t.Seq)
 		if t.State.Terminal() {
 			tt.index[t.ID] = t.Seq
 			tt.ends.Put(t.Seq, tt.doneRef(e))
@@ -244,6 +277,9 @@ func (tt *taskTable) load() (total int, unfinished map[string][]*entry, err erro
 		tt.open[t.Owner] = o
 	})
 	total = len(tt.index)
+	for _, seqs := range tt.byOwner {
+		slices.Sort(seqs)
+	}
 	tt.mu.Unlock()
 	if err != nil {
 		return 0, nil, err
@@ -340,6 +376,7 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 		t.owner = idx
 		tt.seq++
 		t.Seq = tt.seq
+		tt.ownerSeq(idx, t.Seq)
 		tt.insert(t)
 		tt.byState[t.State].Add(1)
 		tt.touch(t, now, true)
@@ -363,6 +400,7 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 			tt.closeOwned(&t.Task)
 		}
 	}
+	tt.dropOwnerSeqs(map[uint32]bool{idx: true})
 	tt.mu.Unlock()
 	return err
 }
@@ -382,7 +420,7 @@ func (tt *taskTable) getMany(ids []messages.TaskID) ([]Task, []bool) {
 	for i, id := range ids {
 		if t, _, seq, ok := tt.find(id); t != nil {
 			out[i], found[i] = t.Task, true
-		} else if ok {
+		} else if ok || tt.byID {
 			at = append(at, i)
 			keys = append(keys, taskstore.Key{ID: id, Seq: seq})
 		}
@@ -412,6 +450,8 @@ func (tt *taskTable) census(ids []messages.TaskID, fn func(id messages.TaskID, o
 		switch {
 		case t != nil:
 			fn(id, t.Owner, t.State, true)
+		case !ok && tt.byID:
+			keys = append(keys, taskstore.Key{ID: id})
 		case !ok:
 			fn(id, "", messages.StateUnknown, false)
 		default:
@@ -656,9 +696,12 @@ func (tt *taskTable) endpointLost(es []*entry) []*entry {
 // wait blocks until the task is terminal or ctx ends.
 func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) {
 	tt.mu.Lock()
-	t, _, _, _ := tt.find(id)
+	t, _, _, known := tt.find(id)
 	if t == nil {
 		tt.mu.Unlock()
+		if !known && tt.byID {
+			return tt.waitStored(ctx, id)
+		}
 		return tt.get(id)
 	}
 	if t.State.Terminal() {
@@ -679,13 +722,31 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 	return tt.get(id)
 }
 
+// waitStored polls the store for a task another forwarder holds until it
+// ends or ctx ends; that forwarder's end reaches only the database.
+func (tt *taskTable) waitStored(ctx context.Context, id messages.TaskID) (Task, bool) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		t, ok := tt.get(id)
+		if !ok || t.State.Terminal() {
+			return t, ok
+		}
+		select {
+		case <-ctx.Done():
+			return t, ok
+		case <-tick.C:
+		}
+	}
+}
+
 // jsonResult keeps a result that is JSON as it is and wraps anything else,
 // so one odd payload cannot break the API's answers. A python task's
 // result is the worker's serialized bytes, with the manager's readable
 // form beside it when there is one: {"payload": "<base64>", "text": "..."}.
 func jsonResult(kind string, p []byte, text string) []byte {
 	if kind == taskspec.KindPython {
-		b, _ := json.Marshal(pythonResult{Payload: p, Text: capString(strings.ToValidUTF8(text, "?"), MaxResultText)})
+		b, _ := json.Marshal(pythonResult{Payload: p, Text: textcap.Cap(text, MaxResultText)})
 		return b
 	}
 	if json.Valid(p) {
@@ -705,24 +766,13 @@ type pythonResult struct {
 	Text    string `json:"text,omitempty"`
 }
 
-// capString cuts s to at most n bytes on a rune boundary, marking the cut.
-func capString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
-
 // prune forgets ended tasks completed before cutoff, in memory and in
 // the store, and returns how many. Tasks whose end is not yet durable stay
 // until it is.
 func (tt *taskTable) prune(cutoff time.Time) int {
 	var keys []taskstore.Key
 	before := cutoff.Unix()
+	owners := map[uint32]bool{}
 	tt.mu.Lock()
 	for id, seq := range tt.index {
 		r, _ := tt.ends.Get(seq)
@@ -731,8 +781,10 @@ func (tt *taskTable) prune(cutoff time.Time) int {
 			tt.ends.Delete(seq)
 			tt.byState[r.State()].Add(-1)
 			keys = append(keys, taskstore.Key{ID: id, Seq: seq})
+			owners[r.Owner()] = true
 		}
 	}
+	tt.dropOwnerSeqs(owners)
 	tt.mu.Unlock()
 	if err := tt.st.Prune(keys); err != nil {
 		tt.log.WithError(err).Warn("pruning finished tasks from the store failed; they stay on disk until the next try")

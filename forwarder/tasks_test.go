@@ -17,7 +17,7 @@ import (
 
 func openTable(t *testing.T, dir string) (*taskTable, taskstore.Store) {
 	t.Helper()
-	st, _, err := taskstore.Open(taskstore.Config{URL: "log", Dir: dir, Log: logx.Discard()})
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: dir, Log: logx.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func BenchmarkRetainedTaskMemory(b *testing.B) {
 			for range b.N {
 				url := "memory"
 				if persist {
-					url = "log"
+					url = "pebble"
 				}
 				st, _, err := taskstore.Open(taskstore.Config{URL: url, Dir: b.TempDir(), Log: logx.Discard()})
 				if err != nil {
@@ -231,5 +231,103 @@ func TestRawJSONMatchesEncoder(t *testing.T) {
 		if got, want := string(p.appendJSON(nil)), enc(p); got != want {
 			t.Errorf("page: %q, want %q", got, want)
 		}
+	}
+}
+
+// scanCounter counts full scans of a store.
+type scanCounter struct {
+	taskstore.Store
+	lists int
+}
+
+func (s *scanCounter) List(f taskstore.Filter, after uint64, fn func(*taskstore.Task) bool) error {
+	s.lists++
+	return s.Store.List(f, after, fn)
+}
+
+// tableWith makes a table over st holding n ended tasks of "bulk" and
+// mine of "alice", her last one still running.
+func tableWith(tb testing.TB, st taskstore.Store, n, mine int) (*taskTable, []*entry) {
+	tt := newTaskTable(st, logx.Discard())
+	if _, _, err := tt.load(); err != nil {
+		tb.Fatal(err)
+	}
+	for off := 0; off < n; off += 5000 {
+		ts := newTasks(min(5000, n-off), "bulk")
+		if err := tt.add(ts, quota{}); err != nil {
+			tb.Fatal(err)
+		}
+		rs := make([]messages.Result, len(ts))
+		for i, t := range ts {
+			rs[i] = messages.Result{ID: t.ID, Code: messages.Success}
+		}
+		done := make(chan error, 1)
+		tt.completeBatch("ep", rs, nil, nil, func(err error) { done <- err })
+		if err := <-done; err != nil {
+			tb.Fatal(err)
+		}
+	}
+	ts := newTasks(mine, "alice")
+	if err := tt.add(ts, quota{}); err != nil {
+		tb.Fatal(err)
+	}
+	if mine > 1 {
+		done := make(chan error, 1)
+		tt.completeBatch("ep", []messages.Result{{ID: ts[0].ID, Code: messages.Success}}, nil, nil, func(err error) { done <- err })
+		if err := <-done; err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return tt, ts
+}
+
+// Listing one user's tasks reads her index, not the whole store: a user
+// with no tasks among many once cost seconds of CPU.
+func TestListByOwnerUsesItsIndex(t *testing.T) {
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: t.TempDir(), Log: logx.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	sc := &scanCounter{Store: st}
+	tt, mine := tableWith(t, sc, 20000, 3)
+	got, more := tt.list(TaskFilter{Owner: "alice", OwnerSet: true}, 0, 2)
+	if len(got) != 2 || !more || got[0].ID != mine[0].ID || got[0].State != messages.StateSuccess || got[1].ID != mine[1].ID {
+		t.Fatalf("alice's first page: %d tasks, more=%v", len(got), more)
+	}
+	got, more = tt.list(TaskFilter{Owner: "alice", OwnerSet: true}, got[1].Seq, 2)
+	if len(got) != 1 || more || got[0].ID != mine[2].ID {
+		t.Fatalf("alice's second page: %d tasks, more=%v", len(got), more)
+	}
+	if got, _ := tt.list(TaskFilter{Owner: "nobody", OwnerSet: true}, 0, 100); len(got) != 0 {
+		t.Fatalf("a user with no tasks lists %d", len(got))
+	}
+	if sc.lists != 0 {
+		t.Fatalf("listing by owner scanned the store %d times", sc.lists)
+	}
+	// Pruned tasks leave the index too.
+	if n := tt.prune(time.Now().Add(time.Hour)); n != 20001 {
+		t.Fatalf("pruned %d, want 20001", n)
+	}
+	if got, _ := tt.list(TaskFilter{Owner: "alice", OwnerSet: true}, 0, 100); len(got) != 2 {
+		t.Fatalf("after prune alice lists %d, want her 2 unended", len(got))
+	}
+}
+
+// BenchmarkListByOwner: GET /v1/tasks of a user with no tasks, and of one
+// with 10, while another user has 200,000 in the store.
+func BenchmarkListByOwner(b *testing.B) {
+	st, _, err := taskstore.Open(taskstore.Config{URL: "pebble", Dir: b.TempDir(), Log: logx.Discard()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	tt, _ := tableWith(b, st, 200000, 10)
+	for _, who := range []string{"nobody", "alice"} {
+		b.Run(who, func(b *testing.B) {
+			for range b.N {
+				tt.list(TaskFilter{Owner: who, OwnerSet: true}, 0, 100)
+			}
+		})
 	}
 }

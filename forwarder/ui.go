@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/switchyard-hpc/switchyard/internal/textcap"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -432,7 +433,7 @@ type uiTask struct {
 
 func rowOf(t *Task) uiTask {
 	r := uiTask{Seq: strconv.FormatUint(t.Seq, 36), ID: t.ID.String(), Endpoint: t.Endpoint, Kind: t.Kind,
-		State: t.State, Owner: t.Owner, Attempts: t.Attempts, Error: capString(t.Error, 200)}
+		State: t.State, Owner: t.Owner, Attempts: t.Attempts, Error: textcap.Cap(t.Error, 200)}
 	if t.CreatedAt != 0 {
 		r.Created = uiWhen(time.Unix(0, t.CreatedAt))
 	}

@@ -22,6 +22,9 @@ import (
 func (ix *Interchange) startBlocks() error {
 	cfg := ix.opts.Blocks
 	if cfg == nil || !cfg.Enabled() {
+		if ix.opts.Registry != nil {
+			blocks.RegisterIdle(ix.opts.Registry)
+		}
 		return nil
 	}
 	if ix.dir == nil {
@@ -111,6 +114,9 @@ func (l *loop) drainBlock(id string) {
 func (ix *Interchange) startUserBlocks(a *account) error {
 	cfg := ix.opts.Blocks
 	if cfg == nil || !cfg.Enabled() {
+		if ix.opts.Registry != nil {
+			blocks.RegisterIdle(ix.opts.Registry)
+		}
 		return nil
 	}
 	dir, err := filepath.Abs(ix.dir.Path)

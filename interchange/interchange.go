@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/sirupsen/logrus"
@@ -39,7 +40,7 @@ type Interchange struct {
 	status   *statusBuffer
 	m        *metrics
 	hostname string
-	store    *store.Log
+	store    *store.DB
 	res      daemon.Resources
 	recovery *recovered
 	// mgrCreds is what managers of this endpoint need (nil when insecure).
@@ -101,7 +102,7 @@ func New(opts Options) (*Interchange, error) {
 	}
 	if existed {
 		if ix.recovery, err = loadState(ix.store); err != nil {
-			return fail(fmt.Errorf("interchange: read %s: %w (move the file aside to start empty)", ix.store.Path(), err))
+			return fail(fmt.Errorf("interchange: read pebble %s: %w", ix.store.Path(), err))
 		}
 	}
 	if ix.zctx, err = ix.res.ZMQ(); err != nil {
@@ -117,6 +118,17 @@ func New(opts Options) (*Interchange, error) {
 	}
 	ix.res.Add(ix.mbox.Close)
 	ix.m = newMetrics(opts.Registry, ix)
+	if !opts.Insecure {
+		logFail := zsock.QuietFailures(ix.log, time.Minute, "managers")
+		w, err := zsock.WatchHandshakes(ix.zctx, sock, func(why zsock.HandshakeFailure, addr string) {
+			ix.m.handshakeFailures.WithLabelValues(string(why)).Inc()
+			logFail(why, addr)
+		})
+		if err != nil {
+			return fail(fmt.Errorf("interchange: %w", err))
+		}
+		ix.res.Add(w.Stop)
+	}
 	if opts.UserMap != "" {
 		if err := ix.setupMultiUser(); err != nil {
 			return fail(err)

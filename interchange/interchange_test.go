@@ -407,8 +407,9 @@ func TestLostManagerFailsTaskAfterMaxRetries(t *testing.T) {
 	}
 	rs := e.waitUpResult(t, id, 1)
 	r := rs[0]
-	if r.Code != messages.Failed || r.Attempt != 3 {
-		t.Errorf("result %s attempt %d, want failed attempt 3", r.Code.State(), r.Attempt)
+	// It read attempts: 3 with "gave up after 2 attempts"; they agree now.
+	if r.Code != messages.Failed || r.Attempt != 2 {
+		t.Errorf("result %s attempt %d, want failed attempt 2", r.Code.State(), r.Attempt)
 	}
 	for _, w := range []string{"gave up after 2 attempts", "m2", "lost", "heartbeat timeout"} {
 		if !strings.Contains(r.Error, w) {

@@ -147,14 +147,16 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 	for _, t := range ts {
 		id := t.id
 		l.takeBack(m, t)
-		var fail bool
-		t.attempt, fail = afterLoss(t.attempt, l.ix.opts.MaxRetries)
+		next, fail := afterLoss(t.attempt, l.ix.opts.MaxRetries)
 		if fail {
+			// The task ends on its last attempt, so its attempts and the
+			// message agree.
 			l.finishTask(t, messages.Result{ID: id, Attempt: t.attempt, Code: messages.Failed, Finished: now.UnixNano(),
-				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt-1, m.ID, reason)})
+				Error: fmt.Sprintf("gave up after %d attempts: manager %s was lost (%s)", t.attempt, m.ID, reason)})
 			failed++
 			continue
 		}
+		t.attempt = next
 		back = append(back, t)
 		if l.ix.store != nil {
 			l.ops = append(l.ops, taskOp(t))

@@ -93,8 +93,10 @@ type loop struct {
 	mgrCmds map[uint64]mgrCmd
 	cmdSeq  uint64
 	serving messages.ServingState
-	poller  *zmq.Poller
-	evs     []event
+	// storeFull: the store refused writes when last looked at.
+	storeFull bool
+	poller    *zmq.Poller
+	evs       []event
 	// retryAt: a manager's pipe was full; dispatch waits until then.
 	// upRetryAt: the forwarder's was; results wait. Apart, so a busy
 	// forwarder never holds up dispatch.
@@ -187,7 +189,15 @@ func (l *loop) run(ctx context.Context) error {
 		if !l.upRetryAt.IsZero() && !now.Before(l.upRetryAt) {
 			l.upRetryAt = time.Time{}
 		}
-		if eff := l.ix.serving.Effective(now); eff != l.serving {
+		if err := l.ix.storeRefuses(); (err != nil) != l.storeFull {
+			l.storeFull = err != nil
+			if err != nil {
+				l.log.WithError(err).Error("store refuses writes: task batches wait at the forwarder until space returns")
+			} else {
+				l.log.Info("store takes writes again: accepting task batches")
+			}
+		}
+		if eff := l.ix.pushState(now); eff != l.serving {
 			// A changed serving state goes up at once.
 			l.serving = eff
 			l.ix.status.soon()

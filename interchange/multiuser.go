@@ -193,7 +193,17 @@ func (ix *Interchange) userCredentials(pa posixAccount) (*curve.Credentials, str
 }
 
 // rootDir makes path a root-owned directory of mode (not a symlink).
-func rootDir(path string, mode os.FileMode) error {
+func rootDir(path string, mode os.FileMode) error { return ownedDir(path, mode, 0, 0) }
+
+// userDir makes path a directory of mode 0700 owned by the account. Its
+// parent is root's, so nobody else can put a symlink in its place.
+func userDir(path string, pa posixAccount) error {
+	return ownedDir(path, 0o700, int(pa.UID), int(pa.GID))
+}
+
+// ownedDir makes path a directory (never following a symlink there) of
+// mode, owned by uid and gid.
+func ownedDir(path string, mode os.FileMode, uid, gid int) error {
 	if err := os.Mkdir(path, mode); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
@@ -204,29 +214,10 @@ func rootDir(path string, mode os.FileMode) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", path)
 	}
-	if err := os.Chown(path, 0, 0); err != nil {
+	if err := os.Lchown(path, uid, gid); err != nil {
 		return err
 	}
 	return os.Chmod(path, mode)
-}
-
-// userDir makes path a directory of mode 0700 owned by the account. Its
-// parent is root's, so nobody else can put a symlink in its place.
-func userDir(path string, pa posixAccount) error {
-	if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", path)
-	}
-	if err := os.Lchown(path, int(pa.UID), int(pa.GID)); err != nil {
-		return err
-	}
-	return os.Chmod(path, 0o700)
 }
 
 // writeAs writes data to path (in a directory the account owns) as a

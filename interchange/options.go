@@ -20,7 +20,9 @@ import (
 
 // Options configure an Interchange.
 type Options struct {
-	EndpointID     string
+	EndpointID string
+	// Forwarder is the forwarder's ZMQ address, or several separated by
+	// commas (forwarders sharing one database), tried in turn.
 	Forwarder      string
 	ListenManagers string
 	ListenHTTP     string

@@ -63,11 +63,11 @@ func (ix *Interchange) reportLoop(ctx context.Context) {
 			case <-time.After(reportDelay):
 			}
 			now := time.Now()
-			ix.mbox.Post(event{kind: evReport, report: ix.status.build(ix.serving.Effective(now))})
+			ix.mbox.Post(event{kind: evReport, report: ix.status.build(ix.pushState(now))})
 		case now := <-t.C:
 			ix.serving.Measure(servingstate.Sample{Queued: int(ix.status.queued.Load()),
 				MemoryPercent: servingstate.MemoryPercent()}, now)
-			r := ix.status.build(ix.serving.Effective(now))
+			r := ix.status.build(ix.pushState(now))
 			ix.mbox.Post(event{kind: evReport, report: r})
 		}
 	}

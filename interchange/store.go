@@ -3,6 +3,7 @@ package interchange
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -132,28 +133,32 @@ type recovered struct {
 	maxSeq   uint64
 }
 
-// The state file and its format; the order of the buckets is part of it.
+// The store's directory; the order of the buckets is part of its format.
+// The log and the B-tree file of earlier versions are read once, copied
+// into a new store, and renamed aside.
 const (
-	stateFile   = "interchange.log"
-	stateFormat = "switchyard-interchange-v2"
-	// oldStateFile is the B-tree file of earlier versions, read once.
+	stateDir       = "interchange.pebble"
+	oldLogFile     = "interchange.log"
+	oldLogFormat   = "switchyard-interchange-v2"
 	oldStateFile   = "interchange.db"
 	oldStateFormat = "switchyard-interchange-v1"
 )
 
 var stateBuckets = []string{tasksBucket, resultsBucket, managersBucket}
 
-// logOptions: task and result keys are sequence numbers.
-func logOptions(d store.Durability) store.LogOptions {
-	return store.LogOptions{Durability: d, Sequenced: []string{tasksBucket, resultsBucket}}
-}
+// StoreDir is the store's directory in the state dir.
+const StoreDir = stateDir
 
-// openStore opens the state log and closes it with the interchange. An
-// old B-tree state file is copied into a new log first, once, and renamed
-// aside.
-func (ix *Interchange) openStore() (*store.Log, bool, error) {
-	path, old := ix.dir.File(stateFile), ix.dir.File(oldStateFile)
-	st, existed, copied, err := store.OpenLogFrom(path, stateFormat, stateBuckets, logOptions(ix.opts.durability()), old, oldStateFormat)
+// StoreBuckets names the store's buckets in order, for `switchyard store
+// check|repair`.
+func StoreBuckets() []string { return slices.Clone(stateBuckets) }
+
+// openStore opens the Pebble store and closes it with the interchange.
+func (ix *Interchange) openStore() (*store.DB, bool, error) {
+	dir := ix.dir.File(stateDir)
+	st, existed, from, copied, err := store.OpenDBFrom(dir, stateBuckets, store.DBOptions{Durability: ix.opts.durability(), Log: ix.log},
+		store.Old{Path: ix.dir.File(oldLogFile), Format: oldLogFormat},
+		store.Old{Path: ix.dir.File(oldStateFile), Format: oldStateFormat, Bolt: true})
 	if err != nil {
 		return nil, false, err
 	}
@@ -162,17 +167,14 @@ func (ix *Interchange) openStore() (*store.Log, bool, error) {
 			ix.log.WithError(err).Error("closing the store")
 		}
 	})
-	if copied > 0 {
-		ix.log.WithFields(logrus.Fields{"records": copied, "from": old, "kept_as": old + ".migrated"}).
-			Info("state moved from the B-tree file to the log")
-	}
-	if st.Dropped > 0 {
-		ix.log.WithField("bytes", st.Dropped).Warn("the state log ended in a torn write (a crash while writing); that last write was never acknowledged and is dropped")
+	if from != nil {
+		ix.log.WithFields(logrus.Fields{"records": copied, "from": from.Path, "kept_as": from.Path + ".migrated", "into": dir}).
+			Info("state copied into the pebble store")
 	}
 	return st, existed, nil
 }
 
-func loadState(st *store.Log) (*recovered, error) {
+func loadState(st *store.DB) (*recovered, error) {
 	rec := &recovered{}
 	if err := st.ForEach(managersBucket, func(k, _ []byte) error {
 		rec.managers = append(rec.managers, string(k))
@@ -231,7 +233,9 @@ func loadState(st *store.Log) (*recovered, error) {
 // persist writes ops and runs then on the loop once they are durable.
 func (l *loop) persist(ops []store.Op, then func(*loop)) {
 	st := l.ix.store
-	if st == nil || len(ops) == 0 {
+	// With nothing to write, then still waits for writes that failed and
+	// are retried: what it confirms may rest on them.
+	if st == nil || len(ops) == 0 && !st.Retrying() {
 		if then != nil {
 			then(l)
 		}
@@ -246,6 +250,26 @@ func (l *loop) persist(ops []store.Op, then func(*loop)) {
 			l.ix.mbox.Post(event{kind: evDurable, then: then})
 		}
 	})
+}
+
+// storeRefuses is why the store takes no new work now (the disk is
+// nearly full), or nil; it clears by itself once space returns.
+func (ix *Interchange) storeRefuses() error {
+	if ix.store == nil {
+		return nil
+	}
+	return ix.store.Err()
+}
+
+// pushState is the serving state the forwarder is told: the effective
+// one, paused for pushes too while the store refuses writes, so tasks
+// wait upstream instead of being sent and given back.
+func (ix *Interchange) pushState(now time.Time) messages.ServingState {
+	eff := ix.serving.Effective(now)
+	if eff == messages.NonePaused && ix.storeRefuses() != nil {
+		return messages.PushPaused
+	}
+	return eff
 }
 
 // recover reloads what a previous run stored.

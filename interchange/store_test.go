@@ -15,10 +15,17 @@ import (
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
-// State kept by an earlier version in its bbolt file is moved into the
-// log once: the restarted interchange recovers the same tasks, results
-// and managers, and the old file is kept aside.
+// State kept by an earlier version in its append-only log (a deleted
+// task among it) or its bbolt file is copied into the Pebble store once:
+// the restarted interchange recovers the same tasks, results and
+// managers, and the old file is kept aside.
 func TestOldStateFileIsMigrated(t *testing.T) {
+	for _, old := range []string{oldLogFile, oldStateFile} {
+		t.Run(old, func(t *testing.T) { testOldStateFileIsMigrated(t, old) })
+	}
+}
+
+func testOldStateFileIsMigrated(t *testing.T, oldFile string) {
 	dir := t.TempDir()
 	sd, err := statedir.Open(dir, "interchange")
 	if err != nil {
@@ -26,9 +33,22 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 	}
 	t1 := &itask{id: messages.TaskID(uuid.New()), attempt: 1, payload: []byte(`{"kind":"noop"}`), seq: 7}
 	t2 := &itask{id: messages.TaskID(uuid.New()), attempt: 2, payload: []byte(`{"kind":"sleep","args":["1"]}`), seq: 9}
+	gone := &itask{id: messages.TaskID(uuid.New()), attempt: 1, payload: []byte(`{"kind":"noop"}`), seq: 10}
 	h := &heldResult{Result: messages.Result{ID: messages.TaskID(uuid.New()), Attempt: 1, Code: messages.Success, Payload: []byte(`"ok"`)}, seq: 8}
-	if err := oldfiletest.Write(sd.File(oldStateFile), oldStateFormat, stateBuckets, oldfiletest.Record(taskOp(t1)),
-		oldfiletest.Record(taskOp(t2)), oldfiletest.Record(resultOp(h.seq, &h.Result)), oldfiletest.Record(managerOp("node-1"))); err != nil {
+	recs := []oldfiletest.Record{oldfiletest.Record(taskOp(t1)), oldfiletest.Record(taskOp(t2)),
+		oldfiletest.Record(resultOp(h.seq, &h.Result)), oldfiletest.Record(managerOp("node-1"))}
+	if oldFile == oldLogFile {
+		ops := make([]oldfiletest.Op, 0, len(recs)+2)
+		for _, r := range recs {
+			ops = append(ops, oldfiletest.Op{Record: r})
+		}
+		ops = append(ops, oldfiletest.Op{Record: oldfiletest.Record(taskOp(gone))},
+			oldfiletest.Op{Record: oldfiletest.Record(taskDeleteOp(gone.seq)), Delete: true})
+		err = oldfiletest.WriteLog(sd.File(oldLogFile), oldLogFormat, stateBuckets, ops...)
+	} else {
+		err = oldfiletest.Write(sd.File(oldStateFile), oldStateFormat, stateBuckets, recs...)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -48,10 +68,10 @@ func TestOldStateFileIsMigrated(t *testing.T) {
 			t.Fatalf("run %d recovered %d tasks, %d results, managers %v, max seq %d", run, len(rec.tasks), len(rec.results), rec.managers, rec.maxSeq)
 		}
 		ix.res.Close()
-		if _, err := os.Stat(filepath.Join(dir, oldStateFile+".migrated")); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, oldFile+".migrated")); err != nil {
 			t.Fatalf("old file not kept aside: %v", err)
 		}
-		if _, err := os.Stat(filepath.Join(dir, oldStateFile)); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(dir, oldFile)); !os.IsNotExist(err) {
 			t.Fatalf("old file still in place: %v", err)
 		}
 	}

@@ -54,12 +54,17 @@ func (l *loop) handleUpstream(frames [][]byte) {
 // current state is reported again so the forwarder can reconcile.
 func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	eff := l.ix.serving.Effective(time.Now())
-	if full := l.queued >= l.ix.opts.Pressure.PauseQueued; full || !eff.PushAllowed() {
-		// Paused, or the queue is at the pause threshold before the
-		// pressure check (once a second) has seen it: the tasks stay
-		// upstream until pushes are allowed again.
+	full := l.queued >= l.ix.opts.Pressure.PauseQueued
+	if serr := l.ix.storeRefuses(); full || serr != nil || !eff.PushAllowed() {
+		// Paused, the store refuses writes (disk full), or the queue is
+		// at the pause threshold before the pressure check (once a
+		// second) has seen it: the tasks stay upstream until pushes are
+		// allowed again.
 		why := "interchange is " + eff.String()
-		if full {
+		switch {
+		case serr != nil:
+			why = "interchange store refuses writes: " + serr.Error()
+		case full:
 			why = fmt.Sprintf("interchange queue is full (%d tasks, --pause-queued-tasks)", l.queued)
 			// Say so in the serving state now, not at the next tick, so
 			// the forwarder holds its pushes instead of retrying.

@@ -51,7 +51,7 @@ type StatusView struct {
 func (l *loop) publishView(now time.Time) {
 	v := StatusView{EndpointID: l.ix.opts.EndpointID, ForwarderConnected: l.up.Registered(),
 		Managers: len(l.mgrs), Queued: l.queued, Outstanding: l.outstanding(), ResultsUndelivered: l.nheld,
-		ServingState: l.ix.serving.Effective(now).String(), ManagerList: make([]ManagerView, 0, len(l.mgrs)),
+		ServingState: l.ix.pushState(now).String(), ManagerList: make([]ManagerView, 0, len(l.mgrs)),
 		HeartbeatInterval: l.ix.opts.HeartbeatInterval.String(), HeartbeatThreshold: l.ix.opts.HeartbeatThreshold.String(),
 		ForwarderReconnects: l.up.Connects(), QueuedByOwner: l.queuedByOwner()}
 	if seen := l.up.LastSeen(); !seen.IsZero() {

@@ -124,7 +124,11 @@ func (r *runTimes) Collect(ch chan<- prometheus.Metric) {
 	for i := range r.by {
 		h := &r.by[i]
 		if h.buckets == nil {
-			continue
+			// The final states read zero before any task ends.
+			if !messages.TaskStatusCode(i).Terminal() {
+				continue
+			}
+			h.buckets, h.created = make([]uint64, len(r.upper)+1), time.Now()
 		}
 		cum := make(map[float64]uint64, len(r.upper))
 		n := uint64(0)

@@ -166,7 +166,7 @@ func TestPythonExtraAnswerIsNotReadByTheNextCall(t *testing.T) {
 // for its own owner's calls until then.
 func TestPythonIdleWorkersStop(t *testing.T) {
 	opts := pythonOpts(2)
-	opts.PythonIdle = 300 * time.Millisecond
+	opts.PythonIdle = 2 * time.Second // long enough to reuse under load, short enough to wait for
 	f := start(t, opts, true)
 	getpid := "(__import__('os').getpid, (), {})"
 	a1, b1 := runAs(t, f, "alice", getpid), runAs(t, f, "bob", getpid)
@@ -176,7 +176,7 @@ func TestPythonIdleWorkersStop(t *testing.T) {
 	if a2 := runAs(t, f, "alice", getpid); a2 != a1 {
 		t.Errorf("alice's second call ran in %s, her first in %s: an owner's worker is reused", a2, a1)
 	}
-	testutil.WaitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 30*time.Second, func() error {
 		if n := testutil.Metric(t, f.mg.Reg, "switchyard_manager_python_workers"); n != 0 {
 			return fmt.Errorf("%v python workers still running after the idle time", n)
 		}

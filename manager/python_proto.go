@@ -4,9 +4,8 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"github.com/switchyard-hpc/switchyard/internal/textcap"
 	"io"
-	"strings"
-	"unicode/utf8"
 )
 
 // Frame types of the worker pipe protocol (docs/worker-protocol.md).
@@ -123,20 +122,7 @@ func splitText(body []byte) (text string, rest []byte, err error) {
 	if n > len(body)-4 {
 		return "", nil, fmt.Errorf("answer announces a %d-byte text in %d bytes", n, len(body)-4)
 	}
-	return capUTF8(body[4:4+n], maxTextBytes), body[4+n:], nil
-}
-
-// capUTF8 is b as valid UTF-8 of at most n bytes, cut on a rune boundary.
-func capUTF8(b []byte, n int) string {
-	s := strings.ToValidUTF8(string(b), "?")
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return textcap.Cap(string(body[4:4+n]), maxTextBytes), body[4+n:], nil
 }
 
 // splitException reads an exception frame's body: the summary and the

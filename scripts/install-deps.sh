@@ -11,7 +11,8 @@
 # python3-cloudpickle and python3-requests for the Python SDK and the
 # manager's Python workers, and tmux, in which the CLI tests drive the
 # commands on a terminal, and chromium, which the web UI's tests drive
-# headless.
+# headless, and postgresql-15, which e2e/pgtest starts (initdb in a
+# temporary directory) for the PostgreSQL store's tests.
 set -e
 what="${1:-test}"
 case "$what" in
@@ -53,6 +54,11 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
 	need="$need chromium"
 fi
+# PostgreSQL for the postgres store's tests: e2e/pgtest runs initdb and
+# postgres itself (the package's own cluster is not used).
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+	need="$need postgresql-15"
+fi
 fi
 if [ -z "$need" ]; then
 	exit 0
@@ -62,7 +68,7 @@ if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "missing:$need; install libzmq (>= 4.3) development files and pkg-config to build; for the tests also prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch), munge, tmux, chromium and python3 with cloudpickle and requests" >&2
+	echo "missing:$need; install libzmq (>= 4.3) development files and pkg-config to build; for the tests also prometheus (/usr/bin/prometheus), nftables, Slurm (slurmctld, slurmd, sbatch), munge, tmux, chromium, postgresql and python3 with cloudpickle and requests" >&2
 	exit 1
 fi
 echo "installing$need with apt-get" >&2

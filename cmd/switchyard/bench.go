@@ -123,6 +123,7 @@ with --tasks, --managers, --workers, --insecure, --keep, --json and --quiet.`,
 	f.IntVar(&cfg.RTT, "rtt", 500, "sequential single-task round trips (0 skips)")
 	f.IntVar(&cfg.Raw, "raw", 0, "messages in the raw ZMQ relay baseline (default --tasks; -1 skips)")
 	f.BoolVar(&cfg.NoPersist, "no-persist", false, "start the forwarder and interchange with --no-persist")
+	f.StringVar(&cfg.Store, "store", "", "with --cli, the forwarder's --store (default: the log in its state directory), e.g. postgres://USER@HOST:PORT/DB")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "start every daemon with --insecure (no CurveZMQ, no tokens), to measure what security costs")
 	f.IntVar(&cfg.Managers, "managers", 1, "managers in a started endpoint")
 	f.IntVar(&cfg.Workers, "workers", 8, "workers per manager")
@@ -158,7 +159,7 @@ func checkCLIFlags(fs *pflag.FlagSet) error {
 	if fs.Changed("api") {
 		return fmt.Errorf("--cli starts its own endpoint with 'switchyard endpoint up'; drop --api")
 	}
-	ok := map[string]bool{"cli": true, "tasks": true, "managers": true, "workers": true, "insecure": true,
+	ok := map[string]bool{"cli": true, "tasks": true, "managers": true, "workers": true, "insecure": true, "store": true,
 		"keep": true, "json": true, "quiet": true, "exe": true}
 	var bad []string
 	fs.Visit(func(f *pflag.Flag) {
@@ -167,7 +168,7 @@ func checkCLIFlags(fs *pflag.FlagSet) error {
 		}
 	})
 	if len(bad) > 0 {
-		return fmt.Errorf("--cli does not combine with %s; it takes --tasks, --managers, --workers, --insecure, --exe, --keep, --json and --quiet",
+		return fmt.Errorf("--cli does not combine with %s; it takes --tasks, --managers, --workers, --insecure, --store, --exe, --keep, --json and --quiet",
 			strings.Join(bad, ", "))
 	}
 	return nil

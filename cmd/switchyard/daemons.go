@@ -89,6 +89,41 @@ func (p *pressureFlags) add(fs *pflag.FlagSet) {
 	fs.Float64Var(&p.th.ResumeMemoryPercent, "resume-memory-percent", 0, "resume pushes when memory falls below this percent (default pause minus 10)")
 }
 
+func newMigrateStoreCmd() *cobra.Command {
+	var from, fromStore, to string
+	cmd := &cobra.Command{
+		Use:   "migrate-store",
+		Short: "Copy a stopped forwarder's embedded store into another store (PostgreSQL)",
+		Long: `Copy everything a stopped forwarder keeps in its state directory (tasks with
+their results, API tokens, created endpoints with their keys, owners and
+shares) into the store --to names, which must hold no task yet; then start
+the forwarder with --store set to the same value. The state directory stays
+as it was (keep curve.key: it is the forwarder's CURVE key that endpoints'
+credentials name). A running forwarder holds the state directory's lock, and
+this command then refuses.
+
+  switchyard forwarder migrate-store --from var/forwarder --to postgres://switchyard@db:5432/switchyard`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if from == "" || to == "" {
+				return fmt.Errorf("migrate-store needs --from STATE_DIR and --to STORE")
+			}
+			log := logrus.New()
+			start := time.Now()
+			n, err := forwarder.MigrateStore(from, fromStore, to, logrus.NewEntry(log))
+			if err != nil {
+				return err
+			}
+			fmt.Printf("copied %d tasks (%d not ended), %d tokens and %d endpoints in %s\n", n.Tasks, n.Unfinished, n.Tokens, n.Endpoints, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "the stopped forwarder's state directory")
+	cmd.Flags().StringVar(&fromStore, "from-store", "pebble", "the store in --from to read (an older log or bbolt file there is read into it first)")
+	cmd.Flags().StringVar(&to, "to", "", "the store to copy into, e.g. postgres://USER@HOST:PORT/DB")
+	return cmd
+}
+
 func newForwarderCmd() *cobra.Command {
 	var df daemonFlags
 	var listenZMQ, storeURL string
@@ -125,7 +160,7 @@ with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 	}
 	df.add(cmd.Flags(), forwarder.DefaultListenHTTP, "var/forwarder")
 	cmd.Flags().StringVar(&listenZMQ, "listen-zmq", forwarder.DefaultListenZMQ, "ZMQ ROUTER address interchanges connect to")
-	cmd.Flags().StringVar(&storeURL, "store", "", "where tasks, tokens and endpoints are kept: log (the default: an append-only log in --state-dir) or memory (nothing survives a restart); one of: "+strings.Join(taskstore.Schemes(), ", "))
+	cmd.Flags().StringVar(&storeURL, "store", "", "where tasks, tokens and endpoints are kept: pebble (the default: a Pebble store in --state-dir), memory (nothing survives a restart) or postgres://USER@HOST:PORT/DB (PostgreSQL, which several forwarders can share); one of: "+strings.Join(taskstore.Schemes(), ", "))
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep tasks, tokens and endpoints in memory only (benchmarks; endpoints enrolled offline in --state-dir are read at start); a restart loses them; the same as --store memory")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so accepted tasks survive a host crash, not only a process crash")
 	cmd.Flags().DurationVar(&retention, "retention", forwarder.DefaultRetention, "keep finished tasks and results this long, then forget them (negative: forever)")
@@ -133,6 +168,7 @@ with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().Int64Var(&maxBytesPerUser, "max-pending-bytes-per-user", forwarder.DefaultMaxPendingBytesPerUser, "refuse (429) a submission that would give one user more bytes of task specs than this not yet ended: they are held in memory (0: no cap)")
 	cmd.Flags().BoolVar(&noUI, "no-ui", false, "do not serve the web UI at /ui/ (the status pages and forms that sign in with a token)")
 	cmd.Flags().DurationVar(&uiSession, "ui-session", forwarder.DefaultUISessionTTL, "how long a web UI sign-in lasts before it must sign in again")
+	cmd.AddCommand(newMigrateStoreCmd())
 	cmd.Flags().IntVar(&maxInflight, "max-inflight", forwarder.DefaultMaxInflight, "tasks handed to one endpoint and not yet ended; more wait here until some end (keep it near the endpoint's --pause-queued-tasks: more is pushed and given back)")
 	return cmd
 }
@@ -140,7 +176,8 @@ with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 func newInterchangeCmd() *cobra.Command {
 	var df daemonFlags
 	var pf pressureFlags
-	var endpointID, fwd, listenManagers, credPath string
+	var endpointID, listenManagers, credPath string
+	var fwds []string
 	var maxRetries, maxResult, maxBlocksPerUser int
 	var noPersist, fsync, ixAllowRoot bool
 	var userMap string
@@ -198,8 +235,9 @@ as her (local) or her jobs submitted as her (slurm, --account from the map).`,
 			if err != nil {
 				return err
 			}
+			fwd := strings.Join(fwds, ",")
 			if !cmd.Flags().Changed("forwarder") && creds != nil && creds.Address != "" {
-				fwd = "" // the address the credential names
+				fwd = "" // the address(es) the credential names
 			}
 			ix, err := interchange.New(interchange.Options{HTTP: df.http, EndpointID: endpointID, Forwarder: fwd, ListenManagers: listenManagers,
 				ListenHTTP: df.listenHTTP, StateDir: df.stateDir, NoPersist: noPersist, Fsync: fsync, HeartbeatInterval: df.interval,
@@ -227,7 +265,7 @@ as her (local) or her jobs submitted as her (slurm, --account from the map).`,
 	cmd.Flags().IntVar(&maxBlocksPerUser, "max-blocks-per-user", 0, "with --user-map: start at most this many blocks for one user (0: only --max-blocks caps them)")
 	cmd.Flags().StringArrayVar(&shareArgs, "share", nil, "weigh a task owner in dispatch, `USER=WEIGHT` (a positive number; others weigh 1), e.g. --share alice=2 (repeatable)")
 	bcfg = blocks.AddFlags(cmd.Flags())
-	cmd.Flags().StringVar(&fwd, "forwarder", interchange.DefaultForwarder, "forwarder ZMQ address to connect to")
+	cmd.Flags().StringArrayVar(&fwds, "forwarder", []string{interchange.DefaultForwarder}, "forwarder ZMQ address to connect to; repeat it (or separate with commas) for forwarders that share one database: a lost one makes the interchange try the next")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
 	cmd.Flags().BoolVar(&noPersist, "no-persist", false, "keep state in memory only (benchmarks); a restart loses it")
 	cmd.Flags().BoolVar(&fsync, "fsync", false, "fsync every store commit so state survives a host crash, not only a process crash")

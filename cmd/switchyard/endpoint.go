@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -39,7 +40,7 @@ type child struct {
 }
 
 func newEndpointUpCmd() *cobra.Command {
-	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python string
+	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python, storeURL string
 	var workers, managers, maxManagers, demo int
 	var insecure, allowRoot, freePorts bool
 	var managerArgs []string
@@ -90,7 +91,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			}
 			common := launch.Common{HeartbeatInterval: iv, LogFormat: logFormat, Insecure: insecure}
 			ixState := filepath.Join(stateDir, "interchange")
-			fwd := launch.Forwarder{Common: common, ListenZMQ: zmqAddr}
+			fwd := launch.Forwarder{Common: common, ListenZMQ: zmqAddr, Store: storeURL}
 			fwd.ListenHTTP, fwd.StateDir = httpAddr, filepath.Join(stateDir, "forwarder")
 			ix := launch.Interchange{Common: common, EndpointID: endpointID, Forwarder: zmqAddr, ListenManagers: mgrAddr}
 			ix.ListenHTTP, ix.StateDir = ixHTTP, ixState
@@ -100,7 +101,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 				if err := os.MkdirAll(stateDir, 0o700); err != nil {
 					return err
 				}
-				creds, err := forwarder.EnrollOffline(filepath.Join(stateDir, "forwarder"), endpointID, zmqAddr)
+				creds, err := forwarder.EnrollOfflineIn(filepath.Join(stateDir, "forwarder"), cmp.Or(storeURL, "pebble"), endpointID, zmqAddr)
 				if err != nil {
 					return fmt.Errorf("enroll endpoint %s: %w", endpointID, err)
 				}
@@ -214,6 +215,7 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 	f.StringVar(&mgrAddr, "listen-managers", "tcp://127.0.0.1:55002", "interchange address for managers")
 	f.StringVar(&ixHTTP, "interchange-http", "127.0.0.1:8081", "interchange admin HTTP address")
 	f.StringVar(&stateDir, "state-dir", "var", "state directory for all three")
+	f.StringVar(&storeURL, "store", "", "the forwarder's --store (default: the Pebble store in its state directory), e.g. postgres://USER@HOST:PORT/DB")
 	f.StringVar(&interval, "heartbeat-interval", "2s", "heartbeat interval for all links")
 	f.StringVar(&logFormat, "log-format", "text", "log format of the children: text or json")
 	f.StringVar(&python, "python", "python3", "Python interpreter of the managers' Python workers; it needs cloudpickle")

@@ -17,6 +17,7 @@ const (
 	exitTimeout     = 2 // a wait ran out, or a result was asked of a task still running
 	exitTaskFailed  = 3 // a task failed or was cancelled
 	exitServer      = 4 // the server could not be reached or refused (401, 403, 429, 5xx)
+	exitDamaged     = 5 // 'store check' found damage
 	exitInterrupted = 130
 )
 
@@ -27,6 +28,7 @@ const exitTable = `Exit status (every command):
   2    not finished: 'wait --timeout' ran out, or 'result' of a task still running
   3    a task failed or was cancelled ('wait', 'result')
   4    the server cannot be reached, or refused the request (HTTP 401, 403, 429, 5xx)
+  5    'store check' found the store damaged
   130  interrupted (Ctrl-C); 'wait' first prints the ids that had not finished`
 
 // exitError carries a specific exit status.

@@ -48,7 +48,7 @@ work with 'switchyard submit' and follow it with 'switchyard wait'.
 	}
 	root.AddCommand(newForwarderCmd(), newInterchangeCmd(), newManagerCmd(), newEndpointCmd(),
 		newSubmitCmd(), newStatusCmd(), newResultCmd(), newWaitCmd(), newCancelCmd(), newEndpointsCmd(), newTasksCmd(),
-		newServingStateCmd(), newDemoCmd(), newBenchCmd(), newTokenCmd(), newDocsCmd())
+		newServingStateCmd(), newDemoCmd(), newBenchCmd(), newTokenCmd(), newStoreCmd(), newDocsCmd())
 	return root
 }
 

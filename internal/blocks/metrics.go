@@ -39,3 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	return m
 }
+
+// RegisterIdle registers the blocks metrics at zero for an interchange
+// without a provider, so dashboards read 0 blocks rather than no data.
+func RegisterIdle(reg prometheus.Registerer) { newMetrics(reg) }

@@ -33,6 +33,8 @@ type Common struct {
 type Forwarder struct {
 	Common
 	ListenZMQ string
+	// Store is --store ("" for the default).
+	Store     string
 	NoPersist bool
 	Fsync     bool
 	// Extra are more arguments, appended last (so they win).
@@ -143,6 +145,7 @@ func (a *argv) common(c Common) {
 func (f Forwarder) Args() []string {
 	a := argv{out: []string{"forwarder"}}
 	a.str("--listen-zmq", f.ListenZMQ)
+	a.str("--store", f.Store)
 	a.common(f.Common)
 	a.flag("--no-persist", f.NoPersist)
 	a.flag("--fsync", f.Fsync)

@@ -3,6 +3,7 @@ package link
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -15,7 +16,10 @@ import (
 
 // UplinkConfig describes a DEALER link to a ROUTER.
 type UplinkConfig struct {
-	Ctx  *zmq.Context
+	Ctx *zmq.Context
+	// Addr is the server's address, or several separated by commas
+	// (forwarders sharing one database): a lost or silent server makes
+	// the next connect go to the next address.
 	Addr string
 	// ID is who we are; each connection routes as ID plus a random
 	// suffix, so nobody can guess a live connection's routing id.
@@ -36,6 +40,8 @@ type UplinkConfig struct {
 // each time, with backoff.
 type Uplink struct {
 	cfg        UplinkConfig
+	addrs      []string
+	at         int // index in addrs of the current server
 	log        *logrus.Entry
 	sock       *zmq.Socket
 	route      string
@@ -52,7 +58,27 @@ type Uplink struct {
 
 // NewUplink makes an unconnected uplink; Connect dials.
 func NewUplink(cfg UplinkConfig) *Uplink {
-	return &Uplink{cfg: cfg, log: cfg.Log.WithField("peer", cfg.Peer)}
+	var addrs []string
+	for a := range strings.SplitSeq(cfg.Addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		addrs = []string{cfg.Addr}
+	}
+	return &Uplink{cfg: cfg, addrs: addrs, log: cfg.Log.WithField("peer", cfg.Peer)}
+}
+
+// Addr is the address of the current (or next) server.
+func (u *Uplink) Addr() string { return u.addrs[u.at] }
+
+// failOver moves the next connect to the next address.
+func (u *Uplink) failOver() {
+	if len(u.addrs) > 1 {
+		u.at = (u.at + 1) % len(u.addrs)
+		u.log.WithField("address", u.addrs[u.at]).Info("trying the next " + u.cfg.Peer)
+	}
 }
 
 // Connect makes a new socket and registers.
@@ -69,7 +95,7 @@ func (u *Uplink) Connect(now time.Time) {
 		opts = append(opts, zsock.MaxMsgSize(u.cfg.MaxMsgSize))
 	}
 	u.route = routeFor(u.cfg.ID)
-	s, err := zsock.NewDealer(u.cfg.Ctx, u.route, u.cfg.Addr, opts...)
+	s, err := zsock.NewDealer(u.cfg.Ctx, u.route, u.addrs[u.at], opts...)
 	if err != nil {
 		u.log.WithError(err).Error("cannot connect to " + u.cfg.Peer)
 		return
@@ -214,12 +240,14 @@ func (u *Uplink) Timers(now time.Time) Tick {
 		u.log.WithField("silent_for", now.Sub(u.lastSeen).Round(time.Millisecond).String()).
 			Warn(u.cfg.Peer + " lost; reconnecting")
 		u.backoff = t.Interval
+		u.failOver()
 		u.Connect(now)
 		return TickLost
 	case !u.registered && now.Sub(u.lastTry) > u.backoff+t.Threshold:
 		u.backoff = heartbeat.NextBackoff(u.backoff, t.Interval, t.Threshold)
-		u.log.WithFields(logrus.Fields{"address": u.cfg.Addr, "next_try_in": u.backoff.String()}).
+		u.log.WithFields(logrus.Fields{"address": u.addrs[u.at], "next_try_in": u.backoff.String()}).
 			Warn("no answer from " + u.cfg.Peer + "; reconnecting")
+		u.failOver()
 		u.Connect(now)
 		return TickRetried
 	case u.registered && now.Sub(u.lastSent) >= t.Interval:

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,18 +12,41 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/store/oldfiletest"
 )
 
-var testOpts = LogOptions{Durability: SurviveProcessCrash, Sequenced: []string{"a"}}
+func read(t *testing.T, d *DB, bucket string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if err := d.ForEach(bucket, func(k, v []byte) error { out[string(k)] = string(v); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
 
-// An old bbolt file is copied into a new log once, left unchanged, and
-// renamed aside; a second open finds the log and copies nothing.
+// An old bbolt file or log is copied into a new store once, left
+// unchanged, and renamed aside; a second open finds the store and copies
+// nothing.
 func TestOldFileIsCopiedOnce(t *testing.T) {
+	for _, bolt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bolt=%v", bolt), func(t *testing.T) { testOldFileIsCopiedOnce(t, bolt) })
+	}
+}
+
+func testOldFileIsCopiedOnce(t *testing.T, bolt bool) {
 	seqKey := func(i uint64) []byte { return binary.BigEndian.AppendUint64(nil, i) }
 	dir := t.TempDir()
-	path, old := filepath.Join(dir, "x.log"), filepath.Join(dir, "x.db")
-	if err := oldfiletest.Write(old, "test-v1", []string{"a", "b"},
-		oldfiletest.Record{Bucket: "a", Key: seqKey(1), Value: []byte("v1")},
-		oldfiletest.Record{Bucket: "a", Key: seqKey(2), Value: []byte("v2")},
-		oldfiletest.Record{Bucket: "b", Key: []byte("k"), Value: []byte("b1")}); err != nil {
+	path, old := filepath.Join(dir, "x.pebble"), filepath.Join(dir, "x.db")
+	recs := []oldfiletest.Record{{Bucket: "a", Key: seqKey(1), Value: []byte("v1")},
+		{Bucket: "a", Key: seqKey(2), Value: []byte("v2")}, {Bucket: "b", Key: []byte("k"), Value: []byte("b1")}}
+	var err error
+	if bolt {
+		err = oldfiletest.Write(old, "test-v1", []string{"a", "b"}, recs...)
+	} else {
+		old = filepath.Join(dir, "x.log")
+		ops := []oldfiletest.Op{{Record: recs[0]}, {Record: recs[1]}, {Record: recs[2]},
+			{Record: oldfiletest.Record{Bucket: "a", Key: seqKey(3), Value: []byte("v3")}},
+			{Record: oldfiletest.Record{Bucket: "a", Key: seqKey(3)}, Delete: true}}
+		err = oldfiletest.WriteLog(old, "test-v1", []string{"a", "b"}, ops...)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.ReadFile(old)
@@ -30,7 +54,7 @@ func TestOldFileIsCopiedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for run, want := range []int{3, 0} {
-		l, existed, copied, err := OpenLogFrom(path, "test-v2", []string{"a", "b"}, testOpts, old, "test-v1")
+		l, existed, _, copied, err := OpenDBFrom(path, []string{"a", "b"}, DBOptions{}, Old{Path: old, Format: "test-v1", Bolt: bolt})
 		if err != nil {
 			t.Fatalf("run %d: %v", run, err)
 		}
@@ -57,7 +81,7 @@ func TestOldFileIsCopiedOnce(t *testing.T) {
 }
 
 // Old files of another format, not bbolt at all, or corrupt are refused
-// with an error naming the file; no log is made and the file stays.
+// with an error naming the file; no store is made and the file stays.
 func TestOldFileForeignOrCorrupt(t *testing.T) {
 	dir := t.TempDir()
 	other := filepath.Join(dir, "other.db")
@@ -87,8 +111,8 @@ func TestOldFileForeignOrCorrupt(t *testing.T) {
 		foreign bool
 		advice  string
 	}{{other, true, "someone-else-v1"}, {junk, false, "move it aside"}, {bad, false, "move it aside"}} {
-		path := tc.old + ".log"
-		_, _, _, err := OpenLogFrom(path, "test-v2", []string{"a"}, testOpts, tc.old, "test-v1")
+		path := tc.old + ".pebble"
+		_, _, _, _, err := OpenDBFrom(path, []string{"a"}, DBOptions{}, Old{Path: tc.old, Format: "test-v1", Bolt: true})
 		switch {
 		case err == nil:
 			t.Errorf("%s: opened without error", tc.old)
@@ -98,7 +122,7 @@ func TestOldFileForeignOrCorrupt(t *testing.T) {
 			t.Errorf("%s: error %q should name the file and say %q", tc.old, err, tc.advice)
 		}
 		if _, err := os.Stat(path); !os.IsNotExist(err) {
-			t.Errorf("%s: a log was left behind: %v", tc.old, err)
+			t.Errorf("%s: a store was left behind: %v", tc.old, err)
 		}
 		if _, err := os.Stat(tc.old); err != nil {
 			t.Errorf("%s: the old file is gone: %v", tc.old, err)

@@ -1,10 +1,11 @@
-// Package store keeps the daemons' durable state: an append-only log with
-// an index in memory and group commit (Log, in log.go). The forwarder and
-// the interchange each keep one.
+// Package store keeps the daemons' durable state in Pebble (DB, in
+// pebble.go: group commit, a disk reserve, Check and Repair in repair.go).
+// The forwarder and the interchange each keep one.
 //
-// Earlier versions kept state in a bbolt B+tree file. Such a file is only
-// read, once, to copy its records into a new log (OpenLogFrom, in
-// migrate.go, reading with bolt.go); nothing writes that format any more.
+// Earlier versions kept state in an append-only log (log.go) and before
+// that in a bbolt B+tree file (bolt.go). Such files are only read, once,
+// to copy their records into a new store (OpenDBFrom, in migrate.go);
+// nothing writes those formats any more.
 package store
 
 import "errors"

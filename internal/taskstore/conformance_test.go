@@ -15,11 +15,19 @@ import (
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
+// storeURLs give the --store value of a scheme whose state lives outside
+// the state dir (a database): one per dir, so a reopen finds its state.
+var storeURLs = map[string]func(t *testing.T, dir string) string{}
+
 // opener opens a fresh store of one implementation, or reopens the one in
 // dir; the suite runs for every registered scheme.
 func open(t *testing.T, scheme, dir string) taskstore.Store {
 	t.Helper()
-	s, _, err := taskstore.Open(taskstore.Config{URL: scheme, Dir: dir, Log: logx.Discard()})
+	url := scheme
+	if u, ok := storeURLs[scheme]; ok {
+		url = u(t, dir)
+	}
+	s, _, err := taskstore.Open(taskstore.Config{URL: url, Dir: dir, Log: logx.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +61,7 @@ func get(t *testing.T, s taskstore.Store, keys ...taskstore.Key) ([]taskstore.Ta
 
 func TestConformance(t *testing.T) {
 	schemes := taskstore.Schemes()
-	for _, want := range []string{"log", "memory"} {
+	for _, want := range []string{"pebble", "memory", "postgres"} {
 		if !slices.Contains(schemes, want) {
 			t.Fatalf("%s store not registered: %v", want, schemes)
 		}
@@ -78,6 +86,9 @@ func testTasks(t *testing.T, scheme string) {
 		t.Fatal(err)
 	}
 	out, found := get(t, s, taskstore.KeyOf(ts[0]), taskstore.Key{ID: messages.TaskID(uuid.New()), Seq: 99})
+	if bySeq, ok := get(t, s, taskstore.Key{Seq: ts[1].Seq}); !ok[0] || bySeq[0].ID != ts[1].ID {
+		t.Fatalf("get by seq alone: %+v %v", bySeq[0], ok[0])
+	}
 	if !found[0] || found[1] || out[0].Owner != "alice" || out[0].State != messages.StateReceived || string(out[0].Spec) != `{"kind":"noop"}` {
 		t.Fatalf("get after add: %+v %v", out[0], found)
 	}

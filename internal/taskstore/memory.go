@@ -17,6 +17,7 @@ func init() {
 type Memory struct {
 	mu        sync.RWMutex
 	tasks     map[messages.TaskID]*Task
+	bySeq     map[uint64]*Task
 	tokens    map[string]Token
 	endpoints map[string]Endpoint
 	closed    bool
@@ -24,7 +25,7 @@ type Memory struct {
 
 // NewMemory makes an empty store.
 func NewMemory() *Memory {
-	return &Memory{tasks: map[messages.TaskID]*Task{}, tokens: map[string]Token{}, endpoints: map[string]Endpoint{}}
+	return &Memory{tasks: map[messages.TaskID]*Task{}, bySeq: map[uint64]*Task{}, tokens: map[string]Token{}, endpoints: map[string]Endpoint{}}
 }
 
 func (m *Memory) Describe() string { return "memory (nothing survives a restart)" }
@@ -64,6 +65,7 @@ func (m *Memory) put(ts []*Task) error {
 	for _, t := range ts {
 		c := *t
 		m.tasks[t.ID] = &c
+		m.bySeq[t.Seq] = &c
 	}
 	return nil
 }
@@ -86,6 +88,9 @@ func (m *Memory) Get(keys []Key, out []Task, found []bool) error {
 	defer m.mu.RUnlock()
 	for i, k := range keys {
 		t, ok := m.tasks[k.ID]
+		if k.ID == (messages.TaskID{}) {
+			t, ok = m.bySeq[k.Seq]
+		}
 		found[i] = ok
 		if ok {
 			out[i] = *t
@@ -120,6 +125,9 @@ func (m *Memory) Prune(keys []Key) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, k := range keys {
+		if t, ok := m.tasks[k.ID]; ok {
+			delete(m.bySeq, t.Seq)
+		}
 		delete(m.tasks, k.ID)
 	}
 	return nil

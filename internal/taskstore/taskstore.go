@@ -4,9 +4,9 @@
 // sits above a Store and never sees how it keeps things.
 //
 // Implementations register themselves by name (Register); the forwarder
-// opens one by the scheme of its --store value. "log" (the default with a
-// state directory) is the embedded append-only log; "memory" keeps
-// everything in memory (tests, --no-persist). Every implementation passes
+// opens one by the scheme of its --store value. "pebble" (the default with a
+// state directory) is Pebble; "memory" keeps everything in memory
+// (tests, --no-persist). Every implementation passes
 // the conformance suite in this package's tests.
 package taskstore
 
@@ -100,7 +100,8 @@ type Endpoint struct {
 
 // Key names a stored task: its id, and the seq it was accepted with
 // (0 when the caller does not know it; a store that cannot look a task
-// up by id alone then reports it not found).
+// up by id alone then reports it not found). A zero ID with a seq reads
+// the task of that seq, whatever its id (an index by owner holds seqs).
 type Key struct {
 	ID  messages.TaskID
 	Seq uint64
@@ -156,7 +157,7 @@ type Store interface {
 	PutEndpoint(e Endpoint) error
 	DeleteEndpoint(id string) error
 
-	// Describe names the store for logs ("log /var/forwarder/forwarder.log").
+	// Describe names the store for logs ("pebble /var/forwarder/forwarder.pebble").
 	Describe() string
 	Close() error
 }
@@ -165,6 +166,13 @@ type Store interface {
 // leave the disk.
 type Compacter interface {
 	Compact() error
+}
+
+// IDFinder is a Store whose Get finds a task by its id alone (Key.Seq 0),
+// whoever stored it: a database several forwarders share, where one
+// forwarder's index knows only its own tasks.
+type IDFinder interface {
+	FindsByID() bool
 }
 
 // Config is what an implementation is opened with.
@@ -233,3 +241,13 @@ func Open(cfg Config) (Store, bool, error) {
 
 // ErrClosed is returned by a closed store.
 var ErrClosed = errors.New("task store is closed")
+
+// census answers Census from whole records.
+func census(s Store, keys []Key, fn func(k Key, owner string, st messages.TaskState, known bool)) error {
+	out, found := make([]Task, len(keys)), make([]bool, len(keys))
+	err := s.Get(keys, out, found)
+	for i, k := range keys {
+		fn(k, out[i].Owner, out[i].State, found[i])
+	}
+	return err
+}

@@ -1,12 +1,15 @@
-// Package oldfiletest writes state files in the bbolt format of earlier
-// versions, so tests can check that a daemon migrates them into its log.
-// It is for tests only: the daemons never write this format, and package
-// store only reads it.
+// Package oldfiletest writes state files in the formats of earlier
+// versions (the bbolt file, the append-only log), so tests can check that
+// a daemon migrates them into its store. It is for tests only: the
+// daemons never write these formats, and package store only reads them.
 package oldfiletest
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"os"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -57,4 +60,36 @@ func Write(path, format string, buckets []string, recs ...Record) error {
 		err = cerr
 	}
 	return err
+}
+
+// Op is one record of a log: a put, or a delete when Delete is set.
+type Op struct {
+	Record
+	Delete bool
+}
+
+// WriteLog creates path as the append-only log of earlier versions was
+// written: a header naming format, then each op as one checksummed
+// record (bucket by its index in buckets).
+func WriteLog(path, format string, buckets []string, ops ...Op) error {
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("%s exists already", path)
+	}
+	buf := []byte("switchyard-log 1 " + format + "\n")
+	for _, op := range ops {
+		b := slices.Index(buckets, op.Bucket)
+		if b < 0 {
+			return fmt.Errorf("record in bucket %q, which is not in %v", op.Bucket, buckets)
+		}
+		code := byte(1)
+		if op.Delete {
+			code = 2
+		}
+		body := append([]byte{code, byte(b)}, binary.AppendUvarint(nil, uint64(len(op.Key)))...)
+		body = append(append(body, op.Key...), op.Value...)
+		buf = binary.AppendUvarint(buf, uint64(len(body)))
+		buf = append(buf, body...)
+		buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+	}
+	return os.WriteFile(path, buf, 0o600)
 }
