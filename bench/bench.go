@@ -46,7 +46,7 @@ type Config struct {
 	// RTT sequential single-task round trips.
 	RTT int
 	// Managers real managers in a started endpoint, each with Workers and
-	// Prefetch.
+	// Prefetch (below 0: none given, the interchange sizes it).
 	Managers, Workers, Prefetch int
 	// Interval is the heartbeat interval of a started endpoint.
 	Interval time.Duration
@@ -97,9 +97,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 8
-	}
-	if c.Prefetch < 0 {
-		c.Prefetch = 2000
 	}
 	if c.Interval <= 0 {
 		c.Interval = time.Second

@@ -99,7 +99,10 @@ func runChild(kind string, args []string) error {
 		return ix.Run(ctx)
 	case "manager":
 		w, _ := strconv.Atoi(flags["--workers"])
-		p, _ := strconv.Atoi(flags["--prefetch"])
+		p := -1 // the manager's own default: the interchange sizes it
+		if v, ok := flags["--prefetch"]; ok {
+			p, _ = strconv.Atoi(v)
+		}
 		var creds *curve.Credentials
 		if flags["--credentials"] != "" {
 			if creds, err = curve.ReadCredentials(flags["--credentials"], curve.KindManager); err != nil {

@@ -159,7 +159,10 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Endpoint, error) {
 	for i := 1; i <= opts.Managers; i++ {
 		id := fmt.Sprintf("bench-manager-%d", i)
 		m := launch.Manager{Common: common, ManagerID: id, Interchange: e.ManagersAddr, Workers: opts.Workers,
-			Prefetch: new(opts.Prefetch), Credentials: mgrCreds, AllowRoot: os.Geteuid() == 0}
+			Credentials: mgrCreds, AllowRoot: os.Geteuid() == 0}
+		if opts.Prefetch >= 0 {
+			m.Prefetch = new(opts.Prefetch)
+		}
 		m.StateDir = filepath.Join(dir, id)
 		argv := m.Args()
 		if _, err := start(fmt.Sprintf("manager-%d", i), argv); err != nil {

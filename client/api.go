@@ -92,6 +92,10 @@ type Endpoint struct {
 	// SharedWith is shown to the endpoint's owner and admins.
 	SharedWith *Shares         `json:"shared_with,omitempty"`
 	Probe      json.RawMessage `json:"probe,omitempty"`
+
+	// QueuedByOwner is Queued per task owner (only the caller's own
+	// unless she may manage the endpoint).
+	QueuedByOwner map[string]int `json:"queued_by_owner,omitempty"`
 }
 
 // Shares are the users and groups an endpoint is shared with.

@@ -509,9 +509,10 @@ func (f *Forwarder) handleEndpoint(w http.ResponseWriter, r *http.Request) {
 			probe["rtt_ms"] = float64(time.Since(start).Microseconds()) / 1000
 		}
 		v, _ = f.Endpoint(id)
+		v, _ = f.viewFor(who, v)
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"endpoint_id": v.EndpointID, "connected": v.Connected,
 			"last_heartbeat": v.LastHeartbeat, "managers": v.Managers, "workers": v.Workers,
-			"idle_workers": v.IdleWorkers, "queued": v.Queued, "outstanding": v.Outstanding,
+			"idle_workers": v.IdleWorkers, "queued": v.Queued, "queued_by_owner": v.QueuedByOwner, "outstanding": v.Outstanding,
 			"serving_state": v.ServingState, "held_by_forwarder": v.Held, "blocks": v.Blocks, "manager_list": v.ManagerList, "probe": probe})
 		return
 	}

@@ -696,3 +696,35 @@ func TestTasksCarryTheirOwner(t *testing.T) {
 		t.Errorf("bob's task sent as owned by %q", o)
 	}
 }
+
+// The interchange's queued tasks by owner show in the endpoint view: all
+// of them to an admin, only her own to a user the endpoint is shared with.
+func TestQueuedByOwnerInEndpointView(t *testing.T) {
+	e := connect(t, forwarder.Options{})
+	alice := e.f.User(t, "alice", false)
+	e.f.Share(t, ep, "alice")
+	e.Send(t, "", &messages.EPStatusReport{Queued: 12, QueuedByOwner: []messages.OwnerCount{{Owner: "alice", N: 2}, {Owner: "bob", N: 10}}})
+	view := func(c *testutil.Client) map[string]float64 {
+		var raw struct {
+			By map[string]float64 `json:"queued_by_owner"`
+		}
+		c.Must(t, http.StatusOK, "GET", "/v1/endpoints/"+ep, nil, &raw)
+		return raw.By
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if by := view(e.c); by["alice"] != 2 || by["bob"] != 10 || len(by) != 2 {
+			return fmt.Errorf("admin sees queued_by_owner %v", by)
+		}
+		return nil
+	})
+	if by := view(alice); by["alice"] != 2 || len(by) != 1 {
+		t.Errorf("alice sees queued_by_owner %v, want only her own 2", by)
+	}
+	var probe struct {
+		By map[string]float64 `json:"queued_by_owner"`
+	}
+	alice.Must(t, http.StatusOK, "GET", "/v1/endpoints/"+ep+"?probe=1", nil, &probe)
+	if len(probe.By) != 1 || probe.By["alice"] != 2 {
+		t.Errorf("alice's probe shows queued_by_owner %v", probe.By)
+	}
+}

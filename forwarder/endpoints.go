@@ -17,8 +17,11 @@ type EndpointView struct {
 	Workers       uint32     `json:"workers"`
 	IdleWorkers   uint32     `json:"idle_workers"`
 	Queued        uint32     `json:"queued"`
-	Outstanding   uint32     `json:"outstanding"`
-	ServingState  string     `json:"serving_state"`
+	// QueuedByOwner is Queued per task owner; users who may not manage the
+	// endpoint see only their own.
+	QueuedByOwner map[string]uint32 `json:"queued_by_owner"`
+	Outstanding   uint32            `json:"outstanding"`
+	ServingState  string            `json:"serving_state"`
 	// Held is the number of tasks the forwarder holds for this endpoint.
 	Held            int    `json:"held_by_forwarder"`
 	Hostname        string `json:"hostname,omitempty"`
@@ -58,6 +61,10 @@ func (f *Forwarder) publish(ep *endpoint) {
 	if len(ep.report.ManagerList) > 0 {
 		v.ManagerList = json.RawMessage(ep.report.ManagerList)
 	}
+	v.QueuedByOwner = make(map[string]uint32, len(ep.report.QueuedByOwner))
+	for _, o := range ep.report.QueuedByOwner {
+		v.QueuedByOwner[o.Owner] += o.N
+	}
 	if !ep.LastSeen.IsZero() {
 		t := ep.LastSeen.UTC()
 		v.LastHeartbeat = &t
@@ -69,7 +76,8 @@ func (f *Forwarder) publish(ep *endpoint) {
 
 // neverConnected is the view of a created endpoint the loop has not seen.
 func neverConnected(id string) EndpointView {
-	return EndpointView{EndpointID: id, ServingState: messages.NonePaused.String(), LostReason: "never connected"}
+	return EndpointView{EndpointID: id, ServingState: messages.NonePaused.String(), LostReason: "never connected",
+		QueuedByOwner: map[string]uint32{}}
 }
 
 // Endpoint returns the view of one endpoint.

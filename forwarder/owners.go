@@ -183,6 +183,13 @@ func withAccess(v EndpointView, rec *taskstore.Endpoint, who auth.Identity) Endp
 	v.Owner, v.MultiUser = rec.Owner, rec.MultiUser
 	if mayManage(who, rec) {
 		v.SharedWith = &ShareRequest{Users: orEmpty(rec.Users), Groups: orEmpty(rec.Groups)}
+	} else if len(v.QueuedByOwner) > 0 {
+		// Other users' names and loads are not hers to see.
+		own := map[string]uint32{}
+		if n, ok := v.QueuedByOwner[who.User]; ok {
+			own[who.User] = n
+		}
+		v.QueuedByOwner = own
 	}
 	return v
 }

@@ -86,10 +86,7 @@ func (l *loop) tickBlocks(now time.Time) {
 	}
 	load := blocks.Load{Queued: l.queued, Managers: make([]blocks.Manager, 0, len(l.mgrs))}
 	for _, m := range l.mgrs {
-		// Draining managers count for their block until they exit, so it
-		// is not cancelled under their running tasks.
-		load.Managers = append(load.Managers, blocks.Manager{BlockID: m.reg.BlockID,
-			Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding), Draining: m.draining})
+		addLoad(&load, m)
 	}
 	b.Tick(now, load)
 	l.nextBlocks = now.Add(b.Period())
@@ -223,9 +220,7 @@ func (l *loop) tickUserBlocks(now time.Time) {
 		own := a.blocks.Live()
 		load := blocks.Load{Queued: a.q.n, Capped: true, MaxBlocks: max(own+total-used, 0), Managers: make([]blocks.Manager, 0, len(a.mgrs))}
 		for _, m := range a.mgrs {
-			// Draining managers keep their block alive until they exit.
-			load.Managers = append(load.Managers, blocks.Manager{BlockID: m.reg.BlockID,
-				Capacity: int(m.reg.Workers + m.reg.Prefetch), Held: len(m.outstanding), Draining: m.draining})
+			addLoad(&load, m)
 		}
 		a.blocks.Tick(now, load)
 		used += a.blocks.Live() - own

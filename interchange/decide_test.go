@@ -2,6 +2,7 @@ package interchange
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -58,5 +59,101 @@ func TestAfterLoss(t *testing.T) {
 		if next != tc.next || fail != tc.fail {
 			t.Errorf("afterLoss(%d, %d) = %d, %v; want %d, %v", tc.attempt, tc.maxRetries, next, fail, tc.next, tc.fail)
 		}
+	}
+}
+
+func TestPrefetchDepth(t *testing.T) {
+	cases := []struct {
+		name     string
+		workers  int
+		rtt, dur float64
+		haveDur  bool
+		ceiling  int
+		want     int
+	}{
+		{"nothing measured: as many as workers", 4, 0, 0, false, 1000, 4},
+		{"nothing measured, low ceiling", 4, 0, 0, false, 2, 2},
+		{"no-ops take no time: the ceiling", 8, 0.001, 0, true, 1000, 1000},
+		{"short tasks: deep", 8, 0.002, 0.0001, true, 1000, 960},
+		{"short tasks past the ceiling", 8, 0.01, 0.00001, true, 1000, 1000},
+		{"1 ms tasks, 0.5 ms trips", 4, 0.0005, 0.001, true, 1000, 24},
+		{"10 ms tasks", 4, 0.001, 0.01, true, 1000, 3},
+		{"100 ms tasks", 4, 0.001, 0.1, true, 1000, 0},
+		{"long tasks: none", 4, 0.001, 6, true, 1000, 0},
+		{"no trip measured yet", 4, 0, 0.5, true, 1000, 0},
+	}
+	for _, tc := range cases {
+		if got := prefetchDepth(tc.workers, tc.rtt, tc.dur, tc.haveDur, tc.ceiling); got != tc.want {
+			t.Errorf("%s: prefetchDepth(%d, %v, %v, %v, %d) = %d, want %d", tc.name, tc.workers, tc.rtt, tc.dur, tc.haveDur, tc.ceiling, got, tc.want)
+		}
+	}
+}
+
+// The queue serves owners in turn by weight, each in its own order; a
+// task put back goes first again, and an owner coming late starts level.
+func TestQueueTakesOwnersInTurn(t *testing.T) {
+	var l loop
+	weights := map[string]float64{"carol": 3}
+	l.q.weight = func(o owner) float64 {
+		if w, ok := weights[ownerName(o)]; ok {
+			return w
+		}
+		return 1
+	}
+	var names owners
+	add := func(who string, n int) []*itask {
+		var ts []*itask
+		for i := range n {
+			tk := &itask{owner: names.intern(who), seq: uint64(i)}
+			l.enqueueBack(tk)
+			ts = append(ts, tk)
+		}
+		return ts
+	}
+	take := func(n int) string {
+		var out []byte
+		for range n {
+			tk := l.pop(&l.q)
+			if tk == nil {
+				out = append(out, '.')
+				continue
+			}
+			out = append(out, ownerName(tk.owner)[0])
+		}
+		return string(out)
+	}
+	add("alice", 100)
+	if got := take(3); got != "aaa" {
+		t.Fatalf("one owner: %q", got)
+	}
+	bob := add("bob", 3)
+	if got := take(4); got != "baba" && got != "abab" {
+		t.Fatalf("alice and bob: %q, want them in turn", got)
+	}
+	// bob's last task is cancelled while queued: skipped, and bob retired.
+	l.unqueue(bob[2])
+	if got := take(2); got != "aa" {
+		t.Fatalf("after bob's last was cancelled: %q", got)
+	}
+	add("carol", 40)
+	got := take(40)
+	if c := strings.Count(got, "c"); c != 30 {
+		t.Errorf("carol (weight 3) got %d of 40 turns, want 30: %q", c, got)
+	}
+	// A task put back goes first.
+	tk := l.pop(&l.q)
+	l.enqueueFront(tk)
+	if again := l.pop(&l.q); again != tk {
+		t.Errorf("a task put back was not taken first")
+	}
+	counts := map[string]int{}
+	l.q.byOwner(counts)
+	if counts["alice"]+counts["carol"] != l.queued || l.queued != l.q.n {
+		t.Errorf("counts %v, queued %d, n %d", counts, l.queued, l.q.n)
+	}
+	for l.pop(&l.q) != nil {
+	}
+	if l.queued != 0 || len(l.q.active) != 0 || len(l.q.owners) != 0 {
+		t.Errorf("drained queue: queued %d, %d active, %d owners", l.queued, len(l.q.active), len(l.q.owners))
 	}
 }

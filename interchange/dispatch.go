@@ -35,6 +35,12 @@ type manager struct {
 	// acct is the account it runs as on a multi-user endpoint (an index
 	// into multi.list, plus one); it gets that account's tasks only.
 	acct uint32
+	// pf sizes its prefetch when it did not set one (sched.go).
+	pf prefetch
+	// stealing is the give-back command it has not answered yet (0: none);
+	// noGiveBack: it cannot (an older manager).
+	stealing   uint64
+	noGiveBack bool
 }
 
 // waitsForWork starts m's idle clock when it has room and tasks wait.
@@ -63,8 +69,14 @@ func (m *manager) free() int {
 	if !m.serving.PushAllowed() || m.draining {
 		return 0
 	}
-	limit := int(m.reg.Workers + m.reg.Prefetch)
+	limit := int(m.reg.Workers) + m.prefetch()
 	return limit - len(m.outstanding)
+}
+
+// runnable is how many of its free slots are idle workers: tasks sent
+// there start at once.
+func (m *manager) runnable() int {
+	return max(0, min(m.free(), int(m.reg.Workers)-len(m.outstanding)))
 }
 
 func (l *loop) sendManager(m *manager, msg messages.Message) error {
@@ -119,18 +131,30 @@ func (l *loop) handleManager(env link.Envelope) {
 	case *messages.ResultBatch:
 		l.managerResults(m, x)
 	case *messages.CommandReply:
-		if c, ok := l.mgrCmds[x.ID]; ok {
+		if s, ok := l.steals[x.ID]; ok && s.m == m {
+			delete(l.steals, x.ID)
+			l.stealReply(m, s, x)
+		} else if c, ok := l.mgrCmds[x.ID]; ok {
 			delete(l.mgrCmds, x.ID)
 			rep := &messages.CommandReply{ID: c.upID, Code: x.Code, Message: x.Message, Body: x.Body}
 			l.up.TrySend(rep)
 		}
 	case *messages.Ack:
-		// The manager holds these tasks.
+		// The manager holds these tasks; the first one sent times the trip.
+		var at int64
 		for _, id := range x.IDs {
 			if t, ok := m.outstanding[id]; ok {
+				if at == 0 {
+					at = t.delivery.SentAt()
+				}
 				m.sent.Ack(t)
 			}
 		}
+		if at > 0 {
+			m.ackedAfter(time.Duration(now.UnixNano() - at))
+			m.resize()
+		}
+		l.mayIdle = true
 	case *messages.Goodbye:
 		l.managerGoodbye(m, x, now)
 	case *messages.HeartbeatReq:
@@ -167,6 +191,7 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 				t.countStart() // it ended before a report said it ran
 			}
 			l.finishTask(t, r)
+			m.ranFor(&r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case ok && r.Attempt == t.attempt:
 			l.ix.m.refused.WithLabelValues("not-your-task").Inc()
@@ -184,6 +209,8 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 				"result for a task this interchange does not hold refused")
 		}
 	}
+	m.resize()
+	l.mayIdle = true
 	l.waitsForWork(m, time.Now().UnixNano())
 	// The manager forgets a result once acked, so ack only what is stored.
 	mid := m.ID
@@ -200,34 +227,63 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 
 // dispatch hands queued tasks to managers with free slots, round robin.
 func (l *loop) dispatch() {
-	if l.queued == 0 || len(l.order) == 0 || !l.retryAt.IsZero() || !l.ix.serving.Effective(time.Now()).DispatchAllowed() ||
+	if len(l.order) == 0 || !l.retryAt.IsZero() || !l.ix.serving.Effective(time.Now()).DispatchAllowed() ||
 		l.hold != nil {
 		return
 	}
+	now := time.Now()
 	if l.multi != nil {
-		l.dispatchMulti()
+		l.dispatchMulti(now)
 		l.idleClocks()
 		return
 	}
-	n := len(l.order)
-	free := l.freeBuf[:0]
-	for _, m := range l.order {
-		free = append(free, max(0, m.free()))
+	if l.queued == 0 {
+		l.stealFor(l.order, now)
+		return
 	}
-	l.freeBuf = free
+	l.dispatchTo(l.order, &l.q, &l.rr)
+	l.idleClocks()
+}
+
+// dispatchTo shares q among mgrs: first their idle workers, so a task
+// never waits in one manager's prefetch while another's workers idle,
+// then their prefetch; each manager gets its part in one batch.
+func (l *loop) dispatchTo(mgrs []*manager, q *fqueue, rr *int) {
+	n := len(mgrs)
+	free := l.freeBuf[:0]
+	run := l.runBuf[:0]
+	for _, m := range mgrs {
+		f := max(0, m.free())
+		free = append(free, f)
+		run = append(run, m.runnable())
+	}
+	l.freeBuf, l.runBuf = free, run
 	// One fair share each per pass, from the whole queue at once.
-	share := shares(l.queued, free, l.rr)
-	l.rr = (l.rr + 1) % n
-	for i, m := range l.order {
+	share := shares(q.n, run, *rr)
+	left := q.n
+	for i, s := range share {
+		left -= s
+		free[i] -= s
+	}
+	if left > 0 {
+		more := shares(left, free, *rr)
+		for i := range share {
+			share[i] += more[i]
+		}
+	}
+	*rr = (*rr + 1) % n
+	for i, m := range mgrs {
 		for share[i] > 0 {
-			sent := l.sendTasks(m, share[i], &l.q)
+			sent := l.sendTasks(m, share[i], q)
 			if sent == 0 {
 				break
 			}
 			share[i] -= sent
 		}
+		if !l.retryAt.IsZero() {
+			return
+		}
 	}
-	l.idleClocks()
 }
 
 // idleClocks stops the idle clocks without counting when nothing is left
@@ -242,7 +298,7 @@ func (l *loop) idleClocks() {
 
 // sendTasks sends m up to want queued tasks in one batch and reports how
 // many went; a full pipe puts them back and retries shortly.
-func (l *loop) sendTasks(m *manager, want int, q *tqueue) int {
+func (l *loop) sendTasks(m *manager, want int, q *fqueue) int {
 	m.sendBuf = m.sendBuf[:0]
 	var sent []*itask
 	size := 0

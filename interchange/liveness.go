@@ -65,12 +65,15 @@ func (l *loop) registerManager(env link.Envelope, reg *messages.Registration, no
 	}
 	l.down.Bind(&m.Peer, env.Route, env.User, now)
 	m.reg = *reg
+	m.pf.adaptive = reg.AdaptivePrefetch
+	m.resize()
+	l.mayIdle = true
 	m.idle = reg.Workers
 	m.capacity = reg.Workers + reg.Prefetch
 	m.serving = messages.NonePaused
 	l.ix.m.registrations.Inc()
 	f := logrus.Fields{"manager": id, "host": reg.Hostname, "workers": reg.Workers,
-		"prefetch": reg.Prefetch, "known": known, "held": len(m.outstanding)}
+		"prefetch": reg.Prefetch, "prefetch_adaptive": reg.AdaptivePrefetch, "known": known, "held": len(m.outstanding)}
 	if reg.BlockID != "" {
 		f["block"] = reg.BlockID
 	}
@@ -179,6 +182,7 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 
 func (l *loop) housekeeping(now time.Time) {
 	l.holdExpired(now)
+	l.stealsExpired(now)
 	switch l.up.Timers(now) {
 	case link.TickLost:
 		l.ix.m.forwarderLost.Inc()
@@ -229,6 +233,7 @@ func (l *loop) takeBack(m *manager, t *itask) {
 	delete(m.outstanding, t.id)
 	m.sent.Drop(t)
 	t.mgr = nil
+	t.stealing = false
 }
 
 // managerGoodbye takes back the tasks a leaving manager returns: they are

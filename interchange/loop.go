@@ -50,8 +50,10 @@ type itask struct {
 	runs    uint16
 	// acct is the task's POSIX account on a multi-user endpoint (an index
 	// into multi.list, plus one); 0 otherwise. It fits in padding.
-	acct  uint32
-	owner owner
+	acct uint32
+	// stealing: a give-back command asks its manager for it now.
+	stealing bool
+	owner    owner
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -70,15 +72,16 @@ type loop struct {
 	passResults, passUp int
 	// maxIdle is the longest a manager waited for queued work (seconds).
 	maxIdle float64
-	// freeBuf is dispatch's scratch list of free slots per manager.
-	freeBuf []int
+	// freeBuf and runBuf are dispatch's scratch lists of free slots and
+	// idle workers per manager.
+	freeBuf, runBuf []int
 	// tasks holds every task from arrival to the forwarder's ack of its
 	// result; nheld of them are finished.
 	tasks map[messages.TaskID]*itask
 	nheld int
 	// q is the queue of a single-user endpoint; a multi-user one queues
 	// per POSIX account. queued counts every queue's tasks.
-	q      tqueue
+	q      fqueue
 	queued int
 	// multi is the user map's state; nil on a single-user endpoint.
 	multi *multiUser
@@ -111,6 +114,11 @@ type loop struct {
 	hold *recoveryHold
 	// owners interns the owners of tasks taken in.
 	owners owners
+	// steals are the give-back commands waiting for their manager's reply.
+	steals map[uint64]*steal
+	// mayIdle: a manager may have idle workers since stealing was last
+	// looked at (results, acks, a registration).
+	mayIdle bool
 }
 
 func taskDelivery(t *itask) *link.Delivery[itask] { return &t.delivery }
@@ -124,7 +132,8 @@ func newLoop(ix *Interchange) *loop {
 	l := &loop{ix: ix, log: ix.log, mgrs: make(map[string]*manager), tasks: make(map[messages.TaskID]*itask),
 		results: link.NewOutbox(taskDelivery),
 		mgrCmds: make(map[uint64]mgrCmd), down: ix.down, multi: ix.multi,
-		quiet: link.NewQuiet(10 * time.Second)}
+		quiet: link.NewQuiet(10 * time.Second), steals: make(map[uint64]*steal)}
+	l.q.weight = ix.shareOf
 	l.down.Malformed = l.malformed
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: ix.zctx, Addr: ix.opts.Forwarder, ID: ix.opts.EndpointID,
 		Timing: ix.timing(), Keys: ix.upKeys(), Register: l.registration, Peer: "forwarder", Log: ix.log,

@@ -33,6 +33,8 @@ type metrics struct {
 	handshakeFailures *prometheus.CounterVec
 	refusedBatches    prometheus.Counter
 	returned          prometheus.Counter
+	stealsAsked       prometheus.Counter
+	stolen            prometheus.Counter
 	dispatchWait      prometheus.Histogram
 	storeCommit       prometheus.Histogram
 	// A manager's wait from having room while tasks were queued until it
@@ -71,6 +73,8 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		handshakeFailures: cv("handshake_failures_total", "CURVE handshakes on the managers' socket that failed (a key not admitted, a wrong server key, not CURVE), by reason.", "reason"),
 		refusedBatches:    c("task_batches_refused_total", "Task batches from the forwarder given back (Nack) because pushes were paused or the store refused writes."),
 		returned:          c("tasks_returned_total", "Tasks given back by draining managers and queued again with the same attempt."),
+		stealsAsked:       c("tasks_steal_asked_total", "Tasks a manager was asked to give back unstarted because another had idle workers."),
+		stolen:            c("tasks_stolen_total", "Tasks managers gave back unstarted for idle workers elsewhere, queued again with the same attempt."),
 		dispatchWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_dispatch_wait_seconds",
 			Help: "Time a task waited in the queue before it was handed to a manager.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}),
 		storeCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_interchange_store_commit_seconds",
@@ -89,10 +93,12 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		m.idleWhileQueued, m.idleWhileQueuedMax)
 	reg.MustRegister(m.received, m.dispatched, m.results, m.resultsUp, m.duplicates, m.staleUpdates, m.malformed,
 		m.heartbeatsSent, m.heartbeatsRecv, m.managersLost, m.forwarderLost, m.registrations, m.reregisters, m.refused, m.handshakeFailures, m.refusedBatches, m.returned,
+		m.stealsAsked, m.stolen,
 		g("managers", "Registered managers.", func() float64 { return float64(ix.Status().Managers) }),
 		g("workers", "Workers across managers.", func() float64 { return float64(ix.Status().Workers) }),
 		g("idle_workers", "Idle workers across managers.", func() float64 { return float64(ix.Status().IdleWorkers) }),
-		g("queued_tasks", "Tasks waiting for a manager.", func() float64 { return float64(ix.Status().Queued) }),
+		queuedCollector{ix: ix, desc: prometheus.NewDesc("switchyard_interchange_queued_tasks",
+			"Tasks waiting for a manager, by owner (owners with queued tasks only; owner \"\" at 0 when none).", []string{"owner"}, nil)},
 		g("outstanding_tasks", "Tasks held (queued or on managers).", func() float64 { return float64(ix.Status().Outstanding) }),
 		g("forwarder_connected", "1 when the forwarder link is up.", func() float64 {
 			if ix.Status().ForwarderConnected {
@@ -131,4 +137,23 @@ func (m *metrics) observeStore(ops int, d time.Duration, err error) {
 		return
 	}
 	m.storeOps.Add(float64(ops))
+}
+
+// queuedCollector reports the queued tasks of each owner that has some.
+type queuedCollector struct {
+	ix   *Interchange
+	desc *prometheus.Desc
+}
+
+func (c queuedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c queuedCollector) Collect(ch chan<- prometheus.Metric) {
+	by := c.ix.Status().QueuedByOwner
+	if len(by) == 0 {
+		// A zero, so the sum reads 0 rather than "No data".
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 0, "")
+	}
+	for o, n := range by {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), o)
+	}
 }

@@ -35,7 +35,7 @@ const userIDPrefix = "user:"
 type account struct {
 	posixAccount
 	idx      uint32 // its index in multiUser.list, plus one
-	q        tqueue
+	q        fqueue
 	mgrs     []*manager
 	rr       int
 	creds    *curve.Credentials
@@ -131,6 +131,7 @@ func (ix *Interchange) addAccount(pa posixAccount) (*account, error) {
 		return nil, fmt.Errorf("interchange: manager key of POSIX user %s: %w", pa.Name, err)
 	}
 	a := &account{posixAccount: pa, idx: uint32(len(mu.list) + 1), creds: creds, credPath: path}
+	a.q.weight = ix.shareOf
 	mu.list = append(mu.list, a)
 	mu.byName[pa.Name] = a
 	ix.keys.add(creds.Client.Public, pa.Name)
@@ -326,34 +327,23 @@ func (l *loop) unbindAccount(m *manager) {
 
 // dispatchMulti hands each account's queued tasks to that account's
 // managers only: a fair share per pass among them, accounts in turn.
-func (l *loop) dispatchMulti() {
+func (l *loop) dispatchMulti(now time.Time) {
 	mu := l.multi
 	n := len(mu.list)
 	start := mu.rr
 	mu.rr = (mu.rr + 1) % max(n, 1)
 	for j := range n {
 		a := mu.list[(start+j)%n]
-		if a.q.n == 0 || len(a.mgrs) == 0 {
+		if len(a.mgrs) == 0 {
 			continue
 		}
-		free := l.freeBuf[:0]
-		for _, m := range a.mgrs {
-			free = append(free, max(0, m.free()))
+		if a.q.n == 0 {
+			l.stealFor(a.mgrs, now)
+			continue
 		}
-		l.freeBuf = free
-		share := shares(a.q.n, free, a.rr)
-		a.rr = (a.rr + 1) % len(a.mgrs)
-		for i, m := range a.mgrs {
-			for share[i] > 0 {
-				sent := l.sendTasks(m, share[i], &a.q)
-				if sent == 0 {
-					break
-				}
-				share[i] -= sent
-			}
-			if !l.retryAt.IsZero() {
-				return
-			}
+		l.dispatchTo(a.mgrs, &a.q, &a.rr)
+		if !l.retryAt.IsZero() {
+			return
 		}
 	}
 }

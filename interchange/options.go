@@ -3,6 +3,7 @@ package interchange
 import (
 	"fmt"
 	"github.com/switchyard-hpc/switchyard/internal/httpx"
+	"math"
 	"os"
 	"time"
 
@@ -66,6 +67,9 @@ type Options struct {
 	// MaxBlocksPerUser caps each user's blocks on a multi-user endpoint
 	// (--max-blocks-per-user; 0: only --max-blocks).
 	MaxBlocksPerUser int
+	// Shares weighs task owners in dispatch (--share USER=WEIGHT); an
+	// owner not named weighs 1.
+	Shares map[string]float64
 }
 
 // DefaultMaxResultBytes is --max-result-bytes' default.
@@ -119,6 +123,11 @@ func (o *Options) setDefaults() error {
 		}
 	} else if o.MaxBlocksPerUser != 0 {
 		return fmt.Errorf("--max-blocks-per-user applies to multi-user endpoints only (with --user-map)")
+	}
+	for u, w := range o.Shares {
+		if !(w > 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("--share %s=%v: the weight must be a positive number", u, w)
+		}
 	}
 	if o.MaxBlocksPerUser < 0 {
 		return fmt.Errorf("--max-blocks-per-user %d must be 0 (no cap but --max-blocks) or more", o.MaxBlocksPerUser)

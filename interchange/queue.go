@@ -14,9 +14,79 @@ type tqueue struct {
 	n     int // tasks in it with queued set
 }
 
-// queueOf is the queue t waits in: the endpoint's one queue, or on a
-// multi-user endpoint its POSIX account's.
-func (l *loop) queueOf(t *itask) *tqueue {
+// fqueue is the queue of an endpoint, or of one POSIX account on a
+// multi-user endpoint: a FIFO per task owner, served in turn by weight
+// (stride scheduling), so one user's backlog never holds up another's
+// first task. Owners with nothing queued are forgotten: a user coming
+// back starts level with those queued now, with no credit saved up.
+type fqueue struct {
+	n      int
+	owners map[owner]*oqueue
+	active []*oqueue
+	// vtime is the pass of the owner served last: where newcomers start.
+	vtime  float64
+	last   *oqueue // a batch's tasks usually share their owner
+	weight func(owner) float64
+}
+
+// oqueue is one owner's FIFO in an fqueue.
+type oqueue struct {
+	tqueue
+	owner owner
+	// pass grows by stride (1/weight) per task taken; the lowest goes next.
+	pass, stride float64
+	idx          int // in fqueue.active
+}
+
+func (q *fqueue) of(o owner) *oqueue {
+	if q.last != nil && q.last.owner == o && q.last.idx >= 0 {
+		return q.last
+	}
+	oq := q.owners[o]
+	if oq == nil {
+		if q.owners == nil {
+			q.owners = make(map[owner]*oqueue)
+		}
+		w := 1.0
+		if q.weight != nil {
+			w = q.weight(o)
+		}
+		oq = &oqueue{owner: o, pass: q.vtime, stride: 1 / w, idx: len(q.active)}
+		q.owners[o] = oq
+		q.active = append(q.active, oq)
+	}
+	q.last = oq
+	return oq
+}
+
+// retire forgets an owner with nothing queued.
+func (q *fqueue) retire(oq *oqueue) {
+	last := len(q.active) - 1
+	q.active[oq.idx] = q.active[last]
+	q.active[oq.idx].idx = oq.idx
+	q.active[last] = nil
+	q.active = q.active[:last]
+	oq.idx = -1
+	delete(q.owners, oq.owner)
+	if q.last == oq {
+		q.last = nil
+	}
+}
+
+// next is the owner whose turn it is.
+func (q *fqueue) next() *oqueue {
+	best := q.active[0]
+	for _, oq := range q.active[1:] {
+		if oq.pass < best.pass {
+			best = oq
+		}
+	}
+	return best
+}
+
+// queueOf is the queue t waits in: the endpoint's, or on a multi-user
+// endpoint its POSIX account's.
+func (l *loop) queueOf(t *itask) *fqueue {
 	if t.acct == 0 {
 		return &l.q
 	}
@@ -29,12 +99,15 @@ func (l *loop) enqueueBack(t *itask) {
 	t.mgr = nil
 	t.code = messages.WaitingForNodes
 	q := l.queueOf(t)
-	q.items = append(q.items, t)
+	oq := q.of(t.owner)
+	oq.items = append(oq.items, t)
+	oq.n++
 	q.n++
 	l.queued++
 }
 
-// enqueueFront puts tasks back at the head of their queue, in order.
+// enqueueFront puts tasks back at the head of their owner's queue, in
+// order, and gives back the turns they took.
 func (l *loop) enqueueFront(ts ...*itask) {
 	if len(ts) == 0 {
 		return
@@ -47,18 +120,19 @@ func (l *loop) enqueueFront(ts ...*itask) {
 		t.code = messages.WaitingForNodes
 	}
 	l.queued += len(ts)
-	if l.multi == nil {
-		l.q.pushFront(ts)
-		return
-	}
-	// Usually all of one account (one manager's tasks); split otherwise.
+	// Usually all of one account and owner (one manager's tasks); split
+	// otherwise.
 	for len(ts) > 0 {
-		a := ts[0].acct
+		a, o := ts[0].acct, ts[0].owner
 		n := 1
-		for n < len(ts) && ts[n].acct == a {
+		for n < len(ts) && ts[n].acct == a && ts[n].owner == o {
 			n++
 		}
-		l.queueOf(ts[0]).pushFront(ts[:n])
+		q := l.queueOf(ts[0])
+		oq := q.of(o)
+		oq.pushFront(ts[:n])
+		oq.pass -= oq.stride * float64(n)
+		q.n += n
 		ts = ts[n:]
 	}
 }
@@ -78,8 +152,36 @@ func (q *tqueue) pushFront(ts []*itask) {
 	q.head = 0
 }
 
-// pop returns the next task queued in q, skipping those removed meanwhile.
-func (l *loop) pop(q *tqueue) *itask {
+// pop returns the next task queued in q, the owners taking turns.
+func (l *loop) pop(q *fqueue) *itask {
+	for q.n > 0 {
+		oq := q.active[0]
+		if len(q.active) > 1 {
+			oq = q.next()
+		}
+		t := oq.take()
+		if t == nil {
+			// Only dead entries were left (cannot happen while n counts
+			// right); drop the owner rather than spin.
+			q.n -= oq.n
+			l.queued -= oq.n
+			q.retire(oq)
+			continue
+		}
+		q.vtime = oq.pass
+		oq.pass += oq.stride
+		q.n--
+		l.queued--
+		if oq.n == 0 {
+			q.retire(oq)
+		}
+		return t
+	}
+	return nil
+}
+
+// take returns the next task queued in q, skipping those removed meanwhile.
+func (q *tqueue) take() *itask {
 	for q.head < len(q.items) {
 		t := q.items[q.head]
 		q.items[q.head] = nil
@@ -87,7 +189,6 @@ func (l *loop) pop(q *tqueue) *itask {
 		if t.queued {
 			t.queued = false
 			q.n--
-			l.queued--
 			q.compact()
 			return t
 		}
@@ -113,9 +214,23 @@ func (q *tqueue) compact() {
 }
 
 func (l *loop) unqueue(t *itask) {
-	if t.queued {
-		t.queued = false
-		l.queueOf(t).n--
-		l.queued--
+	if !t.queued {
+		return
+	}
+	t.queued = false
+	q := l.queueOf(t)
+	q.n--
+	l.queued--
+	if oq := q.owners[t.owner]; oq != nil {
+		if oq.n--; oq.n == 0 {
+			q.retire(oq)
+		}
+	}
+}
+
+// byOwner adds q's queued tasks per owner to counts.
+func (q *fqueue) byOwner(counts map[string]int) {
+	for _, oq := range q.active {
+		counts[ownerName(oq.owner)] += oq.n
 	}
 }

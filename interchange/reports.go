@@ -2,6 +2,7 @@ package interchange
 
 import (
 	"context"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,6 +144,10 @@ func (l *loop) publishTotals() {
 		t.IdleWorkers += m.idle
 	}
 	t.Queued = uint32(l.queued)
+	for o, n := range l.queuedByOwner() {
+		t.QueuedByOwner = append(t.QueuedByOwner, messages.OwnerCount{Owner: o, N: uint32(n)})
+	}
+	sort.Slice(t.QueuedByOwner, func(i, j int) bool { return t.QueuedByOwner[i].Owner < t.QueuedByOwner[j].Owner })
 	t.Outstanding = uint32(l.outstanding())
 	l.ix.status.setTotals(t)
 }

@@ -73,7 +73,8 @@ func (l *loop) registration() messages.Message {
 	o := l.mg.opts
 	return &messages.Registration{Role: messages.RoleManager, ID: o.ManagerID, Hostname: l.mg.hostname,
 		Workers: uint32(o.Workers), Prefetch: uint32(o.Prefetch), ProtocolVersion: messages.Version,
-		SoftwareVersion: o.Version, BlockID: o.BlockID, HTTPAddr: l.mg.advertisedHTTP()}
+		SoftwareVersion: o.Version, BlockID: o.BlockID, HTTPAddr: l.mg.advertisedHTTP(),
+		AdaptivePrefetch: o.adaptive}
 }
 
 func (l *loop) run(ctx context.Context) error {

@@ -22,6 +22,7 @@ type metrics struct {
 	reportsSent     prometheus.Counter
 	interchangeLost prometheus.Counter
 	returned        prometheus.Counter
+	givenBack       prometheus.Counter
 	runTime         *runTimes
 	// completedBy is completed per final code, looked up once instead of
 	// per task; endedN counts ends not yet added to it (loop only).
@@ -153,6 +154,7 @@ func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
 		reportsSent:     c("status_reports_sent_total", "ManagerStatusReports sent."),
 		interchangeLost: c("interchange_lost_total", "Times the interchange was declared lost."),
 		returned:        c("tasks_returned_total", "Tasks given back to the interchange unfinished while draining (same attempt)."),
+		givenBack:       c("tasks_given_back_total", "Tasks not started given back at the interchange's request, to run on an idle manager (same attempt)."),
 		runTime:         newRunTimes(),
 	}
 	g := func(name, help string, fn func() float64) prometheus.Collector {
@@ -160,7 +162,7 @@ func newMetrics(reg prometheus.Registerer, mg *Manager) *metrics {
 	}
 	reg.MustRegister(m.runTime)
 	reg.MustRegister(m.received, m.completed, m.duplicates, m.malformed, m.heartbeatsSent, m.heartbeatsRecv,
-		m.reportsSent, m.interchangeLost, m.returned,
+		m.reportsSent, m.interchangeLost, m.returned, m.givenBack,
 		g("draining", "1 while the manager drains (takes no new tasks).", func() float64 {
 			if mg.draining.Load() {
 				return 1

@@ -24,8 +24,12 @@ type Options struct {
 	Interchange string
 	ManagerID   string
 	Workers     int
-	Prefetch    int
-	ListenHTTP  string
+	// Prefetch is how many tasks it holds beyond its workers; below 0
+	// (--prefetch not given) the interchange decides, up to
+	// MaxAdaptivePrefetch, from measured task durations and round trips.
+	Prefetch   int
+	adaptive   bool
+	ListenHTTP string
 	// HTTP sets TLS and the connection caps of the admin HTTP listener.
 	HTTP               httpx.Config
 	StateDir           string
@@ -89,6 +93,10 @@ const DefaultDrainGrace = 10 * time.Second
 // enough that workers of users gone quiet do not hold memory for long.
 const DefaultPythonIdle = 5 * time.Minute
 
+// MaxAdaptivePrefetch bounds what an interchange may have a manager
+// without --prefetch hold beyond its workers.
+const MaxAdaptivePrefetch = 1000
+
 // DefaultInterchange is where a manager connects unless told otherwise.
 const DefaultInterchange = "tcp://127.0.0.1:55002"
 
@@ -118,7 +126,8 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("--workers %d must be between 1 and 100000", o.Workers)
 	}
 	if o.Prefetch < 0 {
-		o.Prefetch = o.Workers
+		o.adaptive = true
+		o.Prefetch = MaxAdaptivePrefetch
 	}
 	if err := heartbeat.Defaults(&o.HeartbeatInterval, &o.HeartbeatThreshold); err != nil {
 		return err

@@ -555,11 +555,17 @@ func decodeBody(t Type, r *reader, payload []byte) Message {
 
 func (m *Registration) Pack() ([][]byte, error) {
 	w := getWriter(TypeRegistration, 64+len(m.ID)+len(m.Hostname)+len(m.SoftwareVersion)+len(m.BlockID)+len(m.HTTPAddr))
-	if m.HTTPAddr != "" {
-		w.arr(9)
-	} else {
-		w.arr(8)
+	// Optional trailing fields, left out when unset, so older peers skip
+	// them: 9 the metrics address, 10 the adaptive-prefetch flag (a
+	// manager that predates it reads as explicit).
+	n := 8
+	switch {
+	case m.AdaptivePrefetch:
+		n = 10
+	case m.HTTPAddr != "":
+		n = 9
 	}
+	w.arr(n)
 	w.u(uint64(m.Role))
 	w.s(m.ID)
 	w.s(m.Hostname)
@@ -568,8 +574,11 @@ func (m *Registration) Pack() ([][]byte, error) {
 	w.u(uint64(m.ProtocolVersion))
 	w.s(m.SoftwareVersion)
 	w.s(m.BlockID)
-	if m.HTTPAddr != "" {
+	if n >= 9 {
 		w.s(m.HTTPAddr)
+	}
+	if n >= 10 {
+		w.b(true)
 	}
 	f, err := w.finish()
 	return [][]byte{f}, err
@@ -589,6 +598,10 @@ func (m *Registration) decode(r *reader) {
 	if n >= 9 {
 		m.HTTPAddr = r.s()
 		want = 9
+	}
+	if n >= 10 {
+		m.AdaptivePrefetch = r.b()
+		want = 10
 	}
 	if r.err == nil && m.Role != RoleManager && m.Role != RoleInterchange {
 		r.err = derr(ErrMalformed, "unknown role %d", m.Role)
@@ -972,15 +985,23 @@ func (m *ManagerStatusReport) decode(r *reader) {
 }
 
 func (m *EPStatusReport) Pack() ([][]byte, error) {
-	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks)+len(m.ManagerList))
-	switch {
-	case len(m.ManagerList) > 0:
-		w.arr(9)
-	case len(m.Blocks) > 0:
-		w.arr(8)
-	default:
-		w.arr(7)
+	owners := 0
+	for _, o := range m.QueuedByOwner {
+		owners += len(o.Owner) + 8
 	}
+	w := getWriter(TypeEPStatusReport, 40+36*len(m.Deltas)+len(m.Blocks)+len(m.ManagerList)+owners)
+	// Optional trailing fields: 8 blocks, 9 the manager list, 10 queued
+	// tasks by owner; each present when it or a later one is.
+	n := 7
+	switch {
+	case len(m.QueuedByOwner) > 0:
+		n = 10
+	case len(m.ManagerList) > 0:
+		n = 9
+	case len(m.Blocks) > 0:
+		n = 8
+	}
+	w.arr(n)
 	writeDeltas(w, m.Deltas)
 	w.u(uint64(m.Managers))
 	w.u(uint64(m.Workers))
@@ -988,11 +1009,19 @@ func (m *EPStatusReport) Pack() ([][]byte, error) {
 	w.u(uint64(m.Queued))
 	w.u(uint64(m.Outstanding))
 	w.u(uint64(m.ServingState))
-	if len(m.Blocks) > 0 || len(m.ManagerList) > 0 {
+	if n >= 8 {
 		w.bin(m.Blocks)
 	}
-	if len(m.ManagerList) > 0 {
+	if n >= 9 {
 		w.bin(m.ManagerList)
+	}
+	if n >= 10 {
+		// Flat: owner, count, owner, count, ...
+		w.arr(2 * len(m.QueuedByOwner))
+		for _, o := range m.QueuedByOwner {
+			w.s(o.Owner)
+			w.u(uint64(o.N))
+		}
 	}
 	f, err := w.finish()
 	return [][]byte{f}, err
@@ -1007,18 +1036,28 @@ func (m *EPStatusReport) decode(r *reader) {
 	m.Queued = r.u32()
 	m.Outstanding = r.u32()
 	m.ServingState = r.serving()
-	if n >= 9 {
-		m.Blocks = r.bin()
-		m.ManagerList = r.bin()
-		r.skip(n, 9)
+	if n < 8 {
 		return
 	}
-	if n >= 8 {
-		m.Blocks = r.bin()
-		r.skip(n, 8)
+	m.Blocks = r.bin()
+	if n < 9 {
 		return
 	}
-	r.skip(n, 7)
+	m.ManagerList = r.bin()
+	if n < 10 {
+		return
+	}
+	k := r.arr(1)
+	if r.err == nil && k%2 != 0 {
+		r.err = derr(ErrMalformed, "queued by owner has %d values, want pairs", k)
+	}
+	if r.err == nil && k > 0 {
+		m.QueuedByOwner = make([]OwnerCount, 0, k/2)
+		for i := 0; i < k/2 && r.err == nil; i++ {
+			m.QueuedByOwner = append(m.QueuedByOwner, OwnerCount{Owner: r.s(), N: r.u32()})
+		}
+	}
+	r.skip(n, 10)
 }
 
 // ReplyFor builds the refusal sent to a peer whose message failed to decode.

@@ -22,6 +22,10 @@ type Registration struct {
 	// HTTPAddr is where a manager serves /metrics (host:port), or "";
 	// left off the wire when empty, and older peers skip it.
 	HTTPAddr string
+	// AdaptivePrefetch: the manager was not given --prefetch, so the
+	// interchange decides how many tasks it holds beyond its workers, up
+	// to Prefetch. A manager that predates it reads as explicit.
+	AdaptivePrefetch bool
 }
 
 // Heartbeat is one-way and never answered; any traffic counts as one.
@@ -110,6 +114,15 @@ type EPStatusReport struct {
 	// the forwarder; it rides on the periodic reports only (empty: keep
 	// the last one).
 	ManagerList []byte
+	// QueuedByOwner is Queued per task owner, for owners with queued
+	// tasks ("" for tasks without one).
+	QueuedByOwner []OwnerCount
+}
+
+// OwnerCount is one owner's count of tasks.
+type OwnerCount struct {
+	Owner string
+	N     uint32
 }
 
 // Command asks a peer to act; the answer is a CommandReply with the same ID.

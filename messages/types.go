@@ -126,6 +126,10 @@ const (
 	OpDrain
 	_ // 4 was shutdown, never carried out; reserved
 	OpGetServingState
+	// OpGiveBack asks a manager for the listed tasks it has not started:
+	// it drops those and replies with their ids (JSON in Body), so the
+	// interchange can hand them to an idle manager with the same attempt.
+	OpGiveBack
 )
 
 func (o CommandOp) String() string {
@@ -138,6 +142,8 @@ func (o CommandOp) String() string {
 		return "drain"
 	case OpGetServingState:
 		return "get-serving-state"
+	case OpGiveBack:
+		return "give-back"
 	}
 	return fmt.Sprintf("op(%d)", byte(o))
 }

@@ -171,8 +171,8 @@ def main():
     ap.add_argument("--lat", type=int, default=200, help="sequential round trips")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2, help="manager --workers (and Python workers)")
-    ap.add_argument("--prefetch", type=int, default=1000,
-                    help="manager --prefetch: tasks a manager holds beyond its workers (bench/ uses 2000)")
+    ap.add_argument("--prefetch", type=int, default=None,
+                    help="manager --prefetch: tasks a manager holds beyond its workers (default: none given, the interchange sizes it)")
     ap.add_argument("--url", help="a running forwarder's API instead of a new endpoint")
     ap.add_argument("--endpoint", default="bench-py")
     ap.add_argument("--parsl-peer", help="Parsl HTEX harness folder: DIR/run.sh runs the same workload on Parsl (not part of this repository)")

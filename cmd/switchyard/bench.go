@@ -127,7 +127,7 @@ with --tasks, --managers, --workers, --insecure, --keep, --json and --quiet.`,
 	f.BoolVar(&cfg.Insecure, "insecure", false, "start every daemon with --insecure (no CurveZMQ, no tokens), to measure what security costs")
 	f.IntVar(&cfg.Managers, "managers", 1, "managers in a started endpoint")
 	f.IntVar(&cfg.Workers, "workers", 8, "workers per manager")
-	f.IntVar(&cfg.Prefetch, "prefetch", 2000, "tasks a manager holds beyond its workers")
+	f.IntVar(&cfg.Prefetch, "prefetch", -1, "tasks a manager holds beyond its workers (-1: not given, the interchange sizes it)")
 	f.DurationVar(&cfg.Interval, "heartbeat-interval", time.Second, "heartbeat interval of a started endpoint")
 	f.IntVar(&cfg.SimManagers, "managers-sim", 0, "connect this many simulated idle managers and measure the interchange")
 	f.DurationVar(&cfg.SimInterval, "sim-interval", time.Second, "heartbeat interval of the simulated managers (and of the endpoint started for them)")

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -179,6 +181,7 @@ func newInterchangeCmd() *cobra.Command {
 	var maxRetries, maxResult, maxBlocksPerUser int
 	var noPersist, fsync, ixAllowRoot bool
 	var userMap string
+	var shareArgs []string
 	var bcfg *blocks.Config
 	cmd := &cobra.Command{
 		Use:   "interchange --credentials FILE | --insecure --endpoint-id ID",
@@ -187,6 +190,12 @@ func newInterchangeCmd() *cobra.Command {
 to the forwarder (sites allow outbound connections), binds a ROUTER for the
 managers of this endpoint, queues tasks and hands them to managers with free
 capacity. Admin HTTP: GET /status, GET/POST /servingState, /metrics, /healthz.
+
+Queued tasks wait per owner (the submitting user) and dispatch takes from
+the owners in turn, equal shares unless --share USER=WEIGHT says otherwise.
+A manager started without --prefetch holds as many tasks beyond its workers
+as keep them busy over a round trip, from measured run times; a manager
+with idle workers gets tasks another holds and has not started.
 
 With --provider it starts and stops its own managers in blocks: local
 (child processes) or slurm (batch jobs from a script it writes into
@@ -224,6 +233,10 @@ cancels its blocks (their managers drain) and waits for the jobs to end.`,
 			if err := bcfg.Validate(); err != nil {
 				return err
 			}
+			shares, err := parseShares(shareArgs)
+			if err != nil {
+				return err
+			}
 			creds, err := df.credentials(credPath, curve.KindEndpoint)
 			if err != nil {
 				return err
@@ -237,7 +250,7 @@ cancels its blocks (their managers drain) and waits for the jobs to end.`,
 				HeartbeatThreshold: df.thresholdOrDefault(), MaxRetries: maxRetries, Pressure: pf.th,
 				Pprof: df.pprof, Log: log, Version: version,
 				Credentials: creds, Insecure: df.insecure, MaxResultBytes: maxResult, Blocks: bcfg, AllowRoot: ixAllowRoot,
-				UserMap: userMap, MaxBlocksPerUser: maxBlocksPerUser})
+				UserMap: userMap, MaxBlocksPerUser: maxBlocksPerUser, Shares: shares})
 			if err != nil {
 				return err
 			}
@@ -256,6 +269,7 @@ cancels its blocks (their managers drain) and waits for the jobs to end.`,
 	cmd.Flags().BoolVar(&ixAllowRoot, "allow-root", false, "pass --allow-root to the managers of blocks")
 	cmd.Flags().StringVar(&userMap, "user-map", "", "make this a multi-user endpoint: `FILE` maps Switchyard users to POSIX accounts (lines 'SWITCHYARD_USER POSIX_USER [SLURM_ACCOUNT]' or '* = [SLURM_ACCOUNT]'); run as root; re-read on SIGHUP")
 	cmd.Flags().IntVar(&maxBlocksPerUser, "max-blocks-per-user", 0, "with --user-map: start at most this many blocks for one user (0: only --max-blocks caps them)")
+	cmd.Flags().StringArrayVar(&shareArgs, "share", nil, "weigh a task owner in dispatch, `USER=WEIGHT` (a positive number; others weigh 1), e.g. --share alice=2 (repeatable)")
 	bcfg = blocks.AddFlags(cmd.Flags())
 	cmd.Flags().StringArrayVar(&fwds, "forwarder", []string{interchange.DefaultForwarder}, "forwarder ZMQ address to connect to; repeat it (or separate with commas) for forwarders that share one database: a lost one makes the interchange try the next")
 	cmd.Flags().StringVar(&listenManagers, "listen-managers", interchange.DefaultListenManagers, "ZMQ ROUTER address managers connect to")
@@ -292,8 +306,9 @@ func newManagerCmd() *cobra.Command {
 		Use:   "manager",
 		Short: "Run a compute node's manager and its workers",
 		Long: `Run a manager on a compute node (often inside a batch job, one per node). It
-connects to the interchange, registers its capacity (--workers plus
---prefetch), runs tasks on its worker pool and reports results. If the
+connects to the interchange, registers its capacity (--workers; without
+--prefetch the interchange decides how many more it holds, from measured
+task durations and round trips), runs tasks on its worker pool and reports results. If the
 interchange goes away it keeps running tasks, keeps their results, and
 reconnects with backoff.
 
@@ -342,7 +357,7 @@ expects.`,
 	cmd.Flags().StringVar(&block, "block-id", "", "batch job or block this manager belongs to (shown in status)")
 	cmd.Flags().IntVar(&workers, "workers", 0, "worker count (default: number of CPUs)")
 	cmd.Flags().DurationVar(&drainGrace, "drain-grace", manager.DefaultDrainGrace, "on SIGTERM, let running tasks go on this long before stopping them and giving them back")
-	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait; -1 holds as many as --workers")
+	cmd.Flags().IntVar(&prefetch, "prefetch", -1, "extra tasks to hold beyond --workers so workers never wait; -1 (the default): the interchange sizes it, deep for short tasks, none for long ones")
 	cmd.Flags().IntVar(&pyWorkers, "python-workers", 0, "long-lived Python worker processes for python tasks (default: as many as --workers); none start before the first python task. "+
 		"A process serves one owner (the submitting user) for its life and is reused only for that owner's calls; an owner may use them all. "+
 		"An idle one is stopped after --python-idle, or at once when another owner needs its slot (the one idle longest goes)")
@@ -365,4 +380,24 @@ func tuneGC(ctx context.Context, log *logrus.Entry, base int64) {
 	p := gctune.Start(ctx, base)
 	log.WithFields(logrus.Fields{"gc_percent": p.Percent, "memory_limit_mib": p.Base >> 20}).
 		Debug("GC policy: high target, soft memory limit that follows the live heap (GOGC and GOMEMLIMIT override)")
+}
+
+// parseShares reads --share USER=WEIGHT flags.
+func parseShares(args []string) (map[string]float64, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]float64, len(args))
+	for _, a := range args {
+		u, w, ok := strings.Cut(a, "=")
+		f, err := strconv.ParseFloat(w, 64)
+		if !ok || u == "" || err != nil || !(f > 0) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("--share %q: want USER=WEIGHT with a positive number, e.g. --share alice=2", a)
+		}
+		if _, dup := out[u]; dup {
+			return nil, fmt.Errorf("--share: user %q given twice", u)
+		}
+		out[u] = f
+	}
+	return out, nil
 }

@@ -39,12 +39,6 @@ type child struct {
 	done chan error
 }
 
-// defaultUpPrefetch is the prefetch of endpoint up's managers: with the
-// manager's own default (as many as its workers) a stream of short tasks
-// travels in batches of four; 1000 runs 100,000 no-ops about 2.7 times as
-// fast here, and the interchange still shares a queue fairly among managers.
-const defaultUpPrefetch = 1000
-
 func newEndpointUpCmd() *cobra.Command {
 	var endpointID, httpAddr, zmqAddr, mgrAddr, ixHTTP, stateDir, interval, logFormat, python, storeURL string
 	var workers, managers, maxManagers, demo int
@@ -122,8 +116,6 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 					return fmt.Errorf("--max-managers %d is below --managers %d", maxManagers, managers)
 				}
 				// The interchange scales its own managers in local blocks.
-				// Managers keep the manager's own prefetch here, so a burst
-				// queues at the interchange and the demo shows a scale-out.
 				mgr := launch.Manager{Common: common, Python: python}
 				ix.AllowRoot = allowRoot
 				ix.Blocks = &launch.Blocks{Provider: blocks.ProviderLocal, MinBlocks: managers, InitBlocks: managers,
@@ -135,10 +127,10 @@ end; the endpoint keeps serving afterwards until Ctrl-C.`,
 			names := []string{"forwarder", "interchange"}
 			for i := 1; i <= managers; i++ {
 				id := fmt.Sprintf("%s-manager-%d", endpointID, i)
-				// A deep prefetch keeps batches large, so the CLI path runs as
-				// fast as the benchmark; --manager-arg=--prefetch=N overrides it.
+				// The interchange sizes their prefetch; --manager-arg=--prefetch=N
+				// overrides it.
 				m := launch.Manager{Common: common, ManagerID: id, Interchange: mgrAddr, Workers: workers,
-					Prefetch: new(defaultUpPrefetch), Python: python, AllowRoot: allowRoot, Extra: managerArgs}
+					Python: python, AllowRoot: allowRoot, Extra: managerArgs}
 				m.StateDir = filepath.Join(stateDir, id)
 				if !insecure {
 					m.Credentials = filepath.Join(ixState, "manager.credentials")

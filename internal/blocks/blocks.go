@@ -40,8 +40,8 @@ type Options struct {
 // Manager is what the loop tells the controller about one manager.
 type Manager struct {
 	BlockID  string
-	Capacity int // tasks it accepts (workers plus prefetch)
-	Held     int // tasks it holds
+	Capacity int // its workers (prefetch is not capacity)
+	Held     int // tasks it runs, at most Capacity
 	// Draining: it said goodbye and finishes what it runs. It adds no
 	// capacity but keeps its block alive until it exits.
 	Draining bool
@@ -49,7 +49,7 @@ type Manager struct {
 
 // Load is the loop's view of work and managers at a tick.
 type Load struct {
-	Queued   int // tasks waiting for a manager
+	Queued   int // tasks waiting for a worker: queued, or prefetched and not started
 	Managers []Manager
 	// Capped: MaxBlocks caps blocks below the configured max this tick
 	// (one user's share of what a multi-user endpoint's total leaves).
@@ -97,8 +97,9 @@ type block struct {
 // dir, the managers' address and credentials, Drain (send the drain
 // command to the managers whose block id matches) and Wake (post to the
 // loop's mailbox); the loop calls Tick every Period and on Wake with the
-// queue length and its managers (block id, workers+prefetch, tasks held),
-// serves View under "blocks", and calls Close on shutdown.
+// demand (queued plus prefetched, not started) and its managers (block
+// id, workers, tasks running), serves View under "blocks", and calls Close
+// on shutdown.
 type Blocks struct {
 	cfg  *Config
 	opts Options

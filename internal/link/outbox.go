@@ -142,6 +142,18 @@ func (s *Deliveries[T]) Due(now time.Time, threshold time.Duration, out []*T) []
 	return out
 }
 
+// Newest calls fn with the acknowledged records, newest first, until it
+// returns false.
+func (s *Deliveries[T]) Newest(fn func(*T) bool) {
+	for t := s.acked.tail; t != nil; {
+		prev := s.of(t).prev
+		if !fn(t) {
+			return
+		}
+		t = prev
+	}
+}
+
 // TakeAll takes out every record sent, acknowledged or not, and appends
 // them to out in order of sending, unacknowledged ones last: after a
 // (re-)registration the peer may have lost any of them. They count as
