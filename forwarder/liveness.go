@@ -62,7 +62,11 @@ func (l *loop) register(env link.Envelope, reg *messages.Registration, now time.
 	l.sendCancels(ep)
 	l.f.log.WithFields(logrus.Fields{"endpoint": id, "host": reg.Hostname, "version": reg.SoftwareVersion,
 		"reconnect": wasConnected, "pending": len(ep.pending)}).Info("endpoint registered")
-	_ = l.send(ep, &messages.Heartbeat{})
+	// The answer carries our timing, which the interchange takes for
+	// this link: with its own, a mismatch would have either side declare
+	// the other lost again and again.
+	t := l.f.timing()
+	_ = l.send(ep, &messages.Heartbeat{Interval: int64(t.Interval), Threshold: int64(t.Threshold)})
 	l.f.publish(ep)
 }
 

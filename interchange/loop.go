@@ -58,12 +58,15 @@ type itask struct {
 
 // loop owns the sockets and every table below; nothing here is locked.
 type loop struct {
-	ix    *Interchange
-	log   *logrus.Entry
-	up    *link.Uplink
-	down  *link.Router
-	quiet *link.Quiet
-	mgrs  map[string]*manager
+	// upTiming is the forwarder link's heartbeat timing: ours until the
+	// forwarder announces its own.
+	upTiming link.Timing
+	ix       *Interchange
+	log      *logrus.Entry
+	up       *link.Uplink
+	down     *link.Router
+	quiet    *link.Quiet
+	mgrs     map[string]*manager
 	// order is the round-robin order of managers for dispatch.
 	order []*manager
 	rr    int
@@ -138,6 +141,7 @@ func newLoop(ix *Interchange) *loop {
 	l.up = link.NewUplink(link.UplinkConfig{Ctx: ix.zctx, Addr: ix.opts.Forwarder, ID: ix.opts.EndpointID,
 		Timing: ix.timing(), Keys: ix.upKeys(), Register: l.registration, Peer: "forwarder", Log: ix.log,
 		MaxMsgSize: ix.opts.maxMsgSize()})
+	l.upTiming = ix.timing()
 	return l
 }
 

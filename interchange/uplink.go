@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/switchyard-hpc/switchyard/internal/link"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
 
@@ -31,6 +34,7 @@ func (l *loop) handleUpstream(frames [][]byte) {
 	switch m := msg.(type) {
 	case *messages.Heartbeat:
 		l.ix.m.heartbeatsRecv.WithLabelValues("forwarder").Inc()
+		l.adoptForwarderTiming(m)
 	case *messages.TaskBatch:
 		l.passUp += len(m.Tasks)
 		l.acceptTasks(m)
@@ -126,4 +130,22 @@ func (l *loop) drainUpstream() {
 		}
 		l.handleUpstream(frames)
 	}
+}
+
+// adoptForwarderTiming takes the forwarder's heartbeat timing, from its
+// answer to our registration, for the link to it (the managers' link keeps
+// ours): mismatched settings had each side declare the other lost, reconnect
+// and send every held result again.
+func (l *loop) adoptForwarderTiming(h *messages.Heartbeat) {
+	if h.Interval <= 0 || h.Threshold <= h.Interval {
+		return
+	}
+	t := link.Timing{Interval: time.Duration(h.Interval), Threshold: time.Duration(h.Threshold)}
+	if t == l.upTiming {
+		return
+	}
+	l.log.WithFields(logrus.Fields{"heartbeat_interval": t.Interval, "heartbeat_threshold": t.Threshold}).
+		Info("heartbeat timing of the forwarder link taken from the forwarder")
+	l.upTiming = t
+	l.up.SetTiming(t)
 }
