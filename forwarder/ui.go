@@ -710,10 +710,23 @@ func (u *webUI) cancelTask(w http.ResponseWriter, r *uiReq) {
 
 // --- endpoints
 
+// uiManager is one row of an endpoint's managers, as its interchange
+// last reported them.
+type uiManager struct {
+	ID          string     `json:"manager_id"`
+	Hostname    string     `json:"hostname"`
+	BlockID     string     `json:"block_id"`
+	Workers     int        `json:"workers"`
+	IdleWorkers int        `json:"idle_workers"`
+	Draining    bool       `json:"draining"`
+	LastSeen    *time.Time `json:"last_seen"`
+}
+
 // uiEndpoint is an endpoint as its pages show it.
 type uiEndpoint struct {
 	EndpointView
 	BlockList    []blocks.View
+	ManagerRows  []uiManager
 	BlocksBy     map[string]int
 	Manageable   bool
 	ServingView  *servingstate.View
@@ -722,6 +735,9 @@ type uiEndpoint struct {
 
 func (u *webUI) endpointOf(r *uiReq, v EndpointView) uiEndpoint {
 	e := uiEndpoint{EndpointView: v, BlocksBy: map[string]int{}}
+	if len(v.ManagerList) > 0 {
+		_ = json.Unmarshal(v.ManagerList, &e.ManagerRows)
+	}
 	if len(v.Blocks) > 0 {
 		_ = json.Unmarshal(v.Blocks, &e.BlockList)
 		for _, b := range e.BlockList {

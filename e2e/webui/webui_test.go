@@ -342,7 +342,15 @@ func TestWebUI(t *testing.T) {
 		}
 		admin.screenshot(shots, "endpoint-failed-block")
 
-		admin.navigate(base + "/ui/endpoints/ep1")
+		// Managers as the interchange reports them, on its periodic
+		// reports: reload until m1 is listed.
+		testutil.WaitFor(t, 20*time.Second, func() error {
+			admin.navigate(base + "/ui/endpoints/ep1")
+			if row := admin.str(`(document.querySelector('#managers tr[data-manager="m1"]')||{}).textContent||""`); !strings.Contains(row, "m1") || !strings.Contains(row, "4") {
+				return fmt.Errorf("managers table: %q", row)
+			}
+			return nil
+		})
 		if v := admin.str(`document.getElementById("override").textContent`); v != "none" {
 			t.Errorf("override %q before any", v)
 		}
