@@ -86,7 +86,6 @@ var pgMigrations = []string{
 // hold taskstore.MaxSeqBatch.
 const pgSeqBlock = "131072"
 
-
 // pgLockID serialises migrations between forwarders starting at once;
 // pgEndedLockID the transactions that give out journal positions.
 const (
