@@ -103,7 +103,7 @@ func (tt *taskTable) listOwner(tf TaskFilter, after, hi uint64, limit int) ([]Ta
 
 // listRange is list of the tasks with seq up to hi (0: no bound).
 func (tt *taskTable) listRange(tf TaskFilter, after, hi uint64, limit int) ([]Task, bool) {
-	if tf.OwnerSet {
+	if tf.OwnerSet && !tt.byID {
 		return tt.listOwner(tf, after, hi, limit)
 	}
 	var out []Task
@@ -118,8 +118,10 @@ func (tt *taskTable) listRange(tf TaskFilter, after, hi uint64, limit int) ([]Ta
 			*t = e.Task
 		}
 		tt.mu.RUnlock()
-		if !known || !tf.Match(t) {
-			// Pruned or refused (its delete not yet written), or not asked for.
+		if (!known && !tt.byID) || !tf.Match(t) {
+			// Pruned or refused (its delete not yet written), or not
+			// asked for. A store found by id holds other forwarders'
+			// tasks, which this index does not know.
 			return true
 		}
 		if len(out) == limit {

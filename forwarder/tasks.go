@@ -115,6 +115,9 @@ type taskTable struct {
 	// byID: the store finds tasks this index does not know (another
 	// forwarder stored them), so a miss asks it.
 	byID bool
+	// seqs, when set, numbers new tasks (forwarders sharing the store
+	// must not number two alike).
+	seqs taskstore.SeqSource
 }
 
 // liveRef is the ends entry of a live task in slot: no final state, and
@@ -250,6 +253,9 @@ func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 	if f, ok := st.(taskstore.IDFinder); ok {
 		tt.byID = f.FindsByID()
 	}
+	if s, ok := st.(taskstore.SeqSource); ok {
+		tt.seqs = s
+	}
 	return tt
 }
 
@@ -354,6 +360,15 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 	for _, t := range ts {
 		size += int64(len(t.Spec))
 	}
+	var next uint64
+	if tt.seqs != nil {
+		// Before the lock: it may be a round trip to the database.
+		first, err := tt.seqs.NextSeqs(len(ts))
+		if err != nil {
+			return err
+		}
+		next = first
+	}
 	now := time.Now()
 	tt.mu.Lock()
 	owner := ts[0].Owner
@@ -370,12 +385,16 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 	o.n += len(ts)
 	o.bytes += size
 	tt.open[owner] = o
-	first := tt.seq + 1
+	if next == 0 {
+		next = tt.seq + 1
+	}
+	first := next
 	tt.adding[first] = struct{}{}
 	for _, t := range ts {
 		t.owner = idx
-		tt.seq++
-		t.Seq = tt.seq
+		t.Seq = next
+		next++
+		tt.seq = max(tt.seq, t.Seq)
 		tt.ownerSeq(idx, t.Seq)
 		tt.insert(t)
 		tt.byState[t.State].Add(1)
@@ -719,7 +738,11 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 	case <-ch:
 	case <-ctx.Done():
 	}
-	return tt.get(id)
+	if t, ok := tt.get(id); ctx.Err() != nil || !ok || t.State.Terminal() || !tt.byID {
+		return t, ok
+	}
+	// Forgotten here: another forwarder dispatches it.
+	return tt.waitStored(ctx, id)
 }
 
 // waitStored polls the store for a task another forwarder holds until it

@@ -232,6 +232,12 @@ func (s *pgStore) migrate(ctx context.Context) (bool, error) {
 		}
 		s.log.WithField("version", v+1).Info("postgres store: schema migrated")
 	}
+	// Tasks copied in with their own seqs (migrate-store) move the
+	// sequence past them, and past any block given out already.
+	if _, err := c.Exec(ctx, `SELECT setval('task_seq', greatest(m + 1, t.last_value + `+pgSeqBlock+`), false)
+		FROM (SELECT max(seq) AS m FROM tasks) AS x, task_seq AS t WHERE m >= t.last_value`); err != nil {
+		return false, err
+	}
 	return existed && v > 0, nil
 }
 

@@ -165,8 +165,8 @@ func (s *pgStore) Listen(ctx context.Context, ready func(), fn func(Notice)) err
 			return err
 		}
 		from, rest, _ := strings.Cut(n.Payload, " ")
-		if from == s.instance {
-			continue
+		if from == s.instance && n.Channel != pgChanEnded {
+			continue // its own tasks and tokens this handle's user knows
 		}
 		switch n.Channel {
 		case pgChanEnded:
