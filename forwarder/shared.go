@@ -330,6 +330,10 @@ func (s *sharedState) notice(n taskstore.Notice) {
 		s.wakeEnded()
 	case taskstore.NoticeAuth:
 		s.reloadAuth()
+	case taskstore.NoticeCancel:
+		if ids := s.f.tasks.cancelledElsewhere(n.IDs); len(ids) > 0 {
+			s.post(event{kind: evCancel, ep: n.Endpoint, ids: ids})
+		}
 	case taskstore.NoticeTasks:
 		if s.wants(n.Endpoint) {
 			s.load(n.Endpoint, n.First, n.Last)
@@ -601,4 +605,28 @@ func (s *sharedState) ended(ctx context.Context, after string, who auth.Identity
 			return page, nil
 		}
 	}
+}
+
+// cancelledElsewhere applies cancels another forwarder stored to the
+// tasks held here, and returns their ids for the endpoint.
+func (tt *taskTable) cancelledElsewhere(ids []messages.TaskID) []messages.TaskID {
+	now := time.Now()
+	var ended []*entry
+	var out []messages.TaskID
+	tt.mu.Lock()
+	for _, id := range ids {
+		t, _, _, _ := tt.find(id)
+		if t == nil || t.State.Terminal() {
+			continue
+		}
+		tt.move(&t.Task, messages.StateCancelled)
+		t.Error = "cancelled by request"
+		tt.touch(t, now, false)
+		ended = append(ended, t)
+		out = append(out, id)
+	}
+	tt.mu.Unlock()
+	// Stored already, by the forwarder that cancelled them.
+	tt.retire(ended)
+	return out
 }

@@ -118,6 +118,9 @@ type taskTable struct {
 	// seqs, when set, numbers new tasks (forwarders sharing the store
 	// must not number two alike).
 	seqs taskstore.SeqSource
+	// shared, when set, holds tasks this table may not (another
+	// forwarder dispatches them): a cancel of those goes to it.
+	shared taskstore.Shared
 }
 
 // liveRef is the ends entry of a live task in slot: no final state, and
@@ -255,6 +258,9 @@ func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 	}
 	if s, ok := st.(taskstore.SeqSource); ok {
 		tt.seqs = s
+	}
+	if s, ok := st.(taskstore.Shared); ok {
+		tt.shared = s
 	}
 	return tt
 }
@@ -626,13 +632,15 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 	known := make([]bool, len(ids))
 	changed := make([]bool, len(ids))
 	var ended []*entry
-	var stored []int
+	var stored, elsewhere []int
 	tt.mu.Lock()
 	for i, id := range ids {
 		t, _, _, ok := tt.find(id)
 		if t == nil {
 			if ok {
 				stored = append(stored, i)
+			} else if tt.shared != nil {
+				elsewhere = append(elsewhere, i)
 			}
 			continue
 		}
@@ -647,6 +655,33 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 		out[i] = t.Task
 	}
 	tt.mu.Unlock()
+	if len(elsewhere) > 0 {
+		// Not in memory here: cancelled in the database, and the
+		// forwarder holding their endpoint is told.
+		sub := make([]messages.TaskID, len(elsewhere))
+		for j, i := range elsewhere {
+			sub[j] = ids[i]
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		done, err := tt.shared.CancelStored(ctx, sub, "cancelled by request", now.UnixNano())
+		cancel()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		at := make(map[messages.TaskID]int, len(elsewhere))
+		for _, i := range elsewhere {
+			at[ids[i]] = i
+		}
+		for _, t := range done {
+			i := at[t.ID]
+			out[i], known[i], changed[i] = *t, true, true
+		}
+		for _, i := range elsewhere {
+			if !changed[i] {
+				stored = append(stored, i)
+			}
+		}
+	}
 	if len(stored) > 0 {
 		sub := make([]messages.TaskID, len(stored))
 		for j, i := range stored {

@@ -18,6 +18,9 @@ const (
 	pgChanTasks = "switchyard_tasks"
 	pgChanEnded = "switchyard_ended"
 	pgChanAuth  = "switchyard_auth"
+	// pgChanCancel: "INSTANCE ENDPOINT ID ID ...", at most pgCancelIDs.
+	pgChanCancel = "switchyard_cancel"
+	pgCancelIDs  = 100
 )
 
 // NextSeqs hands out seqs from a block of task_seq reserved with one
@@ -153,7 +156,7 @@ func (s *pgStore) Listen(ctx context.Context, ready func(), fn func(Notice)) err
 	// The session keeps its LISTENs: it must not go back to the pool.
 	conn := c.Hijack()
 	defer conn.Close(context.Background())
-	for _, ch := range []string{pgChanTasks, pgChanEnded, pgChanAuth} {
+	for _, ch := range []string{pgChanTasks, pgChanEnded, pgChanAuth, pgChanCancel} {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return err
 		}
@@ -173,6 +176,18 @@ func (s *pgStore) Listen(ctx context.Context, ready func(), fn func(Notice)) err
 			fn(Notice{Kind: NoticeEnded})
 		case pgChanAuth:
 			fn(Notice{Kind: NoticeAuth})
+		case pgChanCancel:
+			f := strings.Fields(rest)
+			if len(f) < 2 {
+				continue
+			}
+			n := Notice{Kind: NoticeCancel, Endpoint: f[0]}
+			for _, s := range f[1:] {
+				if id, err := messages.ParseTaskID(s); err == nil {
+					n.IDs = append(n.IDs, id)
+				}
+			}
+			fn(n)
 		case pgChanTasks:
 			f := strings.Fields(rest)
 			if len(f) != 3 {
@@ -241,4 +256,47 @@ func (s *pgStore) ServerKey(ctx context.Context, public, secret string) (string,
 	err := s.pool.QueryRow(ctx, `SELECT (SELECT value FROM settings WHERE name = 'curve_public'), (SELECT value FROM settings WHERE name = 'curve_secret')`).
 		Scan(&pub, &sec)
 	return pub, sec, err
+}
+
+func (s *pgStore) CancelStored(ctx context.Context, ids []messages.TaskID, reason string, at int64) ([]*Task, error) {
+	var out []*Task
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		out = nil
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgEndedLockID); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `UPDATE tasks SET state = 'cancelled', error = $2, updated_at = $3, completed_at = $3,
+				writes = writes + 1, ended_seq = nextval('ended_seq')
+			WHERE id = ANY($1) AND ended_seq IS NULL RETURNING `+pgTaskColumns, uuids(ids), reason, at)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			t, err := scanTask(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, t)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(out) == 0 {
+			return err
+		}
+		chans, texts := []string{pgChanEnded}, []string{s.instance}
+		byEP := map[string][]string{}
+		for _, t := range out {
+			byEP[t.Endpoint] = append(byEP[t.Endpoint], t.ID.String())
+		}
+		for ep, l := range byEP {
+			for len(l) > 0 {
+				n := min(len(l), pgCancelIDs)
+				chans, texts = append(chans, pgChanCancel), append(texts, s.instance+" "+ep+" "+strings.Join(l[:n], " "))
+				l = l[n:]
+			}
+		}
+		_, err = tx.Exec(ctx, "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)", chans, texts)
+		return err
+	})
+	return out, err
 }

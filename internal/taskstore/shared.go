@@ -46,6 +46,10 @@ type Shared interface {
 	EndedHead(ctx context.Context) (uint64, error)
 	// JournalID names the ended journal (cursors of another are reset).
 	JournalID() string
+	// CancelStored ends as cancelled, with reason, the tasks of ids that
+	// have not ended, and tells the other handles; it returns those it
+	// ended.
+	CancelStored(ctx context.Context, ids []messages.TaskID, reason string, at int64) ([]*Task, error)
 	// Token reads one token by hash.
 	Token(ctx context.Context, hash string) (Token, bool, error)
 	// ServerKey returns the CURVE server key pair all handles present,
@@ -59,6 +63,8 @@ type Notice struct {
 	// Endpoint and the seqs of the tasks added (NoticeTasks).
 	Endpoint    string
 	First, Last uint64
+	// IDs of the tasks cancelled (NoticeCancel).
+	IDs []messages.TaskID
 }
 
 // NoticeKind says what changed.
@@ -68,7 +74,8 @@ type NoticeKind uint8
 const (
 	NoticeTasks NoticeKind = iota + 1
 	NoticeEnded
-	NoticeAuth // tokens or endpoints changed
+	NoticeAuth   // tokens or endpoints changed
+	NoticeCancel // tasks of Endpoint were cancelled in the database
 )
 
 // Ended is one entry of the journal of ends.
