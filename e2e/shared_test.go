@@ -233,6 +233,34 @@ func (s *sharedSite) waitEnded(ids []string, d time.Duration) int {
 	return ok
 }
 
+// stored lists every task in the database through a forwarder that
+// answers (the listing reads the database): with those accepted, it
+// tells how many were stored although their submit was answered with an
+// error (the commit went through, its answer was lost).
+func (s *sharedSite) stored() int {
+	s.t.Helper()
+	for i, c := range s.api {
+		if s.fwd[i].Exited() {
+			continue
+		}
+		n, cursor := 0, ""
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			page, err := c.ListTasks(ctx, client.TaskQuery{Endpoint: sharedEP, Limit: client.MaxListPage, Cursor: cursor})
+			cancel()
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			n += len(page.Tasks)
+			if cursor = page.NextCursor; cursor == "" {
+				return n
+			}
+		}
+	}
+	s.t.Fatal("no forwarder answers")
+	return 0
+}
+
 // kill -9 of the forwarder holding the endpoint: the interchange moves to
 // the other within seconds, and every task accepted through either ends;
 // tasks log their own start, so runs beyond the first are counted.
@@ -265,12 +293,12 @@ func TestSharedForwarderKill9(t *testing.T) {
 			again += r - 1
 		}
 	}
-	t.Logf("kill -9 of the holder: the endpoint moved in %s; %d tasks accepted, %d succeeded, %d started, %d runs beyond the first",
-		moved.Round(time.Millisecond), len(ids), ok, len(runs), again)
+	t.Logf("kill -9 of the holder: the endpoint moved in %s; %d tasks accepted (%d stored), %d succeeded, %d started, %d runs beyond the first",
+		moved.Round(time.Millisecond), len(ids), s.stored(), ok, len(runs), again)
 	if ok != len(ids) {
 		t.Fatalf("%d of %d accepted tasks did not succeed", len(ids)-ok, len(ids))
 	}
-	if len(runs) != len(ids) {
+	if len(runs) < len(ids) {
 		t.Fatalf("%d tasks logged a start, %d accepted", len(runs), len(ids))
 	}
 	if moved > 10*time.Second {
@@ -313,8 +341,14 @@ func TestSharedForwarderCutFromDatabase(t *testing.T) {
 	for _, r := range runs {
 		again += r - 1
 	}
-	t.Logf("forwarder cut from the database: the endpoint moved in %s; %d tasks accepted, %d succeeded, %d runs beyond the first",
-		moved.Round(time.Millisecond), len(ids), ok, again)
+	if os.Getenv("SHARED_DEBUG") != "" {
+		s.ix.DumpLog()
+		s.fwd[1].DumpLog()
+	}
+	// A submit cut off before its commit's answer came back is retried
+	// through the other forwarder by the load: both copies run.
+	t.Logf("forwarder cut from the database: the endpoint moved in %s; %d tasks accepted (%d stored), %d succeeded, %d runs beyond the first",
+		moved.Round(time.Millisecond), len(ids), s.stored(), ok, again)
 	if ok != len(ids) {
 		t.Fatalf("%d of %d accepted tasks did not succeed", len(ids)-ok, len(ids))
 	}
@@ -417,8 +451,8 @@ func TestSharedKill9Soak(t *testing.T) {
 	for _, m := range moves {
 		worst = max(worst, m)
 	}
-	t.Logf("20 kill -9 (%d of the holder; the endpoint moved in at most %s): %d tasks accepted, %d succeeded, %d lost; %d submits refused and sent to the other forwarder; longest pause in ends %s (at %s); %d logged tasks started, %d runs beyond the first",
-		len(moves), worst.Round(time.Millisecond), len(ids), ok, len(ids)-ok, refused, longest.Round(time.Millisecond), longestAt.Format("15:04:05.000"), logged, again)
+	t.Logf("20 kill -9 (%d of the holder; the endpoint moved in at most %s): %d tasks accepted (%d stored), %d succeeded, %d lost; %d submits refused and sent to the other forwarder; longest pause in ends %s (at %s); %d logged tasks started, %d runs beyond the first",
+		len(moves), worst.Round(time.Millisecond), len(ids), s.stored(), ok, len(ids)-ok, refused, longest.Round(time.Millisecond), longestAt.Format("15:04:05.000"), logged, again)
 	if ok != len(ids) {
 		t.Fatalf("%d of %d accepted tasks did not succeed", len(ids)-ok, len(ids))
 	}
