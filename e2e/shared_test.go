@@ -457,3 +457,65 @@ func TestSharedKill9Soak(t *testing.T) {
 		t.Fatalf("%d of %d accepted tasks did not succeed", len(ids)-ok, len(ids))
 	}
 }
+
+// SWITCHYARD_BENCH_SHARED=N: N noop tasks through one, then both,
+// forwarders on PostgreSQL (batches of 10,000 from two submitters, each
+// to its forwarder, or both to the first), followed on the ended feed;
+// tasks/s from the first submit to the last end. One manager of 8
+// workers, as `switchyard bench --cli` starts.
+func TestSharedThroughput(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("SWITCHYARD_BENCH_SHARED"))
+	if n <= 0 {
+		t.Skip("set SWITCHYARD_BENCH_SHARED=TASKS to run")
+	}
+	for _, fwds := range []int{1, 2} {
+		t.Run(fmt.Sprintf("forwarders=%d", fwds), func(t *testing.T) {
+			s := startSharedSite(t, [2]int{0, 1}, 8)
+			ctx := context.Background()
+			first, err := s.api[0].Ended(ctx, "", 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const batch = 10000
+			specs := make([]any, batch)
+			for i := range specs {
+				specs[i] = map[string]any{"kind": "noop"}
+			}
+			start := time.Now()
+			var wg sync.WaitGroup
+			errs := make(chan error, 2)
+			for sub := 0; sub < 2; sub++ {
+				c := s.api[sub%fwds]
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for done := 0; done < n/2; done += batch {
+						if _, err := c.Submit(ctx, sharedEP, specs[:min(batch, n/2-done)]...); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			ended, cursor := 0, first.Cursor
+			for ended < n/2*2 {
+				page, err := s.api[0].Ended(ctx, cursor, time.Second, 100000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cursor = page.Cursor
+				ended += len(page.Tasks)
+				if time.Since(start) > 10*time.Minute {
+					t.Fatalf("%d of %d ended after 10 minutes", ended, n)
+				}
+			}
+			secs := time.Since(start).Seconds()
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			t.Logf("%d forwarder(s) on PostgreSQL: %d noop tasks in %.2fs: %.0f tasks/s", fwds, ended, secs, float64(ended)/secs)
+		})
+	}
+}
