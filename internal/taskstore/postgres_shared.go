@@ -50,7 +50,7 @@ func (s *pgStore) NextSeqs(n int) (uint64, error) {
 // notifyCommit tells the other forwarders, in the committing transaction
 // (so they hear of it only once it is committed), which endpoints got
 // tasks (with the seqs, so they read just those) and that tasks ended.
-func (s *pgStore) notifyCommit(ctx context.Context, tx pgx.Tx, ins, upd []*Task) error {
+func (s *pgStore) notifyCommit(b *pgx.Batch, ins, upd []*Task) {
 	var payloads []string
 	if len(ins) > 0 {
 		type span struct{ lo, hi uint64 }
@@ -74,14 +74,13 @@ func (s *pgStore) notifyCommit(ctx context.Context, tx pgx.Tx, ins, upd []*Task)
 		payloads = append(payloads, pgChanEnded, s.instance)
 	}
 	if len(payloads) == 0 {
-		return nil
+		return
 	}
 	chans, texts := make([]string, 0, len(payloads)/2), make([]string, 0, len(payloads)/2)
 	for i := 0; i < len(payloads); i += 2 {
 		chans, texts = append(chans, payloads[i]), append(texts, payloads[i+1])
 	}
-	_, err := tx.Exec(ctx, "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)", chans, texts)
-	return err
+	b.Queue("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)", chans, texts)
 }
 
 // notifyAuth tells the other forwarders that tokens or endpoints changed.
@@ -130,7 +129,7 @@ func (s *pgStore) Unfinished(ctx context.Context, endpoint string, from, to uint
 	if to == 0 {
 		to = 1<<63 - 1
 	}
-	rows, err := s.pool.Query(ctx, "SELECT "+pgTaskColumns+" FROM tasks WHERE endpoint = $1 AND ended_seq IS NULL AND seq BETWEEN $2 AND $3 ORDER BY seq",
+	rows, err := s.pool.Query(ctx, "SELECT "+pgTaskColumns+" FROM tasks WHERE endpoint = $1 AND seq BETWEEN $2 AND $3 AND state NOT IN "+pgEndedStates+" ORDER BY seq",
 		endpoint, int64(from), int64(to))
 	if err != nil {
 		return nil, err
@@ -203,7 +202,7 @@ func (s *pgStore) Listen(ctx context.Context, ready func(), fn func(Notice)) err
 }
 
 func (s *pgStore) Ended(ctx context.Context, after uint64, limit int) ([]Ended, error) {
-	rows, err := s.pool.Query(ctx, "SELECT ended_seq, id, owner, state FROM tasks WHERE ended_seq > $1 ORDER BY ended_seq LIMIT $2",
+	rows, err := s.pool.Query(ctx, "SELECT pos, id, owner, state FROM ended WHERE pos > $1 ORDER BY pos LIMIT $2",
 		int64(after), limit)
 	if err != nil {
 		return nil, err
@@ -224,7 +223,7 @@ func (s *pgStore) Ended(ctx context.Context, after uint64, limit int) ([]Ended, 
 
 func (s *pgStore) EndedHead(ctx context.Context) (uint64, error) {
 	var n int64
-	err := s.pool.QueryRow(ctx, "SELECT coalesce(max(ended_seq), 0) FROM tasks").Scan(&n)
+	err := s.pool.QueryRow(ctx, "SELECT coalesce(max(pos), 0) FROM ended").Scan(&n)
 	return uint64(n), err
 }
 
@@ -265,9 +264,11 @@ func (s *pgStore) CancelStored(ctx context.Context, ids []messages.TaskID, reaso
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgEndedLockID); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `UPDATE tasks SET state = 'cancelled', error = $2, updated_at = $3, completed_at = $3,
-				writes = writes + 1, ended_seq = nextval('ended_seq')
-			WHERE id = ANY($1) AND ended_seq IS NULL RETURNING `+pgTaskColumns, uuids(ids), reason, at)
+		rows, err := tx.Query(ctx, `WITH w AS (UPDATE tasks SET state = 'cancelled', error = $2, updated_at = $3, completed_at = $3,
+				writes = writes + 1
+			WHERE id = ANY($1) AND state NOT IN `+pgEndedStates+` RETURNING `+pgTaskColumns+`),
+			j AS (INSERT INTO ended SELECT nextval('ended_seq'), id, owner, state, completed_at FROM w)
+			SELECT * FROM w`, uuids(ids), reason, at)
 		if err != nil {
 			return err
 		}
