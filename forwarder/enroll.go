@@ -133,24 +133,26 @@ func (e *enrollment) remove(id string) (key string, err error) {
 	return rec.PublicKey, nil
 }
 
+// cached is keyOf without reading the store on a miss.
+func (e *enrollment) cached(id string) (string, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	rec, ok := e.byID[id]
+	if !ok {
+		return "", false
+	}
+	return rec.PublicKey, true
+}
+
 func (e *enrollment) has(id string) bool {
 	_, ok := e.keyOf(id)
 	return ok
 }
 
 func (e *enrollment) keyOf(id string) (string, bool) {
-	look := func() (string, bool) {
-		e.mu.RLock()
-		defer e.mu.RUnlock()
-		rec, ok := e.byID[id]
-		if !ok {
-			return "", false
-		}
-		return rec.PublicKey, true
-	}
-	k, ok := look()
+	k, ok := e.cached(id)
 	if !ok && e.retry() {
-		k, ok = look()
+		k, ok = e.cached(id)
 	}
 	return k, ok
 }

@@ -388,7 +388,16 @@ func (s *sharedState) reloadEndpoints() {
 		s.log.WithError(err).Warn("cannot read created endpoints again")
 	}
 	for id, key := range gone {
-		s.post(event{kind: evRevoke, ep: id, key: key})
+		if _, ok := s.f.enrolled.cached(id); ok {
+			s.post(event{kind: evRevoke, ep: id, key: key})
+			continue
+		}
+		// Deleted through another forwarder, which failed the tasks in
+		// the database: those held here read failed too.
+		if _, err := s.f.tasks.failEndpoint(id, "endpoint "+id+" was deleted"); err != nil {
+			s.log.WithError(err).WithField("endpoint", id).Warn("tasks of an endpoint deleted through another forwarder not failed here")
+		}
+		s.post(event{kind: evDeleted, ep: id, key: key})
 	}
 }
 

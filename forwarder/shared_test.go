@@ -164,3 +164,60 @@ func TestSharedLeaseMovesWithTheInterchange(t *testing.T) {
 		}
 	}
 }
+
+// With the endpoint held by a and no manager, tasks submitted through b
+// wait; a cancel through b ends one (a is told and cancels it on the
+// interchange), and deleting the endpoint through b fails the rest on
+// both forwarders and drops the interchange's connection at a.
+func TestSharedCancelAndDeleteThroughTheOther(t *testing.T) {
+	a, b, alice := sharedPair(t)
+	testutil.StartInterchange(t, interchange.Options{EndpointID: "ep1", Forwarder: a.ZMQAddr()})
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if v, _ := a.Endpoint("ep1"); !v.Connected {
+			return fmt.Errorf("endpoint not connected to a")
+		}
+		return nil
+	})
+	viaA, viaB := testutil.NewClient(a.URL, alice), testutil.NewClient(b.URL, alice)
+	ids, err := viaB.Submit("ep1", manyOf(map[string]any{"kind": "noop"}, 20)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a dispatches them: they reach the interchange's queue.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		v, err := viaA.Get(ids[19])
+		if err != nil || v.State != "waiting-for-nodes" {
+			return fmt.Errorf("through a: %+v %v", v, err)
+		}
+		return nil
+	})
+	viaB.Must(t, http.StatusOK, http.MethodDelete, "/v1/tasks/"+ids[0], nil, nil)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		v, err := viaA.Get(ids[0])
+		if err != nil || v.State != "cancelled" {
+			return fmt.Errorf("cancelled through b, through a: %+v %v", v, err)
+		}
+		return nil
+	})
+	b.Client().Must(t, http.StatusOK, http.MethodDelete, "/v1/endpoints/ep1", nil, nil)
+	for _, c := range []*testutil.Client{viaA, viaB} {
+		testutil.WaitFor(t, 10*time.Second, func() error {
+			vs, err := c.Status(ids[1:])
+			if err != nil {
+				return err
+			}
+			for _, v := range vs {
+				if v.State != "failed" {
+					return fmt.Errorf("after the deletion: %+v", v)
+				}
+			}
+			return nil
+		})
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if v, _ := a.Endpoint("ep1"); v.Connected {
+			return fmt.Errorf("the deleted endpoint is still connected to a")
+		}
+		return nil
+	})
+}

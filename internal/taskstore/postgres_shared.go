@@ -301,3 +301,23 @@ func (s *pgStore) CancelStored(ctx context.Context, ids []messages.TaskID, reaso
 	})
 	return out, err
 }
+
+func (s *pgStore) FailEndpoint(ctx context.Context, endpoint, reason string, at int64) (int, error) {
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgEndedLockID); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `WITH w AS (UPDATE tasks SET state = 'failed', error = $2, updated_at = $3, completed_at = $3,
+				writes = writes + 1
+			WHERE endpoint = $1 AND state NOT IN `+pgEndedStates+` RETURNING id, owner, state, completed_at),
+			j AS (INSERT INTO ended SELECT nextval('ended_seq'), id, owner, state, completed_at FROM w)
+			SELECT count(*) FROM w`, endpoint, reason, at).Scan(&n)
+		if err != nil || n == 0 {
+			return err
+		}
+		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", pgChanEnded, s.instance)
+		return err
+	})
+	return n, err
+}

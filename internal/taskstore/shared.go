@@ -50,6 +50,9 @@ type Shared interface {
 	// have not ended, and tells the other handles; it returns those it
 	// ended.
 	CancelStored(ctx context.Context, ids []messages.TaskID, reason string, at int64) ([]*Task, error)
+	// FailEndpoint ends as failed, with reason, the tasks of a deleted
+	// endpoint that have not ended, and returns how many.
+	FailEndpoint(ctx context.Context, endpoint, reason string, at int64) (int, error)
 	// Token reads one token by hash.
 	Token(ctx context.Context, hash string) (Token, bool, error)
 	// ServerKey returns the CURVE server key pair all handles present,
