@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -233,6 +234,14 @@ func (f *Forwarder) handleList(w http.ResponseWriter, r *http.Request) {
 // storedSeq is the highest seq below which every task is in the store
 // (or was refused): a listing up to it misses nothing later.
 func (tt *taskTable) storedSeq() uint64 {
+	if tt.shared != nil {
+		// Other forwarders number tasks in blocks of their own.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if s, err := tt.shared.MaxSeq(ctx); err == nil {
+			return s
+		}
+	}
 	tt.mu.RLock()
 	defer tt.mu.RUnlock()
 	s := tt.seq
@@ -250,6 +259,9 @@ func (tt *taskTable) latest(tf TaskFilter, before uint64, n int) []Task {
 	tt.mu.RLock()
 	hi := tt.seq
 	tt.mu.RUnlock()
+	if tt.shared != nil {
+		hi = tt.storedSeq()
+	}
 	if before > 0 {
 		hi = min(hi, before-1)
 	}

@@ -321,3 +321,9 @@ func (s *pgStore) FailEndpoint(ctx context.Context, endpoint, reason string, at 
 	})
 	return n, err
 }
+
+func (s *pgStore) MaxSeq(ctx context.Context) (uint64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, "SELECT coalesce(max(seq), 0) FROM tasks").Scan(&n)
+	return uint64(n), err
+}

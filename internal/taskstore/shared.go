@@ -44,6 +44,8 @@ type Shared interface {
 	// Head is the newest position.
 	Ended(ctx context.Context, after uint64, limit int) ([]Ended, error)
 	EndedHead(ctx context.Context) (uint64, error)
+	// MaxSeq is the highest seq stored, by any handle.
+	MaxSeq(ctx context.Context) (uint64, error)
 	// JournalID names the ended journal (cursors of another are reset).
 	JournalID() string
 	// CancelStored ends as cancelled, with reason, the tasks of ids that
