@@ -36,6 +36,27 @@ type access struct {
 
 	mu     sync.RWMutex
 	byHash map[string]*TokenInfo
+	// miss, when set, reads a token not known here from the store
+	// (another forwarder created it).
+	miss func(hash string) (TokenInfo, bool)
+}
+
+// reload reads every token again (another forwarder changed them).
+// The lock is held across the read, so a token added or revoked
+// meanwhile is applied after it, not undone by it.
+func (a *access) reload() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ts, err := a.st.Tokens()
+	if err != nil {
+		return err
+	}
+	m := make(map[string]*TokenInfo, len(ts))
+	for i := range ts {
+		m[ts[i].Hash] = &ts[i]
+	}
+	a.byHash = m
+	return nil
 }
 
 func newAccess(st taskstore.Store) (*access, error) {
@@ -58,6 +79,15 @@ func (a *access) verifyHash(h string) (auth.Identity, bool) {
 	a.mu.RLock()
 	t, ok := a.byHash[h]
 	a.mu.RUnlock()
+	if !ok && a.miss != nil {
+		var found TokenInfo
+		if found, ok = a.miss(h); ok {
+			t = &found
+			a.mu.Lock()
+			a.byHash[h] = t
+			a.mu.Unlock()
+		}
+	}
 	if !ok {
 		return auth.Identity{}, false
 	}
@@ -164,6 +194,9 @@ func (f *Forwarder) setupAccess() error {
 	var err error
 	if f.access, err = newAccess(f.store); err != nil {
 		return fmt.Errorf("forwarder: read tokens: %w", err)
+	}
+	if f.shared != nil {
+		f.access.miss = f.shared.missedToken
 	}
 	if f.dir != nil {
 		var created bool

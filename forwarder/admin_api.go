@@ -1,11 +1,13 @@
 package forwarder
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -168,6 +170,15 @@ func (f *Forwarder) deleteEndpoint(id, by string) (failed int, err error) {
 		reason += " by " + by
 	}
 	failed, err = f.tasks.failEndpoint(id, reason)
+	if err == nil && f.shared != nil {
+		// Those no forwarder holds, or another does (it fails its own
+		// when it hears of the deletion).
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var n int
+		n, err = f.shared.st.FailEndpoint(ctx, id, reason, time.Now().UnixNano())
+		cancel()
+		failed += n
+	}
 	f.mbox.Post(event{kind: evDeleted, ep: id, key: key})
 	f.log.WithFields(logrus.Fields{"endpoint": id, "user": by, "failed_tasks": failed}).Info("endpoint deleted")
 	return failed, err

@@ -13,13 +13,22 @@ import (
 
 func (l *loop) handleEvent(ev *event) {
 	switch ev.kind {
-	case evSubmitted:
+	case evSubmitted, evAdopt:
 		if !l.f.EndpointEnrolled(ev.ep) {
 			return // deleted meanwhile; deleteEndpoint failed these tasks
 		}
 		ep := l.endpointFor(ev.ep)
+		if l.f.shared != nil && !ep.held && ep.claiming == nil {
+			// Another forwarder dispatches them, told by NOTIFY.
+			l.f.tasks.forget(ev.tasks)
+			return
+		}
 		ep.pending = append(ep.pending, ev.tasks...)
 		l.f.publish(ep)
+	case evLease:
+		l.leaseDecided(ev)
+	case evLeaseLost:
+		l.leaseLost(ev.ep)
 	case evCancel:
 		ep, ok := l.eps[ev.ep]
 		if !ok {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -173,6 +174,20 @@ func (f *Forwarder) handleEnded(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		wait = min(d, MaxWait)
+	}
+	if f.shared != nil {
+		page, err := f.shared.ended(r.Context(), q.Get("after"), user(r), limit, wait)
+		var bad *errStatus
+		if errors.As(err, &bad) {
+			f.fail(w, bad.status, "%s", bad.msg)
+			return
+		}
+		if err != nil {
+			f.fail(w, http.StatusServiceUnavailable, "cannot read the journal of ended tasks from the database: %v", err)
+			return
+		}
+		writeRaw(w, http.StatusOK, page.appendJSON(nil))
+		return
 	}
 	var from uint64
 	valid := true

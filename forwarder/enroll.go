@@ -28,6 +28,48 @@ type enrollment struct {
 	st    taskstore.Store
 	byID  map[string]*taskstore.Endpoint
 	byKey map[string]string
+	// miss, when set, reads the store again for an id or key not known
+	// (another forwarder created it); never called under mu.
+	miss func()
+}
+
+// reload reads the store's endpoints again and returns, by id, the keys
+// that no longer count (deleted or replaced).
+// The lock is held across the read, as add holds it across its write.
+func (e *enrollment) reload() (map[string]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	eps, err := e.st.Endpoints()
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]*taskstore.Endpoint, len(eps))
+	byKey := make(map[string]string, len(eps))
+	for i := range eps {
+		ep := &eps[i]
+		if !curve.Valid(ep.PublicKey) || ValidEndpointID(ep.ID) != nil {
+			continue
+		}
+		byID[ep.ID] = ep
+		byKey[ep.PublicKey] = ep.ID
+	}
+	gone := map[string]string{}
+	for id, old := range e.byID {
+		if now, ok := byID[id]; !ok || now.PublicKey != old.PublicKey {
+			gone[id] = old.PublicKey
+		}
+	}
+	e.byID, e.byKey = byID, byKey
+	return gone, nil
+}
+
+// retry calls the miss hook, if any, and says whether to look again.
+func (e *enrollment) retry() bool {
+	if e.miss == nil {
+		return false
+	}
+	e.miss()
+	return true
 }
 
 func loadEnrollment(st taskstore.Store) (*enrollment, error) {
@@ -91,14 +133,8 @@ func (e *enrollment) remove(id string) (key string, err error) {
 	return rec.PublicKey, nil
 }
 
-func (e *enrollment) has(id string) bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	_, ok := e.byID[id]
-	return ok
-}
-
-func (e *enrollment) keyOf(id string) (string, bool) {
+// cached is keyOf without reading the store on a miss.
+func (e *enrollment) cached(id string) (string, bool) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	rec, ok := e.byID[id]
@@ -108,11 +144,31 @@ func (e *enrollment) keyOf(id string) (string, bool) {
 	return rec.PublicKey, true
 }
 
+func (e *enrollment) has(id string) bool {
+	_, ok := e.keyOf(id)
+	return ok
+}
+
+func (e *enrollment) keyOf(id string) (string, bool) {
+	k, ok := e.cached(id)
+	if !ok && e.retry() {
+		k, ok = e.cached(id)
+	}
+	return k, ok
+}
+
 // idOf is the endpoint a key was enrolled for.
 func (e *enrollment) idOf(key string) (string, bool) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	id, ok := e.byKey[key]
+	look := func() (string, bool) {
+		e.mu.RLock()
+		defer e.mu.RUnlock()
+		id, ok := e.byKey[key]
+		return id, ok
+	}
+	id, ok := look()
+	if !ok && e.retry() {
+		id, ok = look()
+	}
 	return id, ok
 }
 

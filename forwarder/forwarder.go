@@ -47,7 +47,9 @@ type Forwarder struct {
 	enrolled  *enrollment
 	serverKey curve.KeyPair
 
-	store      taskstore.Store
+	store taskstore.Store
+	// shared is set on a store several forwarders share (shared.go).
+	shared     *sharedState
 	res        daemon.Resources
 	recovering bool
 	recovered  map[string][]*entry
@@ -78,6 +80,11 @@ const (
 	// evDeleted drops it and forgets the endpoint.
 	evRevoke
 	evDeleted
+	// Several forwarders on one database (shared.go): a lease was
+	// decided or lost; tasks another forwarder accepted were read.
+	evLease
+	evLeaseLost
+	evAdopt
 )
 
 // event is what other goroutines hand the loop.
@@ -89,6 +96,7 @@ type event struct {
 	cmd   *messages.Command
 	reply chan commandResult
 	key   string // evRevoke, evDeleted: the key that no longer counts
+	why   string // evLease: why it was refused ("" when taken)
 }
 
 type commandResult struct {
@@ -137,16 +145,23 @@ func New(opts Options) (*Forwarder, error) {
 	if f.zctx, err = f.res.ZMQ(); err != nil {
 		return fail(err)
 	}
-	if err := f.bindZMQ(); err != nil {
-		return fail(err)
-	}
-	if err := f.failOrphans(); err != nil {
-		return fail(err)
-	}
+	// Before the bind: the ZAP handler of a shared store may post.
 	if f.mbox, err = zsock.NewMailbox[event](f.zctx); err != nil {
 		return fail(err)
 	}
 	f.res.Add(f.mbox.Close)
+	if sh, ok := f.store.(taskstore.Shared); ok {
+		f.shared = newShared(f, sh)
+	}
+	if err := f.bindZMQ(); err != nil {
+		return fail(err)
+	}
+	if f.shared != nil {
+		f.shared.named()
+	}
+	if err := f.failOrphans(); err != nil {
+		return fail(err)
+	}
 	if f.http, err = httpx.ListenConfig(opts.ListenHTTP, f.routes(), opts.HTTP); err != nil {
 		return fail(fmt.Errorf("forwarder: %w", err))
 	}
@@ -166,6 +181,10 @@ func (f *Forwarder) bindZMQ() error {
 	if f.enrolled, err = loadEnrollment(f.store); err != nil {
 		return fmt.Errorf("forwarder: %w", err)
 	}
+	if f.shared != nil {
+		// Created through another forwarder: read them again on a miss.
+		f.enrolled.miss = f.shared.missedEndpoint
+	}
 	opts := []zsock.Option{zsock.MaxMsgSize(messages.MaxBatchBytes + 1<<20)}
 	if f.opts.Insecure {
 		f.log.Warn("--insecure: the interchange link is neither authenticated nor encrypted; any process that reaches " + f.opts.ListenZMQ + " can register as any endpoint")
@@ -177,6 +196,11 @@ func (f *Forwarder) bindZMQ() error {
 		}
 		if err != nil {
 			return fmt.Errorf("forwarder: CURVE key: %w", err)
+		}
+		if f.shared != nil {
+			if err := f.sharedServerKey(); err != nil {
+				return err
+			}
 		}
 		zap, err := zsock.StartZAP(f.zctx, func(domain, _, key string) (string, bool) {
 			if domain != "interchanges" {
@@ -234,6 +258,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	g.Add("loop", newLoop(f).run)
 	g.Add("http", func(c context.Context) error { return f.http.Serve(c, f.log) })
 	g.Add("janitor", func(c context.Context) error { f.janitor(c); return nil })
+	if f.shared != nil {
+		g.Add("leases", func(c context.Context) error { f.shared.leaser(c); return nil })
+		g.Add("listener", func(c context.Context) error { f.shared.listener(c); return nil })
+	}
 	err := g.Run(ctx)
 	f.res.Close()
 	if err != nil {
@@ -265,6 +293,17 @@ type endpoint struct {
 	// holdPush stops pushes until the endpoint's next status report: it
 	// gave tasks back, or is being paused right now.
 	holdPush bool
+	// held: this forwarder holds the endpoint's lease (shared store);
+	// claiming is the registration waiting for it.
+	held     bool
+	claiming *claimReg
+}
+
+// claimReg is a registration waiting for its endpoint's lease.
+type claimReg struct {
+	route []byte
+	user  string
+	reg   messages.Registration
 }
 
 // loop owns the ROUTER and every table below; nothing here is locked.

@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -103,7 +104,7 @@ func (tt *taskTable) listOwner(tf TaskFilter, after, hi uint64, limit int) ([]Ta
 
 // listRange is list of the tasks with seq up to hi (0: no bound).
 func (tt *taskTable) listRange(tf TaskFilter, after, hi uint64, limit int) ([]Task, bool) {
-	if tf.OwnerSet {
+	if tf.OwnerSet && !tt.byID {
 		return tt.listOwner(tf, after, hi, limit)
 	}
 	var out []Task
@@ -118,8 +119,10 @@ func (tt *taskTable) listRange(tf TaskFilter, after, hi uint64, limit int) ([]Ta
 			*t = e.Task
 		}
 		tt.mu.RUnlock()
-		if !known || !tf.Match(t) {
-			// Pruned or refused (its delete not yet written), or not asked for.
+		if (!known && !tt.byID) || !tf.Match(t) {
+			// Pruned or refused (its delete not yet written), or not
+			// asked for. A store found by id holds other forwarders'
+			// tasks, which this index does not know.
 			return true
 		}
 		if len(out) == limit {
@@ -231,6 +234,14 @@ func (f *Forwarder) handleList(w http.ResponseWriter, r *http.Request) {
 // storedSeq is the highest seq below which every task is in the store
 // (or was refused): a listing up to it misses nothing later.
 func (tt *taskTable) storedSeq() uint64 {
+	if tt.shared != nil {
+		// Other forwarders number tasks in blocks of their own.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if s, err := tt.shared.MaxSeq(ctx); err == nil {
+			return s
+		}
+	}
 	tt.mu.RLock()
 	defer tt.mu.RUnlock()
 	s := tt.seq
@@ -248,6 +259,9 @@ func (tt *taskTable) latest(tf TaskFilter, before uint64, n int) []Task {
 	tt.mu.RLock()
 	hi := tt.seq
 	tt.mu.RUnlock()
+	if tt.shared != nil {
+		hi = tt.storedSeq()
+	}
 	if before > 0 {
 		hi = min(hi, before-1)
 	}

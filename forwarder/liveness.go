@@ -42,6 +42,22 @@ func (l *loop) register(env link.Envelope, reg *messages.Registration, now time.
 		}
 	}
 	ep := l.endpointFor(id)
+	if l.f.shared != nil && !ep.held {
+		// Accepted once this forwarder holds the endpoint's lease; the
+		// latest registration is the one answered.
+		if ep.claiming == nil {
+			l.f.shared.claim(id)
+		}
+		ep.claiming = &claimReg{route: append([]byte(nil), env.Route...), user: env.User, reg: *reg}
+		return
+	}
+	l.bindRegistration(ep, env, reg, now)
+}
+
+// bindRegistration makes env's connection the endpoint's and re-sends
+// what it may have lost.
+func (l *loop) bindRegistration(ep *endpoint, env link.Envelope, reg *messages.Registration, now time.Time) {
+	id := ep.id
 	for n, ch := range ep.probes {
 		ch <- commandResult{err: errors.New("endpoint re-registered")}
 		delete(ep.probes, n)
@@ -116,6 +132,13 @@ func (l *loop) endpointLost(ep *endpoint, why link.Reason, now time.Time) {
 		delete(ep.probes, n)
 	}
 	ep.report = messages.EPStatusReport{ServingState: ep.report.ServingState}
+	if l.f.shared != nil && ep.held {
+		// Another forwarder may take it now; its tasks are in the
+		// database for whoever does.
+		ep.held = false
+		l.f.shared.release(ep.id)
+		l.dropTasks(ep)
+	}
 	l.f.m.endpointsLost.WithLabelValues(reason).Inc()
 	l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "reason": reason, "requeued": len(back),
 		"silent_for": now.Sub(ep.LastSeen).Round(time.Millisecond).String()}).Warn("endpoint lost")

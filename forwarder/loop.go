@@ -36,6 +36,11 @@ func newLoop(f *Forwarder) *loop {
 
 func (l *loop) run(ctx context.Context) error {
 	for id, es := range l.f.recovered {
+		if l.f.shared != nil {
+			// Read again when this forwarder takes the endpoint's lease.
+			l.f.tasks.forget(es)
+			continue
+		}
 		ep := l.endpointFor(id)
 		ep.pending = append(ep.pending, es...)
 		ep.lostReason = "forwarder restarted; waiting for the endpoint"

@@ -1,11 +1,15 @@
 package forwarder
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/switchyard-hpc/switchyard/internal/curve"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
@@ -103,6 +107,23 @@ func MigrateStore(stateDir, fromURL, toURL string, log *logrus.Entry) (Migrated,
 			return n, err
 		}
 		n.Endpoints++
+	}
+	if sh, ok := dst.(taskstore.Shared); ok {
+		// The key the endpoints' credentials name is the one every
+		// forwarder on the database presents.
+		if _, err := os.Stat(dir.File("curve.key")); err == nil {
+			kp, _, err := curve.LoadOrCreate(dir.File("curve.key"))
+			if err != nil {
+				return n, err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if pub, _, err := sh.ServerKey(ctx, kp.Public, kp.Secret); err != nil {
+				return n, err
+			} else if pub != kp.Public {
+				return n, errors.New(dst.Describe() + " holds another CURVE server key already; migrate into a database no forwarder has used")
+			}
+		}
 	}
 	return n, nil
 }

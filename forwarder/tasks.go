@@ -116,6 +116,12 @@ type taskTable struct {
 	// byID: the store finds tasks this index does not know (another
 	// forwarder stored them), so a miss asks it.
 	byID bool
+	// seqs, when set, numbers new tasks (forwarders sharing the store
+	// must not number two alike).
+	seqs taskstore.SeqSource
+	// shared, when set, holds tasks this table may not (another
+	// forwarder dispatches them): a cancel of those goes to it.
+	shared taskstore.Shared
 }
 
 // liveRef is the ends entry of a live task in slot: no final state, and
@@ -251,6 +257,12 @@ func newTaskTable(st taskstore.Store, log *logrus.Entry) *taskTable {
 	if f, ok := st.(taskstore.IDFinder); ok {
 		tt.byID = f.FindsByID()
 	}
+	if s, ok := st.(taskstore.SeqSource); ok {
+		tt.seqs = s
+	}
+	if s, ok := st.(taskstore.Shared); ok {
+		tt.shared = s
+	}
 	return tt
 }
 
@@ -355,6 +367,15 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 	for _, t := range ts {
 		size += int64(len(t.Spec))
 	}
+	var next uint64
+	if tt.seqs != nil {
+		// Before the lock: it may be a round trip to the database.
+		first, err := tt.seqs.NextSeqs(len(ts))
+		if err != nil {
+			return err
+		}
+		next = first
+	}
 	now := time.Now()
 	tt.mu.Lock()
 	owner := ts[0].Owner
@@ -371,12 +392,16 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 	o.n += len(ts)
 	o.bytes += size
 	tt.open[owner] = o
-	first := tt.seq + 1
+	if next == 0 {
+		next = tt.seq + 1
+	}
+	first := next
 	tt.adding[first] = struct{}{}
 	for _, t := range ts {
 		t.owner = idx
-		tt.seq++
-		t.Seq = tt.seq
+		t.Seq = next
+		next++
+		tt.seq = max(tt.seq, t.Seq)
 		tt.ownerSeq(idx, t.Seq)
 		tt.insert(t)
 		tt.byState[t.State].Add(1)
@@ -612,13 +637,15 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 	known := make([]bool, len(ids))
 	changed := make([]bool, len(ids))
 	var ended []*entry
-	var stored []int
+	var stored, elsewhere []int
 	tt.mu.Lock()
 	for i, id := range ids {
 		t, _, _, ok := tt.find(id)
 		if t == nil {
 			if ok {
 				stored = append(stored, i)
+			} else if tt.shared != nil {
+				elsewhere = append(elsewhere, i)
 			}
 			continue
 		}
@@ -633,6 +660,33 @@ func (tt *taskTable) cancel(ids []messages.TaskID) ([]Task, []bool, []bool, erro
 		out[i] = t.Task
 	}
 	tt.mu.Unlock()
+	if len(elsewhere) > 0 {
+		// Not in memory here: cancelled in the database, and the
+		// forwarder holding their endpoint is told.
+		sub := make([]messages.TaskID, len(elsewhere))
+		for j, i := range elsewhere {
+			sub[j] = ids[i]
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		done, err := tt.shared.CancelStored(ctx, sub, "cancelled by request", now.UnixNano())
+		cancel()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		at := make(map[messages.TaskID]int, len(elsewhere))
+		for _, i := range elsewhere {
+			at[ids[i]] = i
+		}
+		for _, t := range done {
+			i := at[t.ID]
+			out[i], known[i], changed[i] = *t, true, true
+		}
+		for _, i := range elsewhere {
+			if !changed[i] {
+				stored = append(stored, i)
+			}
+		}
+	}
 	if len(stored) > 0 {
 		sub := make([]messages.TaskID, len(stored))
 		for j, i := range stored {
@@ -724,7 +778,11 @@ func (tt *taskTable) wait(ctx context.Context, id messages.TaskID) (Task, bool) 
 	case <-ch:
 	case <-ctx.Done():
 	}
-	return tt.get(id)
+	if t, ok := tt.get(id); ctx.Err() != nil || !ok || t.State.Terminal() || !tt.byID {
+		return t, ok
+	}
+	// Forgotten here: another forwarder dispatches it.
+	return tt.waitStored(ctx, id)
 }
 
 // waitStored polls the store for a task another forwarder holds until it

@@ -29,16 +29,17 @@ type Reason uint8
 
 // Reasons a peer is lost.
 const (
-	ReasonNone     Reason = iota
-	ReasonSilent          // nothing heard within the threshold
-	ReasonGoodbye         // the peer said it was leaving
-	ReasonReplaced        // a newer connection registered under its id
-	ReasonRevoked         // its credential was revoked
-	ReasonRefused         // the other side refused us
+	ReasonNone      Reason = iota
+	ReasonSilent           // nothing heard within the threshold
+	ReasonGoodbye          // the peer said it was leaving
+	ReasonReplaced         // a newer connection registered under its id
+	ReasonRevoked          // its credential was revoked
+	ReasonRefused          // the other side refused us
+	ReasonLeaseLost        // this server no longer holds the peer (shared database)
 )
 
 var reasonNames = [...]string{"", "heartbeat timeout", "said goodbye", "replaced by a new connection",
-	"credential revoked", "refused"}
+	"credential revoked", "refused", "lease lost"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {

@@ -54,6 +54,9 @@ type Uplink struct {
 	// socketChanged tells the owner to rebuild its poller.
 	socketChanged bool
 	lost          Reason
+	// refused: this server refused our Registration and there are
+	// others; its requests to re-register are ignored until we move on.
+	refused bool
 }
 
 // NewUplink makes an unconnected uplink; Connect dials.
@@ -90,6 +93,7 @@ func (u *Uplink) Connect(now time.Time) {
 	u.Close()
 	u.lastTry = now
 	u.registered = false
+	u.refused = false
 	u.socketChanged = true
 	opts := []zsock.Option{}
 	if k := u.cfg.Keys; k != nil {
@@ -205,11 +209,22 @@ func (u *Uplink) Heard(msg messages.Message, now time.Time) (registered, handled
 		u.lost = ReasonNone
 		registered = true
 	}
+	if refused && !u.registered && len(u.addrs) > 1 && !u.refused {
+		// A forwarder that cannot dispatch this endpoint (it lost its
+		// database, or another holds the endpoint) refuses it: go to
+		// the next after the back-off, not the threshold.
+		u.refused = true
+		u.lastTry = now.Add(-u.cfg.Timing.Threshold)
+		u.log.WithField("reason", msg.(*messages.ErrorReply).Reason).Warn(u.cfg.Peer + " refused our registration; trying the next")
+	}
 	switch m := msg.(type) {
 	case *messages.HeartbeatReq:
 		u.TrySend(&messages.HeartbeatResp{Nonce: m.Nonce})
 		return registered, true
 	case *messages.Reregister:
+		if u.refused {
+			return registered, true
+		}
 		if !u.registered && now.Sub(u.lastTry) < u.cfg.Timing.Interval {
 			return registered, true // our Registration is on its way
 		}

@@ -2,6 +2,8 @@ package taskstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -60,10 +62,56 @@ var pgMigrations = []string{
 		groups text[] NOT NULL,
 		created_at timestamptz NOT NULL
 	);`,
+	// 2: several forwarders on one database. Seqs come from a sequence
+	// in blocks (one round trip per block); ends get a position in a
+	// journal of their own (a table apart, so an end stays a HOT update
+	// of tasks: no index covers a column it changes); leases say which
+	// forwarder dispatches an endpoint. No index by endpoint: it costs
+	// every insert a fifth of its speed, for a read done once per
+	// takeover (a sequential scan).
+	`CREATE SEQUENCE task_seq INCREMENT BY ` + pgSeqBlock + `;
+	SELECT setval('task_seq', (SELECT coalesce(max(seq), 0) + 1 FROM tasks), false);
+	CREATE SEQUENCE ended_seq;
+	CREATE TABLE ended (
+		pos bigint PRIMARY KEY,
+		id uuid NOT NULL,
+		owner text NOT NULL,
+		state text NOT NULL,
+		completed_at bigint NOT NULL
+	);
+	INSERT INTO ended SELECT nextval('ended_seq'), id, owner, state, completed_at FROM
+		(SELECT * FROM tasks WHERE state IN ('success', 'failed', 'cancelled') ORDER BY completed_at, seq) AS done;
+	CREATE TABLE endpoint_leases (
+		endpoint text PRIMARY KEY,
+		holder text NOT NULL,
+		expires_at timestamptz NOT NULL
+	);
+	CREATE TABLE settings (name text PRIMARY KEY, value text NOT NULL);
+	INSERT INTO settings VALUES ('journal', md5(random()::text || clock_timestamp()::text));`,
 }
 
-// pgLockID serialises migrations between forwarders starting at once.
-const pgLockID = 0x5357_5944 // "SWYD"
+// pgSeqBlock is how many seqs one nextval of task_seq reserves; it must
+// hold taskstore.MaxSeqBatch.
+const pgSeqBlock = "131072"
+
+// pgLockID serialises migrations between forwarders starting at once;
+// pgEndedLockID the transactions that give out journal positions.
+const (
+	pgLockID      = 0x5357_5944 // "SWYD"
+	pgEndedLockID = 0x5357_5945
+)
+
+// pgEndedStates are the final states, as SQL.
+const pgEndedStates = "('success', 'failed', 'cancelled')"
+
+func anyEnded(ts []*Task) bool {
+	for _, t := range ts {
+		if t.State.Terminal() {
+			return true
+		}
+	}
+	return false
+}
 
 // pgStore keeps tasks, tokens and endpoints in PostgreSQL. Writes of tasks
 // go through one writer goroutine that commits everything queued since
@@ -81,6 +129,14 @@ type pgStore struct {
 	lastErr error
 	stop    chan struct{}
 	stopped chan struct{}
+
+	// instance names this handle in notices, so it skips its own.
+	instance string
+	// journal names the database's journal of ends (settings).
+	journal string
+	// seqMu guards the block of seqs reserved (NextSeqs).
+	seqMu           sync.Mutex
+	seqNext, seqEnd uint64
 }
 
 type pgOpKind uint8
@@ -132,6 +188,13 @@ func openPostgres(cfg Config) (Store, bool, error) {
 		pool.Close()
 		return nil, false, fmt.Errorf("postgres store %s: %w", s.desc, err)
 	}
+	if err := pool.QueryRow(ctx, "SELECT value FROM settings WHERE name = 'journal'").Scan(&s.journal); err != nil {
+		pool.Close()
+		return nil, false, fmt.Errorf("postgres store %s: %w", s.desc, err)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	s.instance = hex.EncodeToString(b[:])
 	go s.writer()
 	return s, existed, nil
 }
@@ -176,6 +239,12 @@ func (s *pgStore) migrate(ctx context.Context) (bool, error) {
 			return false, fmt.Errorf("schema migration to version %d: %w", v+1, err)
 		}
 		s.log.WithField("version", v+1).Info("postgres store: schema migrated")
+	}
+	// Tasks copied in with their own seqs (migrate-store) move the
+	// sequence past them, and past any block given out already.
+	if _, err := c.Exec(ctx, `SELECT setval('task_seq', greatest(m + 1, t.last_value + `+pgSeqBlock+`), false)
+		FROM (SELECT max(seq) AS m FROM tasks) AS x, task_seq AS t WHERE m >= t.last_value`); err != nil {
+		return false, err
 	}
 	return existed && v > 0, nil
 }
@@ -326,20 +395,24 @@ func (s *pgStore) commit(batch []pgOp) {
 	defer cancel()
 	var err error
 	if len(ins)+len(upd)+len(del) > 0 {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if err := pgInsertTasks(ctx, tx, ins); err != nil {
-				return err
-			}
-			if err := pgUpdateTasks(ctx, tx, upd); err != nil {
-				return err
-			}
-			if len(del) > 0 {
-				if _, err := tx.Exec(ctx, "DELETE FROM tasks WHERE id = ANY($1)", uuids(del)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		// One batch: its statements run in one implicit transaction, in
+		// one round trip.
+		var b pgx.Batch
+		if anyEnded(ins) || anyEnded(upd) {
+			// Ends take their journal positions in commit order: a
+			// reader that sees position n sees every one before it.
+			b.Queue("SELECT pg_advisory_xact_lock($1)", pgEndedLockID)
+		}
+		pgInsertTasks(&b, ins)
+		pgUpdateTasks(&b, upd)
+		s.notifyCommit(&b, ins, upd)
+		if len(del) > 0 {
+			// The journal forgets ends as old as the newest pruned.
+			b.Queue(`DELETE FROM ended WHERE completed_at <=
+				(SELECT max(completed_at) FROM tasks WHERE id = ANY($1) AND state IN `+pgEndedStates+`)`, uuids(del))
+			b.Queue("DELETE FROM tasks WHERE id = ANY($1)", uuids(del))
+		}
+		err = s.pool.SendBatch(ctx, &b).Close()
 		s.setErr(err)
 	}
 	if s.cfg.OnCommit != nil {
@@ -363,9 +436,9 @@ func uuids(ids []messages.TaskID) [][16]byte {
 // pgTaskColumns are a task's columns in the order of scanTask.
 const pgTaskColumns = "id, seq, endpoint, owner, kind, spec, state, attempts, result, error, created_at, updated_at, completed_at, writes"
 
-func pgInsertTasks(ctx context.Context, tx pgx.Tx, ts []*Task) error {
+func pgInsertTasks(b *pgx.Batch, ts []*Task) {
 	if len(ts) == 0 {
-		return nil
+		return
 	}
 	n := len(ts)
 	ids, seqs := make([][16]byte, n), make([]int64, n)
@@ -378,18 +451,21 @@ func pgInsertTasks(ctx context.Context, tx pgx.Tx, ts []*Task) error {
 		specs[i], results[i] = t.Spec, t.Result
 		attempts[i], created[i], updated[i], completed[i], writes[i] = int64(t.Attempts), t.CreatedAt, t.UpdatedAt, t.CompletedAt, int64(t.Writes)
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO tasks (`+pgTaskColumns+`)
+	// Tasks stored ended (migrate-store) go into the journal of ends.
+	b.Queue(`WITH i AS (INSERT INTO tasks (`+pgTaskColumns+`)
 		SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[],
-			$8::int8[], $9::bytea[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int8[])`,
+			$8::int8[], $9::bytea[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int8[])
+		RETURNING id, owner, state, completed_at)
+		INSERT INTO ended SELECT nextval('ended_seq'), id, owner, state, completed_at FROM i WHERE state IN `+pgEndedStates,
 		ids, seqs, eps, owners, kinds, specs, states, attempts, results, errs, created, updated, completed, writes)
-	return err
 }
 
 // pgUpdateTasks writes what changes after acceptance; the spec and the
-// other fields fixed at acceptance are not sent again.
-func pgUpdateTasks(ctx context.Context, tx pgx.Tx, ts []*Task) error {
+// other fields fixed at acceptance are not sent again. An end is final:
+// a forwarder that lost an endpoint does not undo what another stored.
+func pgUpdateTasks(b *pgx.Batch, ts []*Task) {
 	if len(ts) == 0 {
-		return nil
+		return
 	}
 	n := len(ts)
 	ids := make([][16]byte, n)
@@ -400,13 +476,14 @@ func pgUpdateTasks(ctx context.Context, tx pgx.Tx, ts []*Task) error {
 		ids[i], states[i], errs[i], results[i] = t.ID, string(t.State), t.Error, t.Result
 		attempts[i], updated[i], completed[i], writes[i] = int64(t.Attempts), t.UpdatedAt, t.CompletedAt, int64(t.Writes)
 	}
-	_, err := tx.Exec(ctx, `UPDATE tasks SET state = u.state, attempts = u.attempts, result = u.result, error = u.error,
+	b.Queue(`WITH w AS (UPDATE tasks SET state = u.state, attempts = u.attempts, result = u.result, error = u.error,
 			updated_at = u.updated_at, completed_at = u.completed_at, writes = u.writes
 		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::bytea[], $5::text[], $6::int8[], $7::int8[], $8::int8[])
 			AS u(id, state, attempts, result, error, updated_at, completed_at, writes)
-		WHERE tasks.id = u.id`,
+		WHERE tasks.id = u.id AND tasks.state NOT IN `+pgEndedStates+`
+		RETURNING tasks.id, tasks.owner, tasks.state, tasks.completed_at)
+		INSERT INTO ended SELECT nextval('ended_seq'), id, owner, state, completed_at FROM w WHERE state IN `+pgEndedStates,
 		ids, states, attempts, results, errs, updated, completed, writes)
-	return err
 }
 
 func scanTask(rows pgx.Rows) (*Task, error) {
@@ -577,6 +654,18 @@ func (s *pgStore) Prune(keys []Key) error {
 	return nil
 }
 
+// execAuth is exec of a change of tokens or endpoints, which the other
+// forwarders then read again.
+func (s *pgStore) execAuth(sql string, args ...any) error {
+	if err := s.exec(sql, args...); err != nil {
+		return err
+	}
+	if err := s.notifyAuth(); err != nil {
+		s.log.WithError(err).Warn("postgres store: the other forwarders were not told of a changed token or endpoint; they see it on a miss or their next start")
+	}
+	return nil
+}
+
 func (s *pgStore) exec(sql string, args ...any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
 	defer cancel()
@@ -603,13 +692,13 @@ func (s *pgStore) Tokens() ([]Token, error) {
 }
 
 func (s *pgStore) PutToken(t Token) error {
-	return s.exec(`INSERT INTO tokens (hash, id, username, admin, groups, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)
+	return s.execAuth(`INSERT INTO tokens (hash, id, username, admin, groups, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (hash) DO UPDATE SET id = $2, username = $3, admin = $4, groups = $5, created_at = $6, created_by = $7`,
 		t.Hash, t.ID, t.User, t.Admin, nonNil(t.Groups), t.CreatedAt, t.CreatedBy)
 }
 
 func (s *pgStore) DeleteTokens(hashes []string) error {
-	return s.exec("DELETE FROM tokens WHERE hash = ANY($1)", nonNil(hashes))
+	return s.execAuth("DELETE FROM tokens WHERE hash = ANY($1)", nonNil(hashes))
 }
 
 func (s *pgStore) Endpoints() ([]Endpoint, error) {
@@ -634,13 +723,13 @@ func (s *pgStore) Endpoints() ([]Endpoint, error) {
 }
 
 func (s *pgStore) PutEndpoint(e Endpoint) error {
-	return s.exec(`INSERT INTO endpoints (id, public_key, owner, multi_user, users, groups, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+	return s.execAuth(`INSERT INTO endpoints (id, public_key, owner, multi_user, users, groups, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (id) DO UPDATE SET public_key = $2, owner = $3, multi_user = $4, users = $5, groups = $6, created_at = $7`,
 		e.ID, e.PublicKey, e.Owner, e.MultiUser, nonNil(e.Users), nonNil(e.Groups), e.CreatedAt)
 }
 
 func (s *pgStore) DeleteEndpoint(id string) error {
-	return s.exec("DELETE FROM endpoints WHERE id = $1", id)
+	return s.execAuth("DELETE FROM endpoints WHERE id = $1", id)
 }
 
 // nonNil is l, or an empty list: the columns are NOT NULL.
