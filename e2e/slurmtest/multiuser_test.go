@@ -51,7 +51,9 @@ func TestMultiUserSlurmBlocks(t *testing.T) {
 	if err := os.WriteFile(mapPath, []byte(fmt.Sprintf("alice-sy %s proj-alice\nbob-sy %s\n", alice.Name, bob.Name)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 2,
+	// The fixture is one node of 2 CPUs: each user's block asks for one
+	// CPU of it (not the whole node, the default), so both run at once.
+	cfg := &blocks.Config{Provider: blocks.ProviderSlurm, MaxBlocks: 2, NodesPerBlock: 1, WorkersPerNode: 1, NoExclusive: true,
 		Walltime: 5 * time.Minute, MaxIdle: 10 * time.Minute, Period: 300 * time.Millisecond}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
