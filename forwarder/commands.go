@@ -18,7 +18,7 @@ func (l *loop) handleEvent(ev *event) {
 			return // deleted meanwhile; deleteEndpoint failed these tasks
 		}
 		ep := l.endpointFor(ev.ep)
-		ep.pending = append(ep.pending, ev.tasks...)
+		ep.pending.add(ev.tasks)
 		l.f.publish(ep)
 	case evCancel:
 		ep, ok := l.eps[ev.ep]
@@ -112,7 +112,7 @@ func (l *loop) nacked(ep *endpoint, n *messages.Nack) {
 	}
 	// They wait here now, as for an endpoint that went away.
 	back = l.f.tasks.endpointLost(back)
-	ep.pending = append(back, ep.pending...)
+	ep.pending.addFront(back)
 	ep.holdPush = true
 	l.f.m.nacked.Add(float64(len(back)))
 	l.quiet.Info("nack:"+ep.id, l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(back), "reason": n.Reason}),
