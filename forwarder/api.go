@@ -119,7 +119,10 @@ func (f *Forwarder) fail(w http.ResponseWriter, status int, format string, args 
 
 // readJSON decodes a body into v, answering the client itself on failure.
 func (f *Forwarder) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	body := http.MaxBytesReader(w, r.Body, f.opts.MaxBodyBytes)
+	return f.decodeJSON(w, http.MaxBytesReader(w, r.Body, f.opts.MaxBodyBytes), v)
+}
+
+func (f *Forwarder) decodeJSON(w http.ResponseWriter, body io.Reader, v any) bool {
 	dec := json.NewDecoder(body)
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
@@ -140,11 +143,39 @@ func (f *Forwarder) readJSON(w http.ResponseWriter, r *http.Request, v any) bool
 	return true
 }
 
+// readRaw reads the body, one JSON value, in one validating pass (a
+// decode into a RawMessage scans it twice); the decoder explains a body
+// that is not valid.
+func (f *Forwarder) readRaw(w http.ResponseWriter, r *http.Request) (json.RawMessage, bool) {
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength <= f.opts.MaxBodyBytes {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, f.opts.MaxBodyBytes)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			f.fail(w, http.StatusRequestEntityTooLarge, "body over the limit of %d bytes; split the request", f.opts.MaxBodyBytes)
+		} else {
+			f.fail(w, http.StatusBadRequest, "cannot read the body: %v", err)
+		}
+		return nil, false
+	}
+	if json.Valid(buf.Bytes()) {
+		return buf.Bytes(), true
+	}
+	var raw json.RawMessage
+	if !f.decodeJSON(w, &buf, &raw) {
+		return nil, false
+	}
+	f.fail(w, http.StatusBadRequest, "malformed JSON")
+	return nil, false
+}
+
 // listField reads {"<name>": [ ... ]} and returns the list's raw items,
 // answering the client itself when the body has another shape.
 func (f *Forwarder) listField(w http.ResponseWriter, r *http.Request, name, example string) ([]json.RawMessage, bool) {
-	var raw json.RawMessage
-	if !f.readJSON(w, r, &raw) {
+	raw, ok := f.readRaw(w, r)
+	if !ok {
 		return nil, false
 	}
 	raw = bytes.TrimSpace(raw)

@@ -23,7 +23,7 @@ func (l *loop) handleEvent(ev *event) {
 			l.f.tasks.forget(ev.tasks)
 			return
 		}
-		ep.pending = append(ep.pending, ev.tasks...)
+		ep.pending.add(ev.tasks)
 		l.f.publish(ep)
 	case evLease:
 		l.leaseDecided(ev)
@@ -121,7 +121,7 @@ func (l *loop) nacked(ep *endpoint, n *messages.Nack) {
 	}
 	// They wait here now, as for an endpoint that went away.
 	back = l.f.tasks.endpointLost(back)
-	ep.pending = append(back, ep.pending...)
+	ep.pending.addFront(back)
 	ep.holdPush = true
 	l.f.m.nacked.Add(float64(len(back)))
 	l.quiet.Info("nack:"+ep.id, l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(back), "reason": n.Reason}),

@@ -672,6 +672,57 @@ func TestInflightWindow(t *testing.T) {
 	}
 }
 
+// Beyond the window, owners take turns: a user who submits after
+// another's backlog has her tasks pushed as the next ones end, not after
+// the backlog.
+func TestInflightWindowOwnersTakeTurns(t *testing.T) {
+	e := connect(t, forwarder.Options{MaxInflight: 5})
+	alice := e.f.User(t, "alice", false)
+	bob := e.f.User(t, "bob", false)
+	e.f.Share(t, ep, "alice", "bob")
+	specs := make([]any, 30)
+	for i := range specs {
+		specs[i] = map[string]any{"kind": "noop"}
+	}
+	a, err := alice.Submit(ep, specs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.received(t, a[:5])
+	b, err := bob.Submit(ep, specs[:2]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Sync(t, "")
+	// As alice's tasks end, bob's go out among the next ones.
+	end := func(ids []string) {
+		var rs []messages.Result
+		for _, id := range ids {
+			rs = append(rs, messages.Result{ID: tid(t, id), Attempt: 1, Code: messages.Success, Finished: time.Now().UnixNano()})
+		}
+		e.Send(t, "", &messages.ResultBatch{Results: rs})
+	}
+	end(a[:4])
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := len(e.Tasks("")); n != 9 {
+			return fmt.Errorf("%d tasks handed after 4 of 5 ended, want 9", n)
+		}
+		return nil
+	})
+	got := e.received(t, a[:5])
+	if _, ok := got[b[0]]; !ok {
+		t.Fatalf("bob's first task not among the 4 sent after alice's ended")
+	}
+	sent := 0
+	for _, id := range a {
+		if _, ok := got[id]; ok {
+			sent++
+		}
+	}
+	end(a[4:sent])
+	e.received(t, b)
+}
+
 // The endpoint is told who submitted each task.
 func TestTasksCarryTheirOwner(t *testing.T) {
 	e := connect(t, forwarder.Options{})

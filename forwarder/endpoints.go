@@ -50,7 +50,7 @@ func (f *Forwarder) publish(ep *endpoint) {
 		Queued:          ep.report.Queued,
 		Outstanding:     ep.report.Outstanding,
 		ServingState:    ep.report.ServingState.String(),
-		Held:            len(ep.pending),
+		Held:            ep.pending.Len(),
 		Hostname:        ep.reg.Hostname,
 		SoftwareVersion: ep.reg.SoftwareVersion,
 		LostReason:      ep.lostReason,

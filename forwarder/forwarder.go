@@ -280,7 +280,7 @@ type endpoint struct {
 	lostReason string
 	lostAt     time.Time
 	report     messages.EPStatusReport
-	pending    []*entry
+	pending    pendingTasks
 	// inflight are the tasks pushed that have not ended, by id; sent
 	// holds them until they end, and those the interchange has not
 	// acknowledged go again if the ack does not come.

@@ -72,12 +72,12 @@ func (l *loop) bindRegistration(ep *endpoint, env link.Envelope, reg *messages.R
 	// already has. Cancels go first.
 	if ep.sent.Len() > 0 {
 		resend := ep.sent.TakeAll(make([]*entry, 0, ep.sent.Len()))
-		ep.pending = append(resend, ep.pending...)
+		ep.pending.addFront(resend)
 	}
 	clear(ep.inflight)
 	l.sendCancels(ep)
 	l.f.log.WithFields(logrus.Fields{"endpoint": id, "host": reg.Hostname, "version": reg.SoftwareVersion,
-		"reconnect": wasConnected, "pending": len(ep.pending)}).Info("endpoint registered")
+		"reconnect": wasConnected, "pending": ep.pending.Len()}).Info("endpoint registered")
 	// The answer carries our timing, which the interchange takes for
 	// this link: with its own, a mismatch would have either side declare
 	// the other lost again and again.
@@ -126,7 +126,7 @@ func (l *loop) endpointLost(ep *endpoint, why link.Reason, now time.Time) {
 		es = append(es, e)
 	}
 	back := l.f.tasks.endpointLost(es)
-	ep.pending = append(back, ep.pending...)
+	ep.pending.addFront(back)
 	for n, ch := range ep.probes {
 		ch <- commandResult{err: errEndpointNotConnected}
 		delete(ep.probes, n)
@@ -154,6 +154,6 @@ func (l *loop) resendUnacked(ep *endpoint, now time.Time) {
 	if len(again) > 0 {
 		l.f.m.resent.Add(float64(len(again)))
 		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "tasks": len(again)}).Warn("endpoint did not acknowledge tasks; sending them again")
-		ep.pending = append(again, ep.pending...)
+		ep.pending.addFront(again)
 	}
 }

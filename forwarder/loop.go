@@ -42,7 +42,7 @@ func (l *loop) run(ctx context.Context) error {
 			continue
 		}
 		ep := l.endpointFor(id)
-		ep.pending = append(ep.pending, es...)
+		ep.pending.add(es)
 		ep.lostReason = "forwarder restarted; waiting for the endpoint"
 		l.f.publish(ep)
 	}
@@ -90,7 +90,7 @@ func (l *loop) run(ctx context.Context) error {
 			if len(ep.cancels) > 0 && l.retryAt.IsZero() {
 				l.sendCancels(ep)
 			}
-			if len(ep.pending) > 0 && l.retryAt.IsZero() {
+			if ep.pending.Len() > 0 && l.retryAt.IsZero() {
 				l.flush(ep)
 			}
 		}
@@ -210,14 +210,16 @@ func (l *loop) flush(ep *endpoint) {
 		return
 	}
 	now := time.Now().UnixNano()
-	for len(ep.pending) > 0 && len(ep.inflight) < l.f.opts.MaxInflight {
+	for ep.pending.Len() > 0 && len(ep.inflight) < l.f.opts.MaxInflight {
 		var n int
-		room := min(len(ep.pending), l.f.opts.BatchSize, l.f.opts.MaxInflight-len(ep.inflight))
-		l.sendBuf, l.sentBuf, n = l.f.tasks.forSend(ep.pending[:room], l.sendBuf[:0], l.sentBuf[:0])
+		batch := ep.pending.take(min(l.f.opts.BatchSize, l.f.opts.MaxInflight-len(ep.inflight)))
+		l.sendBuf, l.sentBuf, n = l.f.tasks.forSend(batch, l.sendBuf[:0], l.sentBuf[:0])
 		if len(l.sendBuf) > 0 {
 			err := l.send(ep, &messages.TaskBatch{Tasks: l.sendBuf})
 			if err != nil {
 				// Back-pressure: keep them pending and retry shortly.
+				ep.pending.addFront(batch)
+				clear(l.sentBuf)
 				l.retryAt = time.Now().Add(5 * time.Millisecond)
 				if !errors.Is(err, zsock.ErrWouldBlock) {
 					l.f.log.WithError(err).WithField("endpoint", ep.id).Debug("task batch not sent")
@@ -232,11 +234,9 @@ func (l *loop) flush(ep *endpoint) {
 				l.sendBuf[i], l.sentBuf[i] = messages.Task{}, nil
 			}
 		}
-		clear(ep.pending[:n])
-		ep.pending = ep.pending[n:]
-	}
-	if len(ep.pending) == 0 {
-		ep.pending = nil
+		// Past one batch's bytes: the rest go first next time.
+		ep.pending.addFront(batch[n:])
+		clear(batch)
 	}
 	l.f.publish(ep)
 }

@@ -456,7 +456,7 @@ func (l *loop) leaseDecided(ev *event) {
 		return
 	}
 	ep.held = true
-	ep.pending = append(ep.pending, ev.tasks...)
+	ep.pending.add(ev.tasks)
 	if c == nil {
 		// The interchange went meanwhile; the lease goes too.
 		l.f.shared.release(ep.id)
@@ -486,7 +486,8 @@ func (l *loop) leaseLost(id string) {
 // dropTasks forgets the endpoint's tasks this forwarder holds in memory:
 // they are in the database, for whichever forwarder holds it next.
 func (l *loop) dropTasks(ep *endpoint) {
-	es := ep.pending
+	// take reuses its slice: copy what it gives.
+	es := append([]*entry(nil), ep.pending.take(ep.pending.Len())...)
 	for _, e := range ep.inflight {
 		ep.release(e)
 		es = append(es, e)
@@ -495,7 +496,7 @@ func (l *loop) dropTasks(ep *endpoint) {
 		es = append(es, ep.sent.TakeAll(nil)...)
 	}
 	l.f.tasks.forget(es)
-	ep.pending = nil
+	ep.pending = pendingTasks{}
 	clear(ep.inflight)
 	l.f.publish(ep)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -97,8 +98,8 @@ func sleepSeconds(t *testing.T) float64 {
 	return 1.5
 }
 
-// 8 sleeps on one 4-worker manager, a second joining after the first 4
-// started: the second takes the 4 the first holds unstarted, so the last
+// 8 sleeps on one 4-worker manager, a second joining 1 s later (once the
+// first 4 started): the second takes the 4 the first holds unstarted, so the last
 // ends about one run (plus the join) after the start, not two.
 func TestJoiningManagerTakesUnstartedTasks(t *testing.T) {
 	d := sleepSeconds(t)
@@ -129,6 +130,9 @@ func TestJoiningManagerTakesUnstartedTasks(t *testing.T) {
 		}
 		return nil
 	})
+	// The second manager joins 1 s after the tasks were submitted (the
+	// scenario's timing, not a wait for a condition).
+	<-time.After(time.Until(begin.Add(time.Second)))
 	joinAt := time.Now()
 	e.realManager(t, "m2", 4, -1)
 	got := e.waitResults(t, ids, time.Duration(4*d*float64(time.Second))+30*time.Second)
@@ -380,11 +384,14 @@ func TestLateUserStartsSoon(t *testing.T) {
 	bIDs := e.pushSpecs(t, "bob", repeat(10, sleepSpec(0.1))...)
 	got := e.waitResults(t, bIDs, 60*time.Second)
 	first := int64(-1)
+	var waits []time.Duration
 	for _, r := range got {
 		if first < 0 || r.Started < first {
 			first = r.Started
 		}
+		waits = append(waits, time.Duration(r.Started-bAt.UnixNano()))
 	}
+	slices.Sort(waits)
 	wait := time.Duration(first - bAt.UnixNano())
 	aDone := 0
 	for _, r := range e.fwd.Results(ep) {
@@ -392,8 +399,8 @@ func TestLateUserStartsSoon(t *testing.T) {
 			aDone++
 		}
 	}
-	t.Logf("alice %d x sleep 0.001, then bob 10 x sleep 0.1 on 4 workers: bob's first started %s after he submitted; alice had %d done by then",
-		nA, wait.Round(time.Millisecond), aDone)
+	t.Logf("alice %d x sleep 0.001, then bob 10 x sleep 0.1 on 4 workers: bob's first started %s after he submitted (median %s, last %s); alice had %d done by then",
+		nA, wait.Round(time.Millisecond), waits[len(waits)/2].Round(time.Millisecond), waits[len(waits)-1].Round(time.Millisecond), aDone)
 	if wait > time.Second {
 		t.Errorf("bob's first task started %s after he submitted, want within a second", wait)
 	}
@@ -401,4 +408,124 @@ func TestLateUserStartsSoon(t *testing.T) {
 		t.Errorf("alice had %d of %d done before bob's first started: bob waited behind her", aDone, nA)
 	}
 	e.waitResults(t, aIDs, 120*time.Second)
+}
+
+// mixSleep is the run time of the long tasks of TestMixedTasksMakespan;
+// SWITCHYARD_SCHED_MIX_SLEEP=5 runs the full-size case.
+func mixSleep(t *testing.T) float64 {
+	if v := os.Getenv("SWITCHYARD_SCHED_MIX_SLEEP"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			t.Fatalf("SWITCHYARD_SCHED_MIX_SLEEP=%q: want seconds", v)
+		}
+		return f
+	}
+	return 1.5
+}
+
+// 10 sleeps among 10,000 no-ops on two 8-worker managers: no-ops never
+// wait behind a sleep held unstarted, so the last task ends close to the
+// bound max(total run time / workers, longest task).
+func TestMixedTasksMakespan(t *testing.T) {
+	d := mixSleep(t)
+	e := start(t, interchange.Options{}, true)
+	e.realManager(t, "m1", 8, -1)
+	e.realManager(t, "m2", 8, -1)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if st := e.ix.Status(); st.Managers != 2 {
+			return fmt.Errorf("%d managers", st.Managers)
+		}
+		return nil
+	})
+	var specs []taskspec.Spec
+	for i := range 10_000 {
+		specs = append(specs, taskspec.Spec{Kind: taskspec.KindNoop})
+		if i%1000 == 500 {
+			specs = append(specs, sleepSpec(d))
+		}
+	}
+	begin := time.Now()
+	var ids []messages.TaskID
+	for len(specs) > 0 {
+		n := min(len(specs), 2000)
+		ids = append(ids, e.pushSpecs(t, "alice", specs[:n]...)...)
+		specs = specs[n:]
+	}
+	got := e.waitResults(t, ids, time.Duration(4*d*float64(time.Second))+60*time.Second)
+	var last int64
+	var work, longest time.Duration
+	for _, r := range got {
+		if r.Code != messages.Success {
+			t.Fatalf("task %s: %s (%s)", r.ID, r.Code.State(), r.Error)
+		}
+		last = max(last, r.Finished)
+		run := time.Duration(r.Finished - r.Started)
+		work += run
+		longest = max(longest, run)
+	}
+	bound := max(work/16, longest)
+	makespan := time.Duration(last - begin.UnixNano())
+	t.Logf("10 x sleep %gs + 10,000 noops on 2 x 8 workers: makespan %s, bound %s (%.1f%% over)",
+		d, makespan.Round(time.Millisecond), bound.Round(time.Millisecond), 100*(float64(makespan)/float64(bound)-1))
+	// 10% at full size; the short default, under the race detector, also
+	// pays the no-ops' start-up.
+	if limit := bound + bound/10 + 500*time.Millisecond; makespan > limit {
+		t.Errorf("makespan %s, want within 10%% of the bound %s (and 500ms of start-up)", makespan, bound)
+	}
+}
+
+// User A's backlog of no-ops (100,000; SWITCHYARD_SCHED_NOOPS=1000000 for
+// the full size), then user B's 10 short sleeps on two 8-worker managers:
+// each of B's starts before A's backlog is done (the log has how soon).
+func TestLateUserStartsSoonBehindNoops(t *testing.T) {
+	nA := 100_000
+	if v := os.Getenv("SWITCHYARD_SCHED_NOOPS"); v != "" {
+		nA, _ = strconv.Atoi(v)
+	}
+	e := start(t, interchange.Options{}, true)
+	e.realManager(t, "m1", 8, -1)
+	e.realManager(t, "m2", 8, -1)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if st := e.ix.Status(); st.Managers != 2 {
+			return fmt.Errorf("%d managers", st.Managers)
+		}
+		return nil
+	})
+	for sent := 0; sent < nA; sent += 5000 {
+		e.pushSpecs(t, "alice", repeat(min(5000, nA-sent), taskspec.Spec{Kind: taskspec.KindNoop})...)
+	}
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		if n := len(e.fwd.Results(ep)); n < 1000 {
+			return fmt.Errorf("%d results", n)
+		}
+		return nil
+	})
+	bAt := time.Now()
+	bIDs := e.pushSpecs(t, "bob", repeat(10, sleepSpec(0.1))...)
+	got := e.waitResults(t, bIDs, 60*time.Second)
+	var waits []time.Duration
+	for _, r := range got {
+		waits = append(waits, time.Duration(r.Started-bAt.UnixNano()))
+	}
+	slices.Sort(waits)
+	t.Logf("alice %d noops, then bob 10 x sleep 0.1 on 2 x 8 workers: bob's started after he submitted: median %s, last %s (all: %v)",
+		nA, waits[len(waits)/2].Round(time.Millisecond), waits[len(waits)-1].Round(time.Millisecond), waits)
+	lastStart := bAt.Add(waits[len(waits)-1]).UnixNano()
+	isB := map[messages.TaskID]bool{}
+	for _, id := range bIDs {
+		isB[id] = true
+	}
+	aDone := 0
+	for _, r := range e.fwd.Results(ep) {
+		if !isB[r.ID] && r.Finished <= lastStart {
+			aDone++
+		}
+	}
+	t.Logf("alice had %d of %d done when bob's last started", aDone, nA)
+	if aDone >= nA {
+		t.Errorf("alice had all %d done before bob's last task started: he waited behind her", nA)
+	}
+	if waits[len(waits)-1] > 2*time.Second {
+		t.Errorf("bob's last task started %s after he submitted, want within 2s", waits[len(waits)-1])
+	}
 }

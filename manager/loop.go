@@ -50,6 +50,10 @@ type loop struct {
 	inFlight int
 	// owners interns the owners of the tasks held.
 	owners owners
+	// flushAt: results wait until then for others to share their batch.
+	flushAt time.Time
+	// tookAt is when the loop last took the workers' events.
+	tookAt time.Time
 }
 
 // owners interns owner names, so the tasks of one user share one copy of
@@ -103,17 +107,21 @@ func (l *loop) run(ctx context.Context) error {
 		if len(l.deltas) > 0 {
 			reportAt = l.lastReport.Add(deltaDelay)
 		}
-		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt, reportAt, l.parkAt)
+		// Workers post their tasks' starts without waking the loop: it
+		// looks at least every deltaDelay while tasks run.
+		var takeAt time.Time
+		if l.inFlight > 0 {
+			takeAt = l.tookAt.Add(deltaDelay)
+		}
+		polled, err := zsock.Wait(l.poller, nextHK, l.retryAt, reportAt, l.parkAt, l.flushAt, takeAt)
 		if err != nil {
 			return err
 		}
+		took := false
 		for _, p := range polled {
 			if p.Socket == l.mg.mbox.Socket() {
-				l.evs = l.mg.mbox.Take(l.evs)
-				for i := range l.evs {
-					l.handleEvent(&l.evs[i])
-					l.evs[i] = event{}
-				}
+				l.takeEvents()
+				took = true
 			} else if p.Socket == l.up.Socket() {
 				for i := 0; i < 1000; i++ {
 					frames, ok, err := l.up.Recv()
@@ -125,6 +133,9 @@ func (l *loop) run(ctx context.Context) error {
 			}
 		}
 		now := time.Now()
+		if !took && !takeAt.IsZero() && !now.Before(takeAt) {
+			l.takeEvents()
+		}
 		if !l.retryAt.IsZero() && !now.Before(l.retryAt) {
 			l.retryAt = time.Time{}
 		}
@@ -139,6 +150,16 @@ func (l *loop) run(ctx context.Context) error {
 			l.housekeeping(now)
 			nextHK = now.Add(l.hb.Tick())
 		}
+	}
+}
+
+// takeEvents handles what workers posted.
+func (l *loop) takeEvents() {
+	l.tookAt = time.Now()
+	l.evs = l.mg.mbox.Take(l.evs)
+	for i := range l.evs {
+		l.handleEvent(&l.evs[i])
+		l.evs[i] = event{}
 	}
 }
 
@@ -337,10 +358,33 @@ func (l *loop) acceptTasks(b *messages.TaskBatch) {
 	l.up.TrySend(&messages.Ack{IDs: ids})
 }
 
+// resultHold is how long a result waits, while workers still run tasks,
+// for others to share its batch: a busy manager sends results (and so
+// gets refills) in batches, not one message per task.
+const (
+	resultHold     = time.Millisecond
+	resultHoldMost = 256
+)
+
 func (l *loop) flushResults() {
-	if l.results.waiting() == 0 || !l.up.Registered() {
+	w := l.results.waiting()
+	if w == 0 {
+		l.flushAt = time.Time{}
 		return
 	}
+	if !l.up.Registered() {
+		return
+	}
+	if l.inFlight > 0 && w < resultHoldMost && l.drain == nil {
+		now := time.Now()
+		if l.flushAt.IsZero() {
+			l.flushAt = now.Add(resultHold)
+		}
+		if now.Before(l.flushAt) {
+			return
+		}
+	}
+	l.flushAt = time.Time{}
 	q := l.results.queued()
 	for len(q) > 0 {
 		n := messages.ChunkResults(q, 1000)

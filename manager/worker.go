@@ -175,9 +175,10 @@ func (mg *Manager) worker(ctx context.Context, work <-chan *mtask, wg *sync.Wait
 		at := time.Now().UnixNano()
 		t.startedAt.Store(at)
 		mg.busy.Add(1)
-		// The loop reports it running within a few milliseconds; a task
+		// The loop reports it running within a few milliseconds (it takes
+		// the event at its next wake-up, deltaDelay at the latest); a task
 		// that ends before then shows only in its result.
-		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.env, mg.py, func() { mg.mbox.Post(event{kind: evStarted, t: t, at: at}) })
+		r := run(t.ctx, t.task, mg.opts.OutputLimit, mg.env, mg.py, func() { mg.mbox.PostLazy(event{kind: evStarted, t: t, at: at}) })
 		mg.busy.Add(-1)
 		t.cancel(nil)
 		mg.mbox.Post(event{kind: evFinished, t: t, result: r})

@@ -16,6 +16,8 @@ var mailboxSeq atomic.Uint64
 type Mailbox[T any] struct {
 	mu    sync.Mutex
 	items []T
+	// woken: a wake-up was sent since the last Take.
+	woken bool
 	wake  chan struct{}
 	quit  chan struct{}
 	done  chan struct{}
@@ -76,15 +78,24 @@ func (m *Mailbox[T]) waker(push *zmq.Socket) {
 // Post queues items for the loop and wakes it if it may be asleep.
 func (m *Mailbox[T]) Post(items ...T) {
 	m.mu.Lock()
-	wasEmpty := len(m.items) == 0
+	wake := !m.woken
+	m.woken = true
 	m.items = append(m.items, items...)
 	m.mu.Unlock()
-	if wasEmpty {
+	if wake {
 		select {
 		case m.wake <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// PostLazy queues items without waking the loop: it takes them at its
+// next wake-up or Take.
+func (m *Mailbox[T]) PostLazy(items ...T) {
+	m.mu.Lock()
+	m.items = append(m.items, items...)
+	m.mu.Unlock()
 }
 
 // Socket is the PULL end to add to the owner's poller.
@@ -101,6 +112,7 @@ func (m *Mailbox[T]) Take(spare []T) []T {
 	m.mu.Lock()
 	out := m.items
 	m.items = spare[:0]
+	m.woken = false
 	m.mu.Unlock()
 	return out
 }

@@ -260,7 +260,10 @@ func Wait(p *zmq.Poller, deadlines ...time.Time) ([]zmq.Polled, error) {
 			timeout = min(timeout, time.Until(d))
 		}
 	}
-	polled, err := p.Poll(max(timeout, 0))
+	// Poll counts whole milliseconds: round up, or the last part of a
+	// wait spins.
+	timeout = max(timeout, 0) + time.Millisecond - 1
+	polled, err := p.Poll(timeout.Truncate(time.Millisecond))
 	if err != nil {
 		if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
 			return nil, nil
