@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sirupsen/logrus"
 	"os"
 	"path/filepath"
 	"sort"
@@ -59,17 +60,7 @@ func (ix *Interchange) startBlocks() error {
 		return err
 	}
 	ix.blocks = b
-	ix.res.Add(func() {
-		wait := 30 * time.Second
-		if cfg.CancelOnExit {
-			wait = 3 * time.Minute // drains up to the cluster's KillWait
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			ix.log.WithError(err).Warn("stopping blocks")
-		}
-	})
+	ix.closeBlocksAtExit(b, ix.log)
 	return nil
 }
 
@@ -172,17 +163,7 @@ func (ix *Interchange) startUserBlocks(a *account) error {
 		// Marks blocks as on for the loop; ticks go to the accounts.
 		ix.blocks = b
 	}
-	ix.res.Add(func() {
-		wait := 30 * time.Second
-		if cfg.CancelOnExit {
-			wait = 3 * time.Minute // drains up to the cluster's KillWait
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			ix.log.WithError(err).WithField("posix_user", a.Name).Warn("stopping blocks")
-		}
-	})
+	ix.closeBlocksAtExit(b, ix.log.WithField("posix_user", a.Name))
 	return nil
 }
 
@@ -236,4 +217,21 @@ func (l *loop) tickUserBlocks(now time.Time) {
 		l.ix.status.setBlocks(raw)
 	}
 	l.ix.blocksView.Store(&views)
+}
+
+// closeBlocksAtExit stops b's controller as the interchange stops: with
+// --cancel-blocks-on-exit that drains and cancels its blocks, which may
+// take up to the cluster's KillWait.
+func (ix *Interchange) closeBlocksAtExit(b *blocks.Blocks, log *logrus.Entry) {
+	ix.res.Add(func() {
+		wait := 30 * time.Second
+		if ix.opts.Blocks.CancelOnExit {
+			wait = 3 * time.Minute
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			log.WithError(err).Warn("stopping blocks")
+		}
+	})
 }
