@@ -34,14 +34,15 @@ func (l *loop) handleEvent(ev *event) {
 		if !ok {
 			return
 		}
+		// Every id goes, in flight or not: the endpoint may hold a task
+		// pushed before it went away and came back (its registration
+		// can be handled before this event), and it drops ids it
+		// does not know.
 		for _, id := range ev.ids {
 			if e, ok := ep.inflight[id]; ok {
 				ep.release(e)
-				ep.cancels = append(ep.cancels, id)
-			} else if !ep.connected {
-				// Away: it may still hold tasks pushed before it went.
-				ep.cancels = append(ep.cancels, id)
 			}
+			ep.cancels = append(ep.cancels, id)
 		}
 		l.sendCancels(ep)
 	case evCommand:
