@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -14,11 +13,9 @@ import (
 // Throughput of a two-user multi-user endpoint against a single-user one,
 // same processes and managers (two local blocks of 4 workers), 20,000
 // noop tasks each way through the HTTP API, two submitters at once. Run
-// with SWITCHYARD_MU_BENCH=1.
-func TestMultiUserThroughput(t *testing.T) {
-	if os.Getenv("SWITCHYARD_MU_BENCH") == "" {
-		t.Skip("set SWITCHYARD_MU_BENCH=1 to measure")
-	}
+// with: go test -run '^$' -bench MultiUserThroughput -benchtime 1x ./e2e/
+func BenchmarkMultiUserThroughput(b *testing.B) {
+	t := b
 	const n = 20000
 	alice, bob := testutil.AddUser(t, "sy-alice"), testutil.AddUser(t, "sy-bob")
 	blocks := []string{"--provider", "local", "--max-blocks", "2", "--workers-per-node", "4", "--walltime", "0",
@@ -31,6 +28,8 @@ func TestMultiUserThroughput(t *testing.T) {
 		multi := startMultiUser(t, fmt.Sprintf("alice-sy %s\nbob-sy %s\n", alice.Name, bob.Name), append(blocks, "--max-blocks-per-user", "1", "--min-blocks", "1", "--init-blocks", "1")...)
 		rate2 := measure(t, n, multi.user(t, "alice-sy"), multi.user(t, "bob-sy"))
 		t.Logf("round %d: %d noop tasks: single-user endpoint %.0f tasks/s, two-user multi-user endpoint %.0f tasks/s", round+1, n, rate1, rate2)
+		t.ReportMetric(rate1, "single-user-tasks/s")
+		t.ReportMetric(rate2, "two-user-tasks/s")
 		single.ix.Stop()
 		multi.ix.Stop()
 	}
@@ -38,7 +37,7 @@ func TestMultiUserThroughput(t *testing.T) {
 
 // measure waits for both users' managers (a warm-up task each), then
 // submits n/2 noops as each user at once and follows the ended tasks.
-func measure(t *testing.T, n int, users ...*testutil.Client) float64 {
+func measure(t testing.TB, n int, users ...*testutil.Client) float64 {
 	t.Helper()
 	noop := map[string]any{"kind": "noop"}
 	for _, u := range users {

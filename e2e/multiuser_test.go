@@ -29,7 +29,7 @@ type muSite struct {
 }
 
 // startMultiUser starts the site; an empty mapText makes it single-user.
-func startMultiUser(t *testing.T, mapText string, ixFlags ...string) *muSite {
+func startMultiUser(t testing.TB, mapText string, ixFlags ...string) *muSite {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "sy-mu-")
 	if err != nil {
@@ -78,7 +78,7 @@ func startMultiUser(t *testing.T, mapText string, ixFlags ...string) *muSite {
 	return s
 }
 
-func copyExecutable(t *testing.T, from, to string) {
+func copyExecutable(t testing.TB, from, to string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func copyExecutable(t *testing.T, from, to string) {
 }
 
 // user makes a token for a Switchyard user and a client that sends it.
-func (s *muSite) user(t *testing.T, name string) *testutil.Client {
+func (s *muSite) user(t testing.TB, name string) *testutil.Client {
 	t.Helper()
 	var out struct {
 		Token string `json:"token"`
@@ -117,7 +117,7 @@ type execOut struct {
 }
 
 // run runs one shell command as c's user and returns its task and output.
-func run(t *testing.T, c *testutil.Client, script string, env map[string]string) (testutil.TaskView, execOut) {
+func run(t testing.TB, c *testutil.Client, script string, env map[string]string) (testutil.TaskView, execOut) {
 	t.Helper()
 	task := map[string]any{"kind": "exec", "args": []string{"/bin/sh", "-c", script}, "timeout": "60s"}
 	if env != nil {

@@ -23,7 +23,7 @@ import (
 // endpoint created through the first, its interchange given both
 // forwarders' addresses, and one manager.
 type sharedSite struct {
-	t        *testing.T
+	t        testing.TB
 	pg       *pgtest.Server
 	bin, dir string
 	fwd      [2]*testutil.Proc
@@ -41,7 +41,7 @@ const sharedEP = "shared"
 // interchange tries first. Forwarder 1 reaches PostgreSQL over its unix
 // socket, forwarder 0 over TCP, so a rule on the TCP port cuts forwarder 0
 // alone.
-func startSharedSite(t *testing.T, order [2]int, workers int) *sharedSite {
+func startSharedSite(t testing.TB, order [2]int, workers int) *sharedSite {
 	bin := testutil.Switchyard(t)
 	pg := pgtest.Start(t)
 	tcpURL := pg.Database(t)
@@ -354,13 +354,12 @@ func TestSharedForwarderCutFromDatabase(t *testing.T) {
 	}
 }
 
-// SWITCHYARD_SOAK=1: 20 kill -9 of a random forwarder under a steady
-// 2,000 tasks/s (noops, and one in 20 a task that logs its start): tasks
-// accepted and ended, the longest pause in ends, runs beyond the first.
-func TestSharedKill9Soak(t *testing.T) {
-	if os.Getenv("SWITCHYARD_SOAK") == "" {
-		t.Skip("set SWITCHYARD_SOAK=1 to run (minutes)")
-	}
+// 20 kill -9 of a random forwarder under a steady 2,000 tasks/s (noops,
+// and one in 20 a task that logs its start): tasks accepted and ended,
+// the longest pause in ends, runs beyond the first. A measurement of
+// minutes, run with: go test -run '^$' -bench SharedKill9Soak -benchtime 1x ./e2e/
+func BenchmarkSharedKill9Soak(b *testing.B) {
+	t := b
 	s := startSharedSite(t, [2]int{0, 1}, 16)
 	l := s.startLoad(100, 50*time.Millisecond, func(n int) map[string]any {
 		if n%20 == 0 {
@@ -458,18 +457,15 @@ func TestSharedKill9Soak(t *testing.T) {
 	}
 }
 
-// SWITCHYARD_BENCH_SHARED=N: N noop tasks through one, then both,
-// forwarders on PostgreSQL (batches of 10,000 from two submitters, each
+// 100,000 noop tasks through one, then both, forwarders on PostgreSQL (batches of 10,000 from two submitters, each
 // to its forwarder, or both to the first), followed on the ended feed;
 // tasks/s from the first submit to the last end. One manager of 8
 // workers, as `switchyard bench --cli` starts.
-func TestSharedThroughput(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("SWITCHYARD_BENCH_SHARED"))
-	if n <= 0 {
-		t.Skip("set SWITCHYARD_BENCH_SHARED=TASKS to run")
-	}
+// Run with: go test -run '^$' -bench SharedThroughput -benchtime 1x ./e2e/
+func BenchmarkSharedThroughput(b *testing.B) {
+	const n = 100_000
 	for _, fwds := range []int{1, 2} {
-		t.Run(fmt.Sprintf("forwarders=%d", fwds), func(t *testing.T) {
+		b.Run(fmt.Sprintf("forwarders=%d", fwds), func(t *testing.B) {
 			s := startSharedSite(t, [2]int{0, 1}, 8)
 			ctx := context.Background()
 			first, err := s.api[0].Ended(ctx, "", 0, 0)
@@ -516,6 +512,7 @@ func TestSharedThroughput(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%d forwarder(s) on PostgreSQL: %d noop tasks in %.2fs: %.0f tasks/s", fwds, ended, secs, float64(ended)/secs)
+			t.ReportMetric(float64(ended)/secs, "tasks/s")
 		})
 	}
 }

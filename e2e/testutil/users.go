@@ -20,14 +20,15 @@ type PosixUser struct {
 
 // AddUser makes a Unix account named prefix-<random> with a home
 // directory (useradd -m) and removes it (userdel -r) when the test ends.
-// It skips the test unless run as root with useradd available.
+// The tests run as root (they make users, mount tmpfs, set firewall
+// rules); useradd comes with Debian's passwd package.
 func AddUser(t testing.TB, prefix string) PosixUser {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create Unix users")
+		t.Fatal("creating Unix users needs root: run the tests as root")
 	}
 	if _, err := exec.LookPath("useradd"); err != nil {
-		t.Skip("useradd not found")
+		t.Fatalf("useradd not found (Debian's passwd package): %v", err)
 	}
 	name := strings.ToLower(prefix + "-" + randHex(3))
 	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", "-K", "UID_MIN=20000", "-K", "UID_MAX=29999", name).CombinedOutput(); err != nil {
