@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
-	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/manager"
 	"github.com/switchyard-hpc/switchyard/messages"
@@ -132,7 +130,7 @@ func TestForwarderRefusesForeignStateFile(t *testing.T) {
 // was accepted stays readable, and once space returns submissions work
 // again without a restart; nothing accepted is lost.
 func TestForwarderDiskFull(t *testing.T) {
-	dir := smallDisk(t, "8m")
+	dir := testutil.SmallDisk(t, "8m")
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	f.Enroll(t, "ep1")
 	c := f.Client()
@@ -141,7 +139,7 @@ func TestForwarderDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fill(t, dir)
+	testutil.FillDisk(t, dir)
 	submit := func() (int, string) {
 		var resp struct {
 			TaskIDs []string `json:"task_ids"`
@@ -195,21 +193,6 @@ func TestForwarderDiskFull(t *testing.T) {
 			t.Fatalf("after restart, accepted task %s reads %q", tv.TaskID, tv.State)
 		}
 	}
-}
-
-// smallDisk mounts a tmpfs of size for a state dir (the test needs root)
-// and shrinks the store's disk reserve and memtable to fit it.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount a small tmpfs (the test needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	reserve, mem := store.DiskReserve, store.MemTableSize
-	store.DiskReserve, store.MemTableSize = 1<<20, 512<<10
-	t.Cleanup(func() { store.DiskReserve, store.MemTableSize = reserve, mem })
-	return dir
 }
 
 // filesHolding names the files under dir that contain s.
@@ -298,29 +281,13 @@ func TestRetentionForgetsFinishedTasks(t *testing.T) {
 	}
 }
 
-// fill writes zeros into dir/filler until the filesystem is full.
-func fill(t *testing.T, dir string) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			return
-		}
-	}
-}
-
 // The disk-full bug of issue 14: while its store was failing, the
 // forwarder acknowledged re-sent results as duplicates, the interchange
 // forgot them, and after a restart the tasks ran again and their first
 // results were lost. A result, re-sent or not, is acknowledged only once
 // it is durable: every acknowledged result survives a restart.
 func TestResultsAckedOnlyWhenDurable(t *testing.T) {
-	dir := smallDisk(t, "8m")
+	dir := testutil.SmallDisk(t, "8m")
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: dir})
 	f.Enroll(t, ep)
 	e := &fakeEndpoint{Peer: testutil.NewDealer(t, "interchange", ep, f.ZMQAddr(), testutil.PeerOptions{AckTasks: true}), f: f, c: f.Client()}
@@ -331,7 +298,7 @@ func TestResultsAckedOnlyWhenDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := e.received(t, ids)
-	fill(t, dir)
+	testutil.FillDisk(t, dir)
 	// Results big enough to need new pages, which the full disk refuses.
 	results := make([]messages.Result, 0, n)
 	for _, id := range ids {

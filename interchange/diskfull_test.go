@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,41 +12,9 @@ import (
 	"github.com/switchyard-hpc/switchyard/e2e/testutil"
 	"github.com/switchyard-hpc/switchyard/forwarder"
 	"github.com/switchyard-hpc/switchyard/interchange"
-	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/manager"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
-
-// smallDisk mounts an 8 MB tmpfs (the test runs as root) and lowers the
-// store's reserve to fit it.
-func smallDisk(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount a small tmpfs (the test needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	reserve, mem := store.DiskReserve, store.MemTableSize
-	store.DiskReserve, store.MemTableSize = 1<<20, 512<<10
-	t.Cleanup(func() { store.DiskReserve, store.MemTableSize = reserve, mem })
-	return dir
-}
-
-// fill writes into dir/filler until the file system is full.
-func fill(t *testing.T, dir string) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			return
-		}
-	}
-}
 
 func tasks(n int, arg string) []any {
 	out := make([]any, n)
@@ -63,7 +30,7 @@ func tasks(n int, arg string) []any {
 // more than before, and once space returns it takes them by itself. Every
 // task it acknowledged survives a restart: all run and succeed.
 func TestInterchangeDiskFullCycle(t *testing.T) {
-	dir := smallDisk(t)
+	dir := testutil.SmallDisk(t, "8m")
 	f := testutil.StartForwarder(t, forwarder.Options{StateDir: t.TempDir()})
 	f.Enroll(t, ep)
 	c := f.Client()
@@ -77,7 +44,7 @@ func TestInterchangeDiskFullCycle(t *testing.T) {
 	}
 	waitStates(t, c, before, "waiting-for-nodes")
 
-	fill(t, dir)
+	testutil.FillDisk(t, dir)
 	during, err := c.Submit(ep, tasks(n, strings.Repeat("b", 200))...)
 	if err != nil {
 		t.Fatal(err)
