@@ -45,9 +45,11 @@ type DB struct {
 	// WriteSync caller that found no commit running.
 	commitMu sync.Mutex
 	mu       sync.Mutex
-	batch    *pebble.Batch // ops kept until they are committed
+	// batch holds ops until they are committed, a Pebble batch per
+	// bucket (indexed by its key byte): see commit.
+	batch []*pebble.Batch
 	// syncBatch holds WriteSync's ops, dropped if their commit fails.
-	syncBatch *pebble.Batch
+	syncBatch []*pebble.Batch
 	nops      int
 	puts      int // of nops, how many are not deletes
 	cbs       []func(error)
@@ -107,6 +109,8 @@ func OpenDB(dir string, buckets []string, o DBOptions) (*DB, bool, error) {
 	for i, b := range buckets {
 		d.bidx[b] = byte(i + 1) // 0 is never a bucket
 	}
+	d.batch = make([]*pebble.Batch, len(buckets)+1)
+	d.syncBatch = make([]*pebble.Batch, len(buckets)+1)
 	ms, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
 	existed := len(ms) > 0
 	var err error
@@ -190,31 +194,34 @@ func (d *DB) Write(ops []Op, cb func(error)) { d.queue(ops, cb, false) }
 
 func (d *DB) queue(ops []Op, cb func(error), once bool) {
 	d.mu.Lock()
-	bp := &d.batch
+	bs := d.batch
 	if once {
-		bp = &d.syncBatch
+		bs = d.syncBatch
 	}
-	if *bp == nil {
-		*bp = d.db.NewBatch()
-	}
-	b := *bp
 	for _, op := range ops {
 		k, ok := d.bidx[op.Bucket]
 		if !ok {
+			d.mu.Unlock()
 			panic(fmt.Sprintf("store: no bucket %q", op.Bucket))
 		}
-		if op.Value == nil {
-			w := b.DeleteDeferred(1 + len(op.Key))
-			w.Key[0] = k
-			copy(w.Key[1:], op.Key)
-			w.Finish()
-			continue
+		b := bs[k]
+		if b == nil {
+			b = d.db.NewBatch()
+			bs[k] = b
 		}
-		d.puts++
-		w := b.SetDeferred(1+len(op.Key), len(op.Value))
+		var w *pebble.DeferredBatchOp
+		switch {
+		case op.Value != nil:
+			d.puts++
+			w = b.SetDeferred(1+len(op.Key), len(op.Value))
+			copy(w.Value, op.Value)
+		case op.SetOnce:
+			w = b.SingleDeleteDeferred(1 + len(op.Key))
+		default:
+			w = b.DeleteDeferred(1 + len(op.Key))
+		}
 		w.Key[0] = k
 		copy(w.Key[1:], op.Key)
-		copy(w.Value, op.Value)
 		w.Finish()
 	}
 	d.nops += len(ops)
@@ -265,27 +272,48 @@ func (d *DB) writer() {
 	}
 }
 
+// commit writes what is queued as one Pebble batch, bucket by bucket.
+// Pebble inserts a batch's keys into its memtable one by one, and an
+// insert just after the one before skips the search from the top: a
+// bucket's puts (new tasks and results, at rising keys) then cost far
+// less than when they alternate with other buckets' keys. The order of
+// ops on one key (always in one bucket) is kept, WriteSync's after the
+// others as before.
 func (d *DB) commit() error {
-	d.mu.Lock()
-	keep, once, nops, puts, cbs := d.batch, d.syncBatch, d.nops, d.puts, d.cbs
-	d.batch, d.syncBatch, d.nops, d.puts, d.cbs = nil, nil, 0, 0, nil
-	d.mu.Unlock()
-	if keep == nil && once == nil && len(cbs) == 0 {
-		return nil
+	type kept struct {
+		k byte
+		b *pebble.Batch
 	}
-	all := keep
-	if once != nil {
-		if keep == nil {
-			all = once
-		} else {
-			all = d.db.NewBatch()
-			_ = all.Apply(keep, nil)
-			_ = all.Apply(once, nil)
+	d.mu.Lock()
+	nops, puts, cbs := d.nops, d.puts, d.cbs
+	var all *pebble.Batch
+	var keep []kept // a failed commit's ops, not WriteSync's
+	for k, b := range d.batch {
+		once := d.syncBatch[k]
+		d.batch[k], d.syncBatch[k] = nil, nil
+		if b == nil && once == nil {
+			continue
 		}
+		if all == nil {
+			all = d.db.NewBatch()
+		}
+		if b != nil {
+			_ = all.Apply(b, nil)
+			keep = append(keep, kept{byte(k), b})
+		}
+		if once != nil {
+			_ = all.Apply(once, nil)
+			_ = once.Close()
+		}
+	}
+	d.nops, d.puts, d.cbs = 0, 0, nil
+	d.mu.Unlock()
+	if all == nil && len(cbs) == 0 {
+		return nil
 	}
 	start := time.Now()
 	var err error
-	if all != nil && !all.Empty() {
+	if all != nil {
 		// Deletes only free space: they pass while the disk is full.
 		if puts > 0 || !hasRoom(d.dir, 1<<20) {
 			err = d.room(int64(all.Len()))
@@ -293,36 +321,34 @@ func (d *DB) commit() error {
 		if err == nil {
 			err = d.db.Apply(all, pebble.Sync)
 		}
+		_ = all.Close()
 	}
 	if err != nil && !errors.Is(err, ErrDiskFull) {
 		err = Damage(d.dir, err)
-	}
-	if all != nil && all != keep {
-		_ = all.Close()
-	}
-	if once != nil && once != all {
-		_ = once.Close()
-	}
-	if keep != nil && err == nil {
-		_ = keep.Close()
-		keep = nil
 	}
 	if d.onCommit != nil {
 		d.onCommit(nops, time.Since(start), err)
 	}
 	d.mu.Lock()
 	d.err = err
-	d.kept = keep != nil
-	if keep != nil {
-		// Before anything queued meanwhile, to keep the order.
-		if d.batch != nil {
-			_ = keep.Apply(d.batch, nil)
-			_ = d.batch.Close()
+	d.kept = err != nil && len(keep) > 0
+	if d.kept {
+		// Kept for the next commit, before anything queued meanwhile.
+		for _, x := range keep {
+			if later := d.batch[x.k]; later != nil {
+				_ = x.b.Apply(later, nil)
+				_ = later.Close()
+			}
+			d.batch[x.k] = x.b
 		}
-		d.batch = keep
 		d.puts += puts // an upper bound is enough
 	}
 	d.mu.Unlock()
+	if err == nil {
+		for _, x := range keep {
+			_ = x.b.Close()
+		}
+	}
 	for _, cb := range cbs {
 		cb(err)
 	}

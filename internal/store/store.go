@@ -15,6 +15,11 @@ type Op struct {
 	Bucket string
 	Key    []byte
 	Value  []byte
+	// SetOnce marks a delete of a key put exactly once since it was last
+	// deleted (never overwritten): the put and the delete then vanish
+	// together when they meet in a flush or compaction, where an ordinary
+	// delete is kept (and compacted) until the bottom level.
+	SetOnce bool
 }
 
 // ErrForeign means the file is not a store of this kind.
