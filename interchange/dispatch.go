@@ -183,6 +183,12 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 		case ok && t.fin:
 			// Its result is held already.
 			l.ix.m.duplicates.Inc()
+			if t.ackTo != nil {
+				// Acked once the forwarder has it, to the manager that
+				// holds it now.
+				ack = ack[:len(ack)-1]
+				t.ackTo = m
+			}
 		case ok && r.Attempt == t.attempt && (t.mgr == m || t.mgr == nil && t.recovered && t.acct == m.acct):
 			// From the manager it was handed to, or one that held it across
 			// our restart (nobody holds it since; on a multi-user endpoint
@@ -190,7 +196,10 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 			if r.Started != 0 {
 				t.countStart() // it ended before a report said it ran
 			}
-			l.finishTask(t, r)
+			l.finish(t, r, m)
+			if t.ackTo != nil {
+				ack = ack[:len(ack)-1]
+			}
 			m.ranFor(&r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case ok && r.Attempt == t.attempt:
@@ -217,6 +226,9 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 	l.persist(l.takeOps(), func(l *loop) {
 		m, ok := l.mgrs[mid]
 		if !ok {
+			return
+		}
+		if len(ack) == 0 {
 			return
 		}
 		if err := l.sendManager(m, &messages.Ack{IDs: ack}); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1014,4 +1015,71 @@ func TestOwnersReachManagers(t *testing.T) {
 	p.SetHeartbeat(testutil.Interval)
 	p.Send(t, "", &messages.ManagerStatusReport{Workers: 4, IdleWorkers: 4, Capacity: 4})
 	check(p, 1)
+}
+
+// A short task's result is not stored here: its manager keeps it, not
+// acked, until the forwarder has acked it. One the forwarder leaves
+// unacked is stored after a second and acked to the manager, and goes up
+// again after a restart.
+func TestShortResultsStayWithTheirManagerUntilTheForwarderHasThem(t *testing.T) {
+	opts := interchange.Options{StateDir: t.TempDir()}
+	e := start(t, opts, false)
+	m := e.manager(t, "m1", 2, 0)
+	ids := e.push(t, 2, 1)
+	for _, id := range ids {
+		waitTask(t, m, id, 1, 5*time.Second)
+	}
+	acked := func(id messages.TaskID) bool {
+		return m.Count(func(r testutil.Received) bool {
+			a, ok := r.Msg.(*messages.Ack)
+			return ok && slices.Contains(a.IDs, id)
+		}) > 0
+	}
+	unstored := func(want int) {
+		t.Helper()
+		testutil.WaitFor(t, 5*time.Second, func() error {
+			if n := e.ix.Status().ResultsUnstored; n != want {
+				return fmt.Errorf("%d results unstored, want %d", n, want)
+			}
+			return nil
+		})
+	}
+
+	m.Send(t, "", result(ids[0], 1, messages.Success, "a"))
+	e.waitUpResult(t, ids[0], 1)
+	unstored(1)
+	if acked(ids[0]) {
+		t.Fatal("the manager was acked before the forwarder had the result")
+	}
+	e.fwd.Send(t, ep, &messages.Ack{IDs: ids[:1]})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if !acked(ids[0]) {
+			return fmt.Errorf("manager not acked after the forwarder's ack")
+		}
+		return nil
+	})
+	unstored(0)
+
+	// The forwarder never acks this one.
+	m.Send(t, "", result(ids[1], 1, messages.Success, "b"))
+	e.waitUpResult(t, ids[1], 1)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if !acked(ids[1]) {
+			return fmt.Errorf("manager not acked while the forwarder is silent")
+		}
+		return nil
+	})
+	unstored(0)
+	if st := e.ix.Status(); st.ResultsUndelivered != 1 {
+		t.Fatalf("%d results undelivered, want 1", st.ResultsUndelivered)
+	}
+	m.Close()
+	e.ix.Stop()
+	opts.Forwarder = e.fwd.Addr()
+	opts.EndpointID = ep
+	testutil.StartInterchange(t, opts)
+	rs := e.waitUpResult(t, ids[1], 2)
+	if string(rs[1].Payload) != "b" {
+		t.Errorf("result after the restart: %+v", rs[1])
+	}
 }

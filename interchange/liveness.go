@@ -162,6 +162,7 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 		back = append(back, t)
 		if l.ix.store != nil {
 			l.ops = append(l.ops, taskOp(t))
+			t.rewritten = true
 		}
 		t.stAt = now.UnixNano()
 		requeued++
@@ -183,6 +184,7 @@ func (l *loop) requeue(m *manager, ts []*itask, reason string, now time.Time) (r
 func (l *loop) housekeeping(now time.Time) {
 	l.holdExpired(now)
 	l.stealsExpired(now)
+	l.storeUnacked(now.Add(-unstoredFor))
 	switch l.up.Timers(now) {
 	case link.TickLost:
 		l.ix.m.forwarderLost.Inc()

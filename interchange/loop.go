@@ -53,7 +53,13 @@ type itask struct {
 	acct uint32
 	// stealing: a give-back command asks its manager for it now.
 	stealing bool
-	owner    owner
+	// rewritten: its store record may have been put more than once (a
+	// new attempt, or a previous run), so it must not be single-deleted.
+	rewritten bool
+	owner     owner
+	// ackTo is the manager whose ack of this result waits for the
+	// forwarder's (results.go, "unstored results"); nil otherwise.
+	ackTo *manager
 }
 
 // loop owns the sockets and every table below; nothing here is locked.
@@ -122,6 +128,12 @@ type loop struct {
 	// mayIdle: a manager may have idle workers since stealing was last
 	// looked at (results, acks, a registration).
 	mayIdle bool
+	// unstored lists results held only in memory, oldest first from
+	// unstoredAt; ackLater the managers' acks that wait for the forwarder.
+	unstored   []unstoredResult
+	unstoredAt int
+	nunstored  int // results whose ackTo is set
+	ackLater   map[*manager][]messages.TaskID
 }
 
 func taskDelivery(t *itask) *link.Delivery[itask] { return &t.delivery }
@@ -154,6 +166,9 @@ func (l *loop) run(ctx context.Context) error {
 	nextHK := time.Now().Add(tick)
 	for {
 		if ctx.Err() != nil {
+			// What managers still hold for us is stored, in case they
+			// are gone when we are back.
+			l.storeUnacked(time.Time{})
 			// Tell the forwarder at once, so it shows us gone now rather
 			// than after the heartbeat threshold.
 			if l.up.Registered() {

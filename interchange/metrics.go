@@ -99,6 +99,8 @@ func newMetrics(reg prometheus.Registerer, ix *Interchange) *metrics {
 		g("idle_workers", "Idle workers across managers.", func() float64 { return float64(ix.Status().IdleWorkers) }),
 		queuedCollector{ix: ix, desc: prometheus.NewDesc("switchyard_interchange_queued_tasks",
 			"Tasks waiting for a manager, by owner (owners with queued tasks only; owner \"\" at 0 when none).", []string{"owner"}, nil)},
+		g("results_unstored", "Results the forwarder has not acknowledged yet that their managers keep instead of the store.",
+			func() float64 { return float64(ix.Status().ResultsUnstored) }),
 		g("outstanding_tasks", "Tasks held (queued or on managers).", func() float64 { return float64(ix.Status().Outstanding) }),
 		g("forwarder_connected", "1 when the forwarder link is up.", func() float64 {
 			if ix.Status().ForwarderConnected {

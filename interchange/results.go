@@ -12,13 +12,22 @@ import (
 func (l *loop) outstanding() int { return len(l.tasks) - l.nheld }
 
 // finishTask ends a task we hold with its result.
-func (l *loop) finishTask(t *itask, r messages.Result) {
+func (l *loop) finishTask(t *itask, r messages.Result) { l.finish(t, r, nil) }
+
+// finish ends t with r. With from, the manager r came from, the result
+// may stay in memory only: see unstoredResult.
+func (l *loop) finish(t *itask, r messages.Result, from *manager) {
 	if t.fin {
 		return
 	}
 	r.Runs = max(r.Runs, uint32(t.runs))
-	if l.ix.store != nil {
-		l.ops = append(l.ops, taskDeleteOp(t.seq))
+	if from != nil && l.ix.store != nil && l.up.Registered() && r.Started > 0 &&
+		r.Finished-r.Started < int64(unstoredUnder) {
+		t.ackTo = from
+		l.nunstored++
+		l.unstored = append(l.unstored, unstoredResult{t: t, at: time.Now().UnixNano()})
+	} else if l.ix.store != nil {
+		l.ops = append(l.ops, taskDeleteOp(t))
 	}
 	l.unqueue(t)
 	if t.mgr != nil {
@@ -33,9 +42,85 @@ func (l *loop) holdResult(t *itask, r messages.Result) {
 	t.res = &r
 	l.nheld++
 	l.results.Put(t)
-	if l.ix.store != nil {
+	if l.ix.store != nil && t.ackTo == nil {
 		l.ops = append(l.ops, resultOp(t.seq, t.res))
 	}
+}
+
+// Unstored results. A manager keeps a result until we ack it. For a task
+// that ran briefly we leave it there until the forwarder has stored it,
+// rather than storing it ourselves: the task's record stays in our store
+// meanwhile, and after a restart the manager sends the result again.
+// That saves two of the four store writes a task costs. A result the
+// forwarder has not acked within unstoredFor is stored after all and
+// acked, so managers hold results no longer than that (nor do they send
+// them again: they wait a heartbeat threshold). A task that ran longer
+// than unstoredUnder is stored at once: were its manager lost with our
+// restart, it would run again.
+const (
+	unstoredUnder = time.Second
+	unstoredFor   = time.Second
+)
+
+type unstoredResult struct {
+	t  *itask
+	at int64 // unix ns
+}
+
+// storeUnacked stores the unstored results held since before cut (all
+// with a zero cut) and acks them to their managers once stored.
+func (l *loop) storeUnacked(cut time.Time) {
+	for l.unstoredAt < len(l.unstored) {
+		u := l.unstored[l.unstoredAt]
+		if !cut.IsZero() && u.at > cut.UnixNano() {
+			break
+		}
+		l.unstored[l.unstoredAt] = unstoredResult{}
+		l.unstoredAt++
+		t := u.t
+		if t.ackTo == nil || t.res == nil {
+			continue // acked by the forwarder meanwhile
+		}
+		l.ops = append(l.ops, taskDeleteOp(t), resultOp(t.seq, t.res))
+		l.ackManagerLater(t)
+	}
+	if l.unstoredAt == len(l.unstored) || l.unstoredAt > 4096 && l.unstoredAt > len(l.unstored)/2 {
+		l.unstored = append(l.unstored[:0], l.unstored[l.unstoredAt:]...)
+		l.unstoredAt = 0
+	}
+	l.sendLaterAcks()
+}
+
+// ackManagerLater notes t's result for its manager's ack, sent by
+// sendLaterAcks once what is queued for the store now is stored.
+func (l *loop) ackManagerLater(t *itask) {
+	if l.ackLater == nil {
+		l.ackLater = map[*manager][]messages.TaskID{}
+	}
+	l.ackLater[t.ackTo] = append(l.ackLater[t.ackTo], t.id)
+	t.ackTo = nil
+	l.nunstored--
+}
+
+func (l *loop) sendLaterAcks() {
+	if len(l.ackLater) == 0 {
+		return
+	}
+	acks := l.ackLater
+	l.ackLater = nil
+	l.persist(l.takeOps(), func(l *loop) {
+		for m, ids := range acks {
+			// The manager as it is registered now: one that re-registered
+			// still holds what it sent before.
+			cur, ok := l.mgrs[m.ID]
+			if !ok {
+				continue
+			}
+			if err := l.sendManager(cur, &messages.Ack{IDs: ids}); err != nil {
+				l.log.WithError(err).WithField("manager", cur.ID).Debug("ack not sent; manager will re-send")
+			}
+		}
+	})
 }
 
 // resultAcked drops the result of id, which the forwarder has stored.
@@ -48,7 +133,14 @@ func (l *loop) resultAcked(id messages.TaskID) {
 	l.nheld--
 	l.results.Ack(t)
 	t.res = nil
-	if l.ix.store != nil {
+	switch {
+	case t.ackTo != nil:
+		// Its record goes now, and its manager may forget the result.
+		if l.ix.store != nil {
+			l.ops = append(l.ops, taskDeleteOp(t))
+		}
+		l.ackManagerLater(t)
+	case l.ix.store != nil:
 		l.ops = append(l.ops, resultDeleteOp(t.seq))
 	}
 }

@@ -95,8 +95,8 @@ func readTask(seq uint64, v []byte, o *owners) (*itask, error) {
 	return t, nil
 }
 
-func taskDeleteOp(seq uint64) store.Op {
-	return store.Op{Bucket: tasksBucket, Key: seqKey(seq)}
+func taskDeleteOp(t *itask) store.Op {
+	return store.Op{Bucket: tasksBucket, Key: seqKey(t.seq), SetOnce: !t.rewritten}
 }
 
 func resultOp(seq uint64, r *messages.Result) store.Op {
@@ -115,8 +115,10 @@ func resultOp(seq uint64, r *messages.Result) store.Op {
 	return store.Op{Bucket: resultsBucket, Key: k, Value: w.B}
 }
 
+// resultDeleteOp deletes a result record, which is put once: a held
+// result is never rewritten, and seqs are not reused while it is stored.
 func resultDeleteOp(seq uint64) store.Op {
-	return store.Op{Bucket: resultsBucket, Key: seqKey(seq)}
+	return store.Op{Bucket: resultsBucket, Key: seqKey(seq), SetOnce: true}
 }
 
 // heldResult is a stored result waiting for the forwarder's ack.
@@ -292,7 +294,7 @@ func (l *loop) recover() {
 			// Its result is stored too: the record a crash kept.
 			continue
 		}
-		t.recovered = true
+		t.recovered, t.rewritten = true, true
 		l.tasks[t.id] = t
 		l.placeTask(t, now)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/switchyard-hpc/switchyard/internal/daemon"
 	"github.com/switchyard-hpc/switchyard/internal/logx"
 	"github.com/switchyard-hpc/switchyard/internal/statedir"
+	"github.com/switchyard-hpc/switchyard/internal/store"
 	"github.com/switchyard-hpc/switchyard/internal/store/oldfiletest"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -35,15 +36,18 @@ func testOldStateFileIsMigrated(t *testing.T, oldFile string) {
 	t2 := &itask{id: messages.TaskID(uuid.New()), attempt: 2, payload: []byte(`{"kind":"sleep","args":["1"]}`), seq: 9}
 	gone := &itask{id: messages.TaskID(uuid.New()), attempt: 1, payload: []byte(`{"kind":"noop"}`), seq: 10}
 	h := &heldResult{Result: messages.Result{ID: messages.TaskID(uuid.New()), Attempt: 1, Code: messages.Success, Payload: []byte(`"ok"`)}, seq: 8}
-	recs := []oldfiletest.Record{oldfiletest.Record(taskOp(t1)), oldfiletest.Record(taskOp(t2)),
-		oldfiletest.Record(resultOp(h.seq, &h.Result)), oldfiletest.Record(managerOp("node-1"))}
+	rec := func(op store.Op) oldfiletest.Record {
+		return oldfiletest.Record{Bucket: op.Bucket, Key: op.Key, Value: op.Value}
+	}
+	recs := []oldfiletest.Record{rec(taskOp(t1)), rec(taskOp(t2)),
+		rec(resultOp(h.seq, &h.Result)), rec(managerOp("node-1"))}
 	if oldFile == oldLogFile {
 		ops := make([]oldfiletest.Op, 0, len(recs)+2)
 		for _, r := range recs {
 			ops = append(ops, oldfiletest.Op{Record: r})
 		}
-		ops = append(ops, oldfiletest.Op{Record: oldfiletest.Record(taskOp(gone))},
-			oldfiletest.Op{Record: oldfiletest.Record(taskDeleteOp(gone.seq)), Delete: true})
+		ops = append(ops, oldfiletest.Op{Record: rec(taskOp(gone))},
+			oldfiletest.Op{Record: rec(taskDeleteOp(gone)), Delete: true})
 		err = oldfiletest.WriteLog(sd.File(oldLogFile), oldLogFormat, stateBuckets, ops...)
 	} else {
 		err = oldfiletest.Write(sd.File(oldStateFile), oldStateFormat, stateBuckets, recs...)

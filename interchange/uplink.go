@@ -43,6 +43,7 @@ func (l *loop) handleUpstream(frames [][]byte) {
 		for _, id := range m.IDs {
 			l.resultAcked(id)
 		}
+		l.sendLaterAcks()
 	case *messages.Command:
 		if rep := l.command(m); rep != nil {
 			l.up.TrySend(rep)

@@ -32,27 +32,30 @@ type ManagerView struct {
 
 // StatusView is GET /status.
 type StatusView struct {
-	EndpointID          string         `json:"endpoint_id"`
-	ForwarderConnected  bool           `json:"forwarder_connected"`
-	ForwarderLastSeen   *time.Time     `json:"forwarder_last_seen"`
-	Managers            int            `json:"managers"`
-	Workers             uint32         `json:"workers"`
-	IdleWorkers         uint32         `json:"idle_workers"`
-	Queued              int            `json:"queued"`
-	QueuedByOwner       map[string]int `json:"queued_by_owner"`
-	Outstanding         int            `json:"outstanding"`
-	ResultsUndelivered  int            `json:"results_undelivered"`
-	ServingState        string         `json:"serving_state"`
-	ManagerList         []ManagerView  `json:"manager_list"`
-	HeartbeatInterval   string         `json:"heartbeat_interval"`
-	HeartbeatThreshold  string         `json:"heartbeat_threshold"`
-	ForwarderReconnects int            `json:"forwarder_connects"`
-	Blocks              []blocks.View  `json:"blocks,omitempty"`
+	EndpointID         string         `json:"endpoint_id"`
+	ForwarderConnected bool           `json:"forwarder_connected"`
+	ForwarderLastSeen  *time.Time     `json:"forwarder_last_seen"`
+	Managers           int            `json:"managers"`
+	Workers            uint32         `json:"workers"`
+	IdleWorkers        uint32         `json:"idle_workers"`
+	Queued             int            `json:"queued"`
+	QueuedByOwner      map[string]int `json:"queued_by_owner"`
+	Outstanding        int            `json:"outstanding"`
+	ResultsUndelivered int            `json:"results_undelivered"`
+	// ResultsUnstored of them are kept by their managers (not acked yet)
+	// instead of in the store, until the forwarder has them.
+	ResultsUnstored     int           `json:"results_unstored"`
+	ServingState        string        `json:"serving_state"`
+	ManagerList         []ManagerView `json:"manager_list"`
+	HeartbeatInterval   string        `json:"heartbeat_interval"`
+	HeartbeatThreshold  string        `json:"heartbeat_threshold"`
+	ForwarderReconnects int           `json:"forwarder_connects"`
+	Blocks              []blocks.View `json:"blocks,omitempty"`
 }
 
 func (l *loop) publishView(now time.Time) {
 	v := StatusView{EndpointID: l.ix.opts.EndpointID, ForwarderConnected: l.up.Registered(),
-		Managers: len(l.mgrs), Queued: l.queued, Outstanding: l.outstanding(), ResultsUndelivered: l.nheld,
+		Managers: len(l.mgrs), Queued: l.queued, Outstanding: l.outstanding(), ResultsUndelivered: l.nheld, ResultsUnstored: l.nunstored,
 		ServingState: l.ix.pushState(now).String(), ManagerList: make([]ManagerView, 0, len(l.mgrs)),
 		HeartbeatInterval: l.ix.opts.HeartbeatInterval.String(), HeartbeatThreshold: l.ix.opts.HeartbeatThreshold.String(),
 		ForwarderReconnects: l.up.Connects(), QueuedByOwner: l.queuedByOwner()}
