@@ -212,7 +212,7 @@ func (f *Forwarder) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	who := user(r)
-	if !f.canUse(who, epID) {
+	if !f.canUseNow(who, epID) {
 		how := "create one with 'switchyard endpoint create ID', or ask an endpoint's owner to share it with you"
 		if f.opts.Insecure {
 			how = "this forwarder runs --insecure: an endpoint is known once its interchange has registered"

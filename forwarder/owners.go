@@ -86,6 +86,20 @@ func (f *Forwarder) canUse(who auth.Identity, id string) bool {
 	return f.opts.Insecure && f.endpointSeen(id)
 }
 
+// canUseNow is canUse for a request: with a shared database, a refusal
+// first reads the endpoints again, since one created or shared through
+// another forwarder may not have reached this one yet.
+func (f *Forwarder) canUseNow(who auth.Identity, id string) bool {
+	if f.canUse(who, id) {
+		return true
+	}
+	if f.shared == nil {
+		return false
+	}
+	f.shared.endpointsNow()
+	return f.canUse(who, id)
+}
+
 // usableEndpoints lists the endpoints who may use, for error messages.
 func (f *Forwarder) usableEndpoints(who auth.Identity) []string {
 	var out []string

@@ -18,7 +18,7 @@ import (
 // interchange (or one of its managers) as a Command and returns its reply.
 func (f *Forwarder) handleServingState(w http.ResponseWriter, r *http.Request) {
 	ep := r.PathValue("ep")
-	if who := user(r); !f.canUse(who, ep) && f.endpointKnown(ep) {
+	if who := user(r); !f.canUseNow(who, ep) && f.endpointKnown(ep) {
 		f.unknownEndpoint(w, who, ep)
 		return
 	}

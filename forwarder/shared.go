@@ -51,9 +51,11 @@ type sharedState struct {
 	endMu   sync.Mutex
 	endWake chan struct{}
 
-	// authAt is when endpoints were last read again on a miss.
+	// authMu guards missTok; missAt is when endpoints were last read
+	// again on a miss (missMu is held meanwhile).
 	authMu  sync.Mutex
-	authAt  time.Time
+	missMu  sync.Mutex
+	missAt  time.Time
 	missTok map[string]time.Time
 }
 
@@ -402,15 +404,36 @@ func (s *sharedState) reloadEndpoints() {
 }
 
 // missedEndpoint reads endpoints again for an id or key not known here,
-// at most every 250 ms (a hostile peer may ask for anything).
+// unless a reading began within 250 ms (a hostile peer may ask for
+// anything) or one is under way. It never waits: the loop calls it.
 func (s *sharedState) missedEndpoint() {
-	s.authMu.Lock()
-	if time.Since(s.authAt) < 250*time.Millisecond {
-		s.authMu.Unlock()
+	if !s.missMu.TryLock() {
 		return
 	}
-	s.authAt = time.Now()
-	s.authMu.Unlock()
+	defer s.missMu.Unlock()
+	if time.Since(s.missAt) < 250*time.Millisecond {
+		return
+	}
+	s.missAt = time.Now()
+	s.reloadEndpoints()
+}
+
+// endpointsNow reads endpoints again for a request refused here: one
+// created or shared through another forwarder may not have reached this
+// one yet. It returns once a reading that began after it was called has
+// ended; readings begin at most every 250 ms, so a caller waits about
+// that long at most.
+func (s *sharedState) endpointsNow() {
+	asked := time.Now()
+	s.missMu.Lock()
+	defer s.missMu.Unlock()
+	if s.missAt.After(asked) {
+		return
+	}
+	if wait := time.Until(s.missAt.Add(250 * time.Millisecond)); wait > 0 {
+		time.Sleep(wait)
+	}
+	s.missAt = time.Now()
 	s.reloadEndpoints()
 }
 
