@@ -19,6 +19,11 @@ docs/worker-protocol.md, reading calls from fd 4 and writing answers to fd 5:
                            traceback's end), then cloudpickle of ("err",
                            exception, traceback_text)
 
+Protocol 4: the manager may send calls before the earlier ones are
+answered (only short ones, a few at a time); they run in order, and
+answers are held to share a write only while the next call is already
+here and its function was short last time.
+
 fd 0 is /dev/null and fds 1 and 2 go to the manager's capture of the
 worker's output, so a print() cannot reach the protocol; the ids let the
 manager catch an answer that is not the one to its call.
