@@ -28,7 +28,7 @@ LAUNCH = """import fcntl, os, sys
 a, b = (fcntl.fcntl(int(x), fcntl.F_DUPFD, 10) for x in sys.argv[1:3])
 os.dup2(a, 4)
 os.dup2(b, 5)
-os.execv(sys.executable, [sys.executable, "-B", "-s", sys.argv[3], "100000"])
+os.execv(sys.executable, [sys.executable, "-B", "-s", sys.argv[3], "10000000"])
 """
 # A hang is a failure, not a wait: no answer is this slow.
 STUCK = 60
@@ -162,6 +162,30 @@ class WorkerProtocolTest(unittest.TestCase):
         self.assertEqual(w.answer(3), ("ok", b"x"))
         os.close(release_r)
         os.close(release_w)
+
+
+class SDKCallTest(unittest.TestCase):
+    """The SDK's calls with plain arguments, built from kept opcodes, are
+    the calls pickle would make, and the worker runs them."""
+
+    def test_built_calls(self):
+        from switchyard.executor import _Serialized
+        ref = _Serialized(cloudpickle.dumps(echo))
+        cases = [(), (1,), (-(10 ** 30), 2.5, None, True, False), ("é" * 10, "s" * 70000, "s" * 70000),
+                 (b"", b"x" * 200000)]
+        w = Worker()
+        self.addCleanup(w.close)
+        for i, args in enumerate(cases):
+            data = ref.call(args)
+            fn, a, kw = pickle.loads(data)
+            self.assertEqual((a, kw), (args, {}))
+            self.assertEqual(fn(*a), args)
+            w.write(frame("C", struct.pack(">Q", i) + data))
+            self.assertEqual(w.answer(i), ("ok", args))
+
+
+def echo(*args):
+    return args
 
 
 class CallReaderTest(unittest.TestCase):
