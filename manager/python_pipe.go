@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
@@ -55,7 +56,7 @@ type pySent struct {
 	pyJob
 	id   uint64
 	at   int64       // when it was written (ns)
-	stop func() bool // ends its cancel watch
+	stop func() bool // ends its cancel watch, if it has one
 }
 
 // pyEligible: a task that may be sent ahead to a worker of owner.
@@ -163,12 +164,7 @@ func (mg *Manager) pipeline(w *pyWorker, work <-chan *mtask, todo []pyJob, next 
 			if len(sent) == 0 {
 				w.head.Store(s.id)
 			}
-			id, t := s.id, j.t
-			s.stop = context.AfterFunc(t.ctx, func() {
-				if w.head.Load() == id {
-					w.kill()
-				}
-			})
+			t := j.t
 			t.startedAt.Store(s.at)
 			evs = append(evs, event{kind: evStarted, t: t, at: s.at})
 			w.scratch = appendCall(w.scratch, s.id, j.payload)
@@ -200,12 +196,25 @@ func (mg *Manager) pipeline(w *pyWorker, work <-chan *mtask, todo []pyJob, next 
 		}
 		// Read answers while they come without waiting.
 		for {
+			if sent[0].stop == nil && !frameBuffered(w.out) {
+				// Only a call whose answer we wait for needs a cancel
+				// watch (one per wait, not one per call): a cancel kills
+				// the worker while this call is the one it runs.
+				id := sent[0].id
+				sent[0].stop = context.AfterFunc(sent[0].t.ctx, func() {
+					if w.head.Load() == id {
+						w.kill()
+					}
+				})
+			}
 			s := sent[0]
 			kind, body, err := readFrame(w.out, callIDLen+p.maxResult+maxSummaryBytes+maxTextBytes+64)
 			if err == nil && (kind == frameReturn || kind == frameException) {
 				body, err = answerOf(body, s.id)
 			}
-			s.stop()
+			if s.stop != nil {
+				s.stop()
+			}
 			now := time.Now().UnixNano()
 			r := messages.Result{ID: s.t.task.ID, Attempt: s.t.task.Attempt, Started: max(s.at, lastAt), Finished: now}
 			ok := p.settle(s.t.ctx, w, kind, body, err, 0, &r)
@@ -217,7 +226,9 @@ func (mg *Manager) pipeline(w *pyWorker, work <-chan *mtask, todo []pyJob, next 
 			if !ok {
 				// w is gone; the calls after s never started.
 				for _, s := range sent {
-					s.stop()
+					if s.stop != nil {
+						s.stop()
+					}
 					todo = append(todo, s.pyJob)
 				}
 				mg.mbox.Post(evs...)
@@ -239,6 +250,16 @@ func (mg *Manager) pipeline(w *pyWorker, work <-chan *mtask, todo []pyJob, next 
 		clear(evs)
 		evs = evs[:0]
 	}
+}
+
+// frameBuffered reports whether a whole frame can be read from r
+// without a system call.
+func frameBuffered(r *bufio.Reader) bool {
+	if r.Buffered() < frameHeaderLen {
+		return false // Peek would read
+	}
+	h, _ := r.Peek(frameHeaderLen)
+	return r.Buffered()-frameHeaderLen >= int(binary.BigEndian.Uint32(h))
 }
 
 // appendCall appends a call frame: its id, then the payload.

@@ -128,3 +128,24 @@ func TestAppendCall(t *testing.T) {
 		t.Fatalf("appendCall wrote %q: %c %q %v", b, kind, body, err)
 	}
 }
+
+func TestFrameBuffered(t *testing.T) {
+	frame := appendCall(nil, 7, []byte("abc"))
+	for n := 0; n <= len(frame); n++ {
+		r := bufio.NewReader(io.MultiReader(bytes.NewReader(frame[:n]), blockingReader{t}))
+		if n > 0 {
+			r.Peek(n) // buffer the first n bytes
+		}
+		if got, want := frameBuffered(r), n == len(frame); got != want {
+			t.Errorf("%d of %d bytes buffered: frameBuffered %v", n, len(frame), got)
+		}
+	}
+}
+
+// blockingReader fails the test if read: frameBuffered must never read.
+type blockingReader struct{ t *testing.T }
+
+func (b blockingReader) Read([]byte) (int, error) {
+	b.t.Fatal("frameBuffered read from its reader")
+	return 0, io.EOF
+}
