@@ -63,10 +63,16 @@ def _text(s, tail=False):
 
 
 def value_text(value):
+    t = type(value)
+    if value is None or t is bool or t is float or (t is int and -_BIG < value < _BIG):
+        return repr(value).encode()  # short and plain: reprlib's work is not needed
     try:
         return _text(_repr.repr(value))
     except BaseException as e:  # noqa: BLE001 - a broken __repr__ must not lose the value
         return _text(f"<{type(value).__name__} whose repr() raised {type(e).__name__}>")
+
+
+_BIG = 1 << 64
 CALLS, ANSWERS = 4, 5
 HERE = sys._getframe().f_code.co_filename
 HEADER = struct.Struct(">IB")
