@@ -196,7 +196,7 @@ def main():
         nonlocal held_n, held_at
         if not held_n:
             held_at = perf_counter()
-        held.append(HEADER.pack(sum(len(p) for p in parts), kind))
+        held.append(HEADER.pack(sum(map(len, parts)), kind))
         held.extend(parts)
         held_n += 1
 
