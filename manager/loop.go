@@ -54,6 +54,9 @@ type loop struct {
 	flushAt time.Time
 	// tookAt is when the loop last took the workers' events.
 	tookAt time.Time
+	// memPct is the memory use read at memAt (see memoryEvery).
+	memPct float64
+	memAt  time.Time
 }
 
 // owners interns owner names, so the tasks of one user share one copy of

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -416,6 +417,15 @@ func (p *pyPool) runPython(ctx context.Context, owner string, spec taskspec.Spec
 		return
 	}
 	kind, body, err := w.call(ctx, spec.Payload, p.maxResult)
+	if p.settle(ctx, w, kind, body, err, timeout, r) {
+		p.put(w)
+	}
+}
+
+// settle makes r from the answer to a call of ctx's task (or the error
+// that came instead). It reports whether w is still fit for calls; if not,
+// w was discarded (and is being replaced).
+func (p *pyPool) settle(ctx context.Context, w *pyWorker, kind byte, body []byte, err error, timeout time.Duration, r *messages.Result) bool {
 	var wrong errWrongAnswer
 	switch {
 	case ctx.Err() != nil:
@@ -425,7 +435,7 @@ func (p *pyPool) runPython(ctx context.Context, owner string, spec taskspec.Spec
 		p.discard(w, pyKilled, errors.Is(cause, errCancelled) || errors.Is(cause, context.DeadlineExceeded))
 		r.Code, r.Error = stopped(ctx, timeout)
 	case errors.As(err, &wrong):
-		p.log.WithFields(logrus.Fields{"pid": w.pid, "owner": owner, "error": err.Error()}).Warn("python worker answered with the wrong call id")
+		p.log.WithFields(logrus.Fields{"pid": w.pid, "owner": w.owner, "error": err.Error()}).Warn("python worker answered with the wrong call id")
 		p.discard(w, pyProtocol, true)
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) sent %v: something other than the worker, "+
 			"perhaps the function, wrote to its answer pipe; the worker was killed and replaced, and this call's result is lost", w.pid, err)
@@ -452,11 +462,11 @@ func (p *pyPool) runPython(ctx context.Context, owner string, spec taskspec.Spec
 			if r.Text, body, err = splitText(body); err != nil {
 				p.discard(w, pyProtocol, true)
 				r.Code, r.Text, r.Error = messages.Failed, "", fmt.Sprintf("python worker (pid %d) broke the worker protocol: %v", w.pid, err)
-				return
+				return false
 			}
 		}
-		p.put(w)
 		r.Code, r.Payload = messages.Success, body
+		return true
 	case kind == frameException:
 		summary, payload, err := splitException(body)
 		if err == nil && w.protocol >= 3 {
@@ -466,10 +476,10 @@ func (p *pyPool) runPython(ctx context.Context, owner string, spec taskspec.Spec
 			r.Text = ""
 			p.discard(w, pyProtocol, true)
 			r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) broke the worker protocol: %v", w.pid, err)
-			return
+			return false
 		}
-		p.put(w)
 		r.Code, r.Error, r.Payload = messages.Failed, strings.ToValidUTF8(summary, "?"), payload
+		return true
 	case kind == frameFatal:
 		p.discard(w, pyDied, true)
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) gave up: %s", w.pid, capText(body, maxSummaryBytes))
@@ -477,6 +487,7 @@ func (p *pyPool) runPython(ctx context.Context, owner string, spec taskspec.Spec
 		p.discard(w, pyProtocol, true)
 		r.Code, r.Error = messages.Failed, fmt.Sprintf("python worker (pid %d) answered with frame type %q; legal answers are 'R' and 'X'", w.pid, kind)
 	}
+	return false
 }
 
 // pyWorker is one worker process and our ends of its pipes.
@@ -493,6 +504,11 @@ type pyWorker struct {
 	stderr   *tailBuffer
 	// idleSince is when it was last put back (pool's mu).
 	idleSince time.Time
+	// head is the id of the call it runs when calls are sent ahead: a
+	// cancel kills it only for that call. avg is its calls' running
+	// average time, which sets how many are sent ahead.
+	head atomic.Uint64
+	avg  time.Duration
 	// done is closed once the process has exited and waitErr is set.
 	done    chan struct{}
 	waitErr error

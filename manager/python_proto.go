@@ -20,9 +20,10 @@ const (
 // workerProtocol is the version this manager's worker announces in its
 // hello; minWorkerProtocol is the oldest one it still speaks. Version 2
 // added call ids and moved the pipes to fds 4 and 5; version 3 added the
-// readable text to 'R' and 'X' answers.
+// readable text to 'R' and 'X' answers; version 4 lets the manager send
+// calls before the previous answers came (python_pipe.go).
 const (
-	workerProtocol    = 3
+	workerProtocol    = 4
 	minWorkerProtocol = 2
 )
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFrames(t *testing.T) {
@@ -85,4 +86,66 @@ func TestSplitException(t *testing.T) {
 	if s, _, err := splitException(long); err != nil || len(s) != maxSummaryBytes+3 {
 		t.Errorf("long summary: %d bytes, %v; want it capped at %d", len(s), err, maxSummaryBytes)
 	}
+}
+
+func TestCallsAhead(t *testing.T) {
+	w := &pyWorker{protocol: 4}
+	if n := w.ahead(); n != 1 {
+		t.Errorf("a worker with no calls timed takes %d ahead, want 1", n)
+	}
+	for _, c := range []struct {
+		avg  time.Duration
+		want int
+	}{{time.Microsecond, aheadMost}, {100 * time.Microsecond, aheadMost}, {500 * time.Microsecond, 4},
+		{1500 * time.Microsecond, 1}, {time.Second, 1}} {
+		w.avg = c.avg
+		if n := w.ahead(); n != c.want {
+			t.Errorf("calls taking %v: %d ahead, want %d", c.avg, n, c.want)
+		}
+	}
+	w.protocol = 3
+	w.avg = time.Microsecond
+	if n := w.ahead(); n != 1 {
+		t.Errorf("a protocol 3 worker takes %d calls at once, want 1", n)
+	}
+	w.avg = 0
+	w.took(time.Millisecond)
+	if w.avg != time.Millisecond {
+		t.Errorf("first call sets the average to %v, want 1ms", w.avg)
+	}
+	for i := 0; i < 100; i++ {
+		w.took(10 * time.Microsecond)
+	}
+	if w.avg > 20*time.Microsecond {
+		t.Errorf("average %v after 100 calls of 10µs", w.avg)
+	}
+}
+
+func TestAppendCall(t *testing.T) {
+	b := appendCall([]byte("x"), 0x0102030405060708, []byte("payload"))
+	kind, body, err := readFrame(bufio.NewReader(bytes.NewReader(b[1:])), 100)
+	if err != nil || kind != frameCall || string(body) != "\x01\x02\x03\x04\x05\x06\x07\x08payload" {
+		t.Fatalf("appendCall wrote %q: %c %q %v", b, kind, body, err)
+	}
+}
+
+func TestFrameBuffered(t *testing.T) {
+	frame := appendCall(nil, 7, []byte("abc"))
+	for n := 0; n <= len(frame); n++ {
+		r := bufio.NewReader(io.MultiReader(bytes.NewReader(frame[:n]), blockingReader{t}))
+		if n > 0 {
+			r.Peek(n) // buffer the first n bytes
+		}
+		if got, want := frameBuffered(r), n == len(frame); got != want {
+			t.Errorf("%d of %d bytes buffered: frameBuffered %v", n, len(frame), got)
+		}
+	}
+}
+
+// blockingReader fails the test if read: frameBuffered must never read.
+type blockingReader struct{ t *testing.T }
+
+func (b blockingReader) Read([]byte) (int, error) {
+	b.t.Fatal("frameBuffered read from its reader")
+	return 0, io.EOF
 }

@@ -19,6 +19,11 @@ docs/worker-protocol.md, reading calls from fd 4 and writing answers to fd 5:
                            traceback's end), then cloudpickle of ("err",
                            exception, traceback_text)
 
+Protocol 4: the manager may send calls before the earlier ones are
+answered (only short ones, a few at a time); they run in order, and
+answers are held to share a write only while the next call is already
+here and its function was short last time.
+
 fd 0 is /dev/null and fds 1 and 2 go to the manager's capture of the
 worker's output, so a print() cannot reach the protocol; the ids let the
 manager catch an answer that is not the one to its call.
@@ -34,8 +39,9 @@ import sys
 import traceback
 import types
 import zlib
+from time import perf_counter
 
-PROTOCOL = 3
+PROTOCOL = 4
 # The readable text beside a result is for people (the web UI, `switchyard
 # result`); the pickle stays the value. reprlib keeps repr() of a big value
 # cheap; the manager caps the text again.
@@ -57,10 +63,16 @@ def _text(s, tail=False):
 
 
 def value_text(value):
+    t = type(value)
+    if value is None or t is bool or t is float or (t is int and -_BIG < value < _BIG):
+        return repr(value).encode()  # short and plain: reprlib's work is not needed
     try:
         return _text(_repr.repr(value))
     except BaseException as e:  # noqa: BLE001 - a broken __repr__ must not lose the value
         return _text(f"<{type(value).__name__} whose repr() raised {type(e).__name__}>")
+
+
+_BIG = 1 << 64
 CALLS, ANSWERS = 4, 5
 HERE = sys._getframe().f_code.co_filename
 HEADER = struct.Struct(">IB")
@@ -116,14 +128,48 @@ def load_call(body):
     return _Unpickler(f).load()
 
 
+class _Calls:
+    """Reads call frames from fd 4 through its own buffer, so the worker
+    knows without a system call whether the next call has already come."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = b""
+        self.pos = 0
+
+    def ready(self):
+        """Whether a whole frame is buffered."""
+        avail = len(self.buf) - self.pos
+        return avail >= HEADER.size and avail >= HEADER.size + LENGTH.unpack_from(self.buf, self.pos)[0]
+
+    def next(self):
+        """The next frame as (type, body); None at end of input."""
+        while not self.ready():
+            rest = self.buf[self.pos:]
+            need = HEADER.size if len(rest) < HEADER.size else HEADER.size + LENGTH.unpack_from(rest)[0]
+            chunk = os.read(self.fd, max(1 << 16, need - len(rest)))
+            if not chunk:
+                return None
+            self.buf, self.pos = rest + chunk if rest else chunk, 0
+        n, kind = HEADER.unpack_from(self.buf, self.pos)
+        start = self.pos + HEADER.size
+        self.pos = start + n
+        if start == 0 and self.pos == len(self.buf):
+            body = self.buf  # the whole read was this frame: no copy
+        else:
+            body = self.buf[start:self.pos]
+        if self.pos == len(self.buf):
+            self.buf, self.pos = b"", 0
+        return kind, body
+
+
 def main():
     # The manager refuses bigger results; checking here gives a clear message.
     max_result = int(sys.argv[1]) if len(sys.argv) > 1 else 10 << 20
     # The protocol pipes are not for the programs a call starts.
     os.set_inheritable(CALLS, False)
     os.set_inheritable(ANSWERS, False)
-    proto_in = os.fdopen(CALLS, "rb", buffering=1 << 16)
-    proto_out = os.fdopen(ANSWERS, "wb", buffering=1 << 16)
+    calls = _Calls(CALLS)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     # A batch scheduler ending a job signals every process in it. The
     # manager decides when its workers stop (it gives running calls its
@@ -133,12 +179,26 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _no_op)
 
+    # Answers wait in held until flush(): several go out in one write.
+    held = []
+    held_n = 0  # answers held
+    held_at = 0.0  # when the oldest was made
+
+    def flush():
+        nonlocal held_n
+        data = memoryview(b"".join(held))
+        held.clear()
+        held_n = 0
+        while data:
+            data = data[os.write(ANSWERS, data):]
+
     def send(kind, *parts):
-        n = sum(len(p) for p in parts)
-        proto_out.write(HEADER.pack(n, kind))
-        for p in parts:
-            proto_out.write(p)
-        proto_out.flush()
+        nonlocal held_n, held_at
+        if not held_n:
+            held_at = perf_counter()
+        held.append(HEADER.pack(sum(map(len, parts)), kind))
+        held.extend(parts)
+        held_n += 1
 
     try:
         import cloudpickle
@@ -146,11 +206,13 @@ def main():
         send(ord("F"), (f"{sys.executable} cannot import cloudpickle ({type(e).__name__}: {e}); "
                         "install it for this interpreter (Debian: apt-get install python3-cloudpickle) "
                         "or point the manager's --python at one that has it").encode())
+        flush()
         return 1
     dumps = cloudpickle.dumps
     send(ord("H"), json.dumps({"protocol": PROTOCOL, "language": "python", "pid": os.getpid(),
                                "version": sys.version.split()[0],
                                "cloudpickle": cloudpickle.__version__}).encode())
+    flush()
 
     def failure(call_id, exc, tb_text):
         summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -164,31 +226,53 @@ def main():
         t = _text(tb_text.strip() or summary, tail=True)
         send(ord("X"), call_id, LENGTH.pack(len(s)), s, LENGTH.pack(len(t)), t, body)
 
-    read = proto_in.read
+    # Functions whose last call took less than SHORT seconds. Answers are
+    # held (to share a write) only while the next call is one of these,
+    # already here, and the oldest held answer is younger than HOLD: a
+    # call of a slow or new function never sits on finished answers.
+    short = {}
     while True:
-        head = read(HEADER.size)
-        if len(head) < HEADER.size:
+        if held_n and not calls.ready():
+            flush()  # nothing more to run without waiting: answer now
+        frame = calls.next()
+        if frame is None:
             return 0  # the manager closed the calls pipe: time to go
-        n, kind = HEADER.unpack(head)
-        body = read(n)
-        if len(body) < n:
-            return 0
-        if kind != ord("C") or n < CALL_ID.size:
+        kind, body = frame
+        if kind != ord("C") or len(body) < CALL_ID.size:
             send(ord("F"), f"unknown frame type {kind!r} or no call id; this worker speaks protocol {PROTOCOL}".encode())
+            flush()
             return 2
         call_id = body[:CALL_ID.size]
         try:
             fn, args, kwargs = load_call(body)
-            del body
-            value = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - the caller gets every exception back
-            tb = e.__traceback__
+            fn = args = kwargs = None
+            err = e
+        else:
+            err = None
+        del body
+        if held_n and (held_n >= HOLD_MOST or not (type(fn) is types.FunctionType and fn in short)
+                       or perf_counter() - held_at >= HOLD):
+            flush()
+        if err is None:
+            try:
+                t0 = perf_counter()
+                value = fn(*args, **kwargs)
+                _timed(short, fn, perf_counter() - t0)
+            except BaseException as e:  # noqa: BLE001 - the caller gets every exception back
+                err = e
+            del args, kwargs
+        if err is not None:
+            if type(fn) is types.FunctionType:
+                short.pop(fn, None)
+            tb = err.__traceback__
             # Leave this file's frame out: the caller wants its own code.
             if tb is not None and tb.tb_frame.f_code.co_filename == HERE:
                 tb = tb.tb_next
-            failure(call_id, e, "".join(traceback.format_exception(type(e), e, tb)))
-            del e, tb
+            failure(call_id, err, "".join(traceback.format_exception(type(err), err, tb)))
+            del err, tb, fn
             continue
+        del fn
         try:
             # pickle writes these exactly as cloudpickle does, only faster.
             out = pickle.dumps(("ok", value), 5) if type(value) in PLAIN else dumps(("ok", value))
@@ -206,6 +290,28 @@ def main():
         del value
         send(ord("R"), call_id, LENGTH.pack(len(t)), t, out)
         del out
+
+
+# Answer batching (see the main loop): a function is short if its last call
+# took under SHORT seconds; answers are held at most HOLD seconds and
+# HOLD_MOST at a time.
+SHORT = 0.0002
+HOLD = 0.001
+HOLD_MOST = 16
+
+
+def _timed(short, fn, took):
+    """Remembers whether fn's call was short (only for functions the worker
+    keeps, so the table stays small)."""
+    if type(fn) is not types.FunctionType:
+        return
+    if took < SHORT:
+        if fn not in short:
+            if len(short) >= FUNCTION_CACHE:
+                short.clear()
+            short[fn] = True
+    else:
+        short.pop(fn, None)
 
 
 if __name__ == "__main__":

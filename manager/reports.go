@@ -12,6 +12,10 @@ import (
 // milliseconds and a busy manager still sends few reports.
 const deltaDelay = 5 * time.Millisecond
 
+// memoryEvery: memory use is read (files under /sys or /proc) at most this
+// often, not at each report, which may go out every deltaDelay.
+const memoryEvery = 100 * time.Millisecond
+
 // started records that a worker started a task.
 func (l *loop) started(t *mtask, at int64) {
 	if t.out || t.started {
@@ -28,7 +32,10 @@ func (l *loop) report(now time.Time) {
 	if !l.up.Registered() {
 		return
 	}
-	l.mg.serving.Measure(servingstate.Sample{Queued: len(l.pending), MemoryPercent: servingstate.MemoryPercent()}, now)
+	if l.memAt.IsZero() || now.Sub(l.memAt) >= memoryEvery {
+		l.memPct, l.memAt = servingstate.MemoryPercent(), now
+	}
+	l.mg.serving.Measure(servingstate.Sample{Queued: len(l.pending), MemoryPercent: l.memPct}, now)
 	eff := l.mg.serving.Effective(now)
 	capacity := max(0, l.mg.opts.Workers+l.mg.opts.Prefetch-l.nTasks)
 	if !eff.PushAllowed() || l.drain != nil {

@@ -300,7 +300,8 @@ func decodePython(raw []byte) (Spec, bool) {
 		return Spec{}, false
 	}
 	b64 = b64[:len(b64)-2]
-	if bytes.ContainsAny(b64, "\r\n") {
+	// Two IndexByte scans (vectorised) cost less than one ContainsAny.
+	if bytes.IndexByte(b64, '\n') >= 0 || bytes.IndexByte(b64, '\r') >= 0 {
 		return Spec{}, false // the decoder would skip them; JSON refuses them
 	}
 	s.Payload = make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
