@@ -113,7 +113,7 @@ func TestQueueTakesOwnersInTurn(t *testing.T) {
 	take := func(n int) string {
 		var out []byte
 		for range n {
-			tk := l.pop(&l.q)
+			tk := l.pop(&l.q, nil, new(int))
 			if tk == nil {
 				out = append(out, '.')
 				continue
@@ -141,9 +141,9 @@ func TestQueueTakesOwnersInTurn(t *testing.T) {
 		t.Errorf("carol (weight 3) got %d of 40 turns, want 30: %q", c, got)
 	}
 	// A task put back goes first.
-	tk := l.pop(&l.q)
+	tk := l.pop(&l.q, nil, new(int))
 	l.enqueueFront(tk)
-	if again := l.pop(&l.q); again != tk {
+	if again := l.pop(&l.q, nil, new(int)); again != tk {
 		t.Errorf("a task put back was not taken first")
 	}
 	counts := map[string]int{}
@@ -151,7 +151,7 @@ func TestQueueTakesOwnersInTurn(t *testing.T) {
 	if counts["alice"]+counts["carol"] != l.queued || l.queued != l.q.n {
 		t.Errorf("counts %v, queued %d, n %d", counts, l.queued, l.q.n)
 	}
-	for l.pop(&l.q) != nil {
+	for l.pop(&l.q, nil, new(int)) != nil {
 	}
 	if l.queued != 0 || len(l.q.active) != 0 || len(l.q.owners) != 0 {
 		t.Errorf("drained queue: queued %d, %d active, %d owners", l.queued, len(l.q.active), len(l.q.owners))
