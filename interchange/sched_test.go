@@ -521,20 +521,20 @@ func TestMixedTasksMakespan(t *testing.T) {
 	}
 }
 
-// User A's backlog of no-ops (100,000; SWITCHYARD_SCHED_NOOPS=1000000 for
-// the full size), then user B's 10 short sleeps on two 8-worker managers:
+// User A's backlog (SWITCHYARD_SCHED_NOOPS=1000000: that many no-ops, the
+// full size), then user B's 10 short sleeps on two 8-worker managers:
 // each of B's starts before A's backlog is done and none waits for another
 // of B's (the log has how soon each started).
 func TestLateUserStartsSoonBehindNoops(t *testing.T) {
-	// Alice's backlog is of 1 ms sleeps, so it lasts seconds even where
-	// the race detector slows the loop down as much as it does the store
-	// (100,000 noops could all end before bob's batch was stored); with
-	// SWITCHYARD_SCHED_NOOPS it is that many noops, as measured for the
-	// report.
-	nA, aSpec := 40_000, sleepSpec(0.001)
+	// By default alice's backlog is 40,000 sleeps of 1 ms, so it lasts
+	// seconds even where the race detector slows the loop down as much as
+	// it does the store, and bob's sleeps are 0.5 s, so one that waited
+	// behind alice's tasks is told apart from one that waited for another
+	// of his; at full size they are 0.1 s, as measured.
+	nA, aSpec, bSleep := 40_000, sleepSpec(0.001), 0.5
 	if v := os.Getenv("SWITCHYARD_SCHED_NOOPS"); v != "" {
 		nA, _ = strconv.Atoi(v)
-		aSpec = taskspec.Spec{Kind: taskspec.KindNoop}
+		aSpec, bSleep = taskspec.Spec{Kind: taskspec.KindNoop}, 0.1
 	}
 	e := start(t, interchange.Options{}, true)
 	e.realManager(t, "m1", 8, -1)
@@ -574,7 +574,7 @@ func TestLateUserStartsSoonBehindNoops(t *testing.T) {
 		return nil
 	})
 	bAt := time.Now()
-	bIDs := e.pushSpecs(t, "bob", repeat(10, sleepSpec(0.1))...)
+	bIDs := e.pushSpecs(t, "bob", repeat(10, sleepSpec(bSleep))...)
 	got := e.waitResults(t, bIDs, 60*time.Second)
 	if n := e.fwd.Count(func(r testutil.Received) bool { return r.Msg != nil && r.Msg.Type() == messages.TypeNack }); n > 0 {
 		t.Errorf("%d task batches refused", n)
@@ -584,8 +584,8 @@ func TestLateUserStartsSoonBehindNoops(t *testing.T) {
 		waits = append(waits, time.Duration(r.Started-bAt.UnixNano()))
 	}
 	slices.Sort(waits)
-	t.Logf("alice %d tasks, then bob 10 x sleep 0.1 on 2 x 8 workers: bob's started after he submitted: median %s, last %s (all: %v)",
-		nA, waits[len(waits)/2].Round(time.Millisecond), waits[len(waits)-1].Round(time.Millisecond), waits)
+	t.Logf("alice %d tasks, then bob 10 x sleep %g on 2 x 8 workers: bob's started after he submitted: median %s, last %s (all: %v)",
+		nA, bSleep, waits[len(waits)/2].Round(time.Millisecond), waits[len(waits)-1].Round(time.Millisecond), waits)
 	lastStart := bAt.Add(waits[len(waits)-1]).UnixNano()
 	isB := map[messages.TaskID]bool{}
 	for _, id := range bIDs {
