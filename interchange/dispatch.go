@@ -312,6 +312,9 @@ func (l *loop) dispatchRound(mgrs []*manager, q *fqueue, rr *int) (capped int) {
 		}
 		if share[i] > 0 && q.n > 0 {
 			capped += share[i]
+			// Its room is for tasks other than those queued: it does
+			// not idle for them.
+			m.freedAt = 0
 		}
 	}
 	return capped
