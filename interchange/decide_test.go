@@ -162,9 +162,9 @@ func TestQueueTakesOwnersInTurn(t *testing.T) {
 }
 
 // A manager that leaves its prefetch to us takes long tasks (an owner's
-// whose tasks have not run, or run long) only up to its workers plus
-// their own prefetch; meanwhile it gets the others' tasks, and the long
-// owner keeps her turn for when it has room.
+// whose tasks run long, or have not run once it ran some) only up to its
+// workers plus their own prefetch; meanwhile it gets the others' tasks,
+// and the long owner keeps her turn for when it has room.
 func TestLongTasksCapped(t *testing.T) {
 	var l loop
 	var names owners
@@ -190,9 +190,16 @@ func TestLongTasksCapped(t *testing.T) {
 		}
 		return string(out)
 	}
-	// Neither has run a task: each is long.
+	// Neither has run a task, nor has the manager: it holds what its own
+	// prefetch allows.
 	add("alice", 10)
 	add("bob", 10)
+	if m.longCap(l.q.runOf(names.intern("alice"))) >= 0 {
+		t.Fatalf("a manager that ran nothing caps tasks not run yet")
+	}
+	// Once it has run some (its prefetch sized by them), tasks of owners
+	// who ran none are long.
+	m.pf.haveDur = true
 	if got := take(6); got != "abab.." {
 		t.Fatalf("nothing run yet, 4 workers: %q, want 4 then none", got)
 	}

@@ -100,10 +100,11 @@ func (m *manager) ackedAfter(rtt time.Duration) {
 // tasks, so behind one user's no-ops it holds a thousand; another user's
 // sleeps would queue there behind each other once its workers run some.
 // So each queue keeps a mean run time per owner, and a task whose owner's
-// tasks run long at a manager (or have not run yet) goes there only while
-// it holds fewer long tasks than its workers plus the prefetch those
-// tasks would get on their own. The rest wait here for the next free
-// worker, on whichever manager.
+// tasks run long at a manager (or have not run yet, at a manager whose
+// prefetch is sized by what it ran) goes there only while it holds fewer
+// long tasks than its workers plus the prefetch those tasks would get on
+// their own. The rest wait here for the next free worker, on whichever
+// manager.
 
 // runMean is an owner's mean task run time in one queue (seconds, EWMA).
 type runMean struct {
@@ -128,14 +129,19 @@ func (r *runMean) ranFor(res *messages.Result) {
 // longCap is how many long tasks m may hold when they are r's owner's:
 // its workers plus the prefetch her tasks alone would get, or its
 // workers while none of hers has run; -1 when her tasks are short there
-// (they would get a prefetch per worker), or m's prefetch is explicit
-// (honoured as it is).
+// (they would get a prefetch per worker), when m's prefetch is explicit
+// (honoured as it is), or when m has run nothing itself and none of hers
+// has run either (its prefetch is then its workers' number, sized for
+// nothing in particular).
 func (m *manager) longCap(r *runMean) int {
 	if m == nil || !m.pf.adaptive || r == nil {
 		return -1
 	}
 	w := int(m.reg.Workers)
 	if !r.known {
+		if !m.pf.haveDur {
+			return -1
+		}
 		return w
 	}
 	d := prefetchDepth(w, m.pf.rtt, r.dur, true, int(m.reg.Prefetch))

@@ -86,7 +86,7 @@ func managerView(ix *testutil.Interchange, id string) (interchange.ManagerView, 
 }
 
 // sleepSeconds is the run time of the tasks of
-// TestJoiningManagerGetsWaitingTasks; SWITCHYARD_SCHED_SLEEP=6 runs the
+// TestJoiningManagerTakesUnstartedTasks; SWITCHYARD_SCHED_SLEEP=6 runs the
 // full-size case.
 func sleepSeconds(t *testing.T) float64 {
 	if v := os.Getenv("SWITCHYARD_SCHED_SLEEP"); v != "" {
@@ -118,72 +118,58 @@ func noneWaited(got map[messages.TaskID]messages.Result) error {
 }
 
 // 8 sleeps on one 4-worker manager, a second joining 1 s later (once the
-// first 4 started): the second gets the 4 not started, so every task
-// starts before the first ends and the last ends about one run (plus the
-// join) after the start, not two. Left to the interchange, the first
-// manager holds only its workers' 4, since the owner's tasks have not
-// run yet (they may be long), and the other 4 wait queued; with an
-// explicit --prefetch 4 it holds all 8 and gives 4 back.
-func TestJoiningManagerGetsWaitingTasks(t *testing.T) {
+// first 4 started): the second takes the 4 the first holds unstarted, so
+// every task starts before the first ends and the last ends about one run
+// (plus the join) after the start, not two.
+func TestJoiningManagerTakesUnstartedTasks(t *testing.T) {
 	d := sleepSeconds(t)
-	for _, c := range []struct {
-		name     string
-		prefetch int
-	}{{"adaptive", -1}, {"explicit", 4}} {
-		t.Run(c.name, func(t *testing.T) {
-			e := start(t, interchange.Options{}, true)
-			e.realManager(t, "m1", 4, c.prefetch)
-			testutil.WaitFor(t, 10*time.Second, func() error {
-				if st := e.ix.Status(); st.Managers != 1 {
-					return fmt.Errorf("%d managers", st.Managers)
-				}
-				return nil
-			})
-			begin := time.Now()
-			ids := e.pushSpecs(t, "alice", repeat(8, sleepSpec(d))...)
-			held, queued := 4, 4
-			if c.prefetch >= 0 {
-				held, queued = 8, 0
+	e := start(t, interchange.Options{}, true)
+	e.realManager(t, "m1", 4, -1)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if st := e.ix.Status(); st.Managers != 1 {
+			return fmt.Errorf("%d managers", st.Managers)
+		}
+		return nil
+	})
+	begin := time.Now()
+	ids := e.pushSpecs(t, "alice", repeat(8, sleepSpec(d))...)
+	// Before any task ended the interchange lets it hold as many as its
+	// workers beyond them: all 8.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if m, _ := managerView(e.ix, "m1"); m.Outstanding != 8 {
+			return fmt.Errorf("m1 holds %d", m.Outstanding)
+		}
+		running := 0
+		for _, d := range e.fwd.Deltas(ep) {
+			if d.Code == messages.Running {
+				running++
 			}
-			testutil.WaitFor(t, 10*time.Second, func() error {
-				m, _ := managerView(e.ix, "m1")
-				if st := e.ix.Status(); m.Outstanding != held || st.Queued != queued {
-					return fmt.Errorf("m1 holds %d, %d queued; want %d, %d", m.Outstanding, st.Queued, held, queued)
-				}
-				running := 0
-				for _, d := range e.fwd.Deltas(ep) {
-					if d.Code == messages.Running {
-						running++
-					}
-				}
-				if running < 4 {
-					return fmt.Errorf("%d running", running)
-				}
-				return nil
-			})
-			// The second manager joins 1 s after the tasks were submitted
-			// (the scenario's timing, not a wait for a condition).
-			<-time.After(time.Until(begin.Add(time.Second)))
-			joinAt := time.Now()
-			e.realManager(t, "m2", 4, -1)
-			got := e.waitResults(t, ids, time.Duration(4*d*float64(time.Second))+30*time.Second)
-			var last int64
-			for _, r := range got {
-				if r.Code != messages.Success || r.Attempt != 1 {
-					t.Errorf("task %s: %s attempt %d (%s)", r.ID, r.Code.State(), r.Attempt, r.Error)
-				}
-				last = max(last, r.Finished)
-			}
-			t.Logf("8 x sleep %gs, 4+4 workers, second manager after %s: makespan %s (one run %gs, two %gs)",
-				d, joinAt.Sub(begin).Round(time.Millisecond), time.Duration(last-begin.UnixNano()).Round(time.Millisecond), d, 2*d)
-			if err := noneWaited(got); err != nil {
-				t.Error(err)
-			}
-			stolen := e.metric(t, "tasks_stolen_total")
-			if c.prefetch >= 0 && stolen != 4 || c.prefetch < 0 && stolen != 0 {
-				t.Errorf("tasks_stolen_total %v, want %d", stolen, 4-queued)
-			}
-		})
+		}
+		if running < 4 {
+			return fmt.Errorf("%d running", running)
+		}
+		return nil
+	})
+	// The second manager joins 1 s after the tasks were submitted (the
+	// scenario's timing, not a wait for a condition).
+	<-time.After(time.Until(begin.Add(time.Second)))
+	joinAt := time.Now()
+	e.realManager(t, "m2", 4, -1)
+	got := e.waitResults(t, ids, time.Duration(4*d*float64(time.Second))+30*time.Second)
+	var last int64
+	for _, r := range got {
+		if r.Code != messages.Success || r.Attempt != 1 {
+			t.Errorf("task %s: %s attempt %d (%s)", r.ID, r.Code.State(), r.Attempt, r.Error)
+		}
+		last = max(last, r.Finished)
+	}
+	t.Logf("8 x sleep %gs, 4+4 workers, second manager after %s: makespan %s (one run %gs, two %gs)",
+		d, joinAt.Sub(begin).Round(time.Millisecond), time.Duration(last-begin.UnixNano()).Round(time.Millisecond), d, 2*d)
+	if err := noneWaited(got); err != nil {
+		t.Errorf("%v: the tasks held by m1 did not move to m2", err)
+	}
+	if n := e.metric(t, "tasks_stolen_total"); n != 4 {
+		t.Errorf("tasks_stolen_total %v, want 4", n)
 	}
 }
 
@@ -254,11 +240,10 @@ func TestStealingNeverRunsATaskTwice(t *testing.T) {
 	}
 }
 
-// A manager that leaves prefetch to the interchange holds only as many
-// tasks as its workers while their owner has run none (they may be long);
-// as many again beyond them until it has run some itself; then deep for
-// tasks that take no time, none for long ones. One that registers without
-// the flag (an older manager) holds exactly its workers plus its prefetch.
+// A manager that leaves prefetch to the interchange holds as many tasks as
+// its workers beyond them until it has run some; then deep for tasks that
+// take no time, none for long ones. One that registers without the flag
+// (an older manager) holds exactly its workers plus its prefetch.
 func TestAdaptivePrefetchFollowsDurations(t *testing.T) {
 	e := start(t, interchange.Options{}, true)
 	fast := testutil.NewDealer(t, "fake manager fast", "fast", e.ix.ManagersAddr(), testutil.PeerOptions{AckTasks: true})
@@ -276,7 +261,7 @@ func TestAdaptivePrefetchFollowsDurations(t *testing.T) {
 			return nil
 		})
 	}
-	count(fast, 4)
+	count(fast, 8)
 	// Results of tasks that took no time: it may hold up to its ceiling.
 	now := time.Now().UnixNano()
 	b := &messages.ResultBatch{}
@@ -298,8 +283,7 @@ func TestAdaptivePrefetchFollowsDurations(t *testing.T) {
 	slow.ExpectType(t, 5*time.Second, "", messages.TypeHeartbeat)
 	slow.SetHeartbeat(testutil.Interval)
 	// The fast one is full now (it holds 196 beyond 4 workers), so these
-	// go to the slow one: 2 + 2 before anything of it ended (their owner's
-	// tasks are known to be short).
+	// go to the slow one: 2 + 2 before anything ended.
 	e.push(t, 10, 1)
 	count(slow, 4)
 	now = time.Now().UnixNano()
