@@ -4,6 +4,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/switchyard-hpc/switchyard/messages"
 )
 
 func TestShares(t *testing.T) {
@@ -113,7 +116,7 @@ func TestQueueTakesOwnersInTurn(t *testing.T) {
 	take := func(n int) string {
 		var out []byte
 		for range n {
-			tk := l.pop(&l.q)
+			tk := l.pop(&l.q, nil, new(int))
 			if tk == nil {
 				out = append(out, '.')
 				continue
@@ -141,9 +144,9 @@ func TestQueueTakesOwnersInTurn(t *testing.T) {
 		t.Errorf("carol (weight 3) got %d of 40 turns, want 30: %q", c, got)
 	}
 	// A task put back goes first.
-	tk := l.pop(&l.q)
+	tk := l.pop(&l.q, nil, new(int))
 	l.enqueueFront(tk)
-	if again := l.pop(&l.q); again != tk {
+	if again := l.pop(&l.q, nil, new(int)); again != tk {
 		t.Errorf("a task put back was not taken first")
 	}
 	counts := map[string]int{}
@@ -151,9 +154,73 @@ func TestQueueTakesOwnersInTurn(t *testing.T) {
 	if counts["alice"]+counts["carol"] != l.queued || l.queued != l.q.n {
 		t.Errorf("counts %v, queued %d, n %d", counts, l.queued, l.q.n)
 	}
-	for l.pop(&l.q) != nil {
+	for l.pop(&l.q, nil, new(int)) != nil {
 	}
 	if l.queued != 0 || len(l.q.active) != 0 || len(l.q.owners) != 0 {
 		t.Errorf("drained queue: queued %d, %d active, %d owners", l.queued, len(l.q.active), len(l.q.owners))
+	}
+}
+
+// A manager that leaves its prefetch to us takes long tasks (an owner's
+// whose tasks run long, or have not run once it ran some) only up to its
+// workers plus their own prefetch; meanwhile it gets the others' tasks,
+// and the long owner keeps her turn for when it has room.
+func TestLongTasksCapped(t *testing.T) {
+	var l loop
+	var names owners
+	add := func(who string, n int) {
+		for range n {
+			l.enqueueBack(&itask{owner: names.intern(who)})
+		}
+	}
+	m := &manager{reg: messages.Registration{Workers: 4, Prefetch: 1000}, pf: prefetch{adaptive: true, rtt: 0.001}}
+	take := func(n int) string {
+		var out []byte
+		long := m.nlong
+		for range n {
+			tk := l.pop(&l.q, m, &long)
+			if tk == nil {
+				out = append(out, '.')
+				continue
+			}
+			if tk.long {
+				m.nlong++
+			}
+			out = append(out, ownerName(tk.owner)[0])
+		}
+		return string(out)
+	}
+	// Neither has run a task, nor has the manager: it holds what its own
+	// prefetch allows.
+	add("alice", 10)
+	add("bob", 10)
+	if m.longCap(l.q.runOf(names.intern("alice"))) >= 0 {
+		t.Fatalf("a manager that ran nothing caps tasks not run yet")
+	}
+	// Once it has run some (its prefetch sized by them), tasks of owners
+	// who ran none are long.
+	m.pf.haveDur = true
+	if got := take(6); got != "abab.." {
+		t.Fatalf("nothing run yet, 4 workers: %q, want 4 then none", got)
+	}
+	// alice's tasks take no time, bob's a second.
+	ran := func(who string, d time.Duration) {
+		l.q.runOf(names.intern(who)).ranFor(&messages.Result{Started: 1, Finished: 1 + int64(d)})
+	}
+	ran("alice", 0)
+	ran("bob", time.Second)
+	if got := take(3); got != "aaa" {
+		t.Fatalf("bob's long, the manager full of long tasks: %q, want alice's", got)
+	}
+	// One of bob's ends there: he is next, for one.
+	m.nlong--
+	if got := take(3); got != "baa" {
+		t.Fatalf("room for one long task: %q, want bob's first", got)
+	}
+	// An explicit prefetch is honoured as it is; bob has the turns he
+	// was passed over for first.
+	m.pf.adaptive = false
+	if got := take(8); got != "bbbbabab" {
+		t.Fatalf("explicit prefetch: %q", got)
 	}
 }

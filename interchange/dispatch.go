@@ -41,6 +41,8 @@ type manager struct {
 	// noGiveBack: it cannot (an older manager).
 	stealing   uint64
 	noGiveBack bool
+	// nlong is how many long tasks it holds (sched.go, longCap).
+	nlong int
 }
 
 // waitsForWork starts m's idle clock when it has room and tasks wait.
@@ -201,6 +203,7 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 				ack = ack[:len(ack)-1]
 			}
 			m.ranFor(&r)
+			l.queueOf(t).runOf(t.owner).ranFor(&r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case ok && r.Attempt == t.attempt:
 			l.ix.m.refused.WithLabelValues("not-your-task").Inc()
@@ -259,8 +262,20 @@ func (l *loop) dispatch() {
 
 // dispatchTo shares q among mgrs: first their idle workers, so a task
 // never waits in one manager's prefetch while another's workers idle,
-// then their prefetch; each manager gets its part in one batch.
+// then their prefetch; each manager gets its part in one batch. A manager
+// that may take no more long tasks leaves them to the others, which get
+// them in a second round.
 func (l *loop) dispatchTo(mgrs []*manager, q *fqueue, rr *int) {
+	for round := 0; round < 2 && q.n > 0; round++ {
+		if l.dispatchRound(mgrs, q, rr) == 0 || !l.retryAt.IsZero() {
+			return
+		}
+	}
+}
+
+// dispatchRound is one round of dispatchTo; it reports how many tasks
+// of their shares managers left queued for a cap on long tasks.
+func (l *loop) dispatchRound(mgrs []*manager, q *fqueue, rr *int) (capped int) {
 	n := len(mgrs)
 	free := l.freeBuf[:0]
 	run := l.runBuf[:0]
@@ -293,9 +308,16 @@ func (l *loop) dispatchTo(mgrs []*manager, q *fqueue, rr *int) {
 			share[i] -= sent
 		}
 		if !l.retryAt.IsZero() {
-			return
+			return 0
+		}
+		if share[i] > 0 && q.n > 0 {
+			capped += share[i]
+			// Its room is for tasks other than those queued: it does
+			// not idle for them.
+			m.freedAt = 0
 		}
 	}
+	return capped
 }
 
 // idleClocks stops the idle clocks without counting when nothing is left
@@ -314,8 +336,9 @@ func (l *loop) sendTasks(m *manager, want int, q *fqueue) int {
 	m.sendBuf = m.sendBuf[:0]
 	var sent []*itask
 	size := 0
+	long := m.nlong
 	for len(m.sendBuf) < want && size < messages.MaxBatchBytes {
-		t := l.pop(q)
+		t := l.pop(q, m, &long)
 		if t == nil {
 			break
 		}
@@ -345,6 +368,9 @@ func (l *loop) sendTasks(m *manager, want int, q *fqueue) int {
 		t.mgr = m
 		t.code = messages.WaitingForLaunch
 		m.outstanding[t.id] = t
+		if t.long {
+			m.nlong++
+		}
 		l.noteStatus(t, now)
 	}
 	l.statusNoted()

@@ -236,6 +236,10 @@ func (l *loop) takeBack(m *manager, t *itask) {
 	m.sent.Drop(t)
 	t.mgr = nil
 	t.stealing = false
+	if t.long {
+		t.long = false
+		m.nlong--
+	}
 }
 
 // managerGoodbye takes back the tasks a leaving manager returns: they are

@@ -53,6 +53,8 @@ type itask struct {
 	acct uint32
 	// stealing: a give-back command asks its manager for it now.
 	stealing bool
+	// long: it counts in its manager's nlong (sched.go).
+	long bool
 	// rewritten: its store record may have been put more than once (a
 	// new attempt, or a previous run), so it must not be single-deleted.
 	rewritten bool

@@ -27,6 +27,10 @@ type fqueue struct {
 	vtime  float64
 	last   *oqueue // a batch's tasks usually share their owner
 	weight func(owner) float64
+	// runs is each owner's mean task run time, kept while her queue
+	// empties: it says whether her next tasks are long (sched.go).
+	runs    map[owner]*runMean
+	lastRun *runMean
 }
 
 // oqueue is one owner's FIFO in an fqueue.
@@ -36,6 +40,7 @@ type oqueue struct {
 	// pass grows by stride (1/weight) per task taken; the lowest goes next.
 	pass, stride float64
 	idx          int // in fqueue.active
+	run          *runMean
 }
 
 func (q *fqueue) of(o owner) *oqueue {
@@ -51,7 +56,7 @@ func (q *fqueue) of(o owner) *oqueue {
 		if q.weight != nil {
 			w = q.weight(o)
 		}
-		oq = &oqueue{owner: o, pass: q.vtime, stride: 1 / w, idx: len(q.active)}
+		oq = &oqueue{owner: o, pass: q.vtime, stride: 1 / w, idx: len(q.active), run: q.runOf(o)}
 		q.owners[o] = oq
 		q.active = append(q.active, oq)
 	}
@@ -73,11 +78,30 @@ func (q *fqueue) retire(oq *oqueue) {
 	}
 }
 
-// next is the owner whose turn it is.
-func (q *fqueue) next() *oqueue {
-	best := q.active[0]
-	for _, oq := range q.active[1:] {
-		if oq.pass < best.pass {
+// runOf is o's run-time mean in q.
+func (q *fqueue) runOf(o owner) *runMean {
+	if r := q.lastRun; r != nil && r.owner == o {
+		return r
+	}
+	r := q.runs[o]
+	if r == nil {
+		if q.runs == nil {
+			q.runs = make(map[owner]*runMean)
+		}
+		r = &runMean{owner: o}
+		q.runs[o] = r
+	}
+	q.lastRun = r
+	return r
+}
+
+// next is the owner whose turn it is among those m may take now (see
+// manager.longCap); nil when none. long counts the long tasks m holds,
+// those popped for it included.
+func (q *fqueue) next(m *manager, long int) *oqueue {
+	var best *oqueue
+	for _, oq := range q.active {
+		if (best == nil || oq.pass < best.pass) && m.mayTake(oq.run, long) {
 			best = oq
 		}
 	}
@@ -118,6 +142,7 @@ func (l *loop) enqueueFront(ts ...*itask) {
 		t.queued = true
 		t.mgr = nil
 		t.code = messages.WaitingForNodes
+		t.long = false
 	}
 	l.queued += len(ts)
 	// Usually all of one account and owner (one manager's tasks); split
@@ -152,12 +177,14 @@ func (q *tqueue) pushFront(ts []*itask) {
 	q.head = 0
 }
 
-// pop returns the next task queued in q, the owners taking turns.
-func (l *loop) pop(q *fqueue) *itask {
+// pop returns the next task queued in q for m, the owners taking turns;
+// an owner whose tasks m may not take now (too many long ones) keeps her
+// turn. *long counts the long tasks m holds, this one included.
+func (l *loop) pop(q *fqueue, m *manager, long *int) *itask {
 	for q.n > 0 {
-		oq := q.active[0]
-		if len(q.active) > 1 {
-			oq = q.next()
+		oq := q.next(m, *long)
+		if oq == nil {
+			return nil
 		}
 		t := oq.take()
 		if t == nil {
@@ -174,6 +201,10 @@ func (l *loop) pop(q *fqueue) *itask {
 		l.queued--
 		if oq.n == 0 {
 			q.retire(oq)
+		}
+		if m.longCap(oq.run) >= 0 {
+			t.long = true
+			*long++
 		}
 		return t
 	}

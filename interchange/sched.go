@@ -96,6 +96,68 @@ func (m *manager) ackedAfter(rtt time.Duration) {
 	m.pf.rtt += ewmaAlpha * (s - m.pf.rtt)
 }
 
+// Long tasks. A manager's prefetch follows the mean run time of all its
+// tasks, so behind one user's no-ops it holds a thousand; another user's
+// sleeps would queue there behind each other once its workers run some.
+// So each queue keeps a mean run time per owner, and a task whose owner's
+// tasks run long at a manager (or have not run yet, at a manager whose
+// prefetch is sized by what it ran) goes there only while it holds fewer
+// long tasks than its workers plus the prefetch those tasks would get on
+// their own. The rest wait here for the next free worker, on whichever
+// manager.
+
+// runMean is an owner's mean task run time in one queue (seconds, EWMA).
+type runMean struct {
+	owner owner
+	dur   float64
+	known bool
+}
+
+// ranFor takes a result's run time into the owner's mean.
+func (r *runMean) ranFor(res *messages.Result) {
+	if res.Started <= 0 || res.Finished < res.Started {
+		return
+	}
+	d := time.Duration(res.Finished - res.Started).Seconds()
+	if !r.known {
+		r.dur, r.known = d, true
+		return
+	}
+	r.dur += ewmaAlpha * (d - r.dur)
+}
+
+// longCap is how many long tasks m may hold when they are r's owner's:
+// its workers plus the prefetch her tasks alone would get, or its
+// workers while none of hers has run; -1 when her tasks are short there
+// (they would get a prefetch per worker), when m's prefetch is explicit
+// (honoured as it is), or when m has run nothing itself and none of hers
+// has run either (its prefetch is then its workers' number, sized for
+// nothing in particular).
+func (m *manager) longCap(r *runMean) int {
+	if m == nil || !m.pf.adaptive || r == nil {
+		return -1
+	}
+	w := int(m.reg.Workers)
+	if !r.known {
+		if !m.pf.haveDur {
+			return -1
+		}
+		return w
+	}
+	d := prefetchDepth(w, m.pf.rtt, r.dur, true, int(m.reg.Prefetch))
+	if d >= w {
+		return -1
+	}
+	return w + d
+}
+
+// mayTake says whether m, holding long long tasks, may take the next of
+// r's owner's tasks.
+func (m *manager) mayTake(r *runMean, long int) bool {
+	c := m.longCap(r)
+	return c < 0 || long < c
+}
+
 // steal is a give-back command waiting for its manager's answer.
 type steal struct {
 	m        *manager
