@@ -779,3 +779,57 @@ func TestQueuedByOwnerInEndpointView(t *testing.T) {
 		t.Errorf("alice's probe shows queued_by_owner %v", probe.By)
 	}
 }
+
+// An endpoint is sent no more than 10,000 tasks it has not acknowledged,
+// however many wait here: batches it has not read yet queue in the link
+// ahead of every other user's tasks.
+func TestUnacknowledgedTasksAreCapped(t *testing.T) {
+	f, c := startForwarder(t, forwarder.Options{})
+	f.Enroll(t, ep)
+	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{})
+	e := &fakeEndpoint{Peer: ix, f: f, c: c}
+	e.register(t)
+	spec := make([]any, 5000)
+	for i := range spec {
+		spec[i] = map[string]any{"kind": "noop"}
+	}
+	var ids []string
+	for range 5 {
+		got, err := e.c.Submit(ep, spec...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got...)
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n := len(e.Tasks("")); n < 10_000 {
+			return fmt.Errorf("%d tasks sent", n)
+		}
+		return nil
+	})
+	// Two round trips: the forwarder's loop has sent all it would.
+	e.Sync(t, "")
+	e.Sync(t, "")
+	sent := e.Tasks("")
+	if len(sent) != 10_000 {
+		t.Fatalf("%d of %d tasks sent before any was acknowledged, want 10,000", len(sent), len(ids))
+	}
+	// Acknowledged, they make room for the rest.
+	acked := 0
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		sent := e.Tasks("")
+		if acked < len(sent) {
+			ack := &messages.Ack{}
+			for _, x := range sent[acked:] {
+				ack.IDs = append(ack.IDs, x.ID)
+			}
+			e.Send(t, "", ack)
+			acked = len(sent)
+		}
+		if len(sent) < len(ids) {
+			return fmt.Errorf("%d of %d tasks sent", len(sent), len(ids))
+		}
+		return nil
+	})
+	e.received(t, ids)
+}
