@@ -72,20 +72,22 @@ var ErrDamaged = errors.New("the store is damaged")
 // DiskReserve is the free space below which a DB refuses writes: room
 // for Pebble's flushes (two memtables), compactions and a new WAL. Tests
 // lower it.
-var DiskReserve int64 = 256 << 20
+var DiskReserve int64 = 128 << 20
 
 // MemTableSize is Pebble's memtable size: Pebble's 4 MiB default flushed
-// and compacted so often that a task cost 60-90% more CPU; at 128 MiB a
+// and compacted so often that a task cost 60-90% more CPU; at 64 MiB a
 // task's add and end (the interchange's put and delete) mostly meet in
-// one memtable and the older one never reaches a table, and the
-// forwarder's store costs 15% less CPU per task than at 64 MiB
-// (BenchmarkPebbleTaskLife). Tests on a small file system lower it.
-var MemTableSize uint64 = 128 << 20
+// one memtable and the older one never reaches a table. 128 MiB only
+// puts off a flush in a short run (the same CPU per task over two
+// million, BenchmarkPebbleTaskLife) for 130 MB more resident memory per
+// daemon. Tests on a small file system lower it.
+var MemTableSize uint64 = 64 << 20
 
 // l0Tables is how many overlapping tables L0 may hold before Pebble
 // compacts them down (its default is 4). Task keys rise, so tables
 // barely overlap and merging them early rewrites the same data again:
-// at 20 a million tasks cost 25% less CPU in the store; reads (rare
+// over two million tasks the store costs 1.35 us of CPU a task at 20
+// against 1.75 (BenchmarkPebbleTaskLife); reads (rare
 // here: recovery and listings of pruned tasks) merge more tables.
 const l0Tables = 20
 
