@@ -48,7 +48,8 @@ pytest-sdk: deps build
 # Every decoder's fuzz test in turn, FUZZTIME each.
 FUZZTIME ?= 30s
 FUZZERS = messages:FuzzUnpack client:FuzzFastIDs client:FuzzFastEnded client:FuzzFastCensus client:FuzzIDsBody \
-	forwarder:FuzzListItems forwarder:FuzzParseCursor internal/store:FuzzLogReplay internal/taskspec:FuzzDecodePython
+	forwarder:FuzzListItems forwarder:FuzzParseCursor internal/store:FuzzLogReplay internal/taskstore:FuzzDecodeRecord \
+	internal/taskspec:FuzzDecodePython
 fuzz: deps-build
 	@set -e; for f in $(FUZZERS); do \
 		echo "== $${f#*:} (./$${f%%:*})"; \
