@@ -49,7 +49,7 @@ pytest-sdk: deps build
 FUZZTIME ?= 30s
 FUZZERS = messages:FuzzUnpack client:FuzzFastIDs client:FuzzFastEnded client:FuzzFastCensus client:FuzzIDsBody \
 	forwarder:FuzzListItems forwarder:FuzzParseCursor internal/store:FuzzLogReplay internal/taskstore:FuzzDecodeRecord \
-	internal/taskspec:FuzzDecodePython
+	internal/taskspec:FuzzDecodePython manager:FuzzWorkerFrames
 fuzz: deps-build
 	@set -e; for f in $(FUZZERS); do \
 		echo "== $${f#*:} (./$${f%%:*})"; \
