@@ -79,8 +79,8 @@ var DiskReserve int64 = 128 << 20
 // task's add and end (the interchange's put and delete) mostly meet in
 // one memtable and the older one never reaches a table. 128 MiB only
 // puts off a flush in a short run (the same CPU per task over two
-// million, BenchmarkPebbleTaskLife) for 130 MB more resident memory per
-// daemon. Tests on a small file system lower it.
+// million, BenchmarkPebbleTaskLife) for 64 MiB more memory a memtable
+// (two while one flushes). Tests on a small file system lower it.
 var MemTableSize uint64 = 64 << 20
 
 // l0Tables is how many overlapping tables L0 may hold before Pebble
