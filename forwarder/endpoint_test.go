@@ -780,11 +780,12 @@ func TestQueuedByOwnerInEndpointView(t *testing.T) {
 	}
 }
 
-// An endpoint is sent no more than 10,000 tasks it has not acknowledged,
+// An endpoint is sent no more than --max-unacked tasks it has not acknowledged,
 // however many wait here: batches it has not read yet queue in the link
 // ahead of every other user's tasks.
 func TestUnacknowledgedTasksAreCapped(t *testing.T) {
-	f, c := startForwarder(t, forwarder.Options{})
+	const limit = 10_000
+	f, c := startForwarder(t, forwarder.Options{MaxUnacked: limit})
 	f.Enroll(t, ep)
 	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{})
 	e := &fakeEndpoint{Peer: ix, f: f, c: c}
@@ -802,7 +803,7 @@ func TestUnacknowledgedTasksAreCapped(t *testing.T) {
 		ids = append(ids, got...)
 	}
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		if n := len(e.Tasks("")); n < 10_000 {
+		if n := len(e.Tasks("")); n < limit {
 			return fmt.Errorf("%d tasks sent", n)
 		}
 		return nil
@@ -811,8 +812,8 @@ func TestUnacknowledgedTasksAreCapped(t *testing.T) {
 	e.Sync(t, "")
 	e.Sync(t, "")
 	sent := e.Tasks("")
-	if len(sent) != 10_000 {
-		t.Fatalf("%d of %d tasks sent before any was acknowledged, want 10,000", len(sent), len(ids))
+	if len(sent) != limit {
+		t.Fatalf("%d of %d tasks sent before any was acknowledged, want %d", len(sent), len(ids), limit)
 	}
 	// Acknowledged, they make room for the rest.
 	acked := 0

@@ -203,24 +203,16 @@ func (l *loop) handleZMQ(env link.Envelope) {
 	}
 }
 
-// maxUntaken caps the tasks sent to an endpoint that it has not yet
-// acknowledged. Batches it has not read yet wait in the link in order: a
-// user whose tasks come after another's 100,000 waited for all of them to
-// be read (a third of a second at full speed) before the interchange's
-// turns between owners could start his. An interchange acks a batch once
-// stored, within milliseconds, so this many do not slow it down.
-const maxUntaken = 10_000
-
 // flush sends an endpoint's pending tasks while it accepts them, up to
-// MaxInflight not yet ended and maxUntaken not yet acknowledged.
+// MaxInflight not yet ended and MaxUnacked not yet acknowledged.
 func (l *loop) flush(ep *endpoint) {
 	if !ep.connected || ep.holdPush || !ep.report.ServingState.PushAllowed() || len(ep.inflight) >= l.f.opts.MaxInflight {
 		return
 	}
 	now := time.Now().UnixNano()
-	for ep.pending.Len() > 0 && len(ep.inflight) < l.f.opts.MaxInflight && ep.sent.Unacked() < maxUntaken {
+	for ep.pending.Len() > 0 && len(ep.inflight) < l.f.opts.MaxInflight && ep.sent.Unacked() < l.f.opts.MaxUnacked {
 		var n int
-		batch := ep.pending.take(min(l.f.opts.BatchSize, l.f.opts.MaxInflight-len(ep.inflight), maxUntaken-ep.sent.Unacked()))
+		batch := ep.pending.take(min(l.f.opts.BatchSize, l.f.opts.MaxInflight-len(ep.inflight), l.f.opts.MaxUnacked-ep.sent.Unacked()))
 		l.sendBuf, l.sentBuf, n = l.f.tasks.forSend(batch, l.sendBuf[:0], l.sentBuf[:0])
 		if len(l.sendBuf) > 0 {
 			err := l.send(ep, &messages.TaskBatch{Tasks: l.sendBuf})

@@ -39,6 +39,9 @@ type Options struct {
 	// ended (default DefaultMaxInflight); the rest wait here, where they
 	// are stored anyway, instead of being pushed and given back.
 	MaxInflight int
+	// MaxUnacked caps the tasks sent to one endpoint that it has not yet
+	// acknowledged (default DefaultMaxUnacked).
+	MaxUnacked int
 	// MaxBodyBytes caps a submission body.
 	MaxBodyBytes int64
 	// Pprof serves /debug/pprof/ on the HTTP listener (admins only).
@@ -81,6 +84,14 @@ const (
 	// (100,000 queued): tasks in flight include those on managers, so
 	// the queue stays under it and no push is given back.
 	DefaultMaxInflight = 100000
+	// DefaultMaxUnacked: batches an interchange has not read yet wait in
+	// the link in order, and a user submitting after another's backlog
+	// waited for all of them (100,000 no-ops: a third of a second at full
+	// speed) before the interchange's turns between owners could start
+	// his tasks. An interchange acks a batch once stored, within
+	// milliseconds nearby, so 2,500 do not slow it down; a link with a
+	// round trip of R allows at most MaxUnacked/R tasks a second.
+	DefaultMaxUnacked = 2500
 	// DefaultUISessionTTL is how long a web UI sign-in lasts.
 	DefaultUISessionTTL = 8 * time.Hour
 )
@@ -103,6 +114,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.MaxInflight <= 0 {
 		o.MaxInflight = DefaultMaxInflight
+	}
+	if o.MaxUnacked <= 0 {
+		o.MaxUnacked = DefaultMaxUnacked
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000

@@ -129,7 +129,7 @@ func newForwarderCmd() *cobra.Command {
 	var listenZMQ, storeURL string
 	var noPersist, fsync, noUI bool
 	var retention, uiSession time.Duration
-	var maxPerUser, maxInflight int
+	var maxPerUser, maxInflight, maxUnacked int
 	var maxBytesPerUser int64
 	cmd := &cobra.Command{
 		Use:   "forwarder",
@@ -147,7 +147,7 @@ with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 			}
 			f, err := forwarder.New(forwarder.Options{ListenHTTP: df.listenHTTP, ListenZMQ: listenZMQ, StateDir: df.stateDir,
 				Store: storeURL, NoPersist: noPersist, Fsync: fsync, Retention: retention, HeartbeatInterval: df.interval, HeartbeatThreshold: df.thresholdOrDefault(), Pprof: df.pprof, Log: log,
-				HTTP: df.http, MaxTasksPerUser: maxPerUser, MaxPendingBytesPerUser: maxBytesPerUser, MaxInflight: maxInflight, Insecure: df.insecure,
+				HTTP: df.http, MaxTasksPerUser: maxPerUser, MaxPendingBytesPerUser: maxBytesPerUser, MaxInflight: maxInflight, MaxUnacked: maxUnacked, Insecure: df.insecure,
 				NoUI: noUI, UISessionTTL: uiSession})
 			if err != nil {
 				return err
@@ -170,6 +170,7 @@ with a token; --no-ui turns it off). Stop it with Ctrl-C or SIGTERM.`,
 	cmd.Flags().DurationVar(&uiSession, "ui-session", forwarder.DefaultUISessionTTL, "how long a web UI sign-in lasts before it must sign in again")
 	cmd.AddCommand(newMigrateStoreCmd())
 	cmd.Flags().IntVar(&maxInflight, "max-inflight", forwarder.DefaultMaxInflight, "tasks handed to one endpoint and not yet ended; more wait here until some end (keep it near the endpoint's --pause-queued-tasks: more is pushed and given back)")
+	cmd.Flags().IntVar(&maxUnacked, "max-unacked", forwarder.DefaultMaxUnacked, "tasks sent to one endpoint that it has not yet acknowledged; more wait here, so another user's tasks do not queue in the link behind them (over a link with a round trip of R, at most this many per R: raise it for a distant endpoint)")
 	return cmd
 }
 
