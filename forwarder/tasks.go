@@ -336,11 +336,9 @@ func (tt *taskTable) touch(e *entry, now time.Time, stored bool) {
 		if t.CompletedAt == 0 {
 			t.CompletedAt = t.UpdatedAt
 		}
-		if len(tt.waiters) > 0 {
-			if ch, ok := tt.waiters[t.ID]; ok {
-				close(ch)
-				delete(tt.waiters, t.ID)
-			}
+		if ch, ok := tt.waiters[t.ID]; ok {
+			close(ch)
+			delete(tt.waiters, t.ID)
 		}
 		tt.journal.record(e)
 	}
@@ -399,11 +397,6 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 	}
 	first := next
 	tt.adding[first] = struct{}{}
-	// The counters are shared with every request: one add per batch.
-	var st messages.TaskState
-	var inState int64
-	var plain uint64
-	nowNs := now.UnixNano()
 	for _, t := range ts {
 		t.owner = idx
 		t.Seq = next
@@ -411,24 +404,9 @@ func (tt *taskTable) add(ts []*entry, limit quota) error {
 		tt.seq = max(tt.seq, t.Seq)
 		tt.ownerSeq(idx, t.Seq)
 		tt.insert(t)
-		if t.State != st {
-			if inState > 0 {
-				tt.byState[st].Add(inState)
-			}
-			st, inState = t.State, 0
-		}
-		inState++
-		if t.State.Terminal() {
-			tt.touch(t, now, true)
-			continue
-		}
-		t.UpdatedAt = nowNs
-		t.Writes++
-		plain++
+		tt.byState[t.State].Add(1)
+		tt.touch(t, now, true)
 	}
-	tt.byState[st].Add(inState)
-	tt.transitions.Add(plain)
-	tt.writes.Add(plain)
 	tt.mu.Unlock()
 	// A task is read only by id, and its id is not yet given out, so
 	// nobody changes these while they are written.

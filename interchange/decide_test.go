@@ -199,7 +199,7 @@ func TestLongTasksCapped(t *testing.T) {
 	}
 	// Once it has run some (its prefetch sized by them), tasks of owners
 	// who ran none are long.
-	m.pf.haveDur = true
+	m.pf.known = true
 	if got := take(6); got != "abab.." {
 		t.Fatalf("nothing run yet, 4 workers: %q, want 4 then none", got)
 	}

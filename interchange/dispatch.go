@@ -202,7 +202,7 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 			if t.ackTo != nil {
 				ack = ack[:len(ack)-1]
 			}
-			m.ranFor(&r)
+			m.pf.ranFor(&r)
 			l.queueOf(t).runOf(t.owner).ranFor(&r)
 			l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
 		case ok && r.Attempt == t.attempt:

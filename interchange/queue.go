@@ -95,17 +95,20 @@ func (q *fqueue) runOf(o owner) *runMean {
 	return r
 }
 
-// next is the owner whose turn it is among those m may take now (see
-// manager.longCap); nil when none. long counts the long tasks m holds,
-// those popped for it included.
-func (q *fqueue) next(m *manager, long int) *oqueue {
-	var best *oqueue
+// next is the owner whose turn it is among those m may take now, with
+// m's cap on her long tasks (manager.longCap; -1: hers are not long
+// there); nil when none. long counts the long tasks m holds, those
+// popped for it included.
+func (q *fqueue) next(m *manager, long int) (best *oqueue, longCap int) {
 	for _, oq := range q.active {
-		if (best == nil || oq.pass < best.pass) && m.mayTake(oq.run, long) {
-			best = oq
+		if best != nil && oq.pass >= best.pass {
+			continue
+		}
+		if c := m.longCap(oq.run); c < 0 || long < c {
+			best, longCap = oq, c
 		}
 	}
-	return best
+	return best, longCap
 }
 
 // queueOf is the queue t waits in: the endpoint's, or on a multi-user
@@ -182,7 +185,7 @@ func (q *tqueue) pushFront(ts []*itask) {
 // turn. *long counts the long tasks m holds, this one included.
 func (l *loop) pop(q *fqueue, m *manager, long *int) *itask {
 	for q.n > 0 {
-		oq := q.next(m, *long)
+		oq, longCap := q.next(m, *long)
 		if oq == nil {
 			return nil
 		}
@@ -202,7 +205,7 @@ func (l *loop) pop(q *fqueue, m *manager, long *int) *itask {
 		if oq.n == 0 {
 			q.retire(oq)
 		}
-		if m.longCap(oq.run) >= 0 {
+		if longCap >= 0 {
 			t.long = true
 			*long++
 		}

@@ -18,11 +18,30 @@ import (
 // prefetch, when the manager left that to it.
 type prefetch struct {
 	adaptive bool
-	// dur is the mean run time of its tasks (seconds, EWMA) once known;
-	// rtt the round trip from sending it a batch to its ack (seconds).
-	dur, rtt float64
-	haveDur  bool
-	depth    int
+	// runTime is the mean run time of its tasks; rtt the round trip from
+	// sending it a batch to its ack (seconds, EWMA).
+	runTime
+	rtt   float64
+	depth int
+}
+
+// runTime is a mean task run time (seconds, EWMA), once known.
+type runTime struct {
+	dur   float64
+	known bool
+}
+
+// ranFor takes a result's run time into the mean.
+func (r *runTime) ranFor(res *messages.Result) {
+	if res.Started <= 0 || res.Finished < res.Started {
+		return
+	}
+	d := time.Duration(res.Finished - res.Started).Seconds()
+	if !r.known {
+		r.dur, r.known = d, true
+		return
+	}
+	r.dur += ewmaAlpha * (d - r.dur)
 }
 
 const (
@@ -67,20 +86,7 @@ func (m *manager) prefetch() int {
 }
 
 func (m *manager) resize() {
-	m.pf.depth = prefetchDepth(int(m.reg.Workers), m.pf.rtt, m.pf.dur, m.pf.haveDur, int(m.reg.Prefetch))
-}
-
-// ranFor takes a result's run time into m's mean.
-func (m *manager) ranFor(r *messages.Result) {
-	if r.Started <= 0 || r.Finished < r.Started {
-		return
-	}
-	d := time.Duration(r.Finished - r.Started).Seconds()
-	if !m.pf.haveDur {
-		m.pf.dur, m.pf.haveDur = d, true
-		return
-	}
-	m.pf.dur += ewmaAlpha * (d - m.pf.dur)
+	m.pf.depth = prefetchDepth(int(m.reg.Workers), m.pf.rtt, m.pf.dur, m.pf.known, int(m.reg.Prefetch))
 }
 
 // ackedAfter takes a batch's round trip into m's mean.
@@ -106,24 +112,10 @@ func (m *manager) ackedAfter(rtt time.Duration) {
 // their own. The rest wait here for the next free worker, on whichever
 // manager.
 
-// runMean is an owner's mean task run time in one queue (seconds, EWMA).
+// runMean is an owner's mean task run time in one queue.
 type runMean struct {
 	owner owner
-	dur   float64
-	known bool
-}
-
-// ranFor takes a result's run time into the owner's mean.
-func (r *runMean) ranFor(res *messages.Result) {
-	if res.Started <= 0 || res.Finished < res.Started {
-		return
-	}
-	d := time.Duration(res.Finished - res.Started).Seconds()
-	if !r.known {
-		r.dur, r.known = d, true
-		return
-	}
-	r.dur += ewmaAlpha * (d - r.dur)
+	runTime
 }
 
 // longCap is how many long tasks m may hold when they are r's owner's:
@@ -139,7 +131,7 @@ func (m *manager) longCap(r *runMean) int {
 	}
 	w := int(m.reg.Workers)
 	if !r.known {
-		if !m.pf.haveDur {
+		if !m.pf.known {
 			return -1
 		}
 		return w
@@ -149,13 +141,6 @@ func (m *manager) longCap(r *runMean) int {
 		return -1
 	}
 	return w + d
-}
-
-// mayTake says whether m, holding long long tasks, may take the next of
-// r's owner's tasks.
-func (m *manager) mayTake(r *runMean, long int) bool {
-	c := m.longCap(r)
-	return c < 0 || long < c
 }
 
 // steal is a give-back command waiting for its manager's answer.
@@ -190,7 +175,7 @@ func (l *loop) stealFor(mgrs []*manager, now time.Time) {
 			continue
 		}
 		// Not worth a round trip when its backlog is over sooner.
-		if v.pf.haveDur && time.Duration(float64(extra)*v.pf.dur/float64(max(v.reg.Workers, 1))*float64(time.Second)) < max(stealMin, 2*time.Duration(v.pf.rtt*float64(time.Second))) {
+		if v.pf.known && time.Duration(float64(extra)*v.pf.dur/float64(max(v.reg.Workers, 1))*float64(time.Second)) < max(stealMin, 2*time.Duration(v.pf.rtt*float64(time.Second))) {
 			continue
 		}
 		ids := l.unstarted(v, min(idle, extra))
