@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchyard-hpc/switchyard/internal/httpx"
 	"github.com/switchyard-hpc/switchyard/internal/taskstore"
 	"github.com/switchyard-hpc/switchyard/messages"
 )
@@ -242,5 +241,5 @@ func (f *Forwarder) handleCensus(w http.ResponseWriter, r *http.Request) {
 			v.Pending++
 		}
 	})
-	httpx.WriteJSON(w, http.StatusOK, v)
+	writeRaw(w, http.StatusOK, v.appendJSON(nil))
 }

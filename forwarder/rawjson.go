@@ -72,3 +72,32 @@ func (p *EndedPage) appendJSON(b []byte) []byte {
 	}
 	return append(b, "}\n"...)
 }
+
+// appendJSON writes the census as json.Encoder would; it is as long as
+// the ids asked about.
+func (v *CensusView) appendJSON(b []byte) []byte {
+	if b == nil {
+		b = make([]byte, 0, 48+len(v.Ended)*(len(`{"task_id":"","state":"waiting-for-endpoint"},`)+36)+len(v.Unknown)*39)
+	}
+	b = append(b, `{"ended":[`...)
+	for i := range v.Ended {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"task_id":`...)
+		b = appendTaskID(b, v.Ended[i].TaskID)
+		b = append(b, `,"state":"`...)
+		b = append(b, v.Ended[i].State...)
+		b = append(b, `"}`...)
+	}
+	b = append(b, `],"unknown":[`...)
+	for i, s := range v.Unknown {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, s)
+	}
+	b = append(b, `],"pending":`...)
+	b = strconv.AppendInt(b, int64(v.Pending), 10)
+	return append(b, "}\n"...)
+}

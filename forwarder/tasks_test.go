@@ -232,6 +232,14 @@ func TestRawJSONMatchesEncoder(t *testing.T) {
 			t.Errorf("page: %q, want %q", got, want)
 		}
 	}
+	for _, c := range []CensusView{
+		{Ended: []EndedView{}, Unknown: []string{}},
+		{Ended: []EndedView{{TaskID: ids[0], State: messages.StateSuccess}, {TaskID: ids[1], State: messages.StateFailed}}, Unknown: []string{"nope", ids[1].String()}, Pending: 12},
+	} {
+		if got, want := string(c.appendJSON(nil)), enc(c); got != want {
+			t.Errorf("census: %q, want %q", got, want)
+		}
+	}
 }
 
 // scanCounter counts full scans of a store.
