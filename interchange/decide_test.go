@@ -108,7 +108,7 @@ func TestQueueTakesOwnersInTurn(t *testing.T) {
 		var ts []*itask
 		for i := range n {
 			tk := &itask{owner: names.intern(who), seq: uint64(i)}
-			l.enqueueBack(tk)
+			l.enqueueBack(tk, time.Now())
 			ts = append(ts, tk)
 		}
 		return ts
@@ -170,7 +170,7 @@ func TestLongTasksCapped(t *testing.T) {
 	var names owners
 	add := func(who string, n int) {
 		for range n {
-			l.enqueueBack(&itask{owner: names.intern(who)})
+			l.enqueueBack(&itask{owner: names.intern(who)}, time.Now())
 		}
 	}
 	m := &manager{reg: messages.Registration{Workers: 4, Prefetch: 1000}, pf: prefetch{adaptive: true, rtt: 0.001}}

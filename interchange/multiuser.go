@@ -283,7 +283,7 @@ func (l *loop) accountOf(o owner, now time.Time) (uint32, string) {
 // map gives it none. Single-user endpoints just queue it.
 func (l *loop) placeTask(t *itask, now time.Time) {
 	if l.multi == nil {
-		l.enqueueBack(t)
+		l.enqueueBack(t, now)
 		return
 	}
 	idx, why := l.accountOf(t.owner, now)
@@ -294,7 +294,7 @@ func (l *loop) placeTask(t *itask, now time.Time) {
 		return
 	}
 	t.acct = idx
-	l.enqueueBack(t)
+	l.enqueueBack(t, now)
 }
 
 // bindAccount binds a registering manager to the account its key names;

@@ -12,11 +12,11 @@ import (
 func (l *loop) outstanding() int { return len(l.tasks) - l.nheld }
 
 // finishTask ends a task we hold with its result.
-func (l *loop) finishTask(t *itask, r messages.Result) { l.finish(t, r, nil) }
+func (l *loop) finishTask(t *itask, r messages.Result) { l.finish(t, r, nil, 0) }
 
-// finish ends t with r. With from, the manager r came from, the result
-// may stay in memory only: see unstoredResult.
-func (l *loop) finish(t *itask, r messages.Result, from *manager) {
+// finish ends t with r. With from, the manager r came from at now, the
+// result may stay in memory only: see unstoredResult.
+func (l *loop) finish(t *itask, r messages.Result, from *manager, now int64) {
 	if t.fin {
 		return
 	}
@@ -25,7 +25,7 @@ func (l *loop) finish(t *itask, r messages.Result, from *manager) {
 		r.Finished-r.Started < int64(unstoredUnder) {
 		t.ackTo = from
 		l.nunstored++
-		l.unstored = append(l.unstored, unstoredResult{t: t, at: time.Now().UnixNano()})
+		l.unstored = append(l.unstored, unstoredResult{t: t, at: now})
 	} else if l.ix.store != nil {
 		l.ops = append(l.ops, taskDeleteOp(t))
 	}
