@@ -457,6 +457,48 @@ func TestPausedEndpointHoldsTasks(t *testing.T) {
 	e.received(t, ids)
 }
 
+// Tasks accepted before the forwarder hears of a pause, and not yet sent,
+// wait as waiting-for-endpoint like those submitted during it.
+func TestPauseHoldsTasksNotYetSent(t *testing.T) {
+	f, c := startForwarder(t, forwarder.Options{MaxUnacked: 2})
+	f.Enroll(t, ep)
+	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{})
+	e := &fakeEndpoint{Peer: ix, f: f, c: c}
+	e.register(t)
+	spec := make([]any, 10)
+	for i := range spec {
+		spec[i] = map[string]any{"kind": "noop"}
+	}
+	ids, err := e.c.Submit(ep, spec...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Sync(t, "")
+	sent := map[string]bool{}
+	for _, x := range e.Tasks("") {
+		sent[x.ID.String()] = true
+	}
+	if len(sent) != 2 {
+		t.Fatalf("%d tasks sent before any was acknowledged, want 2", len(sent))
+	}
+	waiting := func() (n int) {
+		for _, id := range ids {
+			if !sent[id] && e.task(t, id).State == "waiting-for-endpoint" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := waiting(); n != 0 {
+		t.Fatalf("%d tasks waiting-for-endpoint before the pause", n)
+	}
+	e.Send(t, "", &messages.EPStatusReport{ServingState: messages.PushPaused})
+	e.Sync(t, "")
+	if n := waiting(); n != 8 {
+		t.Errorf("%d of the 8 tasks held by the pause read waiting-for-endpoint", n)
+	}
+}
+
 func TestCancelSentToEndpoint(t *testing.T) {
 	e := connect(t, forwarder.Options{})
 	ids, err := e.c.Submit(ep, map[string]any{"kind": "sleep", "args": []string{"30"}})

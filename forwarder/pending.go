@@ -46,6 +46,18 @@ func (p *pendingTasks) add(es []*entry) {
 	}
 }
 
+// each calls fn for every task waiting.
+func (p *pendingTasks) each(fn func(*entry)) {
+	for _, e := range p.again {
+		fn(e)
+	}
+	for _, q := range p.turn {
+		for _, e := range q.items[q.head:] {
+			fn(e)
+		}
+	}
+}
+
 // addFront queues es, in order, before everything else.
 func (p *pendingTasks) addFront(es []*entry) {
 	if len(es) == 0 {

@@ -27,8 +27,22 @@ func (l *loop) applyReport(ep *endpoint, r *messages.EPStatusReport) {
 	ep.report = *r
 	if wasPaused != !r.ServingState.PushAllowed() {
 		l.f.log.WithFields(logrus.Fields{"endpoint": ep.id, "serving_state": r.ServingState.String()}).Info("endpoint serving state changed")
+		if !wasPaused {
+			l.holdPending(ep)
+		}
 	}
 	l.f.publish(ep)
+}
+
+// holdPending shows the tasks a pause keeps here as waiting-for-endpoint,
+// as are those submitted during it; tasks accepted just before the
+// forwarder heard of the pause read "received" for as long as it lasted.
+func (l *loop) holdPending(ep *endpoint) {
+	var es []*entry
+	ep.pending.each(func(e *entry) { es = append(es, e) })
+	if len(es) > 0 {
+		l.f.tasks.endpointLost(es) // moves only the tasks that may move
+	}
 }
 
 func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
