@@ -164,9 +164,12 @@ func TestManagerRegistration(t *testing.T) {
 			p.ExpectType(t, 5*time.Second, "", messages.TypeReregister)
 		})
 	}
-	if st := e.ix.Status(); st.Managers != 1 {
-		t.Errorf("%d managers registered, want 1", st.Managers)
-	}
+	waitStatus(t, e, func(st interchange.StatusView) error {
+		if st.Managers != 1 {
+			return fmt.Errorf("%d managers registered, want 1", st.Managers)
+		}
+		return nil
+	})
 }
 
 func TestUnregisteredManagerToldToReregister(t *testing.T) {
@@ -288,9 +291,12 @@ func TestMalformedFromManager(t *testing.T) {
 	waitTask(t, good, id, 1, 5*time.Second)
 	good.Send(t, "", result(id, 1, messages.Success, ""))
 	e.waitUpResult(t, id, 1)
-	if st := e.ix.Status(); st.Managers != 1 {
-		t.Errorf("managers = %d after malformed input, want 1", st.Managers)
-	}
+	waitStatus(t, e, func(st interchange.StatusView) error {
+		if st.Managers != 1 {
+			return fmt.Errorf("managers = %d after malformed input, want 1", st.Managers)
+		}
+		return nil
+	})
 }
 
 func TestMalformedFromForwarder(t *testing.T) {
@@ -417,9 +423,12 @@ func TestLostManagerFailsTaskAfterMaxRetries(t *testing.T) {
 			t.Errorf("error %q does not say %q", r.Error, w)
 		}
 	}
-	if st := e.ix.Status(); st.Outstanding != 0 || st.Queued != 0 {
-		t.Errorf("status after the task failed: %+v", st)
-	}
+	waitStatus(t, e, func(st interchange.StatusView) error {
+		if st.Outstanding != 0 || st.Queued != 0 {
+			return fmt.Errorf("status after the task failed: %+v", st)
+		}
+		return nil
+	})
 }
 
 func TestDuplicateResultAppliedOnce(t *testing.T) {
@@ -474,6 +483,13 @@ func TestDuplicateResultAppliedOnce(t *testing.T) {
 	})
 }
 
+// waitStatus waits for the interchange's view, which it publishes at each
+// housekeeping tick, to pass check.
+func waitStatus(t *testing.T, e *env, check func(interchange.StatusView) error) {
+	t.Helper()
+	testutil.WaitFor(t, 5*time.Second, func() error { return check(e.ix.Status()) })
+}
+
 func TestDispatchRespectsWorkersPlusPrefetch(t *testing.T) {
 	e := start(t, interchange.Options{}, true)
 	m := e.manager(t, "m1", 2, 1)
@@ -491,10 +507,12 @@ func TestDispatchRespectsWorkersPlusPrefetch(t *testing.T) {
 	if n := len(m.Tasks("")); n != 3 {
 		t.Fatalf("manager with 2 workers + 1 prefetch holds %d tasks", n)
 	}
-	st := e.ix.Status()
-	if st.Queued != 7 || st.ManagerList[0].Outstanding != 3 {
-		t.Errorf("status queued %d, outstanding on manager %d; want 7 and 3", st.Queued, st.ManagerList[0].Outstanding)
-	}
+	waitStatus(t, e, func(st interchange.StatusView) error {
+		if len(st.ManagerList) != 1 || st.Queued != 7 || st.ManagerList[0].Outstanding != 3 {
+			return fmt.Errorf("status %+v; want 7 queued and 3 outstanding on m1", st)
+		}
+		return nil
+	})
 	// Each result frees exactly one slot.
 	done := map[messages.TaskID]bool{}
 	for round := 0; round < 7; round++ {
@@ -747,9 +765,12 @@ func TestManagersLostTogetherCountedOnce(t *testing.T) {
 	if v := e.metric(t, "managers_lost_total"); v != 2 {
 		t.Errorf("managers_lost_total = %g after losing 2 managers", v)
 	}
-	if st := e.ix.Status(); len(st.ManagerList) != 1 || st.ManagerList[0].ID != "b" {
-		t.Errorf("managers left: %+v", st.ManagerList)
-	}
+	waitStatus(t, e, func(st interchange.StatusView) error {
+		if len(st.ManagerList) != 1 || st.ManagerList[0].ID != "b" {
+			return fmt.Errorf("managers left: %+v", st.ManagerList)
+		}
+		return nil
+	})
 }
 
 // A manager that restarts with the same id (ROUTER_HANDOVER) holds none of
@@ -1070,9 +1091,12 @@ func TestShortResultsStayWithTheirManagerUntilTheForwarderHasThem(t *testing.T) 
 		return nil
 	})
 	unstored(0)
-	if st := e.ix.Status(); st.ResultsUndelivered != 1 {
-		t.Fatalf("%d results undelivered, want 1", st.ResultsUndelivered)
-	}
+	waitStatus(t, e, func(st interchange.StatusView) error {
+		if st.ResultsUndelivered != 1 {
+			return fmt.Errorf("%d results undelivered, want 1", st.ResultsUndelivered)
+		}
+		return nil
+	})
 	m.Close()
 	e.ix.Stop()
 	opts.Forwarder = e.fwd.Addr()
