@@ -26,12 +26,28 @@ type fakeEndpoint struct {
 
 func connect(t *testing.T, opts forwarder.Options) *fakeEndpoint {
 	t.Helper()
+	return connectWith(t, opts, testutil.PeerOptions{AckTasks: true})
+}
+
+// connectWith is connect with the fake interchange's options: without
+// AckTasks it acknowledges nothing by itself.
+func connectWith(t *testing.T, opts forwarder.Options, po testutil.PeerOptions) *fakeEndpoint {
+	t.Helper()
 	f, c := startForwarder(t, opts)
 	f.Enroll(t, ep)
-	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{AckTasks: true})
+	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), po)
 	e := &fakeEndpoint{Peer: ix, f: f, c: c}
 	e.register(t)
 	return e
+}
+
+// noops is n no-op task specs.
+func noops(n int) []any {
+	spec := make([]any, n)
+	for i := range spec {
+		spec[i] = map[string]any{"kind": "noop"}
+	}
+	return spec
 }
 
 func (e *fakeEndpoint) register(t *testing.T) {
@@ -460,16 +476,8 @@ func TestPausedEndpointHoldsTasks(t *testing.T) {
 // Tasks accepted before the forwarder hears of a pause, and not yet sent,
 // wait as waiting-for-endpoint like those submitted during it.
 func TestPauseHoldsTasksNotYetSent(t *testing.T) {
-	f, c := startForwarder(t, forwarder.Options{MaxUnacked: 2})
-	f.Enroll(t, ep)
-	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{})
-	e := &fakeEndpoint{Peer: ix, f: f, c: c}
-	e.register(t)
-	spec := make([]any, 10)
-	for i := range spec {
-		spec[i] = map[string]any{"kind": "noop"}
-	}
-	ids, err := e.c.Submit(ep, spec...)
+	e := connectWith(t, forwarder.Options{MaxUnacked: 2}, testutil.PeerOptions{})
+	ids, err := e.c.Submit(ep, noops(10)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -827,15 +835,8 @@ func TestQueuedByOwnerInEndpointView(t *testing.T) {
 // ahead of every other user's tasks.
 func TestUnacknowledgedTasksAreCapped(t *testing.T) {
 	const limit = 10_000
-	f, c := startForwarder(t, forwarder.Options{MaxUnacked: limit})
-	f.Enroll(t, ep)
-	ix := testutil.NewDealer(t, "fake interchange", ep, f.ZMQAddr(), testutil.PeerOptions{})
-	e := &fakeEndpoint{Peer: ix, f: f, c: c}
-	e.register(t)
-	spec := make([]any, 5000)
-	for i := range spec {
-		spec[i] = map[string]any{"kind": "noop"}
-	}
+	e := connectWith(t, forwarder.Options{MaxUnacked: limit}, testutil.PeerOptions{})
+	spec := noops(5000)
 	var ids []string
 	for range 5 {
 		got, err := e.c.Submit(ep, spec...)

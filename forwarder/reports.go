@@ -65,9 +65,7 @@ func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
 		l.f.mbox.Post(event{kind: evAck, ep: epID, ids: ack})
 	})
 	l.verdicts = verdicts
-	// Counted by state once a batch: a labelled counter's lookup for
-	// each result cost more than the rest of this loop.
-	var applied [8]float64
+	var applied messages.StateCounts
 	for i, v := range verdicts {
 		r := &b.Results[i]
 		switch v {
@@ -75,11 +73,7 @@ func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
 			if es[i] != nil {
 				ep.release(es[i])
 			}
-			if int(r.Code) < len(applied) {
-				applied[r.Code]++
-			} else {
-				l.f.m.results.WithLabelValues(string(r.Code.State())).Inc()
-			}
+			applied.Add(r.Code)
 		case messages.Same, messages.Regress:
 			if es[i] != nil {
 				ep.release(es[i])
@@ -89,11 +83,7 @@ func (l *loop) applyResults(ep *endpoint, b *messages.ResultBatch) {
 			l.f.m.staleUpdates.Inc()
 		}
 	}
-	for c, n := range applied {
-		if n > 0 {
-			l.f.m.results.WithLabelValues(string(messages.TaskStatusCode(c).State())).Add(n)
-		}
-	}
+	applied.Each(func(s messages.TaskState, n float64) { l.f.m.results.WithLabelValues(string(s)).Add(n) })
 	clear(es)
 	l.resBuf = es[:0]
 }

@@ -172,16 +172,8 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 	l.passResults += len(b.Results)
 	ack := make([]messages.TaskID, 0, len(b.Results))
 	now := time.Now().UnixNano()
-	// Results are counted by state once a batch: a labelled counter's
-	// lookup for each was more than the rest of its bookkeeping.
-	var ended [8]float64
-	defer func() {
-		for c, n := range ended {
-			if n > 0 {
-				l.ix.m.results.WithLabelValues(string(messages.TaskStatusCode(c).State())).Add(n)
-			}
-		}
-	}()
+	var ended messages.StateCounts
+	defer ended.Each(func(s messages.TaskState, n float64) { l.ix.m.results.WithLabelValues(string(s)).Add(n) })
 	for i := range b.Results {
 		r := b.Results[i]
 		ack = append(ack, r.ID)
@@ -215,11 +207,7 @@ func (l *loop) managerResults(m *manager, b *messages.ResultBatch) {
 			}
 			m.pf.ranFor(&r)
 			l.queueOf(t).runOf(t.owner).ranFor(&r)
-			if int(r.Code) < len(ended) {
-				ended[r.Code]++
-			} else {
-				l.ix.m.results.WithLabelValues(string(r.Code.State())).Inc()
-			}
+			ended.Add(r.Code)
 		case ok && r.Attempt == t.attempt:
 			l.ix.m.refused.WithLabelValues("not-your-task").Inc()
 			l.quiet.Warn("notyours:"+m.ID, l.log.WithFields(logrus.Fields{"manager": m.ID, "task_id": r.ID.String()}),

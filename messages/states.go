@@ -61,6 +61,28 @@ func (c TaskStatusCode) State() TaskState {
 	return StateUnknown
 }
 
+// StateCounts counts codes by state, so that a labelled counter is added
+// to once a batch: looking it up for each task cost more than the rest of
+// a result's bookkeeping.
+type StateCounts [codeLimit]float64
+
+// Add counts c; a code with no state counts as StateUnknown.
+func (n *StateCounts) Add(c TaskStatusCode) {
+	if c >= codeLimit {
+		c = CodeNone
+	}
+	n[c]++
+}
+
+// Each calls fn with each state counted and its count.
+func (n *StateCounts) Each(fn func(s TaskState, count float64)) {
+	for c, k := range n {
+		if k > 0 {
+			fn(TaskStatusCode(c).State(), k)
+		}
+	}
+}
+
 // Code is the inverse of State; the two service-only states have no code.
 func (s TaskState) Code() (TaskStatusCode, bool) {
 	switch s {

@@ -283,3 +283,21 @@ func TestCodeStateConversion(t *testing.T) {
 		}
 	}
 }
+
+func TestStateCounts(t *testing.T) {
+	var n StateCounts
+	for _, c := range []TaskStatusCode{Success, Failed, Success, TaskStatusCode(200)} {
+		n.Add(c)
+	}
+	got := map[TaskState]float64{}
+	n.Each(func(s TaskState, k float64) { got[s] += k })
+	want := map[TaskState]float64{StateSuccess: 2, StateFailed: 1, StateUnknown: 1}
+	if len(got) != len(want) {
+		t.Fatalf("counts %v, want %v", got, want)
+	}
+	for s, k := range want {
+		if got[s] != k {
+			t.Errorf("counts %v, want %v", got, want)
+		}
+	}
+}
